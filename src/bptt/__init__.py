@@ -1,0 +1,13 @@
+"""bptt: train recurrent networks on long-range dependencies, and see why they fail.
+
+The public face: :func:`unroll` runs a one-step cell over time with hidden-gradient
+taps (:mod:`bptt.taps`), :mod:`bptt.cells` holds the cells, :class:`SequenceModel`
+adds a readout, :mod:`bptt.tasks` generates the benchmark tasks and :func:`train`
+runs one configured training into a run directory.
+"""
+
+from bptt import cells, taps
+from bptt.engine import unroll
+
+__all__ = ["cells", "taps", "unroll"]
+__version__ = "0.1.0"

@@ -1,0 +1,14 @@
+"""Recurrent cells: each an ``nn.Module`` computing one step, ``forward(x_t, state) -> state``.
+
+The loop over time lives in :func:`bptt.unroll`. Any module with this one-step
+signature and either a ``hidden_size`` attribute or an
+``initial_state(batch_size, *, device, dtype)`` method works wherever a built-in
+cell does; the built-in ones also have a fast engine.
+"""
+
+from bptt.cells._gru import GRU
+from bptt.cells._lstm import LSTM
+from bptt.cells._rnn import RNN
+from bptt.cells._state import State, initial_state, state_output
+
+__all__ = ["GRU", "LSTM", "RNN", "State", "initial_state", "state_output"]

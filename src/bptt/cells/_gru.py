@@ -1,0 +1,69 @@
+"""The GRU cell, parameter-compatible with ``torch.nn.GRUCell``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bptt.cells._params import check_sizes, make_parameters, uniform_reset
+
+__all__ = ["GRU"]
+
+
+class GRU(nn.Module):
+    r"""One step of a GRU (the formulation of :class:`torch.nn.GRUCell`).
+
+    .. math::
+        r &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z &= \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n &= \tanh(W_{in} x_t + b_{in} + r \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t &= (1 - z) \odot n + z \odot h_{t-1}
+
+    Gates are stacked (r, z, n) along the first dimension of the weights.
+
+    Args:
+        input_size: F, features per step.
+        hidden_size: H, hidden units.
+        bias: whether the cell has ``bias_ih`` and ``bias_hh`` (each (3H,)).
+        device, dtype: where and in which precision the parameters live.
+
+    Shapes:
+        ``forward(x_t, h)``: x_t (B, F), h (B, H) or None -> (B, H).
+
+    Example:
+        >>> GRU(3, 5)(torch.zeros(2, 3), None).shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_sizes(input_size, hidden_size)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        make_parameters(self, 3, bias, device, dtype)
+
+    def reset_parameters(self) -> None:
+        """Re-draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does."""
+        uniform_reset(self)
+
+    def forward(self, x_t: Tensor, state: Tensor | None = None) -> Tensor:
+        if state is None:
+            state = x_t.new_zeros(x_t.shape[0], self.hidden_size)
+        xr, xz, xn = nn.functional.linear(x_t, self.weight_ih, self.bias_ih).chunk(3, dim=1)
+        hr, hz, hn = nn.functional.linear(state, self.weight_hh, self.bias_hh).chunk(3, dim=1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return n + z * (state - n)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"

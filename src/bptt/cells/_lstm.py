@@ -1,0 +1,84 @@
+"""The LSTM cell, parameter-compatible with ``torch.nn.LSTMCell``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bptt.cells._params import check_sizes, make_parameters, uniform_reset
+
+__all__ = ["LSTM"]
+
+
+class LSTM(nn.Module):
+    r"""One step of an LSTM; the state is the tuple ``(h, c)``.
+
+    .. math::
+        (i, f, g, o) &= (\sigma, \sigma, \tanh, \sigma)(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}) \\
+        c_t &= f \odot c_{t-1} + i \odot g, \qquad h_t = o \odot \tanh(c_t)
+
+    The gates are stacked in the order (i, f, g, o) along the first dimension of the
+    weights, exactly as in :class:`torch.nn.LSTMCell`, whose state dicts load both ways.
+
+    Args:
+        input_size: F, features per step.
+        hidden_size: H, hidden units.
+        bias: whether the cell has ``bias_ih`` and ``bias_hh`` (each (4H,)).
+        device, dtype: where and in which precision the parameters live.
+
+    Shapes:
+        ``forward(x_t, (h, c))``: x_t (B, F), h and c (B, H), or None -> ``(h, c)``.
+
+    Example:
+        >>> h, c = LSTM(3, 5)(torch.zeros(2, 3), None)
+        >>> h.shape, c.shape
+        (torch.Size([2, 5]), torch.Size([2, 5]))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_sizes(input_size, hidden_size)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        make_parameters(self, 4, bias, device, dtype)
+
+    def reset_parameters(self) -> None:
+        """Re-draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does."""
+        uniform_reset(self)
+
+    def initial_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Zeros for ``(h, c)``, each (batch_size, H)."""
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        return zeros, zeros.clone()
+
+    def forward(
+        self, x_t: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        if state is None:
+            state = self.initial_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype)
+        h, c = state
+        gates = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
+            h, self.weight_hh, self.bias_hh
+        )  # (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"

@@ -1,0 +1,73 @@
+"""The Elman recurrent cell, parameter-compatible with ``torch.nn.RNNCell``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bptt.cells._params import check_sizes, make_parameters, uniform_reset
+
+__all__ = ["RNN"]
+
+_NONLINEARITIES = ("tanh", "relu")
+
+
+class RNN(nn.Module):
+    r"""One step of an Elman RNN.
+
+    .. math::
+        h_t = f(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}), \quad f \in \{\tanh, \mathrm{ReLU}\}
+
+    Parameter names, shapes and default initialisation (U(-1/sqrt(H), 1/sqrt(H))) are
+    those of :class:`torch.nn.RNNCell`, so state dicts load both ways.
+
+    Args:
+        input_size: F, features per step.
+        hidden_size: H, hidden units.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+        bias: whether the cell has ``bias_ih`` and ``bias_hh``.
+        device, dtype: where and in which precision the parameters live.
+
+    Shapes:
+        ``forward(x_t, h)``: x_t (B, F), h (B, H) or None (zeros) -> (B, H).
+
+    Example:
+        >>> cell = RNN(3, 5)
+        >>> cell(torch.zeros(2, 3), None).shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_sizes(input_size, hidden_size)
+        if nonlinearity not in _NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.nonlinearity = nonlinearity
+        self.bias = bias
+        make_parameters(self, 1, bias, device, dtype)
+
+    def reset_parameters(self) -> None:
+        """Re-draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does."""
+        uniform_reset(self)
+
+    def forward(self, x_t: Tensor, state: Tensor | None = None) -> Tensor:
+        if state is None:
+            state = x_t.new_zeros(x_t.shape[0], self.hidden_size)
+        pre = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
+            state, self.weight_hh, self.bias_hh
+        )
+        return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}"

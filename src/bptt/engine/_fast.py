@@ -1,0 +1,56 @@
+"""Choosing and calling the fast engine of a built-in cell."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from bptt.cells import GRU, LSTM, RNN
+from bptt.cells._state import State
+from bptt.engine._fast_gru import GRUSequence
+from bptt.engine._fast_lstm import LSTMSequence
+from bptt.engine._fast_rnn import RNNSequence
+
+FastEngine = Callable[[nn.Module, Tensor, State, Sequence], tuple[Tensor, State]]
+
+
+def _run_rnn(cell: RNN, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
+    relu = cell.nonlinearity == "relu"
+    return RNNSequence.apply(
+        x, state, taps, relu, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+    )
+
+
+def _run_lstm(cell: LSTM, x: Tensor, state: tuple, taps: Sequence) -> tuple[Tensor, tuple]:
+    h0, c0 = state
+    out, h, c = LSTMSequence.apply(
+        x, h0, c0, taps, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+    )
+    return out, (h, c)
+
+
+def _run_gru(cell: GRU, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
+    return GRUSequence.apply(
+        x, state, taps, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+    )
+
+
+_FAST: dict[type, FastEngine] = {RNN: _run_rnn, LSTM: _run_lstm, GRU: _run_gru}
+
+
+def fast_engine_for(cell: nn.Module, x: Tensor) -> FastEngine | None:
+    """The fast engine for this cell and input, or None where only the generic one applies.
+
+    It applies to exactly the built-in classes (a subclass may change ``forward``),
+    with x in the parameters' dtype and device, outside torch.func transforms (the
+    hand-written backward has no forward-mode rule).
+    """
+    run = _FAST.get(type(cell))
+    if run is None or torch._C._are_functorch_transforms_active():
+        return None
+    weight = cell.weight_hh
+    if x.dtype != weight.dtype or x.device != weight.device:
+        return None
+    return run

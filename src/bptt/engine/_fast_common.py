@@ -1,0 +1,92 @@
+"""Pieces shared by the fast engines of the built-in cells.
+
+Every fast engine works time-major inside: the input projection of all T steps is
+one matmul before the loop; the backward walks back over time in chunks of a few
+steps, first computing for the whole chunk at once the local derivative factors
+that do not depend on the flowing gradient (few large calls, data still in cache),
+then for each step only what the flowing gradient needs; the weight gradients are
+one matmul over the stacked per-step pre-activation gradients after the loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bptt.engine._workspace import WORKSPACE
+
+
+# Elements of a (chunk, B, G) factor block worked on at once: about 1 MB of float32,
+# small enough to stay in cache for the per-step loop that follows.
+_CHUNK_ELEMENTS = 1 << 18
+
+
+def backward_chunks(steps: int, elements_per_step: int) -> list[tuple[int, int]]:
+    """(start, end) ranges covering 0..steps-1, last chunk first."""
+    size = max(1, min(steps, _CHUNK_ELEMENTS // max(1, elements_per_step)))
+    starts = range(((steps - 1) // size) * size, -1, -size)
+    return [(start, min(start + size, steps)) for start in starts]
+
+
+def time_major_rows(x: Tensor) -> Tensor:
+    """x (B, T, F) -> (T*B, F), rows ordered by time then sample."""
+    batch, steps, features = x.shape
+    return x.transpose(0, 1).reshape(steps * batch, features)
+
+
+def project_inputs(x_rows: Tensor, weight_ih: Tensor, bias: Tensor | None, out: Tensor) -> None:
+    """All steps' input projections at once into out (T, B, G): x W_ih^T + bias."""
+    out_rows = out.view(x_rows.shape[0], weight_ih.shape[0])
+    if bias is None:
+        torch.mm(x_rows, weight_ih.t(), out=out_rows)
+    else:
+        torch.addmm(bias, x_rows, weight_ih.t(), out=out_rows)
+
+
+def summed_bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
+    """b_ih + b_hh, or None for a cell without bias."""
+    return None if b_ih is None else b_ih + b_hh
+
+
+def first_delta(grad_out: Tensor, grad_final: Tensor) -> Tensor:
+    """dL/dh_{T-1}: what reaches the last step's output plus the final state's gradient."""
+    return grad_out[:, -1] + grad_final
+
+
+def start_backward(ctx) -> None:
+    """Refuse a second backward: the scratch buffers went back to the workspace."""
+    if getattr(ctx, "consumed", False):
+        raise RuntimeError(
+            "the fast engine supports one backward pass per forward pass (retain_graph is "
+            "not supported); use bptt.unroll(..., engine='generic') to backward twice"
+        )
+    ctx.consumed = True
+
+
+def release_if_no_backward(ctx, *buffers: Tensor) -> None:
+    """Give the scratch buffers back at once when no backward will need them."""
+    if not any(ctx.needs_input_grad):
+        WORKSPACE.give(*buffers)
+
+
+def parameter_grads(
+    needs: tuple[bool, bool],
+    d_pre_rows: Tensor,
+    inputs_rows: Tensor,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradient of a weight (G, K) and its bias (G,) from (N, G) pre-activation grads.
+
+    ``needs`` is (weight needed, bias needed); inputs_rows is (N, K).
+    """
+    grad_w = d_pre_rows.t() @ inputs_rows if needs[0] else None
+    grad_b = d_pre_rows.sum(0) if needs[1] else None
+    return grad_w, grad_b
+
+
+def input_grad(
+    needed: bool, d_pre_rows: Tensor, weight_ih: Tensor, batch: int, steps: int
+) -> Tensor | None:
+    """dL/dx (B, T, F) from the (T*B, G) pre-activation gradients."""
+    if not needed:
+        return None
+    return (d_pre_rows @ weight_ih).view(steps, batch, -1).transpose(0, 1)

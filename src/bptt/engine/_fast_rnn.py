@@ -1,0 +1,85 @@
+"""Fast engine for the Elman RNN (tanh or ReLU)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from bptt.engine._fast_common import (
+    backward_chunks,
+    first_delta,
+    input_grad,
+    parameter_grads,
+    project_inputs,
+    start_backward,
+    summed_bias,
+    time_major_rows,
+)
+from bptt.engine._workspace import WORKSPACE
+from bptt.taps import apply_taps
+
+
+class RNNSequence(torch.autograd.Function):
+    """h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) over T steps, taps in backward.
+
+    forward(x (B, T, F), h0 (B, H), taps, relu, W_ih, W_hh, b_ih, b_hh)
+    -> (outputs (B, T, H), h_T (B, H)).
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, taps: Sequence, relu: bool, w_ih, w_hh, b_ih, b_hh):
+        batch, steps, _ = x.shape
+        hidden = w_hh.shape[0]
+        x_rows = time_major_rows(x)  # (T*B, F)
+        hs = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): h0, then h_0 .. h_{T-1}
+        hs[0] = h0
+        # Each step's input projection is written where its state will be, then
+        # completed in place: no allocation inside the loop.
+        project_inputs(x_rows, w_ih, summed_bias(b_ih, b_hh), out=hs[1:])
+        w_hh_t = w_hh.t()
+        activate = torch.relu_ if relu else torch.tanh_
+        for t in range(steps):
+            activate(hs[t + 1].addmm_(hs[t], w_hh_t))
+        ctx.save_for_backward(x_rows, w_ih, w_hh)
+        ctx.hs, ctx.taps, ctx.relu = hs, taps, relu
+        return hs[1:].transpose(0, 1), hs[steps].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor, grad_final: Tensor):
+        start_backward(ctx)
+        x_rows, w_ih, w_hh = ctx.saved_tensors
+        hs, taps = ctx.hs, ctx.taps
+        steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+        grad_steps = grad_out.transpose(0, 1)  # (T, B, H)
+        # d_pre[t] = f'(a_t) for a chunk of steps, then times delta_t: dL/da_t.
+        d_pre = WORKSPACE.take((steps, batch, hidden), hs)  # (T, B, H)
+        d_steps, grad_steps = d_pre.unbind(0), grad_steps.unbind(0)
+        ones = hs.new_ones(1, 1, 1)
+        delta = first_delta(grad_out, grad_final)
+        grad_h0 = None
+        for start, end in backward_chunks(steps, batch * hidden):
+            h = hs[start + 1 : end + 1]
+            if ctx.relu:  # h >= 0, so sign(h) is the indicator of h > 0
+                torch.sign(h, out=d_pre[start:end])
+            else:
+                torch.addcmul(ones, h, h, value=-1.0, out=d_pre[start:end])
+            for t in range(end - 1, start - 1, -1):
+                if taps:
+                    delta = apply_taps(taps, t, delta)
+                d_a = d_steps[t].mul_(delta)
+                if t:
+                    delta = torch.addmm(grad_steps[t - 1], d_a, w_hh)
+                elif ctx.needs_input_grad[1]:
+                    grad_h0 = d_a @ w_hh
+        needs = ctx.needs_input_grad
+        d_rows = d_pre.view(steps * batch, hidden)
+        grad_w_ih, grad_b = parameter_grads((needs[4], needs[6] or needs[7]), d_rows, x_rows)
+        grad_w_hh, _ = parameter_grads((needs[5], False), d_rows, hs[:-1].reshape(-1, hidden))
+        grad_x = input_grad(needs[0], d_rows, w_ih, batch, steps)
+        WORKSPACE.give(d_pre)
+        grad_b_hh = None if grad_b is None else grad_b.clone()  # never alias two .grad
+        return grad_x, grad_h0, None, None, grad_w_ih, grad_w_hh, grad_b, grad_b_hh

@@ -1,0 +1,114 @@
+"""``unroll``: the one entry point that runs a cell over time, choosing an engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from bptt.cells._state import State, as_tuple, initial_state
+from bptt.engine._fast import fast_engine_for
+from bptt.engine._generic import unroll_generic
+from bptt.taps import Delta
+
+__all__ = ["ENGINES", "unroll"]
+
+ENGINES = ("auto", "generic", "fast")
+
+
+def unroll(
+    cell: nn.Module,
+    x: Tensor,
+    state: State | None = None,
+    taps: Sequence[Callable[[int, Delta], Delta]] = (),
+    engine: str = "auto",
+) -> tuple[Tensor, State]:
+    """Run a one-step cell over a batch of sequences, with hidden-gradient taps.
+
+    During backward, each step's total hidden-state gradient delta_t = dL/ds_t passes
+    through ``taps`` in list order before it flows on to step t-1; see
+    :mod:`bptt.taps` for exactly what a tap sees.
+
+    Args:
+        cell: a module with ``forward(x_t, state) -> state``; built-in cells
+            (:class:`bptt.cells.RNN`, ``LSTM``, ``GRU``) also have a fast engine.
+        x: inputs (B, T, F), batch first.
+        state: initial state, (B, H) or a tuple of such tensors; None means the
+            cell's zero state.
+        taps: callables ``tap(t, delta) -> delta``.
+        engine: ``"generic"`` (autograd through the cell, any cell), ``"fast"``
+            (built-in cells: input projection for all steps in one matmul, a
+            hand-written backward loop, weight gradients as one matmul after it), or
+            ``"auto"`` (fast where it applies). Both give the same results.
+
+    Returns:
+        ``(outputs, final_state)``: outputs (B, T, H), the output of every step (the
+        state, or its first element for a tuple state); final_state as the cell
+        returns it.
+
+    Raises:
+        ValueError: x is not (B, T, F) with T >= 1 and F the cell's input size, the
+            state does not match, or the engine is unknown or does not apply.
+        TypeError: a tap is not callable.
+
+    Example:
+        >>> import bptt
+        >>> out, (h, c) = bptt.unroll(bptt.cells.LSTM(2, 8), torch.randn(4, 10, 2))
+        >>> out.shape, h.shape
+        (torch.Size([4, 10, 8]), torch.Size([4, 8]))
+    """
+    _check_input(cell, x)
+    taps = tuple(taps)
+    for tap in taps:
+        if not callable(tap):
+            raise TypeError(f"a tap must be callable as tap(t, delta), got {type(tap).__name__}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if state is None:
+        state = initial_state(cell, x.shape[0], device=x.device, dtype=x.dtype)
+    else:
+        _check_state(state, x)
+    for tap in taps:
+        begin = getattr(tap, "begin", None)
+        if callable(begin):
+            begin(x.shape[1])
+
+    fast = fast_engine_for(cell, x) if engine != "generic" else None
+    if engine == "fast" and fast is None:
+        raise ValueError(
+            f"engine='fast' applies to the built-in RNN, LSTM and GRU cells on floating "
+            f"inputs of their dtype outside torch.func transforms; got {type(cell).__name__} "
+            f"with x of dtype {x.dtype}. Use engine='generic' or 'auto'."
+        )
+    if fast is not None:
+        return fast(cell, x, state, taps)
+    return unroll_generic(cell, x, state, taps)
+
+
+def _check_input(cell: nn.Module, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor of shape (B, T, F), got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"x must have shape (B, T, F), got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must hold at least one sample and one step, got {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    input_size = getattr(cell, "input_size", None)
+    if isinstance(input_size, int) and x.shape[2] != input_size:
+        raise ValueError(
+            f"x has {x.shape[2]} features per step but the cell expects input_size="
+            f"{input_size}: expected (B, T, {input_size}), got {tuple(x.shape)}"
+        )
+
+
+def _check_state(state: State, x: Tensor) -> None:
+    for part in as_tuple(state):
+        if not isinstance(part, Tensor):
+            raise TypeError(f"state must be a tensor or a tuple of tensors, got {state!r}")
+        if part.dim() < 1 or part.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"state has shape {tuple(part.shape)} but x holds {x.shape[0]} samples: "
+                f"expected ({x.shape[0]}, H)"
+            )

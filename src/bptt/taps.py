@@ -1,0 +1,228 @@
+"""Hidden-state gradient taps: see and change dL/dh_t at every step of backprop through time.
+
+The contract (one definition for every engine). Let s_t be the state a cell returns
+at step t (t = 0 .. T-1) and L the loss. During backward, once every use of s_t has
+sent its gradient back (the readout of step t, step t+1, and the final state if the
+loss uses it), the engine holds
+
+    delta_t = dL/ds_t,
+
+the gradient of L with respect to s_t seen as the input of everything after step t.
+Before step t's backward runs, ``delta_t`` passes through the taps in list order,
+``delta_t = tap(t, delta_t)``, and the tapped value is what step t's backward uses:
+for the gradient that flows on to s_{t-1}, for the parameter gradients of step t and
+for the gradient of x_t. Taps are called for t = T-1, T-2, ..., 0.
+
+What a tap sees:
+
+* a cell whose state is one tensor (RNN, GRU, most user cells): a tensor of the
+  state's shape, (B, H);
+* a cell whose state is a tuple: a tuple of the same length, one gradient per
+  component. For the LSTM, ``(dL/dh_t, dL/dc_t)``, where dL/dc_t is the gradient
+  that reaches c_t from step t+1 (and from the final state): the path through
+  h_t = o_t * tanh(c_t) lies inside step t and is added after the taps.
+
+A tap returns the same structure with the same shapes. It may return its input
+unchanged (an observer) or a new value. Per-sample quantities are taken over the
+whole state: the norm of a tuple is the norm of all its components together.
+
+A tap may define ``begin(num_steps)``; :func:`bptt.unroll` calls it when a forward
+pass over ``num_steps`` steps starts, so the tap can size its buffers. A tap
+instance serves one unroll per backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+Delta = Tensor | tuple[Tensor, ...]
+
+__all__ = [
+    "ClipNorm",
+    "ClipValue",
+    "Delta",
+    "RecordNorms",
+    "Tap",
+    "apply_taps",
+    "per_sample_norm",
+]
+
+# The same small constant as torch.nn.utils.clip_grad_norm_ uses.
+_EPS = 1e-6
+
+
+@runtime_checkable
+class Tap(Protocol):
+    """Anything called as ``tap(t, delta) -> delta`` during backward."""
+
+    def __call__(self, t: int, delta: Delta) -> Delta: ...
+
+
+def per_sample_norm(delta: Delta) -> Tensor:
+    """The Euclidean norm of each sample's gradient over the whole state.
+
+    Args:
+        delta: a tensor (B, ...) or a tuple of such tensors.
+
+    Returns:
+        A tensor (B,).
+
+    Example:
+        >>> per_sample_norm((torch.tensor([[3.0]]), torch.tensor([[4.0]])))
+        tensor([5.])
+    """
+    if isinstance(delta, tuple):
+        norms = [torch.linalg.vector_norm(d.flatten(1), dim=1) for d in delta]
+        total = norms[0]
+        for norm in norms[1:]:
+            total = torch.hypot(total, norm)  # sqrt(a^2 + b^2) without overflow
+        return total
+    return torch.linalg.vector_norm(delta.flatten(1), dim=1)
+
+
+def _scale(delta: Delta, coef: Tensor) -> Delta:
+    """Multiply each sample's gradient by coef (B,)."""
+    if isinstance(delta, tuple):
+        return tuple(_scale(d, coef) for d in delta)
+    return delta * coef.view(-1, *([1] * (delta.dim() - 1)))
+
+
+def apply_taps(taps: Sequence[Callable[[int, Delta], Delta]], t: int, delta: Delta) -> Delta:
+    """Pass delta_t through the taps in order, checking each keeps the structure.
+
+    Raises:
+        TypeError: a tap returned something of another structure or shape.
+    """
+    for tap in taps:
+        out = tap(t, delta)
+        if out is delta:  # an observer: nothing to check
+            continue
+        if isinstance(delta, tuple):
+            ok = isinstance(out, tuple) and len(out) == len(delta)
+            ok = ok and all(o.shape == d.shape for o, d in zip(out, delta, strict=True))
+        else:
+            ok = isinstance(out, Tensor) and out.shape == delta.shape
+        if not ok:
+            raise TypeError(
+                f"tap {tap!r} must return a gradient of the structure it was given "
+                f"({_describe(delta)}), got {_describe(out)}"
+            )
+        delta = out
+    return delta
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"tensor {tuple(value.shape)}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_describe(v) for v in value) + ")"
+    return type(value).__name__
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return float(value)
+
+
+class RecordNorms:
+    """Record the norm of each sample's delta_t at every step (an observer).
+
+    After backward, ``norms`` is a tensor (B, T): ``norms[b, t]`` is the norm of sample
+    b's delta_t as this tap saw it, that is after the taps before it in the list and
+    before any tap after it. Steps that backward never reached hold NaN.
+
+    Example:
+        >>> import bptt
+        >>> cell, rec = bptt.cells.RNN(1, 4), RecordNorms()
+        >>> out, _ = bptt.unroll(cell, torch.randn(2, 5, 1), taps=[rec])
+        >>> out[:, -1].sum().backward()
+        >>> rec.norms.shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(self) -> None:
+        self._num_steps: int | None = None
+        self._buffer: Tensor | None = None  # (T, B): one contiguous row per step
+
+    def begin(self, num_steps: int) -> None:
+        """Start a new record for an unroll of num_steps steps."""
+        self._num_steps = num_steps
+        self._buffer = None
+
+    def __call__(self, t: int, delta: Delta) -> Delta:
+        if self._num_steps is None:
+            raise RuntimeError("RecordNorms.begin(num_steps) was not called; use it via unroll")
+        if self._buffer is None:
+            first = delta[0] if isinstance(delta, tuple) else delta
+            self._buffer = first.new_full((self._num_steps, first.shape[0]), math.nan)
+        if isinstance(delta, tuple):
+            self._buffer[t] = per_sample_norm(delta)
+        else:
+            torch.linalg.vector_norm(delta.flatten(1), dim=1, out=self._buffer[t])
+        return delta
+
+    @property
+    def norms(self) -> Tensor:
+        """Tensor (B, T) of per-sample delta_t norms from the last backward pass."""
+        if self._buffer is None:
+            raise RuntimeError("no norms recorded yet: run a backward pass through the unroll")
+        return self._buffer.t()
+
+    def __repr__(self) -> str:
+        return "RecordNorms()"
+
+
+class ClipNorm:
+    """Clip each sample's delta_t to a norm of at most ``max_norm`` at every step.
+
+    The direction is kept; a sample whose norm exceeds ``max_norm`` is scaled by
+    ``max_norm / (norm + 1e-6)``, as :func:`torch.nn.utils.clip_grad_norm_` does with
+    the whole gradient. This clips only the part that explodes, the gradient flowing
+    back through time, before it is multiplied by the next Jacobian. A sample whose
+    delta_t holds NaN or inf comes out non-finite (NaN), for the monitor to report:
+    clipping never hides a non-finite gradient.
+
+    Args:
+        max_norm: the bound, positive and finite.
+
+    References:
+        Pascanu, Mikolov & Bengio (2013), On the difficulty of training recurrent
+        neural networks, section 3.2.
+    """
+
+    def __init__(self, max_norm: float) -> None:
+        self.max_norm = _positive("max_norm", max_norm)
+
+    def __call__(self, t: int, delta: Delta) -> Delta:
+        coef = (self.max_norm / (per_sample_norm(delta) + _EPS)).clamp_(max=1.0)
+        return _scale(delta, coef)
+
+    def __repr__(self) -> str:
+        return f"ClipNorm(max_norm={self.max_norm})"
+
+
+class ClipValue:
+    """Clamp every element of delta_t to [-value, value] at every step.
+
+    Args:
+        value: the bound, positive and finite.
+    """
+
+    def __init__(self, value: float) -> None:
+        self.value = _positive("value", value)
+
+    def __call__(self, t: int, delta: Delta) -> Delta:
+        if isinstance(delta, tuple):
+            return tuple(d.clamp(-self.value, self.value) for d in delta)
+        return delta.clamp(-self.value, self.value)
+
+    def __repr__(self) -> str:
+        return f"ClipValue(value={self.value})"
