@@ -8,6 +8,7 @@ runs one configured training into a run directory.
 
 from bptt import cells, taps
 from bptt.engine import unroll
+from bptt.model import SequenceModel
 
-__all__ = ["cells", "taps", "unroll"]
+__all__ = ["SequenceModel", "cells", "taps", "unroll"]
 __version__ = "0.1.0"

@@ -14,7 +14,8 @@ class LSTM(nn.Module):
     r"""One step of an LSTM; the state is the tuple ``(h, c)``.
 
     .. math::
-        (i, f, g, o) &= (\sigma, \sigma, \tanh, \sigma)(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}) \\
+        a_t &= W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh} \\
+        (i, f, g, o) &= (\sigma, \sigma, \tanh, \sigma)(a_t) \\
         c_t &= f \odot c_{t-1} + i \odot g, \qquad h_t = o \odot \tanh(c_t)
 
     The gates are stacked in the order (i, f, g, o) along the first dimension of the

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 State = Tensor | tuple[Tensor, ...]
 
-__all__ = ["State", "initial_state", "state_output", "as_tuple"]
+__all__ = ["State", "as_tuple", "initial_state", "state_output"]
 
 
 def initial_state(

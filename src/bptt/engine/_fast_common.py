@@ -15,7 +15,6 @@ from torch import Tensor
 
 from bptt.engine._workspace import WORKSPACE
 
-
 # Elements of a (chunk, B, G) factor block worked on at once: about 1 MB of float32,
 # small enough to stay in cache for the per-step loop that follows.
 _CHUNK_ELEMENTS = 1 << 18

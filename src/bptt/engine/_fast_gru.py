@@ -93,7 +93,8 @@ class GRUSequence(torch.autograd.Function):
             d_r, d_z, d_n = d.split(hidden, dim=2)
             torch.addcmul(ones, n, n, value=-1.0, out=d_n)  # 1 - n^2
             torch.addcmul(d_n, d_n, z, value=-1.0, out=d_n)  # (1 - z)(1 - n^2)
-            torch.addcmul(gate[..., :h2], gate[..., :h2], gate[..., :h2], value=-1.0, out=d[..., :h2])
+            sig = gate[..., :h2]
+            torch.addcmul(sig, sig, sig, value=-1.0, out=d[..., :h2])  # s(1 - s) for r and z
             d_z.mul_(torch.sub(hs[start:end], n, out=e[..., hidden:h2]))  # (h_{t-1} - n) z'
             d_r.mul_(hh[start:end, :, h2:]).mul_(d_n)  # (W_hn h + b_hn) r' (1 - z)(1 - n^2)
             e[..., :h2].copy_(d[..., :h2])

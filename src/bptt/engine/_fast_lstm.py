@@ -51,7 +51,7 @@ class LSTMSequence(torch.autograd.Function):
     def forward(ctx, x, h0, c0, taps: Sequence, w_ih, w_hh, b_ih, b_hh):
         batch, steps, _ = x.shape
         hidden = w_hh.shape[1]
-        h2, h3 = 2 * hidden, 3 * hidden
+        h3 = 3 * hidden
         w_ih_in, w_hh_in = _reorder(w_ih, _TO_INNER), _reorder(w_hh, _TO_INNER)
         x_rows = time_major_rows(x)  # (T*B, F)
         gates = WORKSPACE.take((steps, batch, 4 * hidden), x)  # (T, B, 4H), blocks (o, i, f, g)
@@ -102,8 +102,8 @@ class LSTMSequence(torch.autograd.Function):
         grad_h0 = grad_c0 = None
         for start, end in backward_chunks(steps, batch * 4 * hidden):
             gate, d, tc = gates[start:end], d_pre[start:end], tanh_c[start:end]
-            g = gate[..., h3:]
-            torch.addcmul(gate[..., :h3], gate[..., :h3], gate[..., :h3], value=-1.0, out=d[..., :h3])
+            sig, g = gate[..., :h3], gate[..., h3:]
+            torch.addcmul(sig, sig, sig, value=-1.0, out=d[..., :h3])  # s(1 - s)
             torch.addcmul(ones, g, g, value=-1.0, out=d[..., h3:])
             d[..., :hidden].mul_(tc)
             d[..., hidden:h2].mul_(g)

@@ -1,0 +1,55 @@
+"""Reference implementations the tests compare against (kept independent of bptt's engines)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+import bptt
+
+DT = torch.float64
+
+CELL_KINDS = ("rnn-tanh", "rnn-relu", "lstm", "gru")
+
+
+def make_cell(kind: str, input_size: int = 3, hidden_size: int = 5, dtype=DT) -> nn.Module:
+    """A built-in cell by short name."""
+    if kind == "rnn-tanh":
+        return bptt.cells.RNN(input_size, hidden_size, "tanh", dtype=dtype)
+    if kind == "rnn-relu":
+        return bptt.cells.RNN(input_size, hidden_size, "relu", dtype=dtype)
+    if kind == "lstm":
+        return bptt.cells.LSTM(input_size, hidden_size, dtype=dtype)
+    if kind == "gru":
+        return bptt.cells.GRU(input_size, hidden_size, dtype=dtype)
+    raise ValueError(kind)
+
+
+def plain_loop(cell: nn.Module, x: Tensor, state=None, hooks=None):
+    """The textbook autograd loop. With ``hooks``, each step's returned state goes through
+    an identity view whose tensor hooks see the gradient that reaches it from later
+    steps and the readout: ``hooks(t, part_index, grad) -> grad``."""
+    outs = []
+    for t, x_t in enumerate(x.unbind(1)):
+        state = cell(x_t, state)
+        if hooks is not None:
+            parts = state if isinstance(state, tuple) else (state,)
+            parts = tuple(p.view_as(p) for p in parts)
+            for k, p in enumerate(parts):
+                p.register_hook(lambda g, t=t, k=k: hooks(t, k, g))
+            state = parts if isinstance(state, tuple) else parts[0]
+        outs.append(state[0] if isinstance(state, tuple) else state)
+    return torch.stack(outs, 1), state
+
+
+def loss_of(outputs: Tensor, state, weights: Tensor) -> Tensor:
+    """A loss that reaches every step's output and the final state."""
+    final = state[-1] if isinstance(state, tuple) else state
+    return (outputs * weights).sum() + final.pow(2).sum()
+
+
+def grads_of(module: nn.Module, *tensors: Tensor) -> list[Tensor]:
+    """Copies of the parameter gradients and of the given tensors' gradients."""
+    out = [p.grad.clone() for p in module.parameters()]
+    out += [t.grad.clone() for t in tensors]
+    return out

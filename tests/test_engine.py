@@ -1,0 +1,305 @@
+"""Engines: fast == generic == a plain autograd loop, with and without taps (float64).
+
+The taps are also checked against an independent reference: tensor hooks on an
+identity view of each step's state in a plain loop (see helpers.plain_loop).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import bptt
+from bptt.taps import ClipNorm, ClipValue, RecordNorms
+from helpers import CELL_KINDS, DT, grads_of, loss_of, make_cell, plain_loop
+
+TAP_SETS = {
+    "none": lambda: [],
+    "record": lambda: [RecordNorms()],
+    "record-clipnorm": lambda: [RecordNorms(), ClipNorm(0.05)],
+    "clipvalue-record": lambda: [ClipValue(0.02), RecordNorms()],
+}
+
+
+def _run(cell, x, w, engine, taps, state=None):
+    cell.zero_grad()
+    x.grad = None
+    if engine == "plain":
+        out, final = plain_loop(cell, x, state)
+    else:
+        out, final = bptt.unroll(cell, x, state=state, taps=taps, engine=engine)
+    loss_of(out, final, w).backward()
+    return out.detach(), grads_of(cell, x)
+
+
+def _inputs(gen, batch=4, steps=11, features=3, hidden=5):
+    x = torch.randn(batch, steps, features, generator=gen, dtype=DT, requires_grad=True)
+    w = torch.randn(batch, steps, hidden, generator=gen, dtype=DT)
+    return x, w
+
+
+@pytest.mark.parametrize("kind", CELL_KINDS)
+@pytest.mark.parametrize("taps_name", TAP_SETS)
+def test_fast_equals_generic(kind, taps_name, gen):
+    cell = make_cell(kind)
+    x, w = _inputs(gen)
+    taps_g, taps_f = TAP_SETS[taps_name](), TAP_SETS[taps_name]()
+    out_g, grads_g = _run(cell, x, w, "generic", taps_g)
+    out_f, grads_f = _run(cell, x, w, "fast", taps_f)
+    torch.testing.assert_close(out_f, out_g, rtol=0, atol=1e-14)
+    for a, b in zip(grads_f, grads_g, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for tap_g, tap_f in zip(taps_g, taps_f, strict=True):
+        if isinstance(tap_g, RecordNorms):
+            torch.testing.assert_close(tap_f.norms, tap_g.norms, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", CELL_KINDS)
+@pytest.mark.parametrize("engine", ["generic", "fast", "auto"])
+def test_without_taps_every_engine_equals_the_plain_loop(kind, engine, gen):
+    cell = make_cell(kind)
+    x, w = _inputs(gen)
+    out_p, grads_p = _run(cell, x, w, "plain", [])
+    out_e, grads_e = _run(cell, x, w, engine, [])
+    torch.testing.assert_close(out_e, out_p, rtol=0, atol=1e-14)
+    for a, b in zip(grads_e, grads_p, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+class _HookReference:
+    """Per-component reference taps on a plain loop, via tensor hooks."""
+
+    def __init__(self, steps: int, parts: int, clip_value: float | None = None):
+        self.norms = [[None] * parts for _ in range(steps)]
+        self.clip_value = clip_value
+
+    def __call__(self, t: int, k: int, grad: torch.Tensor) -> torch.Tensor:
+        if self.clip_value is not None:
+            grad = grad.clamp(-self.clip_value, self.clip_value)
+        self.norms[t][k] = grad.norm(dim=1)
+        return grad
+
+    def total_norms(self) -> torch.Tensor:
+        per_step = [torch.stack(parts).pow(2).sum(0).sqrt() for parts in self.norms]
+        return torch.stack(per_step, dim=1)  # (B, T)
+
+
+@pytest.mark.parametrize("kind", CELL_KINDS)
+@pytest.mark.parametrize("engine", ["generic", "fast"])
+@pytest.mark.parametrize("clip_value", [None, 0.02])
+def test_record_and_clip_value_match_a_hook_reference(kind, engine, clip_value, gen):
+    cell = make_cell(kind)
+    x, w = _inputs(gen)
+    ref = _HookReference(x.shape[1], 2 if kind == "lstm" else 1, clip_value)
+    out, final = plain_loop(cell, x, hooks=ref)
+    loss_of(out, final, w).backward()
+    ref_grads = grads_of(cell, x)
+
+    taps = ([ClipValue(clip_value)] if clip_value else []) + [RecordNorms()]
+    _, grads = _run(cell, x, w, engine, taps)
+    torch.testing.assert_close(taps[-1].norms, ref.total_norms(), rtol=1e-12, atol=1e-15)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "rnn-relu", "gru"])
+@pytest.mark.parametrize("engine", ["generic", "fast"])
+def test_clip_norm_matches_a_hook_reference(kind, engine, gen):
+    max_norm = 0.05
+    cell = make_cell(kind)
+    x, w = _inputs(gen)
+
+    def clip(t, k, grad):
+        norm = grad.norm(dim=1, keepdim=True)
+        return grad * (max_norm / (norm + 1e-6)).clamp(max=1.0)
+
+    out, final = plain_loop(cell, x, hooks=clip)
+    loss_of(out, final, w).backward()
+    ref_grads = grads_of(cell, x)
+    record = RecordNorms()
+    _, grads = _run(cell, x, w, engine, [ClipNorm(max_norm), record])
+    assert record.norms.max() <= max_norm
+    assert record.norms.max() > 0.9 * max_norm  # the bound was active
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+class LinearCell(nn.Module):
+    """h_t = W h_{t-1} + U x_t: a user-defined cell with a closed-form gradient."""
+
+    def __init__(self, weight: torch.Tensor, input_size: int):
+        super().__init__()
+        self.hidden_size = weight.shape[0]
+        self.input_size = input_size
+        self.weight = nn.Parameter(weight)
+        self.u = nn.Parameter(torch.ones(self.hidden_size, input_size, dtype=weight.dtype))
+
+    def forward(self, x_t, state):
+        return state @ self.weight.t() + x_t @ self.u.t()
+
+
+@pytest.mark.parametrize("lam", [0.8, 1.0, 1.05])
+def test_recorded_norms_scale_as_lambda_to_the_distance(lam, gen):
+    """W = lambda * Q, Q orthogonal: ||dL/dh_{T-1-d}|| = lambda^d exactly."""
+    hidden, steps = 6, 30
+    q, _ = torch.linalg.qr(torch.randn(hidden, hidden, generator=gen, dtype=DT))
+    cell = LinearCell(lam * q, input_size=2)
+    x = torch.randn(3, steps, 2, generator=gen, dtype=DT)
+    u = torch.randn(hidden, generator=gen, dtype=DT)
+    u /= u.norm()
+    record = RecordNorms()
+    out, _ = bptt.unroll(cell, x, taps=[record])
+    (out[:, -1] @ u).sum().backward()
+    expected = torch.tensor([lam ** (steps - 1 - t) for t in range(steps)], dtype=DT)
+    torch.testing.assert_close(record.norms, expected.expand(3, -1), rtol=1e-10, atol=0)
+
+
+def test_user_cell_with_tuple_state_and_taps_runs_and_trains(gen):
+    """A user's own cell with a tuple state works through unroll and SequenceModel."""
+
+    class TwoTrack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden_size = 4
+            self.fast = nn.Linear(1 + 4, 4, dtype=DT)
+            self.slow = nn.Linear(4, 4, dtype=DT)
+
+        def initial_state(self, batch_size, *, device=None, dtype=None):
+            z = torch.zeros(batch_size, 4, device=device, dtype=dtype)
+            return z, z.clone()
+
+        def forward(self, x_t, state):
+            h, m = state
+            h = torch.tanh(self.fast(torch.cat([x_t, h], 1)) + self.slow(m))
+            return h, 0.9 * m + 0.1 * h
+
+    cell = TwoTrack()
+    record = RecordNorms()
+    model = bptt.SequenceModel(cell, 1)
+    x = torch.randn(32, 6, 1, generator=gen, dtype=DT)
+    y = x.sum(1)  # (B, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        pred, _ = model(x, taps=[record])
+        loss = nn.functional.mse_loss(pred, y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert record.norms.shape == (32, 6)
+    assert torch.isfinite(record.norms).all()
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_auto_picks_fast_for_builtin_cells_and_generic_for_others(gen):
+    x = torch.randn(2, 3, 3, generator=gen, dtype=DT, requires_grad=True)
+    out, _ = bptt.unroll(make_cell("gru"), x)
+    assert "GRUSequence" in type(out.grad_fn).__name__ or "GRUSequence" in str(out.grad_fn)
+    out, _ = bptt.unroll(make_cell("gru"), x, engine="generic")
+    assert "GRUSequence" not in str(out.grad_fn)
+
+    class Sub(bptt.cells.RNN):  # a subclass may change forward: never the fast path
+        pass
+
+    with pytest.raises(ValueError, match="engine='fast'"):
+        bptt.unroll(Sub(3, 4, dtype=DT), x, engine="fast")
+
+
+@pytest.mark.parametrize("kind", CELL_KINDS)
+def test_fast_engine_without_grad_matches_and_leaves_no_graph(kind, gen):
+    cell = make_cell(kind)
+    x = torch.randn(2, 7, 3, generator=gen, dtype=DT)
+    with torch.no_grad():
+        fast, _ = bptt.unroll(cell, x, engine="fast")
+    generic, _ = bptt.unroll(cell, x, engine="generic")
+    assert fast.grad_fn is None
+    torch.testing.assert_close(fast, generic.detach(), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", CELL_KINDS)
+def test_interleaved_graphs_do_not_share_scratch_buffers(kind, gen):
+    """Two live graphs, backward in another order than forward, a third forward between."""
+    cell = make_cell(kind)
+    xs = [torch.randn(3, 8, 3, generator=gen, dtype=DT) for _ in range(3)]
+    expected = []
+    for x in xs[:2]:
+        cell.zero_grad()
+        out, _ = bptt.unroll(cell, x, engine="generic")
+        out.pow(2).sum().backward()
+        expected.append(grads_of(cell))
+    outs = [bptt.unroll(cell, x, engine="fast")[0] for x in xs[:2]]
+    cell.zero_grad()
+    outs[0].pow(2).sum().backward()
+    got0 = grads_of(cell)
+    bptt.unroll(cell, xs[2], engine="fast")[0].sum().backward()  # reuses released buffers
+    cell.zero_grad()
+    outs[1].pow(2).sum().backward()
+    got1 = grads_of(cell)
+    for got, exp in ((got0, expected[0]), (got1, expected[1])):
+        for a, b in zip(got, exp, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_second_backward_through_fast_engine_is_refused(gen):
+    x = torch.randn(2, 4, 3, generator=gen, dtype=DT)
+    out, _ = bptt.unroll(make_cell("lstm"), x, engine="fast")
+    loss = out.sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="engine='generic'"):
+        loss.backward()
+
+
+def test_initial_state_gradient_flows_through_both_engines(gen):
+    cell = make_cell("lstm")
+    x = torch.randn(2, 5, 3, generator=gen, dtype=DT)
+    grads = []
+    for engine in ("generic", "fast"):
+        h0 = torch.randn(2, 5, generator=torch.Generator().manual_seed(1), dtype=DT)
+        c0 = torch.randn(2, 5, generator=torch.Generator().manual_seed(2), dtype=DT)
+        h0.requires_grad_()
+        c0.requires_grad_()
+        out, (_, c) = bptt.unroll(cell, x, state=(h0, c0), engine=engine)
+        (out.sum() + c.sum()).backward()
+        grads.append((h0.grad, c0.grad))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("x", "kwargs", "error", "message"),
+    [
+        (torch.zeros(2, 3), {}, ValueError, r"\(B, T, F\)"),
+        (torch.zeros(2, 0, 3), {}, ValueError, "at least one"),
+        (torch.zeros(2, 4, 7), {}, ValueError, "expected \\(B, T, 3\\)"),
+        (torch.zeros(2, 4, 3, dtype=torch.long), {}, ValueError, "floating"),
+        (torch.zeros(2, 4, 3), {"engine": "turbo"}, ValueError, "engine"),
+        (torch.zeros(2, 4, 3), {"taps": [3]}, TypeError, "callable"),
+        (torch.zeros(2, 4, 3), {"state": torch.zeros(5, 4)}, ValueError, "2 samples"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(x, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        bptt.unroll(bptt.cells.RNN(3, 4), x, **kwargs)
+
+
+def test_a_tap_that_changes_the_structure_is_reported(gen):
+    x = torch.randn(2, 4, 3, generator=gen, dtype=DT)
+    out, _ = bptt.unroll(make_cell("lstm"), x, taps=[lambda t, d: d[0]])
+    with pytest.raises(TypeError, match="structure"):
+        out.sum().backward()
+
+
+def test_record_norms_marks_unreached_steps_nan(gen):
+    record = RecordNorms()
+    with pytest.raises(RuntimeError, match="no norms"):
+        _ = record.norms
+    cell = make_cell("rnn-tanh")
+    x = torch.randn(2, 4, 3, generator=gen, dtype=DT)
+    out, _ = bptt.unroll(cell, x, taps=[record], engine="generic")
+    out[:, 2].sum().backward()  # steps 0..2 get a gradient; in the generic engine step 3 too
+    assert torch.isfinite(record.norms[:, :3]).all()
+    assert math.isclose(record.norms[:, 3].abs().sum().item(), 0.0)
