@@ -114,14 +114,14 @@ def test_clip_norm_matches_a_hook_reference(kind, engine, gen):
 
     def clip(t, k, grad):
         norm = grad.norm(dim=1, keepdim=True)
-        return grad * (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        return grad * torch.where(norm > max_norm, max_norm / norm, 1.0)
 
     out, final = plain_loop(cell, x, hooks=clip)
     loss_of(out, final, w).backward()
     ref_grads = grads_of(cell, x)
     record = RecordNorms()
     _, grads = _run(cell, x, w, engine, [ClipNorm(max_norm), record])
-    assert record.norms.max() <= max_norm
+    assert record.norms.max() <= max_norm * (1 + 1e-12)  # up to rounding
     assert record.norms.max() > 0.9 * max_norm  # the bound was active
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

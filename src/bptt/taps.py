@@ -52,9 +52,6 @@ __all__ = [
     "per_sample_norm",
 ]
 
-# The same small constant as torch.nn.utils.clip_grad_norm_ uses.
-_EPS = 1e-6
-
 
 @runtime_checkable
 class Tap(Protocol):
@@ -184,9 +181,9 @@ class ClipNorm:
     """Clip each sample's delta_t to a norm of at most ``max_norm`` at every step.
 
     The direction is kept; a sample whose norm exceeds ``max_norm`` is scaled by
-    ``max_norm / (norm + 1e-6)``, as :func:`torch.nn.utils.clip_grad_norm_` does with
-    the whole gradient. This clips only the part that explodes, the gradient flowing
-    back through time, before it is multiplied by the next Jacobian. A sample whose
+    ``max_norm / norm`` (no epsilon, unlike :func:`torch.nn.utils.clip_grad_norm_`,
+    so that clipping twice changes nothing). This clips only the part that explodes,
+    the gradient flowing back through time, before it meets the next Jacobian. A sample whose
     delta_t holds NaN or inf comes out non-finite (NaN), for the monitor to report:
     clipping never hides a non-finite gradient.
 
@@ -202,7 +199,9 @@ class ClipNorm:
         self.max_norm = _positive("max_norm", max_norm)
 
     def __call__(self, t: int, delta: Delta) -> Delta:
-        coef = (self.max_norm / (per_sample_norm(delta) + _EPS)).clamp_(max=1.0)
+        # torch.div, not `scalar / tensor` (a reciprocal times the scalar): a sample
+        # at or below the bound gets a factor of exactly 1.
+        coef = torch.div(self.max_norm, per_sample_norm(delta).clamp_(min=self.max_norm))
         return _scale(delta, coef)
 
     def __repr__(self) -> str:

@@ -3,12 +3,24 @@
 The loop over time lives in :func:`bptt.unroll`. Any module with this one-step
 signature and either a ``hidden_size`` attribute or an
 ``initial_state(batch_size, *, device, dtype)`` method works wherever a built-in
-cell does; the built-in ones also have a fast engine.
+cell does (register it with :func:`register_cell` to use it by name in a training
+config); the built-in ones also have a fast engine.
 """
 
+from bptt.cells._factory import cell_names, make_cell, register_cell
 from bptt.cells._gru import GRU
 from bptt.cells._lstm import LSTM
 from bptt.cells._rnn import RNN
 from bptt.cells._state import State, initial_state, state_output
 
-__all__ = ["GRU", "LSTM", "RNN", "State", "initial_state", "state_output"]
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "State",
+    "cell_names",
+    "initial_state",
+    "make_cell",
+    "register_cell",
+    "state_output",
+]

@@ -1,0 +1,65 @@
+"""Cells by name, for configurations and the command line; users may add their own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from bptt.cells._gru import GRU
+from bptt.cells._lstm import LSTM
+from bptt.cells._rnn import RNN
+
+CellBuilder = Callable[..., nn.Module]
+
+_BUILDERS: dict[str, CellBuilder] = {
+    "rnn": lambda i, h, **kw: RNN(i, h, "tanh", **kw),
+    "rnn-relu": lambda i, h, **kw: RNN(i, h, "relu", **kw),
+    "lstm": LSTM,
+    "gru": GRU,
+}
+
+
+def cell_names() -> tuple[str, ...]:
+    """The names :func:`make_cell` accepts, built-in and registered."""
+    return tuple(_BUILDERS)
+
+
+def register_cell(name: str, builder: CellBuilder) -> None:
+    """Make a cell available by name to :func:`make_cell`, configs and ``bptt.train``.
+
+    Args:
+        name: the name to use in a config's ``cell`` field.
+        builder: called as ``builder(input_size, hidden_size, device=..., dtype=...)``;
+            returns a one-step cell.
+
+    Raises:
+        ValueError: the name is empty or already taken.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a cell name must be a non-empty string, got {name!r}")
+    if name in _BUILDERS:
+        raise ValueError(f"a cell called {name!r} already exists")
+    if not callable(builder):
+        raise TypeError(f"builder must be callable, got {type(builder).__name__}")
+    _BUILDERS[name] = builder
+
+
+def make_cell(
+    name: str,
+    input_size: int,
+    hidden_size: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """A new cell by name: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru`` or a registered one.
+
+    Example:
+        >>> make_cell("gru", 2, 8)
+        GRU(2, 8)
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown cell {name!r}; choose one of {', '.join(_BUILDERS)}")
+    return _BUILDERS[name](input_size, hidden_size, device=device, dtype=dtype)

@@ -1,0 +1,200 @@
+"""The training configuration: one dataclass, every field validated, unknown keys refused.
+
+A configuration comes from defaults, then a TOML file, then command-line flags, each
+overriding the one before. Every error names the field and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+import tomli_w
+import torch
+
+from bptt.cells import cell_names
+from bptt.engine import ENGINES
+from bptt.tasks import TASKS
+
+__all__ = ["DTYPES", "OPTIMIZERS", "ConfigError", "TrainConfig", "load_toml"]
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+def _choice(*allowed: str) -> dict:
+    return {"choices": lambda: allowed}
+
+
+def _dynamic_choice(names) -> dict:
+    return {"choices": names}
+
+
+def _int(minimum: int, maximum: int | None = None) -> dict:
+    return {"kind": int, "min": minimum, "max": maximum}
+
+
+def _float(minimum: float, maximum: float | None = None, open_min: bool = False) -> dict:
+    return {"kind": float, "min": minimum, "max": maximum, "open_min": open_min}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run; saved as the run's ``config.toml``.
+
+    Attributes:
+        task: ``adding`` or ``copy``.
+        length: the task's length T (adding: sequence length; copy: the delay).
+        cell: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru``, or a name given to
+            :func:`bptt.cells.register_cell`.
+        hidden: hidden units H.
+        steps: optimizer steps.
+        batch_size: sequences per step.
+        lr: learning rate.
+        optimizer: ``adam``, ``sgd`` or ``rmsprop``.
+        momentum: momentum of ``sgd`` (Nesterov) and ``rmsprop``.
+        clip_norm: clip the global gradient norm to this value; None for no clipping.
+        seed: seeds initialisation, the training stream and the test set.
+        test_size: held-out sequences for the test loss.
+        eval_every: steps between test evaluations (the last step is always evaluated).
+        log_every: steps between rows of ``metrics.csv`` (the last step is always logged).
+        engine: ``auto``, ``generic`` or ``fast`` (see :func:`bptt.unroll`).
+        device: torch device, e.g. ``cpu`` or ``cuda:0``.
+        dtype: ``float32`` or ``float64``.
+        flush_denormal: flush subnormal floats to zero during training. Vanishing
+            gradients underflow into subnormals, and CPU arithmetic on them is an
+            order of magnitude slower; the values lost are below 1.2e-38 (float32).
+        threads: torch intra-op threads for the run; 0 keeps torch's setting.
+        out: the run directory; None writes no files.
+    """
+
+    task: str = field(default="adding", metadata=_dynamic_choice(lambda: tuple(TASKS)))
+    length: int = field(default=100, metadata=_int(1, 1_000_000))
+    cell: str = field(default="lstm", metadata=_dynamic_choice(cell_names))
+    hidden: int = field(default=128, metadata=_int(1, 65_536))
+    steps: int = field(default=2000, metadata=_int(1, 100_000_000))
+    batch_size: int = field(default=50, metadata=_int(1, 1_000_000))
+    lr: float = field(default=3e-3, metadata=_float(0.0, 10.0, open_min=True))
+    optimizer: str = field(default="adam", metadata=_choice(*OPTIMIZERS))
+    momentum: float = field(default=0.9, metadata=_float(0.0, 0.999999))
+    clip_norm: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
+    seed: int = field(default=0, metadata=_int(0, 2**63 - 1))
+    test_size: int = field(default=1000, metadata=_int(1, 10_000_000))
+    eval_every: int = field(default=100, metadata=_int(1))
+    log_every: int = field(default=10, metadata=_int(1))
+    engine: str = field(default="auto", metadata=_choice(*ENGINES))
+    device: str = field(default="cpu", metadata={"kind": str})
+    dtype: str = field(default="float32", metadata=_choice(*DTYPES))
+    flush_denormal: bool = field(default=True, metadata={"kind": bool})
+    threads: int = field(default=0, metadata=_int(0, 1024))
+    out: str | None = field(default=None, metadata={"kind": str})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, _validate(f, getattr(self, f.name)))
+        _check_device(self.device)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A validated config from a mapping; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(
+                    str(key), f"unknown key; known keys are {', '.join(sorted(known))}"
+                )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with some fields changed (None values are ignored)."""
+        return self.from_dict(
+            {**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, None included."""
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """TOML text of the config; fields that are None are left out (TOML has no null)."""
+        return tomli_w.dumps({k: v for k, v in self.to_dict().items() if v is not None})
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """The table of a TOML config file, as a dict (not yet validated).
+
+    Raises:
+        ConfigError: the file cannot be read or is not valid TOML.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError("config", f"cannot read {path}: {err.strerror or err}") from err
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("config", f"{path} is not valid TOML: {err}") from err
+
+
+def _validate(f: dataclasses.Field, value: Any) -> Any:
+    spec = f.metadata
+    if value is None:
+        if f.default is None:
+            return None
+        raise ConfigError(f.name, "must be given")
+    if "choices" in spec:
+        allowed = spec["choices"]()
+        if value not in allowed:
+            raise ConfigError(f.name, f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+    kind = spec["kind"]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f.name, f"must be true or false; got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f.name, f"must be a non-empty string; got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f.name, f"must be a number; got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f.name, f"must be an integer; got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f.name, f"must be finite; got {value!r}")
+    lo, hi = spec.get("min"), spec.get("max")
+    too_low = lo is not None and (value <= lo if spec.get("open_min") else value < lo)
+    too_high = hi is not None and value > hi
+    if too_low or too_high:
+        lower = f"> {lo}" if spec.get("open_min") else f">= {lo}"
+        bound = lower if hi is None else f"{lower} and <= {hi}"
+        raise ConfigError(f.name, f"must be {bound}; got {value!r}")
+    return value
+
+
+def _check_device(device: str) -> None:
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError("device", f"not a torch device: {device!r}") from err

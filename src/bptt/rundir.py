@@ -1,0 +1,95 @@
+"""The run directory every training leaves: config, metrics, summary and model.
+
+Layout::
+
+    RUN_DIR/config.toml    the validated configuration, enough to rerun the run
+    RUN_DIR/metrics.csv    one row per logged step, flushed as it is written
+    RUN_DIR/summary.json   the outcome (written at the end)
+    RUN_DIR/model.pt       the final model's state_dict (load with weights_only=True)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from bptt._io import atomic_torch_save, atomic_write_text
+from bptt.config import TrainConfig
+
+__all__ = ["METRIC_FIELDS", "RunDirectory"]
+
+METRIC_FIELDS = (
+    "step",
+    "loss",
+    "grad_norm",
+    "clip_threshold",
+    "clipped",
+    "nonfinite",
+    "lr",
+    "test_loss",
+    "wall_s",
+)
+
+
+class RunDirectory:
+    """Writes one run's files.
+
+    Args:
+        path: the directory; created if missing.
+        overwrite: allow a directory that already holds a run's metrics.
+
+    Raises:
+        FileExistsError: the directory already holds a run and overwrite is False.
+    """
+
+    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        if (self.path / "metrics.csv").exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.path} already holds a run; choose another directory or overwrite it"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._metrics_file = None
+        self._writer: csv.DictWriter | None = None
+
+    def write_config(self, config: TrainConfig) -> None:
+        """Save ``config.toml``."""
+        atomic_write_text(self.path / "config.toml", config.to_toml())
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Append one row to ``metrics.csv`` (header on first use) and flush it."""
+        if self._writer is None:
+            self._metrics_file = open(self.path / "metrics.csv", "w", newline="", encoding="utf-8")
+            self._writer = csv.DictWriter(self._metrics_file, fieldnames=METRIC_FIELDS)
+            self._writer.writeheader()
+        self._writer.writerow({k: _csv_value(row.get(k)) for k in METRIC_FIELDS})
+        self._metrics_file.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Save ``summary.json``."""
+        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def save_model(self, model: nn.Module) -> None:
+        """Save the model's state_dict as ``model.pt``."""
+        atomic_torch_save(model.state_dict(), self.path / "model.pt")
+
+    def close(self) -> None:
+        """Close the metrics file."""
+        if self._metrics_file is not None:
+            self._metrics_file.close()
+            self._metrics_file = None
+            self._writer = None
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return repr(value)
+    return value

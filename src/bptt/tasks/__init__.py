@@ -1,0 +1,26 @@
+"""Tasks: generators of long-range problems, each with its loss, baseline and success rule.
+
+Generators take the length first and a keyword ``seed`` (or a ``generator`` to
+continue a stream) and return ``(x, y)`` with x of shape (B, T, F).
+"""
+
+from __future__ import annotations
+
+from bptt.tasks._adding import AddingTask, adding_problem
+from bptt.tasks._base import Task
+from bptt.tasks._copy import CopyTask, copy_memory
+
+__all__ = ["TASKS", "AddingTask", "CopyTask", "Task", "adding_problem", "copy_memory", "make_task"]
+
+TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask}
+
+
+def make_task(name: str, length: int) -> Task:
+    """The task called ``name`` (a key of :data:`TASKS`) at the given length.
+
+    Raises:
+        ValueError: unknown name or bad length.
+    """
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    return TASKS[name](length)

@@ -1,0 +1,80 @@
+"""What every task gives the training loop."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+
+def resolve_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """The CPU generator a data generator draws from: a given one, or one seeded with seed.
+
+    Raises:
+        ValueError: both a seed and a generator are given.
+    """
+    if seed is not None and generator is not None:
+        raise ValueError("give either seed= or generator=, not both")
+    if generator is not None:
+        return generator
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+def check_length(length: int, minimum: int, name: str = "length") -> None:
+    """Raise ValueError unless length is an integer >= minimum."""
+    if isinstance(length, bool) or not isinstance(length, int) or length < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {length!r}")
+
+
+class Task(ABC):
+    """A supervised sequence task: data, loss, trivial baseline and when it is solved.
+
+    Attributes:
+        name: short name used by the CLI.
+        length: the task's length parameter (its meaning is the task's own).
+        input_size: F, features per step of x.
+        output_size: O, readout size.
+        readout: ``"last"`` (one prediction per sequence) or ``"all"`` (one per step).
+        baseline_loss: the loss of the best input-independent predictor.
+        metric: name of the loss reported as ``final_loss``.
+    """
+
+    name: str
+    length: int
+    input_size: int
+    output_size: int
+    readout: str
+    metric: str
+
+    @property
+    @abstractmethod
+    def baseline_loss(self) -> float:
+        """Loss of the trivial, input-independent predictor."""
+
+    @abstractmethod
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[Tensor, Tensor]:
+        """A batch ``(x, y)`` with x of shape (B, T, F)."""
+
+    @abstractmethod
+    def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """The scalar training and test loss."""
+
+    @abstractmethod
+    def is_solved(self, test_loss: float) -> bool:
+        """Whether a test loss counts as solving the task."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(length={self.length})"

@@ -1,0 +1,262 @@
+"""The one training loop: a validated config in, a trained model and a run directory out."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
+
+from bptt.cells import make_cell
+from bptt.config import TrainConfig
+from bptt.model import SequenceModel
+from bptt.rundir import RunDirectory
+from bptt.tasks import Task, make_task
+
+__all__ = ["TrainResult", "build_model", "make_progress", "train"]
+
+_EVAL_CHUNK = 1000  # test sequences per forward pass
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        config: the validated configuration.
+        summary: the outcome, as written to ``summary.json``.
+        model: the trained model.
+        run_dir: the run directory, or None when ``config.out`` is None.
+    """
+
+    config: TrainConfig
+    summary: dict[str, Any]
+    model: SequenceModel
+    run_dir: Path | None
+
+
+def build_model(config: TrainConfig, task: Task) -> SequenceModel:
+    """The model a config describes, initialised from the global RNG."""
+    dtype = getattr(torch, config.dtype)
+    cell = make_cell(config.cell, task.input_size, config.hidden, device=config.device, dtype=dtype)
+    return SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
+
+
+def make_progress() -> Progress:
+    """The rich progress display used by training and the benchmark."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+def train(
+    config: TrainConfig | dict[str, Any],
+    *,
+    progress: bool | Progress = False,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train one model as configured; write the run directory if ``config.out`` is set.
+
+    Each step draws a fresh batch from the task's generator, backpropagates through
+    time, clips the global gradient norm if ``clip_norm`` is set, and takes an
+    optimizer step. A step whose loss or gradient is not finite is skipped (its
+    gradients dropped) and counted. The test set is evaluated every ``eval_every``
+    steps and at the end; ``summary["final_loss"]`` is the final test loss.
+
+    The same config and seed give the same metrics (on the same device and build).
+    With ``flush_denormal`` true the process-wide flush-to-zero flag is set and left
+    set.
+
+    Args:
+        config: a :class:`TrainConfig` or a mapping of its fields.
+        progress: True to show a progress bar, or a ``rich`` Progress to add a bar to.
+        overwrite: allow writing into a run directory that already holds a run.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        bptt.config.ConfigError: an invalid config.
+        FileExistsError: ``config.out`` already holds a run and overwrite is False.
+    """
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.from_dict(config)
+    if config.flush_denormal:
+        torch.set_flush_denormal(True)
+    run_dir = None if config.out is None else RunDirectory(config.out, overwrite=overwrite)
+    with _threads(config.threads), _progress_bar(progress, config) as advance:
+        try:
+            summary, model = _fit(config, run_dir, advance)
+        finally:
+            if run_dir is not None:
+                run_dir.close()
+    return TrainResult(config, summary, model, None if run_dir is None else run_dir.path)
+
+
+def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[dict, SequenceModel]:
+    task = make_task(config.task, config.length)
+    init_seed, data_seed, test_seed = _seeds(config.seed)
+    dtype = getattr(torch, config.dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = build_model(config, task)
+    optimizer = _make_optimizer(config, model)
+    stream = torch.Generator().manual_seed(data_seed)
+    x_test, y_test = task.sample(
+        config.test_size,
+        torch.Generator().manual_seed(test_seed),
+        device=config.device,
+        dtype=dtype,
+    )
+    if run_dir is not None:
+        run_dir.write_config(config)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    max_norm = math.inf if config.clip_norm is None else config.clip_norm
+    start = time.perf_counter()
+    nonfinite_steps = 0
+    solved_step = None
+    loss_value = test_loss = math.nan
+    for step in range(1, config.steps + 1):
+        x, y = task.sample(config.batch_size, stream, device=config.device, dtype=dtype)
+        optimizer.zero_grad(set_to_none=True)
+        prediction, _ = model(x)
+        loss = task.loss(prediction, y)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # norm before clipping
+        loss_value, norm_value = loss.item(), grad_norm.item()
+        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+        if finite:
+            optimizer.step()
+        else:
+            nonfinite_steps += 1
+        last = step == config.steps
+        evaluated = step % config.eval_every == 0 or last
+        if evaluated:
+            test_loss = _evaluate(model, task, x_test, y_test)
+            if solved_step is None and task.is_solved(test_loss):
+                solved_step = step
+        if run_dir is not None and (step % config.log_every == 0 or last):
+            run_dir.log(
+                {
+                    "step": step,
+                    "loss": loss_value,
+                    "grad_norm": norm_value,
+                    "clip_threshold": config.clip_norm,
+                    "clipped": finite and norm_value > max_norm,
+                    "nonfinite": not finite,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "test_loss": test_loss if evaluated else None,
+                    "wall_s": round(time.perf_counter() - start, 4),
+                }
+            )
+        advance(loss_value)
+
+    wall = time.perf_counter() - start
+    diverged = not math.isfinite(test_loss) or not all(
+        bool(torch.isfinite(p).all()) for p in model.parameters()
+    )
+    summary = {
+        "task": config.task,
+        "length": config.length,
+        "cell": config.cell,
+        "hidden": config.hidden,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "clip_norm": config.clip_norm,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "steps": config.steps,
+        "metric": task.metric,
+        "final_loss": test_loss,
+        "train_loss": loss_value,
+        "baseline_loss": task.baseline_loss,
+        "solved": task.is_solved(test_loss),
+        "solved_step": solved_step,
+        "nonfinite_steps": nonfinite_steps,
+        "diverged": diverged,
+        "wall_s": round(wall, 3),
+    }
+    if run_dir is not None:
+        run_dir.save_model(model)
+        run_dir.write_summary(_json_safe(summary))
+    return summary, model
+
+
+def _seeds(seed: int) -> tuple[int, int, int]:
+    """Independent seeds for initialisation, the training stream and the test set."""
+    init, data, test = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
+    return int(init) >> 1, int(data) >> 1, int(test) >> 1
+
+
+def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum)
+    nesterov = config.momentum > 0
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=nesterov)
+
+
+@torch.no_grad()
+def _evaluate(model: SequenceModel, task: Task, x: Tensor, y: Tensor) -> float:
+    """The task's loss over the whole test set, weighted by chunk size."""
+    total = 0.0
+    for start in range(0, x.shape[0], _EVAL_CHUNK):
+        xs, ys = x[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]
+        prediction, _ = model(xs)
+        total += task.loss(prediction, ys).item() * xs.shape[0]
+    return total / x.shape[0]
+
+
+def _json_safe(summary: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or inf: write them as null."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()
+    }
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    if count <= 0:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _progress_bar(progress: bool | Progress, config: TrainConfig) -> Iterator:
+    if progress is False:
+        yield lambda loss: None
+        return
+    owner = progress is True
+    display = make_progress() if owner else progress
+    label = f"{config.task} T={config.length} {config.cell}"
+    bar = display.add_task(label, total=config.steps, loss="-")
+    if owner:
+        display.start()
+    try:
+        yield lambda loss: display.update(bar, advance=1, loss=f"{loss:.4g}")
+    finally:
+        if owner:
+            display.stop()
