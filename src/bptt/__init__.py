@@ -6,9 +6,20 @@ adds a readout, :mod:`bptt.tasks` generates the benchmark tasks and :func:`train
 runs one configured training into a run directory.
 """
 
-from bptt import cells, taps
+from bptt import cells, taps, tasks
+from bptt.config import TrainConfig
 from bptt.engine import unroll
 from bptt.model import SequenceModel
+from bptt.train import TrainResult, train
 
-__all__ = ["SequenceModel", "cells", "taps", "unroll"]
+__all__ = [
+    "SequenceModel",
+    "TrainConfig",
+    "TrainResult",
+    "cells",
+    "taps",
+    "tasks",
+    "train",
+    "unroll",
+]
 __version__ = "0.1.0"

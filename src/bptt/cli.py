@@ -23,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Train recurrent networks on long-range tasks and see why they fail.",
 )
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)  # one message, one line
 _out = Console(width=max(Console().width, 110))  # tables stay whole when piped
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from bptt.cells import make_cell
 from bptt.config import TrainConfig
 from bptt.model import SequenceModel
+from bptt.precision import flush_denormal
 from bptt.rundir import RunDirectory
 from bptt.tasks import Task, make_task
 
@@ -78,8 +79,7 @@ def train(
     steps and at the end; ``summary["final_loss"]`` is the final test loss.
 
     The same config and seed give the same metrics (on the same device and build).
-    With ``flush_denormal`` true the process-wide flush-to-zero flag is set and left
-    set.
+    The flush-to-zero mode and thread count are set for the run and restored after it.
 
     Args:
         config: a :class:`TrainConfig` or a mapping of its fields.
@@ -95,10 +95,12 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
-    if config.flush_denormal:
-        torch.set_flush_denormal(True)
     run_dir = None if config.out is None else RunDirectory(config.out, overwrite=overwrite)
-    with _threads(config.threads), _progress_bar(progress, config) as advance:
+    with (
+        flush_denormal(config.flush_denormal),
+        _threads(config.threads),
+        _progress_bar(progress, config) as advance,
+    ):
         try:
             summary, model = _fit(config, run_dir, advance)
         finally:

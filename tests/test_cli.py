@@ -1,0 +1,85 @@
+"""The command line: errors exit 2 with the field named; the acceptance training run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from bptt.cli import app
+
+runner = CliRunner()
+TINY = ["--task", "adding", "--length", "6", "--cell", "gru", "--hidden", "4", "--steps", "5"]
+TINY += ["--test-size", "16", "--threads", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--length", "0"], "length"),
+        (["--cell", "cnn"], "cell"),
+        (["--lr", "-1"], "lr"),
+        (["--lenght", "5"], "--lenght"),
+        (["--length", "five"], "--length"),
+    ],
+)
+def test_bad_flags_exit_2_without_traceback(args, needle):
+    result = runner.invoke(app, ["train", *args])
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_file_and_flags(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('task = "copy"\nlength = 3\ncell = "rnn"\nhidden = 5\nsteps = 7\n')
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--config", str(config), "--steps", "4", *TINY[10:]])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["train", "--config", str(config), "--steps", "3", "--out", str(out), *TINY[10:]]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["task"], summary["length"], summary["steps"]) == ("copy", 3, 3)
+
+    config.write_text("lenght = 3\n")
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 2 and "lenght: unknown key" in result.output
+
+
+def test_occupied_out_exits_2(tmp_path):
+    assert runner.invoke(app, ["train", *TINY, "--out", str(tmp_path)]).exit_code == 0
+    result = runner.invoke(app, ["train", *TINY, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "already holds a run" in result.output
+
+
+def test_bench_prints_and_writes_its_table(tmp_path):
+    args = ["bench", "--lengths", "4", "--steps", "3", "--hidden", "4", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "bptt bench" in result.output
+    with open(tmp_path / "bench.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["cell"], r["length"]) for r in rows] == [("rnn", "4"), ("lstm", "4")]
+    bad = runner.invoke(app, ["bench", "--lengths", "4,x", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "lengths" in bad.output
+
+
+@pytest.mark.slow
+def test_lstm_solves_adding_at_length_50(tmp_path):
+    """The foundation's acceptance run, exactly as a user types it (about 30 s)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bptt", "train", "--task", "adding", "--length", "50"]
+    cmd += ["--cell", "lstm", "--steps", "1500", "--seed", "0", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["solved"] is True
+    assert summary["final_loss"] < 0.01

@@ -1,0 +1,91 @@
+"""Configuration: every invalid value is refused with its field named."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bptt.config import ConfigError, TrainConfig, load_toml
+
+
+def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):
+    config = TrainConfig(clip_norm=1.5, out="runs/x")
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml())
+    assert TrainConfig.from_dict(load_toml(path)) == config
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"lenght": 3}, "lenght"),
+        ({"length": 0}, "length"),
+        ({"length": 2.5}, "length"),
+        ({"length": "10"}, "length"),
+        ({"hidden": True}, "hidden"),
+        ({"lr": 0}, "lr"),
+        ({"lr": math.nan}, "lr"),
+        ({"lr": math.inf}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"clip_norm": -1}, "clip_norm"),
+        ({"cell": "transformer"}, "cell"),
+        ({"task": "parity"}, "task"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"engine": "turbo"}, "engine"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"device": "gpu:0"}, "device"),
+        ({"flush_denormal": "yes"}, "flush_denormal"),
+        ({"threads": -1}, "threads"),
+        ({"out": ""}, "out"),
+        ({"steps": None}, "steps"),
+    ],
+)
+def test_invalid_values_name_their_field(values, field):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(values)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+
+
+def test_integral_floats_are_accepted_for_integer_fields():
+    assert TrainConfig.from_dict({"length": 100.0}).length == 100
+
+
+def test_unreadable_or_invalid_toml_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_toml(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("length = = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_toml(bad)
+
+
+_FIELDS = [f for f in TrainConfig.__dataclass_fields__ if f != "device"]
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(_FIELDS), value=_ANY_VALUE)
+def test_any_single_value_gives_a_valid_config_or_an_error_naming_it(field, value):
+    try:
+        config = TrainConfig.from_dict({field: value})
+    except ConfigError as err:
+        assert err.field == field
+        return
+    stored = getattr(config, field)
+    if value is None:
+        assert stored is None
+    elif isinstance(stored, float) and not isinstance(value, bool):
+        assert stored == float(value) and math.isfinite(stored)
+    else:
+        assert stored == value

@@ -1,0 +1,113 @@
+"""The training loop and its run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import bptt
+from bptt.config import TrainConfig
+from bptt.precision import flushing_denormals
+from bptt.rundir import METRIC_FIELDS
+from bptt.tasks import make_task
+from bptt.train import build_model
+
+SMALL = {"task": "adding", "length": 8, "cell": "rnn", "hidden": 8, "steps": 30, "log_every": 5}
+SMALL.update({"eval_every": 10, "test_size": 64, "batch_size": 16, "threads": 1})
+
+
+def _metrics(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_run_writes_its_directory(tmp_path):
+    result = bptt.train({**SMALL, "out": str(tmp_path / "run")})
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "model.pt",
+    }
+    rows = _metrics(run)
+    assert list(rows[0]) == list(METRIC_FIELDS)
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30]
+    assert [r["test_loss"] != "" for r in rows] == [False, True, False, True, False, True]
+    summary = json.loads((run / "summary.json").read_text())
+    for key in (
+        "task",
+        "length",
+        "cell",
+        "steps",
+        "final_loss",
+        "baseline_loss",
+        "solved",
+        "wall_s",
+    ):
+        assert key in summary
+    assert summary == pytest.approx(result.summary)
+    assert float(rows[-1]["test_loss"]) == summary["final_loss"]
+
+    # the saved model loads safely and predicts like the returned one
+    config = TrainConfig.from_dict({**SMALL, "out": str(run)})
+    fresh = build_model(config, make_task("adding", 8))
+    fresh.load_state_dict(torch.load(run / "model.pt", weights_only=True))
+    x, _ = bptt.tasks.adding_problem(8, 4, seed=9)
+    torch.testing.assert_close(fresh(x)[0], result.model(x)[0], rtol=0, atol=0)
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    def losses(seed, name):
+        bptt.train({**SMALL, "seed": seed, "out": str(tmp_path / name)})
+        return [(r["loss"], r["grad_norm"], r["test_loss"]) for r in _metrics(tmp_path / name)]
+
+    assert losses(3, "a") == losses(3, "b")
+    assert losses(3, "a2") != losses(4, "c")
+
+
+def test_an_occupied_run_directory_is_refused(tmp_path):
+    bptt.train({**SMALL, "steps": 2, "out": str(tmp_path)})
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        bptt.train({**SMALL, "steps": 2, "out": str(tmp_path)})
+    bptt.train({**SMALL, "steps": 2, "out": str(tmp_path)}, overwrite=True)
+
+
+def test_training_restores_the_flush_to_zero_mode():
+    before = flushing_denormals()
+    bptt.train({**SMALL, "steps": 2, "flush_denormal": not before})
+    assert flushing_denormals() == before
+
+
+def test_clipping_is_logged(tmp_path):
+    bptt.train({**SMALL, "clip_norm": 1e-3, "out": str(tmp_path)})
+    rows = _metrics(tmp_path)
+    assert all(r["clip_threshold"] == "0.001" for r in rows)
+    assert all(r["clipped"] == "1" for r in rows)  # every gradient exceeds 1e-3
+
+
+class _Leaky(nn.Module):
+    """A user cell: h_t = (1 - a) h_{t-1} + a tanh(W [x_t, h_{t-1}])."""
+
+    def __init__(self, input_size, hidden_size, *, device=None, dtype=None):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.linear = nn.Linear(input_size + hidden_size, hidden_size, device=device, dtype=dtype)
+
+    def forward(self, x_t, state):
+        return 0.5 * state + 0.5 * torch.tanh(self.linear(torch.cat([x_t, state], 1)))
+
+
+def test_a_registered_user_cell_trains_through_the_config():
+    try:
+        bptt.cells.register_cell("test-leaky", _Leaky)
+    except ValueError:  # already registered by an earlier run in this process
+        pass
+    result = bptt.train({**SMALL, "cell": "test-leaky", "steps": 300, "length": 4, "lr": 1e-2})
+    assert result.summary["final_loss"] < 0.5 * result.summary["baseline_loss"]
+    with pytest.raises(ValueError, match="already exists"):
+        bptt.cells.register_cell("test-leaky", _Leaky)
