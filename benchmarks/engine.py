@@ -1,0 +1,172 @@
+"""Training-step time of bptt's fast engine against torch.nn's recurrent layers.
+
+Side by side in one process, on the same weights and inputs: forward + backward of
+the built-in RNN, LSTM and GRU with ``RecordNorms`` on (per-sample norm of the
+hidden-state gradient at every step) against ``torch.nn.RNN``/``LSTM``/``GRU``
+(which record nothing). The loss reads the last step, as in sequential MNIST.
+Times are medians over interleaved repeats. A second table shows what subnormal
+floats cost on the CPU, with flush-to-zero off and on.
+
+    python benchmarks/engine.py                 # T=784, B=64, F=1, H in {64, 128, 256}
+    python benchmarks/engine.py --profile lstm:128
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+import bptt
+from bptt.precision import flush_denormal
+from bptt.taps import RecordNorms
+
+OURS = {"rnn": bptt.cells.RNN, "lstm": bptt.cells.LSTM, "gru": bptt.cells.GRU}
+THEIRS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def make_pair(kind: str, features: int, hidden: int) -> tuple[nn.Module, nn.Module]:
+    """Our cell and torch's layer with the same weights."""
+    ours = OURS[kind](features, hidden)
+    theirs = THEIRS[kind](features, hidden, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(theirs, f"{name}_l0").copy_(getattr(ours, name))
+    return ours, theirs
+
+
+def step_ours(cell: nn.Module, x: torch.Tensor, w: torch.Tensor) -> RecordNorms:
+    record = RecordNorms()
+    out, _ = bptt.unroll(cell, x, taps=[record])
+    (out[:, -1] * w).sum().backward()
+    return record
+
+
+def step_theirs(layer: nn.Module, x: torch.Tensor, w: torch.Tensor) -> None:
+    out, _ = layer(x)
+    (out[:, -1] * w).sum().backward()
+
+
+def median_seconds(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def compare(kind: str, steps: int, batch: int, features: int, hidden: int, repeats: int):
+    """Median seconds (ours, theirs) of a training step, interleaved."""
+    gen = torch.Generator().manual_seed(0)
+    ours, theirs = make_pair(kind, features, hidden)
+    x = torch.randn(batch, steps, features, generator=gen)
+    w = torch.randn(hidden, generator=gen)
+    # same weights, same answer: check before timing
+    record = step_ours(ours, x, w)
+    step_theirs(theirs, x, w)
+    assert torch.isfinite(record.norms).all()
+    torch.testing.assert_close(ours.weight_hh.grad, theirs.weight_hh_l0.grad, rtol=1e-3, atol=1e-5)
+    ours_t, theirs_t = [], []
+    for _ in range(repeats):
+        ours.zero_grad()
+        theirs.zero_grad()
+        ours_t += median_seconds(lambda: step_ours(ours, x, w), 1)
+        theirs_t += median_seconds(lambda: step_theirs(theirs, x, w), 1)
+    return statistics.median(ours_t), statistics.median(theirs_t)
+
+
+def subnormal_table(repeats: int) -> Table:
+    """Backward time of an LSTM with the loss at the last step, flush-to-zero off and on."""
+    table = Table(title="subnormal floats: LSTM, B=50, H=128, loss at the last step (backward ms)")
+    for column in ("T", "flush", "torch.nn.LSTM", "bptt LSTM"):
+        table.add_column(column, justify="right")
+    gen = torch.Generator().manual_seed(0)
+    for steps in (150, 200):
+        ours, theirs = make_pair("lstm", 1, 128)
+        x = torch.randn(50, steps, 1, generator=gen)
+        w = torch.randn(128, generator=gen)
+        for flush in (False, True):
+            with flush_denormal(flush):
+
+                def backward_ms(module, run, x=x, w=w):
+                    def once():
+                        out, _ = run(module, x)
+                        loss = (out[:, -1] * w).sum()
+                        start = time.perf_counter()
+                        loss.backward()
+                        return time.perf_counter() - start
+
+                    once()
+                    return 1e3 * statistics.median(once() for _ in range(repeats))
+
+                theirs_ms = backward_ms(theirs, lambda m, v: m(v))
+                ours_ms = backward_ms(ours, lambda m, v: bptt.unroll(m, v, taps=[RecordNorms()]))
+            table.add_row(
+                str(steps), "on" if flush else "off", f"{theirs_ms:.0f}", f"{ours_ms:.0f}"
+            )
+    return table
+
+
+def profile(spec: str, steps: int, batch: int, features: int) -> None:
+    kind, hidden = spec.split(":")
+    ours, _ = make_pair(kind, features, int(hidden))
+    x = torch.randn(batch, steps, features)
+    w = torch.randn(int(hidden))
+    step_ours(ours, x, w)
+    with torch.profiler.profile() as prof:
+        step_ours(ours, x, w)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=784)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--features", type=int, default=1)
+    parser.add_argument("--hidden", default="64,128,256")
+    parser.add_argument("--cells", default="rnn,lstm,gru")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--profile", metavar="CELL:H", help="profile one configuration instead")
+    parser.add_argument("--no-subnormal", action="store_true", help="skip the subnormal table")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console(width=120)
+    with flush_denormal(True):  # as training does; the subnormal table shows both
+        if args.profile:
+            profile(args.profile, args.steps, args.batch, args.features)
+            return
+        table = Table(
+            title=f"training step, T={args.steps}, B={args.batch}, F={args.features}, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+        )
+        for column in ("cell", "H", "bptt + RecordNorms (ms)", "torch.nn (ms)", "ratio"):
+            table.add_column(column, justify="right")
+        for kind in args.cells.split(","):
+            for hidden in (int(h) for h in args.hidden.split(",")):
+                ours, theirs = compare(
+                    kind, args.steps, args.batch, args.features, hidden, args.repeats
+                )
+                ratio = ours / theirs
+                table.add_row(
+                    kind,
+                    str(hidden),
+                    f"{1e3 * ours:.0f}",
+                    f"{1e3 * theirs:.0f}",
+                    f"[{'green' if ratio <= 1.0 else 'red'}]{ratio:.2f}x[/]",
+                )
+                console.print(f"{kind} H={hidden}: {ratio:.2f}x", highlight=False)
+        console.print(table)
+    if not args.no_subnormal:
+        console.print(subnormal_table(args.repeats))
+
+
+if __name__ == "__main__":
+    main()
