@@ -60,11 +60,12 @@ class Tap(Protocol):
     def __call__(self, t: int, delta: Delta) -> Delta: ...
 
 
-def per_sample_norm(delta: Delta) -> Tensor:
+def per_sample_norm(delta: Delta, *, out: Tensor | None = None) -> Tensor:
     """The Euclidean norm of each sample's gradient over the whole state.
 
     Args:
         delta: a tensor (B, ...) or a tuple of such tensors.
+        out: optional tensor (B,) to write the result into.
 
     Returns:
         A tensor (B,).
@@ -73,13 +74,21 @@ def per_sample_norm(delta: Delta) -> Tensor:
         >>> per_sample_norm((torch.tensor([[3.0]]), torch.tensor([[4.0]])))
         tensor([5.])
     """
-    if isinstance(delta, tuple):
-        norms = [torch.linalg.vector_norm(d.flatten(1), dim=1) for d in delta]
-        total = norms[0]
-        for norm in norms[1:]:
-            total = torch.hypot(total, norm)  # sqrt(a^2 + b^2) without overflow
-        return total
-    return torch.linalg.vector_norm(delta.flatten(1), dim=1)
+    if not isinstance(delta, tuple):
+        return torch.linalg.vector_norm(_rows(delta), dim=1, out=out)
+    norms = [torch.linalg.vector_norm(_rows(d), dim=1) for d in delta]
+    if len(norms) == 1:
+        return norms[0] if out is None else out.copy_(norms[0])
+    total = norms[0]
+    for k, norm in enumerate(norms[1:], start=2):
+        # hypot: sqrt(a^2 + b^2) without overflow; the last one writes into out
+        total = torch.hypot(total, norm, out=out if k == len(norms) else None)
+    return total
+
+
+def _rows(delta: Tensor) -> Tensor:
+    """delta as (B, N): one row per sample."""
+    return delta if delta.dim() == 2 else delta.flatten(1)
 
 
 def _scale(delta: Delta, coef: Tensor) -> Delta:
@@ -160,10 +169,7 @@ class RecordNorms:
         if self._buffer is None:
             first = delta[0] if isinstance(delta, tuple) else delta
             self._buffer = first.new_full((self._num_steps, first.shape[0]), math.nan)
-        if isinstance(delta, tuple):
-            self._buffer[t] = per_sample_norm(delta)
-        else:
-            torch.linalg.vector_norm(delta.flatten(1), dim=1, out=self._buffer[t])
+        per_sample_norm(delta, out=self._buffer[t])
         return delta
 
     @property

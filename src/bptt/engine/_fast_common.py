@@ -47,9 +47,19 @@ def summed_bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
     return None if b_ih is None else b_ih + b_hh
 
 
-def first_delta(grad_out: Tensor, grad_final: Tensor) -> Tensor:
-    """dL/dh_{T-1}: what reaches the last step's output plus the final state's gradient."""
-    return grad_out[:, -1] + grad_final
+def output_grads(grad_out: Tensor, grad_final: Tensor) -> Tensor:
+    """The gradients reaching each step's output, time-major: a new (T, B, H) tensor.
+
+    The final state's gradient is added to the last row, which is then delta_{T-1}.
+    The backward loop turns row t-1 into delta_{t-1} in place by adding what flows
+    back from step t. The buffer is fresh, never pooled: taps may keep the deltas
+    they are shown.
+    """
+    batch, steps, hidden = grad_out.shape
+    rows = grad_out.new_empty(steps, batch, hidden)
+    rows.copy_(grad_out.transpose(0, 1))
+    rows[-1].add_(grad_final)
+    return rows
 
 
 def start_backward(ctx) -> None:

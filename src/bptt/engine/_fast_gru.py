@@ -10,8 +10,8 @@ from torch.autograd.function import once_differentiable
 
 from bptt.engine._fast_common import (
     backward_chunks,
-    first_delta,
     input_grad,
+    output_grads,
     parameter_grads,
     project_inputs,
     release_if_no_backward,
@@ -83,9 +83,9 @@ class GRUSequence(torch.autograd.Function):
         d_in3 = d_in.view(steps, batch, 3, hidden).unbind(0)
         d_hh3, d_hh_rows = d_hh.view(steps, batch, 3, hidden).unbind(0), d_hh.unbind(0)
         z_steps = gates[..., hidden:h2].unbind(0)
-        grad_steps = grad_out.transpose(0, 1).unbind(0)  # T x (B, H)
+        deltas = output_grads(grad_out, grad_final).unbind(0)  # T x (B, H)
 
-        delta = first_delta(grad_out, grad_final)
+        delta = deltas[-1]
         grad_h0 = None
         for start, end in backward_chunks(steps, batch * 3 * hidden):
             gate, d, e = gates[start:end], d_in[start:end], d_hh[start:end]
@@ -106,8 +106,7 @@ class GRUSequence(torch.autograd.Function):
                 d_in3[t].mul_(scale)
                 d_hh3[t].mul_(scale)
                 if t:
-                    delta = torch.addcmul(grad_steps[t - 1], delta, z_steps[t])
-                    delta.addmm_(d_hh_rows[t], w_hh)
+                    delta = deltas[t - 1].addcmul_(delta, z_steps[t]).addmm_(d_hh_rows[t], w_hh)
                 elif ctx.needs_input_grad[1]:
                     grad_h0 = torch.addmm(delta * z_steps[0], d_hh_rows[0], w_hh)
 

@@ -16,8 +16,8 @@ from torch.autograd.function import once_differentiable
 
 from bptt.engine._fast_common import (
     backward_chunks,
-    first_delta,
     input_grad,
+    output_grads,
     parameter_grads,
     project_inputs,
     release_if_no_backward,
@@ -95,9 +95,9 @@ class LSTMSequence(torch.autograd.Function):
         d_rows, d_o = d_pre.unbind(0), d_pre[..., :hidden].unbind(0)
         d_ifg = d_pre[..., hidden:].view(steps, batch, 3, hidden).unbind(0)
         f_steps, k_steps = gates[..., h2:h3].unbind(0), h_to_c.unbind(0)
-        grad_steps = grad_out.transpose(0, 1).unbind(0)  # T x (B, H)
+        deltas = output_grads(grad_out, grad_h_final).unbind(0)  # T x (B, H)
 
-        delta_h = first_delta(grad_out, grad_h_final)
+        delta_h = deltas[-1]
         delta_c = grad_c_final
         grad_h0 = grad_c0 = None
         for start, end in backward_chunks(steps, batch * 4 * hidden):
@@ -117,7 +117,7 @@ class LSTMSequence(torch.autograd.Function):
                 d_o[t].mul_(delta_h)
                 d_ifg[t].mul_(dc.unsqueeze(1))
                 if t:
-                    delta_h = torch.addmm(grad_steps[t - 1], d_rows[t], w_hh_in)
+                    delta_h = deltas[t - 1].addmm_(d_rows[t], w_hh_in)
                     delta_c = dc.mul_(f_steps[t])
                 else:
                     grad_h0 = d_rows[0] @ w_hh_in if ctx.needs_input_grad[1] else None

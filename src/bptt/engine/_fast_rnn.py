@@ -10,8 +10,8 @@ from torch.autograd.function import once_differentiable
 
 from bptt.engine._fast_common import (
     backward_chunks,
-    first_delta,
     input_grad,
+    output_grads,
     parameter_grads,
     project_inputs,
     start_backward,
@@ -54,12 +54,12 @@ class RNNSequence(torch.autograd.Function):
         x_rows, w_ih, w_hh = ctx.saved_tensors
         hs, taps = ctx.hs, ctx.taps
         steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-        grad_steps = grad_out.transpose(0, 1)  # (T, B, H)
         # d_pre[t] = f'(a_t) for a chunk of steps, then times delta_t: dL/da_t.
         d_pre = WORKSPACE.take((steps, batch, hidden), hs)  # (T, B, H)
-        d_steps, grad_steps = d_pre.unbind(0), grad_steps.unbind(0)
+        d_steps = d_pre.unbind(0)
+        deltas = output_grads(grad_out, grad_final).unbind(0)  # T x (B, H)
         ones = hs.new_ones(1, 1, 1)
-        delta = first_delta(grad_out, grad_final)
+        delta = deltas[-1]
         grad_h0 = None
         for start, end in backward_chunks(steps, batch * hidden):
             h = hs[start + 1 : end + 1]
@@ -72,7 +72,7 @@ class RNNSequence(torch.autograd.Function):
                     delta = apply_taps(taps, t, delta)
                 d_a = d_steps[t].mul_(delta)
                 if t:
-                    delta = torch.addmm(grad_steps[t - 1], d_a, w_hh)
+                    delta = deltas[t - 1].addmm_(d_a, w_hh)
                 elif ctx.needs_input_grad[1]:
                     grad_h0 = d_a @ w_hh
         needs = ctx.needs_input_grad
