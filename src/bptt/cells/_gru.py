@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._params import check_sizes, make_parameters, uniform_reset
+from bptt.cells._params import TorchCompatibleCell
 
 __all__ = ["GRU"]
 
 
-class GRU(nn.Module):
+class GRU(TorchCompatibleCell):
     r"""One step of a GRU (the formulation of :class:`torch.nn.GRUCell`).
 
     .. math::
@@ -44,16 +44,7 @@ class GRU(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        check_sizes(input_size, hidden_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
-        make_parameters(self, 3, bias, device, dtype)
-
-    def reset_parameters(self) -> None:
-        """Re-draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does."""
-        uniform_reset(self)
+        super().__init__(input_size, hidden_size, 3, bias, device, dtype)
 
     def forward(self, x_t: Tensor, state: Tensor | None = None) -> Tensor:
         if state is None:
@@ -64,6 +55,3 @@ class GRU(nn.Module):
         z = torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)
         return n + z * (state - n)
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}"

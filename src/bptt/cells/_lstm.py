@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._params import check_sizes, make_parameters, uniform_reset
+from bptt.cells._params import TorchCompatibleCell
 
 __all__ = ["LSTM"]
 
 
-class LSTM(nn.Module):
+class LSTM(TorchCompatibleCell):
     r"""One step of an LSTM; the state is the tuple ``(h, c)``.
 
     .. math::
@@ -45,16 +45,7 @@ class LSTM(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        check_sizes(input_size, hidden_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
-        make_parameters(self, 4, bias, device, dtype)
-
-    def reset_parameters(self) -> None:
-        """Re-draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does."""
-        uniform_reset(self)
+        super().__init__(input_size, hidden_size, 4, bias, device, dtype)
 
     def initial_state(
         self,
@@ -80,6 +71,3 @@ class LSTM(nn.Module):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}"

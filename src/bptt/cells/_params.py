@@ -1,4 +1,4 @@
-"""Parameters shared by the built-in cells: names and shapes of torch.nn's cells."""
+"""The base of the built-in cells: parameters named and shaped as torch.nn's cells."""
 
 from __future__ import annotations
 
@@ -8,36 +8,54 @@ import torch
 from torch import nn
 
 
-def check_sizes(input_size: int, hidden_size: int) -> None:
-    """Raise ValueError unless both sizes are positive integers."""
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+class TorchCompatibleCell(nn.Module):
+    """Creates ``weight_ih`` (G*H, F), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh``
+    (G*H,) for G stacked gates, initialised as torch.nn does.
 
+    Args:
+        input_size: F, a positive integer.
+        hidden_size: H, a positive integer.
+        gates: G, the number of stacked gate blocks (RNN 1, GRU 3, LSTM 4).
+        bias: whether the biases exist (else they are registered as None).
+        device, dtype: where and in which precision the parameters live.
 
-def make_parameters(
-    cell: nn.Module,
-    gates: int,
-    bias: bool,
-    device: torch.device | str | None,
-    dtype: torch.dtype | None,
-) -> None:
-    """Create weight_ih (gates*H, F), weight_hh (gates*H, H) and the two biases."""
-    kw = {"device": device, "dtype": dtype}
-    rows = gates * cell.hidden_size
-    cell.weight_ih = nn.Parameter(torch.empty(rows, cell.input_size, **kw))
-    cell.weight_hh = nn.Parameter(torch.empty(rows, cell.hidden_size, **kw))
-    if bias:
-        cell.bias_ih = nn.Parameter(torch.empty(rows, **kw))
-        cell.bias_hh = nn.Parameter(torch.empty(rows, **kw))
-    else:
-        cell.register_parameter("bias_ih", None)
-        cell.register_parameter("bias_hh", None)
-    uniform_reset(cell)
+    Raises:
+        ValueError: a size is not a positive integer.
+    """
 
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        gates: int,
+        bias: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        kw = {"device": device, "dtype": dtype}
+        rows = gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **kw))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows, **kw))
+            self.bias_hh = nn.Parameter(torch.empty(rows, **kw))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
 
-def uniform_reset(cell: nn.Module) -> None:
-    """torch.nn's default: every parameter of the cell from U(-1/sqrt(H), 1/sqrt(H))."""
-    bound = 1.0 / math.sqrt(cell.hidden_size)
-    for p in cell.parameters(recurse=False):
-        nn.init.uniform_(p, -bound, bound)
+    def reset_parameters(self) -> None:
+        """Re-draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters(recurse=False):
+            nn.init.uniform_(p, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")

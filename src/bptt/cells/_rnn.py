@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._params import check_sizes, make_parameters, uniform_reset
+from bptt.cells._params import TorchCompatibleCell
 
 __all__ = ["RNN"]
 
 _NONLINEARITIES = ("tanh", "relu")
 
 
-class RNN(nn.Module):
+class RNN(TorchCompatibleCell):
     r"""One step of an Elman RNN.
 
     .. math::
@@ -47,19 +47,10 @@ class RNN(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        check_sizes(input_size, hidden_size)
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
-        self.input_size = input_size
-        self.hidden_size = hidden_size
+        super().__init__(input_size, hidden_size, 1, bias, device, dtype)
         self.nonlinearity = nonlinearity
-        self.bias = bias
-        make_parameters(self, 1, bias, device, dtype)
-
-    def reset_parameters(self) -> None:
-        """Re-draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does."""
-        uniform_reset(self)
 
     def forward(self, x_t: Tensor, state: Tensor | None = None) -> Tensor:
         if state is None:
@@ -70,4 +61,4 @@ class RNN(nn.Module):
         return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}"
+        return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"

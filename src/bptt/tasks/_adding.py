@@ -77,10 +77,7 @@ class AddingTask(Task):
     readout = "last"
     metric = "test_mse"
     solved_below = 0.01
-
-    def __init__(self, length: int) -> None:
-        check_length(length, 2)
-        self.length = length
+    min_length = 2
 
     @property
     def baseline_loss(self) -> float:

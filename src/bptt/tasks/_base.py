@@ -51,6 +51,11 @@ class Task(ABC):
     output_size: int
     readout: str
     metric: str
+    min_length: int = 1
+
+    def __init__(self, length: int) -> None:
+        check_length(length, self.min_length)
+        self.length = length
 
     @property
     @abstractmethod

@@ -87,10 +87,6 @@ class CopyTask(Task):
     metric = "test_ce"
     solved_fraction = 0.01
 
-    def __init__(self, length: int) -> None:
-        check_length(length, 1)
-        self.length = length
-
     @property
     def baseline_loss(self) -> float:
         return SEQUENCE * math.log(SYMBOLS) / (self.length + 2 * SEQUENCE)
