@@ -1,0 +1,255 @@
+"""Clipping functions with PyTorch's contract, built from two small primitives.
+
+``clip_grad_norm_`` is :func:`get_total_norm` then :func:`clip_grads_with_norm_`:
+the norm is computed once, the gradients are scaled by a clamped coefficient with no
+branch and no host synchronisation, and the norm *before* clipping is returned.
+The threshold may be a tensor, so adaptive policies never leave the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+try:  # torch's own grouping, in C++; a Python fallback keeps other versions working
+    from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+except ImportError:  # pragma: no cover - depends on the torch build
+    _group_tensors_by_device_and_dtype = None
+
+__all__ = [
+    "clip_grad_norm_",
+    "clip_grad_norm_per_parameter_",
+    "clip_grad_value_",
+    "clip_grads_with_norm_",
+    "get_total_norm",
+    "grads_of",
+]
+
+Parameters = Tensor | Iterable[Tensor]
+
+# The constant torch.nn.utils.clip_grad_norm_ adds to the norm before dividing.
+EPS = 1e-6
+
+
+def grads_of(parameters: Parameters) -> list[Tensor]:
+    """The existing ``.grad`` tensors of a tensor or an iterable of tensors."""
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    return [p.grad for p in parameters if p.grad is not None]
+
+
+def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor]]]:
+    """Tensors grouped by (device, dtype), each group with its device."""
+    if not tensors:
+        return []
+    if _group_tensors_by_device_and_dtype is not None:
+        grouped = _group_tensors_by_device_and_dtype([tensors])
+        return [(device, group) for (device, _), ([group], _) in grouped.items()]
+    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    return [(device, group) for (device, _), group in groups.items()]
+
+
+def _use_foreach(foreach: bool | None, group: list[Tensor], device: torch.device) -> bool:
+    native = device.type in ("cpu", "cuda") and all(type(t) is Tensor for t in group)
+    if foreach and not native:
+        raise RuntimeError(
+            f"foreach=True was passed, but the foreach API is not available for {device.type} "
+            "tensors; pass foreach=None or False"
+        )
+    return native if foreach is None else foreach
+
+
+def per_tensor_norms(tensors: list[Tensor], norm_type: float, foreach: bool | None) -> list[Tensor]:
+    """The norm of each tensor, in the order given (0-dim tensors on their devices)."""
+    if not tensors:
+        return []
+    groups = _groups(tensors)
+    if len(groups) == 1:
+        device, group = groups[0]
+        if _use_foreach(foreach, group, device):
+            return list(torch._foreach_norm(group, norm_type))
+        return [torch.linalg.vector_norm(t, norm_type) for t in group]
+    index = {id(t): k for k, t in enumerate(tensors)}
+    norms: list[Tensor | None] = [None] * len(tensors)
+    for device, group in groups:
+        if _use_foreach(foreach, group, device):
+            values = torch._foreach_norm(group, norm_type)
+        else:
+            values = [torch.linalg.vector_norm(t, norm_type) for t in group]
+        for t, value in zip(group, values, strict=True):
+            norms[index[id(t)]] = value
+    return norms
+
+
+def get_total_norm(
+    tensors: Tensor | Iterable[Tensor],
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> Tensor:
+    """The norm of all tensors seen as one vector (0-dim, on the first tensor's device).
+
+    Args:
+        tensors: the tensors (usually gradients).
+        norm_type: p of the p-norm, any positive float or ``inf``.
+        error_if_nonfinite: raise when the norm is NaN or inf (this syncs with the device).
+        foreach: use the foreach kernels (None: where available).
+
+    Raises:
+        RuntimeError: the norm is not finite and ``error_if_nonfinite`` is True.
+    """
+    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    norm_type = float(norm_type)
+    if not tensors:
+        return torch.tensor(0.0)
+    first = tensors[0].device
+    norms = per_tensor_norms(tensors, norm_type, foreach)
+    total = torch.linalg.vector_norm(torch.stack([n.to(first) for n in norms]), norm_type)
+    if error_if_nonfinite and not bool(torch.isfinite(total)):
+        raise RuntimeError(
+            f"the total norm of order {norm_type} of the gradients is non-finite, so it "
+            "cannot be clipped; to scale the gradients by it anyway, set "
+            "error_if_nonfinite=False"
+        )
+    return total
+
+
+def clip_grads_with_norm_(
+    parameters: Parameters,
+    max_norm: float | Tensor,
+    total_norm: Tensor,
+    foreach: bool | None = None,
+) -> None:
+    r"""Scale gradients in place given their total norm: ``g *= min(max_norm / (norm + 1e-6), 1)``.
+
+    No branch on the coefficient, so no host synchronisation; ``max_norm`` may be a
+    tensor (an adaptive threshold) and may be ``inf`` (no clipping).
+    """
+    grads = grads_of(parameters)
+    if not grads:
+        return
+    coef = torch.clamp(max_norm / (total_norm + EPS), max=1.0)
+    for device, group in _groups(grads):
+        coef_here = coef.to(device)
+        if _use_foreach(foreach, group, device):
+            torch._foreach_mul_(group, coef_here)
+        else:
+            for g in group:
+                g.mul_(coef_here)
+
+
+def clip_grad_norm_(
+    parameters: Parameters,
+    max_norm: float | Tensor,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> Tensor:
+    """Clip the gradients' global norm to ``max_norm``, keeping their direction.
+
+    The same contract and results as :func:`torch.nn.utils.clip_grad_norm_`; also
+    accepts a tensor ``max_norm``.
+
+    Args:
+        parameters: a tensor or an iterable of tensors whose ``.grad`` is clipped.
+        max_norm: the bound (float or 0-dim tensor).
+        norm_type: p of the p-norm, any positive float or ``inf``.
+        error_if_nonfinite: raise when the total norm is NaN or inf.
+        foreach: use the foreach kernels (None: where available).
+
+    Returns:
+        The total norm of the gradients *before* clipping (0-dim tensor).
+
+    References:
+        Pascanu, Mikolov & Bengio (2013), On the difficulty of training recurrent
+        neural networks, algorithm 1.
+
+    Example:
+        >>> w = torch.zeros(2, requires_grad=True)
+        >>> w.grad = torch.tensor([3.0, 4.0])
+        >>> clip_grad_norm_([w], 1.0)
+        tensor(5.)
+        >>> w.grad
+        tensor([0.6000, 0.8000])
+    """
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    parameters = list(parameters)
+    grads = grads_of(parameters)
+    total = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
+    clip_grads_with_norm_(parameters, max_norm, total, foreach)
+    return total
+
+
+def clip_grad_value_(
+    parameters: Parameters, clip_value: float, foreach: bool | None = None
+) -> None:
+    """Clamp every gradient element to [-clip_value, clip_value] in place.
+
+    The contract of :func:`torch.nn.utils.clip_grad_value_`.
+    """
+    clip_value = float(clip_value)
+    if not (clip_value > 0):
+        raise ValueError(f"clip_value must be positive, got {clip_value}")
+    grads = grads_of(parameters)
+    for device, group in _groups(grads):
+        if _use_foreach(foreach, group, device):
+            torch._foreach_clamp_min_(group, -clip_value)
+            torch._foreach_clamp_max_(group, clip_value)
+        else:
+            for g in group:
+                g.clamp_(min=-clip_value, max=clip_value)
+
+
+def clip_grad_norm_per_parameter_(
+    parameters: Parameters,
+    max_norm: float | Tensor,
+    norm_type: float = 2.0,
+    foreach: bool | None = None,
+) -> Tensor:
+    """Clip each parameter's gradient to a norm of at most ``max_norm`` on its own.
+
+    Keras's ``clipnorm``: ``g * max_norm / max(||g||, max_norm)`` for every tensor
+    separately (no epsilon, so a gradient within the bound is untouched).
+
+    Args:
+        parameters: a tensor or an iterable of tensors whose ``.grad`` is clipped.
+        max_norm: the bound for every tensor, or a tensor (N,) of one bound per
+            gradient (in the order of the gradients that exist).
+        norm_type: p of the p-norm.
+        foreach: use the foreach kernels (None: where available).
+
+    Returns:
+        Tensor (N,): each gradient's norm before clipping, in order.
+    """
+    grads = grads_of(parameters)
+    if not grads:
+        return torch.zeros(0)
+    norms = per_tensor_norms(grads, float(norm_type), foreach)
+    first = grads[0].device
+    stacked = torch.stack([n.to(first) for n in norms])  # (N,)
+    if isinstance(max_norm, Tensor):
+        bound = max_norm.to(device=first, dtype=stacked.dtype)
+    else:
+        bound = torch.tensor(float(max_norm), device=first, dtype=stacked.dtype)
+    coefs = torch.div(bound, torch.maximum(stacked, bound))  # exactly 1 within the bound
+    factor_of = dict(zip(map(id, grads), coefs.unbind(), strict=True))
+    for device, group in _groups(grads):
+        factors = [factor_of[id(g)].to(device) for g in group]
+        if _use_foreach(foreach, group, device):
+            torch._foreach_mul_(group, factors)
+        else:
+            for g, f in zip(group, factors, strict=True):
+                g.mul_(f)
+    return stacked
+
+
+def finite_or_nan(norm: Tensor) -> Tensor:
+    """The norm where finite, NaN where not: histories skip non-finite norms with nan-aware
+    reductions instead of a host-side check."""
+    return torch.where(torch.isfinite(norm), norm, torch.full_like(norm, math.nan))

@@ -1,0 +1,212 @@
+"""Threshold policies against small references written from the papers' definitions."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bptt.clip import Calibrate, Fixed, NoClip, Percentile, PerStep, Value, ZScore
+from bptt.taps import ClipNorm, ClipValue
+
+DT = torch.float64
+
+
+def _param_with_norm(norm: float, gen: torch.Generator) -> torch.Tensor:
+    """A parameter whose gradient has exactly the given L2 norm (NaN/inf passed through)."""
+    p = torch.zeros(6, dtype=DT, requires_grad=True)
+    direction = torch.randn(6, generator=gen, dtype=DT)
+    p.grad = direction / direction.norm() * norm if math.isfinite(norm) else direction * norm
+    return p
+
+
+# norm sequences: a smooth level with occasional spikes of 10-1000x
+norm_sequences = st.lists(
+    st.tuples(st.floats(0.5, 2.0), st.sampled_from([1.0] * 6 + [10.0, 100.0, 1000.0])).map(
+        lambda pair: pair[0] * pair[1]
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+def _run(policy, norms, seed=0):
+    """Feed a norm sequence; return thresholds and post-clip norms per step."""
+    gen = torch.Generator().manual_seed(seed)
+    thresholds, after = [], []
+    for norm in norms:
+        p = _param_with_norm(norm, gen)
+        returned = policy([p])
+        if math.isfinite(norm):
+            assert math.isclose(returned.item(), norm, rel_tol=1e-12)
+        thresholds.append(policy.threshold.clone())
+        after.append(p.grad.norm().item())
+    return thresholds, after
+
+
+@settings(max_examples=60, deadline=None)
+@given(norms=norm_sequences, p=st.floats(1.0, 100.0), window=st.sampled_from([None, 1, 5, 20]))
+def test_percentile_is_autoclip(norms, p, window):
+    thresholds, after = _run(Percentile(p, history=window), norms)
+    history = []
+    for norm, thr, post in zip(norms, thresholds, after, strict=True):
+        history.append(norm)  # the AutoClip code appends, then takes the percentile
+        used = history if window is None else history[-window:]
+        expected = np.percentile(used, p)  # numpy's default: linear interpolation
+        assert math.isclose(thr.item(), expected, rel_tol=1e-12)
+        assert post <= max(expected, 0) * (1 + 1e-9) or post <= norm
+
+
+def _zclip_reference(norms, z_thr, alpha, warmup, max_norm):
+    """ZClip (zscore mode, adaptive scaling) from the paper, in plain floats."""
+    buffer, mean, var, out = [], None, None, []
+    for g in norms:
+        cap = math.inf if max_norm is None else max_norm
+        if mean is None:
+            buffer.append(g)
+            if len(buffer) >= warmup:
+                mean = sum(buffer) / len(buffer)
+                var = sum((x - mean) ** 2 for x in buffer) / len(buffer)
+            out.append(cap)
+            continue
+        std = math.sqrt(var)
+        z = (g - mean) / (std + 1e-6)
+        tau = mean + z_thr * std / (z / z_thr) if z > z_thr else math.inf
+        out.append(min(tau, cap))
+        seen = tau if z > z_thr else g
+        mean = alpha * mean + (1 - alpha) * seen
+        var = alpha * var + (1 - alpha) * (seen - mean) ** 2
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    norms=norm_sequences,
+    z=st.floats(1.0, 4.0),
+    alpha=st.floats(0.5, 0.99),
+    warmup=st.integers(1, 10),
+    max_norm=st.sampled_from([None, 5.0]),
+)
+def test_zscore_is_zclip(norms, z, alpha, warmup, max_norm):
+    thresholds, after = _run(ZScore(z, alpha, warmup, max_norm), norms)
+    expected = _zclip_reference(norms, z, alpha, warmup, max_norm)
+    for thr, exp, post, norm in zip(thresholds, expected, after, norms, strict=True):
+        if math.isinf(exp):
+            assert math.isinf(thr.item())
+        else:
+            assert math.isclose(thr.item(), exp, rel_tol=1e-9)
+        assert post <= min(exp, norm) * (1 + 1e-9)
+
+
+def test_calibrate_fixes_the_quantile_of_the_unclipped_steps(gen):
+    norms = [1.0, 2.0, 3.0, 4.0, 100.0, 5.0, 500.0, 50.0]
+    thresholds, after = _run(Calibrate(steps=5, quantile=0.9), norms)
+    assert all(math.isinf(t.item()) for t in thresholds[:5])
+    assert after[:5] == pytest.approx(norms[:5])
+    fixed = np.quantile(norms[:5], 0.9)  # 61.6
+    assert all(math.isclose(t.item(), fixed) for t in thresholds[5:])
+    assert after[5:] == pytest.approx([5.0, fixed, 50.0], rel=1e-6)
+
+
+def test_nonfinite_norms_stay_out_of_every_history():
+    clean = [1.0, 2.0, 3.0, 50.0, 2.5, 1.5, 2.0, 40.0, 2.0]
+    dirty = [*clean[:3], math.nan, *clean[3:6], math.inf, *clean[6:]]
+    for make in (
+        lambda: Percentile(30),
+        lambda: Percentile(30, history=3),
+        lambda: ZScore(2.0, 0.9, 3),
+    ):
+        ref, _ = _run(make(), clean)
+        got, _ = _run(make(), dirty)
+        got_finite = [t for t, n in zip(got, dirty, strict=True) if math.isfinite(n)]
+        for a, b in zip(got_finite, ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+    # calibration counts calls: its first four hold a NaN, left out of the quantile
+    got, _ = _run(Calibrate(4, 0.5), dirty)
+    assert [t.item() for t in got[4:]] == [np.quantile(dirty[:3], 0.5)] * (len(dirty) - 4)
+
+
+def test_per_parameter_percentile_keeps_one_history_per_tensor(gen):
+    policy = Percentile(50, per_parameter=True)
+    history = [[], []]
+    for step in range(6):
+        a = torch.zeros(3, dtype=DT, requires_grad=True)
+        b = torch.zeros(4, dtype=DT, requires_grad=True)
+        a.grad = torch.randn(3, generator=gen, dtype=DT) * (step + 1)
+        b.grad = torch.randn(4, generator=gen, dtype=DT) * (10 if step == 3 else 1)
+        before = [a.grad.clone(), b.grad.clone()]
+        total = policy([a, b])
+        torch.testing.assert_close(total, torch.stack([g.norm() for g in before]).norm())
+        for k, g in enumerate(before):
+            history[k].append(g.norm().item())
+            thr = np.percentile(history[k], 50)
+            assert math.isclose(policy.threshold[k].item(), thr, rel_tol=1e-12)
+            expected = g * thr / max(g.norm().item(), thr)
+            torch.testing.assert_close((a, b)[k].grad, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Percentile(20),
+        lambda: Percentile(20, history=4),
+        lambda: Percentile(50, per_parameter=True),
+        lambda: ZScore(2.0, 0.9, 4, max_norm=20.0),
+        lambda: Calibrate(5, 0.8),
+        lambda: Fixed(2.0),
+        lambda: NoClip(),
+    ],
+)
+def test_state_survives_a_save_and_a_safe_load(make):
+    norms = [1.0, 2.0, 30.0, 1.5, 1.2, 0.9, 50.0, 1.1, 1.3, 2.2, 80.0, 1.0]
+    first, resumed = make(), make()
+    _run(first, norms[:6])
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    a, _ = _run(first, norms[6:], seed=1)
+    b, _ = _run(resumed, norms[6:], seed=1)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_value_policy_reports_its_bound(gen):
+    p = _param_with_norm(10.0, gen)
+    policy = Value(0.1)
+    norm = policy([p])
+    assert math.isclose(norm.item(), 10.0) and p.grad.abs().max() <= 0.1
+    assert policy.clipped and policy.threshold.item() == pytest.approx(0.1)
+
+
+def test_per_step_holds_the_taps():
+    policy = PerStep(max_norm=2.0, value=0.5)
+    assert [type(t) for t in policy.taps] == [ClipValue, ClipNorm]
+    with pytest.raises(ValueError, match="max_norm, value"):
+        PerStep()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Fixed(0),
+        lambda: Fixed(math.nan),
+        lambda: Percentile(0),
+        lambda: Percentile(101),
+        lambda: Percentile(10, history=0),
+        lambda: ZScore(z=-1),
+        lambda: ZScore(alpha=1.5),
+        lambda: ZScore(warmup=0),
+        lambda: Calibrate(steps=0),
+        lambda: Calibrate(quantile=0),
+        lambda: Value(-2),
+    ],
+)
+def test_bad_settings_are_rejected(make):
+    with pytest.raises(ValueError):
+        make()
