@@ -25,10 +25,12 @@ from bptt.cells import cell_names
 from bptt.engine import ENGINES
 from bptt.tasks import TASKS
 
-__all__ = ["DTYPES", "OPTIMIZERS", "ConfigError", "TrainConfig", "load_toml"]
+__all__ = ["CLIPS", "DTYPES", "NONFINITE", "OPTIMIZERS", "ConfigError", "TrainConfig", "load_toml"]
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 DTYPES = ("float32", "float64")
+CLIPS = ("none", "norm", "value", "percentile", "zscore", "calibrate")
+NONFINITE = ("skip", "raise")
 
 
 class ConfigError(ValueError):
@@ -70,7 +72,24 @@ class TrainConfig:
         lr: learning rate.
         optimizer: ``adam``, ``sgd`` or ``rmsprop``.
         momentum: momentum of ``sgd`` (Nesterov) and ``rmsprop``.
-        clip_norm: clip the global gradient norm to this value; None for no clipping.
+        clip: how the parameters' gradient is clipped: ``none``, ``norm`` (global norm at
+            ``clip_norm``), ``value`` (elements at ``clip_value``), ``percentile``
+            (AutoClip), ``zscore`` (ZClip, capped at ``clip_norm`` if given) or
+            ``calibrate``. None means ``norm`` when ``clip_norm`` is set, else ``none``.
+        clip_norm: the global-norm threshold (``norm``) or cap (``zscore``).
+        clip_value: the element bound of ``value`` clipping.
+        clip_percentile: AutoClip's percentile p in (0, 100].
+        clip_history: AutoClip's window of past norms; 0 keeps them all.
+        clip_z: ZClip's z-score threshold.
+        clip_alpha: ZClip's EMA factor.
+        clip_warmup: ZClip's warm-up steps.
+        clip_calibrate_steps: unclipped steps before ``calibrate`` fixes its threshold.
+        clip_quantile: the quantile of those steps' norms that becomes the threshold.
+        clip_step_norm: clip each sample's hidden-state gradient to this norm at every
+            time step (a tap; combines with any ``clip``).
+        clip_step_value: clamp the hidden-state gradient's elements at every step.
+        nonfinite: a step whose loss or gradient is NaN or inf: ``skip`` it (drop the
+            gradients, no optimizer step, counted) or ``raise`` an error.
         seed: seeds initialisation, the training stream and the test set.
         test_size: held-out sequences for the test loss.
         eval_every: steps between test evaluations (the last step is always evaluated).
@@ -94,7 +113,19 @@ class TrainConfig:
     lr: float = field(default=3e-3, metadata=_float(0.0, 10.0, open_min=True))
     optimizer: str = field(default="adam", metadata=_choice(*OPTIMIZERS))
     momentum: float = field(default=0.9, metadata=_float(0.0, 0.999999))
+    clip: str | None = field(default=None, metadata=_choice(*CLIPS))
     clip_norm: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
+    clip_value: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
+    clip_percentile: float = field(default=10.0, metadata=_float(0.0, 100.0, open_min=True))
+    clip_history: int = field(default=0, metadata=_int(0))
+    clip_z: float = field(default=2.5, metadata=_float(0.0, None, open_min=True))
+    clip_alpha: float = field(default=0.97, metadata=_float(0.0, 0.999999, open_min=True))
+    clip_warmup: int = field(default=25, metadata=_int(1))
+    clip_calibrate_steps: int = field(default=200, metadata=_int(1))
+    clip_quantile: float = field(default=0.9, metadata=_float(0.0, 1.0, open_min=True))
+    clip_step_norm: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
+    clip_step_value: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
+    nonfinite: str = field(default="skip", metadata=_choice(*NONFINITE))
     seed: int = field(default=0, metadata=_int(0, 2**63 - 1))
     test_size: int = field(default=1000, metadata=_int(1, 10_000_000))
     eval_every: int = field(default=100, metadata=_int(1))
@@ -110,6 +141,18 @@ class TrainConfig:
         for f in fields(self):
             setattr(self, f.name, _validate(f, getattr(self, f.name)))
         _check_device(self.device)
+        if self.clip is None:
+            self.clip = "norm" if self.clip_norm is not None else "none"
+        if self.clip == "norm" and self.clip_norm is None:
+            raise ConfigError("clip_norm", "must be given when clip is norm")
+        if self.clip == "value" and self.clip_value is None:
+            raise ConfigError("clip_value", "must be given when clip is value")
+        if self.clip_norm is not None and self.clip not in ("norm", "zscore"):
+            raise ConfigError(
+                "clip_norm", f"is used only with clip norm or zscore, not {self.clip}"
+            )
+        if self.clip_value is not None and self.clip != "value":
+            raise ConfigError("clip_value", f"is used only with clip value, not {self.clip}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -15,6 +15,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
+from bptt import clip
 from bptt.cells import make_cell
 from bptt.config import TrainConfig
 from bptt.model import SequenceModel
@@ -22,7 +23,20 @@ from bptt.precision import flush_denormal
 from bptt.rundir import RunDirectory
 from bptt.tasks import Task, make_task
 
-__all__ = ["TrainResult", "build_model", "make_progress", "train"]
+__all__ = [
+    "NonFiniteError",
+    "TrainResult",
+    "build_model",
+    "make_clip_policy",
+    "make_progress",
+    "step_taps",
+    "train",
+]
+
+
+class NonFiniteError(RuntimeError):
+    """A step's loss or gradient was NaN or inf and the config says ``nonfinite = "raise"``."""
+
 
 _EVAL_CHUNK = 1000  # test sequences per forward pass
 
@@ -51,6 +65,29 @@ def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     return SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
 
 
+def make_clip_policy(config: TrainConfig) -> clip.ClipPolicy:
+    """The parameter-gradient clipping policy a config describes."""
+    if config.clip == "norm":
+        return clip.Fixed(config.clip_norm)
+    if config.clip == "value":
+        return clip.Value(config.clip_value)
+    if config.clip == "percentile":
+        history = config.clip_history or None
+        return clip.Percentile(config.clip_percentile, history=history)
+    if config.clip == "zscore":
+        return clip.ZScore(config.clip_z, config.clip_alpha, config.clip_warmup, config.clip_norm)
+    if config.clip == "calibrate":
+        return clip.Calibrate(config.clip_calibrate_steps, config.clip_quantile)
+    return clip.NoClip()
+
+
+def step_taps(config: TrainConfig) -> tuple:
+    """The per-time-step hidden-state gradient taps a config asks for (may be empty)."""
+    if config.clip_step_norm is None and config.clip_step_value is None:
+        return ()
+    return clip.PerStep(config.clip_step_norm, config.clip_step_value).taps
+
+
 def make_progress() -> Progress:
     """The rich progress display used by training and the benchmark."""
     return Progress(
@@ -73,10 +110,12 @@ def train(
     """Train one model as configured; write the run directory if ``config.out`` is set.
 
     Each step draws a fresh batch from the task's generator, backpropagates through
-    time, clips the global gradient norm if ``clip_norm`` is set, and takes an
-    optimizer step. A step whose loss or gradient is not finite is skipped (its
-    gradients dropped) and counted. The test set is evaluated every ``eval_every``
-    steps and at the end; ``summary["final_loss"]`` is the final test loss.
+    time (with the per-step clipping taps, if any), clips the gradient with the
+    configured policy and takes an optimizer step. A step whose loss or gradient is
+    not finite is skipped (its gradients dropped) and counted, or raises
+    :class:`NonFiniteError` when ``nonfinite = "raise"``. The test set is evaluated
+    every ``eval_every`` steps and at the end; ``summary["final_loss"]`` is the final
+    test loss.
 
     The same config and seed give the same metrics (on the same device and build).
     The flush-to-zero mode and thread count are set for the run and restored after it.
@@ -92,6 +131,7 @@ def train(
     Raises:
         bptt.config.ConfigError: an invalid config.
         FileExistsError: ``config.out`` already holds a run and overwrite is False.
+        NonFiniteError: a non-finite step with ``nonfinite = "raise"``.
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
@@ -128,23 +168,32 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         run_dir.write_config(config)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    max_norm = math.inf if config.clip_norm is None else config.clip_norm
+    policy = make_clip_policy(config)
+    taps = step_taps(config)
     start = time.perf_counter()
-    nonfinite_steps = 0
+    nonfinite_steps = clipped_steps = 0
     solved_step = None
     loss_value = test_loss = math.nan
     for step in range(1, config.steps + 1):
         x, y = task.sample(config.batch_size, stream, device=config.device, dtype=dtype)
         optimizer.zero_grad(set_to_none=True)
-        prediction, _ = model(x)
+        prediction, _ = model(x, taps=taps)
         loss = task.loss(prediction, y)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # norm before clipping
+        grad_norm = policy(params)  # clips in place; the norm before clipping
         loss_value, norm_value = loss.item(), grad_norm.item()
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+        clipped = finite and bool(policy.clipped)
         if finite:
             optimizer.step()
+            clipped_steps += clipped
+        elif config.nonfinite == "raise":
+            raise NonFiniteError(
+                f"step {step}: non-finite loss ({loss_value}) or gradient norm ({norm_value}); "
+                'set nonfinite = "skip" to skip such steps'
+            )
         else:
+            optimizer.zero_grad(set_to_none=True)
             nonfinite_steps += 1
         last = step == config.steps
         evaluated = step % config.eval_every == 0 or last
@@ -158,8 +207,8 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
                     "step": step,
                     "loss": loss_value,
                     "grad_norm": norm_value,
-                    "clip_threshold": config.clip_norm,
-                    "clipped": finite and norm_value > max_norm,
+                    "clip_threshold": _threshold_value(policy.threshold),
+                    "clipped": clipped,
                     "nonfinite": not finite,
                     "lr": optimizer.param_groups[0]["lr"],
                     "test_loss": test_loss if evaluated else None,
@@ -179,7 +228,10 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         "hidden": config.hidden,
         "optimizer": config.optimizer,
         "lr": config.lr,
+        "clip": config.clip,
         "clip_norm": config.clip_norm,
+        "clip_step_norm": config.clip_step_norm,
+        "clipped_steps": clipped_steps,
         "batch_size": config.batch_size,
         "seed": config.seed,
         "steps": config.steps,
@@ -197,6 +249,12 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         run_dir.save_model(model)
         run_dir.write_summary(_json_safe(summary))
     return summary, model
+
+
+def _threshold_value(threshold: Tensor) -> float:
+    """A threshold for the log: the value, or for per-tensor thresholds (N,) the global
+    norm they allow together."""
+    return float(threshold) if threshold.dim() == 0 else float(torch.linalg.vector_norm(threshold))
 
 
 def _seeds(seed: int) -> tuple[int, int, int]:

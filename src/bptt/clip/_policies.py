@@ -106,8 +106,10 @@ class ClipPolicy:
         raise NotImplementedError
 
     def _report(self, norm: Tensor, threshold: Tensor | float) -> None:
-        self.threshold = torch.as_tensor(threshold, dtype=norm.dtype, device=norm.device)
-        self.clipped = norm > self.threshold
+        if isinstance(threshold, float):  # kept exact: a hand-set bound reads back as set
+            threshold = torch.tensor(threshold, dtype=torch.float64, device=norm.device)
+        self.threshold = threshold
+        self.clipped = norm > threshold
 
     def state_dict(self) -> dict[str, Any]:
         """The policy's state: tensors and numbers only."""
@@ -142,7 +144,7 @@ class Fixed(ClipPolicy):
         >>> w.grad = torch.tensor([3.0, 4.0])
         >>> policy = Fixed(1.0)
         >>> policy([w]), policy.threshold, policy.clipped
-        (tensor(5.), tensor(1.), tensor(True))
+        (tensor(5.), tensor(1., dtype=torch.float64), tensor(True))
     """
 
     def __init__(self, max_norm: float, **kw: Any) -> None:
@@ -169,7 +171,7 @@ class Value(ClipPolicy):
         norm = get_total_norm(grads, self.norm_type, foreach=self.foreach)
         peak = get_total_norm(grads, math.inf, foreach=self.foreach)
         clip_grad_value_(params, self.value, self.foreach)
-        self.threshold = torch.tensor(self.value, dtype=norm.dtype, device=norm.device)
+        self.threshold = torch.tensor(self.value, dtype=torch.float64, device=norm.device)
         self.clipped = peak > self.threshold
         self.calls += 1
         return norm
