@@ -61,6 +61,7 @@ def test_occupied_out_exits_2(tmp_path):
 
 def test_bench_prints_and_writes_its_table(tmp_path):
     args = ["bench", "--lengths", "4", "--steps", "3", "--hidden", "4", "--out", str(tmp_path)]
+    args += ["--no-clip-demo"]
     result = runner.invoke(app, [*args, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "bptt bench" in result.output

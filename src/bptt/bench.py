@@ -1,8 +1,14 @@
-"""``bptt bench``: a matrix of cells x tasks x lengths x seeds, trained and tabulated.
+"""``bptt bench``: groups of training runs, trained one after another and tabulated.
 
-The default is the quick matrix of the README's main job: the tanh RNN against the
-LSTM on the adding problem at two lengths. Runs go one after another in this
-process; each writes its own run directory under the bench directory.
+The default is the quick benchmark of the README's main job:
+
+* ``cells``: the tanh RNN against the LSTM on the adding problem at two lengths;
+* ``clipping``: the same seed trained three ways, without clipping, with the global
+  norm clipped at 1 and with AutoClip, in a configuration that diverges without
+  clipping (an LSTM under Nesterov SGD at learning rate 0.5: the gradient explodes
+  within the first steps and the weights become NaN).
+
+Each run writes its own run directory under the bench directory.
 """
 
 from __future__ import annotations
@@ -18,34 +24,48 @@ from rich.table import Table
 
 from bptt._io import atomic_write_text
 from bptt.config import TrainConfig
-from bptt.train import make_progress, train
+from bptt.train import json_safe, make_progress, train
 
-__all__ = ["BenchSpec", "results_table", "run_bench"]
+__all__ = ["CLIP_DEMO", "BenchSpec", "results_table", "run_bench"]
 
 ROW_FIELDS = (
+    "group",
     "task",
     "length",
     "cell",
+    "clip",
     "seed",
     "steps",
     "final_loss",
     "baseline_loss",
     "solved",
     "solved_step",
+    "nonfinite_steps",
+    "diverged",
     "wall_s",
 )
+
+# Diverges without clipping on seed 0 (NaN by step 15), trains with it (measured).
+CLIP_DEMO = {
+    "task": "adding",
+    "length": 10,
+    "cell": "lstm",
+    "optimizer": "sgd",
+    "lr": 0.5,
+    "momentum": 0.9,
+    "steps": 1000,
+}
+CLIP_DEMO_VARIANTS = ({"clip": "none"}, {"clip": "norm", "clip_norm": 1.0}, {"clip": "percentile"})
 
 
 @dataclass
 class BenchSpec:
-    """The matrix to run.
+    """The runs to make.
 
     Attributes:
-        cells: cell names.
-        tasks: task names.
-        lengths: task lengths.
-        seeds: seeds; each (cell, task, length) runs once per seed.
-        base: other config fields shared by every run (e.g. steps, hidden, lr).
+        cells, tasks, lengths, seeds: the ``cells`` group is their product.
+        base: config fields shared by the ``cells`` group (e.g. steps, hidden).
+        clip_demo: whether to add the ``clipping`` group (on the first seed).
     """
 
     cells: tuple[str, ...] = ("rnn", "lstm")
@@ -53,24 +73,40 @@ class BenchSpec:
     lengths: tuple[int, ...] = (10, 50)
     seeds: tuple[int, ...] = (0,)
     base: dict[str, Any] = field(default_factory=lambda: {"steps": 1500})
+    clip_demo: bool = True
 
-    def configs(self, out_dir: Path | None) -> list[TrainConfig]:
-        """One validated config per cell of the matrix (errors before anything runs)."""
+    def runs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(group, config fields) for every run, in order."""
+        runs = [
+            ("cells", {**self.base, "task": task, "length": length, "cell": cell, "seed": seed})
+            for task, length, cell, seed in itertools.product(
+                self.tasks, self.lengths, self.cells, self.seeds
+            )
+        ]
+        if self.clip_demo:
+            runs += [
+                ("clipping", {**CLIP_DEMO, **variant, "seed": self.seeds[0]})
+                for variant in CLIP_DEMO_VARIANTS
+            ]
+        return runs
+
+    def configs(self, out_dir: Path | None) -> list[tuple[str, TrainConfig]]:
+        """Validated configs (every error before anything runs), with run directories."""
         configs = []
-        for task, length, cell, seed in itertools.product(
-            self.tasks, self.lengths, self.cells, self.seeds
-        ):
-            name = f"{task}-T{length}-{cell}-s{seed}"
+        for group, values in self.runs():
+            config = TrainConfig.from_dict(values)
+            name = (
+                f"{group}-{config.task}-T{config.length}-{config.cell}-{config.clip}-s{config.seed}"
+            )
             out = None if out_dir is None else str(out_dir / name)
-            values = {**self.base, "task": task, "length": length, "cell": cell, "seed": seed}
-            configs.append(TrainConfig.from_dict({**values, "out": out}))
+            configs.append((group, config.replace(out=out)))
         return configs
 
 
 def run_bench(
     spec: BenchSpec, out_dir: str | Path | None, *, progress: bool = True, overwrite: bool = False
 ) -> list[dict[str, Any]]:
-    """Train every run of the matrix; write ``bench.csv`` and ``bench.json`` to out_dir.
+    """Train every run; write ``bench.csv`` and ``bench.json`` to out_dir.
 
     Returns:
         One row per run with the keys of ``ROW_FIELDS``.
@@ -82,33 +118,41 @@ def run_bench(
     if display is not None:
         display.start()
     try:
-        for config in configs:
+        for group, config in configs:
             result = train(config, progress=display or False, overwrite=overwrite)
-            rows.append({k: result.summary.get(k) for k in ROW_FIELDS})
+            rows.append({"group": group, **{k: result.summary.get(k) for k in ROW_FIELDS[1:]}})
     finally:
         if display is not None:
             display.stop()
     if out_path is not None:
         out_path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_path / "bench.json", json.dumps(rows, indent=2) + "\n")
+        safe = [json_safe(row) for row in rows]
+        atomic_write_text(out_path / "bench.json", json.dumps(safe, indent=2) + "\n")
         with open(out_path / "bench.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(safe)
     return rows
 
 
-_HEADERS = {"length": "T", "final_loss": "final", "baseline_loss": "baseline", "solved_step": "at"}
+_HEADERS = {
+    "length": "T",
+    "final_loss": "final",
+    "baseline_loss": "baseline",
+    "solved_step": "at",
+    "nonfinite_steps": "NaN steps",
+}
+_TABLE_FIELDS = tuple(f for f in ROW_FIELDS if f not in ("steps", "diverged"))
 
 
 def results_table(rows: list[dict[str, Any]]) -> Table:
     """A rich table of bench rows (``at``: the first evaluated step that was solved)."""
     table = Table(title="bptt bench")
-    for name in ROW_FIELDS:
-        justify = "left" if name in ("task", "cell") else "right"
+    for name in _TABLE_FIELDS:
+        justify = "left" if name in ("group", "task", "cell", "clip") else "right"
         table.add_column(_HEADERS.get(name, name), justify=justify, no_wrap=True)
     for row in rows:
-        table.add_row(*(_cell_text(row[name]) for name in ROW_FIELDS))
+        table.add_row(*(_cell_text(row[name]) for name in _TABLE_FIELDS))
     return table
 
 

@@ -1,19 +1,25 @@
 """The ``bptt`` command: ``bptt train`` and ``bptt bench``.
 
 User errors (a bad flag, an invalid config value, an occupied run directory) end
-with a one-line message naming the field and exit code 2, never a traceback.
+with a one-line message naming the field and exit code 2, never a traceback. The
+flags of ``bptt train`` are made from :class:`bptt.TrainConfig`'s fields, so the two
+never disagree.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from bptt.bench import BenchSpec, results_table, run_bench
 from bptt.config import ConfigError, TrainConfig, load_toml
+from bptt.train import NonFiniteError
 from bptt.train import train as run_training
 
 __all__ = ["app", "main"]
@@ -24,7 +30,7 @@ app = typer.Typer(
     help="Train recurrent networks on long-range tasks and see why they fail.",
 )
 _err = Console(stderr=True, soft_wrap=True)  # one message, one line
-_out = Console(width=max(Console().width, 110))  # tables stay whole when piped
+_out = Console(width=max(Console().width, 140))  # tables stay whole when piped
 
 
 def _fail(message: str) -> typer.Exit:
@@ -32,60 +38,50 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-@app.command("train")
+def _attribute_docs(doc: str) -> dict[str, str]:
+    """``name: text`` entries of a Google-style "Attributes:" section, one line each."""
+    docs: dict[str, str] = {}
+    current = None
+    section = doc.split("Attributes:", 1)[1]
+    for line in section.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        head, _, rest = stripped.partition(": ")
+        if line.startswith(" " * 8) and not line.startswith(" " * 12) and rest and " " not in head:
+            current = head
+            docs[current] = rest
+        elif current is not None:
+            docs[current] += " " + stripped
+    # plain text for the terminal: drop reST roles and literals
+    return {k: re.sub(r":\w+:`([^`]+)`", r"\1", v).replace("``", "") for k, v in docs.items()}
+
+
+def _config_parameters() -> list[inspect.Parameter]:
+    """One optional CLI flag per config field, typed and documented from the dataclass."""
+    docs = _attribute_docs(TrainConfig.__doc__ or "")
+    parameters = []
+    for f in fields(TrainConfig):
+        kind = str if "choices" in f.metadata else f.metadata["kind"]
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            flag = f"{flag}/--no-{f.name.replace('_', '-')}"
+        option = typer.Option(flag, help=docs.get(f.name, ""), show_default=False)
+        parameters.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[Optional[kind], option],  # noqa: UP045 - typer needs it
+            )
+        )
+    return parameters
+
+
 def train_command(
-    config: Annotated[
-        Path | None, typer.Option(help="TOML file of config fields; flags override it.")
-    ] = None,
-    task: Annotated[str | None, typer.Option(help="adding or copy.")] = None,
-    length: Annotated[int | None, typer.Option(help="Task length T.")] = None,
-    cell: Annotated[str | None, typer.Option(help="rnn, rnn-relu, lstm or gru.")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden units.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adam, sgd or rmsprop.")] = None,
-    momentum: Annotated[float | None, typer.Option(help="Momentum (sgd, rmsprop).")] = None,
-    clip_norm: Annotated[float | None, typer.Option(help="Clip the global gradient norm.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of init, data and test set.")] = None,
-    test_size: Annotated[int | None, typer.Option(help="Held-out test sequences.")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Steps between test evaluations.")] = None,
-    log_every: Annotated[int | None, typer.Option(help="Steps between metrics rows.")] = None,
-    engine: Annotated[str | None, typer.Option(help="auto, generic or fast.")] = None,
-    device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
-    flush_denormal: Annotated[
-        bool | None,
-        typer.Option("--flush-denormal/--no-flush-denormal", help="Flush subnormals to zero."),
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch threads; 0 keeps the default.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Write into a directory holding a run.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    config: Path | None = None, overwrite: bool = False, progress: bool = True, **flags
 ) -> None:
-    """Train one model and write its run directory."""
-    flags = {
-        "task": task,
-        "length": length,
-        "cell": cell,
-        "hidden": hidden,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": optimizer,
-        "momentum": momentum,
-        "clip_norm": clip_norm,
-        "seed": seed,
-        "test_size": test_size,
-        "eval_every": eval_every,
-        "log_every": log_every,
-        "engine": engine,
-        "device": device,
-        "dtype": dtype,
-        "flush_denormal": flush_denormal,
-        "threads": threads,
-        "out": None if out is None else str(out),
-    }
+    """Train one model and write its run directory (flags override --config)."""
     try:
         values = load_toml(config) if config is not None else {}
         values.update({k: v for k, v in flags.items() if v is not None})
@@ -93,6 +89,9 @@ def train_command(
         result = run_training(cfg, progress=progress, overwrite=overwrite)
     except (ConfigError, FileExistsError) as err:
         raise _fail(str(err)) from None
+    except NonFiniteError as err:
+        _err.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(code=1) from None
     s = result.summary
     verdict = "[green]solved[/]" if s["solved"] else "[yellow]not solved[/]"
     _out.print(
@@ -101,6 +100,35 @@ def train_command(
     )
     if result.run_dir is not None:
         _out.print(f"run directory: {result.run_dir}")
+
+
+train_command.__signature__ = inspect.Signature(
+    [
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Optional[Path],  # noqa: UP045
+                typer.Option(help="TOML file of config fields; flags override it."),
+            ],
+        ),
+        *_config_parameters(),
+        inspect.Parameter(
+            "overwrite",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[bool, typer.Option(help="Write into a directory holding a run.")],
+        ),
+        inspect.Parameter(
+            "progress",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=True,
+            annotation=Annotated[bool, typer.Option(help="Show a progress bar.")],
+        ),
+    ]
+)
+app.command("train")(train_command)
 
 
 def _csv_list(text: str, kind: type, name: str) -> tuple:
@@ -122,19 +150,23 @@ def bench_command(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = 1500,
     hidden: Annotated[int, typer.Option(help="Hidden units.")] = 128,
+    clip_demo: Annotated[
+        bool, typer.Option(help="Add the clipping demonstration (3 short runs).")
+    ] = True,
     out: Annotated[Path, typer.Option(help="Directory for the runs and tables.")] = Path(
         "runs/bench"
     ),
     overwrite: Annotated[bool, typer.Option(help="Replace earlier runs in --out.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Run the benchmark matrix and print its table (default: the quick matrix)."""
+    """Run the benchmark and print its table (default: the quick benchmark)."""
     spec = BenchSpec(
         cells=_csv_list(cells, str, "cells"),
         tasks=_csv_list(tasks, str, "tasks"),
         lengths=_csv_list(lengths, int, "lengths"),
         seeds=_csv_list(seeds, int, "seeds"),
         base={"steps": steps, "hidden": hidden},
+        clip_demo=clip_demo,
     )
     try:
         rows = run_bench(spec, out, progress=progress, overwrite=overwrite)

@@ -27,6 +27,7 @@ __all__ = [
     "NonFiniteError",
     "TrainResult",
     "build_model",
+    "json_safe",
     "make_clip_policy",
     "make_progress",
     "step_taps",
@@ -247,7 +248,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
     }
     if run_dir is not None:
         run_dir.save_model(model)
-        run_dir.write_summary(_json_safe(summary))
+        run_dir.write_summary(json_safe(summary))
     return summary, model
 
 
@@ -284,7 +285,7 @@ def _evaluate(model: SequenceModel, task: Task, x: Tensor, y: Tensor) -> float:
     return total / x.shape[0]
 
 
-def _json_safe(summary: dict[str, Any]) -> dict[str, Any]:
+def json_safe(summary: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN or inf: write them as null."""
     return {
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()
