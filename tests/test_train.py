@@ -111,3 +111,14 @@ def test_a_registered_user_cell_trains_through_the_config():
     assert result.summary["final_loss"] < 0.5 * result.summary["baseline_loss"]
     with pytest.raises(ValueError, match="already exists"):
         bptt.cells.register_cell("test-leaky", _Leaky)
+
+
+def test_the_bench_clipping_demonstration_holds():
+    """Without clipping the run goes non-finite; with AutoClip the same seed solves it."""
+    from bptt.bench import CLIP_DEMO
+
+    unclipped = bptt.train({**CLIP_DEMO, "clip": "none", "steps": 100, "threads": 1})
+    assert unclipped.summary["nonfinite_steps"] > 50 and unclipped.summary["diverged"]
+    clipped = bptt.train({**CLIP_DEMO, "clip": "percentile", "threads": 1})
+    assert clipped.summary["nonfinite_steps"] == 0 and clipped.summary["solved"]
+    assert clipped.summary["clipped_steps"] > 0
