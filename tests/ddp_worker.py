@@ -36,7 +36,7 @@ def train(rank: int | None, world: int) -> dict:
         nn.functional.mse_loss(prediction, y).backward()  # DDP: gradients all-reduced here
         for policy in policies:  # after the all-reduce: same gradients, same thresholds
             policy(model.parameters())
-            thresholds.append(policy.threshold.item())
+            thresholds.append(policy.threshold)
             clipped.append(bool(policy.clipped))
         optimizer.step()
     return {

@@ -6,7 +6,8 @@ The default is the quick benchmark of the README's main job:
 * ``clipping``: the same seed trained three ways, without clipping, with the global
   norm clipped at 1 and with AutoClip, in a configuration that diverges without
   clipping (an LSTM under Nesterov SGD at learning rate 0.5: the gradient explodes
-  within the first steps and the weights become NaN).
+  within the first steps and the weights become NaN); clipped, it learns the task
+  (test MSE near 0.01 against the baseline 0.167).
 
 Each run writes its own run directory under the bench directory.
 """
@@ -45,7 +46,7 @@ ROW_FIELDS = (
     "wall_s",
 )
 
-# Diverges without clipping on seed 0 (NaN by step 15), trains with it (measured).
+# Diverges without clipping on seed 0 (NaN by step 15), learns with it (measured).
 CLIP_DEMO = {
     "task": "adding",
     "length": 10,

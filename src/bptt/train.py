@@ -184,7 +184,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         grad_norm = policy(params)  # clips in place; the norm before clipping
         loss_value, norm_value = loss.item(), grad_norm.item()
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-        clipped = finite and bool(policy.clipped)
+        clipped = finite and policy.clipped
         if finite:
             optimizer.step()
             clipped_steps += clipped
@@ -208,7 +208,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
                     "step": step,
                     "loss": loss_value,
                     "grad_norm": norm_value,
-                    "clip_threshold": _threshold_value(policy.threshold),
+                    "clip_threshold": policy.threshold,
                     "clipped": clipped,
                     "nonfinite": not finite,
                     "lr": optimizer.param_groups[0]["lr"],
@@ -250,12 +250,6 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         run_dir.save_model(model)
         run_dir.write_summary(json_safe(summary))
     return summary, model
-
-
-def _threshold_value(threshold: Tensor) -> float:
-    """A threshold for the log: the value, or for per-tensor thresholds (N,) the global
-    norm they allow together."""
-    return float(threshold) if threshold.dim() == 0 else float(torch.linalg.vector_norm(threshold))
 
 
 def _seeds(seed: int) -> tuple[int, int, int]:

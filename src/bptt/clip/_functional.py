@@ -8,7 +8,6 @@ The threshold may be a tensor, so adaptive policies never leave the device.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -247,9 +246,3 @@ def clip_grad_norm_per_parameter_(
             for g, f in zip(group, factors, strict=True):
                 g.mul_(f)
     return stacked
-
-
-def finite_or_nan(norm: Tensor) -> Tensor:
-    """The norm where finite, NaN where not: histories skip non-finite norms with nan-aware
-    reductions instead of a host-side check."""
-    return torch.where(torch.isfinite(norm), norm, torch.full_like(norm, math.nan))

@@ -1,13 +1,17 @@
-"""Threshold policies: how large a gradient may be, decided fresh at every step.
+"""Threshold policies: how large a gradient may be, decided afresh at every step.
 
 A policy is called like :func:`clip_grad_norm_`: ``policy(parameters)`` computes the
 total gradient norm, decides the threshold, clips in place and returns the norm
 *before* clipping. Afterwards ``policy.threshold`` is the threshold it applied
-(``inf`` where it applied none) and ``policy.clipped`` whether it clipped, both
-0-dim tensors: nothing here synchronises with the device. Non-finite norms never
-enter a policy's history or statistics. The state is explicit:
-``state_dict()``/``load_state_dict()`` hold only tensors and numbers, so it
-checkpoints with ``torch.save`` and loads with ``weights_only=True``.
+(``inf`` where it applied none) and ``policy.clipped`` whether it clipped.
+
+The statistics of a policy live on the host in float64: it reads the norm once per
+call (one synchronisation with the device, which a training loop makes anyway to
+log the norm), so its rules are exactly the reference definitions, cost
+microseconds, and non-finite norms are simply left out of every history. The
+gradients themselves are scaled on their device without a branch. The state is
+explicit: ``state_dict()``/``load_state_dict()`` hold only tensors and numbers, so
+it checkpoints with ``torch.save`` and loads with ``weights_only=True``.
 
 Under ``torch.distributed`` data parallelism, call a policy after the gradient
 all-reduce (after ``backward`` with DDP): every rank then sees the same gradients,
@@ -16,6 +20,8 @@ computes the same norm and keeps the same state.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import math
 from typing import Any
 
@@ -27,7 +33,6 @@ from bptt.clip._functional import (
     clip_grad_norm_per_parameter_,
     clip_grad_value_,
     clip_grads_with_norm_,
-    finite_or_nan,
     get_total_norm,
     grads_of,
     per_tensor_norms,
@@ -43,7 +48,29 @@ __all__ = [
     "Percentile",
     "Value",
     "ZScore",
+    "quantile",
 ]
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of sorted values by linear interpolation, as numpy's default.
+
+    Returns inf for an empty list (no threshold).
+
+    Example:
+        >>> quantile([1.0, 2.0, 3.0, 4.0], 0.5)
+        2.5
+    """
+    n = len(sorted_values)
+    if n == 0:
+        return math.inf
+    position = q * (n - 1)
+    low = math.floor(position)
+    high = min(low + 1, n - 1)
+    t = position - low
+    a, b = sorted_values[low], sorted_values[high]
+    # numpy's _lerp: interpolate from the nearer end, for symmetry in rounding
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 def _positive(name: str, value: float, *, allow_none: bool = False) -> float | None:
@@ -74,42 +101,38 @@ class ClipPolicy:
     """The common machinery: compute the norm, ask for a threshold, clip, report.
 
     Subclasses implement :meth:`decide` (the threshold for this step's norm, and
-    their state update) and the state dict of their own fields.
+    their state update) and the state of their own fields.
 
     Attributes:
-        threshold: 0-dim tensor, the threshold applied by the last call (inf: none).
-        clipped: 0-dim bool tensor, whether the last call scaled the gradients.
+        threshold: the threshold applied by the last call (inf: none).
+        clipped: whether the last call scaled the gradients.
+        calls: how many times the policy was called.
         norm_type: p of the norm (2 unless given).
     """
 
     def __init__(self, norm_type: float = 2.0, foreach: bool | None = None) -> None:
         self.norm_type = float(norm_type)
         self.foreach = foreach
-        self.threshold = torch.tensor(math.inf)
-        self.clipped = torch.tensor(False)
+        self.threshold = math.inf
+        self.clipped = False
         self.calls = 0
 
     def __call__(self, parameters: Parameters) -> Tensor:
         """Clip the gradients of ``parameters`` in place; return their norm before clipping."""
         params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-        grads = grads_of(params)
-        norm = get_total_norm(grads, self.norm_type, foreach=self.foreach)
-        threshold = self.decide(norm)
-        if not (isinstance(threshold, float) and threshold == math.inf):
+        norm = get_total_norm(grads_of(params), self.norm_type, foreach=self.foreach)
+        value = norm.item()
+        threshold = self.decide(value)
+        if threshold < math.inf:
             clip_grads_with_norm_(params, threshold, norm, self.foreach)
-        self._report(norm, threshold)
+        self.threshold = threshold
+        self.clipped = math.isfinite(value) and value > threshold
         self.calls += 1
         return norm
 
-    def decide(self, norm: Tensor) -> Tensor | float:
-        """This step's threshold given its pre-clip norm (a float inf for none)."""
+    def decide(self, norm: float) -> float:
+        """This step's threshold given its pre-clip norm (inf for none)."""
         raise NotImplementedError
-
-    def _report(self, norm: Tensor, threshold: Tensor | float) -> None:
-        if isinstance(threshold, float):  # kept exact: a hand-set bound reads back as set
-            threshold = torch.tensor(threshold, dtype=torch.float64, device=norm.device)
-        self.threshold = threshold
-        self.clipped = norm > threshold
 
     def state_dict(self) -> dict[str, Any]:
         """The policy's state: tensors and numbers only."""
@@ -132,7 +155,7 @@ class ClipPolicy:
 class NoClip(ClipPolicy):
     """Measure the norm, clip nothing."""
 
-    def decide(self, norm: Tensor) -> float:
+    def decide(self, norm: float) -> float:
         return math.inf
 
 
@@ -144,14 +167,14 @@ class Fixed(ClipPolicy):
         >>> w.grad = torch.tensor([3.0, 4.0])
         >>> policy = Fixed(1.0)
         >>> policy([w]), policy.threshold, policy.clipped
-        (tensor(5.), tensor(1., dtype=torch.float64), tensor(True))
+        (tensor(5.), 1.0, True)
     """
 
     def __init__(self, max_norm: float, **kw: Any) -> None:
         super().__init__(**kw)
         self.max_norm = _positive("max_norm", max_norm)
 
-    def decide(self, norm: Tensor) -> float:
+    def decide(self, norm: float) -> float:
         return self.max_norm
 
 
@@ -169,57 +192,40 @@ class Value(ClipPolicy):
         params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
         grads = grads_of(params)
         norm = get_total_norm(grads, self.norm_type, foreach=self.foreach)
-        peak = get_total_norm(grads, math.inf, foreach=self.foreach)
+        peak = get_total_norm(grads, math.inf, foreach=self.foreach).item()
         clip_grad_value_(params, self.value, self.foreach)
-        self.threshold = torch.tensor(self.value, dtype=torch.float64, device=norm.device)
-        self.clipped = peak > self.threshold
+        self.threshold = self.value
+        self.clipped = peak > self.value
         self.calls += 1
         return norm
 
-    def decide(self, norm: Tensor) -> float:  # pragma: no cover - __call__ is its own
+    def decide(self, norm: float) -> float:
         return self.value
 
 
-class _History:
-    """Finite pre-clip norms, all of them or a sliding window of the last ``window``.
+class _Window:
+    """Finite values, all of them or the last ``size``, kept sorted for quantiles."""
 
-    Kept on the device with no host synchronisation: a (capacity, *shape) buffer
-    filled with NaN, a device-side write position that advances only on a finite
-    value, so a non-finite norm neither enters the history nor takes a window slot.
-    The unbounded buffer doubles when the number of calls could exceed it. Readers
-    use nan-aware reductions.
-    """
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.arrival: collections.deque[float] = collections.deque()
+        self.ordered: list[float] = []
 
-    def __init__(self, window: int | None) -> None:
-        self.window = window
-        self.values: Tensor | None = None
-        self.position: Tensor | None = None  # finite values written so far (device)
-        self.calls = 0
+    def add(self, value: float) -> None:
+        """Add a value if it is finite (dropping the oldest beyond the window)."""
+        if not math.isfinite(value):
+            return
+        self.arrival.append(value)
+        bisect.insort(self.ordered, value)
+        if self.size is not None and len(self.arrival) > self.size:
+            del self.ordered[bisect.bisect_left(self.ordered, self.arrival.popleft())]
 
-    def append(self, value: Tensor) -> Tensor:
-        """Add ``value`` if it is finite; return the buffer in use (NaN = empty slot)."""
-        if self.values is None:
-            capacity = self.window or 64
-            self.values = value.new_full((capacity, *value.shape), math.nan)
-            self.position = torch.zeros((), dtype=torch.long, device=value.device)
-        if self.window is None and self.calls == self.values.shape[0]:
-            grown = self.values.new_full((2 * self.calls, *value.shape), math.nan)
-            grown[: self.calls] = self.values
-            self.values = grown
-        finite = torch.isfinite(value).all()
-        slot = (self.position % self.window if self.window else self.position).view(1)
-        kept = self.values.index_select(0, slot)[0]
-        self.values.index_copy_(0, slot, torch.where(finite, value, kept).unsqueeze(0))
-        self.position = self.position + finite.long()
-        self.calls += 1
-        return self.values if self.window else self.values[: self.calls]
+    def state(self) -> Tensor:
+        return torch.tensor(list(self.arrival), dtype=torch.float64)
 
-    def state(self) -> dict[str, Any]:
-        return {"values": self.values, "position": self.position, "calls": self.calls}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.values, self.position = state["values"], state["position"]
-        self.calls = int(state["calls"])
+    def load(self, values: Tensor) -> None:
+        self.arrival = collections.deque(values.tolist())
+        self.ordered = sorted(self.arrival)
 
 
 class Percentile(ClipPolicy):
@@ -233,8 +239,8 @@ class Percentile(ClipPolicy):
         p: percentile in (0, 100].
         history: keep only the last ``history`` norms (None: all of them).
         per_parameter: keep one history per parameter tensor and clip each tensor's
-            gradient to its own percentile (Keras-style per-tensor clipping); then
-            ``threshold`` is a tensor (N,) and the returned norm is still global.
+            gradient to its own percentile; ``thresholds`` then lists them and
+            ``threshold`` is the global norm they allow together.
 
     References:
         Seetharaman, Wichern, Pardo & Le Roux (2020), AutoClip: adaptive gradient
@@ -246,8 +252,15 @@ class Percentile(ClipPolicy):
     ) -> None:
         super().__init__(**kw)
         self.p = _fraction("p", p, 0.0, 100.0)
+        self.history = None if history is None else _count("history", history, 1)
         self.per_parameter = bool(per_parameter)
-        self._history = _History(None if history is None else _count("history", history, 1))
+        self._windows: list[_Window] = [] if per_parameter else [_Window(self.history)]
+        self.thresholds: list[float] = []
+
+    def decide(self, norm: float) -> float:
+        window = self._windows[0]
+        window.add(norm)
+        return quantile(window.ordered, self.p / 100.0)
 
     def __call__(self, parameters: Parameters) -> Tensor:
         if not self.per_parameter:
@@ -255,26 +268,37 @@ class Percentile(ClipPolicy):
         params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
         grads = grads_of(params)
         norms = torch.stack(per_tensor_norms(grads, self.norm_type, self.foreach))  # (N,)
-        thresholds = self._quantile(norms)
-        clip_grad_norm_per_parameter_(params, thresholds, self.norm_type, self.foreach)
-        self.threshold = thresholds
-        self.clipped = (norms > thresholds).any()
+        values = norms.tolist()
+        if not self._windows:
+            self._windows = [_Window(self.history) for _ in values]
+        if len(values) != len(self._windows):
+            raise ValueError(
+                f"per-parameter Percentile was set up for {len(self._windows)} gradients, "
+                f"got {len(values)}"
+            )
+        finite = all(math.isfinite(v) for v in values)
+        thresholds = []
+        for window, value in zip(self._windows, values, strict=True):
+            if finite:  # a step with any non-finite norm stays out of every history
+                window.add(value)
+            thresholds.append(quantile(window.ordered, self.p / 100.0))
+        bounds = torch.tensor(thresholds, dtype=norms.dtype, device=norms.device)
+        clip_grad_norm_per_parameter_(params, bounds, self.norm_type, self.foreach)
+        self.thresholds = thresholds
+        self.threshold = math.hypot(*thresholds) if thresholds else math.inf
+        self.clipped = finite and any(v > t for v, t in zip(values, thresholds, strict=True))
         self.calls += 1
         return torch.linalg.vector_norm(norms, self.norm_type)
 
-    def decide(self, norm: Tensor) -> Tensor:
-        return self._quantile(norm)
-
-    def _quantile(self, norm: Tensor) -> Tensor:
-        values = self._history.append(finite_or_nan(norm))
-        quantile = torch.nanquantile(values, self.p / 100.0, dim=0)
-        return torch.where(torch.isnan(quantile), torch.full_like(quantile, math.inf), quantile)
-
     def _state(self) -> dict[str, Any]:
-        return self._history.state()
+        return {"histories": [w.state() for w in self._windows]}
 
     def _load(self, state: dict[str, Any]) -> None:
-        self._history.load(state)
+        self._windows = []
+        for values in state["histories"]:
+            window = _Window(self.history)
+            window.load(values)
+            self._windows.append(window)
 
 
 class ZScore(ClipPolicy):
@@ -289,19 +313,19 @@ class ZScore(ClipPolicy):
     * afterwards, with sigma = sqrt(v) and g this step's norm,
       z = (g - mu) / (sigma + 1e-6). If z > z_thr the reduced threshold is
 
-      .. math:: \tau = \mu + \frac{z_{thr}^2}{z}\,\sigma
-         \quad (= \mu + z_{thr}\sigma / (z / z_{thr}))
+      .. math:: \tau = \mu + \frac{z_{thr}\,\sigma}{z / z_{thr}}
+         \quad (= \mu + z_{thr}^2 \sigma / z)
 
       so the larger the spike, the harder it is clipped; otherwise tau = inf. The
       threshold applied is min(tau, max_norm).
     * the statistics are then updated with g' = tau if the norm was a spike, else g:
       mu <- alpha mu + (1 - alpha) g', then v <- alpha v + (1 - alpha)(g' - mu)^2
-      (with the updated mu). Non-finite norms leave the statistics untouched.
+      (with the updated mu). A non-finite norm leaves the statistics untouched.
 
     Args:
         z: the z-score threshold z_thr.
         alpha: EMA factor.
-        warmup: norms collected before the statistics start.
+        warmup: calls whose norms start the statistics.
         max_norm: an optional fixed cap applied at every step.
 
     References:
@@ -322,39 +346,42 @@ class ZScore(ClipPolicy):
         self.alpha = _fraction("alpha", alpha, 0.0, 1.0)
         self.warmup = _count("warmup", warmup, 1)
         self.max_norm = _positive("max_norm", max_norm, allow_none=True)
-        self._warm = _History(None)
-        self.mean: Tensor | None = None
-        self.var: Tensor | None = None
+        self._warm: list[float] = []
+        self.mean: float | None = None
+        self.var: float | None = None
 
-    def decide(self, norm: Tensor) -> Tensor | float:
+    def decide(self, norm: float) -> float:
         cap = math.inf if self.max_norm is None else self.max_norm
-        if self.mean is None:
-            values = self._warm.append(finite_or_nan(norm))
-            if self._warm.calls >= self.warmup:
-                self.mean = torch.nanmean(values)
-                self.var = torch.nanmean((values - self.mean).square())
+        finite = math.isfinite(norm)
+        if self.calls < self.warmup:
+            if finite:
+                self._warm.append(norm)
+            if self.calls + 1 == self.warmup and self._warm:
+                self.mean = sum(self._warm) / len(self._warm)
+                self.var = sum((x - self.mean) ** 2 for x in self._warm) / len(self._warm)
             return cap
-        finite = torch.isfinite(norm)
-        std = self.var.sqrt()
+        if not finite:
+            return cap
+        if self.mean is None:  # no finite norm during the warm-up: start from this one
+            self.mean, self.var = norm, 0.0
+            return cap
+        std = math.sqrt(self.var)
         z = (norm - self.mean) / (std + 1e-6)
-        spike = finite & (z > self.z)
-        tau = torch.where(spike, self.mean + self.z**2 / z * std, torch.full_like(norm, math.inf))
-        seen = torch.where(spike, tau, norm)
-        new_mean = self.alpha * self.mean + (1 - self.alpha) * seen
-        new_var = self.alpha * self.var + (1 - self.alpha) * (seen - new_mean).square()
-        # no finite warm-up norm yet: start from this one
-        started = torch.isfinite(self.mean)
-        new_mean = torch.where(started, new_mean, norm)
-        new_var = torch.where(started, new_var, torch.zeros_like(norm))
-        self.mean = torch.where(finite, new_mean, self.mean)
-        self.var = torch.where(finite, new_var, self.var)
-        return torch.clamp(tau, max=cap)
+        tau = self.mean + self.z * std / (z / self.z) if z > self.z else math.inf
+        seen = norm if tau == math.inf else tau
+        self.mean = self.alpha * self.mean + (1 - self.alpha) * seen
+        self.var = self.alpha * self.var + (1 - self.alpha) * (seen - self.mean) ** 2
+        return min(tau, cap)
 
     def _state(self) -> dict[str, Any]:
-        return {"warm": self._warm.state(), "mean": self.mean, "var": self.var}
+        return {
+            "warm": torch.tensor(self._warm, dtype=torch.float64),
+            "mean": self.mean,
+            "var": self.var,
+        }
 
     def _load(self, state: dict[str, Any]) -> None:
-        self._warm.load(state["warm"])
+        self._warm = state["warm"].tolist()
         self.mean, self.var = state["mean"], state["var"]
 
 
@@ -374,16 +401,15 @@ class Calibrate(ClipPolicy):
         super().__init__(**kw)
         self.steps = _count("steps", steps, 1)
         self.quantile = _fraction("quantile", quantile, 0.0, 1.0)
-        self._record = _History(None)
-        self.fixed: Tensor | None = None
+        self._record = _Window(None)
+        self.fixed: float | None = None
 
-    def decide(self, norm: Tensor) -> Tensor | float:
+    def decide(self, norm: float) -> float:
         if self.fixed is not None:
             return self.fixed
-        values = self._record.append(finite_or_nan(norm))
-        if self._record.calls >= self.steps:
-            fixed = torch.nanquantile(values, self.quantile)
-            self.fixed = torch.where(torch.isnan(fixed), torch.full_like(fixed, math.inf), fixed)
+        self._record.add(norm)
+        if self.calls + 1 == self.steps:
+            self.fixed = quantile(self._record.ordered, self.quantile)
         return math.inf
 
     def _state(self) -> dict[str, Any]:
