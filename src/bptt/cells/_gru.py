@@ -35,6 +35,8 @@ class GRU(TorchCompatibleCell):
         torch.Size([2, 5])
     """
 
+    gates = ("r", "z", "n")  # blocks of weight_ih / weight_hh, in order
+
     def __init__(
         self,
         input_size: int,
@@ -44,7 +46,7 @@ class GRU(TorchCompatibleCell):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(input_size, hidden_size, 3, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def forward(self, x_t: Tensor, state: Tensor | None = None) -> Tensor:
         if state is None:

@@ -36,6 +36,8 @@ class LSTM(TorchCompatibleCell):
         (torch.Size([2, 5]), torch.Size([2, 5]))
     """
 
+    gates = ("i", "f", "g", "o")  # blocks of weight_ih / weight_hh, in order
+
     def __init__(
         self,
         input_size: int,
@@ -45,7 +47,7 @@ class LSTM(TorchCompatibleCell):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(input_size, hidden_size, 4, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def initial_state(
         self,
@@ -64,10 +66,10 @@ class LSTM(TorchCompatibleCell):
         if state is None:
             state = self.initial_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype)
         h, c = state
-        gates = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
+        pre = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
             h, self.weight_hh, self.bias_hh
         )  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)
+        i, f, g, o = pre.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c

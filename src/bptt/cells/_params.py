@@ -10,12 +10,12 @@ from torch import nn
 
 class TorchCompatibleCell(nn.Module):
     """Creates ``weight_ih`` (G*H, F), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh``
-    (G*H,) for G stacked gates, initialised as torch.nn does.
+    (G*H,) for the G stacked gate blocks a subclass names in ``gates``, initialised as
+    torch.nn does.
 
     Args:
         input_size: F, a positive integer.
         hidden_size: H, a positive integer.
-        gates: G, the number of stacked gate blocks (RNN 1, GRU 3, LSTM 4).
         bias: whether the biases exist (else they are registered as None).
         device, dtype: where and in which precision the parameters live.
 
@@ -23,11 +23,12 @@ class TorchCompatibleCell(nn.Module):
         ValueError: a size is not a positive integer.
     """
 
+    gates: tuple[str, ...] = ()  # names of the stacked blocks, set by each cell
+
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
-        gates: int,
         bias: bool,
         device: torch.device | str | None,
         dtype: torch.dtype | None,
@@ -40,7 +41,7 @@ class TorchCompatibleCell(nn.Module):
         self.hidden_size = hidden_size
         self.bias = bias
         kw = {"device": device, "dtype": dtype}
-        rows = gates * hidden_size
+        rows = len(self.gates) * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **kw))
         if bias:

@@ -37,6 +37,8 @@ class RNN(TorchCompatibleCell):
         torch.Size([2, 5])
     """
 
+    gates = ("h",)  # blocks of weight_ih / weight_hh, in order
+
     def __init__(
         self,
         input_size: int,
@@ -49,7 +51,7 @@ class RNN(TorchCompatibleCell):
     ) -> None:
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, 1, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
         self.nonlinearity = nonlinearity
 
     def forward(self, x_t: Tensor, state: Tensor | None = None) -> Tensor:
