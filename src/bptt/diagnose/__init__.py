@@ -1,0 +1,38 @@
+"""Diagnostics: see exploding and vanishing gradients, measured, while training.
+
+* :class:`Monitor` - per-step gradient norms (total and per parameter), loss and
+  gradient-norm spike detectors (:class:`SpikeDetector`), non-finite values located
+  by parameter and time step; flat dicts with stable keys.
+* :func:`gradient_by_distance` - ||dL/ds_{T-1-d}|| for d = 0..T-1, its rate gamma, the
+  horizon where it falls below 1e-3, where it underflows, subnormal fractions.
+* :func:`jacobian_norms`, :func:`jacobian_product_norms` - spectral norms of the
+  recurrent Jacobian along a trajectory (power iteration with torch.func);
+  :func:`recurrent_spectrum` - eigenvalues and singular values of W_hh.
+* :func:`saturation` - saturated gates and dead ReLUs per step.
+* :func:`diagnose` - the verdict (``exploding``, ``vanishing``, ``healthy``), its
+  reasons and remedies.
+* :mod:`bptt.diagnose.attractor` - the two-basin picture: gradients vanish inside a
+  basin and explode at its boundary.
+"""
+
+from bptt.diagnose._distance import RecordPrecision, fit_rate, gradient_by_distance
+from bptt.diagnose._jacobian import jacobian_norms, jacobian_product_norms, recurrent_spectrum
+from bptt.diagnose._monitor import Monitor
+from bptt.diagnose._saturation import saturation
+from bptt.diagnose._spikes import SpikeDetector
+from bptt.diagnose._verdict import REMEDIES, Diagnosis, diagnose
+
+__all__ = [
+    "REMEDIES",
+    "Diagnosis",
+    "Monitor",
+    "RecordPrecision",
+    "SpikeDetector",
+    "diagnose",
+    "fit_rate",
+    "gradient_by_distance",
+    "jacobian_norms",
+    "jacobian_product_norms",
+    "recurrent_spectrum",
+    "saturation",
+]

@@ -1,0 +1,149 @@
+"""Spectral norms of the recurrent Jacobian along a real trajectory, by power iteration."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from bptt.cells._state import State, as_tuple
+from bptt.diagnose._trajectory import as_state, cell_of, previous_states, stack_rows
+
+__all__ = ["jacobian_norms", "jacobian_product_norms", "recurrent_spectrum"]
+
+
+def _row_norms(parts: tuple[Tensor, ...]) -> Tensor:
+    """Per row, the norm over all components: (N,)."""
+    return torch.stack([p.flatten(1).square().sum(1) for p in parts]).sum(0).sqrt()
+
+
+def _spectral_norms(
+    step: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]],
+    primal: tuple[Tensor, ...],
+    iters: int,
+    seed: int,
+) -> Tensor:
+    """Largest singular value of each row's Jacobian of ``step`` at ``primal``.
+
+    ``step`` maps rows to rows independently, so one forward-mode and one reverse-mode
+    product handle every row at once; power iteration on J^T J, never a full Jacobian.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    _, backward = torch.func.vjp(step, primal)  # linearised once, reused
+
+    def forward(tangent: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        with warnings.catch_warnings():
+            # torch's forward-mode AD loads its decompositions with torch.jit.script on
+            # first use and warns that it is deprecated: torch's own affair, not the user's
+            warnings.filterwarnings(
+                "ignore", "`torch.jit.script` is deprecated", DeprecationWarning
+            )
+            return torch.func.jvp(step, (primal,), (tangent,))[1]
+
+    v = tuple(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in primal)
+    sigma = torch.zeros(primal[0].shape[0], dtype=primal[0].dtype, device=primal[0].device)
+    for _ in range(iters):
+        norm = _row_norms(v).clamp_min(torch.finfo(sigma.dtype).tiny)
+        v = tuple(p / norm.view(-1, *([1] * (p.dim() - 1))) for p in v)
+        u = forward(v)
+        sigma = _row_norms(u)
+        (v,) = backward(u)
+    return sigma
+
+
+def jacobian_norms(
+    cell: nn.Module, x: Tensor, state: State | None = None, *, iters: int = 30, seed: int = 0
+) -> Tensor:
+    """The spectral norm of each sample's one-step Jacobian ds_t/ds_{t-1} at each step.
+
+    Along the trajectory the cell follows on x, with x_t held fixed; for a tuple state
+    (LSTM) the Jacobian of the whole state. The cell must treat samples
+    independently (as recurrent cells do).
+
+    Args:
+        cell: a one-step cell or a :class:`bptt.SequenceModel`.
+        x: inputs (B, T, F).
+        state: the initial state (None: zeros).
+        iters: power iterations (the estimate approaches sigma_max from below).
+        seed: seeds the start vectors.
+
+    Returns:
+        A tensor (B, T).
+    """
+    cell = cell_of(cell)
+    batch, steps = x.shape[:2]
+    before = previous_states(cell, x, state)
+    primal = stack_rows(before)  # each (T*B, ...)
+    inputs = x.detach().transpose(0, 1).reshape(steps * batch, -1)  # (T*B, F), time-major
+    like = before[0] if len(before[0]) > 1 else before[0][0]
+
+    def step(parts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return as_tuple(cell(inputs, as_state(parts, like)))
+
+    sigma = _spectral_norms(step, primal, iters, seed)
+    return sigma.view(steps, batch).t().detach()
+
+
+def jacobian_product_norms(
+    cell: nn.Module,
+    x: Tensor,
+    window: int,
+    state: State | None = None,
+    *,
+    iters: int = 30,
+    seed: int = 0,
+) -> Tensor:
+    """The spectral norm of the product of ``window`` consecutive Jacobians.
+
+    For the k-th window of steps [k w, (k+1) w), the norm of ds_{(k+1)w-1}/ds_{kw-1},
+    with the inputs fixed: how much the dynamics stretch over w steps.
+
+    Returns:
+        A tensor (B, T // window).
+    """
+    cell = cell_of(cell)
+    batch, steps = x.shape[:2]
+    if not 1 <= window <= steps:
+        raise ValueError(f"window must be in 1..{steps} (the sequence length), got {window}")
+    count = steps // window
+    before = previous_states(cell, x, state)
+    primal = stack_rows([before[k * window] for k in range(count)])  # (K*B, ...)
+    chunks = x.detach()[:, : count * window].reshape(batch, count, window, -1)
+    inputs = chunks.transpose(0, 1).reshape(count * batch, window, -1)  # (K*B, w, F)
+    like = before[0] if len(before[0]) > 1 else before[0][0]
+
+    def run(parts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        s = as_state(parts, like)
+        for x_t in inputs.unbind(1):
+            s = cell(x_t, s)
+        return as_tuple(s)
+
+    sigma = _spectral_norms(run, primal, iters, seed)
+    return sigma.view(count, batch).t().detach()
+
+
+@torch.no_grad()
+def recurrent_spectrum(cell: nn.Module) -> dict[str, float]:
+    """Eigenvalues and singular values of the recurrent weight matrix.
+
+    For a cell with ``weight_hh`` of shape (G*H, H) (G gate blocks, named by the
+    cell's ``gates``), per block: ``rho_<gate>`` (largest |eigenvalue|) and
+    ``sigma_<gate>`` (largest singular value); over all: ``rho`` and ``sigma_max``.
+    Empty for a cell without ``weight_hh``.
+    """
+    cell = cell_of(cell)
+    weight = getattr(cell, "weight_hh", None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        return {}
+    hidden = weight.shape[1]
+    blocks = weight.detach().double().cpu().view(-1, hidden, hidden)
+    names = getattr(cell, "gates", ()) or tuple(str(k) for k in range(blocks.shape[0]))
+    out: dict[str, float] = {}
+    for name, block in zip(names, blocks, strict=False):
+        out[f"rho_{name}"] = torch.linalg.eigvals(block).abs().max().item()
+        out[f"sigma_{name}"] = torch.linalg.matrix_norm(block, ord=2).item()
+    out["rho"] = max(v for k, v in out.items() if k.startswith("rho_"))
+    out["sigma_max"] = torch.linalg.matrix_norm(weight.detach().double().cpu(), ord=2).item()
+    return out

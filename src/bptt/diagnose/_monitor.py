@@ -1,0 +1,136 @@
+"""The Monitor: what a training loop should know about its gradients at every step."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bptt.clip._functional import per_tensor_norms
+from bptt.diagnose._spikes import SpikeDetector
+from bptt.taps import RecordNorms
+
+__all__ = ["Monitor"]
+
+
+class Monitor:
+    """Per-step gradient norms, spike and non-finite detectors, as flat dicts.
+
+    Two lines in any training loop::
+
+        monitor = Monitor(model)                       # before the loop
+        row = monitor.step(step, loss)                 # after backward, before clipping
+
+    and, to locate a non-finite hidden-state gradient in time, pass
+    ``taps=monitor.taps`` to the model's forward (a :class:`bptt.SequenceModel` or
+    :func:`bptt.unroll`).
+
+    The row has stable keys: ``step``, ``loss``, ``grad_norm`` (the global norm before
+    clipping), ``grad_norm/<parameter name>`` for every parameter, ``loss_z`` and
+    ``grad_z`` (robust z-scores, NaN while the window fills), ``loss_spike`` and
+    ``grad_spike``, ``nonfinite`` (the loss or a gradient is NaN or inf),
+    ``nonfinite_param`` (the first parameter, in ``named_parameters`` order, with a
+    non-finite gradient; "" if none) and ``nonfinite_step`` (the time step t at which
+    the backward pass first met a non-finite dL/ds_t, i.e. the largest such t; None
+    if none or not known). Pass a clip policy as ``clip=`` after it ran to add
+    ``clip_threshold`` and ``clipped``.
+
+    Args:
+        model: the module whose parameters' gradients are watched.
+        window, z, min_history, floor: the spike detectors' settings
+            (:class:`SpikeDetector`), the same for the loss and the gradient norm.
+        locate_steps: provide the tap that finds the non-finite time step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        window: int = 50,
+        z: float = 6.0,
+        min_history: int = 10,
+        floor: float = 0.05,
+        locate_steps: bool = True,
+    ) -> None:
+        self.names, self.parameters = [], []
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                self.names.append(name)
+                self.parameters.append(parameter)
+        self.loss_spikes = SpikeDetector(window, z, min_history, floor)
+        self.grad_spikes = SpikeDetector(window, z, min_history, floor)
+        self._record = RecordNorms() if locate_steps else None
+        self.spikes = 0
+        self.nonfinite = 0
+
+    @property
+    def taps(self) -> tuple:
+        """The taps to pass to the model's forward (empty if ``locate_steps`` is False)."""
+        return () if self._record is None else (self._record,)
+
+    def step(self, step: int, loss: Tensor | float, clip: Any = None) -> dict[str, Any]:
+        """Measure this step's gradients (call after backward, before clipping)."""
+        loss_value = float(loss)
+        norms = self._parameter_norms()
+        total = math.sqrt(sum(n * n for n in norms)) if norms else 0.0
+        nonfinite = not (math.isfinite(loss_value) and math.isfinite(total))
+        loss_spike, loss_z = self.loss_spikes.update(loss_value)
+        grad_spike, grad_z = self.grad_spikes.update(total)
+        self.spikes += loss_spike or grad_spike
+        self.nonfinite += nonfinite
+        row: dict[str, Any] = {"step": step, "loss": loss_value, "grad_norm": total}
+        row.update({f"grad_norm/{n}": v for n, v in zip(self.names, norms, strict=True)})
+        row.update(
+            {
+                "loss_z": loss_z,
+                "grad_z": grad_z,
+                "loss_spike": loss_spike,
+                "grad_spike": grad_spike,
+                "nonfinite": nonfinite,
+                "nonfinite_param": next(
+                    (n for n, v in zip(self.names, norms, strict=True) if not math.isfinite(v)), ""
+                ),
+                "nonfinite_step": self._nonfinite_step() if nonfinite else None,
+            }
+        )
+        if clip is not None:
+            row["clip_threshold"] = clip.threshold
+            row["clipped"] = clip.clipped
+        return row
+
+    def _parameter_norms(self) -> list[float]:
+        grads = [p.grad for p in self.parameters]
+        present = [g for g in grads if g is not None]
+        values = iter(torch.stack(per_tensor_norms(present, 2.0, None)).tolist() if present else [])
+        return [next(values) if g is not None else 0.0 for g in grads]
+
+    def _nonfinite_step(self) -> int | None:
+        if self._record is None:
+            return None
+        try:
+            norms = self._record.norms  # (B, T)
+        except RuntimeError:  # the taps were not used in this backward
+            return None
+        bad = (~torch.isfinite(norms)).any(0).nonzero()
+        return int(bad[-1]) if bad.numel() else None
+
+    def summary(self) -> dict[str, int]:
+        """Counts over the run so far: ``spikes`` and ``nonfinite`` steps."""
+        return {"spikes": self.spikes, "nonfinite": self.nonfinite}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The detectors' windows and the counts."""
+        return {
+            "loss": self.loss_spikes.state_dict(),
+            "grad": self.grad_spikes.state_dict(),
+            "spikes": self.spikes,
+            "nonfinite": self.nonfinite,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        self.loss_spikes.load_state_dict(state["loss"])
+        self.grad_spikes.load_state_dict(state["grad"])
+        self.spikes, self.nonfinite = int(state["spikes"]), int(state["nonfinite"])

@@ -1,0 +1,179 @@
+"""One verdict from the measurements: exploding, vanishing or healthy, and what to do."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bptt.cells._state import State
+from bptt.diagnose._distance import RATIO, gradient_by_distance
+from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
+from bptt.diagnose._saturation import saturation
+from bptt.diagnose._trajectory import cell_of
+
+__all__ = ["REMEDIES", "Diagnosis", "diagnose"]
+
+GROWTH = 1.0 / RATIO  # exploding: the gradient grows by this factor within the dependency
+
+REMEDIES = {
+    "exploding": [
+        "clip the gradient norm (bptt train --clip norm --clip-norm 1, or --clip percentile)",
+        "clip the hidden-state gradient per time step (--clip-step-norm)",
+        "truncate backprop through time (TBPTT with k2 below the growth horizon)",
+        "lower the learning rate",
+    ],
+    "vanishing": [
+        "use a gated cell (lstm, gru), with a forget-gate bias or chrono initialisation",
+        "initialise the recurrent matrix orthogonal or as the identity (IRNN)",
+        "add skip connections between hidden states several steps apart",
+        "use an echo state network (fixed reservoir, trained readout)",
+    ],
+    "healthy": [],
+}
+
+
+@dataclass
+class Diagnosis:
+    """The verdict and the numbers behind it.
+
+    Attributes:
+        verdict: ``exploding``, ``vanishing`` or ``healthy``.
+        reasons: sentences saying which numbers decided it.
+        remedies: what fits the verdict.
+        numbers: flat dict with stable keys (``length``, ``dependency_length``,
+            ``gamma``, ``horizon``, ``growth``, ``ratio_at_dependency``,
+            ``underflow_at``, ``underflow_distance``, ``subnormal_max``,
+            ``jacobian_mean``, ``jacobian_max``, ``rho``, ``sigma_max``, and a
+            ``saturation/<gate>`` mean per gate for built-in cells).
+        norms: the gradient norm by distance, tensor (T,).
+    """
+
+    verdict: str
+    reasons: list[str]
+    remedies: list[str]
+    numbers: dict[str, Any]
+    norms: Tensor = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: verdict, reasons, remedies, numbers and the norms by distance."""
+        return {
+            "verdict": self.verdict,
+            "reasons": self.reasons,
+            "remedies": self.remedies,
+            **self.numbers,
+            "norms": [_finite_or_none(v) for v in self.norms.tolist()],
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def diagnose(
+    model: nn.Module,
+    x: Tensor,
+    dependency_length: int | None = None,
+    state: State | None = None,
+    *,
+    iters: int = 20,
+    seed: int = 0,
+) -> Diagnosis:
+    """Judge whether gradients explode, vanish, or reach far enough.
+
+    Measured on the probe batch x with :func:`gradient_by_distance` (the loss at the
+    last step), :func:`jacobian_norms`, :func:`recurrent_spectrum` and, for built-in
+    cells, :func:`saturation`. With L the dependency length (default: T):
+
+    * ``exploding`` if the gradient is non-finite anywhere, or grows by more than
+      1e3 within L steps (observed; beyond T extrapolated with gamma);
+    * ``vanishing`` if it falls below 1e-3 of its value at the loss within L steps
+      (the horizon is shorter than L; beyond T extrapolated with gamma);
+    * ``healthy`` otherwise.
+
+    Args:
+        model: a cell or a :class:`bptt.SequenceModel`.
+        x: a probe batch (B, T, F).
+        dependency_length: how far back the task needs information (None: T).
+        state: the initial state (None: zeros).
+        iters: power iterations for the Jacobian norms.
+        seed: seeds the projection and the power iterations.
+
+    Example:
+        >>> import bptt
+        >>> cell = bptt.cells.RNN(1, 32)
+        >>> with torch.no_grad():
+        ...     _ = cell.weight_hh.mul_(0.1)
+        >>> diagnose(cell, torch.randn(8, 60, 1)).verdict
+        'vanishing'
+    """
+    cell = cell_of(model)
+    steps = x.shape[1]
+    length = steps if dependency_length is None else int(dependency_length)
+    if length < 1:
+        raise ValueError(f"dependency_length must be a positive integer, got {dependency_length}")
+    by_distance = gradient_by_distance(cell, x, state, seed=seed)
+    ratios = by_distance["ratios"]
+    gamma = by_distance["gamma"]
+    within = ratios[: min(length, steps)]
+    finite = bool(torch.isfinite(ratios).all())
+    growth = float(within.max()) if finite else math.inf
+    if length <= steps:
+        at_dependency = float(within[-1])
+    elif math.isfinite(gamma) and gamma > 0:
+        at_dependency = float(ratios[-1]) * gamma ** (length - steps)  # extrapolated
+    else:
+        at_dependency = float(ratios[-1])
+    horizon = by_distance["horizon"]
+    jac = jacobian_norms(cell, x, state, iters=iters, seed=seed)
+    numbers: dict[str, Any] = {
+        "length": steps,
+        "dependency_length": length,
+        "gamma": gamma,
+        "horizon": horizon,
+        "growth": growth,
+        "ratio_at_dependency": at_dependency,
+        "underflow_at": by_distance["underflow_at"],
+        "underflow_distance": by_distance["underflow_distance"],
+        "subnormal_max": float(by_distance["subnormal_fraction"].max()),
+        "jacobian_mean": float(jac.mean()),
+        "jacobian_max": float(jac.max()),
+    }
+    numbers.update({k: v for k, v in recurrent_spectrum(cell).items() if k in ("rho", "sigma_max")})
+    try:
+        numbers.update(
+            {f"saturation/{k}": float(v.mean()) for k, v in saturation(cell, x, state).items()}
+        )
+    except TypeError:
+        pass  # a user cell: its gates are unknown
+
+    reasons: list[str] = []
+    if not finite:
+        verdict = "exploding"
+        reasons.append("the hidden-state gradient became non-finite within the sequence")
+    elif growth > GROWTH or at_dependency > GROWTH:
+        verdict = "exploding"
+        reasons.append(
+            f"the gradient grows by {max(growth, at_dependency):.3g}x within {length} steps "
+            f"(per-step rate gamma = {gamma:.4g})"
+        )
+    elif (horizon is not None and horizon < length) or at_dependency < RATIO:
+        verdict = "vanishing"
+        where = f"at distance {horizon}" if horizon is not None and horizon < length else ""
+        reasons.append(
+            f"the gradient falls below {RATIO:g} of its value at the loss {where} before the "
+            f"dependency length {length} (gamma = {gamma:.4g}, ratio at {length}: "
+            f"{at_dependency:.3g})".replace("  ", " ")
+        )
+        if by_distance["underflow_at"] is not None:
+            reasons.append(f"it is exactly zero from distance {by_distance['underflow_at']} on")
+    else:
+        verdict = "healthy"
+        reasons.append(
+            f"the gradient keeps {at_dependency:.3g} of its size over {length} steps "
+            f"(gamma = {gamma:.4g})"
+        )
+    return Diagnosis(verdict, reasons, list(REMEDIES[verdict]), numbers, by_distance["norms"])
