@@ -53,11 +53,23 @@ def test_clip_value_bounds_and_is_idempotent(delta, value):
 def test_tuple_norm_covers_every_component():
     h = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
     c = torch.tensor([[0.0, 4.0], [1.0, 0.0]])
-    torch.testing.assert_close(per_sample_norm((h, c)), torch.tensor([5.0, 1.0]))
+    expected = torch.tensor([5.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(per_sample_norm((h, c)), expected)
     clipped = ClipNorm(2.5)(0, (h, c))
-    torch.testing.assert_close(
-        per_sample_norm(clipped), torch.tensor([2.5, 1.0]), atol=1e-6, rtol=0
-    )
+    assert clipped[0].dtype == torch.float32  # the gradient keeps its dtype
+    expected = torch.tensor([2.5, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(per_sample_norm(clipped), expected, atol=1e-6, rtol=0)
+
+
+def test_norms_of_huge_and_tiny_float32_gradients_are_exact():
+    """Where float32 squares overflow (inf) or underflow (0), the float64 norm is right."""
+    for value in (1e30, 1e-30, 1e-42):  # the last is subnormal
+        delta = torch.full((2, 16), value)
+        torch.testing.assert_close(
+            per_sample_norm(delta), torch.full((2,), 4 * float(delta[0, 0]), dtype=torch.float64)
+        )
+    huge = torch.full((1, 4), 1e30)
+    torch.testing.assert_close(ClipNorm(1.0)(0, huge), torch.full((1, 4), 0.5))  # not zeroed
 
 
 def test_clip_norm_never_hides_a_nonfinite_gradient():

@@ -61,22 +61,29 @@ class Tap(Protocol):
 
 
 def per_sample_norm(delta: Delta, *, out: Tensor | None = None) -> Tensor:
-    """The Euclidean norm of each sample's gradient over the whole state.
+    """The Euclidean norm of each sample's gradient over the whole state, in float64.
+
+    Accumulated in float64 whatever the gradient's dtype: in float32 the squares of
+    elements beyond 1.8e19 overflow and below 1e-19 underflow, so a float32 norm
+    reads inf or 0 for gradients that are finite and nonzero, exactly where
+    exploding and vanishing gradients live.
 
     Args:
         delta: a tensor (B, ...) or a tuple of such tensors.
-        out: optional tensor (B,) to write the result into.
+        out: optional float64 tensor (B,) to write the result into.
 
     Returns:
-        A tensor (B,).
+        A float64 tensor (B,).
 
     Example:
         >>> per_sample_norm((torch.tensor([[3.0]]), torch.tensor([[4.0]])))
-        tensor([5.])
+        tensor([5.], dtype=torch.float64)
+        >>> per_sample_norm(torch.full((1, 4), 1e30))  # float32 overflows, float64 does not
+        tensor([2.0000e+30], dtype=torch.float64)
     """
     if not isinstance(delta, tuple):
-        return torch.linalg.vector_norm(_rows(delta), dim=1, out=out)
-    norms = [torch.linalg.vector_norm(_rows(d), dim=1) for d in delta]
+        return torch.linalg.vector_norm(_rows(delta), dim=1, dtype=torch.float64, out=out)
+    norms = [torch.linalg.vector_norm(_rows(d), dim=1, dtype=torch.float64) for d in delta]
     if len(norms) == 1:
         return norms[0] if out is None else out.copy_(norms[0])
     total = norms[0]
@@ -92,10 +99,10 @@ def _rows(delta: Tensor) -> Tensor:
 
 
 def _scale(delta: Delta, coef: Tensor) -> Delta:
-    """Multiply each sample's gradient by coef (B,)."""
+    """Multiply each sample's gradient by coef (B,), keeping the gradient's dtype."""
     if isinstance(delta, tuple):
         return tuple(_scale(d, coef) for d in delta)
-    return delta * coef.view(-1, *([1] * (delta.dim() - 1)))
+    return delta * coef.to(delta.dtype).view(-1, *([1] * (delta.dim() - 1)))
 
 
 def apply_taps(taps: Sequence[Callable[[int, Delta], Delta]], t: int, delta: Delta) -> Delta:
@@ -141,9 +148,10 @@ def _positive(name: str, value: float) -> float:
 class RecordNorms:
     """Record the norm of each sample's delta_t at every step (an observer).
 
-    After backward, ``norms`` is a tensor (B, T): ``norms[b, t]`` is the norm of sample
-    b's delta_t as this tap saw it, that is after the taps before it in the list and
-    before any tap after it. Steps that backward never reached hold NaN.
+    After backward, ``norms`` is a float64 tensor (B, T): ``norms[b, t]`` is the norm of
+    sample b's delta_t as this tap saw it, that is after the taps before it in the
+    list and before any tap after it (see :func:`per_sample_norm`). Steps that
+    backward never reached hold NaN.
 
     Example:
         >>> import bptt
@@ -168,7 +176,8 @@ class RecordNorms:
             raise RuntimeError("RecordNorms.begin(num_steps) was not called; use it via unroll")
         if self._buffer is None:
             first = delta[0] if isinstance(delta, tuple) else delta
-            self._buffer = first.new_full((self._num_steps, first.shape[0]), math.nan)
+            shape = (self._num_steps, first.shape[0])
+            self._buffer = torch.full(shape, math.nan, dtype=torch.float64, device=first.device)
         per_sample_norm(delta, out=self._buffer[t])
         return delta
 

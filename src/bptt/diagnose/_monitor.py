@@ -72,7 +72,7 @@ class Monitor:
 
     def step(self, step: int, loss: Tensor | float, clip: Any = None) -> dict[str, Any]:
         """Measure this step's gradients (call after backward, before clipping)."""
-        loss_value = float(loss)
+        loss_value = loss.item() if isinstance(loss, Tensor) else float(loss)
         norms = self._parameter_norms()
         total = math.sqrt(sum(n * n for n in norms)) if norms else 0.0
         nonfinite = not (math.isfinite(loss_value) and math.isfinite(total))

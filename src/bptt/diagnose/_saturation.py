@@ -17,18 +17,18 @@ SATURATION = 0.99
 
 
 def _tanh_saturated(values: Tensor) -> Tensor:
-    return (values.abs() > SATURATION).float()
+    return (values.abs() > SATURATION).double()
 
 
 def _sigmoid_saturated(values: Tensor) -> Tensor:
-    return ((values < 1 - SATURATION) | (values > SATURATION)).float()
+    return ((values < 1 - SATURATION) | (values > SATURATION)).double()
 
 
 @torch.no_grad()
 def saturation(cell: nn.Module, x: Tensor, state: State | None = None) -> dict[str, Tensor]:
     """Per step, the fraction of units whose nonlinearity is saturated or dead.
 
-    Keys (each a tensor (T,), averaged over the batch and the units):
+    Keys (each a float64 tensor (T,), averaged over the batch and the units):
 
     * tanh RNN: ``tanh`` (|h| > 0.99);
     * ReLU RNN: ``dead`` (units at exactly 0: no gradient passes);
@@ -57,7 +57,7 @@ def saturation(cell: nn.Module, x: Tensor, state: State | None = None) -> dict[s
         if kind is RNN:
             out = cell(x_t, h)
             if cell.nonlinearity == "relu":
-                add("dead", (out == 0).float())
+                add("dead", (out == 0).double())
             else:
                 add("tanh", _tanh_saturated(out))
         elif kind is LSTM:
