@@ -10,6 +10,13 @@ from pathlib import Path
 import torch
 
 
+def _default_mode() -> int:
+    """The permissions a plain open() would give a new file (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write data to path through a temporary file in the same directory, fsync, rename."""
     path = Path(path)
@@ -19,6 +26,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; readers expect the usual
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from typing import Any
 from rich.table import Table
 
 from bptt._io import atomic_write_text
-from bptt.config import TrainConfig
+from bptt.config import ConfigError, TrainConfig
 from bptt.train import json_safe, make_progress, train
 
 __all__ = ["CLIP_DEMO", "BenchSpec", "results_table", "run_bench"]
@@ -93,12 +93,15 @@ class BenchSpec:
 
     def configs(self, out_dir: Path | None) -> list[tuple[str, TrainConfig]]:
         """Validated configs (every error before anything runs), with run directories."""
-        configs = []
+        configs, names = [], set()
         for group, values in self.runs():
             config = TrainConfig.from_dict(values)
             name = (
                 f"{group}-{config.task}-T{config.length}-{config.cell}-{config.clip}-s{config.seed}"
             )
+            if name in names:
+                raise ConfigError("bench", f"the run {name} is listed twice")
+            names.add(name)
             out = None if out_dir is None else str(out_dir / name)
             configs.append((group, config.replace(out=out)))
         return configs

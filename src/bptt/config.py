@@ -90,6 +90,14 @@ class TrainConfig:
         clip_step_value: clamp the hidden-state gradient's elements at every step.
         nonfinite: a step whose loss or gradient is NaN or inf: ``skip`` it (drop the
             gradients, no optimizer step, counted) or ``raise`` an error.
+        monitor: watch every step (per-parameter gradient norms, loss and gradient-norm
+            spikes, the time step of a non-finite hidden-state gradient) into
+            ``metrics.csv``, and diagnose the final model into ``summary.json``.
+        spike_window: steps in the spike detectors' trailing window.
+        spike_z: robust z-score above which a loss or gradient norm is a spike.
+        diagnose_every: steps between diagnoses of the model on a probe batch, appended
+            to ``diagnostics.jsonl``; 0 for none during training.
+        probe_size: sequences in that probe batch (taken from the test set).
         seed: seeds initialisation, the training stream and the test set.
         test_size: held-out sequences for the test loss.
         eval_every: steps between test evaluations (the last step is always evaluated).
@@ -126,6 +134,11 @@ class TrainConfig:
     clip_step_norm: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
     clip_step_value: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
     nonfinite: str = field(default="skip", metadata=_choice(*NONFINITE))
+    monitor: bool = field(default=True, metadata={"kind": bool})
+    spike_window: int = field(default=50, metadata=_int(2, 100_000))
+    spike_z: float = field(default=6.0, metadata=_float(0.0, None, open_min=True))
+    diagnose_every: int = field(default=0, metadata=_int(0))
+    probe_size: int = field(default=32, metadata=_int(1, 100_000))
     seed: int = field(default=0, metadata=_int(0, 2**63 - 1))
     test_size: int = field(default=1000, metadata=_int(1, 10_000_000))
     eval_every: int = field(default=100, metadata=_int(1))
@@ -153,6 +166,31 @@ class TrainConfig:
             )
         if self.clip_value is not None and self.clip != "value":
             raise ConfigError("clip_value", f"is used only with clip value, not {self.clip}")
+        minimum = TASKS[self.task].min_length
+        if self.length < minimum:
+            raise ConfigError(
+                "length", f"must be >= {minimum} for task {self.task}; got {self.length}"
+            )
+        self._refuse_unused_settings()
+
+    def _refuse_unused_settings(self) -> None:
+        """A setting changed from its default where nothing reads it is a mistake."""
+        defaults = {f.name: f.default for f in fields(self)}
+        used_by = {
+            "clip_percentile": (self.clip == "percentile", "clip percentile"),
+            "clip_history": (self.clip == "percentile", "clip percentile"),
+            "clip_z": (self.clip == "zscore", "clip zscore"),
+            "clip_alpha": (self.clip == "zscore", "clip zscore"),
+            "clip_warmup": (self.clip == "zscore", "clip zscore"),
+            "clip_calibrate_steps": (self.clip == "calibrate", "clip calibrate"),
+            "clip_quantile": (self.clip == "calibrate", "clip calibrate"),
+            "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
+            "spike_window": (self.monitor, "monitor on"),
+            "spike_z": (self.monitor, "monitor on"),
+        }
+        for name, (used, where) in used_by.items():
+            if not used and getattr(self, name) != defaults[name]:
+                raise ConfigError(name, f"is used only with {where}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -190,6 +228,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError("config", f"cannot read {path}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError("config", f"{path} is not UTF-8 text: {err.reason}") from err
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -237,7 +277,14 @@ def _validate(f: dataclasses.Field, value: Any) -> Any:
 
 
 def _check_device(device: str) -> None:
+    """The device must parse and hold real data on this machine."""
     try:
-        torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, ValueError) as err:
         raise ConfigError("device", f"not a torch device: {device!r}") from err
+    if parsed.type == "meta":
+        raise ConfigError("device", "meta tensors hold no data; choose cpu or an accelerator")
+    try:
+        torch.zeros(1, device=parsed)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise ConfigError("device", f"{device!r} is not usable here: {err}") from err

@@ -2,10 +2,11 @@
 
 Layout::
 
-    RUN_DIR/config.toml    the validated configuration, enough to rerun the run
-    RUN_DIR/metrics.csv    one row per logged step, flushed as it is written
-    RUN_DIR/summary.json   the outcome (written at the end)
-    RUN_DIR/model.pt       the final model's state_dict (load with weights_only=True)
+    RUN_DIR/config.toml        the validated configuration, enough to rerun the run
+    RUN_DIR/metrics.csv        one row per logged step, flushed as it is written
+    RUN_DIR/diagnostics.jsonl  diagnoses during training (``diagnose_every``)
+    RUN_DIR/summary.json       the outcome (written at the end)
+    RUN_DIR/model.pt           the final model's state_dict (load with weights_only=True)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 from bptt._io import atomic_torch_save, atomic_write_text
 from bptt.config import TrainConfig
 
-__all__ = ["METRIC_FIELDS", "RunDirectory"]
+__all__ = ["METRIC_FIELDS", "RUN_FILES", "RunDirectory"]
 
 METRIC_FIELDS = (
     "step",
@@ -33,6 +34,7 @@ METRIC_FIELDS = (
     "test_loss",
     "wall_s",
 )
+RUN_FILES = ("config.toml", "metrics.csv", "diagnostics.jsonl", "summary.json", "model.pt")
 
 
 class RunDirectory:
@@ -40,19 +42,25 @@ class RunDirectory:
 
     Args:
         path: the directory; created if missing.
-        overwrite: allow a directory that already holds a run's metrics.
+        overwrite: allow a directory that already holds a run's files; they are
+            removed first, so no file of the earlier run is left beside the new ones.
 
     Raises:
         FileExistsError: the directory already holds a run and overwrite is False.
+        OSError: the directory cannot be created or written.
     """
 
     def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
         self.path = Path(path)
-        if (self.path / "metrics.csv").exists() and not overwrite:
+        existing = [self.path / name for name in RUN_FILES if (self.path / name).exists()]
+        if existing and not overwrite:
             raise FileExistsError(
-                f"{self.path} already holds a run; choose another directory or overwrite it"
+                f"{self.path} already holds a run ({existing[0].name}); choose another "
+                "directory or overwrite it"
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        for stale in existing:
+            stale.unlink()
         self._metrics_file = None
         self._writer: csv.DictWriter | None = None
 
@@ -61,13 +69,24 @@ class RunDirectory:
         atomic_write_text(self.path / "config.toml", config.to_toml())
 
     def log(self, row: dict[str, Any]) -> None:
-        """Append one row to ``metrics.csv`` (header on first use) and flush it."""
+        """Append one row to ``metrics.csv`` and flush it.
+
+        The columns are fixed by the first row: :data:`METRIC_FIELDS`, then the row's
+        other keys in their order (the monitor's). Later rows fill the same columns.
+        """
         if self._writer is None:
-            self._metrics_file = open(self.path / "metrics.csv", "w", newline="", encoding="utf-8")
-            self._writer = csv.DictWriter(self._metrics_file, fieldnames=METRIC_FIELDS)
+            fields = [*METRIC_FIELDS, *(k for k in row if k not in METRIC_FIELDS)]
+            path = self.path / "metrics.csv"
+            self._metrics_file = open(path, "w", newline="", encoding="utf-8")
+            self._writer = csv.DictWriter(self._metrics_file, fieldnames=fields)
             self._writer.writeheader()
-        self._writer.writerow({k: _csv_value(row.get(k)) for k in METRIC_FIELDS})
+        self._writer.writerow({k: _csv_value(row.get(k)) for k in self._writer.fieldnames})
         self._metrics_file.flush()
+
+    def append_json(self, name: str, record: dict[str, Any]) -> None:
+        """Append one JSON line to ``name`` (e.g. ``diagnostics.jsonl``) and flush it."""
+        with open(self.path / name, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Save ``summary.json``."""

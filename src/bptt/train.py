@@ -17,7 +17,8 @@ from torch import Tensor
 
 from bptt import clip
 from bptt.cells import make_cell
-from bptt.config import TrainConfig
+from bptt.config import ConfigError, TrainConfig
+from bptt.diagnose import Monitor, diagnose
 from bptt.model import SequenceModel
 from bptt.precision import flush_denormal
 from bptt.rundir import RunDirectory
@@ -116,7 +117,10 @@ def train(
     not finite is skipped (its gradients dropped) and counted, or raises
     :class:`NonFiniteError` when ``nonfinite = "raise"``. The test set is evaluated
     every ``eval_every`` steps and at the end; ``summary["final_loss"]`` is the final
-    test loss.
+    test loss. With ``monitor`` on, every logged row carries the columns of
+    :class:`bptt.diagnose.Monitor` and the final model is diagnosed into
+    ``summary["verdict"]``; ``diagnose_every`` adds diagnoses during training to
+    ``diagnostics.jsonl``.
 
     The same config and seed give the same metrics (on the same device and build).
     The flush-to-zero mode and thread count are set for the run and restored after it.
@@ -130,13 +134,23 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
-        bptt.config.ConfigError: an invalid config.
+        bptt.config.ConfigError: an invalid config, or ``out`` cannot be a directory.
         FileExistsError: ``config.out`` already holds a run and overwrite is False.
         NonFiniteError: a non-finite step with ``nonfinite = "raise"``.
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
-    run_dir = None if config.out is None else RunDirectory(config.out, overwrite=overwrite)
+    run_dir = None
+    if config.out is not None:
+        try:
+            run_dir = RunDirectory(config.out, overwrite=overwrite)
+        except FileExistsError:
+            raise
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise ConfigError(
+                "out", f"cannot use {config.out} as a run directory: {reason}"
+            ) from err
     with (
         flush_denormal(config.flush_denormal),
         _threads(config.threads),
@@ -170,7 +184,11 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
 
     params = [p for p in model.parameters() if p.requires_grad]
     policy = make_clip_policy(config)
-    taps = step_taps(config)
+    monitor = None
+    if config.monitor:
+        monitor = Monitor(model, window=config.spike_window, z=config.spike_z)
+    taps = step_taps(config) + (monitor.taps if monitor is not None else ())
+    probe = x_test[: config.probe_size]
     start = time.perf_counter()
     nonfinite_steps = clipped_steps = 0
     solved_step = None
@@ -181,47 +199,57 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         prediction, _ = model(x, taps=taps)
         loss = task.loss(prediction, y)
         loss.backward()
+        watched = monitor.step(step, loss) if monitor is not None else {}  # before clipping
         grad_norm = policy(params)  # clips in place; the norm before clipping
         loss_value, norm_value = loss.item(), grad_norm.item()
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         clipped = finite and policy.clipped
+        stop = not finite and config.nonfinite == "raise"
         if finite:
             optimizer.step()
             clipped_steps += clipped
-        elif config.nonfinite == "raise":
-            raise NonFiniteError(
-                f"step {step}: non-finite loss ({loss_value}) or gradient norm ({norm_value}); "
-                'set nonfinite = "skip" to skip such steps'
-            )
         else:
             optimizer.zero_grad(set_to_none=True)
             nonfinite_steps += 1
-        last = step == config.steps
+        last = step == config.steps or stop
         evaluated = step % config.eval_every == 0 or last
         if evaluated:
             test_loss = _evaluate(model, task, x_test, y_test)
             if solved_step is None and task.is_solved(test_loss):
                 solved_step = step
         if run_dir is not None and (step % config.log_every == 0 or last):
-            run_dir.log(
-                {
-                    "step": step,
-                    "loss": loss_value,
-                    "grad_norm": norm_value,
-                    "clip_threshold": policy.threshold,
-                    "clipped": clipped,
-                    "nonfinite": not finite,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "test_loss": test_loss if evaluated else None,
-                    "wall_s": round(time.perf_counter() - start, 4),
-                }
+            row = {
+                **watched,
+                "step": step,
+                "loss": loss_value,
+                "grad_norm": norm_value,
+                "clip_threshold": policy.threshold,
+                "clipped": clipped,
+                "nonfinite": not finite,
+                "lr": optimizer.param_groups[0]["lr"],
+                "test_loss": test_loss if evaluated else None,
+                "wall_s": round(time.perf_counter() - start, 4),
+            }
+            run_dir.log(row)
+        if stop:
+            message = (
+                f"step {step}: non-finite loss ({loss_value}) or gradient norm ({norm_value})"
+                f'{_where(watched)}; set nonfinite = "skip" to skip such steps'
             )
+            if run_dir is not None:  # the row above is logged; the summary says why it ended
+                run_dir.write_summary({"task": config.task, "steps_done": step, "error": message})
+            raise NonFiniteError(message)
+        if run_dir is not None and config.diagnose_every and step % config.diagnose_every == 0:
+            found = diagnose(model, probe, task.dependency_length)
+            run_dir.append_json("diagnostics.jsonl", json_safe({"step": step, **found.to_dict()}))
         advance(loss_value)
 
-    wall = time.perf_counter() - start
     diverged = not math.isfinite(test_loss) or not all(
         bool(torch.isfinite(p).all()) for p in model.parameters()
     )
+    verdict = None
+    if monitor is not None and not diverged:
+        verdict = diagnose(model, probe, task.dependency_length).verdict
     summary = {
         "task": config.task,
         "length": config.length,
@@ -243,13 +271,26 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         "solved": task.is_solved(test_loss),
         "solved_step": solved_step,
         "nonfinite_steps": nonfinite_steps,
+        "spikes": None if monitor is None else monitor.spikes,
         "diverged": diverged,
-        "wall_s": round(wall, 3),
+        "verdict": "exploding" if diverged else verdict,
+        "threads": torch.get_num_threads(),  # results depend on it in the last bits
+        "wall_s": round(time.perf_counter() - start, 3),
     }
     if run_dir is not None:
         run_dir.save_model(model)
         run_dir.write_summary(json_safe(summary))
     return summary, model
+
+
+def _where(watched: dict[str, Any]) -> str:
+    """Where the monitor found the non-finite value, as a clause for a message."""
+    parts = []
+    if watched.get("nonfinite_param"):
+        parts.append(f"first in {watched['nonfinite_param']}")
+    if watched.get("nonfinite_step") is not None:
+        parts.append(f"from time step {watched['nonfinite_step']} of the hidden-state gradient")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _seeds(seed: int) -> tuple[int, int, int]:

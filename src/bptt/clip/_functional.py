@@ -236,7 +236,8 @@ def clip_grad_norm_per_parameter_(
         bound = max_norm.to(device=first, dtype=stacked.dtype)
     else:
         bound = torch.tensor(float(max_norm), device=first, dtype=stacked.dtype)
-    coefs = torch.div(bound, torch.maximum(stacked, bound))  # exactly 1 within the bound
+    # exactly 1 within the bound, and for an infinite bound; NaN norms pass NaN through
+    coefs = torch.where(stacked > bound, torch.div(bound, stacked), torch.ones_like(stacked))
     factor_of = dict(zip(map(id, grads), coefs.unbind(), strict=True))
     for device, group in _groups(grads):
         factors = [factor_of[id(g)].to(device) for g in group]

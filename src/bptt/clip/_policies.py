@@ -118,9 +118,15 @@ class ClipPolicy:
         self.calls = 0
 
     def __call__(self, parameters: Parameters) -> Tensor:
-        """Clip the gradients of ``parameters`` in place; return their norm before clipping."""
+        """Clip the gradients of ``parameters`` in place; return their norm before clipping.
+
+        A call with no gradients at all returns 0, clips nothing and changes no state.
+        """
         params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-        norm = get_total_norm(grads_of(params), self.norm_type, foreach=self.foreach)
+        grads = grads_of(params)
+        if not grads:
+            return self._nothing()
+        norm = get_total_norm(grads, self.norm_type, foreach=self.foreach)
         value = norm.item()
         threshold = self.decide(value)
         if threshold < math.inf:
@@ -133,6 +139,11 @@ class ClipPolicy:
     def decide(self, norm: float) -> float:
         """This step's threshold given its pre-clip norm (inf for none)."""
         raise NotImplementedError
+
+    def _nothing(self) -> Tensor:
+        """The report of a call that found no gradient."""
+        self.threshold, self.clipped = math.inf, False
+        return torch.tensor(0.0)
 
     def state_dict(self) -> dict[str, Any]:
         """The policy's state: tensors and numbers only."""
@@ -191,6 +202,8 @@ class Value(ClipPolicy):
     def __call__(self, parameters: Parameters) -> Tensor:
         params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
         grads = grads_of(params)
+        if not grads:
+            return self._nothing()
         norm = get_total_norm(grads, self.norm_type, foreach=self.foreach)
         peak = get_total_norm(grads, math.inf, foreach=self.foreach).item()
         clip_grad_value_(params, self.value, self.foreach)
@@ -224,7 +237,10 @@ class _Window:
         return torch.tensor(list(self.arrival), dtype=torch.float64)
 
     def load(self, values: Tensor) -> None:
-        self.arrival = collections.deque(values.tolist())
+        kept = values.tolist()
+        if self.size is not None:
+            kept = kept[len(kept) - self.size :] if len(kept) > self.size else kept
+        self.arrival = collections.deque(kept)
         self.ordered = sorted(self.arrival)
 
 
@@ -267,6 +283,8 @@ class Percentile(ClipPolicy):
             return super().__call__(parameters)
         params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
         grads = grads_of(params)
+        if not grads:
+            return self._nothing()
         norms = torch.stack(per_tensor_norms(grads, self.norm_type, self.foreach))  # (N,)
         values = norms.tolist()
         if not self._windows:
@@ -390,7 +408,8 @@ class Calibrate(ClipPolicy):
 
     The recipe of choosing the threshold by looking at the gradient norms over enough
     iterations and clipping the unusually large ones. Non-finite norms among the
-    ``steps`` are left out of the quantile.
+    ``steps`` are left out of the quantile; if all of them were non-finite there is
+    nothing to calibrate on and the threshold stays inf (no clipping).
 
     Args:
         steps: calls without clipping, whose norms are recorded.

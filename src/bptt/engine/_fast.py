@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from bptt.cells import GRU, LSTM, RNN
 from bptt.cells._state import State
+from bptt.engine._fast_common import Pass
 from bptt.engine._fast_gru import GRUSequence
 from bptt.engine._fast_lstm import LSTMSequence
 from bptt.engine._fast_rnn import RNNSequence
@@ -18,22 +19,25 @@ FastEngine = Callable[[nn.Module, Tensor, State, Sequence], tuple[Tensor, State]
 
 def _run_rnn(cell: RNN, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
     relu = cell.nonlinearity == "relu"
+    run = Pass(tuple(taps), torch.is_grad_enabled())
     return RNNSequence.apply(
-        x, state, taps, relu, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+        x, state, run, relu, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
     )
 
 
 def _run_lstm(cell: LSTM, x: Tensor, state: tuple, taps: Sequence) -> tuple[Tensor, tuple]:
     h0, c0 = state
+    run = Pass(tuple(taps), torch.is_grad_enabled())
     out, h, c = LSTMSequence.apply(
-        x, h0, c0, taps, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+        x, h0, c0, run, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
     )
     return out, (h, c)
 
 
 def _run_gru(cell: GRU, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
+    run = Pass(tuple(taps), torch.is_grad_enabled())
     return GRUSequence.apply(
-        x, state, taps, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+        x, state, run, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
     )
 
 

@@ -10,6 +10,8 @@ one matmul over the stacked per-step pre-activation gradients after the loop.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -72,9 +74,23 @@ def start_backward(ctx) -> None:
     ctx.consumed = True
 
 
-def release_if_no_backward(ctx, *buffers: Tensor) -> None:
+@dataclass(frozen=True)
+class Pass:
+    """What the caller knows about a forward pass that the autograd Function cannot see.
+
+    Attributes:
+        taps: the hidden-gradient taps for the backward pass.
+        grad_enabled: whether grad mode was on at the call (inside ``forward`` it is
+            always off), so a pass under ``torch.no_grad()`` gives its buffers back.
+    """
+
+    taps: tuple
+    grad_enabled: bool
+
+
+def release_if_no_backward(ctx, run: Pass, *buffers: Tensor) -> None:
     """Give the scratch buffers back at once when no backward will need them."""
-    if not any(ctx.needs_input_grad):
+    if not (run.grad_enabled and any(ctx.needs_input_grad)):
         WORKSPACE.give(*buffers)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from bptt.engine._fast_common import (
+    Pass,
     backward_chunks,
     input_grad,
     output_grads,
@@ -25,12 +24,12 @@ from bptt.taps import apply_taps
 class GRUSequence(torch.autograd.Function):
     """The GRU over T steps, taps in backward.
 
-    forward(x (B, T, F), h0 (B, H), taps, W_ih, W_hh, b_ih, b_hh)
+    forward(x (B, T, F), h0 (B, H), run, W_ih, W_hh, b_ih, b_hh)
     -> (outputs (B, T, H), h_T (B, H)).
     """
 
     @staticmethod
-    def forward(ctx, x, h0, taps: Sequence, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, x, h0, run: Pass, w_ih, w_hh, b_ih, b_hh):
         batch, steps, _ = x.shape
         hidden = w_hh.shape[1]
         h2 = 2 * hidden
@@ -60,18 +59,18 @@ class GRUSequence(torch.autograd.Function):
             rz[t].add_(hh_rz[t]).sigmoid_()
             n[t].addcmul_(r[t], hh_n[t]).tanh_()
             torch.lerp(n[t], h_steps[t], z[t], out=h_steps[t + 1])  # n + z * (h - n)
-        ctx.save_for_backward(x_rows, w_ih, w_hh)
-        ctx.buffers = gates, hh, hs
-        ctx.taps = taps
-        release_if_no_backward(ctx, gates, hh)
+        ctx.save_for_backward(x_rows, w_ih, w_hh, hs)  # hs: in-place edits are caught
+        ctx.buffers = gates, hh
+        ctx.taps = run.taps
+        release_if_no_backward(ctx, run, gates, hh)
         return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor, grad_final: Tensor):
         start_backward(ctx)
-        x_rows, w_ih, w_hh = ctx.saved_tensors
-        gates, hh, hs = ctx.buffers
+        x_rows, w_ih, w_hh, hs = ctx.saved_tensors
+        gates, hh = ctx.buffers
         taps = ctx.taps
         steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
         h2 = 2 * hidden

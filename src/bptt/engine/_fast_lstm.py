@@ -8,13 +8,12 @@ one derivative call in backward) and the three gates driven by dL/dc are one blo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from bptt.engine._fast_common import (
+    Pass,
     backward_chunks,
     input_grad,
     output_grads,
@@ -43,12 +42,12 @@ def _reorder(tensor: Tensor | None, order: list[int]) -> Tensor | None:
 class LSTMSequence(torch.autograd.Function):
     """The LSTM over T steps, taps in backward.
 
-    forward(x (B, T, F), h0 (B, H), c0 (B, H), taps, W_ih, W_hh, b_ih, b_hh)
+    forward(x (B, T, F), h0 (B, H), c0 (B, H), run, W_ih, W_hh, b_ih, b_hh)
     -> (outputs (B, T, H), h_T (B, H), c_T (B, H)).
     """
 
     @staticmethod
-    def forward(ctx, x, h0, c0, taps: Sequence, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, x, h0, c0, run: Pass, w_ih, w_hh, b_ih, b_hh):
         batch, steps, _ = x.shape
         hidden = w_hh.shape[1]
         h3 = 3 * hidden
@@ -72,18 +71,19 @@ class LSTMSequence(torch.autograd.Function):
             tanh_g[t].tanh_()
             c = torch.mul(f[t], c_steps[t], out=c_steps[t + 1]).addcmul_(i[t], tanh_g[t])
             torch.mul(o[t], torch.tanh(c, out=tc_steps[t]), out=h_steps[t + 1])
-        ctx.save_for_backward(x_rows, w_ih_in, w_hh_in)
-        ctx.buffers = gates, hs, cs, tanh_c
-        ctx.taps = taps
-        release_if_no_backward(ctx, gates, cs, tanh_c)
-        return hs[1:].transpose(0, 1), hs[steps].clone(), cs[steps].clone()
+        ctx.save_for_backward(x_rows, w_ih_in, w_hh_in, hs)  # hs: in-place edits are caught
+        ctx.buffers = gates, cs, tanh_c
+        ctx.taps = run.taps
+        c_last = cs[steps].clone()  # before the buffer can go back to the pool
+        release_if_no_backward(ctx, run, gates, cs, tanh_c)
+        return hs[1:].transpose(0, 1), hs[steps].clone(), c_last
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor, grad_h_final: Tensor, grad_c_final: Tensor):
         start_backward(ctx)
-        x_rows, w_ih_in, w_hh_in = ctx.saved_tensors
-        gates, hs, cs, tanh_c = ctx.buffers
+        x_rows, w_ih_in, w_hh_in, hs = ctx.saved_tensors
+        gates, cs, tanh_c = ctx.buffers
         taps = ctx.taps
         steps, batch, hidden = tanh_c.shape
         h2, h3 = 2 * hidden, 3 * hidden

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from bptt.engine._fast_common import (
+    Pass,
     backward_chunks,
     input_grad,
     output_grads,
@@ -25,12 +24,12 @@ from bptt.taps import apply_taps
 class RNNSequence(torch.autograd.Function):
     """h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) over T steps, taps in backward.
 
-    forward(x (B, T, F), h0 (B, H), taps, relu, W_ih, W_hh, b_ih, b_hh)
+    forward(x (B, T, F), h0 (B, H), run, relu, W_ih, W_hh, b_ih, b_hh)
     -> (outputs (B, T, H), h_T (B, H)).
     """
 
     @staticmethod
-    def forward(ctx, x, h0, taps: Sequence, relu: bool, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, x, h0, run: Pass, relu: bool, w_ih, w_hh, b_ih, b_hh):
         batch, steps, _ = x.shape
         hidden = w_hh.shape[0]
         x_rows = time_major_rows(x)  # (T*B, F)
@@ -43,16 +42,16 @@ class RNNSequence(torch.autograd.Function):
         activate = torch.relu_ if relu else torch.tanh_
         for t in range(steps):
             activate(hs[t + 1].addmm_(hs[t], w_hh_t))
-        ctx.save_for_backward(x_rows, w_ih, w_hh)
-        ctx.hs, ctx.taps, ctx.relu = hs, taps, relu
+        ctx.save_for_backward(x_rows, w_ih, w_hh, hs)  # hs: in-place edits are caught
+        ctx.taps, ctx.relu = run.taps, relu
         return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor, grad_final: Tensor):
         start_backward(ctx)
-        x_rows, w_ih, w_hh = ctx.saved_tensors
-        hs, taps = ctx.hs, ctx.taps
+        x_rows, w_ih, w_hh, hs = ctx.saved_tensors
+        taps = ctx.taps
         steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
         # d_pre[t] = f'(a_t) for a chunk of steps, then times delta_t: dL/da_t.
         d_pre = WORKSPACE.take((steps, batch, hidden), hs)  # (T, B, H)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from bptt.cells import GRU, LSTM, RNN
 from bptt.cells._state import State, as_tuple, initial_state
 from bptt.engine._fast import fast_engine_for
 from bptt.engine._generic import unroll_generic
@@ -15,6 +16,7 @@ from bptt.taps import Delta
 __all__ = ["ENGINES", "unroll"]
 
 ENGINES = ("auto", "generic", "fast")
+BUILT_IN_CELLS = (RNN, LSTM, GRU)
 
 
 def unroll(
@@ -45,11 +47,13 @@ def unroll(
     Returns:
         ``(outputs, final_state)``: outputs (B, T, H), the output of every step (the
         state, or its first element for a tuple state); final_state as the cell
-        returns it.
+        returns it. The fast engine's outputs are a view of the buffer its backward
+        reads: modifying them in place is refused by autograd; clone them first.
 
     Raises:
         ValueError: x is not (B, T, F) with T >= 1 and F the cell's input size, the
-            state does not match, or the engine is unknown or does not apply.
+            state does not match (structure, shape or dtype), or the engine is unknown
+            or does not apply.
         TypeError: a tap is not callable.
 
     Example:
@@ -68,7 +72,7 @@ def unroll(
     if state is None:
         state = initial_state(cell, x.shape[0], device=x.device, dtype=x.dtype)
     else:
-        _check_state(state, x)
+        _check_state(cell, state, x)
     for tap in taps:
         begin = getattr(tap, "begin", None)
         if callable(begin):
@@ -103,8 +107,14 @@ def _check_input(cell: nn.Module, x: Tensor) -> None:
         )
 
 
-def _check_state(state: State, x: Tensor) -> None:
-    for part in as_tuple(state):
+def _check_state(cell: nn.Module, state: State, x: Tensor) -> None:
+    """A given state must have the cell's structure, the batch of x and x's dtype.
+
+    For the built-in cells the full shape is known (their zero state); for a user
+    cell only the batch size and the dtype are checked.
+    """
+    parts = as_tuple(state)
+    for part in parts:
         if not isinstance(part, Tensor):
             raise TypeError(f"state must be a tensor or a tuple of tensors, got {state!r}")
         if part.dim() < 1 or part.shape[0] != x.shape[0]:
@@ -112,3 +122,27 @@ def _check_state(state: State, x: Tensor) -> None:
                 f"state has shape {tuple(part.shape)} but x holds {x.shape[0]} samples: "
                 f"expected ({x.shape[0]}, H)"
             )
+        if part.dtype != x.dtype:
+            raise ValueError(f"state has dtype {part.dtype} but x has dtype {x.dtype}")
+    if not isinstance(cell, BUILT_IN_CELLS):
+        return
+    expected = initial_state(cell, x.shape[0], device="meta", dtype=x.dtype)
+    want = as_tuple(expected)
+    if isinstance(state, tuple) != isinstance(expected, tuple) or len(parts) != len(want):
+        shapes = ", ".join(f"({x.shape[0]}, {cell.hidden_size})" for _ in want)
+        raise ValueError(
+            f"{type(cell).__name__} expects a state of {len(want)} tensor(s) {shapes}"
+            f"{' as a tuple' if isinstance(expected, tuple) else ''}, got {_describe(state)}"
+        )
+    for part, ref in zip(parts, want, strict=True):
+        if part.shape != ref.shape:
+            raise ValueError(
+                f"state has shape {tuple(part.shape)}; {type(cell).__name__} expects "
+                f"{tuple(ref.shape)}"
+            )
+
+
+def _describe(state: State) -> str:
+    if isinstance(state, tuple):
+        return "(" + ", ".join(str(tuple(p.shape)) for p in state) + ")"
+    return f"one tensor {tuple(state.shape)}"

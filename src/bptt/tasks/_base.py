@@ -58,6 +58,11 @@ class Task(ABC):
         self.length = length
 
     @property
+    def dependency_length(self) -> int:
+        """How many steps back the target can depend on the input (default: T)."""
+        return self.length
+
+    @property
     @abstractmethod
     def baseline_loss(self) -> float:
         """Loss of the trivial, input-independent predictor."""

@@ -88,6 +88,11 @@ class CopyTask(Task):
     solved_fraction = 0.01
 
     @property
+    def dependency_length(self) -> int:
+        """The first symbol (step 0) is recalled at step T + 10."""
+        return self.length + SEQUENCE + 1
+
+    @property
     def baseline_loss(self) -> float:
         return SEQUENCE * math.log(SYMBOLS) / (self.length + 2 * SEQUENCE)
 
