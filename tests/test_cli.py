@@ -84,3 +84,15 @@ def test_lstm_solves_adding_at_length_50(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["solved"] is True
     assert summary["final_loss"] < 0.01
+
+
+def test_an_unusable_out_exits_2(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["train", *TINY, "--out", str(blocker / "run")])
+    assert result.exit_code == 2 and "out:" in result.output
+
+
+def test_bench_refuses_a_run_listed_twice(tmp_path):
+    result = runner.invoke(app, ["bench", "--cells", "rnn,rnn", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "twice" in result.output

@@ -121,3 +121,10 @@ def test_per_parameter_clipping_is_kerass_clipnorm(seed, scale, bound):
         assert p.grad.norm() <= bound * (1 + 1e-12)
         if g.norm() <= bound:
             assert torch.equal(p.grad, g)
+
+
+def test_per_parameter_clipping_with_an_infinite_bound_changes_nothing(gen):
+    params = _params(gen, SHAPES[:2], scale=3.0)
+    before = [p.grad.clone() for p in params]
+    clip_grad_norm_per_parameter_(params, math.inf)
+    assert all(torch.equal(p.grad, b) for p, b in zip(params, before, strict=True))

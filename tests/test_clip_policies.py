@@ -209,3 +209,22 @@ def test_per_step_holds_the_taps():
 def test_bad_settings_are_rejected(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_calls_without_gradients_change_nothing():
+    bare = torch.zeros(2, dtype=DT, requires_grad=True)
+    for make in (lambda: Percentile(10), lambda: Calibrate(1), lambda: ZScore(warmup=2)):
+        policy, reference = make(), make()
+        assert policy([bare]).item() == 0 and not policy.clipped
+        assert math.isinf(policy.threshold)
+        assert policy.state_dict().keys() == reference.state_dict().keys()
+        assert _run(policy, [3.0, 4.0]) == _run(reference, [3.0, 4.0])
+    assert Percentile(10, per_parameter=True)([bare]).item() == 0
+
+
+def test_a_loaded_history_keeps_its_window():
+    long, short = Percentile(50), Percentile(50, history=3)
+    _run(long, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    short.load_state_dict(long.state_dict())
+    thresholds, _ = _run(short, [100.0])
+    assert thresholds == [np.percentile([5.0, 6.0, 100.0], 50)]

@@ -89,3 +89,26 @@ def test_any_single_value_gives_a_valid_config_or_an_error_naming_it(field, valu
         assert stored == float(value) and math.isfinite(stored)
     else:
         assert stored == value
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"task": "adding", "length": 1}, "length"),
+        ({"device": "meta"}, "device"),
+        ({"clip": "norm", "clip_norm": 1.0, "clip_z": 3.0}, "clip_z"),
+        ({"optimizer": "adam", "momentum": 0.5}, "momentum"),
+        ({"monitor": False, "spike_z": 3.0}, "spike_z"),
+    ],
+)
+def test_cross_field_mistakes_name_their_field(values, field):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(values)
+    assert info.value.field == field
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('task = "caf\xe9"'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_toml(bad)

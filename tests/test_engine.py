@@ -303,3 +303,66 @@ def test_record_norms_marks_unreached_steps_nan(gen):
     out[:, 2].sum().backward()  # steps 0..2 get a gradient; in the generic engine step 3 too
     assert torch.isfinite(record.norms[:, :3]).all()
     assert math.isclose(record.norms[:, 3].abs().sum().item(), 0.0)
+
+
+def test_fast_outputs_refuse_in_place_edits_before_backward(gen):
+    """The fast engine's outputs view the buffer its backward reads: an edit must not
+    silently change the gradient."""
+    x = torch.randn(2, 5, 3, generator=gen, dtype=DT)
+    for kind in CELL_KINDS:
+        out, final = bptt.unroll(make_cell(kind), x, engine="fast")
+        with torch.no_grad():
+            out.zero_()
+        last = final[0] if isinstance(final, tuple) else final
+        with pytest.raises(RuntimeError, match="inplace"):
+            last.sum().backward()
+
+
+@pytest.mark.parametrize("kind", CELL_KINDS)
+@pytest.mark.parametrize("grad", [True, False])
+def test_nothing_is_read_from_a_buffer_after_it_went_back_to_the_pool(kind, grad, gen, monkeypatch):
+    """Another thread may take a pooled buffer at once: poison every buffer as it is
+    given back, and the results must not change."""
+    from bptt.engine._workspace import WORKSPACE, Workspace
+
+    def poisoning_give(self, *buffers):
+        for buffer in buffers:
+            buffer.fill_(math.nan)
+        Workspace.give.__wrapped__(self, *buffers)
+
+    poisoning_give.__wrapped__ = Workspace.give
+    monkeypatch.setattr(Workspace, "give", poisoning_give)
+    WORKSPACE.clear()
+    cell = make_cell(kind)
+    x, w = _inputs(gen)
+    out_g, grads_g = _run(cell, x, w, "generic", [RecordNorms()])
+    with torch.set_grad_enabled(grad):
+        out_f, final_f = bptt.unroll(cell, x, taps=[RecordNorms()], engine="fast")
+        if grad:
+            cell.zero_grad()
+            x.grad = None
+            loss_of(out_f, final_f, w).backward()
+            for a, b in zip(grads_of(cell, x), grads_g, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out_f.detach(), out_g, rtol=0, atol=1e-14)
+    _, final_g = bptt.unroll(cell, x, engine="generic")
+    for a, b in zip(
+        final_f if isinstance(final_f, tuple) else (final_f,),
+        final_g if isinstance(final_g, tuple) else (final_g,),
+        strict=True,
+    ):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-14)
+    WORKSPACE.clear()
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "message"),
+    [
+        ("rnn-tanh", torch.zeros(2, 1, dtype=DT), "expects"),
+        ("rnn-tanh", torch.zeros(2, 5), "dtype"),
+        ("lstm", torch.zeros(2, 5, dtype=DT), "tuple"),
+    ],
+)
+def test_a_state_of_the_wrong_shape_or_dtype_is_refused(kind, state, message):
+    with pytest.raises(ValueError, match=message):
+        bptt.unroll(make_cell(kind), torch.zeros(2, 4, 3, dtype=DT), state=state)

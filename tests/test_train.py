@@ -127,3 +127,23 @@ def test_the_bench_clipping_demonstration_holds():
     summary = clipped.summary
     assert summary["nonfinite_steps"] == 0 and summary["clipped_steps"] > 0
     assert summary["final_loss"] < 0.1 * summary["baseline_loss"]  # learned, not a plateau
+
+
+def test_a_run_stopped_by_a_nonfinite_step_logs_it_first(tmp_path):
+    from bptt.bench import CLIP_DEMO
+    from bptt.train import NonFiniteError
+
+    config = {**CLIP_DEMO, "clip": "none", "nonfinite": "raise", "log_every": 1}
+    with pytest.raises(NonFiniteError, match="non-finite") as info:
+        bptt.train({**config, "threads": 1, "out": str(tmp_path)})
+    rows = _metrics(tmp_path)
+    assert rows[-1]["nonfinite"] == "1" and f"step {rows[-1]['step']}:" in str(info.value)
+    assert "error" in json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_overwriting_a_run_leaves_none_of_its_files(tmp_path):
+    bptt.train({**SMALL, "steps": 2, "out": str(tmp_path), "diagnose_every": 1})
+    assert (tmp_path / "diagnostics.jsonl").exists()
+    bptt.train({**SMALL, "steps": 2, "out": str(tmp_path)}, overwrite=True)
+    assert not (tmp_path / "diagnostics.jsonl").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 2
