@@ -161,7 +161,7 @@ def test_every_injected_spike_is_found_and_smooth_curves_raise_no_alarm(curve, d
 
 def test_monitor_rows_and_the_nonfinite_locator(gen):
     model = bptt.SequenceModel(bptt.cells.GRU(1, 6, dtype=DT), 1)
-    monitor = Monitor(model, min_history=2)
+    monitor = Monitor(model, min_history=2, locate_steps=True)
     x, y = torch.randn(3, 9, 1, generator=gen, dtype=DT), torch.randn(3, 1, generator=gen, dtype=DT)
 
     def poison(t, delta):  # a NaN enters the hidden-state gradient at step 4
@@ -180,3 +180,22 @@ def test_monitor_rows_and_the_nonfinite_locator(gen):
     assert row["nonfinite"] and row["nonfinite_step"] == 4
     assert row["nonfinite_param"] == "cell.weight_ih"  # the first in named_parameters order
     assert monitor.summary()["nonfinite"] == 1
+
+    # without the always-on tap, a rerun locates it, and only on the non-finite step
+    calls = []
+
+    def rerun(extra):
+        calls.append(extra)
+        model.zero_grad()
+        pred, _ = model(x, taps=(poison, *extra))
+        torch.nn.functional.mse_loss(pred, y).backward()
+
+    lazy = Monitor(model, min_history=2)
+    assert lazy.taps == ()
+    model.zero_grad()
+    torch.nn.functional.mse_loss(model(x)[0], y).backward()
+    assert lazy.step(0, 1.0, rerun=rerun)["nonfinite_step"] is None and not calls
+    rerun(())
+    calls.clear()
+    row = lazy.step(1, 1.0, rerun=rerun)
+    assert row["nonfinite_step"] == 4 and len(calls) == 1

@@ -9,6 +9,7 @@ never disagree.
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -16,10 +17,14 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from bptt.bench import BenchSpec, results_table, run_bench
 from bptt.config import ConfigError, TrainConfig, load_toml
-from bptt.train import NonFiniteError
+from bptt.diagnose import diagnose
+from bptt.diagnose.attractor import basin_gradient_map, plot_basin_gradients, two_basin_cell
+from bptt.precision import flush_denormal
+from bptt.train import NonFiniteError, json_safe, load_run, test_set
 from bptt.train import train as run_training
 
 __all__ = ["app", "main"]
@@ -174,6 +179,77 @@ def bench_command(
         raise _fail(str(err)) from None
     _out.print(results_table(rows))
     _out.print(f"tables: {out / 'bench.csv'}, {out / 'bench.json'}")
+
+
+@app.command("diagnose")
+def diagnose_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    probe: Annotated[int, typer.Option(help="Probe sequences (from the run's test set).")] = 32,
+    dependency_length: Annotated[
+        Optional[int],  # noqa: UP045 - typer needs it
+        typer.Option(help="How far back the task depends (default: the task's own)."),
+    ] = None,
+) -> None:
+    """Diagnose a trained model: exploding, vanishing or healthy, with the numbers."""
+    try:
+        if probe < 1:
+            raise ConfigError("probe", f"must be >= 1; got {probe}")
+        config, task, model = load_run(run_dir)
+        x, _ = test_set(config, task)
+        length = task.dependency_length if dependency_length is None else dependency_length
+        if length < 1:
+            raise ConfigError("dependency_length", f"must be >= 1; got {length}")
+        with flush_denormal(config.flush_denormal):
+            found = diagnose(model, x[:probe], length)
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    if as_json:
+        typer.echo(json.dumps(json_safe(found.to_dict()), indent=2))
+        return
+    colour = {"exploding": "red", "vanishing": "yellow", "healthy": "green"}[found.verdict]
+    _out.print(f"verdict: [bold {colour}]{found.verdict}[/]")
+    for reason in found.reasons:
+        _out.print(f"  because {reason}")
+    table = Table(title=f"diagnosis of {run_dir}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in found.numbers.items():
+        table.add_row(
+            key,
+            "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value),
+        )
+    _out.print(table)
+    for remedy in found.remedies:
+        _out.print(f"  remedy: {remedy}")
+
+
+def _number_text(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command("attractor")
+def attractor_command(
+    out: Annotated[Path, typer.Option(help="Image file to write.")] = Path("attractor.png"),
+    steps: Annotated[int, typer.Option(help="Steps run from each start.")] = 30,
+    resolution: Annotated[int, typer.Option(help="Grid points per side.")] = 101,
+) -> None:
+    """Draw the two-basin picture: the gradient vanishes inside a basin, explodes at its edge."""
+    if steps < 1 or resolution < 2:
+        raise _fail("steps must be >= 1 and resolution >= 2")
+    result = basin_gradient_map(two_basin_cell(), resolution=resolution, steps=steps)
+    try:
+        path = plot_basin_gradients(result, out)
+    except OSError as err:
+        raise _fail(f"out: cannot write {out}: {err.strerror or err}") from None
+    norms = result["norms"]
+    _out.print(
+        f"||dh_T/dh_0|| over {resolution}x{resolution} starts, T={steps}: "
+        f"median {norms.median().item():.3g}, max {norms.max().item():.3g} (at the boundary)"
+    )
+    _out.print(f"figure: {path}")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pickle
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from bptt import clip
 from bptt.cells import make_cell
-from bptt.config import ConfigError, TrainConfig
+from bptt.config import ConfigError, TrainConfig, load_toml
 from bptt.diagnose import Monitor, diagnose
 from bptt.model import SequenceModel
 from bptt.precision import flush_denormal
@@ -29,9 +30,11 @@ __all__ = [
     "TrainResult",
     "build_model",
     "json_safe",
+    "load_run",
     "make_clip_policy",
     "make_progress",
     "step_taps",
+    "test_set",
     "train",
 ]
 
@@ -166,19 +169,14 @@ def train(
 
 def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[dict, SequenceModel]:
     task = make_task(config.task, config.length)
-    init_seed, data_seed, test_seed = _seeds(config.seed)
+    init_seed, data_seed, _ = _seeds(config.seed)
     dtype = getattr(torch, config.dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         model = build_model(config, task)
     optimizer = _make_optimizer(config, model)
     stream = torch.Generator().manual_seed(data_seed)
-    x_test, y_test = task.sample(
-        config.test_size,
-        torch.Generator().manual_seed(test_seed),
-        device=config.device,
-        dtype=dtype,
-    )
+    x_test, y_test = test_set(config, task)
     if run_dir is not None:
         run_dir.write_config(config)
 
@@ -187,7 +185,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
     monitor = None
     if config.monitor:
         monitor = Monitor(model, window=config.spike_window, z=config.spike_z)
-    taps = step_taps(config) + (monitor.taps if monitor is not None else ())
+    taps = step_taps(config)
     probe = x_test[: config.probe_size]
     start = time.perf_counter()
     nonfinite_steps = clipped_steps = 0
@@ -199,7 +197,14 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         prediction, _ = model(x, taps=taps)
         loss = task.loss(prediction, y)
         loss.backward()
-        watched = monitor.step(step, loss) if monitor is not None else {}  # before clipping
+        watched = {}
+        if monitor is not None:  # before clipping; a non-finite step is rerun to locate it
+
+            def rerun(extra: tuple, x=x, y=y) -> None:
+                optimizer.zero_grad(set_to_none=True)
+                task.loss(model(x, taps=taps + extra)[0], y).backward()
+
+            watched = monitor.step(step, loss, rerun=rerun)
         grad_norm = policy(params)  # clips in place; the norm before clipping
         loss_value, norm_value = loss.item(), grad_norm.item()
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
@@ -247,6 +252,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
     diverged = not math.isfinite(test_loss) or not all(
         bool(torch.isfinite(p).all()) for p in model.parameters()
     )
+    wall = time.perf_counter() - start
     verdict = None
     if monitor is not None and not diverged:
         verdict = diagnose(model, probe, task.dependency_length).verdict
@@ -275,7 +281,8 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         "diverged": diverged,
         "verdict": "exploding" if diverged else verdict,
         "threads": torch.get_num_threads(),  # results depend on it in the last bits
-        "wall_s": round(time.perf_counter() - start, 3),
+        "wall_s": round(wall, 3),  # the training loop, evaluations included
+        "diagnose_s": round(time.perf_counter() - start - wall, 3),
     }
     if run_dir is not None:
         run_dir.save_model(model)
@@ -291,6 +298,42 @@ def _where(watched: dict[str, Any]) -> str:
     if watched.get("nonfinite_step") is not None:
         parts.append(f"from time step {watched['nonfinite_step']} of the hidden-state gradient")
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def test_set(config: TrainConfig, task: Task) -> tuple[Tensor, Tensor]:
+    """The run's held-out set: ``config.test_size`` sequences from the run's test seed.
+
+    Its first ``probe_size`` sequences are the probe batch of the diagnoses.
+    """
+    generator = torch.Generator().manual_seed(_seeds(config.seed)[2])
+    dtype = getattr(torch, config.dtype)
+    return task.sample(config.test_size, generator, device=config.device, dtype=dtype)
+
+
+def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
+    """The config, task and trained model of a finished run directory.
+
+    The model's weights load with ``weights_only=True``.
+
+    Raises:
+        ConfigError: the directory lacks ``config.toml`` or ``model.pt``, or they are
+            not a valid configuration and model.
+    """
+    path = Path(path)
+    for name in ("config.toml", "model.pt"):
+        if not (path / name).is_file():
+            raise ConfigError("run", f"{path} holds no {name}: not a finished run directory")
+    config = TrainConfig.from_dict(load_toml(path / "config.toml"))
+    task = make_task(config.task, config.length)
+    model = build_model(config, task)
+    try:
+        state = torch.load(path / "model.pt", map_location=config.device, weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        raise ConfigError(
+            "run", f"{path / 'model.pt'} does not load into the model: {err}"
+        ) from err
+    return config, task, model
 
 
 def _seeds(seed: int) -> tuple[int, int, int]:

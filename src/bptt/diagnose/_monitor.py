@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bptt.clip._functional import per_tensor_norms
 from bptt.diagnose._spikes import SpikeDetector
 from bptt.taps import RecordNorms
 
@@ -23,13 +23,18 @@ class Monitor:
         monitor = Monitor(model)                       # before the loop
         row = monitor.step(step, loss)                 # after backward, before clipping
 
-    and, to locate a non-finite hidden-state gradient in time, pass
-    ``taps=monitor.taps`` to the model's forward (a :class:`bptt.SequenceModel` or
-    :func:`bptt.unroll`).
+    To also say at which time step a non-finite hidden-state gradient appeared, either
+    give ``rerun=``, a callable that repeats this step's forward and backward with the
+    taps it is given (``lambda taps: loss_fn(model(x, taps=taps)[0], y).backward()``),
+    which the monitor calls only on a non-finite step, so healthy steps pay nothing;
+    or construct it with ``locate_steps=True`` and pass ``taps=monitor.taps`` to every
+    forward (a :class:`bptt.SequenceModel` or :func:`bptt.unroll`), which records the
+    hidden-state gradient's norm at every step (about 1% of a step's time).
 
     The row has stable keys: ``step``, ``loss``, ``grad_norm`` (the global norm before
-    clipping), ``grad_norm/<parameter name>`` for every parameter, ``loss_z`` and
-    ``grad_z`` (robust z-scores, NaN while the window fills), ``loss_spike`` and
+    clipping, accumulated in float64), ``grad_norm/<parameter name>`` for every
+    parameter, ``loss_z`` and ``grad_z`` (robust z-scores, NaN while the window
+    fills), ``loss_spike`` and
     ``grad_spike``, ``nonfinite`` (the loss or a gradient is NaN or inf),
     ``nonfinite_param`` (the first parameter, in ``named_parameters`` order, with a
     non-finite gradient; "" if none) and ``nonfinite_step`` (the time step t at which
@@ -41,7 +46,7 @@ class Monitor:
         model: the module whose parameters' gradients are watched.
         window, z, min_history, floor: the spike detectors' settings
             (:class:`SpikeDetector`), the same for the loss and the gradient norm.
-        locate_steps: provide the tap that finds the non-finite time step.
+        locate_steps: provide the always-on tap that finds the non-finite time step.
     """
 
     def __init__(
@@ -52,7 +57,7 @@ class Monitor:
         z: float = 6.0,
         min_history: int = 10,
         floor: float = 0.05,
-        locate_steps: bool = True,
+        locate_steps: bool = False,
     ) -> None:
         self.names, self.parameters = [], []
         for name, parameter in model.named_parameters():
@@ -70,8 +75,19 @@ class Monitor:
         """The taps to pass to the model's forward (empty if ``locate_steps`` is False)."""
         return () if self._record is None else (self._record,)
 
-    def step(self, step: int, loss: Tensor | float, clip: Any = None) -> dict[str, Any]:
-        """Measure this step's gradients (call after backward, before clipping)."""
+    def step(
+        self,
+        step: int,
+        loss: Tensor | float,
+        clip: Any = None,
+        rerun: Callable[[tuple], None] | None = None,
+    ) -> dict[str, Any]:
+        """Measure this step's gradients (call after backward, before clipping).
+
+        ``rerun`` (optional) repeats the step's forward and backward with the given
+        taps; it is called only when the step is non-finite, to locate it in time, and
+        leaves the parameters' gradients as the repeat makes them.
+        """
         loss_value = loss.item() if isinstance(loss, Tensor) else float(loss)
         norms = self._parameter_norms()
         total = math.sqrt(sum(n * n for n in norms)) if norms else 0.0
@@ -92,7 +108,7 @@ class Monitor:
                 "nonfinite_param": next(
                     (n for n, v in zip(self.names, norms, strict=True) if not math.isfinite(v)), ""
                 ),
-                "nonfinite_step": self._nonfinite_step() if nonfinite else None,
+                "nonfinite_step": self._nonfinite_step(rerun) if nonfinite else None,
             }
         )
         if clip is not None:
@@ -101,16 +117,23 @@ class Monitor:
         return row
 
     def _parameter_norms(self) -> list[float]:
+        """Each gradient's norm, accumulated in float64: a float32 norm overflows beyond
+        1.8e19 and would call a finite gradient non-finite."""
         grads = [p.grad for p in self.parameters]
         present = [g for g in grads if g is not None]
-        values = iter(torch.stack(per_tensor_norms(present, 2.0, None)).tolist() if present else [])
+        norms = torch._foreach_norm(present, 2, dtype=torch.float64) if present else []
+        values = iter(torch.stack([n.cpu() for n in norms]).tolist() if present else [])
         return [next(values) if g is not None else 0.0 for g in grads]
 
-    def _nonfinite_step(self) -> int | None:
-        if self._record is None:
+    def _nonfinite_step(self, rerun: Callable[[tuple], None] | None) -> int | None:
+        record = self._record
+        if rerun is not None:
+            record = RecordNorms()
+            rerun((record,))
+        if record is None:
             return None
         try:
-            norms = self._record.norms  # (B, T)
+            norms = record.norms  # (B, T)
         except RuntimeError:  # the taps were not used in this backward
             return None
         bad = (~torch.isfinite(norms)).any(0).nonzero()

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 from bptt.tasks._adding import AddingTask, adding_problem
 from bptt.tasks._base import Task
+from bptt.tasks._basins import BasinsTask, two_basins
 from bptt.tasks._copy import CopyTask, copy_memory
 
-__all__ = ["TASKS", "AddingTask", "CopyTask", "Task", "adding_problem", "copy_memory", "make_task"]
+__all__ = [
+    "TASKS",
+    "AddingTask",
+    "BasinsTask",
+    "CopyTask",
+    "Task",
+    "adding_problem",
+    "copy_memory",
+    "make_task",
+    "two_basins",
+]
 
-TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask}
+TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask, "basins": BasinsTask}
 
 
 def make_task(name: str, length: int) -> Task:
