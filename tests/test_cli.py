@@ -96,3 +96,23 @@ def test_an_unusable_out_exits_2(tmp_path):
 def test_bench_refuses_a_run_listed_twice(tmp_path):
     result = runner.invoke(app, ["bench", "--cells", "rnn,rnn", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "twice" in result.output
+
+
+def test_diagnose_a_run_as_a_table_and_as_json(tmp_path):
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", *TINY, "--out", str(out)]).exit_code == 0
+    table = runner.invoke(app, ["diagnose", str(out)])
+    assert table.exit_code == 0 and "verdict:" in table.output and "gamma" in table.output
+    as_json = runner.invoke(app, ["diagnose", str(out), "--json", "--probe", "4"])
+    found = json.loads(as_json.output)
+    assert found["verdict"] in ("exploding", "vanishing", "healthy")
+    assert len(found["norms"]) == 6 and found["remedies"] is not None
+    missing = runner.invoke(app, ["diagnose", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "config.toml" in missing.output
+
+
+def test_attractor_writes_its_figure(tmp_path):
+    figure = tmp_path / "a.png"
+    result = runner.invoke(app, ["attractor", "--out", str(figure), "--resolution", "21"])
+    assert result.exit_code == 0, result.output
+    assert figure.stat().st_size > 1000 and "boundary" in result.output

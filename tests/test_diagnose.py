@@ -199,3 +199,28 @@ def test_monitor_rows_and_the_nonfinite_locator(gen):
     calls.clear()
     row = lazy.step(1, 1.0, rerun=rerun)
     assert row["nonfinite_step"] == 4 and len(calls) == 1
+
+
+def test_the_attractor_picture_vanishes_inside_and_explodes_at_the_boundary(tmp_path):
+    from bptt.diagnose.attractor import basin_gradient_map, plot_basin_gradients, two_basin_cell
+
+    result = basin_gradient_map(two_basin_cell(), resolution=41, steps=30)
+    norms, axis = result["norms"], result["axis"]
+    inside = norms[:, (axis.abs() > 0.2)]
+    boundary = norms[:, axis.abs() < 1e-9]
+    assert inside.max() < 1e-6 and boundary.min() > 1e6
+    assert torch.equal(
+        result["final"].sign()[:, axis > 0], torch.ones_like(result["final"][:, axis > 0])
+    )
+    path = plot_basin_gradients(result, tmp_path / "basins.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="gain"):
+        two_basin_cell(gain=0.5)
+
+
+def test_the_basins_task_is_decided_by_the_first_step():
+    x, y = bptt.tasks.two_basins(7, 64, seed=1)
+    assert x.shape == (64, 7, 2) and y.shape == (64, 1)
+    assert torch.equal(y, torch.where(x[:, 0, :1] > 0, 1.0, -1.0))
+    task = bptt.tasks.make_task("basins", 7)
+    assert task.loss(torch.zeros_like(y), y).item() == pytest.approx(task.baseline_loss)
