@@ -204,7 +204,10 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
                 optimizer.zero_grad(set_to_none=True)
                 task.loss(model(x, taps=taps + extra)[0], y).backward()
 
-            watched = monitor.step(step, loss, rerun=rerun)
+            # locating costs a step: do it for the first non-finite step and logged ones
+            logged = step % config.log_every == 0 or step == config.steps
+            wanted = logged or nonfinite_steps == 0 or config.nonfinite == "raise"
+            watched = monitor.step(step, loss, rerun=rerun if wanted else None)
         grad_norm = policy(params)  # clips in place; the norm before clipping
         loss_value, norm_value = loss.item(), grad_norm.item()
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
