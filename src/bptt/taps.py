@@ -81,16 +81,9 @@ def per_sample_norm(delta: Delta, *, out: Tensor | None = None) -> Tensor:
         >>> per_sample_norm(torch.full((1, 4), 1e30))  # float32 overflows, float64 does not
         tensor([2.0000e+30], dtype=torch.float64)
     """
-    if not isinstance(delta, tuple):
-        return torch.linalg.vector_norm(_rows(delta), dim=1, dtype=torch.float64, out=out)
-    norms = [torch.linalg.vector_norm(_rows(d), dim=1, dtype=torch.float64) for d in delta]
-    if len(norms) == 1:
-        return norms[0] if out is None else out.copy_(norms[0])
-    total = norms[0]
-    for k, norm in enumerate(norms[1:], start=2):
-        # hypot: sqrt(a^2 + b^2) without overflow; the last one writes into out
-        total = torch.hypot(total, norm, out=out if k == len(norms) else None)
-    return total
+    if isinstance(delta, tuple):  # one norm over the components side by side
+        delta = torch.cat([_rows(d) for d in delta], dim=1) if len(delta) > 1 else delta[0]
+    return torch.linalg.vector_norm(_rows(delta), dim=1, dtype=torch.float64, out=out)
 
 
 def _rows(delta: Tensor) -> Tensor:
