@@ -65,9 +65,17 @@ def _use_foreach(foreach: bool | None, group: list[Tensor], device: torch.device
 
 def per_tensor_norms(tensors: list[Tensor], norm_type: float, foreach: bool | None) -> list[Tensor]:
     """The norm of each tensor, in the order given (0-dim tensors on their devices)."""
+    return _norms(tensors, _groups(tensors), norm_type, foreach)
+
+
+def _norms(
+    tensors: list[Tensor],
+    groups: list[tuple[torch.device, list[Tensor]]],
+    norm_type: float,
+    foreach: bool | None,
+) -> list[Tensor]:
     if not tensors:
         return []
-    groups = _groups(tensors)
     if len(groups) == 1:
         device, group = groups[0]
         if _use_foreach(foreach, group, device):
@@ -83,6 +91,16 @@ def per_tensor_norms(tensors: list[Tensor], norm_type: float, foreach: bool | No
         for t, value in zip(group, values, strict=True):
             norms[index[id(t)]] = value
     return norms
+
+
+def _stacked_norms(tensors: list[Tensor], norm_type: float, foreach: bool | None) -> Tensor:
+    """Each tensor's norm, stacked (N,) on the first tensor's device."""
+    groups = _groups(tensors)
+    norms = _norms(tensors, groups, norm_type, foreach)
+    first = tensors[0].device
+    if all(device == first for device, _ in groups):
+        return torch.stack(norms)
+    return torch.stack([n.to(first) for n in norms])
 
 
 def get_total_norm(
@@ -106,9 +124,7 @@ def get_total_norm(
     norm_type = float(norm_type)
     if not tensors:
         return torch.tensor(0.0)
-    first = tensors[0].device
-    norms = per_tensor_norms(tensors, norm_type, foreach)
-    total = torch.linalg.vector_norm(torch.stack([n.to(first) for n in norms]), norm_type)
+    total = torch.linalg.vector_norm(_stacked_norms(tensors, norm_type, foreach), norm_type)
     if error_if_nonfinite and not bool(torch.isfinite(total)):
         raise RuntimeError(
             f"the total norm of order {norm_type} of the gradients is non-finite, so it "
@@ -129,7 +145,13 @@ def clip_grads_with_norm_(
     No branch on the coefficient, so no host synchronisation; ``max_norm`` may be a
     tensor (an adaptive threshold) and may be ``inf`` (no clipping).
     """
-    grads = grads_of(parameters)
+    _scale_grads_(grads_of(parameters), max_norm, total_norm, foreach)
+
+
+def _scale_grads_(
+    grads: list[Tensor], max_norm: float | Tensor, total_norm: Tensor, foreach: bool | None
+) -> None:
+    """The body of :func:`clip_grads_with_norm_`, on gradients already gathered."""
     if not grads:
         return
     coef = torch.clamp(max_norm / (total_norm + EPS), max=1.0)
@@ -181,7 +203,7 @@ def clip_grad_norm_(
     parameters = list(parameters)
     grads = grads_of(parameters)
     total = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
-    clip_grads_with_norm_(parameters, max_norm, total, foreach)
+    _scale_grads_(grads, max_norm, total, foreach)
     return total
 
 
