@@ -10,9 +10,11 @@ from bptt import cells, taps, tasks
 from bptt.config import TrainConfig
 from bptt.engine import unroll
 from bptt.model import SequenceModel
+from bptt.tbptt import TBPTT
 from bptt.train import TrainResult, train
 
 __all__ = [
+    "TBPTT",
     "SequenceModel",
     "TrainConfig",
     "TrainResult",

@@ -98,6 +98,9 @@ class TrainConfig:
         diagnose_every: steps between diagnoses of the model on a probe batch, appended
             to ``diagnostics.jsonl``; 0 for none during training.
         probe_size: sequences in that probe batch (taken from the test set).
+        tbptt_k1: for a stream task (``echo``, ``text``), steps between updates of
+            truncated backprop through time; 0 means 32.
+        tbptt_k2: steps each update backpropagates (>= k1); 0 means k1.
         seed: seeds initialisation, the training stream and the test set.
         test_size: held-out sequences for the test loss.
         eval_every: steps between test evaluations (the last step is always evaluated).
@@ -139,6 +142,8 @@ class TrainConfig:
     spike_z: float = field(default=6.0, metadata=_float(0.0, None, open_min=True))
     diagnose_every: int = field(default=0, metadata=_int(0))
     probe_size: int = field(default=32, metadata=_int(1, 100_000))
+    tbptt_k1: int = field(default=0, metadata=_int(0, 1_000_000))
+    tbptt_k2: int = field(default=0, metadata=_int(0, 1_000_000))
     seed: int = field(default=0, metadata=_int(0, 2**63 - 1))
     test_size: int = field(default=1000, metadata=_int(1, 10_000_000))
     eval_every: int = field(default=100, metadata=_int(1))
@@ -172,6 +177,17 @@ class TrainConfig:
                 "length", f"must be >= {minimum} for task {self.task}; got {self.length}"
             )
         self._refuse_unused_settings()
+        stream = getattr(TASKS[self.task], "stream", False)
+        if not stream and (self.tbptt_k1 or self.tbptt_k2):
+            field_name = "tbptt_k1" if self.tbptt_k1 else "tbptt_k2"
+            streams = ", ".join(k for k, v in TASKS.items() if getattr(v, "stream", False))
+            raise ConfigError(field_name, f"applies only to stream tasks ({streams})")
+        if stream:
+            self.tbptt_k1 = self.tbptt_k1 or 32
+            self.tbptt_k2 = self.tbptt_k2 or self.tbptt_k1
+            if self.tbptt_k1 > self.tbptt_k2:
+                message = f"must be <= tbptt_k2 ({self.tbptt_k2}); got {self.tbptt_k1}"
+                raise ConfigError("tbptt_k1", message)
 
     def _refuse_unused_settings(self) -> None:
         """A setting changed from its default where nothing reads it is a mistake."""

@@ -6,7 +6,7 @@ import contextlib
 import math
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from bptt.model import SequenceModel
 from bptt.precision import flush_denormal
 from bptt.rundir import RunDirectory
 from bptt.tasks import Task, make_task
+from bptt.tbptt import TBPTT
 
 __all__ = [
     "NonFiniteError",
@@ -170,12 +171,10 @@ def train(
 def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[dict, SequenceModel]:
     task = make_task(config.task, config.length)
     init_seed, data_seed, _ = _seeds(config.seed)
-    dtype = getattr(torch, config.dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         model = build_model(config, task)
     optimizer = _make_optimizer(config, model)
-    stream = torch.Generator().manual_seed(data_seed)
     x_test, y_test = test_set(config, task)
     if run_dir is not None:
         run_dir.write_config(config)
@@ -187,23 +186,16 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         monitor = Monitor(model, window=config.spike_window, z=config.spike_z)
     taps = step_taps(config)
     probe = x_test[: config.probe_size]
+    batches = _losses(config, task, model, optimizer, taps, data_seed)
     start = time.perf_counter()
     nonfinite_steps = clipped_steps = 0
     solved_step = None
     loss_value = test_loss = math.nan
-    for step in range(1, config.steps + 1):
-        x, y = task.sample(config.batch_size, stream, device=config.device, dtype=dtype)
+    for step, (loss, rerun) in zip(range(1, config.steps + 1), batches, strict=False):
         optimizer.zero_grad(set_to_none=True)
-        prediction, _ = model(x, taps=taps)
-        loss = task.loss(prediction, y)
         loss.backward()
         watched = {}
         if monitor is not None:  # before clipping; a non-finite step is rerun to locate it
-
-            def rerun(extra: tuple, x=x, y=y) -> None:
-                optimizer.zero_grad(set_to_none=True)
-                task.loss(model(x, taps=taps + extra)[0], y).backward()
-
             # locating costs a step: do it for the first non-finite step and logged ones
             logged = step % config.log_every == 0 or step == config.steps
             wanted = logged or nonfinite_steps == 0 or config.nonfinite == "raise"
@@ -222,7 +214,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         last = step == config.steps or stop
         evaluated = step % config.eval_every == 0 or last
         if evaluated:
-            test_loss = _evaluate(model, task, x_test, y_test)
+            test_loss = _evaluate(model, task, x_test, y_test, config)
             if solved_step is None and task.is_solved(test_loss):
                 solved_step = step
         if run_dir is not None and (step % config.log_every == 0 or last):
@@ -273,6 +265,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         "batch_size": config.batch_size,
         "seed": config.seed,
         "steps": config.steps,
+        **({"tbptt_k1": config.tbptt_k1, "tbptt_k2": config.tbptt_k2} if config.tbptt_k1 else {}),
         "metric": task.metric,
         "final_loss": test_loss,
         "train_loss": loss_value,
@@ -293,6 +286,39 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
     return summary, model
 
 
+def _losses(
+    config: TrainConfig,
+    task: Task,
+    model: SequenceModel,
+    optimizer: torch.optim.Optimizer,
+    taps: tuple,
+    seed: int,
+) -> Iterator[tuple[Tensor, Callable[[tuple], None] | None]]:
+    """Each optimizer step's loss (after its forward), with a way to rerun the step.
+
+    Sequence tasks: a fresh batch per step. Stream tasks: the next window of
+    truncated backprop through time, TBPTT(k1, k2), over B parallel streams (no rerun:
+    the window's state has moved on).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    dtype = getattr(torch, config.dtype)
+    if getattr(task, "stream", False):
+        trainer = TBPTT(model, config.tbptt_k1, config.tbptt_k2, task.loss, None, taps=taps)
+        stream = task.open_stream(config.batch_size, generator, device=config.device, dtype=dtype)
+        while True:
+            x, y = stream.next(config.tbptt_k1)
+            for loss in trainer.losses(x, y):
+                yield loss, None
+    while True:
+        x, y = task.sample(config.batch_size, generator, device=config.device, dtype=dtype)
+
+        def rerun(extra: tuple, x: Tensor = x, y: Tensor = y) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            task.loss(model(x, taps=taps + extra)[0], y).backward()
+
+        yield task.loss(model(x, taps=taps)[0], y), rerun
+
+
 def _where(watched: dict[str, Any]) -> str:
     """Where the monitor found the non-finite value, as a clause for a message."""
     parts = []
@@ -306,11 +332,13 @@ def _where(watched: dict[str, Any]) -> str:
 def test_set(config: TrainConfig, task: Task) -> tuple[Tensor, Tensor]:
     """The run's held-out set: ``config.test_size`` sequences from the run's test seed.
 
-    Its first ``probe_size`` sequences are the probe batch of the diagnoses.
+    Its first ``probe_size`` sequences are the probe batch of the diagnoses. A stream
+    task is tested on its own held-out stream; this is then only the probe batch.
     """
     generator = torch.Generator().manual_seed(_seeds(config.seed)[2])
     dtype = getattr(torch, config.dtype)
-    return task.sample(config.test_size, generator, device=config.device, dtype=dtype)
+    size = config.probe_size if getattr(task, "stream", False) else config.test_size
+    return task.sample(size, generator, device=config.device, dtype=dtype)
 
 
 def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
@@ -356,8 +384,11 @@ def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
 
 
 @torch.no_grad()
-def _evaluate(model: SequenceModel, task: Task, x: Tensor, y: Tensor) -> float:
-    """The task's loss over the whole test set, weighted by chunk size."""
+def _evaluate(model: SequenceModel, task: Task, x: Tensor, y: Tensor, config: TrainConfig) -> float:
+    """The task's test metric: over the whole test set (weighted by chunk size), or
+    for a stream task over its held-out stream."""
+    if getattr(task, "stream", False):
+        return task.evaluate(model, device=config.device, dtype=getattr(torch, config.dtype))
     total = 0.0
     for start in range(0, x.shape[0], _EVAL_CHUNK):
         xs, ys = x[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]

@@ -1,7 +1,8 @@
 """Tasks: generators of long-range problems, each with its loss, baseline and success rule.
 
 Generators take the length first and a keyword ``seed`` (or a ``generator`` to
-continue a stream) and return ``(x, y)`` with x of shape (B, T, F).
+continue a stream) and return ``(x, y)`` with x of shape (B, T, F). ``echo`` and
+``text`` are streams (:class:`StreamTask`), trained with :class:`bptt.TBPTT`.
 """
 
 from __future__ import annotations
@@ -10,20 +11,33 @@ from bptt.tasks._adding import AddingTask, adding_problem
 from bptt.tasks._base import Task
 from bptt.tasks._basins import BasinsTask, two_basins
 from bptt.tasks._copy import CopyTask, copy_memory
+from bptt.tasks._streams import EchoTask, Stream, StreamTask, TextTask, delayed_echo, stdlib_text
 
 __all__ = [
     "TASKS",
     "AddingTask",
     "BasinsTask",
     "CopyTask",
+    "EchoTask",
+    "Stream",
+    "StreamTask",
     "Task",
+    "TextTask",
     "adding_problem",
     "copy_memory",
+    "delayed_echo",
     "make_task",
+    "stdlib_text",
     "two_basins",
 ]
 
-TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask, "basins": BasinsTask}
+TASKS: dict[str, type[Task]] = {
+    "adding": AddingTask,
+    "copy": CopyTask,
+    "basins": BasinsTask,
+    "echo": EchoTask,
+    "text": TextTask,
+}
 
 
 def make_task(name: str, length: int) -> Task:
