@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bptt.tasks._base import Task, check_length, resolve_generator
+from bptt.tasks._base import LastStepRegression, check_length, resolve_generator
 
 __all__ = ["AddingTask", "adding_problem"]
 
@@ -65,7 +65,7 @@ def adding_problem(
     return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
 
 
-class AddingTask(Task):
+class AddingTask(LastStepRegression):
     """The adding problem as a training task: MSE at the last step.
 
     Baseline MSE 1/6; solved when the test MSE is below 0.01.
@@ -74,8 +74,6 @@ class AddingTask(Task):
     name = "adding"
     input_size = 2
     output_size = 1
-    readout = "last"
-    metric = "test_mse"
     solved_below = 0.01
     min_length = 2
 
@@ -87,9 +85,3 @@ class AddingTask(Task):
         return adding_problem(
             self.length, batch_size, generator=generator, device=device, dtype=dtype
         )
-
-    def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return torch.nn.functional.mse_loss(prediction, target)
-
-    def is_solved(self, test_loss: float) -> bool:
-        return test_loss < self.solved_below

@@ -88,3 +88,18 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(length={self.length})"
+
+
+class LastStepRegression(Task):
+    """A task with one real-valued answer per sequence: MSE at the last step, solved
+    below ``solved_below``."""
+
+    readout = "last"
+    metric = "test_mse"
+    solved_below: float
+
+    def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return torch.nn.functional.mse_loss(prediction, target)
+
+    def is_solved(self, test_loss: float) -> bool:
+        return test_loss < self.solved_below

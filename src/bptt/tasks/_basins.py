@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bptt.tasks._base import Task, check_length, resolve_generator
+from bptt.tasks._base import LastStepRegression, check_length, resolve_generator
 
 __all__ = ["BasinsTask", "two_basins"]
 
@@ -47,7 +47,7 @@ def two_basins(
     return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
 
 
-class BasinsTask(Task):
+class BasinsTask(LastStepRegression):
     """The two-basins task: MSE against +-1 at the last step.
 
     Baseline 1 (predicting 0); solved below a test MSE of 0.1.
@@ -56,8 +56,6 @@ class BasinsTask(Task):
     name = "basins"
     input_size = 2
     output_size = 1
-    readout = "last"
-    metric = "test_mse"
     solved_below = 0.1
 
     @property
@@ -66,9 +64,3 @@ class BasinsTask(Task):
 
     def sample(self, batch_size, generator, *, device=None, dtype=torch.float32):
         return two_basins(self.length, batch_size, generator=generator, device=device, dtype=dtype)
-
-    def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return torch.nn.functional.mse_loss(prediction, target)
-
-    def is_solved(self, test_loss: float) -> bool:
-        return test_loss < self.solved_below
