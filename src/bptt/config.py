@@ -23,6 +23,7 @@ import torch
 
 from bptt.cells import cell_names
 from bptt.engine import ENGINES
+from bptt.methods import METHODS
 from bptt.tasks import TASKS
 
 __all__ = ["CLIPS", "DTYPES", "NONFINITE", "OPTIMIZERS", "ConfigError", "TrainConfig", "load_toml"]
@@ -62,7 +63,9 @@ class TrainConfig:
     """Everything that defines one training run; saved as the run's ``config.toml``.
 
     Attributes:
-        task: ``adding`` or ``copy``.
+        method: a recipe of :mod:`bptt.methods` (``irnn``, ``lstm-chrono``, ...) whose
+            settings fill the fields not given explicitly; None for none.
+        task: ``adding``, ``copy``, ``basins``, ``echo`` or ``text``.
         length: the task's length T (adding: sequence length; copy: the delay).
         cell: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru``, or a name given to
             :func:`bptt.cells.register_cell`.
@@ -115,6 +118,7 @@ class TrainConfig:
         out: the run directory; None writes no files.
     """
 
+    method: str | None = field(default=None, metadata=_dynamic_choice(lambda: tuple(METHODS)))
     task: str = field(default="adding", metadata=_dynamic_choice(lambda: tuple(TASKS)))
     length: int = field(default=100, metadata=_int(1, 1_000_000))
     cell: str = field(default="lstm", metadata=_dynamic_choice(cell_names))
@@ -159,6 +163,8 @@ class TrainConfig:
         for f in fields(self):
             setattr(self, f.name, _validate(f, getattr(self, f.name)))
         _check_device(self.device)
+        if self.method is not None and self.method not in METHODS:
+            raise ConfigError("method", f"must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.clip is None:
             self.clip = "norm" if self.clip_norm is not None else "none"
         if self.clip == "norm" and self.clip_norm is None:
@@ -210,13 +216,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """A validated config from a mapping; unknown keys raise :class:`ConfigError`."""
+        """A validated config from a mapping; unknown keys raise :class:`ConfigError`.
+
+        With a ``method``, its settings fill the fields the mapping does not give; a
+        different ``cell`` than the method's is refused.
+        """
         known = {f.name for f in fields(cls)}
         for key in values:
             if key not in known:
-                raise ConfigError(
-                    str(key), f"unknown key; known keys are {', '.join(sorted(known))}"
-                )
+                known_keys = ", ".join(sorted(known))
+                raise ConfigError(str(key), f"unknown key; known keys are {known_keys}")
+        name = values.get("method")
+        if name is not None:
+            if name not in METHODS:
+                raise ConfigError("method", f"must be one of {', '.join(METHODS)}; got {name!r}")
+            settings = METHODS[name].settings
+            cell = values.get("cell")
+            if cell is not None and cell != settings["cell"]:
+                message = f"method {name} uses cell {settings['cell']}, not {cell}"
+                raise ConfigError("cell", message)
+            values = {**settings, **values}
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -20,6 +20,7 @@ from bptt import clip
 from bptt.cells import make_cell
 from bptt.config import ConfigError, TrainConfig, load_toml
 from bptt.diagnose import Monitor, diagnose
+from bptt.methods import METHODS
 from bptt.model import SequenceModel
 from bptt.precision import flush_denormal
 from bptt.rundir import RunDirectory
@@ -65,10 +66,14 @@ class TrainResult:
 
 
 def build_model(config: TrainConfig, task: Task) -> SequenceModel:
-    """The model a config describes, initialised from the global RNG."""
+    """The model a config describes, initialised from the global RNG (and by its method)."""
     dtype = getattr(torch, config.dtype)
     cell = make_cell(config.cell, task.input_size, config.hidden, device=config.device, dtype=dtype)
-    return SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
+    model = SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
+    method = METHODS.get(config.method) if config.method else None
+    if method is not None and method.initialise is not None:
+        method.initialise(model, task.dependency_length)
+    return model
 
 
 def make_clip_policy(config: TrainConfig) -> clip.ClipPolicy:
@@ -254,6 +259,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
     summary = {
         "task": config.task,
         "length": config.length,
+        "method": config.method,
         "cell": config.cell,
         "hidden": config.hidden,
         "optimizer": config.optimizer,

@@ -9,14 +9,20 @@ config); the built-in ones also have a fast engine.
 
 from bptt.cells._factory import cell_names, make_cell, register_cell
 from bptt.cells._gru import GRU
+from bptt.cells._irnn import IRNN
 from bptt.cells._lstm import LSTM
+from bptt.cells._orthogonal import OrthogonalRNN
 from bptt.cells._rnn import RNN
+from bptt.cells._skip import SkipRNN
 from bptt.cells._state import State, initial_state, state_output
 
 __all__ = [
     "GRU",
+    "IRNN",
     "LSTM",
     "RNN",
+    "OrthogonalRNN",
+    "SkipRNN",
     "State",
     "cell_names",
     "initial_state",

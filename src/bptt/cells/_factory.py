@@ -8,8 +8,11 @@ import torch
 from torch import nn
 
 from bptt.cells._gru import GRU
+from bptt.cells._irnn import IRNN
 from bptt.cells._lstm import LSTM
+from bptt.cells._orthogonal import OrthogonalRNN
 from bptt.cells._rnn import RNN
+from bptt.cells._skip import SkipRNN
 
 CellBuilder = Callable[..., nn.Module]
 
@@ -18,6 +21,10 @@ _BUILDERS: dict[str, CellBuilder] = {
     "rnn-relu": lambda i, h, **kw: RNN(i, h, "relu", **kw),
     "lstm": LSTM,
     "gru": GRU,
+    "irnn": IRNN,
+    "orthogonal": OrthogonalRNN,
+    "orthogonal-modrelu": lambda i, h, **kw: OrthogonalRNN(i, h, "modrelu", **kw),
+    "skip": lambda i, h, **kw: SkipRNN(i, h, skips=(1, 10), **kw),
 }
 
 
@@ -54,7 +61,9 @@ def make_cell(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """A new cell by name: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru`` or a registered one.
+    """A new cell by name: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru``, ``irnn``,
+    ``orthogonal`` (tanh), ``orthogonal-modrelu``, ``skip`` (delays 1 and 10), or a
+    registered one.
 
     Example:
         >>> make_cell("gru", 2, 8)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import GRU, LSTM, RNN
+from bptt.cells import GRU, LSTM, RNN, OrthogonalRNN
 from bptt.cells._state import State
 from bptt.engine._fast_common import Pass
 from bptt.engine._fast_gru import GRUSequence
@@ -41,20 +41,39 @@ def _run_gru(cell: GRU, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tenso
     )
 
 
-_FAST: dict[type, FastEngine] = {RNN: _run_rnn, LSTM: _run_lstm, GRU: _run_gru}
+def _run_orthogonal(
+    cell: OrthogonalRNN, x: Tensor, state: Tensor, taps: Sequence
+) -> tuple[Tensor, Tensor]:
+    """The Elman engine with W = exp(A - A^T) computed once for the whole sequence."""
+    run = Pass(tuple(taps), torch.is_grad_enabled())
+    relu = cell.nonlinearity == "relu"
+    return RNNSequence.apply(
+        x, state, run, relu, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+    )
+
+
+_FAST: dict[type, FastEngine] = {
+    RNN: _run_rnn,
+    LSTM: _run_lstm,
+    GRU: _run_gru,
+    OrthogonalRNN: _run_orthogonal,
+}
 
 
 def fast_engine_for(cell: nn.Module, x: Tensor) -> FastEngine | None:
     """The fast engine for this cell and input, or None where only the generic one applies.
 
-    It applies to exactly the built-in classes (a subclass may change ``forward``),
+    It applies to exactly the built-in classes (a subclass may change ``forward``) and
+    the orthogonal RNN with tanh or ReLU,
     with x in the parameters' dtype and device, outside torch.func transforms (the
     hand-written backward has no forward-mode rule).
     """
     run = _FAST.get(type(cell))
     if run is None or torch._C._are_functorch_transforms_active():
         return None
-    weight = cell.weight_hh
+    if getattr(cell, "nonlinearity", None) == "modrelu":  # no hand-written backward for it
+        return None
+    weight = cell.weight_ih
     if x.dtype != weight.dtype or x.device != weight.device:
         return None
     return run

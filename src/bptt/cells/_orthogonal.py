@@ -1,0 +1,108 @@
+"""An RNN whose recurrent matrix stays orthogonal during training (expRNN)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["OrthogonalRNN"]
+
+_NONLINEARITIES = ("tanh", "relu", "modrelu")
+
+
+class OrthogonalRNN(nn.Module):
+    r"""h_t = f(W_ih x_t + b_ih + W h_{t-1} + b_hh) with W = exp(A - A^T) orthogonal.
+
+    The exponential map of expRNN (Lezcano-Casado & Martinez-Rubio 2019): the free
+    parameter A is unconstrained, any optimizer may step on it, and the matrix
+    exponential of the skew-symmetric A - A^T is orthogonal to working precision
+    after every step, with every eigenvalue of modulus 1. Chosen over
+    ``torch.nn.utils.parametrizations.orthogonal`` (which also uses the matrix
+    exponential for square matrices) because that one replaces the module's class,
+    moves the weight under ``parametrizations.weight_hh.original`` and so hides the
+    cell from the fast engine; here ``weight_hh`` is a plain property, computed once
+    per forward, and the state dict holds ``skew``.
+
+    A starts block-diagonal with 2x2 blocks [[0, s/2], [-s/2, 0]], s ~ U[-pi, pi]
+    (Henaff et al. 2016): W is then a set of rotations by random angles.
+
+    Args:
+        input_size: F.
+        hidden_size: H.
+        nonlinearity: ``"tanh"``, ``"relu"`` or ``"modrelu"`` (Arjovsky et al. 2016:
+            f(z) = sign(z) relu(|z| + b) with a learnt bias b per unit).
+        device, dtype: where and in which precision the parameters live.
+
+    Shapes:
+        ``forward(x_t, h)``: x_t (B, F), h (B, H) or None -> (B, H).
+    """
+
+    gates = ("h",)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        nonlinearity: str = "tanh",
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if nonlinearity not in _NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.input_size, self.hidden_size, self.nonlinearity = input_size, hidden_size, nonlinearity
+        kw = {"device": device, "dtype": dtype}
+        self.skew = nn.Parameter(torch.zeros(hidden_size, hidden_size, **kw))
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **kw))
+        self.bias_ih = nn.Parameter(torch.zeros(hidden_size, **kw))
+        self.bias_hh = nn.Parameter(torch.zeros(hidden_size, **kw))
+        if nonlinearity == "modrelu":
+            self.modrelu_bias = nn.Parameter(torch.zeros(hidden_size, **kw))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Henaff initialisation of A; W_ih from U(-1/sqrt(H), 1/sqrt(H)); zero biases."""
+        self.skew.zero_()
+        hidden = self.hidden_size
+        angles = (torch.rand(hidden // 2, dtype=torch.float64) * 2 - 1) * math.pi
+        for k, angle in enumerate(angles.tolist()):
+            self.skew[2 * k, 2 * k + 1] = angle / 2  # A - A^T then holds +-angle
+        bound = 1.0 / math.sqrt(hidden)
+        nn.init.uniform_(self.weight_ih, -bound, bound)
+        self.bias_ih.zero_()
+        self.bias_hh.zero_()
+        if self.nonlinearity == "modrelu":
+            self.modrelu_bias.fill_(-0.01)
+
+    @property
+    def weight_hh(self) -> Tensor:
+        """The current recurrent matrix, exp(A - A^T): orthogonal, (H, H)."""
+        return torch.linalg.matrix_exp(self.skew - self.skew.t())
+
+    def activate(self, pre: Tensor) -> Tensor:
+        """The nonlinearity applied to the pre-activation (B, H)."""
+        if self.nonlinearity == "tanh":
+            return torch.tanh(pre)
+        if self.nonlinearity == "relu":
+            return torch.relu(pre)
+        return torch.sign(pre) * torch.relu(pre.abs() + self.modrelu_bias)
+
+    def forward(self, x_t: Tensor, state: Tensor | None = None, weight_hh: Tensor | None = None):
+        """One step; ``weight_hh`` may be passed in to compute the exponential once per sequence."""
+        if state is None:
+            state = x_t.new_zeros(x_t.shape[0], self.hidden_size)
+        weight = self.weight_hh if weight_hh is None else weight_hh
+        pre = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
+            state, weight, self.bias_hh
+        )
+        return self.activate(pre)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}"

@@ -1,0 +1,105 @@
+"""Methods by name: a cell, its initialisation, the optimizer and clipping that go with it.
+
+``bptt train --method NAME`` (or ``method = "NAME"`` in a config) starts from the
+method's settings; any field given explicitly overrides them, except the cell.
+
+* ``rnn``: tanh RNN, torch's uniform init; Adam.
+* ``rnn-clip``: the same, global norm clipped at 1.
+* ``irnn``: ReLU RNN with W_hh = I and small inputs (Le et al. 2015); Adam lr 1e-4, clip 1.
+* ``orthogonal``: tanh RNN with W_hh = exp(A - A^T) kept orthogonal (expRNN); Adam lr 1e-3,
+  clip 1.
+* ``skip``: tanh RNN with shortcuts from h_{t-1} (orthogonal) and h_{t-10} (starting at
+  zero); Adam, clip 1.
+* ``lstm``: LSTM with forget bias 1; Adam.
+* ``lstm-chrono``: LSTM with chrono initialisation for the task's dependency length
+  (Tallec & Ollivier 2018); Adam.
+* ``gru``: GRU; Adam.
+* ``esn-momentum``: tanh RNN from a sparse reservoir (density 0.1, spectral radius 1.1,
+  inputs scaled to 0.1), then every weight trained by Nesterov SGD (lr 1e-3, momentum
+  0.9, clip 1): Sutskever, Martens, Dahl & Hinton (2013).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bptt import init
+
+__all__ = ["METHODS", "Method"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named recipe.
+
+    Attributes:
+        description: one line for help texts.
+        settings: TrainConfig fields the method sets (the cell among them).
+        initialise: ``initialise(model, dependency_length)`` applied to the freshly
+            built model, under the run's initialisation seed; None for the cell's own.
+    """
+
+    description: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    initialise: Callable[[nn.Module, int], None] | None = None
+
+
+def _lstm_forget(model: nn.Module, length: int) -> None:
+    init.forget_bias_(model.cell, 1.0)
+
+
+def _lstm_chrono(model: nn.Module, length: int) -> None:
+    init.chrono_(model.cell, max(length, 2))
+
+
+def _skip_orthogonal(model: nn.Module, length: int) -> None:
+    with torch.no_grad():
+        for weight, k in zip(model.cell.weight_skips, model.cell.skips, strict=True):
+            if k == 1:
+                init.orthogonal_(weight)
+            else:
+                weight.zero_()  # the shortcut starts closed; training opens it
+
+
+def _reservoir(model: nn.Module, length: int) -> None:
+    with torch.no_grad():
+        init.sparse_reservoir_(model.cell.weight_hh, density=0.1, rho=1.1)
+        model.cell.weight_ih.mul_(0.1 / model.cell.weight_ih.abs().max())
+
+
+METHODS: dict[str, Method] = {
+    "rnn": Method("tanh RNN, default init, Adam", {"cell": "rnn"}),
+    "rnn-clip": Method("tanh RNN, Adam, norm clipped at 1", {"cell": "rnn", "clip_norm": 1.0}),
+    "irnn": Method(
+        "ReLU RNN at the identity (IRNN), Adam lr 1e-4, clip 1",
+        {"cell": "irnn", "lr": 1e-4, "clip_norm": 1.0},
+    ),
+    "orthogonal": Method(
+        "orthogonal RNN (expRNN), Adam lr 1e-3, clip 1",
+        {"cell": "orthogonal", "lr": 1e-3, "clip_norm": 1.0},
+    ),
+    "skip": Method(
+        "tanh RNN with a shortcut from 10 steps back, Adam, clip 1",
+        {"cell": "skip", "clip_norm": 1.0},
+        _skip_orthogonal,
+    ),
+    "lstm": Method("LSTM, forget bias 1, Adam", {"cell": "lstm"}, _lstm_forget),
+    "lstm-chrono": Method("LSTM, chrono initialisation, Adam", {"cell": "lstm"}, _lstm_chrono),
+    "gru": Method("GRU, Adam", {"cell": "gru"}),
+    "esn-momentum": Method(
+        "tanh RNN from a sparse reservoir, Nesterov SGD with momentum, clip 1",
+        {
+            "cell": "rnn",
+            "optimizer": "sgd",
+            "lr": 1e-3,
+            "momentum": 0.9,
+            "clip_norm": 1.0,
+        },
+        _reservoir,
+    ),
+}
