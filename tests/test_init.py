@@ -1,0 +1,118 @@
+"""Initialisers' properties and the cells that keep gradients alive."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import bptt
+from bptt import init
+from bptt.config import TrainConfig
+from bptt.diagnose import gradient_by_distance
+from bptt.tasks import make_task
+from bptt.train import build_model
+from helpers import DT, grads_of, loss_of, plain_loop
+
+
+def test_orthogonal_and_identity_blocks(gen):
+    w = init.orthogonal_(torch.empty(3 * 6, 6, dtype=DT), generator=gen)
+    for block in w.view(3, 6, 6):
+        assert torch.linalg.matrix_norm(block.T @ block - torch.eye(6, dtype=DT)) < 1e-6
+    eye = init.identity_(torch.empty(8, 4), scale=0.5)
+    assert torch.equal(eye, 0.5 * torch.eye(4).repeat(2, 1))
+    with pytest.raises(ValueError, match="shape"):
+        init.orthogonal_(torch.empty(5, 3))
+
+
+@pytest.mark.parametrize("rho", [0.5, 1.0, 1.5])
+def test_spectral_radius_is_exact(rho, gen):
+    w = init.spectral_radius_(torch.randn(16, 16, generator=gen, dtype=DT), rho)
+    assert abs(init.spectral_radius(w) - rho) < 1e-6
+    reservoir = init.sparse_reservoir_(torch.empty(64, 64), density=0.1, rho=rho, generator=gen)
+    assert abs(init.spectral_radius(reservoir) - rho) < 1e-6
+    assert 0.05 < (reservoir != 0).float().mean() < 0.15
+
+
+def test_forget_bias_and_chrono(gen):
+    lstm = bptt.cells.LSTM(2, 16, dtype=DT)
+    init.forget_bias_(lstm, 1.0)
+    assert torch.equal(lstm.bias_ih[16:32], torch.ones(16, dtype=DT))
+    assert torch.equal(lstm.bias_hh[16:32], torch.zeros(16, dtype=DT))
+    init.chrono_(lstm, 100, generator=gen)
+    forget, inputs = lstm.bias_ih[16:32], lstm.bias_ih[:16]
+    assert (forget >= 0).all() and (forget <= math.log(99)).all()
+    assert torch.equal(inputs, -forget) and lstm.bias_hh[:32].abs().sum() == 0
+    gru = init.chrono_(bptt.cells.GRU(2, 8), 50, generator=gen)
+    assert (gru.bias_ih[8:16] <= math.log(49)).all() and (gru.bias_ih[8:16] >= 0).all()
+    with pytest.raises(ValueError, match="gate"):
+        init.forget_bias_(bptt.cells.RNN(2, 4))
+
+
+def test_orthogonal_rnn_stays_orthogonal_through_training(gen):
+    cell = bptt.cells.OrthogonalRNN(2, 16)
+    model = bptt.SequenceModel(cell, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(200):
+        x, y = bptt.tasks.adding_problem(20, 16, generator=gen)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x)[0], y).backward()
+        opt.step()
+    w = cell.weight_hh.detach().double()
+    assert torch.linalg.matrix_norm(w.T @ w - torch.eye(16, dtype=DT)) < 1e-5
+    assert cell.skew.abs().sum() > 0  # it did move
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu", "modrelu"])
+def test_orthogonal_rnn_engines_agree(nonlinearity, gen):
+    cell = bptt.cells.OrthogonalRNN(3, 5, nonlinearity, dtype=DT)
+    x = torch.randn(4, 9, 3, generator=gen, dtype=DT, requires_grad=True)
+    w = torch.randn(4, 9, 5, generator=gen, dtype=DT)
+    results = []
+    for engine in ("plain", "auto"):
+        cell.zero_grad()
+        x.grad = None
+        out, final = plain_loop(cell, x) if engine == "plain" else bptt.unroll(cell, x)
+        loss_of(out, final, w).backward()
+        results.append((out.detach(), grads_of(cell, x)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-12)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_skip_rnn_reaches_back_through_its_shortcut(gen):
+    cell = bptt.cells.SkipRNN(1, 4, skips=(1, 3), dtype=DT)
+    with torch.no_grad():
+        cell.weight_skips[0].zero_()  # only the shortcut from 3 steps back
+    x = torch.randn(2, 7, 1, generator=gen, dtype=DT, requires_grad=True)
+    out, _ = bptt.unroll(cell, x)
+    out[:, -1].sum().backward()
+    reached = x.grad[0, :, 0].abs() > 0
+    assert reached.tolist() == [True, False, False, True, False, False, True]
+    with pytest.raises(ValueError, match="distinct"):
+        bptt.cells.SkipRNN(1, 4, skips=(2, 2))
+
+
+def test_at_initialisation_the_remedies_reach_200_steps_back():
+    """Gradient at distance 199 on adding T=200: orders of magnitude above the tanh RNN's."""
+    task = make_task("adding", 200)
+    x, _ = task.sample(32, torch.Generator().manual_seed(0))
+    reach = {}
+    for method in ("rnn", "irnn", "orthogonal", "skip"):
+        torch.manual_seed(0)
+        model = build_model(TrainConfig.from_dict({"method": method, "length": 200}), task)
+        reach[method] = gradient_by_distance(model, x)["norms"][199].item()
+    for method in ("irnn", "orthogonal", "skip"):
+        assert reach[method] > 1e3 * max(reach["rnn"], 1e-30), reach
+
+
+def test_methods_fill_unset_fields_and_refuse_another_cell():
+    config = TrainConfig.from_dict({"method": "irnn", "lr": 5e-4})
+    assert (config.cell, config.lr, config.clip_norm) == ("irnn", 5e-4, 1.0)
+    with pytest.raises(bptt.config.ConfigError) as info:
+        TrainConfig.from_dict({"method": "irnn", "cell": "lstm"})
+    assert info.value.field == "cell"
+    with pytest.raises(bptt.config.ConfigError) as info:
+        TrainConfig.from_dict({"method": "transformer"})
+    assert info.value.field == "method"
