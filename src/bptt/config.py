@@ -66,7 +66,8 @@ class TrainConfig:
         method: a recipe of :mod:`bptt.methods` (``irnn``, ``lstm-chrono``, ...) whose
             settings fill the fields not given explicitly; None for none.
         task: ``adding``, ``copy``, ``basins``, ``echo`` or ``text``.
-        length: the task's length T (adding: sequence length; copy: the delay).
+        length: the task's length T (adding: sequence length; copy: the delay); None
+            means the task's fixed length (digits: 64) or 100.
         cell: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru``, or a name given to
             :func:`bptt.cells.register_cell`.
         hidden: hidden units H.
@@ -120,7 +121,7 @@ class TrainConfig:
 
     method: str | None = field(default=None, metadata=_dynamic_choice(lambda: tuple(METHODS)))
     task: str = field(default="adding", metadata=_dynamic_choice(lambda: tuple(TASKS)))
-    length: int = field(default=100, metadata=_int(1, 1_000_000))
+    length: int | None = field(default=None, metadata=_int(1, 1_000_000))
     cell: str = field(default="lstm", metadata=_dynamic_choice(cell_names))
     hidden: int = field(default=128, metadata=_int(1, 65_536))
     steps: int = field(default=2000, metadata=_int(1, 100_000_000))
@@ -177,7 +178,13 @@ class TrainConfig:
             )
         if self.clip_value is not None and self.clip != "value":
             raise ConfigError("clip_value", f"is used only with clip value, not {self.clip}")
-        minimum = TASKS[self.task].min_length
+        task = TASKS[self.task]
+        fixed = getattr(task, "fixed_length", None)
+        if self.length is None:
+            self.length = fixed or 100
+        if fixed is not None and self.length != fixed:
+            raise ConfigError("length", f"task {self.task} has {fixed} steps; got {self.length}")
+        minimum = task.min_length
         if self.length < minimum:
             raise ConfigError(
                 "length", f"must be >= {minimum} for task {self.task}; got {self.length}"
@@ -228,7 +235,7 @@ class TrainConfig:
                 raise ConfigError(str(key), f"unknown key; known keys are {known_keys}")
         name = values.get("method")
         if name is not None:
-            if name not in METHODS:
+            if not isinstance(name, str) or name not in METHODS:
                 raise ConfigError("method", f"must be one of {', '.join(METHODS)}; got {name!r}")
             settings = METHODS[name].settings
             cell = values.get("cell")

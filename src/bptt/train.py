@@ -344,7 +344,7 @@ def test_set(config: TrainConfig, task: Task) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(_seeds(config.seed)[2])
     dtype = getattr(torch, config.dtype)
     size = config.probe_size if getattr(task, "stream", False) else config.test_size
-    return task.sample(size, generator, device=config.device, dtype=dtype)
+    return task.test_set(size, generator, device=config.device, dtype=dtype)
 
 
 def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:

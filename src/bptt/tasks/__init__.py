@@ -11,6 +11,20 @@ from bptt.tasks._adding import AddingTask, adding_problem
 from bptt.tasks._base import Task
 from bptt.tasks._basins import BasinsTask, two_basins
 from bptt.tasks._copy import CopyTask, copy_memory
+from bptt.tasks._digits import DigitsTask, PermutedDigitsTask, load_digits
+from bptt.tasks._pathological import (
+    MemorizationTask,
+    MultiplicationTask,
+    PermutationTask,
+    TemporalOrder3Task,
+    TemporalOrderTask,
+    XorTask,
+    memorization,
+    multiplication,
+    random_permutation,
+    temporal_order,
+    xor_problem,
+)
 from bptt.tasks._streams import EchoTask, Stream, StreamTask, TextTask, delayed_echo, stdlib_text
 
 __all__ = [
@@ -18,23 +32,45 @@ __all__ = [
     "AddingTask",
     "BasinsTask",
     "CopyTask",
+    "DigitsTask",
     "EchoTask",
+    "MemorizationTask",
+    "MultiplicationTask",
+    "PermutationTask",
+    "PermutedDigitsTask",
     "Stream",
     "StreamTask",
     "Task",
+    "TemporalOrder3Task",
+    "TemporalOrderTask",
     "TextTask",
+    "XorTask",
     "adding_problem",
     "copy_memory",
     "delayed_echo",
+    "load_digits",
     "make_task",
+    "memorization",
+    "multiplication",
+    "random_permutation",
     "stdlib_text",
+    "temporal_order",
     "two_basins",
+    "xor_problem",
 ]
 
 TASKS: dict[str, type[Task]] = {
     "adding": AddingTask,
     "copy": CopyTask,
     "basins": BasinsTask,
+    "order": TemporalOrderTask,
+    "order3": TemporalOrder3Task,
+    "multiplication": MultiplicationTask,
+    "xor": XorTask,
+    "permutation": PermutationTask,
+    "memorization": MemorizationTask,
+    "digits": DigitsTask,
+    "pdigits": PermutedDigitsTask,
     "echo": EchoTask,
     "text": TextTask,
 }

@@ -52,6 +52,7 @@ class Task(ABC):
     readout: str
     metric: str
     min_length: int = 1
+    fixed_length: int | None = None  # a task whose sequences always have this many steps
 
     def __init__(self, length: int) -> None:
         check_length(length, self.min_length)
@@ -77,6 +78,17 @@ class Task(ABC):
         dtype: torch.dtype = torch.float32,
     ) -> tuple[Tensor, Tensor]:
         """A batch ``(x, y)`` with x of shape (B, T, F)."""
+
+    def test_set(
+        self,
+        size: int,
+        generator: torch.Generator,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[Tensor, Tensor]:
+        """The held-out set: ``size`` fresh samples (a task with fixed data overrides it)."""
+        return self.sample(size, generator, device=device, dtype=dtype)
 
     @abstractmethod
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
