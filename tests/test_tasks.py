@@ -86,3 +86,59 @@ def test_copy_baseline_is_the_loss_of_the_best_blind_predictor(length):
 def test_bad_arguments_are_rejected(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_temporal_order_marks_its_windows_and_encodes_the_order(bits):
+    from bptt.tasks import temporal_order
+
+    x, y = temporal_order(50, 200, bits=bits, seed=0)
+    symbols = x.argmax(-1)  # 0/1 = A/B, 2..5 distractors
+    starts = (5, 25) if bits == 2 else (5, 15, 30)
+    code = torch.zeros(200, dtype=torch.long)
+    for k, start in enumerate(starts):
+        window = symbols[:, start : start + 5]
+        assert ((window < 2).sum(1) == 1).all()
+        code += window[window < 2].view(200) << k
+    assert ((symbols < 2).sum(1) == bits).all()
+    assert torch.equal(code, y)
+
+
+def test_multiplication_xor_permutation_memorization_conventions():
+    from bptt.tasks import memorization, multiplication, random_permutation, xor_problem
+
+    x, y = multiplication(40, 64, seed=1, dtype=torch.float64)
+    marked = x[..., 0] == 1
+    assert (marked.sum(1) == 2).all() and (marked[:, :4].sum(1) == 1).all()
+    torch.testing.assert_close(y[:, 0], x[..., 1].where(marked, 1.0).prod(1))
+    x, y = xor_problem(10, 64, seed=2)
+    bits = x[..., 0][x[..., 1] == 1].view(64, 2).long()
+    assert torch.equal(y, bits[:, 0] ^ bits[:, 1])
+    x, y = random_permutation(12, 64, seed=3)
+    assert torch.equal(x[:, 0].argmax(-1), y) and (x[:, 1:].argmax(-1) >= 2).all()
+    x, y = memorization(15, 8, seed=4)
+    assert x.shape == (8, 35, 7) and (x[:, 25].argmax(-1) == 6).all()
+    assert torch.equal(y[:, -10:], x[:, :10].argmax(-1)) and (y[:, :25] == 5).all()
+
+
+@pytest.mark.parametrize("name", ["order", "order3", "xor", "permutation", "multiplication"])
+def test_baselines_are_the_best_blind_predictors(name):
+    task = make_task(name, 30)
+    _, y = task.sample(20_000, torch.Generator().manual_seed(0))
+    if name == "multiplication":
+        blind = torch.full_like(y, 0.25)
+    else:
+        counts = torch.bincount(y, minlength=task.output_size).double()
+        blind = (counts / counts.sum()).log().float().expand(y.shape[0], -1)
+    assert task.loss(blind, y).item() == pytest.approx(task.baseline_loss, rel=0.03)
+
+
+def test_digits_split_and_permutation():
+    digits, permuted = make_task("digits", 64), make_task("pdigits", 64)
+    x, y = digits.test_set(0, torch.Generator())
+    px, py = permuted.test_set(0, torch.Generator())
+    assert x.shape == (360, 64, 1) and torch.equal(y, py)
+    assert torch.equal(px[..., 0], x[..., 0][:, permuted.order]) and not torch.equal(px, x)
+    assert 0 <= x.min() and x.max() <= 1
+    with pytest.raises(ValueError, match="64"):
+        make_task("digits", 32)
