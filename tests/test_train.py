@@ -147,3 +147,10 @@ def test_overwriting_a_run_leaves_none_of_its_files(tmp_path):
     bptt.train({**SMALL, "steps": 2, "out": str(tmp_path)}, overwrite=True)
     assert not (tmp_path / "diagnostics.jsonl").exists()
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 2
+
+
+def test_stop_when_solved_ends_at_the_first_solved_evaluation():
+    config = {"task": "adding", "length": 6, "cell": "lstm", "hidden": 16, "steps": 3000}
+    config.update({"eval_every": 50, "stop_when_solved": True, "threads": 1, "monitor": False})
+    summary = bptt.train(config).summary
+    assert summary["solved"] and summary["steps_done"] == summary["solved_step"] < 3000

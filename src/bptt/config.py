@@ -102,6 +102,8 @@ class TrainConfig:
         diagnose_every: steps between diagnoses of the model on a probe batch, appended
             to ``diagnostics.jsonl``; 0 for none during training.
         probe_size: sequences in that probe batch (taken from the test set).
+        stop_when_solved: end the run at the first evaluation that finds the task
+            solved (``summary["steps_done"]`` says where); for steps-to-solve tables.
         tbptt_k1: for a stream task (``echo``, ``text``), steps between updates of
             truncated backprop through time; 0 means 32.
         tbptt_k2: steps each update backpropagates (>= k1); 0 means k1.
@@ -147,6 +149,7 @@ class TrainConfig:
     spike_z: float = field(default=6.0, metadata=_float(0.0, None, open_min=True))
     diagnose_every: int = field(default=0, metadata=_int(0))
     probe_size: int = field(default=32, metadata=_int(1, 100_000))
+    stop_when_solved: bool = field(default=False, metadata={"kind": bool})
     tbptt_k1: int = field(default=0, metadata=_int(0, 1_000_000))
     tbptt_k2: int = field(default=0, metadata=_int(0, 1_000_000))
     seed: int = field(default=0, metadata=_int(0, 2**63 - 1))

@@ -195,6 +195,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
     start = time.perf_counter()
     nonfinite_steps = clipped_steps = 0
     solved_step = None
+    steps_done = 0
     loss_value = test_loss = math.nan
     for step, (loss, rerun) in zip(range(1, config.steps + 1), batches, strict=False):
         optimizer.zero_grad(set_to_none=True)
@@ -222,6 +223,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
             test_loss = _evaluate(model, task, x_test, y_test, config)
             if solved_step is None and task.is_solved(test_loss):
                 solved_step = step
+                last = last or config.stop_when_solved
         if run_dir is not None and (step % config.log_every == 0 or last):
             row = {
                 **watched,
@@ -248,6 +250,9 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
             found = diagnose(model, probe, task.dependency_length)
             run_dir.append_json("diagnostics.jsonl", json_safe({"step": step, **found.to_dict()}))
         advance(loss_value)
+        steps_done = step
+        if last:
+            break
 
     diverged = not math.isfinite(test_loss) or not all(
         bool(torch.isfinite(p).all()) for p in model.parameters()
@@ -271,6 +276,7 @@ def _fit(config: TrainConfig, run_dir: RunDirectory | None, advance) -> tuple[di
         "batch_size": config.batch_size,
         "seed": config.seed,
         "steps": config.steps,
+        "steps_done": steps_done,
         **({"tbptt_k1": config.tbptt_k1, "tbptt_k2": config.tbptt_k2} if config.tbptt_k1 else {}),
         "metric": task.metric,
         "final_loss": test_loss,
