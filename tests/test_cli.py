@@ -116,3 +116,28 @@ def test_attractor_writes_its_figure(tmp_path):
     result = runner.invoke(app, ["attractor", "--out", str(figure), "--resolution", "21"])
     assert result.exit_code == 0, result.output
     assert figure.stat().st_size > 1000 and "boundary" in result.output
+
+
+def test_bench_runs_methods_by_name(tmp_path):
+    args = ["bench", "--cells", "rnn", "--methods", "irnn,lstm-chrono", "--lengths", "5"]
+    args += [
+        "--steps",
+        "2",
+        "--hidden",
+        "4",
+        "--no-clip-demo",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "bench.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["group"], r["method"], r["cell"]) for r in rows] == [
+        ("cells", "", "rnn"),
+        ("methods", "irnn", "irnn"),
+        ("methods", "lstm-chrono", "lstm"),
+    ]
+    bad = runner.invoke(app, ["bench", "--methods", "nonsense", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "method" in bad.output

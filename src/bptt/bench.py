@@ -33,6 +33,7 @@ ROW_FIELDS = (
     "group",
     "task",
     "length",
+    "method",
     "cell",
     "clip",
     "seed",
@@ -65,6 +66,8 @@ class BenchSpec:
 
     Attributes:
         cells, tasks, lengths, seeds: the ``cells`` group is their product.
+        methods: recipes of :mod:`bptt.methods`; the ``methods`` group is their
+            product with the tasks, lengths and seeds.
         base: config fields shared by the ``cells`` group (e.g. steps, hidden).
         clip_demo: whether to add the ``clipping`` group (on the first seed).
     """
@@ -75,6 +78,7 @@ class BenchSpec:
     seeds: tuple[int, ...] = (0,)
     base: dict[str, Any] = field(default_factory=lambda: {"steps": 1500})
     clip_demo: bool = True
+    methods: tuple[str, ...] = ()
 
     def runs(self) -> list[tuple[str, dict[str, Any]]]:
         """(group, config fields) for every run, in order."""
@@ -82,6 +86,12 @@ class BenchSpec:
             ("cells", {**self.base, "task": task, "length": length, "cell": cell, "seed": seed})
             for task, length, cell, seed in itertools.product(
                 self.tasks, self.lengths, self.cells, self.seeds
+            )
+        ]
+        runs += [
+            ("methods", {**self.base, "task": task, "length": length, "method": m, "seed": seed})
+            for task, length, m, seed in itertools.product(
+                self.tasks, self.lengths, self.methods, self.seeds
             )
         ]
         if self.clip_demo:
@@ -96,9 +106,8 @@ class BenchSpec:
         configs, names = [], set()
         for group, values in self.runs():
             config = TrainConfig.from_dict(values)
-            name = (
-                f"{group}-{config.task}-T{config.length}-{config.cell}-{config.clip}-s{config.seed}"
-            )
+            recipe = config.method or f"{config.cell}-{config.clip}"
+            name = f"{group}-{config.task}-T{config.length}-{recipe}-s{config.seed}"
             if name in names:
                 raise ConfigError("bench", f"the run {name} is listed twice")
             names.add(name)

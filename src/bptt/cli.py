@@ -150,6 +150,9 @@ def _csv_list(text: str, kind: type, name: str) -> tuple:
 @app.command("bench")
 def bench_command(
     cells: Annotated[str, typer.Option(help="Comma-separated cells.")] = "rnn,lstm",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods (bptt.methods) to add; none by default.")
+    ] = "",
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks.")] = "adding",
     lengths: Annotated[str, typer.Option(help="Comma-separated lengths.")] = "10,50",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
@@ -172,6 +175,7 @@ def bench_command(
         seeds=_csv_list(seeds, int, "seeds"),
         base={"steps": steps, "hidden": hidden},
         clip_demo=clip_demo,
+        methods=tuple(m for m in methods.split(",") if m.strip()),
     )
     try:
         rows = run_bench(spec, out, progress=progress, overwrite=overwrite)
