@@ -104,6 +104,13 @@ class TrainConfig:
         probe_size: sequences in that probe batch (taken from the test set).
         stop_when_solved: end the run at the first evaluation that finds the task
             solved (``summary["steps_done"]`` says where); for steps-to-solve tables.
+        checkpoint_every: steps between checkpoints (under ``out/checkpoints``, and in
+            memory), also written at step 0 and at the end; 0 for none.
+        keep_checkpoints: checkpoints kept on disk, newest first.
+        nonfinite_patience: after this many consecutive non-finite steps the run rolls
+            back to its last checkpoint and lowers the learning rate; 0 never rolls
+            back (needs ``checkpoint_every``).
+        rollback_lr_factor: each roll-back multiplies the learning rate by this.
         tbptt_k1: for a stream task (``echo``, ``text``), steps between updates of
             truncated backprop through time; 0 means 32.
         tbptt_k2: steps each update backpropagates (>= k1); 0 means k1.
@@ -150,6 +157,10 @@ class TrainConfig:
     diagnose_every: int = field(default=0, metadata=_int(0))
     probe_size: int = field(default=32, metadata=_int(1, 100_000))
     stop_when_solved: bool = field(default=False, metadata={"kind": bool})
+    checkpoint_every: int = field(default=0, metadata=_int(0))
+    keep_checkpoints: int = field(default=3, metadata=_int(1, 1000))
+    nonfinite_patience: int = field(default=5, metadata=_int(0, 1_000_000))
+    rollback_lr_factor: float = field(default=0.5, metadata=_float(0.0, 1.0, open_min=True))
     tbptt_k1: int = field(default=0, metadata=_int(0, 1_000_000))
     tbptt_k2: int = field(default=0, metadata=_int(0, 1_000_000))
     seed: int = field(default=0, metadata=_int(0, 2**63 - 1))

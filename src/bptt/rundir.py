@@ -12,6 +12,7 @@ Layout::
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ METRIC_FIELDS = (
     "lr",
     "test_loss",
     "wall_s",
+    "rollbacks",
 )
 RUN_FILES = ("config.toml", "metrics.csv", "diagnostics.jsonl", "summary.json", "model.pt")
 
@@ -44,15 +46,22 @@ class RunDirectory:
         path: the directory; created if missing.
         overwrite: allow a directory that already holds a run's files; they are
             removed first, so no file of the earlier run is left beside the new ones.
+        resume: open a run's directory to continue it (see :meth:`rewind`).
 
     Raises:
         FileExistsError: the directory already holds a run and overwrite is False.
         OSError: the directory cannot be created or written.
     """
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
+    def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False) -> None:
         self.path = Path(path)
+        self._metrics_file = None
+        self._writer: csv.DictWriter | None = None
+        if resume:
+            return
         existing = [self.path / name for name in RUN_FILES if (self.path / name).exists()]
+        if self.path.joinpath("checkpoints").is_dir():
+            existing += sorted(self.path.joinpath("checkpoints").iterdir())
         if existing and not overwrite:
             raise FileExistsError(
                 f"{self.path} already holds a run ({existing[0].name}); choose another "
@@ -61,8 +70,38 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         for stale in existing:
             stale.unlink()
-        self._metrics_file = None
-        self._writer: csv.DictWriter | None = None
+
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after ``step`` (a resumed run logs it again).
+
+        Keeps the rows of ``metrics.csv`` and the lines of ``diagnostics.jsonl`` up to
+        ``step``, appends after them from now on, and removes the outcome files of the
+        interrupted attempt.
+        """
+        metrics = self.path / "metrics.csv"
+        if metrics.exists():
+            with open(metrics, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                fields = list(reader.fieldnames or [])
+                rows = [row for row in reader if row.get("step") and int(row["step"]) <= step]
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_text(metrics, text.getvalue())
+            if fields:
+                self._metrics_file = open(metrics, "a", newline="", encoding="utf-8")
+                self._writer = csv.DictWriter(self._metrics_file, fieldnames=fields)
+        diagnostics = self.path / "diagnostics.jsonl"
+        if diagnostics.exists():
+            kept = [
+                line
+                for line in diagnostics.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step
+            ]
+            atomic_write_text(diagnostics, "".join(line + "\n" for line in kept))
+        for outcome in ("summary.json", "model.pt"):
+            (self.path / outcome).unlink(missing_ok=True)
 
     def write_config(self, config: TrainConfig) -> None:
         """Save ``config.toml``."""

@@ -38,6 +38,14 @@ class Stream:
         """The next n steps: x (B, n, F), y (B, n)."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict:  # pragma: no cover - interface
+        """Where the stream is (its random generator is the caller's to save)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:  # pragma: no cover - interface
+        """Continue from a :meth:`state_dict`."""
+        raise NotImplementedError
+
 
 class StreamTask(Task):
     """A task read as a stream (``stream = True``): see :mod:`bptt.tasks._streams`."""
@@ -96,6 +104,12 @@ class _EchoStream(Stream):
         self.history = seen[:, -self.delay :] if self.delay else seen[:, :0]
         x = nn.functional.one_hot(fresh, self.symbols).to(self.dtype)
         return x.to(self.device), target.to(self.device)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = state["history"].clone()
 
 
 def delayed_echo(
@@ -220,6 +234,12 @@ class _TextStream(Stream):
         self.position += n
         x = nn.functional.one_hot(chars[:, :-1], len(ALPHABET)).to(self.dtype)
         return x.to(self.device), chars[:, 1:].to(self.device)
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = int(state["position"])
 
 
 class TextTask(StreamTask):

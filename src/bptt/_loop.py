@@ -1,0 +1,372 @@
+"""The training loop of one run, with checkpoints, roll-backs and resumption."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bptt._setup import (
+    build_model,
+    evaluate,
+    json_safe,
+    make_clip_policy,
+    make_optimizer,
+    seeds,
+    step_taps,
+    test_set,
+    where_nonfinite,
+)
+from bptt.checkpoint import CheckpointError, Checkpoints
+from bptt.config import ConfigError, TrainConfig
+from bptt.diagnose import Monitor, diagnose
+from bptt.model import SequenceModel
+from bptt.rundir import RunDirectory
+from bptt.tasks import Task, make_task
+from bptt.tbptt import TBPTT
+
+__all__ = ["Batches", "NonFiniteError", "Run"]
+
+_FORMAT = 1  # checkpoint layout version
+_NOT_COMPARED = ("out",)  # config fields a resumed run may change
+
+
+class NonFiniteError(RuntimeError):
+    """A step's loss or gradient was NaN or inf and the config says ``nonfinite = "raise"``."""
+
+
+class Batches:
+    """Each optimizer step's loss (after its forward) and a way to rerun the step.
+
+    Sequence tasks: a fresh batch per step from the run's data generator. Stream
+    tasks: the next window of truncated backprop through time, TBPTT(k1, k2), over B
+    parallel streams (no rerun: the window's state has moved on). Checkpointable.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        task: Task,
+        model: SequenceModel,
+        optimizer: torch.optim.Optimizer,
+        taps: tuple,
+        seed: int,
+    ) -> None:
+        self.config, self.task, self.model, self.optimizer, self.taps = (
+            config,
+            task,
+            model,
+            optimizer,
+            taps,
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+        self.dtype = getattr(torch, config.dtype)
+        self.stream = self.trainer = None
+        if getattr(task, "stream", False):
+            self.trainer = TBPTT(
+                model, config.tbptt_k1, config.tbptt_k2, task.loss, None, taps=taps
+            )
+            self.stream = task.open_stream(
+                config.batch_size, self.generator, device=config.device, dtype=self.dtype
+            )
+
+    def next(self) -> tuple[Tensor, Callable[[tuple], None] | None]:
+        """The next step's loss and its rerun (None for a stream)."""
+        if self.stream is not None:
+            x, y = self.stream.next(self.config.tbptt_k1)
+            (loss,) = list(self.trainer.losses(x, y))  # exactly one window is due
+            return loss, None
+        x, y = self.task.sample(
+            self.config.batch_size, self.generator, device=self.config.device, dtype=self.dtype
+        )
+
+        def rerun(extra: tuple, x: Tensor = x, y: Tensor = y) -> None:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.task.loss(self.model(x, taps=self.taps + extra)[0], y).backward()
+
+        return self.task.loss(self.model(x, taps=self.taps)[0], y), rerun
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data generator's state and, for a stream, where it and TBPTT are."""
+        return {
+            "generator": self.generator.get_state(),
+            "stream": None if self.stream is None else self.stream.state_dict(),
+            "tbptt": None if self.trainer is None else self.trainer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+        if self.stream is not None:
+            self.stream.load_state_dict(state["stream"])
+            self.trainer.load_state_dict(state["tbptt"])
+
+
+def _fingerprint(config: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in _NOT_COMPARED}
+
+
+class Run:
+    """One training run: everything the config describes, stepped until done.
+
+    Args:
+        config: the validated configuration.
+        run_dir: where to log (None: nothing written).
+        on_gradients: optional ``on_gradients(step, model)`` called after each backward,
+            before monitoring and clipping (gradient surgery; fault injection in tests).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: RunDirectory | None,
+        on_gradients: Callable[[int, nn.Module], None] | None = None,
+    ) -> None:
+        self.config, self.run_dir, self.on_gradients = config, run_dir, on_gradients
+        self.task = make_task(config.task, config.length)
+        init_seed, data_seed, _ = seeds(config.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            self.model = build_model(config, self.task)
+        self.optimizer = make_optimizer(config, self.model)
+        self.x_test, self.y_test = test_set(config, self.task)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.policy = make_clip_policy(config)
+        self.monitor = None
+        if config.monitor:
+            self.monitor = Monitor(self.model, window=config.spike_window, z=config.spike_z)
+        self.taps = step_taps(config)
+        self.probe = self.x_test[: config.probe_size]
+        self.batches = Batches(config, self.task, self.model, self.optimizer, self.taps, data_seed)
+        directory = None if run_dir is None else run_dir.path / "checkpoints"
+        self.checkpoints = Checkpoints(directory, config.keep_checkpoints)
+        self.step = 0
+        self.counters: dict[str, Any] = {
+            "nonfinite_steps": 0,
+            "clipped_steps": 0,
+            "rollbacks": 0,
+            "streak": 0,  # consecutive non-finite steps
+            "solved_step": None,
+            "loss": math.nan,
+            "test_loss": math.nan,
+            "wall_s": 0.0,
+        }
+        self.checkpoint_errors = 0
+
+    # --- checkpoints -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit for bit: weights, optimizer, clipping and
+        monitor state, data position and RNG, counters."""
+        return {
+            "format": _FORMAT,
+            "config": _fingerprint(self.config),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "policy": self.policy.state_dict(),
+            "monitor": None if self.monitor is None else self.monitor.state_dict(),
+            "batches": self.batches.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "counters": dict(self.counters),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, keep_counters: bool = False) -> None:
+        """Continue from a checkpoint of the same configuration.
+
+        Raises:
+            ConfigError: the checkpoint belongs to another configuration or format.
+        """
+        if state.get("format") != _FORMAT:
+            raise ConfigError("resume", f"checkpoint format {state.get('format')} is not {_FORMAT}")
+        mine = _fingerprint(self.config)
+        for key in sorted(set(mine) | set(state["config"])):
+            if mine.get(key) != state["config"].get(key):
+                raise ConfigError(
+                    "resume",
+                    f"the checkpoint belongs to another configuration: {key} is "
+                    f"{state['config'].get(key)!r} there and {mine.get(key)!r} here",
+                )
+        self.step = int(state["step"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.policy.load_state_dict(state["policy"])
+        if self.monitor is not None:
+            self.monitor.load_state_dict(state["monitor"])
+        self.batches.load_state_dict(state["batches"])
+        torch.set_rng_state(state["torch_rng"])
+        if not keep_counters:
+            self.counters = dict(state["counters"])
+
+    def _checkpoint(self) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            warnings.warn(
+                f"step {self.step}: non-finite weights, no checkpoint written", stacklevel=2
+            )
+            return
+        try:
+            self.checkpoints.save(self.step, self.state_dict())
+        except CheckpointError as err:
+            self.checkpoint_errors += 1
+            warnings.warn(str(err), stacklevel=2)
+
+    def _roll_back(self) -> None:
+        """Back to the last checkpoint, with the learning rate lowered."""
+        state = self.checkpoints.latest_in_memory(map_location=self.config.device)
+        self.load_state_dict(state, keep_counters=True)
+        self.counters["rollbacks"] += 1
+        self.counters["streak"] = 0
+        scale = self.config.rollback_lr_factor ** self.counters["rollbacks"]
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * scale
+
+    # --- the loop --------------------------------------------------------------------
+
+    def run(self, advance: Callable[[int, float], None]) -> dict[str, Any]:
+        """Train from ``self.step`` to the end; returns the summary."""
+        config, counters = self.config, self.counters
+        start = time.perf_counter() - counters["wall_s"]
+        checkpointing = config.checkpoint_every > 0
+        if checkpointing and self.step == 0:
+            self._checkpoint()
+        while self.step < config.steps:
+            step = self.step + 1
+            loss, rerun = self.batches.next()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.on_gradients is not None:
+                self.on_gradients(step, self.model)
+            watched = {}
+            if self.monitor is not None:  # before clipping; a non-finite step is rerun
+                logged = step % config.log_every == 0 or step == config.steps
+                wanted = logged or counters["nonfinite_steps"] == 0 or config.nonfinite == "raise"
+                watched = self.monitor.step(step, loss, rerun=rerun if wanted else None)
+            grad_norm = self.policy(self.params)  # clips in place; the norm before clipping
+            loss_value, norm_value = loss.item(), grad_norm.item()
+            finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+            clipped = finite and self.policy.clipped
+            stop = not finite and config.nonfinite == "raise"
+            if finite:
+                self.optimizer.step()
+                counters["clipped_steps"] += clipped
+                counters["streak"] = 0
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                counters["nonfinite_steps"] += 1
+                counters["streak"] += 1
+            self.step = step
+            counters["loss"] = loss_value
+            last = step == config.steps or stop
+            evaluated = step % config.eval_every == 0 or last
+            if evaluated:
+                counters["test_loss"] = evaluate(
+                    self.model, self.task, self.x_test, self.y_test, config
+                )
+                if counters["solved_step"] is None and self.task.is_solved(counters["test_loss"]):
+                    counters["solved_step"] = step
+                    last = last or config.stop_when_solved
+            counters["wall_s"] = time.perf_counter() - start
+            if self.run_dir is not None and (step % config.log_every == 0 or last):
+                self.run_dir.log(
+                    {
+                        **watched,
+                        "step": step,
+                        "loss": loss_value,
+                        "grad_norm": norm_value,
+                        "clip_threshold": self.policy.threshold,
+                        "clipped": clipped,
+                        "nonfinite": not finite,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "test_loss": counters["test_loss"] if evaluated else None,
+                        "wall_s": round(counters["wall_s"], 4),
+                        "rollbacks": counters["rollbacks"],
+                    }
+                )
+            if stop:
+                self._stop(step, loss_value, norm_value, watched)
+            if (
+                self.run_dir is not None
+                and config.diagnose_every
+                and step % config.diagnose_every == 0
+            ):
+                found = diagnose(self.model, self.probe, self.task.dependency_length)
+                record = json_safe({"step": step, **found.to_dict()})
+                self.run_dir.append_json("diagnostics.jsonl", record)
+            advance(step, loss_value)
+            patience = config.nonfinite_patience
+            if patience and counters["streak"] >= patience and self.checkpoints.last is not None:
+                self._roll_back()
+                continue
+            if checkpointing and (step % config.checkpoint_every == 0 or last):
+                self._checkpoint()
+            if last:
+                break
+        return self._summary(time.perf_counter() - start)
+
+    def _stop(self, step: int, loss_value: float, norm_value: float, watched: dict) -> None:
+        message = (
+            f"step {step}: non-finite loss ({loss_value}) or gradient norm ({norm_value})"
+            f'{where_nonfinite(watched)}; set nonfinite = "skip" to skip such steps'
+        )
+        if self.run_dir is not None:  # the row is logged; the summary says why it ended
+            self.run_dir.write_summary(
+                {"task": self.config.task, "steps_done": step, "error": message}
+            )
+        raise NonFiniteError(message)
+
+    def _summary(self, wall: float) -> dict[str, Any]:
+        config, counters, task, model = self.config, self.counters, self.task, self.model
+        test_loss = counters["test_loss"]
+        diverged = not math.isfinite(test_loss) or not all(
+            bool(torch.isfinite(p).all()) for p in model.parameters()
+        )
+        started = time.perf_counter()
+        verdict = None
+        if self.monitor is not None and not diverged:
+            verdict = diagnose(model, self.probe, task.dependency_length).verdict
+        summary = {
+            "task": config.task,
+            "length": config.length,
+            "method": config.method,
+            "cell": config.cell,
+            "hidden": config.hidden,
+            "optimizer": config.optimizer,
+            "lr": config.lr,
+            "clip": config.clip,
+            "clip_norm": config.clip_norm,
+            "clip_step_norm": config.clip_step_norm,
+            "clipped_steps": counters["clipped_steps"],
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+            "steps": config.steps,
+            "steps_done": self.step,
+            **(
+                {"tbptt_k1": config.tbptt_k1, "tbptt_k2": config.tbptt_k2}
+                if config.tbptt_k1
+                else {}
+            ),
+            "metric": task.metric,
+            "final_loss": test_loss,
+            "train_loss": counters["loss"],
+            "baseline_loss": task.baseline_loss,
+            "solved": task.is_solved(test_loss),
+            "solved_step": counters["solved_step"],
+            "nonfinite_steps": counters["nonfinite_steps"],
+            "rollbacks": counters["rollbacks"],
+            "checkpoint_errors": self.checkpoint_errors,
+            "spikes": None if self.monitor is None else self.monitor.spikes,
+            "diverged": diverged,
+            "verdict": "exploding" if diverged else verdict,
+            "threads": torch.get_num_threads(),  # results depend on it in the last bits
+            "wall_s": round(wall, 3),  # the training loop, evaluations included
+            "diagnose_s": round(time.perf_counter() - started, 3),
+        }
+        if self.run_dir is not None:
+            self.run_dir.save_model(model)
+            self.run_dir.write_summary(json_safe(summary))
+        return summary

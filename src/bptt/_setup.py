@@ -1,0 +1,124 @@
+"""Building a run from its config: model, optimizer, clipping, data, evaluation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bptt import clip
+from bptt.cells import make_cell
+from bptt.config import TrainConfig
+from bptt.methods import METHODS
+from bptt.model import SequenceModel
+from bptt.tasks import Task
+
+__all__ = [
+    "build_model",
+    "evaluate",
+    "json_safe",
+    "make_clip_policy",
+    "make_optimizer",
+    "seeds",
+    "step_taps",
+    "test_set",
+    "where_nonfinite",
+]
+
+_EVAL_CHUNK = 1000  # test sequences per forward pass
+
+
+def build_model(config: TrainConfig, task: Task) -> SequenceModel:
+    """The model a config describes, initialised from the global RNG (and by its method)."""
+    dtype = getattr(torch, config.dtype)
+    cell = make_cell(config.cell, task.input_size, config.hidden, device=config.device, dtype=dtype)
+    model = SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
+    method = METHODS.get(config.method) if config.method else None
+    if method is not None and method.initialise is not None:
+        method.initialise(model, task.dependency_length)
+    return model
+
+
+def make_clip_policy(config: TrainConfig) -> clip.ClipPolicy:
+    """The parameter-gradient clipping policy a config describes."""
+    if config.clip == "norm":
+        return clip.Fixed(config.clip_norm)
+    if config.clip == "value":
+        return clip.Value(config.clip_value)
+    if config.clip == "percentile":
+        history = config.clip_history or None
+        return clip.Percentile(config.clip_percentile, history=history)
+    if config.clip == "zscore":
+        return clip.ZScore(config.clip_z, config.clip_alpha, config.clip_warmup, config.clip_norm)
+    if config.clip == "calibrate":
+        return clip.Calibrate(config.clip_calibrate_steps, config.clip_quantile)
+    return clip.NoClip()
+
+
+def step_taps(config: TrainConfig) -> tuple:
+    """The per-time-step hidden-state gradient taps a config asks for (may be empty)."""
+    if config.clip_step_norm is None and config.clip_step_value is None:
+        return ()
+    return clip.PerStep(config.clip_step_norm, config.clip_step_value).taps
+
+
+def test_set(config: TrainConfig, task: Task) -> tuple[Tensor, Tensor]:
+    """The run's held-out set: ``config.test_size`` sequences from the run's test seed.
+
+    Its first ``probe_size`` sequences are the probe batch of the diagnoses. A stream
+    task is tested on its own held-out stream; this is then only the probe batch.
+    """
+    generator = torch.Generator().manual_seed(seeds(config.seed)[2])
+    dtype = getattr(torch, config.dtype)
+    size = config.probe_size if getattr(task, "stream", False) else config.test_size
+    return task.test_set(size, generator, device=config.device, dtype=dtype)
+
+
+def seeds(seed: int) -> tuple[int, int, int]:
+    """Independent seeds for initialisation, the training stream and the test set."""
+    init, data, test = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
+    return int(init) >> 1, int(data) >> 1, int(test) >> 1
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum)
+    nesterov = config.momentum > 0
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=nesterov)
+
+
+@torch.no_grad()
+def evaluate(model: SequenceModel, task: Task, x: Tensor, y: Tensor, config: TrainConfig) -> float:
+    """The task's test metric: over the whole test set (weighted by chunk size), or
+    for a stream task over its held-out stream."""
+    if getattr(task, "stream", False):
+        return task.evaluate(model, device=config.device, dtype=getattr(torch, config.dtype))
+    total = 0.0
+    for start in range(0, x.shape[0], _EVAL_CHUNK):
+        xs, ys = x[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]
+        prediction, _ = model(xs)
+        total += task.loss(prediction, ys).item() * xs.shape[0]
+    return total / x.shape[0]
+
+
+def json_safe(summary: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or inf: write them as null."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()
+    }
+
+
+def where_nonfinite(watched: dict[str, Any]) -> str:
+    """Where the monitor found the non-finite value, as a clause for a message."""
+    parts = []
+    if watched.get("nonfinite_param"):
+        parts.append(f"first in {watched['nonfinite_param']}")
+    if watched.get("nonfinite_step") is not None:
+        parts.append(f"from time step {watched['nonfinite_step']} of the hidden-state gradient")
+    return f" ({', '.join(parts)})" if parts else ""

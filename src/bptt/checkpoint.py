@@ -1,0 +1,129 @@
+"""Checkpoints a run can resume from: atomic, checksummed, the last K kept.
+
+Each checkpoint is ``checkpoints/step-NNNNNNNNN.pt`` (``torch.save`` of a dict of
+state dicts) with ``step-NNNNNNNNN.pt.sha256`` beside it. Both are written to a
+temporary file, fsynced and renamed, the checksum last: a checkpoint without a
+matching checksum is incomplete or corrupt and is skipped, with a warning, in favour
+of the one before. Loading uses ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bptt._io import atomic_write_bytes, atomic_write_text
+
+__all__ = ["CheckpointError", "Checkpoints"]
+
+_NAME = re.compile(r"^step-(\d{9})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or none that is intact could be read."""
+
+
+class Checkpoints:
+    """The checkpoints of one run.
+
+    Args:
+        directory: where they live (created on first save); None keeps the latest one
+            in memory only (for roll-backs in a run without a run directory).
+        keep: how many to keep on disk, newest first (>= 1).
+    """
+
+    def __init__(self, directory: str | Path | None, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = None if directory is None else Path(directory)
+        self.keep = keep
+        self.last: tuple[int, bytes] | None = None  # (step, payload) of the newest save
+
+    def save(self, step: int, state: dict[str, Any]) -> Path | None:
+        """Write a checkpoint for ``step``; returns its path (None in memory only).
+
+        The newest payload is also kept in memory, so a roll-back needs no disk.
+
+        Raises:
+            CheckpointError: the write failed (disk full, read-only, ...); the checkpoints
+                already written are untouched.
+        """
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        payload = buffer.getvalue()
+        self.last = (step, payload)
+        if self.directory is None:
+            return None
+        path = self.directory / f"step-{step:09d}.pt"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, payload)
+            digest = hashlib.sha256(payload).hexdigest()
+            atomic_write_text(path.with_name(path.name + ".sha256"), digest + "\n")
+        except OSError as err:
+            raise CheckpointError(
+                f"could not write checkpoint {path}: {err.strerror or err}; the earlier "
+                "checkpoints are intact"
+            ) from err
+        self._prune()
+        return path
+
+    def paths(self) -> list[Path]:
+        """Checkpoint files on disk, newest first."""
+        if self.directory is None or not self.directory.is_dir():
+            return []
+        found = [p for p in self.directory.iterdir() if _NAME.match(p.name)]
+        return sorted(found, key=lambda p: p.name, reverse=True)
+
+    def latest(self, map_location: str | torch.device | None = None) -> dict[str, Any] | None:
+        """The newest intact checkpoint's state, or None if there is none.
+
+        A checkpoint whose checksum is missing or wrong, or that does not load, is
+        skipped with a warning naming it; the one before is tried.
+        """
+        for path in self.paths():
+            try:
+                return load_checkpoint(path, map_location)
+            except CheckpointError as err:
+                warnings.warn(f"{err}; using an earlier checkpoint", stacklevel=2)
+        return None
+
+    def latest_in_memory(self, map_location=None) -> dict[str, Any] | None:
+        """The newest saved state, from memory (the same as on disk)."""
+        if self.last is None:
+            return None
+        return torch.load(io.BytesIO(self.last[1]), map_location=map_location, weights_only=True)
+
+    def _prune(self) -> None:
+        for old in self.paths()[self.keep :]:
+            old.unlink(missing_ok=True)
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
+    """Load one checkpoint after checking its checksum.
+
+    Raises:
+        CheckpointError: the checksum is missing or does not match (truncated or
+            corrupt file), or the file does not load with ``weights_only=True``.
+    """
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    try:
+        payload = path.read_bytes()
+        expected = sidecar.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} is incomplete: {err.strerror or err}") from err
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} does not load: {err}") from err
