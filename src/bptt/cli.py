@@ -25,6 +25,7 @@ from bptt.diagnose import diagnose
 from bptt.diagnose.attractor import basin_gradient_map, plot_basin_gradients, two_basin_cell
 from bptt.precision import flush_denormal
 from bptt.train import NonFiniteError, json_safe, load_run, test_set
+from bptt.train import resume as resume_training
 from bptt.train import train as run_training
 
 __all__ = ["app", "main"]
@@ -84,14 +85,25 @@ def _config_parameters() -> list[inspect.Parameter]:
 
 
 def train_command(
-    config: Path | None = None, overwrite: bool = False, progress: bool = True, **flags
+    config: Path | None = None,
+    resume: Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **flags,
 ) -> None:
     """Train one model and write its run directory (flags override --config)."""
     try:
-        values = load_toml(config) if config is not None else {}
-        values.update({k: v for k, v in flags.items() if v is not None})
-        cfg = TrainConfig.from_dict(values)
-        result = run_training(cfg, progress=progress, overwrite=overwrite)
+        given = {k: v for k, v in flags.items() if v is not None}
+        if resume is not None:
+            if given or config is not None:
+                field = next(iter(given), "config")
+                raise ConfigError(field, "--resume continues a run with its own config.toml")
+            result = resume_training(resume, progress=progress)
+        else:
+            values = load_toml(config) if config is not None else {}
+            values.update(given)
+            cfg = TrainConfig.from_dict(values)
+            result = run_training(cfg, progress=progress, overwrite=overwrite)
     except (ConfigError, FileExistsError) as err:
         raise _fail(str(err)) from None
     except NonFiniteError as err:
@@ -116,6 +128,15 @@ train_command.__signature__ = inspect.Signature(
             annotation=Annotated[
                 Optional[Path],  # noqa: UP045
                 typer.Option(help="TOML file of config fields; flags override it."),
+            ],
+        ),
+        inspect.Parameter(
+            "resume",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Optional[Path],  # noqa: UP045
+                typer.Option(help="Continue the run in this directory from its last checkpoint."),
             ],
         ),
         *_config_parameters(),

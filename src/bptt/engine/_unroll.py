@@ -51,9 +51,9 @@ def unroll(
         reads: modifying them in place is refused by autograd; clone them first.
 
     Raises:
-        ValueError: x is not (B, T, F) with T >= 1 and F the cell's input size, the
-            state does not match (structure, shape or dtype), or the engine is unknown
-            or does not apply.
+        ValueError: x is not (B, T, F) with T >= 1 and F the cell's input size, holds a
+            NaN or inf (its position is named), the state does not match (structure,
+            shape or dtype), or the engine is unknown or does not apply.
         TypeError: a tap is not callable.
 
     Example:
@@ -99,6 +99,14 @@ def _check_input(cell: nn.Module, x: Tensor) -> None:
         raise ValueError(f"x must hold at least one sample and one step, got {tuple(x.shape)}")
     if not torch.is_floating_point(x):
         raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    transformed = torch._C._are_functorch_transforms_active()  # no data-dependent checks there
+    if not transformed and not bool(torch.isfinite(x).all()):
+        sample, step, feature = (int(i) for i in (~torch.isfinite(x)).nonzero()[0])
+        value = x[sample, step, feature].item()
+        raise ValueError(
+            f"x holds a non-finite value ({value}) at sample {sample}, step {step}, "
+            f"feature {feature}"
+        )
     input_size = getattr(cell, "input_size", None)
     if isinstance(input_size, int) and x.shape[2] != input_size:
         raise ValueError(
