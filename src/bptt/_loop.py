@@ -43,9 +43,11 @@ class NonFiniteError(RuntimeError):
 class Batches:
     """Each optimizer step's loss (after its forward) and a way to rerun the step.
 
-    Sequence tasks: a fresh batch per step from the run's data generator. Stream
-    tasks: the next window of truncated backprop through time, TBPTT(k1, k2), over B
-    parallel streams (no rerun: the window's state has moved on). Checkpointable.
+    Sequence tasks: a fresh batch per step from the run's data generator; the rerun
+    repeats its forward and backward with extra taps and then puts the step's
+    gradients back. Stream tasks: the next window of truncated backprop through time,
+    TBPTT(k1, k2), over B parallel streams (no rerun: the window's state has moved
+    on). Checkpointable.
     """
 
     def __init__(
@@ -86,8 +88,14 @@ class Batches:
         )
 
         def rerun(extra: tuple, x: Tensor = x, y: Tensor = y) -> None:
-            self.optimizer.zero_grad(set_to_none=True)
+            """Repeat the step with extra taps, leaving the gradients as they were."""
+            params = list(self.model.parameters())
+            kept = [p.grad for p in params]
+            for p in params:
+                p.grad = None
             self.task.loss(self.model(x, taps=self.taps + extra)[0], y).backward()
+            for p, grad in zip(params, kept, strict=True):
+                p.grad = grad
 
         return self.task.loss(self.model(x, taps=self.taps)[0], y), rerun
 
@@ -302,7 +310,9 @@ class Run:
             if patience and counters["streak"] >= patience and self.checkpoints.last is not None:
                 self._roll_back()
                 continue
-            if checkpointing and (step % config.checkpoint_every == 0 or last):
+            # a step inside a non-finite streak is no good point to come back to
+            due = step % config.checkpoint_every == 0 or last if checkpointing else False
+            if due and counters["streak"] == 0:
                 self._checkpoint()
             if last:
                 break
