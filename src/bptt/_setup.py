@@ -84,6 +84,7 @@ def seeds(seed: int) -> tuple[int, int, int]:
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam, RMSprop or SGD (Nesterov when momentum > 0) over the model's parameters."""
     params = model.parameters()
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
