@@ -1,0 +1,233 @@
+"""A fixed random reservoir of leaky tanh units (the echo state network's hidden layer)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sparse
+import torch
+from torch import Tensor
+
+__all__ = ["Reservoir"]
+
+_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "identity": lambda v: v,
+    "relu": lambda v: np.maximum(v, 0.0),
+    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+}
+# Below this many parallel series a sparse W is multiplied as sparse (matrix-vector
+# products); above it, as a dense matrix with BLAS (matrix-matrix products).
+_SPARSE_BATCH = 8
+
+
+def _spectral_radius(matrix: np.ndarray | sparse.spmatrix) -> float:
+    dense = matrix.toarray() if sparse.issparse(matrix) else matrix
+    return float(np.abs(np.linalg.eigvals(dense)).max())
+
+
+class Reservoir:
+    r"""Leaky units driven by a fixed random recurrent matrix.
+
+    .. math::
+        x_t = (1 - a)\, x_{t-1} + a\, f(W_{in} u_t + W x_{t-1} + b)
+
+    ``W`` is sparse (N(0, 1) entries with probability ``density``), rescaled to an exact
+    spectral radius; ``W_in`` has Bernoulli +-1 entries with probability
+    ``input_density``, times ``input_scaling``; ``b`` is ``bias`` (a number for every
+    unit, or a vector). The names follow ReservoirPy's ``Reservoir`` where the meaning
+    is the same: ``units`` = units, ``spectral_radius`` = ``sr``, ``leak_rate`` =
+    ``lr``, ``input_scaling`` = input_scaling, ``density`` = ``rc_connectivity``,
+    ``input_density`` = ``input_connectivity``, ``bias`` = bias, ``activation`` =
+    activation, ``W``/``W_in``/``bias`` = ``W``/``Win``/``bias``.
+
+    Args:
+        units: N.
+        spectral_radius: the exact largest |eigenvalue| of the generated W.
+        leak_rate: a in (0, 1].
+        input_scaling: scale of W_in.
+        density: share of nonzero entries of the generated W.
+        input_density: share of nonzero entries of the generated W_in.
+        bias: a number (the same for every unit) or a vector (N,).
+        activation: ``tanh``, ``identity``, ``relu`` or ``sigmoid``.
+        seed: seeds W and W_in.
+        dtype: ``torch.float64`` or ``torch.float32`` for the states.
+        W, W_in: explicit matrices (N, N) and (N, F) instead of generated ones.
+        input_size: F (else known at the first run, or from ``W_in``).
+
+    The state is carried between calls of :meth:`run` (a long stream in chunks) until
+    :meth:`reset`.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        spectral_radius: float = 1.0,
+        leak_rate: float = 1.0,
+        input_scaling: float = 1.0,
+        density: float = 0.1,
+        input_density: float = 0.1,
+        bias: float | np.ndarray | Tensor = 0.0,
+        activation: str = "tanh",
+        seed: int | None = None,
+        dtype: torch.dtype = torch.float64,
+        *,
+        W: np.ndarray | Tensor | None = None,
+        W_in: np.ndarray | Tensor | None = None,
+        input_size: int | None = None,
+    ) -> None:
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ValueError(f"units must be a positive integer, got {units!r}")
+        if not 0 < leak_rate <= 1:
+            raise ValueError(f"leak_rate must be in (0, 1], got {leak_rate}")
+        for name, value in (("density", density), ("input_density", input_density)):
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        if not spectral_radius >= 0:
+            raise ValueError(f"spectral_radius must be >= 0, got {spectral_radius}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+            )
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.units, self.leak_rate = units, float(leak_rate)
+        self.spectral_radius, self.input_scaling = spectral_radius, input_scaling
+        self.density, self.input_density = density, input_density
+        self.activation, self.dtype = activation, dtype
+        self._np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        self._rng = np.random.default_rng(seed)
+        w_rng, in_rng = self._rng.spawn(2)
+        self.W = (
+            self._as_array(W, (units, units), "W") if W is not None else self._generate_w(w_rng)
+        )
+        self._in_rng = in_rng
+        self.W_in = None
+        if W_in is not None:
+            self.W_in = self._as_array(W_in, (units, None), "W_in")
+        elif input_size is not None:
+            self.W_in = self._generate_w_in(input_size)
+        bias_array = np.asarray(
+            bias.detach().cpu() if isinstance(bias, Tensor) else bias, dtype=np.float64
+        )
+        if bias_array.ndim == 0:
+            bias_array = np.full(units, float(bias_array))
+        if bias_array.shape != (units,):
+            raise ValueError(
+                f"bias must be a number or have shape ({units},), got {bias_array.shape}"
+            )
+        self.bias = bias_array.astype(self._np_dtype)
+        self._sparse = sparse.csr_matrix(self.W) if self.density <= 0.3 else None
+        self.state: np.ndarray | None = None  # (B, N), carried between calls
+
+    # --- weights ---------------------------------------------------------------------
+
+    def _as_array(self, value, shape, name) -> np.ndarray:
+        array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+        if sparse.issparse(value):
+            array = value.toarray()
+        if (
+            array.ndim != 2
+            or array.shape[0] != shape[0]
+            or (shape[1] and array.shape[1] != shape[1])
+        ):
+            expected = f"({shape[0]}, {shape[1] if shape[1] else 'F'})"
+            raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
+        return array.astype(self._np_dtype)
+
+    def _generate_w(self, rng: np.random.Generator) -> np.ndarray:
+        values = rng.standard_normal((self.units, self.units))
+        mask = rng.random((self.units, self.units)) < self.density
+        w = values * mask
+        radius = _spectral_radius(w)
+        if radius == 0:
+            raise ValueError("the generated W is nilpotent (spectral radius 0); raise density")
+        return (w * (self.spectral_radius / radius)).astype(self._np_dtype)
+
+    def _generate_w_in(self, input_size: int) -> np.ndarray:
+        signs = self._in_rng.choice([-1.0, 1.0], size=(self.units, input_size))
+        mask = self._in_rng.random((self.units, input_size)) < self.input_density
+        return (signs * mask * self.input_scaling).astype(self._np_dtype)
+
+    # --- running ---------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the carried state: the next run starts from zeros."""
+        self.state = None
+
+    def run(self, x: Tensor, lengths: Tensor | None = None, *, reset: bool = False) -> Tensor:
+        """States of the reservoir driven by x (B, T, F): a tensor (B, T, N).
+
+        The state carries on from the previous call (a stream in chunks) unless
+        ``reset`` or the batch size changes. With ``lengths`` (B,), series b has only
+        ``lengths[b]`` valid steps: its state stops there (it is not driven by the
+        padding) and its states after it are zero; a carried state is then not kept.
+
+        Raises:
+            ValueError: x is not (B, T, F) with F the reservoir's input size, or holds
+                NaN or inf, or lengths do not fit.
+        """
+        data = self._inputs(x)
+        batch, steps, features = data.shape
+        if self.W_in is None:
+            self.W_in = self._generate_w_in(features)
+        if self.W_in.shape[1] != features:
+            raise ValueError(
+                f"x has {features} features per step but W_in expects {self.W_in.shape[1]}: "
+                f"expected (B, T, {self.W_in.shape[1]}), got {tuple(x.shape)}"
+            )
+        valid = self._lengths(lengths, batch, steps)
+        if reset or self.state is None or self.state.shape[0] != batch or valid is not None:
+            state = np.zeros((batch, self.units), dtype=self._np_dtype)
+        else:
+            state = self.state
+        drive = data @ self.W_in.T  # (B, T, N): the input side of every step
+        states = np.zeros((batch, steps, self.units), dtype=self._np_dtype)
+        f, a = _ACTIVATIONS[self.activation], self.leak_rate
+        use_sparse = self._sparse is not None and batch <= _SPARSE_BATCH
+        order = None
+        if valid is not None:  # longest first, so each step works on a leading slice
+            order = np.argsort(-valid, kind="stable")
+            drive, state, valid = drive[order], state[order], valid[order]
+        for t in range(steps):
+            active = batch if valid is None else int((valid > t).sum())
+            if active == 0:
+                break
+            s = state[:active]
+            recurrent = (self._sparse @ s.T).T if use_sparse else s @ self.W.T
+            # summed as ReservoirPy does, (W x + W_in u) + b, so the states agree bitwise
+            new = (1.0 - a) * s + a * f(recurrent + drive[:active, t] + self.bias)
+            state[:active] = new
+            states[:active, t] = new
+        if order is not None:
+            states[order] = states.copy()
+        else:
+            self.state = state
+        return torch.from_numpy(states)
+
+    def _inputs(self, x: Tensor) -> np.ndarray:
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a tensor of shape (B, T, F), got {shape}")
+        data = x.detach().cpu().numpy().astype(self._np_dtype, copy=False)
+        if not np.isfinite(data).all():
+            b, t, f = (int(i) for i in np.argwhere(~np.isfinite(data))[0])
+            raise ValueError(f"x holds a non-finite value at series {b}, step {t}, feature {f}")
+        return data
+
+    @staticmethod
+    def _lengths(lengths: Tensor | None, batch: int, steps: int) -> np.ndarray | None:
+        if lengths is None:
+            return None
+        valid = np.asarray(lengths.cpu() if isinstance(lengths, Tensor) else lengths)
+        if valid.shape != (batch,) or (valid < 1).any() or (valid > steps).any():
+            raise ValueError(f"lengths must be (B,) = ({batch},) integers in 1..{steps}")
+        return valid.astype(np.int64)
+
+    def weights(self) -> dict[str, Tensor]:
+        """W (N, N), W_in (N, F) and bias (N,) as tensors."""
+        out = {"W": torch.from_numpy(self.W), "bias": torch.from_numpy(self.bias)}
+        if self.W_in is not None:
+            out["W_in"] = torch.from_numpy(self.W_in)
+        return out
