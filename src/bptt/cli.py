@@ -24,6 +24,7 @@ from bptt.config import ConfigError, TrainConfig, load_toml
 from bptt.diagnose import diagnose
 from bptt.diagnose.attractor import basin_gradient_map, plot_basin_gradients, two_basin_cell
 from bptt.precision import flush_denormal
+from bptt.reservoir._esn import ESNConfig, run_esn
 from bptt.train import NonFiniteError, json_safe, load_run, test_set
 from bptt.train import resume as resume_training
 from bptt.train import train as run_training
@@ -64,10 +65,17 @@ def _attribute_docs(doc: str) -> dict[str, str]:
 
 
 def _config_parameters() -> list[inspect.Parameter]:
-    """One optional CLI flag per config field, typed and documented from the dataclass."""
-    docs = _attribute_docs(TrainConfig.__doc__ or "")
+    """One optional CLI flag per TrainConfig field."""
+    return _dataclass_parameters(TrainConfig)
+
+
+def _dataclass_parameters(cls: type, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One optional CLI flag per field of a config dataclass, typed and documented from it."""
+    docs = _attribute_docs(cls.__doc__ or "")
     parameters = []
-    for f in fields(TrainConfig):
+    for f in fields(cls):
+        if f.name in skip:
+            continue
         kind = str if "choices" in f.metadata else f.metadata["kind"]
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:
@@ -253,6 +261,35 @@ def _number_text(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def esn_command(out: Optional[Path] = None, **flags) -> None:  # noqa: UP045
+    """Fit an echo state network (fixed reservoir, ridge readout) and write its run directory."""
+    try:
+        values = {k: v for k, v in flags.items() if v is not None}
+        if out is not None:
+            values["out"] = str(out)
+        summary = run_esn(ESNConfig.from_dict(values))
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    except ImportError as err:
+        raise _fail(str(err)) from None
+    for key, value in summary.items():
+        _out.print(f"{key}: {_number_text(value)}")
+
+
+esn_command.__signature__ = inspect.Signature(
+    [
+        *_dataclass_parameters(ESNConfig, skip=("out",)),
+        inspect.Parameter(
+            "out",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[Optional[Path], typer.Option(help="Run directory to write.")],  # noqa: UP045
+        ),
+    ]
+)
+app.command("esn")(esn_command)
 
 
 @app.command("attractor")

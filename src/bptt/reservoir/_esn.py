@@ -38,14 +38,20 @@ class ESNConfig:
         task: ``mackey-glass`` (one-step-ahead prediction, then 84 steps free-running)
             or ``japanese-vowels`` (speaker classification, 370 test utterances).
         units: reservoir size N.
-        spectral_radius, leak_rate, input_scaling, density, input_density, bias: the
-            reservoir (see :class:`bptt.reservoir.Reservoir`).
+        spectral_radius: the exact spectral radius of the reservoir matrix W.
+        leak_rate: the units' leak rate a in (0, 1].
+        input_scaling: scale of the input weights.
+        density: share of nonzero entries of W.
+        input_density: share of nonzero entries of the input weights.
+        bias: the units' bias.
         ridge: the readout's penalty.
         washout: Mackey-Glass: steps of each series left out of the fit.
         steps: Mackey-Glass: length of the series.
         train_steps: Mackey-Glass: steps used for the fit; the rest is the test.
         free_steps: Mackey-Glass: steps run free after teacher forcing ends.
         reduce: Japanese Vowels: ``mean`` or ``last`` state of each utterance.
+        ensemble: Japanese Vowels: reservoirs (seeds seed, seed + 1, ...) whose
+            readouts' class scores are averaged.
         seed: seeds the reservoir (and the series' history).
         out: the run directory; None writes no files.
     """
@@ -64,6 +70,7 @@ class ESNConfig:
     train_steps: int = field(default=7_000, metadata=_number(int, 2, 10_000_000))
     free_steps: int = field(default=84, metadata=_number(int, 1, 100_000))
     reduce: str = field(default="mean", metadata=_choice("mean", "last"))
+    ensemble: int = field(default=1, metadata=_number(int, 1, 1000))
     seed: int = field(default=0, metadata=_number(int, 0, 2**63 - 1))
     out: str | None = field(default=None, metadata={"kind": str})
 
@@ -89,7 +96,7 @@ class ESNConfig:
         return cls(**values)
 
 
-def _reservoir(config: ESNConfig) -> Reservoir:
+def _reservoir(config: ESNConfig, offset: int = 0) -> Reservoir:
     return Reservoir(
         config.units,
         spectral_radius=config.spectral_radius,
@@ -98,7 +105,7 @@ def _reservoir(config: ESNConfig) -> Reservoir:
         density=config.density,
         input_density=config.input_density,
         bias=config.bias,
-        seed=config.seed,
+        seed=config.seed + offset,
     )
 
 
@@ -124,13 +131,16 @@ def _mackey_glass(config: ESNConfig) -> tuple[dict[str, Any], Reservoir, Ridge]:
 
 def _japanese_vowels(config: ESNConfig) -> tuple[dict[str, Any], Reservoir, Ridge]:
     data = japanese_vowels()
-    reservoir, readout = _reservoir(config), Ridge(config.ridge)
-    x, lengths, labels = data["train"]
-    features = series_features(reservoir.run(x, lengths), lengths, config.reduce)
-    readout.fit(features, torch.nn.functional.one_hot(labels, 9).double())
-    x, lengths, labels = data["test"]
-    test = series_features(reservoir.run(x, lengths), lengths, config.reduce)
-    errors = int((readout.predict(test).argmax(-1) != labels).sum())
+    scores = 0.0
+    for k in range(config.ensemble):
+        reservoir, readout = _reservoir(config, k), Ridge(config.ridge)
+        x, lengths, labels = data["train"]
+        features = series_features(reservoir.run(x, lengths), lengths, config.reduce)
+        readout.fit(features, torch.nn.functional.one_hot(labels, 9).double())
+        x, lengths, labels = data["test"]
+        test = series_features(reservoir.run(x, lengths), lengths, config.reduce)
+        scores = scores + readout.predict(test)
+    errors = int((scores.argmax(-1) != labels).sum())
     return {"test_errors": errors, "test_size": int(labels.shape[0])}, reservoir, readout
 
 
