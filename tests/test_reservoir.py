@@ -1,0 +1,143 @@
+"""Echo state networks against ReservoirPy and against their own invariants."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from bptt.reservoir import Reservoir, Ridge, generate, mackey_glass, nrmse, series_features
+from bptt.reservoir._esn import run_esn
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from reservoirpy.datasets import mackey_glass as rpy_mackey_glass
+    from reservoirpy.nodes import Reservoir as RpyReservoir
+    from reservoirpy.nodes import Ridge as RpyRidge
+
+
+def _rpy_pair(units=80, seed=3):
+    """A ReservoirPy reservoir and ours on its W, W_in and bias."""
+    theirs = RpyReservoir(units, lr=0.3, sr=0.9, input_scaling=0.5, bias=0.1, seed=seed)
+    series = rpy_mackey_glass(1500, seed=0)
+    states = theirs.run(series[:-1])  # initialises the weights
+    ours = Reservoir(
+        units, leak_rate=0.3, W=theirs.W.toarray(), W_in=theirs.Win.toarray(), bias=theirs.bias
+    )
+    return theirs, ours, series, states
+
+
+def test_states_and_predictions_equal_reservoirpys():
+    _, ours, series, their_states = _rpy_pair()
+    our_states = ours.run(torch.from_numpy(series[:-1])[None], reset=True)[0]
+    np.testing.assert_allclose(our_states.numpy(), their_states, rtol=0, atol=1e-10)
+    their_ridge = RpyRidge(ridge=1e-4)
+    their_ridge.fit(their_states[:1000], series[1:1001], warmup=50)
+    our_ridge = Ridge(1e-4).fit(our_states[:1000], torch.from_numpy(series[1:1001]), washout=50)
+    predicted = our_ridge.predict(our_states[1000:]).numpy()
+    np.testing.assert_allclose(predicted, their_ridge.run(their_states[1000:]), rtol=0, atol=1e-10)
+
+
+def test_our_mackey_glass_has_reservoirpys_statistics():
+    """The two integrate the same equation with slightly different Runge-Kutta stages, so
+    the chaotic series part ways; their attractors agree."""
+
+    def stats(series):
+        s = np.asarray(series).reshape(-1)[500:]
+        z = s - s.mean()
+        autocorrelation = [(z[:-k] * z[k:]).mean() / z.var() for k in (17, 50)]
+        return np.array([s.mean(), s.std(), *autocorrelation, s.min(), s.max()])
+
+    ours = np.mean([stats(mackey_glass(10_000, seed=s)) for s in range(3)], axis=0)
+    theirs = np.mean([stats(rpy_mackey_glass(10_000, seed=s)) for s in range(3)], axis=0)
+    tolerance = np.array([0.01, 0.01, 0.03, 0.03, 0.03, 0.03])
+    assert (np.abs(ours - theirs) <= tolerance).all(), (ours, theirs)
+
+
+def test_a_stream_in_chunks_gives_the_states_of_one_call():
+    x = torch.randn(2, 90, 3, dtype=torch.float64)
+    whole = Reservoir(50, spectral_radius=0.9, leak_rate=0.5, seed=1).run(x)
+    chunked = Reservoir(50, spectral_radius=0.9, leak_rate=0.5, seed=1)
+    parts = [chunked.run(x[:, a:b]) for a, b in ((0, 7), (7, 50), (50, 90))]
+    assert torch.equal(torch.cat(parts, 1), whole)
+
+
+def test_series_of_unequal_length_have_no_padding_artefacts():
+    reservoir = Reservoir(40, spectral_radius=0.95, leak_rate=0.7, seed=2)
+    x = torch.randn(3, 12, 2, dtype=torch.float64)
+    lengths = torch.tensor([12, 5, 9])
+    padded = x.clone()
+    padded[1, 5:] = 99.0  # garbage after the end must not matter
+    batch = reservoir.run(padded, lengths, reset=True)
+    for b, n in enumerate(lengths.tolist()):
+        alone = reservoir.run(x[b : b + 1, :n], reset=True)[0]
+        torch.testing.assert_close(batch[b, :n], alone, rtol=0, atol=1e-14)
+        assert (batch[b, n:] == 0).all()
+    means = series_features(batch, lengths)
+    torch.testing.assert_close(means[1], batch[1, :5].mean(0))
+    torch.testing.assert_close(series_features(batch, lengths, "last")[2], batch[2, 8])
+
+
+def test_ridge_accumulates_batches_and_solves_in_float64():
+    gen = torch.Generator().manual_seed(0)
+    states = torch.randn(4, 60, 10, generator=gen).float()
+    y = states.double() @ torch.randn(10, 2, generator=gen, dtype=torch.float64) + 0.5
+    whole = Ridge(1e-3).fit(states, y, washout=5)
+    pieces = Ridge(1e-3)
+    for b in range(4):
+        pieces.partial_fit(states[b], y[b], washout=5)
+    pieces.solve()
+    np.testing.assert_allclose(pieces.weight, whole.weight, rtol=1e-10)
+    assert whole.weight.dtype == np.float64
+    np.testing.assert_allclose(whole.bias, [0.5, 0.5], atol=1e-2)
+    with pytest.raises(ValueError, match="not fitted"):
+        Ridge().predict(states)
+
+
+def test_generated_weights_and_explicit_ones_are_checked():
+    reservoir = Reservoir(60, spectral_radius=1.25, density=0.1, seed=4, input_size=2)
+    radius = np.abs(np.linalg.eigvals(reservoir.W)).max()
+    assert abs(radius - 1.25) < 1e-10
+    assert set(np.unique(reservoir.W_in)) <= {-1.0, 0.0, 1.0}
+    with pytest.raises(ValueError, match="W must have shape"):
+        Reservoir(5, W=np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="leak_rate"):
+        Reservoir(5, leak_rate=0)
+    with pytest.raises(ValueError, match="non-finite value at series 0, step 1"):
+        Reservoir(5, seed=0).run(torch.tensor([[[0.0], [float("nan")]]]))
+
+
+def test_mackey_glass_one_step_and_free_running(tmp_path):
+    summary = run_esn(
+        {"units": 300, "steps": 3000, "train_steps": 2000, "seed": 1, "out": str(tmp_path)}
+    )
+    assert summary["nrmse"] < 0.05 and summary["nrmse_84"] < 0.2
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["nrmse"] == summary["nrmse"]
+    weights = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert weights["W"].shape == (300, 300) and weights["W_out"].shape == (300, 1)
+
+
+def test_generate_feeds_predictions_back():
+    series = mackey_glass(1500, seed=2)
+    reservoir = Reservoir(200, spectral_radius=1.1, leak_rate=0.3, seed=0)
+    states = reservoir.run(series[:-1][None], reset=True)
+    readout = Ridge(1e-6).fit(states[:, :1200], series[1:1201][None], washout=100)
+    free = generate(reservoir, readout, series[:1200][None], 20)
+    assert free.shape == (20, 1)
+    assert (free - series[1200:1220]).abs().max() < 0.02  # the series spans 0.4 .. 1.3
+    assert nrmse(series[1200:1220], series[1200:1220]) == 0
+
+
+def test_japanese_vowels_from_sktime():
+    from bptt.reservoir import japanese_vowels
+
+    data = japanese_vowels()
+    x, lengths, labels = data["train"]
+    assert x.shape[0] == 270 and x.shape[2] == 12 and set(labels.tolist()) == set(range(9))
+    x, lengths, labels = data["test"]
+    assert x.shape[0] == 370 and 7 <= int(lengths.min()) and int(lengths.max()) <= 29
+    assert (x[torch.arange(370), lengths - 1].abs().sum(1) > 0).all()  # the last frame is data
