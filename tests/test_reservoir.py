@@ -141,3 +141,38 @@ def test_japanese_vowels_from_sktime():
     x, lengths, labels = data["test"]
     assert x.shape[0] == 370 and 7 <= int(lengths.min()) and int(lengths.max()) <= 29
     assert (x[torch.arange(370), lengths - 1].abs().sum(1) > 0).all()  # the last frame is data
+
+
+def test_the_vowels_task_pads_at_the_front():
+    import bptt
+
+    task = bptt.tasks.make_task("vowels", 29)
+    x, y = task.test_set(0, torch.Generator())
+    assert x.shape == (370, 29, 12) and y.shape == (370,)
+    assert (x[:, -1].abs().sum(1) > 0).all()  # every sequence ends on a real frame
+    assert (x[:, 0].abs().sum(1) == 0).sum() > 300  # most start with padding
+    batch, labels = task.sample(8, torch.Generator().manual_seed(0))
+    assert batch.shape == (8, 29, 12) and labels.max() < 9
+
+
+def test_bptt_esn_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from bptt.cli import app
+
+    args = [
+        "esn",
+        "--units",
+        "100",
+        "--steps",
+        "2000",
+        "--train-steps",
+        "1500",
+        "--out",
+        str(tmp_path),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "nrmse" in result.output and (tmp_path / "summary.json").exists()
+    bad = CliRunner().invoke(app, ["esn", "--leak-rate", "2"])
+    assert bad.exit_code == 2 and "leak_rate" in bad.output

@@ -26,6 +26,7 @@ from bptt.tasks._pathological import (
     xor_problem,
 )
 from bptt.tasks._streams import EchoTask, Stream, StreamTask, TextTask, delayed_echo, stdlib_text
+from bptt.tasks._vowels import VowelsTask
 
 __all__ = [
     "TASKS",
@@ -44,6 +45,7 @@ __all__ = [
     "TemporalOrder3Task",
     "TemporalOrderTask",
     "TextTask",
+    "VowelsTask",
     "XorTask",
     "adding_problem",
     "copy_memory",
@@ -71,6 +73,7 @@ TASKS: dict[str, type[Task]] = {
     "memorization": MemorizationTask,
     "digits": DigitsTask,
     "pdigits": PermutedDigitsTask,
+    "vowels": VowelsTask,
     "echo": EchoTask,
     "text": TextTask,
 }
