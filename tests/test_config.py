@@ -100,6 +100,11 @@ def test_any_single_value_gives_a_valid_config_or_an_error_naming_it(field, valu
         ({"clip": "norm", "clip_norm": 1.0, "clip_z": 3.0}, "clip_z"),
         ({"optimizer": "adam", "momentum": 0.5}, "momentum"),
         ({"monitor": False, "spike_z": 3.0}, "spike_z"),
+        ({"optimizer": "adam", "hf_damping": 3.0}, "hf_damping"),
+        ({"optimizer": "hf", "lr": 0.1}, "lr"),
+        ({"optimizer": "hf", "clip": "norm", "clip_norm": 1.0}, "clip"),
+        ({"optimizer": "hf", "engine": "fast"}, "engine"),
+        ({"optimizer": "hf", "task": "text", "tbptt_k1": 10}, "optimizer"),
     ],
 )
 def test_cross_field_mistakes_name_their_field(values, field):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import csv
+import shutil
 
 import pytest
 import torch
@@ -149,3 +151,43 @@ def test_bad_settings_are_rejected():
     for kwargs in ({"loss": "hinge"}, {"damping": 0}, {"mu": -1}, {"decay": 2}, {"max_cg": 0}):
         with pytest.raises(ValueError):
             HessianFree(p, **kwargs)
+
+
+HF_RUN = {"task": "adding", "length": 10, "cell": "rnn", "hidden": 8, "steps": 20}
+HF_RUN.update({"batch_size": 64, "test_size": 64, "eval_every": 10, "log_every": 5})
+HF_RUN.update({"threads": 1, "optimizer": "hf", "checkpoint_every": 5})
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_with_hf_solves_short_adding_and_logs_its_solver(tmp_path):
+    result = bptt.train({**HF_RUN, "out": str(tmp_path / "run")})
+    rows = _rows(tmp_path / "run")
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    assert all(int(r["cg_iters"]) >= 1 and float(r["damping"]) > 0 for r in rows)
+    assert all(r["lr"] == "" for r in rows)  # HF has no learning rate
+    # the loss must fall well below the adding baseline (1/6) in 20 steps
+    assert result.summary["final_loss"] < 0.05 * result.summary["baseline_loss"]
+    assert result.summary["solved"]
+
+
+def test_a_resumed_hf_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path):
+    reference = tmp_path / "reference"
+    bptt.train({**HF_RUN, "out": str(reference)})
+    cut = tmp_path / "cut"
+    shutil.copytree(reference, cut)
+    for name in ("model.pt", "summary.json"):  # as if killed just after step 10's checkpoint
+        (cut / name).unlink()
+    for step in (15, 20):
+        for suffix in (".pt", ".pt.sha256"):
+            (cut / "checkpoints" / f"step-{step:09d}{suffix}").unlink()
+    bptt.resume(cut)  # holds the CG warm start and the damping of step 10
+    ours = torch.load(cut / "model.pt", weights_only=True)
+    theirs = torch.load(reference / "model.pt", weights_only=True)
+    for name in theirs:
+        assert torch.equal(ours[name], theirs[name]), name
+    untimed = [{k: v for k, v in row.items() if k != "wall_s"} for row in _rows(cut)]
+    assert untimed == [{k: v for k, v in r.items() if k != "wall_s"} for r in _rows(reference)]

@@ -3,7 +3,7 @@
 The public face: :func:`unroll` runs a one-step cell over time with hidden-gradient
 taps (:mod:`bptt.taps`), :mod:`bptt.cells` holds the cells, :class:`SequenceModel`
 adds a readout, :mod:`bptt.tasks` generates the benchmark tasks and :func:`train`
-runs one configured training into a run directory.
+runs one configured training into a run directory (:func:`resume` continues a killed one).
 """
 
 from bptt import cells, taps, tasks
@@ -11,7 +11,7 @@ from bptt.config import TrainConfig
 from bptt.engine import unroll
 from bptt.model import SequenceModel
 from bptt.tbptt import TBPTT
-from bptt.train import TrainResult, train
+from bptt.train import TrainResult, resume, train
 
 __all__ = [
     "TBPTT",
@@ -19,6 +19,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "cells",
+    "resume",
     "taps",
     "tasks",
     "train",

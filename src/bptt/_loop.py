@@ -77,15 +77,19 @@ class Batches:
                 config.batch_size, self.generator, device=config.device, dtype=self.dtype
             )
 
+    def sample(self) -> tuple[Tensor, Tensor]:
+        """The next batch of a sequence task (x, y)."""
+        return self.task.sample(
+            self.config.batch_size, self.generator, device=self.config.device, dtype=self.dtype
+        )
+
     def next(self) -> tuple[Tensor, Callable[[tuple], None] | None]:
         """The next step's loss and its rerun (None for a stream)."""
         if self.stream is not None:
             x, y = self.stream.next(self.config.tbptt_k1)
             (loss,) = list(self.trainer.losses(x, y))  # exactly one window is due
             return loss, None
-        x, y = self.task.sample(
-            self.config.batch_size, self.generator, device=self.config.device, dtype=self.dtype
-        )
+        x, y = self.sample()
 
         def rerun(extra: tuple, x: Tensor = x, y: Tensor = y) -> None:
             """Repeat the step with extra taps, leaving the gradients as they were."""
@@ -224,14 +228,17 @@ class Run:
             warnings.warn(str(err), stacklevel=2)
 
     def _roll_back(self) -> None:
-        """Back to the last checkpoint, with the learning rate lowered."""
+        """Back to the last checkpoint, with the learning rate lowered (HF: damping raised)."""
         state = self.checkpoints.latest_in_memory(map_location=self.config.device)
         self.load_state_dict(state, keep_counters=True)
         self.counters["rollbacks"] += 1
         self.counters["streak"] = 0
         scale = self.config.rollback_lr_factor ** self.counters["rollbacks"]
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * scale
+            if "damping" in group:  # Hessian-free: a trust region, shrunk by more damping
+                group["damping"] = max(group["damping"], self.config.hf_damping / scale)
+            else:
+                group["lr"] = self.config.lr * scale
 
     # --- the loop --------------------------------------------------------------------
 
@@ -244,23 +251,31 @@ class Run:
             self._checkpoint()
         while self.step < config.steps:
             step = self.step + 1
-            loss, rerun = self.batches.next()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.on_gradients is not None:
-                self.on_gradients(step, self.model)
-            watched = {}
-            if self.monitor is not None:  # before clipping; a non-finite step is rerun
-                logged = step % config.log_every == 0 or step == config.steps
-                wanted = logged or counters["nonfinite_steps"] == 0 or config.nonfinite == "raise"
-                watched = self.monitor.step(step, loss, rerun=rerun if wanted else None)
-            grad_norm = self.policy(self.params)  # clips in place; the norm before clipping
-            loss_value, norm_value = loss.item(), grad_norm.item()
-            finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-            clipped = finite and self.policy.clipped
+            watched: dict[str, Any] = {}
+            if config.optimizer == "hf":  # the optimizer evaluates, solves and steps itself
+                loss_value, norm_value, watched = self._hessian_free_step()
+                finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+                clipped = False
+            else:
+                loss, rerun = self.batches.next()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.on_gradients is not None:
+                    self.on_gradients(step, self.model)
+                if self.monitor is not None:  # before clipping; a non-finite step is rerun
+                    logged = step % config.log_every == 0 or step == config.steps
+                    wanted = (
+                        logged or counters["nonfinite_steps"] == 0 or config.nonfinite == "raise"
+                    )
+                    watched = self.monitor.step(step, loss, rerun=rerun if wanted else None)
+                grad_norm = self.policy(self.params)  # clips in place; the norm before clipping
+                loss_value, norm_value = loss.item(), grad_norm.item()
+                finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+                clipped = finite and self.policy.clipped
             stop = not finite and config.nonfinite == "raise"
             if finite:
-                self.optimizer.step()
+                if config.optimizer != "hf":
+                    self.optimizer.step()
                 counters["clipped_steps"] += clipped
                 counters["streak"] = 0
             else:
@@ -289,7 +304,7 @@ class Run:
                         "clip_threshold": self.policy.threshold,
                         "clipped": clipped,
                         "nonfinite": not finite,
-                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "lr": self.optimizer.param_groups[0].get("lr"),
                         "test_loss": counters["test_loss"] if evaluated else None,
                         "wall_s": round(counters["wall_s"], 4),
                         "rollbacks": counters["rollbacks"],
@@ -317,6 +332,24 @@ class Run:
             if last:
                 break
         return self._summary(time.perf_counter() - start)
+
+    def _hessian_free_step(self) -> tuple[float, float, dict[str, Any]]:
+        """One Hessian-free step on the next batch; curvature on its first share."""
+        x, y = self.batches.sample()
+        share = max(1, round(x.shape[0] * self.config.hf_curvature_fraction))
+
+        def closure(x: Tensor = x, y: Tensor = y) -> tuple[Tensor, Tensor]:
+            prediction = self.model(x)[0]
+            return self.task.loss(prediction, y), prediction
+
+        def curvature(x: Tensor = x[:share], y: Tensor = y[:share]) -> tuple[Tensor, Tensor]:
+            prediction = self.model(x)[0]
+            return self.task.loss(prediction, y), prediction
+
+        loss = self.optimizer.step(closure, curvature if share < x.shape[0] else None)
+        last = self.optimizer.last
+        report = {k: last[k] for k in ("cg_iters", "damping", "rho", "alpha")}
+        return float(loss), float(last.get("grad_norm", 0.0)), report
 
     def _stop(self, step: int, loss_value: float, norm_value: float, watched: dict) -> None:
         message = (
@@ -346,7 +379,7 @@ class Run:
             "cell": config.cell,
             "hidden": config.hidden,
             "optimizer": config.optimizer,
-            "lr": config.lr,
+            "lr": None if config.optimizer == "hf" else config.lr,
             "clip": config.clip,
             "clip_norm": config.clip_norm,
             "clip_step_norm": config.clip_step_norm,

@@ -35,7 +35,8 @@ def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     """The model a config describes, initialised from the global RNG (and by its method)."""
     dtype = getattr(torch, config.dtype)
     cell = make_cell(config.cell, task.input_size, config.hidden, device=config.device, dtype=dtype)
-    model = SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
+    engine = "generic" if config.optimizer == "hf" else config.engine  # HF needs double backward
+    model = SequenceModel(cell, task.output_size, readout=task.readout, engine=engine)
     method = METHODS.get(config.method) if config.method else None
     if method is not None and method.initialise is not None:
         method.initialise(model, task.dependency_length)
@@ -83,11 +84,29 @@ def seeds(seed: int) -> tuple[int, int, int]:
     return int(init) >> 1, int(data) >> 1, int(test) >> 1
 
 
+def _is_regression(config: TrainConfig) -> bool:
+    from bptt.tasks import TASKS
+
+    return TASKS[config.task].metric == "test_mse"
+
+
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Adam, RMSprop or SGD (Nesterov when momentum > 0) over the model's parameters."""
     params = model.parameters()
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
+    if config.optimizer == "hf":
+        from bptt.optim import HessianFree
+
+        loss = "mse" if _is_regression(config) else "cross_entropy"
+        return HessianFree(
+            model.parameters(),
+            loss=loss,
+            damping=config.hf_damping,
+            mu=config.hf_mu,
+            max_cg=config.hf_max_cg,
+            preconditioner=config.hf_preconditioner,
+        )
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum)
     nesterov = config.momentum > 0

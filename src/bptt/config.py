@@ -28,7 +28,7 @@ from bptt.tasks import TASKS
 
 __all__ = ["CLIPS", "DTYPES", "NONFINITE", "OPTIMIZERS", "ConfigError", "TrainConfig", "load_toml"]
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "hf")
 DTYPES = ("float32", "float64")
 CLIPS = ("none", "norm", "value", "percentile", "zscore", "calibrate")
 NONFINITE = ("skip", "raise")
@@ -74,8 +74,14 @@ class TrainConfig:
         steps: optimizer steps.
         batch_size: sequences per step.
         lr: learning rate.
-        optimizer: ``adam``, ``sgd`` or ``rmsprop``.
+        optimizer: ``adam``, ``sgd``, ``rmsprop`` or ``hf`` (Hessian-free, see
+            :class:`bptt.optim.HessianFree`).
         momentum: momentum of ``sgd`` (Nesterov) and ``rmsprop``.
+        hf_damping: Hessian-free: the initial Levenberg-Marquardt damping lambda.
+        hf_max_cg: Hessian-free: cap on conjugate-gradient iterations per step.
+        hf_mu: Hessian-free: structural damping weight (penalises hidden-state change).
+        hf_curvature_fraction: Hessian-free: share of the batch used for curvature.
+        hf_preconditioner: Hessian-free: use the diagonal preconditioner.
         clip: how the parameters' gradient is clipped: ``none``, ``norm`` (global norm at
             ``clip_norm``), ``value`` (elements at ``clip_value``), ``percentile``
             (AutoClip), ``zscore`` (ZClip, capped at ``clip_norm`` if given) or
@@ -138,6 +144,11 @@ class TrainConfig:
     lr: float = field(default=3e-3, metadata=_float(0.0, 10.0, open_min=True))
     optimizer: str = field(default="adam", metadata=_choice(*OPTIMIZERS))
     momentum: float = field(default=0.9, metadata=_float(0.0, 0.999999))
+    hf_damping: float = field(default=1.0, metadata=_float(0.0, 1e9, open_min=True))
+    hf_max_cg: int = field(default=100, metadata=_int(1, 100_000))
+    hf_mu: float = field(default=0.0, metadata=_float(0.0, 1e9))
+    hf_curvature_fraction: float = field(default=1.0, metadata=_float(0.0, 1.0, open_min=True))
+    hf_preconditioner: bool = field(default=False, metadata={"kind": bool})
     clip: str | None = field(default=None, metadata=_choice(*CLIPS))
     clip_norm: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
     clip_value: float | None = field(default=None, metadata=_float(0.0, None, open_min=True))
@@ -205,6 +216,13 @@ class TrainConfig:
             )
         self._refuse_unused_settings()
         stream = getattr(TASKS[self.task], "stream", False)
+        if self.optimizer == "hf":
+            if stream:
+                raise ConfigError("optimizer", "hf trains sequence tasks, not streams")
+            if self.clip != "none" or self.clip_step_norm or self.clip_step_value:
+                raise ConfigError("clip", "hf controls its steps by damping; use clip none")
+            if self.engine == "fast":
+                raise ConfigError("engine", "hf needs double backward: engine auto or generic")
         if not stream and (self.tbptt_k1 or self.tbptt_k2):
             field_name = "tbptt_k1" if self.tbptt_k1 else "tbptt_k2"
             streams = ", ".join(k for k, v in TASKS.items() if getattr(v, "stream", False))
@@ -228,6 +246,12 @@ class TrainConfig:
             "clip_calibrate_steps": (self.clip == "calibrate", "clip calibrate"),
             "clip_quantile": (self.clip == "calibrate", "clip calibrate"),
             "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
+            "lr": (self.optimizer != "hf", "optimizer adam, sgd or rmsprop"),
+            "hf_damping": (self.optimizer == "hf", "optimizer hf"),
+            "hf_max_cg": (self.optimizer == "hf", "optimizer hf"),
+            "hf_mu": (self.optimizer == "hf", "optimizer hf"),
+            "hf_curvature_fraction": (self.optimizer == "hf", "optimizer hf"),
+            "hf_preconditioner": (self.optimizer == "hf", "optimizer hf"),
             "spike_window": (self.monitor, "monitor on"),
             "spike_z": (self.monitor, "monitor on"),
         }

@@ -286,6 +286,7 @@ class HessianFree(torch.optim.Optimizer):
         for group in self.param_groups[1:]:
             group["damping"] = opts["damping"]
         self.last = {
+            "grad_norm": float(torch.linalg.vector_norm(g)),
             "cg_iters": iterations,
             "damping": opts["damping"],
             "rho": rho,
