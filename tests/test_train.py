@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -154,3 +155,14 @@ def test_stop_when_solved_ends_at_the_first_solved_evaluation():
     config.update({"eval_every": 50, "stop_when_solved": True, "threads": 1, "monitor": False})
     summary = bptt.train(config).summary
     assert summary["solved"] and summary["steps_done"] == summary["solved_step"] < 3000
+
+
+def test_a_time_limit_ends_the_run_evaluated_at_its_last_step(tmp_path):
+    limit = 0.3
+    result = bptt.train({**SMALL, "steps": 1_000_000, "time_limit_s": limit, "eval_every": 10**6})
+    summary = result.summary
+    assert summary["time_limited"] and 0 < summary["steps_done"] < 1_000_000
+    assert limit <= summary["wall_s"] < limit + 5  # one step past the limit, then evaluated
+    assert math.isfinite(summary["final_loss"])  # evaluated at the step it stopped
+    unlimited = bptt.train({**SMALL, "time_limit_s": 3600.0})
+    assert not unlimited.summary["time_limited"] and unlimited.summary["steps_done"] == 30

@@ -284,7 +284,8 @@ class Run:
                 counters["streak"] += 1
             self.step = step
             counters["loss"] = loss_value
-            last = step == config.steps or stop
+            out_of_time = 0 < config.time_limit_s <= time.perf_counter() - start
+            last = step == config.steps or stop or out_of_time
             evaluated = step % config.eval_every == 0 or last
             if evaluated:
                 counters["test_loss"] = evaluate(
@@ -388,6 +389,7 @@ class Run:
             "seed": config.seed,
             "steps": config.steps,
             "steps_done": self.step,
+            "time_limited": 0 < config.time_limit_s <= wall and self.step < config.steps,
             **(
                 {"tbptt_k1": config.tbptt_k1, "tbptt_k2": config.tbptt_k2}
                 if config.tbptt_k1

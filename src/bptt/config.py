@@ -110,6 +110,9 @@ class TrainConfig:
         probe_size: sequences in that probe batch (taken from the test set).
         stop_when_solved: end the run at the first evaluation that finds the task
             solved (``summary["steps_done"]`` says where); for steps-to-solve tables.
+        time_limit_s: end the run (evaluated, logged and checkpointed as at its last
+            step) at the first step that ends past this many seconds of training;
+            0 for none. For equal-time comparisons; the step count then varies.
         checkpoint_every: steps between checkpoints (under ``out/checkpoints``, and in
             memory), also written at step 0 and at the end; 0 for none.
         keep_checkpoints: checkpoints kept on disk, newest first.
@@ -168,6 +171,7 @@ class TrainConfig:
     diagnose_every: int = field(default=0, metadata=_int(0))
     probe_size: int = field(default=32, metadata=_int(1, 100_000))
     stop_when_solved: bool = field(default=False, metadata={"kind": bool})
+    time_limit_s: float = field(default=0.0, metadata=_float(0.0, None))
     checkpoint_every: int = field(default=0, metadata=_int(0))
     keep_checkpoints: int = field(default=3, metadata=_int(1, 1000))
     nonfinite_patience: int = field(default=5, metadata=_int(0, 1_000_000))
@@ -222,7 +226,7 @@ class TrainConfig:
             if self.clip != "none" or self.clip_step_norm or self.clip_step_value:
                 raise ConfigError("clip", "hf controls its steps by damping; use clip none")
             if self.engine == "fast":
-                raise ConfigError("engine", "hf needs double backward: engine auto or generic")
+                raise ConfigError("engine", "hf needs forward-mode AD: engine auto or generic")
         if not stream and (self.tbptt_k1 or self.tbptt_k2):
             field_name = "tbptt_k1" if self.tbptt_k1 else "tbptt_k2"
             streams = ", ".join(k for k, v in TASKS.items() if getattr(v, "stream", False))
