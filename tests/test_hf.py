@@ -62,6 +62,28 @@ def test_gauss_newton_product_equals_the_explicit_matrix(loss, gen):
         torch.testing.assert_close(product, explicit @ v, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("forward_mode", [False, True])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_the_curvature_product_is_the_damped_explicit_matrix(loss, forward_mode, gen):
+    model, x = _tiny(gen)
+    explicit = _explicit_gauss_newton(model, x, loss)
+    opt = HessianFree(
+        model.parameters(), loss=loss, damping=0.3, module=model if forward_mode else None
+    )
+    target = torch.zeros(5, 4, dtype=DT) if loss == "mse" else torch.zeros(5, dtype=torch.long)
+    loss_fn = nn.functional.mse_loss if loss == "mse" else nn.functional.cross_entropy
+
+    def closure():
+        out = model(x)[0]
+        return loss_fn(out, target), out
+
+    product = opt.curvature_product(closure)
+    damped = explicit + 0.3 * torch.eye(explicit.shape[0], dtype=DT)
+    for _ in range(3):
+        v = torch.randn(explicit.shape[0], generator=gen, dtype=DT)
+        torch.testing.assert_close(product(v), damped @ v, rtol=1e-10, atol=1e-12)
+
+
 def test_conjugate_gradient_solves_a_random_spd_system(gen):
     m = torch.randn(40, 40, generator=gen, dtype=DT)
     a = m @ m.T + 40 * torch.eye(40, dtype=DT)

@@ -261,32 +261,10 @@ class HessianFree(torch.optim.Optimizer):
         grads = torch.autograd.grad(loss, params, retain_graph=True)
         g = _flat(grads).detach()
         if curvature_closure is not None:
-            _, c_outputs, c_hidden = self._evaluate(curvature_closure, graph=True)
-        else:
-            c_outputs, c_hidden = outputs, hidden
-        damping, mu = opts["damping"], opts["mu"]
-
-        structural = mu > 0 and c_hidden is not None
-        tangents_of = self._forward_mode(curvature_closure or closure, params)
-
-        def product(v: Tensor) -> Tensor:
-            parts = _split(v, params)
-            if tangents_of is None:  # reverse mode only: J v by the double-vjp trick
-                gv = _flat(gauss_newton_product(c_outputs, params, parts, opts["loss"]))
-                out = gv + damping * v
-                if structural:
-                    sv = _flat(gauss_newton_product(c_hidden, params, parts, "mse"))
-                    out = out + damping * mu * sv * c_hidden.numel() / 2  # J_h^T J_h v
-                return out
-            # forward mode: J v (and J_h v) by one jvp, then one vjp for both terms
-            tangents = tangents_of(parts)
-            targets = [c_outputs]
-            cotangents = [_loss_hessian_product(c_outputs, tangents[0], opts["loss"], None)]
-            if structural:
-                targets.append(c_hidden)
-                cotangents.append(damping * mu * tangents[1])  # J_h^T J_h v
-            grads = torch.autograd.grad(targets, params, cotangents, retain_graph=True)
-            return _flat(grads) + damping * v
+            product = self.curvature_product(curvature_closure)
+        else:  # the gradient batch's graph serves
+            product = self._product(closure, outputs, hidden)
+        damping = opts["damping"]
 
         previous = [self.state[p].get("cg_solution") for p in params]
         x0 = None
@@ -352,6 +330,47 @@ class HessianFree(torch.optim.Optimizer):
             "loss_after": value,
         }
         return loss.detach()
+
+    def curvature_product(self, closure: Closure) -> Callable[[Tensor], Tensor]:
+        """v -> (G + lambda I + lambda mu S) v on the closure's batch, at the current
+        parameters and damping: the matrix conjugate gradient sees, never built.
+
+        v and the result are flat, of length the number of optimised elements (in
+        parameter-group order). The closure runs once now (and, with ``module``, once
+        per product in forward mode).
+        """
+        _, outputs, hidden = self._evaluate(closure, graph=True)
+        return self._product(closure, outputs, hidden)
+
+    def _product(
+        self, closure: Closure, outputs: Tensor, hidden: Tensor | None
+    ) -> Callable[[Tensor], Tensor]:
+        params, opts = self._params(), self._options
+        damping, mu = opts["damping"], opts["mu"]
+        structural = mu > 0 and hidden is not None
+        tangents_of = self._forward_mode(closure, params)
+        c_outputs, c_hidden = outputs, hidden
+
+        def product(v: Tensor) -> Tensor:
+            parts = _split(v, params)
+            if tangents_of is None:  # reverse mode only: J v by the double-vjp trick
+                gv = _flat(gauss_newton_product(c_outputs, params, parts, opts["loss"]))
+                out = gv + damping * v
+                if structural:
+                    sv = _flat(gauss_newton_product(c_hidden, params, parts, "mse"))
+                    out = out + damping * mu * sv * c_hidden.numel() / 2  # J_h^T J_h v
+                return out
+            # forward mode: J v (and J_h v) by one jvp, then one vjp for both terms
+            tangents = tangents_of(parts)
+            targets = [c_outputs]
+            cotangents = [_loss_hessian_product(c_outputs, tangents[0], opts["loss"], None)]
+            if structural:
+                targets.append(c_hidden)
+                cotangents.append(damping * mu * tangents[1])  # J_h^T J_h v
+            grads = torch.autograd.grad(targets, params, cotangents, retain_graph=True)
+            return _flat(grads) + damping * v
+
+        return product
 
     def _forward_mode(
         self, closure: Closure, params: list[Tensor]
