@@ -248,3 +248,12 @@ def test_a_resumed_hf_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path):
         assert torch.equal(ours[name], theirs[name]), name
     untimed = [{k: v for k, v in row.items() if k != "wall_s"} for row in _rows(cut)]
     assert untimed == [{k: v for k, v in r.items() if k != "wall_s"} for r in _rows(reference)]
+
+
+def test_structural_damping_reaches_the_training_loop(tmp_path):
+    short = {**HF_RUN, "steps": 4, "checkpoint_every": 0}
+    plain = bptt.train(short).model
+    damped = bptt.train({**short, "hf_mu": 0.5}).model
+    x = torch.randn(3, 10, 2)
+    torch.testing.assert_close(damped.predict_with_hidden(x)[0], damped(x)[0])
+    assert not torch.allclose(plain(x)[0], damped(x)[0])  # mu changed the steps

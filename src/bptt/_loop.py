@@ -339,13 +339,17 @@ class Run:
         x, y = self.batches.sample()
         share = max(1, round(x.shape[0] * self.config.hf_curvature_fraction))
 
-        def closure(x: Tensor = x, y: Tensor = y) -> tuple[Tensor, Tensor]:
+        structural = self.config.hf_mu > 0  # then the hidden states join the outputs
+
+        def closure(x: Tensor = x, y: Tensor = y) -> tuple[Tensor, ...]:
+            if structural:
+                prediction, hidden = self.model.predict_with_hidden(x)
+                return self.task.loss(prediction, y), prediction, hidden
             prediction = self.model(x)[0]
             return self.task.loss(prediction, y), prediction
 
-        def curvature(x: Tensor = x[:share], y: Tensor = y[:share]) -> tuple[Tensor, Tensor]:
-            prediction = self.model(x)[0]
-            return self.task.loss(prediction, y), prediction
+        def curvature(x: Tensor = x[:share], y: Tensor = y[:share]) -> tuple[Tensor, ...]:
+            return closure(x, y)
 
         loss = self.optimizer.step(closure, curvature if share < x.shape[0] else None)
         last = self.optimizer.last

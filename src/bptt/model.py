@@ -72,6 +72,15 @@ class SequenceModel(nn.Module):
         ``taps`` see the hidden-state gradient of every step (see :mod:`bptt.taps`).
         """
         outputs, state = unroll(self.cell, x, state=state, taps=taps, engine=self.engine)
+        return self._read(outputs), state
+
+    def predict_with_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The prediction and every step's hidden output (B, T, H), from the zero state:
+        what Hessian-free's structural damping penalises the change of."""
+        outputs, _ = unroll(self.cell, x, engine=self.engine)
+        return self._read(outputs), outputs
+
+    def _read(self, outputs: Tensor) -> Tensor:
         if self.readout == "last":
-            return self.head(outputs[:, -1]), state  # (B, O)
-        return self.head(outputs), state  # (B, T, O)
+            return self.head(outputs[:, -1])  # (B, O)
+        return self.head(outputs)  # (B, T, O)
