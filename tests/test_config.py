@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 from hypothesis import given, settings
@@ -118,3 +119,11 @@ def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
     bad.write_bytes('task = "caf\xe9"'.encode("latin-1"))
     with pytest.raises(ConfigError, match="UTF-8"):
         load_toml(bad)
+
+
+def test_a_config_error_survives_pickling():
+    """Errors raised in a worker process reach the parent through pickle."""
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict({"steps": 0})
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (type(again), again.field, str(again)) == (ConfigError, "steps", str(info.value))

@@ -40,6 +40,10 @@ class ConfigError(ValueError):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.message = message
+
+    def __reduce__(self):  # picklable: it crosses process pools (benchmarks, Ray)
+        return type(self), (self.field, self.message)
 
 
 def _choice(*allowed: str) -> dict:
