@@ -257,3 +257,30 @@ def test_structural_damping_reaches_the_training_loop(tmp_path):
     x = torch.randn(3, 10, 2)
     torch.testing.assert_close(damped.predict_with_hidden(x)[0], damped(x)[0])
     assert not torch.allclose(plain(x)[0], damped(x)[0])  # mu changed the steps
+
+
+def test_several_parameter_groups_are_optimised_jointly(gen):
+    """Groups share one damping and one CG solve: splitting changes nothing."""
+    model, x = _tiny(gen)
+    y = torch.randn(5, 4, generator=gen, dtype=DT)
+
+    def trained(grouped: bool) -> torch.Tensor:
+        net = copy.deepcopy(model)
+        params = (
+            [{"params": net.cell.parameters()}, {"params": net.head.parameters()}]
+            if grouped
+            else net.parameters()
+        )
+        opt = HessianFree(params, damping=0.5, max_cg=20, module=net)
+
+        def closure():
+            out = net(x)[0]
+            return nn.functional.mse_loss(out, y), out
+
+        for _ in range(3):
+            opt.step(closure)
+        damping = {group["damping"] for group in opt.param_groups}
+        assert len(damping) == 1
+        return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+    torch.testing.assert_close(trained(True), trained(False), rtol=0, atol=0)
