@@ -12,7 +12,9 @@ T in {50, 100, 200}, trained by HF, by SGD with Nesterov momentum and by Adam (b
 first-order ones with global-norm clipping at 1), each run for the same wall time
 (``--budget-s``, one thread, two runs at a time) and stopped at the first evaluation
 that finds the task solved. The table gives per task, length and optimizer the solved
-seeds and the median wall time to solve. Rows go to ``runs/hf/runs.csv`` as they come.
+seeds and the median wall time to solve. Rows go to ``runs/hf/runs.csv`` as they come;
+a second call with the same ``--out`` skips the runs already there (an interrupted matrix
+resumes, and ``--seeds`` can be extended).
 
     python benchmarks/hf.py products
     python benchmarks/hf.py runs --budget-s 60 --seeds 0,1,2
@@ -104,6 +106,19 @@ def products(lengths: list[int], batch: int, repeats: int) -> None:
 # --- runs ------------------------------------------------------------------------------
 
 
+ROW_FIELDS = [
+    "optimizer",
+    "task",
+    "length",
+    "seed",
+    "solved",
+    "steps_done",
+    "wall_s",
+    "final_loss",
+    "baseline",
+]
+
+
 def run(optimizer: str, task: str, length: int, seed: int, budget_s: float) -> dict:
     config = {"task": task, "length": length, "cell": "rnn", "hidden": HIDDEN, "seed": seed}
     config.update({"steps": 10**8, "time_limit_s": budget_s, "stop_when_solved": True})
@@ -122,25 +137,51 @@ def run(optimizer: str, task: str, length: int, seed: int, budget_s: float) -> d
     }
 
 
+def _read_rows(path: Path) -> list[dict]:
+    """Rows of an earlier, possibly interrupted, call (typed as `run` returns them)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [
+            {
+                **row,
+                "length": int(row["length"]),
+                "seed": int(row["seed"]),
+                "solved": row["solved"] == "True",
+                "steps_done": int(row["steps_done"]),
+                "wall_s": float(row["wall_s"]),
+                "final_loss": float(row["final_loss"]),
+                "baseline": float(row["baseline"]),
+            }
+            for row in csv.DictReader(handle)
+        ]
+
+
 def runs(args: argparse.Namespace) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks, lengths = args.tasks.split(","), [int(n) for n in args.lengths.split(",")]
     optimizers = args.optimizers.split(",")
-    jobs = list(itertools.product(tasks, lengths, optimizers, seeds))
     args.out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    path = args.out / "runs.csv"
+    # Rows already in the file are kept and their jobs skipped: an interrupted matrix resumes.
+    earlier = _read_rows(path)
+    done_keys = {(r["task"], r["length"], r["optimizer"], r["seed"]) for r in earlier}
+    jobs = [
+        job for job in itertools.product(tasks, lengths, optimizers, seeds) if job not in done_keys
+    ]
+    print(f"{len(earlier)} rows already in {path}; {len(jobs)} runs to do", flush=True)
+    rows: list[dict] = list(earlier)
     with (
-        open(args.out / "runs.csv", "w", newline="") as handle,
+        open(path, "a", newline="") as handle,
         ProcessPoolExecutor(args.workers) as pool,
     ):
-        writer = None
+        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
+        if not earlier:
+            writer.writeheader()
         futures = [pool.submit(run, o, t, n, s, args.budget_s) for t, n, o, s in jobs]
         for done, future in enumerate(as_completed(futures), 1):
             row = future.result()
             rows.append(row)
-            if writer is None:
-                writer = csv.DictWriter(handle, fieldnames=list(row))
-                writer.writeheader()
             writer.writerow(row)
             handle.flush()
             print(f"[{done}/{len(jobs)}] {row}", flush=True)

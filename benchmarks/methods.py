@@ -4,7 +4,8 @@ Each run trains one method (``bptt.methods``) on one task until an evaluation (e
 100 steps) finds it solved, or the step budget runs out; two runs at a time, one
 thread each. The table gives the first solved step, or "-" when the budget ended
 first, and the final test loss against the baseline. Results go to
-``runs/methods/methods.csv`` as they come.
+``runs/methods/methods.csv`` as they come; a second call with the same ``--out`` and
+``--budget`` skips the runs already there (an interrupted table resumes).
 
     python benchmarks/methods.py --budget 10000 --seeds 0
 """
@@ -26,6 +27,31 @@ from bptt.methods import METHODS
 SETTINGS = (("adding", 100), ("adding", 200), ("copy", 50), ("copy", 100))
 
 
+FIELDS = ["method", "task", "length", "seed", "solved_step", "steps_done", "final_loss"]
+FIELDS += ["baseline", "wall_s", "budget"]
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Rows of an earlier, possibly interrupted, call, typed as ``run`` returns them."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [
+            {
+                **row,
+                "length": int(row["length"]),
+                "seed": int(row["seed"]),
+                "solved_step": int(row["solved_step"]) if row["solved_step"] else None,
+                "steps_done": int(row["steps_done"]),
+                "final_loss": float(row["final_loss"]),
+                "baseline": float(row["baseline"]),
+                "wall_s": float(row["wall_s"]),
+                "budget": int(row["budget"]),
+            }
+            for row in csv.DictReader(handle)
+        ]
+
+
 def run(method: str, task: str, length: int, seed: int, budget: int) -> dict:
     config = {"method": method, "task": task, "length": length, "seed": seed, "steps": budget}
     config.update({"eval_every": 100, "stop_when_solved": True, "threads": 1, "monitor": False})
@@ -33,6 +59,7 @@ def run(method: str, task: str, length: int, seed: int, budget: int) -> dict:
     keys = ("method", "task", "length", "seed", "solved_step", "steps_done", "final_loss")
     row = {k: summary[k] for k in keys}
     row.update({"baseline": summary["baseline_loss"], "wall_s": summary["wall_s"]})
+    row["budget"] = budget
     return row
 
 
@@ -46,21 +73,22 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
-    jobs = list(itertools.product(methods, SETTINGS, seeds))
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    with (
-        open(args.out / "methods.csv", "w", newline="") as handle,
-        ProcessPoolExecutor(args.workers) as pool,
-    ):
-        writer = None
+    path = args.out / "methods.csv"
+    earlier = [r for r in _read_rows(path) if r["budget"] == args.budget]
+    done = {(r["method"], (r["task"], r["length"]), r["seed"]) for r in earlier}
+    jobs = [j for j in itertools.product(methods, SETTINGS, seeds) if j not in done]
+    print(f"{len(earlier)} runs already in {path}; {len(jobs)} to do", flush=True)
+    rows = list(earlier)
+    fresh = not path.exists()
+    with open(path, "a", newline="") as handle, ProcessPoolExecutor(args.workers) as pool:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        if fresh:
+            writer.writeheader()
         futures = [pool.submit(run, m, t, n, s, args.budget) for m, (t, n), s in jobs]
         for future in as_completed(futures):
             row = future.result()
             rows.append(row)
-            if writer is None:
-                writer = csv.DictWriter(handle, fieldnames=list(row))
-                writer.writeheader()
             writer.writerow(row)
             handle.flush()
             print(row, flush=True)

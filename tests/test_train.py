@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import bptt
-from bptt.config import TrainConfig
+from bptt.config import ConfigError, TrainConfig
 from bptt.precision import flushing_denormals
 from bptt.rundir import METRIC_FIELDS
 from bptt.tasks import make_task
@@ -166,3 +166,34 @@ def test_a_time_limit_ends_the_run_evaluated_at_its_last_step(tmp_path):
     assert math.isfinite(summary["final_loss"])  # evaluated at the step it stopped
     unlimited = bptt.train({**SMALL, "time_limit_s": 3600.0})
     assert not unlimited.summary["time_limited"] and unlimited.summary["steps_done"] == 30
+
+
+def test_the_cosine_schedule_follows_torchs_cosine_annealing(tmp_path):
+    config = {"task": "adding", "length": 6, "cell": "rnn", "hidden": 4, "steps": 30}
+    config.update({"lr": 0.02, "lr_schedule": "cosine", "lr_end_factor": 0.1, "log_every": 1})
+    bptt.train({**config, "out": str(tmp_path / "run"), "threads": 1})
+    with open(tmp_path / "run" / "metrics.csv", newline="") as handle:
+        logged = [float(row["lr"]) for row in csv.DictReader(handle)]
+    # the reference: torch's scheduler stepped once after each optimizer step
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.02)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=29, eta_min=0.002)
+    expected = []
+    for _ in range(30):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert logged == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_schedule_changes_the_steps_taken():
+    config = {"task": "adding", "length": 6, "cell": "rnn", "hidden": 4, "steps": 20, "lr": 0.02}
+    constant = bptt.train(config).model.state_dict()
+    cosine = bptt.train({**config, "lr_schedule": "cosine"}).model.state_dict()
+    assert not torch.equal(constant["cell.weight_hh"], cosine["cell.weight_hh"])
+
+
+def test_schedule_settings_are_refused_where_nothing_reads_them():
+    with pytest.raises(ConfigError, match="lr_end_factor"):
+        TrainConfig(lr_end_factor=0.1)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        TrainConfig(task="adding", cell="rnn", optimizer="hf", lr_schedule="cosine")

@@ -15,6 +15,7 @@ from bptt._setup import (
     build_model,
     evaluate,
     json_safe,
+    learning_rate,
     make_clip_policy,
     make_optimizer,
     seeds,
@@ -237,8 +238,7 @@ class Run:
         for group in self.optimizer.param_groups:
             if "damping" in group:  # Hessian-free: a trust region, shrunk by more damping
                 group["damping"] = max(group["damping"], self.config.hf_damping / scale)
-            else:
-                group["lr"] = self.config.lr * scale
+        # A first-order optimizer's learning rate is set before each step (learning_rate).
 
     # --- the loop --------------------------------------------------------------------
 
@@ -275,6 +275,9 @@ class Run:
             stop = not finite and config.nonfinite == "raise"
             if finite:
                 if config.optimizer != "hf":
+                    lr = learning_rate(config, step, counters["rollbacks"])
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
                     self.optimizer.step()
                 counters["clipped_steps"] += clipped
                 counters["streak"] = 0

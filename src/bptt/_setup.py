@@ -20,6 +20,7 @@ __all__ = [
     "build_model",
     "evaluate",
     "json_safe",
+    "learning_rate",
     "make_clip_policy",
     "make_optimizer",
     "seeds",
@@ -112,6 +113,22 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
         return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum)
     nesterov = config.momentum > 0
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=nesterov)
+
+
+def learning_rate(config: TrainConfig, step: int, rollbacks: int = 0) -> float:
+    """The learning rate of optimizer step ``step`` (1-based): ``config.lr`` shaped by
+    the schedule, times ``rollback_lr_factor`` per roll-back so far.
+
+    >>> config = TrainConfig(lr=1.0, steps=3, lr_schedule="cosine", lr_end_factor=0.5)
+    >>> [learning_rate(config, step) for step in (1, 2, 3)]
+    [1.0, 0.75, 0.5]
+    """
+    scale = config.rollback_lr_factor**rollbacks
+    if config.lr_schedule == "constant" or config.steps == 1:
+        return config.lr * scale
+    progress = min(step - 1, config.steps - 1) / (config.steps - 1)
+    end = config.lr_end_factor
+    return config.lr * scale * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 @torch.no_grad()

@@ -26,12 +26,22 @@ from bptt.engine import ENGINES
 from bptt.methods import METHODS
 from bptt.tasks import TASKS
 
-__all__ = ["CLIPS", "DTYPES", "NONFINITE", "OPTIMIZERS", "ConfigError", "TrainConfig", "load_toml"]
+__all__ = [
+    "CLIPS",
+    "DTYPES",
+    "LR_SCHEDULES",
+    "NONFINITE",
+    "OPTIMIZERS",
+    "ConfigError",
+    "TrainConfig",
+    "load_toml",
+]
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "hf")
 DTYPES = ("float32", "float64")
 CLIPS = ("none", "norm", "value", "percentile", "zscore", "calibrate")
 NONFINITE = ("skip", "raise")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -80,6 +90,10 @@ class TrainConfig:
         lr: learning rate.
         optimizer: ``adam``, ``sgd``, ``rmsprop`` or ``hf`` (Hessian-free, see
             :class:`bptt.optim.HessianFree`).
+        lr_schedule: ``constant``, or ``cosine``: the learning rate follows a half cosine
+            from ``lr`` at step 1 to ``lr * lr_end_factor`` at step ``steps`` (a fixed
+            function of the step, so a resumed run follows it exactly).
+        lr_end_factor: the cosine schedule's final learning rate as a fraction of ``lr``.
         momentum: momentum of ``sgd`` (Nesterov) and ``rmsprop``.
         hf_damping: Hessian-free: the initial Levenberg-Marquardt damping lambda.
         hf_max_cg: Hessian-free: cap on conjugate-gradient iterations per step.
@@ -150,6 +164,8 @@ class TrainConfig:
     batch_size: int = field(default=50, metadata=_int(1, 1_000_000))
     lr: float = field(default=3e-3, metadata=_float(0.0, 10.0, open_min=True))
     optimizer: str = field(default="adam", metadata=_choice(*OPTIMIZERS))
+    lr_schedule: str = field(default="constant", metadata=_choice(*LR_SCHEDULES))
+    lr_end_factor: float = field(default=0.0, metadata=_float(0.0, 1.0))
     momentum: float = field(default=0.9, metadata=_float(0.0, 0.999999))
     hf_damping: float = field(default=1.0, metadata=_float(0.0, 1e9, open_min=True))
     hf_max_cg: int = field(default=100, metadata=_int(1, 100_000))
@@ -255,6 +271,8 @@ class TrainConfig:
             "clip_quantile": (self.clip == "calibrate", "clip calibrate"),
             "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
             "lr": (self.optimizer != "hf", "optimizer adam, sgd or rmsprop"),
+            "lr_schedule": (self.optimizer != "hf", "optimizer adam, sgd or rmsprop"),
+            "lr_end_factor": (self.lr_schedule == "cosine", "lr_schedule cosine"),
             "hf_damping": (self.optimizer == "hf", "optimizer hf"),
             "hf_max_cg": (self.optimizer == "hf", "optimizer hf"),
             "hf_mu": (self.optimizer == "hf", "optimizer hf"),
