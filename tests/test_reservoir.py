@@ -176,3 +176,34 @@ def test_bptt_esn_command(tmp_path):
     assert "nrmse" in result.output and (tmp_path / "summary.json").exists()
     bad = CliRunner().invoke(app, ["esn", "--leak-rate", "2"])
     assert bad.exit_code == 2 and "leak_rate" in bad.output
+
+
+@pytest.mark.parametrize("batch", [3, 12])  # sparse W products, then dense ones
+def test_features_equal_the_reduced_states_without_keeping_them(batch):
+    gen = torch.Generator().manual_seed(batch)
+    reservoir = Reservoir(30, spectral_radius=0.9, leak_rate=0.4, bias=0.1, seed=3)
+    x = torch.randn(batch, 9, 2, generator=gen, dtype=torch.float64)
+    lengths = torch.randint(1, 10, (batch,), generator=gen)
+    reservoir.run(x[:, :4])  # a carried state, which features must neither use nor change
+    carried = reservoir.state.copy()
+    states = Reservoir(30, spectral_radius=0.9, leak_rate=0.4, bias=0.1, seed=3)
+    states.W_in = reservoir.W_in
+    for reduce in ("mean", "last"):
+        for given in (lengths, None):
+            expected = series_features(states.run(x, given, reset=True), given, reduce)
+            got = reservoir.features(x, given, reduce)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-14)
+    assert np.array_equal(reservoir.state, carried)
+    with pytest.raises(ValueError, match="reduce"):
+        reservoir.features(x, lengths, "max")
+
+
+def test_a_large_batch_of_unequal_series_matches_each_series_alone():
+    reservoir = Reservoir(40, spectral_radius=0.95, leak_rate=0.7, seed=2)
+    x = torch.randn(11, 8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([8, 1, 5, 8, 3, 7, 2, 6, 4, 8, 5])
+    batch = reservoir.run(x, lengths, reset=True)
+    for b, n in enumerate(lengths.tolist()):
+        alone = reservoir.run(x[b : b + 1, :n], reset=True)[0]
+        torch.testing.assert_close(batch[b, :n], alone, rtol=0, atol=1e-14)
+        assert (batch[b, n:] == 0).all()

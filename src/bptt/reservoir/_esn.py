@@ -15,7 +15,7 @@ from bptt.config import ConfigError, _validate
 from bptt.reservoir._data import japanese_vowels, mackey_glass
 from bptt.reservoir._generate import generate, nrmse
 from bptt.reservoir._reservoir import Reservoir
-from bptt.reservoir._ridge import Ridge, series_features
+from bptt.reservoir._ridge import Ridge
 
 __all__ = ["ESN_TASKS", "ESNConfig", "run_esn"]
 
@@ -135,10 +135,10 @@ def _japanese_vowels(config: ESNConfig) -> tuple[dict[str, Any], Reservoir, Ridg
     for k in range(config.ensemble):
         reservoir, readout = _reservoir(config, k), Ridge(config.ridge)
         x, lengths, labels = data["train"]
-        features = series_features(reservoir.run(x, lengths), lengths, config.reduce)
+        features = reservoir.features(x, lengths, config.reduce)
         readout.fit(features, torch.nn.functional.one_hot(labels, 9).double())
         x, lengths, labels = data["test"]
-        test = series_features(reservoir.run(x, lengths), lengths, config.reduce)
+        test = reservoir.features(x, lengths, config.reduce)
         scores = scores + readout.predict(test)
     errors = int((scores.argmax(-1) != labels).sum())
     return {"test_errors": errors, "test_size": int(labels.shape[0])}, reservoir, readout

@@ -23,9 +23,13 @@ try:  # scipy's own kernel for y += A x; the public A @ x adds a dispatch per ca
 except ImportError:  # pragma: no cover - other scipy builds
     _csr_matvec = None
 
-# Below this many parallel series a sparse W is multiplied as sparse (matrix-vector
-# products); above it, as a dense matrix with BLAS (matrix-matrix products).
-_SPARSE_BATCH = 8
+# In-place activations for the batched loop (torch), matching _ACTIVATIONS.
+_TORCH_ACTIVATIONS: dict[str, Callable[[Tensor], object]] = {
+    "tanh": Tensor.tanh_,
+    "identity": lambda v: v,
+    "relu": Tensor.relu_,
+    "sigmoid": Tensor.sigmoid_,
+}
 
 
 def _spectral_radius(matrix: np.ndarray) -> float:
@@ -185,6 +189,59 @@ class Reservoir:
         """
         data = self._inputs(x)
         batch, steps, features = data.shape
+        self._check_input_size(features, x)
+        valid = self._lengths(lengths, batch, steps)
+        if reset or self.state is None or self.state.shape[0] != batch or valid is not None:
+            state = np.zeros((batch, self.units), dtype=self._np_dtype)
+        else:
+            state = self.state
+        states = np.zeros((batch, steps, self.units), dtype=self._np_dtype)
+        if batch == 1 and self._sparse is not None and valid is None:
+            self._run_one(data[0] @ self.W_in.T, state[0], states[0])
+            self.state = state
+            return torch.from_numpy(states)
+
+        def record(t: int, rows: np.ndarray, new: np.ndarray) -> None:
+            states[rows, t] = new  # straight to each series' own row: no reordering after
+
+        state = self._loop(data, valid, state, record)
+        if valid is None:
+            self.state = state
+        return torch.from_numpy(states)
+
+    def features(self, x: Tensor, lengths: Tensor | None = None, reduce: str = "mean") -> Tensor:
+        """One feature vector per series, (B, T, F) -> (B, N), without keeping the states.
+
+        Equals ``series_features(run(x, lengths, reset=True), lengths, reduce)`` (up to
+        rounding) in O(B N) memory instead of O(B T N): ``"mean"`` averages each series'
+        states over its valid steps, ``"last"`` takes its last valid state. Every series
+        starts from zeros; the carried state of :meth:`run` is left as it was.
+
+        Raises:
+            ValueError: as :meth:`run`, or ``reduce`` is not ``mean`` or ``last``.
+        """
+        if reduce not in ("mean", "last"):
+            raise ValueError(f"reduce must be 'mean' or 'last', got {reduce!r}")
+        data = self._inputs(x)
+        batch, steps, features = data.shape
+        self._check_input_size(features, x)
+        valid = self._lengths(lengths, batch, steps)
+        total = np.zeros((batch, self.units), dtype=self._np_dtype)
+
+        def accumulate(t: int, rows: np.ndarray, new: np.ndarray) -> None:
+            total[: new.shape[0]] += new  # in the loop's (sorted) order; restored below
+
+        start = np.zeros((batch, self.units), dtype=self._np_dtype)
+        last = self._loop(data, valid, start, accumulate if reduce == "mean" else None)
+        if reduce == "last":  # a series' state stops changing at its end
+            return torch.from_numpy(last)
+        order = np.arange(batch) if valid is None else np.argsort(-valid, kind="stable")
+        counts = np.full(batch, steps) if valid is None else valid
+        mean = np.empty_like(total)
+        mean[order] = total / counts[order][:, None].astype(self._np_dtype)
+        return torch.from_numpy(mean)
+
+    def _check_input_size(self, features: int, x: Tensor) -> None:
         if self.W_in is None:
             self.W_in = self._generate_w_in(features)
         if self.W_in.shape[1] != features:
@@ -192,43 +249,60 @@ class Reservoir:
                 f"x has {features} features per step but W_in expects {self.W_in.shape[1]}: "
                 f"expected (B, T, {self.W_in.shape[1]}), got {tuple(x.shape)}"
             )
-        valid = self._lengths(lengths, batch, steps)
-        if reset or self.state is None or self.state.shape[0] != batch or valid is not None:
-            state = np.zeros((batch, self.units), dtype=self._np_dtype)
-        else:
-            state = self.state
-        drive = data @ self.W_in.T  # (B, T, N): the input side of every step
-        states = np.zeros((batch, steps, self.units), dtype=self._np_dtype)
-        f, a = _ACTIVATIONS[self.activation], self.leak_rate
-        use_sparse = self._sparse is not None and batch <= _SPARSE_BATCH
-        order = None
-        if valid is not None:  # longest first, so each step works on a leading slice
-            order = np.argsort(-valid, kind="stable")
-            drive, state, valid = drive[order], state[order], valid[order]
-        if batch == 1 and use_sparse and valid is None:
-            self._run_one(drive[0], state[0], states[0], f, a)
-        for t in range(0 if batch == 1 and use_sparse and valid is None else steps):
-            active = batch if valid is None else int((valid > t).sum())
+
+    def _loop(
+        self,
+        data: np.ndarray,
+        valid: np.ndarray | None,
+        state: np.ndarray,
+        record: Callable[[int, np.ndarray, np.ndarray], None] | None,
+    ) -> np.ndarray:
+        """Drive a batch (B, T, F) from ``state`` (B, N); returns the final states (B, N)
+        in the batch's order, each series' taken at its own last valid step.
+
+        With lengths, the series run longest first, so step t works on the leading
+        ``active`` rows in place; ``record(t, rows, new)`` gets the original row of each
+        (``rows``, (active,)) and their new states (active, N), in sorted order.
+        """
+        batch, steps, _ = data.shape
+        order = np.arange(batch) if valid is None else np.argsort(-valid, kind="stable")
+        if valid is not None:
+            data, state, valid = data[order], state[order], valid[order]
+        # torch on numpy's memory: its thread pool, and in-place updates land in `state`
+        inputs, current = torch.from_numpy(data), torch.from_numpy(state)
+        w_t, w_in_t = torch.from_numpy(self.W).t(), torch.from_numpy(self.W_in).t()  # views
+        bias, activate, a = (
+            torch.from_numpy(self.bias),
+            _TORCH_ACTIVATIONS[self.activation],
+            self.leak_rate,
+        )
+        for t in range(steps):
+            active = batch if valid is None else int(np.count_nonzero(valid > t))
             if active == 0:
                 break
-            s = state[:active]
-            recurrent = (self._sparse @ s.T).T if use_sparse else s @ self.W.T
-            # summed as ReservoirPy does, (W x + W_in u) + b, so the states agree bitwise
-            new = (1.0 - a) * s + a * f(recurrent + drive[:active, t] + self.bias)
-            state[:active] = new
-            states[:active, t] = new
-        if order is not None:
-            states[order] = states.copy()
-        else:
-            self.state = state
-        return torch.from_numpy(states)
+            s = current[:active]
+            # summed as ReservoirPy does, (W x + W_in u) + b
+            pre = torch.mm(s, w_t)
+            pre += torch.mm(inputs[:active, t], w_in_t)
+            pre += bias
+            activate(pre)
+            pre *= a
+            s *= 1.0 - a
+            s += pre
+            if record is not None:
+                record(t, order[:active], state[:active])
+        if valid is None:
+            return state
+        restored = np.empty_like(state)
+        restored[order] = state
+        return restored
 
-    def _run_one(
-        self, drive: np.ndarray, state: np.ndarray, out: np.ndarray, f: Callable, a: float
-    ) -> None:
+    def _run_one(self, drive: np.ndarray, state: np.ndarray, out: np.ndarray) -> None:
         """One series through a sparse W, in place: the stream case, where the per-step
         overhead of array allocation and of scipy's operator dispatch would dominate.
-        Same arithmetic, in the same order, as the batched loop."""
+        ``drive`` (T, N) is W_in u for every step. Same arithmetic, in the same order, as
+        the batched loop."""
+        f, a = _ACTIVATIONS[self.activation], self.leak_rate
         w = self._sparse
         rows, cols = w.shape
         y = np.empty(rows, dtype=self._np_dtype)

@@ -1,27 +1,33 @@
-"""The readout: ridge regression accumulated over batches and streams, solved in float64."""
+"""The readout: ridge regression accumulated over batches and streams, solved in float64.
+
+The arithmetic runs in torch (float64), on the thread pool the reservoir's batched loop
+uses: NumPy's OpenBLAS workers keep spinning for a while after each call, and on a
+small machine they were measured to slow the torch work that follows by 2-3x.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
 __all__ = ["Ridge", "series_features"]
 
 
-def _rows(states: Tensor, washout: int, lengths: Tensor | None) -> np.ndarray:
-    """States (B, T, N) or (T, N) as the (M, N) rows that count: each series' steps from
-    ``washout`` to its length."""
-    array = states.detach().cpu().numpy()
-    if array.ndim == 2:
+def _rows(states: Tensor, washout: int, lengths: Tensor | None) -> Tensor:
+    """States (B, T, N) or (T, N) as the (M, N) float64 rows that count: each series'
+    steps from ``washout`` to its length."""
+    array = states.detach().cpu().to(torch.float64)
+    if array.dim() == 2:
         array = array[None]
-    if array.ndim != 3:
+    if array.dim() != 3:
         raise ValueError(f"states must be (B, T, N) or (T, N), got {tuple(states.shape)}")
-    batch, steps = array.shape[:2]
-    ends = np.full(batch, steps) if lengths is None else np.asarray(lengths.cpu())
-    pieces = [array[b, washout : int(ends[b])] for b in range(batch)]
-    return np.concatenate(pieces, axis=0) if pieces else np.zeros((0, array.shape[2]))
+    batch = array.shape[0]
+    if lengths is None:
+        return array[:, washout:].reshape(-1, array.shape[2])
+    ends = [int(n) for n in lengths.cpu()]
+    pieces = [array[b, washout : ends[b]] for b in range(batch)]
+    return torch.cat(pieces) if pieces else array.new_zeros((0, array.shape[2]))
 
 
 class Ridge:
@@ -57,15 +63,20 @@ class Ridge:
     ) -> Ridge:
         """Add (states, targets) to the sums: states (B, T, N) or (T, N), y (B, T, O) or
         (T, O); the first ``washout`` steps of each series are left out."""
-        x_rows = _rows(states, washout, lengths).astype(np.float64)
+        x_rows = _rows(states, washout, lengths)
         target = y if y.dim() == states.dim() else y.unsqueeze(-1)
-        y_rows = _rows(target, washout, lengths).astype(np.float64)
+        y_rows = _rows(target, washout, lengths)
         if x_rows.shape[0] != y_rows.shape[0]:
             raise ValueError(f"states give {x_rows.shape[0]} rows but y gives {y_rows.shape[0]}")
         if self._xtx is None:
             n, o = x_rows.shape[1], y_rows.shape[1]
-            self._xtx, self._xty = np.zeros((n, n)), np.zeros((n, o))
-            self._xsum, self._ysum = np.zeros(n), np.zeros(o)
+            zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64)  # noqa: E731
+            self._xtx, self._xty, self._xsum, self._ysum = (
+                zeros(n, n),
+                zeros(n, o),
+                zeros(n),
+                zeros(o),
+            )
         self._xtx += x_rows.T @ x_rows
         self._xty += x_rows.T @ y_rows
         self._xsum += x_rows.sum(0)
@@ -77,14 +88,15 @@ class Ridge:
         """Solve for the weights from the sums so far."""
         if self._count == 0:
             raise ValueError("no data: call partial_fit (or fit) first")
-        xtx, xty = self._xtx.copy(), self._xty.copy()
+        xtx, xty = self._xtx.clone(), self._xty.clone()
         if self.fit_bias:
             x_mean, y_mean = self._xsum / self._count, self._ysum / self._count
-            xtx -= self._count * np.outer(x_mean, x_mean)
-            xty -= self._count * np.outer(x_mean, y_mean)
-        system = xtx + self.alpha * np.eye(xtx.shape[0])
-        self.weight = scipy.linalg.solve(system, xty, assume_a="sym")
-        self.bias = y_mean - x_mean @ self.weight if self.fit_bias else np.zeros(xty.shape[1])
+            xtx -= self._count * torch.outer(x_mean, x_mean)
+            xty -= self._count * torch.outer(x_mean, y_mean)
+        system = xtx + self.alpha * torch.eye(xtx.shape[0], dtype=torch.float64)
+        weight = torch.linalg.solve(system, xty)
+        bias = y_mean - x_mean @ weight if self.fit_bias else torch.zeros(xty.shape[1])
+        self.weight, self.bias = weight.numpy(), bias.to(torch.float64).numpy()
         return self
 
     def fit(
@@ -98,8 +110,8 @@ class Ridge:
         """Readout of states (..., N): a float64 tensor (..., O)."""
         if self.weight is None:
             raise ValueError("the readout is not fitted yet")
-        array = states.detach().cpu().numpy().astype(np.float64)
-        return torch.from_numpy(array @ self.weight + self.bias)
+        array = states.detach().cpu().to(torch.float64)
+        return array @ torch.from_numpy(self.weight) + torch.from_numpy(self.bias)
 
 
 def series_features(states: Tensor, lengths: Tensor | None = None, reduce: str = "mean") -> Tensor:
