@@ -33,12 +33,25 @@ _TORCH_ACTIVATIONS: dict[str, Callable[[Tensor], object]] = {
 
 
 def _spectral_radius(matrix: np.ndarray) -> float:
-    """The largest |eigenvalue|: by ARPACK for large sparse matrices (tens of ms instead of
-    seconds at N = 1000, converged to machine precision), else dense."""
-    if matrix.shape[0] > 200:
+    """The largest |eigenvalue|: by ARPACK for large sparse matrices (about 0.1 s instead
+    of 0.5 s at N = 1000), else dense.
+
+    A random matrix's eigenvalues fill a disk, so several lie within a fraction of a
+    percent of the largest modulus: asked for one eigenvalue (k=1, the default subspace),
+    ARPACK returned one up to 1.2% short of the radius for 4 of 6 matrices at N = 1000.
+    Six eigenvalues from a 60-vector subspace matched the dense result to 3e-14 on all
+    24 matrices tried (N = 300 and 1000).
+    """
+    n = matrix.shape[0]
+    if n > 200:
         try:
             values = scipy.sparse.linalg.eigs(
-                sparse.csr_matrix(matrix), k=1, which="LM", return_eigenvectors=False
+                sparse.csr_matrix(matrix),
+                k=6,
+                ncv=min(60, n - 1),
+                which="LM",
+                v0=np.ones(n),  # ARPACK starts at random: W would then vary by ~1e-14
+                return_eigenvectors=False,
             )
             return float(np.abs(values).max())
         except scipy.sparse.linalg.ArpackNoConvergence:
