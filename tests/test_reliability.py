@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import bptt
 from bptt.checkpoint import CheckpointError, Checkpoints, load_checkpoint
+from bptt.config import ConfigError
 
 RUN = ["--task", "adding", "--length", "12", "--cell", "lstm", "--hidden", "16"]
 RUN += ["--steps", "240", "--checkpoint-every", "20", "--clip", "percentile"]
@@ -253,3 +254,39 @@ def test_any_bad_flag_is_a_one_line_error_with_exit_code_2(flag, value):
     assert result.exit_code in (0, 2), result.output
     if result.exit_code == 2:
         assert "error" in result.output.lower() or "invalid" in result.output.lower()
+
+
+EXTENDABLE = {"task": "adding", "length": 8, "cell": "gru", "hidden": 8, "threads": 1}
+EXTENDABLE.update({"checkpoint_every": 10, "eval_every": 10, "log_every": 5})
+
+
+def test_a_finished_run_trains_on_to_the_run_given_more_steps_from_the_start(tmp_path):
+    bptt.train({**EXTENDABLE, "steps": 40, "out": str(tmp_path / "long")})
+    bptt.train({**EXTENDABLE, "steps": 20, "out": str(tmp_path / "short")})
+    result = bptt.resume(tmp_path / "short", steps=40)
+    assert result.summary["steps_done"] == 40
+    ours, theirs = _params(tmp_path / "short"), _params(tmp_path / "long")
+    for name in theirs:
+        assert torch.equal(ours[name], theirs[name]), name
+    assert _rows(tmp_path / "short") == _rows(tmp_path / "long")
+    assert "steps = 40" in (tmp_path / "short" / "config.toml").read_text()
+    with pytest.raises(ConfigError, match="already taken 40 steps"):
+        bptt.resume(tmp_path / "short", steps=30)
+
+
+def test_a_scheduled_run_refuses_a_new_step_budget(tmp_path):
+    config = {**EXTENDABLE, "steps": 20, "lr_schedule": "cosine", "out": str(tmp_path)}
+    bptt.train(config)
+    with pytest.raises(ConfigError, match="cosine learning-rate schedule"):
+        bptt.resume(tmp_path, steps=40)
+    bptt.resume(tmp_path, steps=20)  # the same budget is no change
+
+
+def test_resume_on_the_command_line_takes_steps_and_nothing_else(tmp_path):
+    bptt.train({**EXTENDABLE, "steps": 10, "out": str(tmp_path)})
+    command = [sys.executable, "-m", "bptt", "train", "--resume", str(tmp_path), "--no-progress"]
+    refused = subprocess.run([*command, "--lr", "0.1"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "only --steps" in refused.stderr
+    done = subprocess.run([*command, "--steps", "20"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["steps_done"] == 20

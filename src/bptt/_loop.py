@@ -37,6 +37,13 @@ _FORMAT = 1  # checkpoint layout version
 _NOT_COMPARED = ("out",)  # config fields a resumed run may change
 
 
+def _may_differ(config: TrainConfig) -> tuple[str, ...]:
+    """Fields a checkpoint's config may differ in: the output directory, and the step
+    budget unless the learning rate is scheduled over it (then the steps taken so far
+    depended on it)."""
+    return _NOT_COMPARED + (("steps",) if config.lr_schedule == "constant" else ())
+
+
 class NonFiniteError(RuntimeError):
     """A step's loss or gradient was NaN or inf and the config says ``nonfinite = "raise"``."""
 
@@ -197,9 +204,9 @@ class Run:
         """
         if state.get("format") != _FORMAT:
             raise ConfigError("resume", f"checkpoint format {state.get('format')} is not {_FORMAT}")
-        mine = _fingerprint(self.config)
+        mine, free = _fingerprint(self.config), _may_differ(self.config)
         for key in sorted(set(mine) | set(state["config"])):
-            if mine.get(key) != state["config"].get(key):
+            if key not in free and mine.get(key) != state["config"].get(key):
                 raise ConfigError(
                     "resume",
                     f"the checkpoint belongs to another configuration: {key} is "

@@ -103,10 +103,14 @@ def train_command(
     try:
         given = {k: v for k, v in flags.items() if v is not None}
         if resume is not None:
+            steps = given.pop("steps", None)  # the one setting a resumed run may move
             if given or config is not None:
                 field = next(iter(given), "config")
-                raise ConfigError(field, "--resume continues a run with its own config.toml")
-            result = resume_training(resume, progress=progress)
+                message = (
+                    "--resume continues a run with its own config.toml (only --steps moves its end)"
+                )
+                raise ConfigError(field, message)
+            result = resume_training(resume, steps=steps, progress=progress)
         else:
             values = load_toml(config) if config is not None else {}
             values.update(given)
@@ -144,7 +148,10 @@ train_command.__signature__ = inspect.Signature(
             default=None,
             annotation=Annotated[
                 Optional[Path],  # noqa: UP045
-                typer.Option(help="Continue the run in this directory from its last checkpoint."),
+                typer.Option(
+                    help="Continue the run in this directory from its last checkpoint "
+                    "(with --steps, on to a new end)."
+                ),
             ],
         ),
         *_config_parameters(),

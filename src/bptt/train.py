@@ -122,8 +122,14 @@ def train(
     return TrainResult(config, summary, run.model, None if run_dir is None else run_dir.path)
 
 
-def resume(path: str | Path, *, progress: bool | Progress = False) -> TrainResult:
+def resume(
+    path: str | Path, *, steps: int | None = None, progress: bool | Progress = False
+) -> TrainResult:
     """Continue the run in ``path`` from its newest intact checkpoint, to its end.
+
+    ``steps`` moves that end (``config.toml`` is rewritten): a finished run trains on,
+    to the same parameters as a run given that many steps from the start. Refused for
+    a cosine learning-rate schedule, which is spread over the original steps.
 
     The run's own ``config.toml`` is used. Rows of ``metrics.csv`` and
     ``diagnostics.jsonl`` logged after that checkpoint are dropped (they are logged
@@ -133,13 +139,21 @@ def resume(path: str | Path, *, progress: bool | Progress = False) -> TrainResul
     checkpoint yet starts again from step 0.
 
     Raises:
-        bptt.config.ConfigError: no run there, or its checkpoint belongs to another
-            configuration.
+        bptt.config.ConfigError: no run there, its checkpoint belongs to another
+            configuration, or ``steps`` cannot apply.
     """
     path = Path(path)
     if not (path / "config.toml").is_file():
         raise ConfigError("resume", f"{path} holds no config.toml: not a run directory")
     config = TrainConfig.from_dict({**load_toml(path / "config.toml"), "out": str(path)})
+    if steps is not None and steps != config.steps:
+        if config.lr_schedule != "constant":
+            message = (
+                f"the {config.lr_schedule} learning-rate schedule is spread over the run's "
+                f"{config.steps} steps; a run with another budget must start again"
+            )
+            raise ConfigError("steps", message)
+        config = config.replace(steps=steps)
     run_dir = _open(path, resume=True)
     with _environment(config, progress) as advance:
         try:
@@ -147,6 +161,10 @@ def resume(path: str | Path, *, progress: bool | Progress = False) -> TrainResul
             state = run.checkpoints.latest(map_location=config.device)
             if state is not None:
                 run.load_state_dict(state)
+            if run.step > config.steps:
+                message = f"the run has already taken {run.step} steps; give more than that"
+                raise ConfigError("steps", message)
+            run_dir.write_config(config)
             run_dir.rewind(run.step)
             summary = run.run(advance)
         finally:
