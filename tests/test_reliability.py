@@ -290,3 +290,11 @@ def test_resume_on_the_command_line_takes_steps_and_nothing_else(tmp_path):
     done = subprocess.run([*command, "--steps", "20"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "summary.json").read_text())["steps_done"] == 20
+
+
+def test_a_finished_run_without_checkpoints_is_left_intact(tmp_path):
+    bptt.train({**EXTENDABLE, "steps": 10, "checkpoint_every": 0, "out": str(tmp_path)})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ConfigError, match="finished without a checkpoint"):
+        bptt.resume(tmp_path, steps=20)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -128,8 +128,9 @@ def resume(
     """Continue the run in ``path`` from its newest intact checkpoint, to its end.
 
     ``steps`` moves that end (``config.toml`` is rewritten): a finished run trains on,
-    to the same parameters as a run given that many steps from the start. Refused for
-    a cosine learning-rate schedule, which is spread over the original steps.
+    to the same parameters as a run given that many steps from the start (it needs
+    its checkpoints: ``checkpoint_every`` > 0). Refused for a cosine learning-rate
+    schedule, which is spread over the original steps.
 
     The run's own ``config.toml`` is used. Rows of ``metrics.csv`` and
     ``diagnostics.jsonl`` logged after that checkpoint are dropped (they are logged
@@ -140,7 +141,8 @@ def resume(
 
     Raises:
         bptt.config.ConfigError: no run there, its checkpoint belongs to another
-            configuration, or ``steps`` cannot apply.
+            configuration, or ``steps`` cannot apply, or the run finished without
+            a checkpoint (its files are left as they are).
     """
     path = Path(path)
     if not (path / "config.toml").is_file():
@@ -159,6 +161,13 @@ def resume(
         try:
             run = Run(config, run_dir)
             state = run.checkpoints.latest(map_location=config.device)
+            if state is None and (path / "summary.json").is_file():
+                message = (
+                    f"{path} finished without a checkpoint (checkpoint_every = "
+                    f"{config.checkpoint_every}): there is nothing to continue from, and "
+                    "starting again would erase it"
+                )
+                raise ConfigError("resume", message)
             if state is not None:
                 run.load_state_dict(state)
             if run.step > config.steps:
