@@ -366,3 +366,12 @@ def test_nothing_is_read_from_a_buffer_after_it_went_back_to_the_pool(kind, grad
 def test_a_state_of_the_wrong_shape_or_dtype_is_refused(kind, state, message):
     with pytest.raises(ValueError, match=message):
         bptt.unroll(make_cell(kind), torch.zeros(2, 4, 3, dtype=DT), state=state)
+
+
+@pytest.mark.parametrize("engine", ["auto", "generic"])
+def test_an_input_of_another_dtype_than_the_cell_is_a_clear_error(engine):
+    # found by hypothesis: a float64 input to a float32 cell fell through to the generic
+    # engine and failed inside the cell with torch's matmul message
+    cell = bptt.cells.GRU(3, 4)
+    with pytest.raises(ValueError, match=r"x has dtype torch.float64 but the cell's parameters"):
+        bptt.unroll(cell, torch.zeros(1, 1, 3, dtype=torch.float64), engine=engine)

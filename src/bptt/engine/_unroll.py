@@ -107,6 +107,12 @@ def _check_input(cell: nn.Module, x: Tensor) -> None:
             f"x holds a non-finite value ({value}) at sample {sample}, step {step}, "
             f"feature {feature}"
         )
+    weight = getattr(cell, "weight_ih", None)  # the built-in cells; a user cell may cast
+    if isinstance(weight, Tensor) and x.dtype != weight.dtype:
+        raise ValueError(
+            f"x has dtype {x.dtype} but the cell's parameters are {weight.dtype}: "
+            f"convert one of them (x.to({weight.dtype}) or cell.to({x.dtype}))"
+        )
     input_size = getattr(cell, "input_size", None)
     if isinstance(input_size, int) and x.shape[2] != input_size:
         raise ValueError(
