@@ -299,3 +299,35 @@ def test_a_finished_run_without_checkpoints_is_left_intact(tmp_path):
     with pytest.raises(ConfigError, match="finished without a checkpoint"):
         bptt.resume(tmp_path, steps=20)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_checkpoint_from_before_a_new_setting_existed_still_resumes(tmp_path):
+    bptt.train({**EXTENDABLE, "steps": 20, "out": str(tmp_path / "old")})
+    bptt.train({**EXTENDABLE, "steps": 30, "out": str(tmp_path / "new")})
+    checkpoints = Checkpoints(tmp_path / "old" / "checkpoints")
+    state = checkpoints.latest()
+    for added_later in ("lr_schedule", "lr_end_factor"):  # as written by an older version
+        del state["config"][added_later]
+    checkpoints.save(state["step"], state)
+    bptt.resume(tmp_path / "old", steps=30)
+    ours, theirs = _params(tmp_path / "old"), _params(tmp_path / "new")
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+
+
+def test_extending_a_run_that_ended_off_the_logging_schedule_logs_as_the_longer_run(tmp_path):
+    # found in review: step 23 was logged (and evaluated) as the last step of the short
+    # run; the 40-step run logs every 5 and evaluates every 10
+    config = {**EXTENDABLE, "checkpoint_every": 23}
+    bptt.train({**config, "steps": 40, "out": str(tmp_path / "long")})
+    bptt.train({**config, "steps": 23, "out": str(tmp_path / "short")})
+    bptt.resume(tmp_path / "short", steps=40)
+    assert _rows(tmp_path / "short") == _rows(tmp_path / "long")
+
+
+def test_a_run_that_ended_solved_is_not_extended(tmp_path):
+    config = {"task": "adding", "length": 4, "cell": "gru", "hidden": 8, "threads": 1}
+    config.update({"checkpoint_every": 50, "stop_when_solved": True, "lr": 0.02})
+    summary = bptt.train({**config, "steps": 600, "out": str(tmp_path)}).summary
+    assert summary["steps_done"] < 600  # solved first
+    with pytest.raises(ConfigError, match=f"ended at step {summary['steps_done']}"):
+        bptt.resume(tmp_path, steps=1200)

@@ -6,6 +6,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -205,12 +206,14 @@ class Run:
         if state.get("format") != _FORMAT:
             raise ConfigError("resume", f"checkpoint format {state.get('format')} is not {_FORMAT}")
         mine, free = _fingerprint(self.config), _may_differ(self.config)
+        # a field added since the checkpoint was written had its default then
+        theirs = {**{f.name: f.default for f in fields(TrainConfig)}, **state["config"]}
         for key in sorted(set(mine) | set(state["config"])):
-            if key not in free and mine.get(key) != state["config"].get(key):
+            if key not in free and mine.get(key) != theirs.get(key):
                 raise ConfigError(
                     "resume",
                     f"the checkpoint belongs to another configuration: {key} is "
-                    f"{state['config'].get(key)!r} there and {mine.get(key)!r} here",
+                    f"{theirs.get(key)!r} there and {mine.get(key)!r} here",
                 )
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])

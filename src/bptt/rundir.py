@@ -71,19 +71,20 @@ class RunDirectory:
         for stale in existing:
             stale.unlink()
 
-    def rewind(self, step: int) -> None:
+    def rewind(self, step: int, metrics_before: int | None = None) -> None:
         """Forget what was logged after ``step`` (a resumed run logs it again).
 
         Keeps the rows of ``metrics.csv`` and the lines of ``diagnostics.jsonl`` up to
-        ``step``, appends after them from now on, and removes the outcome files of the
-        interrupted attempt.
+        ``step`` (metrics rows only below ``metrics_before`` if given), appends after
+        them from now on, and removes the outcome files of the interrupted attempt.
         """
+        last_row = step if metrics_before is None else min(step, metrics_before - 1)
         metrics = self.path / "metrics.csv"
         if metrics.exists():
             with open(metrics, newline="", encoding="utf-8") as handle:
                 reader = csv.DictReader(handle)
                 fields = list(reader.fieldnames or [])
-                rows = [row for row in reader if row.get("step") and int(row["step"]) <= step]
+                rows = [row for row in reader if row.get("step") and int(row["step"]) <= last_row]
             text = io.StringIO()
             writer = csv.DictWriter(text, fieldnames=fields)
             writer.writeheader()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -148,7 +149,17 @@ def resume(
     if not (path / "config.toml").is_file():
         raise ConfigError("resume", f"{path} holds no config.toml: not a run directory")
     config = TrainConfig.from_dict({**load_toml(path / "config.toml"), "out": str(path)})
-    if steps is not None and steps != config.steps:
+    budget = config.steps  # the end the run had so far
+    extending = steps is not None and steps != config.steps
+    if extending:
+        ended = _steps_done(path)
+        if ended is not None and ended < config.steps:
+            message = (
+                f"the run ended at step {ended}, before its {config.steps} steps (solved "
+                "with stop_when_solved, or out of time): a run given more steps from the "
+                "start would have ended there too; train a new run instead"
+            )
+            raise ConfigError("steps", message)
         if config.lr_schedule != "constant":
             message = (
                 f"the {config.lr_schedule} learning-rate schedule is spread over the run's "
@@ -174,11 +185,21 @@ def resume(
                 message = f"the run has already taken {run.step} steps; give more than that"
                 raise ConfigError("steps", message)
             run_dir.write_config(config)
-            run_dir.rewind(run.step)
+            # the old last step was logged as the last; a longer run logs it only on schedule
+            off_schedule = extending and run.step == budget and budget % config.log_every
+            run_dir.rewind(run.step, metrics_before=run.step if off_schedule else None)
             summary = run.run(advance)
         finally:
             run_dir.close()
     return TrainResult(config, summary, run.model, run_dir.path)
+
+
+def _steps_done(path: Path) -> int | None:
+    """The steps a finished run took, from its summary; None while it is unfinished."""
+    try:
+        return int(json.loads((path / "summary.json").read_text())["steps_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
