@@ -85,7 +85,12 @@ class Ridge:
         return self
 
     def solve(self) -> Ridge:
-        """Solve for the weights from the sums so far."""
+        """Solve for the weights from the sums so far.
+
+        Raises:
+            ValueError: no data yet; ``numpy.linalg.LinAlgError`` (a ValueError) if the
+                system is singular (alpha = 0 and a state that never varies).
+        """
         if self._count == 0:
             raise ValueError("no data: call partial_fit (or fit) first")
         xtx, xty = self._xtx.clone(), self._xty.clone()
@@ -94,7 +99,13 @@ class Ridge:
             xtx -= self._count * torch.outer(x_mean, x_mean)
             xty -= self._count * torch.outer(x_mean, y_mean)
         system = xtx + self.alpha * torch.eye(xtx.shape[0], dtype=torch.float64)
-        weight = torch.linalg.solve(system, xty)
+        try:
+            weight = torch.linalg.solve(system, xty)
+        except torch.linalg.LinAlgError as err:  # a RuntimeError; callers expect ValueError
+            raise np.linalg.LinAlgError(
+                f"the ridge system is singular (alpha = {self.alpha}): some state never "
+                "varies; give alpha > 0"
+            ) from err
         bias = y_mean - x_mean @ weight if self.fit_bias else torch.zeros(xty.shape[1])
         self.weight, self.bias = weight.numpy(), bias.to(torch.float64).numpy()
         return self
