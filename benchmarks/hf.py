@@ -116,6 +116,7 @@ ROW_FIELDS = [
     "wall_s",
     "final_loss",
     "baseline",
+    "budget_s",
 ]
 
 
@@ -134,14 +135,18 @@ def run(optimizer: str, task: str, length: int, seed: int, budget_s: float) -> d
         "wall_s": summary["wall_s"],
         "final_loss": summary["final_loss"],
         "baseline": summary["baseline_loss"],
+        "budget_s": budget_s,
     }
 
 
 def _read_rows(path: Path) -> list[dict]:
     """Rows of an earlier, possibly interrupted, call (typed as `run` returns them)."""
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:
         return []
     with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != ROW_FIELDS:
+            raise SystemExit(f"{path} has other columns than {ROW_FIELDS}: use another --out")
         return [
             {
                 **row,
@@ -152,8 +157,9 @@ def _read_rows(path: Path) -> list[dict]:
                 "wall_s": float(row["wall_s"]),
                 "final_loss": float(row["final_loss"]),
                 "baseline": float(row["baseline"]),
+                "budget_s": float(row["budget_s"]),
             }
-            for row in csv.DictReader(handle)
+            for row in reader
         ]
 
 
@@ -164,7 +170,9 @@ def runs(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "runs.csv"
     # Rows already in the file are kept and their jobs skipped: an interrupted matrix resumes.
-    earlier = _read_rows(path)
+    # a header written by an interrupted call stays the only one
+    fresh = not path.exists() or path.stat().st_size == 0
+    earlier = [r for r in _read_rows(path) if r["budget_s"] == args.budget_s]
     done_keys = {(r["task"], r["length"], r["optimizer"], r["seed"]) for r in earlier}
     jobs = [
         job for job in itertools.product(tasks, lengths, optimizers, seeds) if job not in done_keys
@@ -176,7 +184,7 @@ def runs(args: argparse.Namespace) -> None:
         ProcessPoolExecutor(args.workers) as pool,
     ):
         writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-        if not earlier:
+        if fresh:
             writer.writeheader()
         futures = [pool.submit(run, o, t, n, s, args.budget_s) for t, n, o, s in jobs]
         for done, future in enumerate(as_completed(futures), 1):

@@ -33,9 +33,12 @@ FIELDS += ["baseline", "wall_s", "budget"]
 
 def _read_rows(path: Path) -> list[dict]:
     """Rows of an earlier, possibly interrupted, call, typed as ``run`` returns them."""
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:
         return []
     with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != FIELDS:
+            raise SystemExit(f"{path} has other columns than {FIELDS}: use another --out")
         return [
             {
                 **row,
@@ -48,7 +51,7 @@ def _read_rows(path: Path) -> list[dict]:
                 "wall_s": float(row["wall_s"]),
                 "budget": int(row["budget"]),
             }
-            for row in csv.DictReader(handle)
+            for row in reader
         ]
 
 
@@ -80,7 +83,7 @@ def main() -> None:
     jobs = [j for j in itertools.product(methods, SETTINGS, seeds) if j not in done]
     print(f"{len(earlier)} runs already in {path}; {len(jobs)} to do", flush=True)
     rows = list(earlier)
-    fresh = not path.exists()
+    fresh = not path.exists() or path.stat().st_size == 0
     with open(path, "a", newline="") as handle, ProcessPoolExecutor(args.workers) as pool:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         if fresh:
