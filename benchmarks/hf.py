@@ -23,11 +23,10 @@ resumes, and ``--seeds`` can be extended).
 from __future__ import annotations
 
 import argparse
-import csv
+import functools
 import itertools
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 import bptt
+from _matrix import boolean, run_matrix
 from bptt.optim import HessianFree
 
 HIDDEN = 100
@@ -106,18 +106,9 @@ def products(lengths: list[int], batch: int, repeats: int) -> None:
 # --- runs ------------------------------------------------------------------------------
 
 
-ROW_FIELDS = [
-    "optimizer",
-    "task",
-    "length",
-    "seed",
-    "solved",
-    "steps_done",
-    "wall_s",
-    "final_loss",
-    "baseline",
-    "budget_s",
-]
+ROW_TYPES = {"optimizer": str, "task": str, "length": int, "seed": int, "solved": boolean}
+ROW_TYPES |= {"steps_done": int, "wall_s": float, "final_loss": float, "baseline": float}
+ROW_TYPES |= {"budget_s": float}
 
 
 def run(optimizer: str, task: str, length: int, seed: int, budget_s: float) -> dict:
@@ -139,60 +130,22 @@ def run(optimizer: str, task: str, length: int, seed: int, budget_s: float) -> d
     }
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """Rows of an earlier, possibly interrupted, call (typed as `run` returns them)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames != ROW_FIELDS:
-            raise SystemExit(f"{path} has other columns than {ROW_FIELDS}: use another --out")
-        return [
-            {
-                **row,
-                "length": int(row["length"]),
-                "seed": int(row["seed"]),
-                "solved": row["solved"] == "True",
-                "steps_done": int(row["steps_done"]),
-                "wall_s": float(row["wall_s"]),
-                "final_loss": float(row["final_loss"]),
-                "baseline": float(row["baseline"]),
-                "budget_s": float(row["budget_s"]),
-            }
-            for row in reader
-        ]
-
-
 def runs(args: argparse.Namespace) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks, lengths = args.tasks.split(","), [int(n) for n in args.lengths.split(",")]
     optimizers = args.optimizers.split(",")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "runs.csv"
-    # Rows already in the file are kept and their jobs skipped: an interrupted matrix resumes.
-    # a header written by an interrupted call stays the only one
-    fresh = not path.exists() or path.stat().st_size == 0
-    earlier = [r for r in _read_rows(path) if r["budget_s"] == args.budget_s]
-    done_keys = {(r["task"], r["length"], r["optimizer"], r["seed"]) for r in earlier}
-    jobs = [
-        job for job in itertools.product(tasks, lengths, optimizers, seeds) if job not in done_keys
-    ]
-    print(f"{len(earlier)} rows already in {path}; {len(jobs)} runs to do", flush=True)
-    rows: list[dict] = list(earlier)
-    with (
-        open(path, "a", newline="") as handle,
-        ProcessPoolExecutor(args.workers) as pool,
-    ):
-        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-        if fresh:
-            writer.writeheader()
-        futures = [pool.submit(run, o, t, n, s, args.budget_s) for t, n, o, s in jobs]
-        for done, future in enumerate(as_completed(futures), 1):
-            row = future.result()
-            rows.append(row)
-            writer.writerow(row)
-            handle.flush()
-            print(f"[{done}/{len(jobs)}] {row}", flush=True)
+    jobs = [(o, t, n, s) for t, n, o, s in itertools.product(tasks, lengths, optimizers, seeds)]
+    rows = list(
+        run_matrix(
+            args.out / "runs.csv",
+            ROW_TYPES,
+            jobs,
+            key=lambda r: (r["optimizer"], r["task"], r["length"], r["seed"]),
+            work=functools.partial(run, budget_s=args.budget_s),
+            workers=args.workers,
+            keep=lambda r: r["budget_s"] == args.budget_s,
+        )
+    )
     title = f"solved seeds, median wall to solve ({args.budget_s:g} s per run, seeds {seeds})"
     table = Table(title=title)
     table.add_column("task")

@@ -13,46 +13,23 @@ first, and the final test loss against the baseline. Results go to
 from __future__ import annotations
 
 import argparse
-import csv
+import functools
 import itertools
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 import bptt
+from _matrix import optional_int, run_matrix
 from bptt.methods import METHODS
 
 SETTINGS = (("adding", 100), ("adding", 200), ("copy", 50), ("copy", 100))
 
 
-FIELDS = ["method", "task", "length", "seed", "solved_step", "steps_done", "final_loss"]
-FIELDS += ["baseline", "wall_s", "budget"]
-
-
-def _read_rows(path: Path) -> list[dict]:
-    """Rows of an earlier, possibly interrupted, call, typed as ``run`` returns them."""
-    if not path.exists() or path.stat().st_size == 0:
-        return []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames != FIELDS:
-            raise SystemExit(f"{path} has other columns than {FIELDS}: use another --out")
-        return [
-            {
-                **row,
-                "length": int(row["length"]),
-                "seed": int(row["seed"]),
-                "solved_step": int(row["solved_step"]) if row["solved_step"] else None,
-                "steps_done": int(row["steps_done"]),
-                "final_loss": float(row["final_loss"]),
-                "baseline": float(row["baseline"]),
-                "wall_s": float(row["wall_s"]),
-                "budget": int(row["budget"]),
-            }
-            for row in reader
-        ]
+ROW_TYPES = {"method": str, "task": str, "length": int, "seed": int}
+ROW_TYPES |= {"solved_step": optional_int, "steps_done": int, "final_loss": float}
+ROW_TYPES |= {"baseline": float, "wall_s": float, "budget": int}
 
 
 def run(method: str, task: str, length: int, seed: int, budget: int) -> dict:
@@ -76,25 +53,18 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "methods.csv"
-    earlier = [r for r in _read_rows(path) if r["budget"] == args.budget]
-    done = {(r["method"], (r["task"], r["length"]), r["seed"]) for r in earlier}
-    jobs = [j for j in itertools.product(methods, SETTINGS, seeds) if j not in done]
-    print(f"{len(earlier)} runs already in {path}; {len(jobs)} to do", flush=True)
-    rows = list(earlier)
-    fresh = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as handle, ProcessPoolExecutor(args.workers) as pool:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        if fresh:
-            writer.writeheader()
-        futures = [pool.submit(run, m, t, n, s, args.budget) for m, (t, n), s in jobs]
-        for future in as_completed(futures):
-            row = future.result()
-            rows.append(row)
-            writer.writerow(row)
-            handle.flush()
-            print(row, flush=True)
+    jobs = [(m, t, n, s) for m, (t, n), s in itertools.product(methods, SETTINGS, seeds)]
+    rows = list(
+        run_matrix(
+            args.out / "methods.csv",
+            ROW_TYPES,
+            jobs,
+            key=lambda r: (r["method"], r["task"], r["length"], r["seed"]),
+            work=functools.partial(run, budget=args.budget),
+            workers=args.workers,
+            keep=lambda r: r["budget"] == args.budget,
+        )
+    )
     table = Table(title=f"steps to solve (budget {args.budget}, eval every 100, seeds {seeds})")
     table.add_column("method")
     for task, length in SETTINGS:
