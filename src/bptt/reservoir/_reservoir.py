@@ -202,10 +202,8 @@ class Reservoir:
             ValueError: x is not (B, T, F) with F the reservoir's input size, or holds
                 NaN or inf, or lengths do not fit.
         """
-        data = self._inputs(x)
-        batch, steps, features = data.shape
-        self._check_input_size(features, x)
-        valid = self._lengths(lengths, batch, steps)
+        data, valid = self._prepare(x, lengths)
+        batch, steps, _ = data.shape
         if reset or self.state is None or self.state.shape[0] != batch or valid is not None:
             state = np.zeros((batch, self.units), dtype=self._np_dtype)
         else:
@@ -237,26 +235,25 @@ class Reservoir:
         """
         if reduce not in ("mean", "last"):
             raise ValueError(f"reduce must be 'mean' or 'last', got {reduce!r}")
-        data = self._inputs(x)
-        batch, steps, features = data.shape
-        self._check_input_size(features, x)
-        valid = self._lengths(lengths, batch, steps)
+        data, valid = self._prepare(x, lengths)
+        batch, steps, _ = data.shape
         total = np.zeros((batch, self.units), dtype=self._np_dtype)
 
         def accumulate(t: int, rows: np.ndarray, new: np.ndarray) -> None:
-            total[: new.shape[0]] += new  # in the loop's (sorted) order; restored below
+            total[rows] += new  # each series' own row (rows are distinct)
 
         start = np.zeros((batch, self.units), dtype=self._np_dtype)
         last = self._loop(data, valid, start, accumulate if reduce == "mean" else None)
         if reduce == "last":  # a series' state stops changing at its end
             return torch.from_numpy(last)
-        order = np.arange(batch) if valid is None else np.argsort(-valid, kind="stable")
         counts = np.full(batch, steps) if valid is None else valid
-        mean = np.empty_like(total)
-        mean[order] = total / counts[order][:, None].astype(self._np_dtype)
-        return torch.from_numpy(mean)
+        return torch.from_numpy(total / counts[:, None].astype(self._np_dtype))
 
-    def _check_input_size(self, features: int, x: Tensor) -> None:
+    def _prepare(self, x: Tensor, lengths: Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """x as an array (B, T, F) checked against W_in (drawn now if still unknown),
+        and the valid lengths (B,) or None."""
+        data = self._inputs(x)
+        batch, steps, features = data.shape
         if self.W_in is None:
             self.W_in = self._generate_w_in(features)
         if self.W_in.shape[1] != features:
@@ -264,6 +261,7 @@ class Reservoir:
                 f"x has {features} features per step but W_in expects {self.W_in.shape[1]}: "
                 f"expected (B, T, {self.W_in.shape[1]}), got {tuple(x.shape)}"
             )
+        return data, self._lengths(lengths, batch, steps)
 
     def _loop(
         self,
