@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -12,18 +13,11 @@ from torch import Tensor
 
 __all__ = ["Reservoir"]
 
-_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh": np.tanh,
-    "identity": lambda v: v,
-    "relu": lambda v: np.maximum(v, 0.0),
-    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
-}
-try:  # scipy's own kernel for y += A x; the public A @ x adds a dispatch per call
-    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
-except ImportError:  # pragma: no cover - other scipy builds
-    _csr_matvec = None
+# A W with at most this share of nonzeros runs as a sparse matrix (the compiled loop for
+# one series, torch's CSR product for a batch); a denser one as a dense matrix (BLAS).
+_SPARSE_BELOW = 0.3
 
-# In-place activations for the batched loop (torch), matching _ACTIVATIONS.
+# In-place activations for the dense loop (torch), matching the compiled ones.
 _TORCH_ACTIVATIONS: dict[str, Callable[[Tensor], object]] = {
     "tanh": Tensor.tanh_,
     "identity": lambda v: v,
@@ -52,6 +46,7 @@ def _spectral_radius(matrix: np.ndarray) -> float:
                 k=6,
                 ncv=min(60, n - 1),
                 which="LM",
+                tol=1e-10,
                 v0=np.random.default_rng(0).standard_normal(n),  # fixed: the same W per seed
                 return_eigenvectors=False,
             )
@@ -120,9 +115,9 @@ class Reservoir:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         if not spectral_radius >= 0:
             raise ValueError(f"spectral_radius must be >= 0, got {spectral_radius}")
-        if activation not in _ACTIVATIONS:
+        if activation not in _TORCH_ACTIVATIONS:
             raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+                f"activation must be one of {sorted(_TORCH_ACTIVATIONS)}, got {activation!r}"
             )
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -152,7 +147,11 @@ class Reservoir:
                 f"bias must be a number or have shape ({units},), got {bias_array.shape}"
             )
         self.bias = bias_array.astype(self._np_dtype)
-        self._sparse = sparse.csr_matrix(self.W) if self.density <= 0.3 else None
+        self._csr = None  # W as (indptr, indices, values) for the compiled loop
+        self._torch_csr: Tensor | None = None  # and as a torch tensor, once needed
+        if np.count_nonzero(self.W) <= _SPARSE_BELOW * self.W.size:
+            csr = sparse.csr_matrix(self.W)
+            self._csr = (csr.indptr.astype(np.uint32), csr.indices.astype(np.uint32), csr.data)
         self.state: np.ndarray | None = None  # (B, N), carried between calls
 
     # --- weights ---------------------------------------------------------------------
@@ -168,7 +167,10 @@ class Reservoir:
         ):
             expected = f"({shape[0]}, {shape[1] if shape[1] else 'F'})"
             raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
-        return array.astype(self._np_dtype)
+        array = np.ascontiguousarray(array, dtype=self._np_dtype)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} holds NaN or inf")
+        return array
 
     def _generate_w(self, rng: np.random.Generator) -> np.ndarray:
         values = rng.standard_normal((self.units, self.units))
@@ -209,17 +211,9 @@ class Reservoir:
         else:
             state = self.state
         states = np.zeros((batch, steps, self.units), dtype=self._np_dtype)
-        if batch == 1 and self._sparse is not None and valid is None:
-            self._run_one(data[0] @ self.W_in.T, state[0], states[0])
-            self.state = state
-            return torch.from_numpy(states)
-
-        def record(t: int, rows: np.ndarray, new: np.ndarray) -> None:
-            states[rows, t] = new  # straight to each series' own row: no reordering after
-
-        state = self._loop(data, valid, state, record)
+        final = self._drive(data, valid, state, states_out=states)
         if valid is None:
-            self.state = state
+            self.state = final
         return torch.from_numpy(states)
 
     def features(self, x: Tensor, lengths: Tensor | None = None, reduce: str = "mean") -> Tensor:
@@ -237,15 +231,11 @@ class Reservoir:
             raise ValueError(f"reduce must be 'mean' or 'last', got {reduce!r}")
         data, valid = self._prepare(x, lengths)
         batch, steps, _ = data.shape
-        total = np.zeros((batch, self.units), dtype=self._np_dtype)
-
-        def accumulate(t: int, rows: np.ndarray, new: np.ndarray) -> None:
-            total[rows] += new  # each series' own row (rows are distinct)
-
         start = np.zeros((batch, self.units), dtype=self._np_dtype)
-        last = self._loop(data, valid, start, accumulate if reduce == "mean" else None)
         if reduce == "last":  # a series' state stops changing at its end
-            return torch.from_numpy(last)
+            return torch.from_numpy(self._drive(data, valid, start))
+        total = np.zeros((batch, self.units), dtype=self._np_dtype)
+        self._drive(data, valid, start, sums_out=total)
         counts = np.full(batch, steps) if valid is None else valid
         return torch.from_numpy(total / counts[:, None].astype(self._np_dtype))
 
@@ -263,85 +253,109 @@ class Reservoir:
             )
         return data, self._lengths(lengths, batch, steps)
 
-    def _loop(
+    def _drive(
         self,
         data: np.ndarray,
         valid: np.ndarray | None,
         state: np.ndarray,
-        record: Callable[[int, np.ndarray, np.ndarray], None] | None,
+        states_out: np.ndarray | None = None,
+        sums_out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Drive a batch (B, T, F) from ``state`` (B, N); returns the final states (B, N)
-        in the batch's order, each series' taken at its own last valid step.
+        """Drive a batch (B, T, F) from ``state`` (B, N); returns the final states
+        (B, N), each series' taken at its own last valid step. Every state goes to
+        ``states_out`` (B, T, N) and each series' sum of states to ``sums_out`` (B, N)
+        when given; ``state`` is not changed.
 
-        With lengths, the series run longest first, so step t works on the leading
-        ``active`` rows in place; ``record(t, rows, new)`` gets the original row of each
-        (``rows``, (active,)) and their new states (active, N), in sorted order.
+        One series through a sparse W runs in the compiled loop; a batch (or a dense W)
+        runs one dense product a step over the whole batch.
         """
         batch, steps, _ = data.shape
-        order = np.arange(batch) if valid is None else np.argsort(-valid, kind="stable")
-        if valid is not None:
-            data, state, valid = data[order], state[order], valid[order]
-        # torch on numpy's memory: its thread pool, and in-place updates land in `state`
-        inputs, current = torch.from_numpy(data), torch.from_numpy(state)
-        w_t, w_in_t = torch.from_numpy(self.W).t(), torch.from_numpy(self.W_in).t()  # views
-        bias, activate, a = (
-            torch.from_numpy(self.bias),
-            _TORCH_ACTIVATIONS[self.activation],
-            self.leak_rate,
-        )
+        if batch > 1 or self._csr is None:
+            return self._drive_batch(data, valid, state, states_out, sums_out)
+        from bptt.reservoir import _kernels  # numba takes 0.8 s to import: only when used
+
+        steps = steps if valid is None else int(valid[0])
+        final = state[0].copy()
+        record = states_out is not None or sums_out is not None
+        out = states_out[0, :steps] if states_out is not None else None
+        if record and out is None:
+            out = np.empty((steps, self.units), dtype=self._np_dtype)
+        with _kernels.threads_like_torch():
+            _kernels.drive_one(
+                *self._csr, self.W_in, self.bias, data[0, :steps], self.leak_rate,
+                _kernels.ACTIVATION_CODES[self.activation], final,
+                out if record else np.empty((1, 1), dtype=self._np_dtype), record,
+            )  # fmt: skip
+        if sums_out is not None:
+            sums_out[0] += out.sum(0)
+        return final[None]
+
+    def _drive_batch(
+        self,
+        data: np.ndarray,
+        valid: np.ndarray | None,
+        state: np.ndarray,
+        states_out: np.ndarray | None,
+        sums_out: np.ndarray | None,
+    ) -> np.ndarray:
+        """:meth:`_drive` by one matrix product a step over the whole batch (torch):
+        W sparse (CSR) or dense as built, times the states stored (N, B), so the
+        product runs along contiguous rows of series. The series run longest first,
+        so step t works on the leading ``active`` columns; results go back to the
+        batch's order at the end."""
+        batch, steps, _ = data.shape
+        lengths = np.full(batch, steps) if valid is None else valid
+        order = np.argsort(-lengths, kind="stable")
+        lengths = lengths[order]
+        inputs = torch.from_numpy(np.ascontiguousarray(data[order].transpose(1, 2, 0)))
+        current = torch.from_numpy(np.ascontiguousarray(state[order].T))  # (N, B)
+        matrix, w_in = self._recurrent_matrix(), torch.from_numpy(self.W_in)
+        bias, activate = torch.from_numpy(self.bias)[:, None], _TORCH_ACTIVATIONS[self.activation]
+        total = torch.zeros_like(current) if sums_out is not None else None
+        recorded = torch.from_numpy(states_out) if states_out is not None else None
+        rows = torch.from_numpy(order)
         for t in range(steps):
-            active = batch if valid is None else int(np.count_nonzero(valid > t))
+            active = int(np.count_nonzero(lengths > t))
             if active == 0:
                 break
-            s = current[:active]
-            # summed as ReservoirPy does, (W x + W_in u) + b
-            pre = torch.mm(s, w_t)
-            pre += torch.mm(inputs[:active, t], w_in_t)
+            s = current[:, :active]
+            pre = torch.mm(matrix, s)  # summed as ReservoirPy does, (W x + W_in u) + b
+            pre.addmm_(w_in, inputs[t, :, :active])
             pre += bias
             activate(pre)
-            pre *= a
-            s *= 1.0 - a
-            s += pre
-            if record is not None:
-                record(t, order[:active], state[:active])
-        if valid is None:
-            return state
-        restored = np.empty_like(state)
-        restored[order] = state
-        return restored
+            s.lerp_(pre, self.leak_rate)  # (1 - a) x + a f(...)
+            if total is not None:
+                total[:, :active] += s
+            if recorded is not None:
+                recorded[rows[:active], t] = s.t()
+        if sums_out is not None:
+            sums_out[order] += total.numpy().T
+        final = np.empty_like(state)
+        final[order] = current.numpy().T
+        return final
 
-    def _run_one(self, drive: np.ndarray, state: np.ndarray, out: np.ndarray) -> None:
-        """One series through a sparse W, in place: the stream case, where the per-step
-        overhead of array allocation and of scipy's operator dispatch would dominate.
-        ``drive`` (T, N) is W_in u for every step. The sums are ReservoirPy's, in its
-        order, so given its weights the states agree bit for bit; the batched loop (a
-        dense torch product) agrees with this to about 1e-15."""
-        f, a = _ACTIVATIONS[self.activation], self.leak_rate
-        w = self._sparse
-        rows, cols = w.shape
-        y = np.empty(rows, dtype=self._np_dtype)
-        for t in range(drive.shape[0]):
-            y.fill(0.0)
-            if _csr_matvec is not None:  # y += W x, without the dispatch
-                _csr_matvec(rows, cols, w.indptr, w.indices, w.data, state, y)
-            else:  # pragma: no cover - other scipy builds
-                y[:] = w @ state
-            y += drive[t]
-            y += self.bias
-            if f is np.tanh:
-                np.tanh(y, out=y)
-            else:
-                y[:] = f(y)
-            y *= a
-            state *= 1.0 - a
-            state += y
-            out[t] = state
+    def _recurrent_matrix(self) -> Tensor:
+        """W for the batch loop: a torch CSR tensor when sparse (built once), else a
+        dense view."""
+        if self._csr is None:
+            return torch.from_numpy(self.W)
+        if self._torch_csr is None:
+            indptr, indices, values = self._csr
+            with warnings.catch_warnings():  # torch calls its CSR support beta
+                warnings.simplefilter("ignore", UserWarning)
+                self._torch_csr = torch.sparse_csr_tensor(
+                    torch.from_numpy(indptr.astype(np.int64)),
+                    torch.from_numpy(indices.astype(np.int64)),
+                    torch.from_numpy(values),
+                    size=self.W.shape,
+                )
+        return self._torch_csr
 
     def _inputs(self, x: Tensor) -> np.ndarray:
         if not isinstance(x, Tensor) or x.dim() != 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (B, T, F), got {shape}")
-        data = x.detach().cpu().numpy().astype(self._np_dtype, copy=False)
+        data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=self._np_dtype)
         if not np.isfinite(data).all():
             b, t, f = (int(i) for i in np.argwhere(~np.isfinite(data))[0])
             raise ValueError(f"x holds a non-finite value at series {b}, step {t}, feature {f}")
