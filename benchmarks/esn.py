@@ -2,13 +2,15 @@
 
 1. Mackey-Glass, the same configuration for both (1000 units, spectral radius 1.25,
    leak 0.3, density 0.1, ridge 1e-6; 10,000 steps, the first 7,000 for training,
-   one-step-ahead prediction), 5 seeds: time to build, run and fit, and test NRMSE.
-   Each library draws its own weights from the configuration.
+   one-step-ahead prediction), 5 seeds: time to build the reservoir (draw W and W_in,
+   scale W to its spectral radius), time to run and fit, and test NRMSE. Each library
+   draws its own weights from the configuration.
 2. Japanese Vowels, identical weights (ours copied from ReservoirPy's reservoir), so the
    predicted speakers must agree: time to run all 270 + 370 utterances and fit the
    readout on their mean states. ReservoirPy runs the list of series; bptt runs them
-   as one batch. The hyperparameters are the ones chosen on a validation split by
-   ``benchmarks/esn_vowels.py``.
+   as one batch, with float64 states and again with float32 states (the readout is
+   solved in float64 either way). The hyperparameters are the ones chosen on a
+   validation split by ``benchmarks/esn_vowels.py``.
 
     python benchmarks/esn.py
 """
@@ -51,20 +53,27 @@ def mackey_glass_pair(seed: int) -> dict[str, float]:
     x, y, cut = series[:-1], series[1:], 7000
     start = _settled_clock()
     theirs = RpyReservoir(1000, lr=0.3, sr=1.25, rc_connectivity=0.1, seed=seed)
+    theirs.initialize(x[:1])  # draws W and W_in (else the first run would)
+    built = time.perf_counter()
     readout = RpyRidge(ridge=1e-6)
     states = theirs.run(x)
     readout.fit(states[:cut], y[:cut], warmup=100)
     predicted = readout.run(states[cut:])
-    their_time = time.perf_counter() - start
+    their_build, their_time = built - start, time.perf_counter() - built
     their_error = nrmse(predicted, y[cut:])
 
     start = _settled_clock()
-    ours = Reservoir(1000, spectral_radius=1.25, leak_rate=0.3, density=0.1, seed=seed)
+    ours = Reservoir(
+        1000, spectral_radius=1.25, leak_rate=0.3, density=0.1, seed=seed, input_size=1
+    )
+    built = time.perf_counter()
     states = ours.run(torch.from_numpy(x)[None], reset=True)
     our_readout = Ridge(1e-6).fit(states[:, :cut], torch.from_numpy(y[:cut])[None], washout=100)
     predicted = our_readout.predict(states[0, cut:]).numpy()
-    our_time = time.perf_counter() - start
+    our_build, our_time = built - start, time.perf_counter() - built
     return {
+        "theirs_build_s": their_build,
+        "ours_build_s": our_build,
         "theirs_s": their_time,
         "ours_s": our_time,
         "theirs_nrmse": their_error,
@@ -97,78 +106,91 @@ def vowels_pair(seed: int) -> dict[str, float]:
     their_labels = readout.run(test_features).argmax(-1)
     their_time = time.perf_counter() - start
 
-    start = _settled_clock()
-    ours = Reservoir(
-        VOWELS["units"],
-        leak_rate=VOWELS["lr"],
-        W=theirs.W.toarray(),
-        W_in=theirs.Win.toarray(),
-        bias=theirs.bias,
-    )
-    # the mean states straight from the loop (Reservoir.features): no (B, T, N) states
-    our_readout = Ridge(VOWELS["ridge"]).fit(
-        ours.features(x_train, l_train), torch.from_numpy(onehot)
-    )
-    our_labels = our_readout.predict(ours.features(x_test, l_test)).argmax(-1).numpy()
-    our_time = time.perf_counter() - start
-    return {
-        "theirs_s": their_time,
-        "ours_s": our_time,
-        "theirs_errors": int((their_labels != y_test.numpy()).sum()),
-        "ours_errors": int((our_labels != y_test.numpy()).sum()),
-        "agree": int((their_labels == our_labels).sum()),
-    }
+    row = {"theirs_s": their_time, "theirs_errors": int((their_labels != y_test.numpy()).sum())}
+    for name, dtype in (("ours", torch.float64), ("ours32", torch.float32)):
+        start = _settled_clock()
+        ours = Reservoir(
+            VOWELS["units"],
+            leak_rate=VOWELS["lr"],
+            W=theirs.W.toarray(),
+            W_in=theirs.Win.toarray(),
+            bias=theirs.bias,
+            dtype=dtype,
+        )
+        # the mean states straight from the loop (Reservoir.features): no (B, T, N) states
+        our_readout = Ridge(VOWELS["ridge"]).fit(
+            ours.features(x_train, l_train), torch.from_numpy(onehot)
+        )
+        our_labels = our_readout.predict(ours.features(x_test, l_test)).argmax(-1).numpy()
+        row[f"{name}_s"] = time.perf_counter() - start
+        row[f"{name}_errors"] = int((our_labels != y_test.numpy()).sum())
+        row[f"{name}_agree"] = int((their_labels == our_labels).sum())
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
-    console = Console(width=130)
+    console = Console(width=150)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mackey_glass_pair(100)  # warm-up (imports, caches)
+        mackey_glass_pair(100)  # warm-up (imports, compilation, caches)
         mg = [mackey_glass_pair(seed) for seed in range(args.seeds)]
+        vowels_pair(100)
         vowels = [vowels_pair(seed) for seed in range(args.seeds)]
-    mg_title = "Mackey-Glass, 1000 units, sr 1.25, leak 0.3, density 0.1, ridge 1e-6"
     console.print(
-        _speed_table(
-            mg_title,
+        _table(
+            "Mackey-Glass, 1000 units, sr 1.25, leak 0.3, density 0.1, ridge 1e-6 "
+            "(each library its own draw)",
             mg,
             {
-                "ReservoirPy NRMSE": lambda row: f"{row['theirs_nrmse']:.2e}",
-                "bptt NRMSE": lambda row: f"{row['ours_nrmse']:.2e}",
+                "build s (RPy / bptt)": lambda r: (
+                    f"{r['theirs_build_s']:.3f} / {r['ours_build_s']:.3f}"
+                ),
+                "run+fit s (RPy / bptt)": lambda r: f"{r['theirs_s']:.3f} / {r['ours_s']:.3f}",
+                "speed-up run+fit": lambda r: f"{r['theirs_s'] / r['ours_s']:.1f}x",
+                "speed-up with build": lambda r: _ratio(r, "theirs_build_s", "ours_build_s"),
+                "NRMSE (RPy / bptt)": lambda r: f"{r['theirs_nrmse']:.2e} / {r['ours_nrmse']:.2e}",
             },
         )
-    )
-    vowels_title = (
-        f"Japanese Vowels, identical weights, {VOWELS['units']} units, run 640 utterances and fit"
     )
     console.print(
-        _speed_table(
-            vowels_title,
+        _table(
+            f"Japanese Vowels, identical weights, {VOWELS['units']} units, "
+            "run 640 utterances and fit",
             vowels,
             {
-                "errors (RPy / bptt)": lambda row: f"{row['theirs_errors']} / {row['ours_errors']}",
-                "same label": lambda row: f"{row['agree']}/370",
+                "RPy s": lambda r: f"{r['theirs_s']:.3f}",
+                "bptt s (f64 / f32)": lambda r: f"{r['ours_s']:.3f} / {r['ours32_s']:.3f}",
+                "speed-up f64": lambda r: f"{r['theirs_s'] / r['ours_s']:.1f}x",
+                "speed-up f32": lambda r: f"{r['theirs_s'] / r['ours32_s']:.1f}x",
+                "errors (RPy / f64 / f32)": lambda r: (
+                    f"{r['theirs_errors']:.3g} / {r['ours_errors']:.3g} / {r['ours32_errors']:.3g}"
+                ),
+                "same label (f64 / f32)": lambda r: (
+                    f"{r['ours_agree']:.4g} / {r['ours32_agree']:.4g}"
+                ),
             },
         )
     )
 
 
-def _speed_table(title: str, rows: list[dict], extra: dict) -> Table:
-    """Per seed: both times, the speed-up, then the ``extra`` columns (name -> cell)."""
+def _ratio(row: dict, their_build: str, our_build: str) -> str:
+    total = lambda side, build: row[f"{side}_s"] + row[build]  # noqa: E731
+    return f"{total('theirs', their_build) / total('ours', our_build):.1f}x"
+
+
+def _table(title: str, rows: list[dict], columns: dict) -> Table:
+    """One row per seed and a last row of means; ``columns`` maps a header to the
+    function that formats a row's cell."""
     table = Table(title=title)
-    for column in ("seed", "ReservoirPy s", "bptt s", "speed-up", *extra):
-        table.add_column(column, justify="right")
+    for header in ("seed", *columns):
+        table.add_column(header, justify="right")
     for seed, row in enumerate(rows):
-        table.add_row(
-            str(seed),
-            f"{row['theirs_s']:.3f}",
-            f"{row['ours_s']:.3f}",
-            f"{row['theirs_s'] / row['ours_s']:.1f}x",
-            *(cell(row) for cell in extra.values()),
-        )
+        table.add_row(str(seed), *(cell(row) for cell in columns.values()))
+    mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+    table.add_row("mean", *(cell(mean) for cell in columns.values()))
     return table
 
 

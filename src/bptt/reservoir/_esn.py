@@ -53,6 +53,8 @@ class ESNConfig:
         ensemble: Japanese Vowels: reservoirs (seeds seed, seed + 1, ...) whose
             readouts' class scores are averaged.
         seed: seeds the reservoir (and the series' history).
+        dtype: the states' precision, ``float64`` or ``float32`` (faster for batches;
+            the readout is solved in float64 either way).
         out: the run directory; None writes no files.
     """
 
@@ -72,6 +74,7 @@ class ESNConfig:
     reduce: str = field(default="mean", metadata=_choice("mean", "last"))
     ensemble: int = field(default=1, metadata=_number(int, 1, 1000))
     seed: int = field(default=0, metadata=_number(int, 0, 2**63 - 1))
+    dtype: str = field(default="float64", metadata=_choice("float64", "float32"))
     out: str | None = field(default=None, metadata={"kind": str})
 
     def __post_init__(self) -> None:
@@ -106,6 +109,7 @@ def _reservoir(config: ESNConfig, offset: int = 0) -> Reservoir:
         input_density=config.input_density,
         bias=config.bias,
         seed=config.seed + offset,
+        dtype=getattr(torch, config.dtype),
     )
 
 
