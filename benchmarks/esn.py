@@ -33,7 +33,7 @@ with warnings.catch_warnings():
     from reservoirpy.nodes import Reservoir as RpyReservoir
     from reservoirpy.nodes import Ridge as RpyRidge
 
-VOWELS = {"units": 500, "sr": 0.5, "lr": 0.3, "input_scaling": 0.3, "ridge": 1e-4}
+VOWELS = {"units": 500, "sr": 0.5, "lr": 0.6, "input_scaling": 1.0, "ridge": 1e-2}
 
 
 def _settled_clock() -> float:

@@ -124,12 +124,20 @@ def test_mackey_glass_one_step_and_free_running(tmp_path):
 
 def test_generate_feeds_predictions_back():
     series = mackey_glass(1500, seed=2)
-    reservoir = Reservoir(200, spectral_radius=1.1, leak_rate=0.3, seed=0)
+    # at ridge 1e-5 the 20-step error stayed below 0.03 for all of 10 seeds tried (at
+    # 1e-6 one of 10 reservoirs diverged)
+    reservoir = Reservoir(300, spectral_radius=1.0, leak_rate=0.3, seed=0)
     states = reservoir.run(series[:-1][None], reset=True)
-    readout = Ridge(1e-6).fit(states[:, :1200], series[1:1201][None], washout=100)
+    readout = Ridge(1e-5).fit(states[:, :1200], series[1:1201][None], washout=100)
     free = generate(reservoir, readout, series[:1200][None], 20)
     assert free.shape == (20, 1)
-    assert (free - series[1200:1220]).abs().max() < 0.02  # the series spans 0.4 .. 1.3
+    assert (free - series[1200:1220]).abs().max() < 0.05  # the series spans 0.4 .. 1.3
+    # the same loop written out: each prediction is the next input
+    reservoir.run(series[:1200][None], reset=True)
+    value = readout.predict(torch.from_numpy(reservoir.state[0]))
+    for step in range(20):
+        torch.testing.assert_close(free[step], value, rtol=0, atol=1e-12)
+        value = readout.predict(reservoir.run(value.reshape(1, 1, 1))[0, -1])
     assert nrmse(series[1200:1220], series[1200:1220]) == 0
 
 
@@ -290,7 +298,15 @@ def test_a_singular_ridge_system_is_a_value_error():
 
 def test_a_near_nilpotent_sparse_reservoir_is_refused_or_exact():
     # found in review: with about one nonzero a row ARPACK gave a spurious radius
-    with pytest.raises(ValueError, match="nilpotent"):
-        Reservoir(500, spectral_radius=0.9, density=0.002, seed=21)
+    refused = 0
+    for seed in range(12):  # one nonzero a row: some draws are nilpotent (seed 4 is)
+        try:
+            drawn = Reservoir(500, spectral_radius=0.9, density=0.002, seed=seed)
+        except ValueError as err:
+            assert "nilpotent" in str(err)
+            refused += 1
+            continue
+        assert abs(np.abs(np.linalg.eigvals(drawn.W)).max() - 0.9) < 1e-10
+    assert refused >= 1
     reservoir = Reservoir(300, spectral_radius=0.9, density=0.004, seed=14)
     assert abs(np.abs(np.linalg.eigvals(reservoir.W)).max() - 0.9) < 1e-10

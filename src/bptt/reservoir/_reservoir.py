@@ -185,9 +185,9 @@ class Reservoir:
         return array
 
     def _generate_w(self, rng: np.random.Generator) -> np.ndarray:
-        values = rng.standard_normal((self.units, self.units))
         mask = rng.random((self.units, self.units)) < self.density
-        w = values * mask
+        w = np.zeros((self.units, self.units))
+        w[mask] = rng.standard_normal(int(np.count_nonzero(mask)))  # values for nonzeros only
         radius = _spectral_radius(w)
         if radius == 0:
             raise ValueError("the generated W is nilpotent (spectral radius 0); raise density")
