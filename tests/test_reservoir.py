@@ -109,6 +109,30 @@ def test_generated_weights_and_explicit_ones_are_checked():
         Reservoir(5, leak_rate=0)
     with pytest.raises(ValueError, match="non-finite value at series 0, step 1"):
         Reservoir(5, seed=0).run(torch.tensor([[[0.0], [float("nan")]]]))
+    for name in ("W", "W_in"):
+        weights = {"W": np.eye(5), "W_in": np.ones((5, 1))}
+        weights[name][0, 0] = np.inf
+        with pytest.raises(ValueError, match=f"{name} holds NaN or inf"):
+            Reservoir(5, **weights)
+
+
+def test_one_series_gives_the_same_states_on_any_number_of_threads():
+    # each row of a step is summed by one thread in a fixed order, so the thread count
+    # cannot change a bit; the library follows torch's setting and restores numba's
+    import numba
+
+    x = torch.randn(1, 200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    reservoir = Reservoir(300, 1.1, 0.4, density=0.05, seed=5)
+    before_torch, before_numba = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs.append(reservoir.run(x, reset=True))
+            assert numba.get_num_threads() == before_numba
+    finally:
+        torch.set_num_threads(before_torch)
+    assert torch.equal(runs[0], runs[1])
 
 
 def test_mackey_glass_one_step_and_free_running(tmp_path):

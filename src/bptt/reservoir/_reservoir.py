@@ -331,9 +331,8 @@ class Reservoir:
             if active == 0:
                 break
             s = current[:, :active]
-            pre = torch.mm(matrix, s)  # summed as ReservoirPy does, (W x + W_in u) + b
-            pre.addmm_(w_in, inputs[t, :, :active])
-            pre += bias
+            # (b + W_in u) + W x: one pass fewer over (N, active) than ReservoirPy's order
+            pre = torch.addmm(torch.addmm(bias, w_in, inputs[t, :, :active]), matrix, s)
             activate(pre)
             s.lerp_(pre, self.leak_rate)  # (1 - a) x + a f(...)
             if total is not None:
