@@ -334,3 +334,65 @@ def test_a_near_nilpotent_sparse_reservoir_is_refused_or_exact():
     assert refused >= 1
     reservoir = Reservoir(300, spectral_radius=0.9, density=0.004, seed=14)
     assert abs(np.abs(np.linalg.eigvals(reservoir.W)).max() - 0.9) < 1e-10
+
+
+def test_features_of_one_long_series_keep_no_states():
+    # found in review: the one-series loop kept every state just to sum them
+    import tracemalloc
+
+    reservoir = Reservoir(200, 0.9, 0.5, density=0.05, seed=6)
+    x = torch.rand(1, 20_000, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    reservoir.features(x[:, :10])  # compiled and W_in drawn outside the measurement
+    tracemalloc.start()
+    try:
+        means = reservoir.features(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000 * 200 * 8 / 20  # the states would take 32 MB
+    torch.testing.assert_close(means, reservoir.run(x, reset=True).mean(1), rtol=0, atol=1e-13)
+
+
+def test_tiny_drives_keep_their_relative_precision():
+    # found in review: tanh from exp lost relative precision near 0 (1e-7 at 1e-10)
+    reservoir = Reservoir(50, 0.9, 0.5, input_scaling=1e-12, seed=7)
+    x = torch.rand(2, 30, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    alone = reservoir.run(x[:1], reset=True)  # the compiled loop
+    batch = reservoir.run(x, reset=True)  # torch's tanh
+    assert alone.abs().max() > 0
+    torch.testing.assert_close(alone[0], batch[0], rtol=1e-12, atol=0)
+
+
+def test_a_hand_set_state_of_another_dtype_is_converted():
+    reservoir = Reservoir(30, 0.9, 0.5, seed=8, dtype=torch.float32)
+    x = torch.rand(1, 5, 1)
+    reservoir.run(x)
+    reservoir.state = reservoir.state.astype(np.float64)
+    assert reservoir.run(x).dtype == torch.float32
+
+
+def test_a_process_forked_after_a_parallel_run_still_runs_a_series():
+    # found in review: GNU OpenMP cannot run in such a child (numba killed it); the
+    # child falls back to the one-thread loop
+    import os
+    import pickle
+
+    reservoir = Reservoir(100, 0.9, 0.5, density=0.1, seed=9)
+    x = torch.rand(1, 50, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = reservoir.run(x, reset=True)  # the parallel loop has run in this process
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: report and leave without running pytest's teardown
+        try:
+            os.write(write, pickle.dumps(reservoir.run(x, reset=True).numpy()))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        got = pickle.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # another compilation of the same loop: equal up to the order of the vectorised sums
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-14)

@@ -9,8 +9,9 @@ whole loop stays in machine code; the sums may be reassociated, so the gather of
 split between the threads. The states agree with the step-by-step arithmetic to a few
 units in the last place, not bit for bit.
 
-Batches of series do not come here: there a dense product over the batch (BLAS, in
-torch) was as fast as a compiled sparse one, and the activations vectorise there.
+Batches of series do not come here: there one product a step over the whole batch
+(torch's CSR or BLAS product) was faster than compiled sparse loops, and torch's
+activations are vectorised (numba calls libm once an element).
 Activations are passed as codes (:data:`ACTIVATION_CODES`): one compiled loop serves
 them all.
 """
@@ -18,15 +19,14 @@ them all.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
 
 import numba
 import numpy as np
 import torch
 from numba import njit, prange
 
-__all__ = ["ACTIVATION_CODES", "drive_one", "threads_like_torch"]
+__all__ = ["ACTIVATION_CODES", "drive_one", "drive_one_serial", "run_one"]
 
 ACTIVATION_CODES = {"tanh": 0, "identity": 1, "relu": 2, "sigmoid": 3}
 
@@ -40,12 +40,11 @@ _OPTIONS = {"fastmath": _FAST, "error_model": "numpy", "cache": True, "nogil": T
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
 def _activate(value, code):
     if code == 0:
-        # tanh from exp (10 ns): libm's own tanh took 66 ns a call here, more than a
-        # step's share of the sparse product
-        # (1 - e^{-2|v|}) / (1 + e^{-2|v|}): within 4e-16 of tanh (absolute; for tiny |v|
-        # the relative error grows, the absolute does not)
-        decay = math.exp(-2.0 * abs(value))
-        magnitude = (1.0 - decay) / (1.0 + decay)
+        # tanh from expm1, -m / (2 + m) with m = e^{-2|v|} - 1: accurate for every v,
+        # tiny ones included; libm's own tanh took 66 ns a call here (expm1 19 ns),
+        # more than a step's share of the sparse product
+        small = math.expm1(-2.0 * abs(value))
+        magnitude = -small / (2.0 + small)
         return magnitude if value >= 0 else -magnitude
     if code == 2:
         return max(value, 0.0)
@@ -54,8 +53,9 @@ def _activate(value, code):
     return value
 
 
-@njit(parallel=True, **_OPTIONS)
-def drive_one(indptr, indices, values, w_in, bias, inputs, leak, code, state, states_out, record):
+def _drive_one(
+    indptr, indices, values, w_in, bias, inputs, leak, code, state, states_out, sums, record
+):
     """One series through the reservoir, in place.
 
     Args:
@@ -63,34 +63,60 @@ def drive_one(indptr, indices, values, w_in, bias, inputs, leak, code, state, st
         w_in: (N, F). bias: (N,). inputs: (T, F).
         leak: the leak rate a. code: the activation's code.
         state: (N,) the starting state; holds the final state afterwards.
-        states_out: (T, N) receives every state when ``record`` (else any array).
+        states_out: (T, N) receives every state when ``record`` (else any 2-d array).
+        sums: (N,) each state is added to it (pass an empty array to skip).
     """
     units, features = w_in.shape
     keep = 1.0 - leak
+    accumulate = sums.shape[0] == units
     scratch = np.empty((2, units), dtype=state.dtype)
     previous = state.copy()
     for t in range(inputs.shape[0]):
         # each step writes straight into its row of the output (no copies between steps)
         current = states_out[t] if record else scratch[t % 2]
-        for i in prange(units):
+        for i in prange(units):  # one thread a row: sums in a fixed order, any thread count
             recurrent = 0.0
             for jj in range(indptr[i], indptr[i + 1]):
                 recurrent += values[jj] * previous[indices[jj]]
             drive = 0.0
             for f in range(features):
                 drive += w_in[i, f] * inputs[t, f]
-            current[i] = keep * previous[i] + leak * _activate(recurrent + drive + bias[i], code)
+            new = keep * previous[i] + leak * _activate(recurrent + drive + bias[i], code)
+            current[i] = new
+            if accumulate:
+                sums[i] += new
         previous = current
     state[:] = previous
 
 
-@contextmanager
-def threads_like_torch() -> Iterator[None]:
-    """Run the compiled loops on as many threads as torch uses (``torch.set_num_threads``
-    is the one knob for the whole library), restoring numba's setting afterwards."""
+drive_one = njit(parallel=True, **_OPTIONS)(_drive_one)
+# The same loop on one thread, for a process forked after the parallel one ran: GNU
+# OpenMP cannot run in such a child (numba terminates it). Not cached: numba's disk
+# cache keys on the Python function, and would hand back the parallel build.
+drive_one_serial = njit(**{**_OPTIONS, "cache": False})(_drive_one)
+_parallel_used = False
+_forked_after_parallel = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_parallel
+    _forked_after_parallel = _parallel_used
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def run_one(*args) -> None:
+    """:func:`drive_one` on ``torch.get_num_threads()`` threads (numba's setting is
+    restored afterwards), or on one thread in a process forked after a parallel run."""
+    global _parallel_used
+    if _forked_after_parallel:
+        drive_one_serial(*args)
+        return
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     try:
-        yield
+        _parallel_used = True
+        drive_one(*args)
     finally:
         numba.set_num_threads(before)

@@ -98,7 +98,9 @@ class Reservoir:
     loop (numba; compiled on first use, cached on disk); a batch runs one matrix
     product a step over all its series (torch). Both use ``torch.get_num_threads()``
     threads. States agree with the update computed step by step to about 1e-15
-    (float64): sums are reassociated and tanh is computed from exp.
+    (float64): sums are reassociated and tanh is computed from expm1. A process
+    forked after the compiled loop ran uses a one-thread build of it (GNU OpenMP does
+    not survive a fork); torch's own threads have the same limit, so prefer spawn.
     """
 
     def __init__(
@@ -221,7 +223,7 @@ class Reservoir:
         if reset or self.state is None or self.state.shape[0] != batch or valid is not None:
             state = np.zeros((batch, self.units), dtype=self._np_dtype)
         else:
-            state = self.state
+            state = np.asarray(self.state, dtype=self._np_dtype)  # a hand-set state too
         states = np.zeros((batch, steps, self.units), dtype=self._np_dtype)
         final = self._drive(data, valid, state, states_out=states)
         if valid is None:
@@ -287,19 +289,14 @@ class Reservoir:
         from bptt.reservoir import _kernels  # numba takes 0.8 s to import: only when used
 
         steps = steps if valid is None else int(valid[0])
-        final = state[0].copy()
-        record = states_out is not None or sums_out is not None
-        out = states_out[0, :steps] if states_out is not None else None
-        if record and out is None:
-            out = np.empty((steps, self.units), dtype=self._np_dtype)
-        with _kernels.threads_like_torch():
-            _kernels.drive_one(
-                *self._csr, self.W_in, self.bias, data[0, :steps], self.leak_rate,
-                _kernels.ACTIVATION_CODES[self.activation], final,
-                out if record else np.empty((1, 1), dtype=self._np_dtype), record,
-            )  # fmt: skip
-        if sums_out is not None:
-            sums_out[0] += out.sum(0)
+        final = state[0].astype(self._np_dtype)  # a copy, in the reservoir's dtype
+        unused = np.empty((0, 0), dtype=self._np_dtype)
+        _kernels.run_one(
+            *self._csr, self.W_in, self.bias, data[0, :steps], self.leak_rate,
+            _kernels.ACTIVATION_CODES[self.activation], final,
+            states_out[0, :steps] if states_out is not None else unused,
+            sums_out[0] if sums_out is not None else unused.ravel(), states_out is not None,
+        )  # fmt: skip
         return final[None]
 
     def _drive_batch(
