@@ -285,7 +285,7 @@ class Reservoir:
         when given; ``state`` is not changed.
 
         One series through a sparse W runs in the compiled loop; a batch (or a dense W)
-        runs one dense product a step over the whole batch.
+        runs one matrix product a step over the whole batch (:meth:`_drive_batch`).
         """
         batch, steps, _ = data.shape
         if batch > 1 or self._csr is None:
