@@ -396,3 +396,30 @@ def test_a_process_forked_after_a_parallel_run_still_runs_a_series():
     assert os.waitstatus_to_exitcode(status) == 0
     # another compilation of the same loop: equal up to the order of the vectorised sums
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-14)
+
+
+def test_the_compiled_tanh_is_numpys_to_the_last_bits():
+    from numba import njit
+
+    from bptt.reservoir._kernels import _FAST, _tanh
+
+    @njit(fastmath=_FAST)
+    def over(values, out):  # a loop, as in the reservoir loop (vectorised)
+        for i in range(values.shape[0]):
+            out[i] = _tanh(values[i])
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.standard_normal(4000) * 2,
+            np.linspace(-25, 25, 2001),
+            10.0 ** rng.uniform(-300, 3, 2000) * rng.choice([-1, 1], 2000),
+            [0.0, -0.0, 0.1, -0.1, np.nextafter(0.1, 0), 19.0, 20.5, 1e300, np.inf, -np.inf],
+        ]
+    )
+    out = np.empty_like(values)
+    over(values, out)
+    expected = np.tanh(values)
+    relative = np.abs(out - expected) / np.maximum(np.abs(expected), 1e-300)
+    assert relative.max() < 1e-15, values[relative.argmax()]
+    assert np.array_equal(np.signbit(out), np.signbit(expected))

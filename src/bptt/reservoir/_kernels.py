@@ -6,8 +6,11 @@ step, the calls cost as much as the arithmetic (scipy's product on 100,000 nonze
 took 63 us, the rest of the step another 60 us, at N = 1000). Compiled with numba the
 whole loop stays in machine code; the sums may be reassociated, so the gather of
 ``x[indices]`` is vectorised (36 us for the same product), and each step's rows are
-split between the threads. The states agree with the step-by-step arithmetic to a few
-units in the last place, not bit for bit.
+split between the threads. The activation and the leaky update then run as flat loops
+that vectorise (tanh by arithmetic, :func:`_tanh`: 0.39 s against 0.52 s, medians of
+7, for 10,000 steps at N = 1000 with libm's expm1 inside the row loop). The states
+agree with the step-by-step arithmetic to a few units in the last place, not bit for
+bit.
 
 Batches of series do not come here: there one product a step over the whole batch
 (torch's CSR or BLAS product) was faster than compiled sparse loops, and torch's
@@ -37,20 +40,52 @@ _FAST = {"reassoc", "contract", "nsz", "arcp"}
 _OPTIONS = {"fastmath": _FAST, "error_model": "numpy", "cache": True, "nogil": True}
 
 
+_LOG2E = 1.4426950408889634
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
+_EXP_SERIES = tuple(1.0 / math.factorial(k) for k in range(13, 0, -1))  # 1/13! .. 1/1!
+_BITS = tuple((2.0**k, 2.0 ** -(2.0**k)) for k in range(5, -1, -1))  # (2^k, 2^-2^k)
+_TANH_SERIES = (
+    6404582 / 10854718875,
+    -929569 / 638512875,
+    21844 / 6081075,
+    -1382 / 155925,
+    62 / 2835,
+    -17 / 315,
+    2 / 15,
+    -1 / 3,
+)  # fmt: skip  (v^17 .. v^3)
+
+
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
-def _activate(value, code):
-    if code == 0:
-        # tanh from expm1, -m / (2 + m) with m = e^{-2|v|} - 1: accurate for every v,
-        # tiny ones included; libm's own tanh took 66 ns a call here (expm1 19 ns),
-        # more than a step's share of the sparse product
-        small = math.expm1(-2.0 * abs(value))
-        magnitude = -small / (2.0 + small)
-        return magnitude if value >= 0 else -magnitude
-    if code == 2:
-        return max(value, 0.0)
-    if code == 3:
-        return 1.0 / (1.0 + math.exp(-value))
-    return value
+def _tanh(value):
+    """tanh by arithmetic alone, so a loop over it vectorises: within 5e-16 relative of
+    ``np.tanh`` (tested). libm's tanh took 66 ns a call here and expm1 19 ns, more than
+    a step's share of the sparse product; this takes a few ns in a vectorised loop.
+
+    Above |v| = 0.1: (1 - e) / (1 + e) with e = e^{-2|v|}, where e^{-a} = 2^-n e^{-r}
+    (a = n ln 2 + r, |r| <= ln 2 / 2; e^{-r} by its series to r^13; 2^-n from n's six
+    bits by multiplications, as numba has no bit casts). Below 0.1, where 1 - e would
+    cancel, the odd series to v^17. The input must be finite (it is here: finite
+    weights, finite inputs, bounded states); NaN would come out as +-1.
+    """
+    a = min(2.0 * abs(value), 40.0)  # tanh(20) is 1 in float64
+    n = math.floor(a * _LOG2E + 0.5)
+    r = -(a - n * _LN2_HI - n * _LN2_LO)
+    exp_r = 0.0
+    for coefficient in _EXP_SERIES:
+        exp_r = (exp_r + coefficient) * r
+    scale, rest = 1.0, n
+    for power, factor in _BITS:
+        bit = math.floor(rest / power)
+        rest -= bit * power
+        scale *= 1.0 + bit * (factor - 1.0)
+    decay = (1.0 + exp_r) * scale
+    large = (1.0 - decay) / (1.0 + decay)
+    square, series = value * value, 0.0
+    for coefficient in _TANH_SERIES:
+        series = (series + coefficient) * square
+    small = abs(value) * (1.0 + series)
+    return math.copysign(small if abs(value) < 0.1 else large, value)
 
 
 def _drive_one(
@@ -65,11 +100,13 @@ def _drive_one(
         state: (N,) the starting state; holds the final state afterwards.
         states_out: (T, N) receives every state when ``record`` (else any 2-d array).
         sums: (N,) each state is added to it (pass an empty array to skip).
+        record: whether to fill ``states_out``.
     """
     units, features = w_in.shape
     keep = 1.0 - leak
     accumulate = sums.shape[0] == units
     scratch = np.empty((2, units), dtype=state.dtype)
+    pre = np.empty(units, dtype=state.dtype)
     previous = state.copy()
     for t in range(inputs.shape[0]):
         # each step writes straight into its row of the output (no copies between steps)
@@ -81,10 +118,22 @@ def _drive_one(
             drive = 0.0
             for f in range(features):
                 drive += w_in[i, f] * inputs[t, f]
-            new = keep * previous[i] + leak * _activate(recurrent + drive + bias[i], code)
-            current[i] = new
-            if accumulate:
-                sums[i] += new
+            pre[i] = recurrent + drive + bias[i]
+        # flat loops on one thread: these vectorise (a few us), a parallel region would not pay
+        if code == 0:
+            for i in range(units):
+                pre[i] = _tanh(pre[i])
+        elif code == 2:
+            for i in range(units):
+                pre[i] = max(pre[i], 0.0)
+        elif code == 3:
+            for i in range(units):
+                pre[i] = 1.0 / (1.0 + math.exp(-pre[i]))
+        for i in range(units):
+            current[i] = keep * previous[i] + leak * pre[i]
+        if accumulate:
+            for i in range(units):
+                sums[i] += current[i]
         previous = current
     state[:] = previous
 

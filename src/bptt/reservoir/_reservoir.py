@@ -98,9 +98,10 @@ class Reservoir:
     loop (numba; compiled on first use, cached on disk); a batch runs one matrix
     product a step over all its series (torch). Both use ``torch.get_num_threads()``
     threads. States agree with the update computed step by step to about 1e-15
-    (float64): sums are reassociated and tanh is computed from expm1. A process
-    forked after the compiled loop ran uses a one-thread build of it (GNU OpenMP does
-    not survive a fork); torch's own threads have the same limit, so prefer spawn.
+    (float64): sums are reassociated and tanh is a vectorised series (within 5e-16).
+    A process forked after the compiled loop ran uses a one-thread build of it (GNU
+    OpenMP does not survive a fork); torch's own threads have the same limit, so
+    prefer spawn.
     """
 
     def __init__(
