@@ -18,7 +18,7 @@ __all__ = ["Reservoir"]
 # one series, torch's CSR product for a batch); a denser one as a dense matrix (BLAS).
 _SPARSE_BELOW = 0.3
 
-# In-place activations for the dense loop (torch), matching the compiled ones.
+# In-place activations for the batch loop (torch), matching the compiled ones.
 _TORCH_ACTIVATIONS: dict[str, Callable[[Tensor], object]] = {
     "tanh": Tensor.tanh_,
     "identity": lambda v: v,
