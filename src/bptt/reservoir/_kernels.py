@@ -1,4 +1,4 @@
-"""The compiled loop for one series (a stream): sparse product and leaky update fused.
+"""The compiled loop for one series (a stream): sparse product, activation, leaky update.
 
 A reservoir step on one series is a sparse matrix-vector product with about 10% of the
 entries nonzero, followed by a few element-wise operations. Called from Python once a
@@ -44,6 +44,7 @@ _LOG2E = 1.4426950408889634
 _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
 _EXP_SERIES = tuple(1.0 / math.factorial(k) for k in range(13, 0, -1))  # 1/13! .. 1/1!
 _BITS = tuple((2.0**k, 2.0 ** -(2.0**k)) for k in range(5, -1, -1))  # (2^k, 2^-2^k)
+# tanh's odd series, coefficients of v^17 .. v^3 (Horner from the top)
 _TANH_SERIES = (
     6404582 / 10854718875,
     -929569 / 638512875,
@@ -53,7 +54,7 @@ _TANH_SERIES = (
     -17 / 315,
     2 / 15,
     -1 / 3,
-)  # fmt: skip  (v^17 .. v^3)
+)
 
 
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
