@@ -68,19 +68,12 @@ class Ridge:
         y_rows = _rows(target, washout, lengths)
         if x_rows.shape[0] != y_rows.shape[0]:
             raise ValueError(f"states give {x_rows.shape[0]} rows but y gives {y_rows.shape[0]}")
-        if self._xtx is None:
-            n, o = x_rows.shape[1], y_rows.shape[1]
-            zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64)  # noqa: E731
-            self._xtx, self._xty, self._xsum, self._ysum = (
-                zeros(n, n),
-                zeros(n, o),
-                zeros(n),
-                zeros(o),
-            )
-        self._xtx += x_rows.T @ x_rows
-        self._xty += x_rows.T @ y_rows
-        self._xsum += x_rows.sum(0)
-        self._ysum += y_rows.sum(0)
+        sums = (x_rows.T @ x_rows, x_rows.T @ y_rows, x_rows.sum(0), y_rows.sum(0))
+        if self._xtx is None:  # the first batch's sums are the totals (no zeros to add to)
+            self._xtx, self._xty, self._xsum, self._ysum = sums
+        else:
+            for total, part in zip((self._xtx, self._xty, self._xsum, self._ysum), sums):
+                total += part
         self._count += x_rows.shape[0]
         return self
 
@@ -93,12 +86,12 @@ class Ridge:
         """
         if self._count == 0:
             raise ValueError("no data: call partial_fit (or fit) first")
-        xtx, xty = self._xtx.clone(), self._xty.clone()
+        system, xty = self._xtx.clone(), self._xty.clone()  # the sums stay as they are
         if self.fit_bias:
             x_mean, y_mean = self._xsum / self._count, self._ysum / self._count
-            xtx -= self._count * torch.outer(x_mean, x_mean)
+            system -= self._count * torch.outer(x_mean, x_mean)
             xty -= self._count * torch.outer(x_mean, y_mean)
-        system = xtx + self.alpha * torch.eye(xtx.shape[0], dtype=torch.float64)
+        system.diagonal().add_(self.alpha)
         try:
             weight = torch.linalg.solve(system, xty)
         except torch.linalg.LinAlgError as err:  # a RuntimeError; callers expect ValueError
