@@ -72,7 +72,9 @@ class Ridge:
         if self._xtx is None:  # the first batch's sums are the totals (no zeros to add to)
             self._xtx, self._xty, self._xsum, self._ysum = sums
         else:
-            for total, part in zip((self._xtx, self._xty, self._xsum, self._ysum), sums):
+            for total, part in zip(
+                (self._xtx, self._xty, self._xsum, self._ysum), sums, strict=True
+            ):
                 total += part
         self._count += x_rows.shape[0]
         return self
