@@ -19,7 +19,7 @@ bptt uses both cores (numba's and torch's threads); ReservoirPy's loop runs on o
 Each seed's run + fit is timed ``--repeats`` times on each side, the two sides taking
 turns, and the fastest of each side is reported (as ``timeit`` advises: the slower
 repeats measure what else the host was doing; on this 2-core VM the same call varied
-by 2x). Both sides start every repeat from a zero state on the same weights.
+by 2x). Every repeat starts from a zero state, on the weights its side was built with.
 
     python benchmarks/esn.py [--seeds 5] [--repeats 3]
 """
