@@ -52,6 +52,7 @@ def search(train: tuple) -> list[dict]:
     fit, held = order[:200], order[200:]
     fit_part = (x[fit], lengths[fit], labels[fit])
     held_part = (x[held], lengths[held], labels[held])
+    targets = torch.nn.functional.one_hot(fit_part[2], 9).double()
     rows = []
     points = list(itertools.product(*GRID.values()))
     for values in track(points, description="validation grid"):
@@ -61,7 +62,6 @@ def search(train: tuple) -> list[dict]:
             reservoir = Reservoir(seed=seed, **config)
             features = reservoir.features(fit_part[0], fit_part[1])
             held_features = reservoir.features(held_part[0], held_part[1])
-            targets = torch.nn.functional.one_hot(fit_part[2], 9).double()
             for ridge in RIDGES:
                 predicted = Ridge(ridge).fit(features, targets).predict(held_features)
                 errors[ridge] += int((predicted.argmax(-1) != held_part[2]).sum())
