@@ -193,7 +193,7 @@ def test_unroll_answers_any_input_with_a_result_or_a_clear_error(shape, dtype, p
     if poisoned:
         x.view(-1)[-1] = poison
     try:
-        out, _ = bptt.unroll(cell, x.float() if dtype == torch.float32 else x)
+        out, _ = bptt.unroll(cell, x.float() if dtype == torch.float32 else x, check_finite=True)
     except (ValueError, TypeError) as err:
         message = str(err)
         assert any(

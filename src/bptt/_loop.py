@@ -28,11 +28,11 @@ from bptt.checkpoint import CheckpointError, Checkpoints
 from bptt.config import ConfigError, TrainConfig
 from bptt.diagnose import Monitor, diagnose
 from bptt.model import SequenceModel
-from bptt.rundir import RunDirectory
+from bptt.rundir import RunDirectory, RunDirectoryError
 from bptt.tasks import Task, make_task
 from bptt.tbptt import TBPTT
 
-__all__ = ["Batches", "NonFiniteError", "Run"]
+__all__ = ["Batches", "NonFiniteError", "Run", "RunStopped"]
 
 _FORMAT = 1  # checkpoint layout version
 _NOT_COMPARED = ("out",)  # config fields a resumed run may change
@@ -47,6 +47,12 @@ def _may_differ(config: TrainConfig) -> tuple[str, ...]:
 
 class NonFiniteError(RuntimeError):
     """A step's loss or gradient was NaN or inf and the config says ``nonfinite = "raise"``."""
+
+
+class RunStopped(RuntimeError):
+    """The run stopped before its end because a file of its run directory could not be
+    written (a full disk, a directory made read-only); its checkpoints are intact and
+    the message says from which step it resumes."""
 
 
 class Batches:
@@ -252,8 +258,33 @@ class Run:
 
     # --- the loop --------------------------------------------------------------------
 
-    def run(self, advance: Callable[[int, float], None]) -> dict[str, Any]:
-        """Train from ``self.step`` to the end; returns the summary."""
+    def run(self, advance: Callable[..., None]) -> dict[str, Any]:
+        """Train from ``self.step`` to the end; returns the summary.
+
+        ``advance(step, loss, status=None)`` is called after every step, and with a
+        status when the run does other long work (the final diagnosis).
+
+        Raises:
+            RunStopped: a file of the run directory could not be written.
+            NonFiniteError: a non-finite step with ``nonfinite = "raise"``.
+        """
+        try:
+            return self._run(advance)
+        except RunDirectoryError as err:
+            raise RunStopped(self._stopped(err)) from err
+
+    def _stopped(self, err: RunDirectoryError) -> str:
+        """One line: what failed, where the run stopped, and how to go on."""
+        message = f"{err}; the run stopped at step {self.step}"
+        step = self.checkpoints.newest_intact_step()
+        if step is None:
+            return f"{message} and has no checkpoint to resume from (see checkpoint_every)"
+        return (
+            f"{message}; its last checkpoint is step {step}: make room, then resume with "
+            f"`bptt train --resume {self.run_dir.path}`"
+        )
+
+    def _run(self, advance: Callable[..., None]) -> dict[str, Any]:
         config, counters = self.config, self.counters
         start = time.perf_counter() - counters["wall_s"]
         checkpointing = config.checkpoint_every > 0
@@ -345,7 +376,7 @@ class Run:
                 self._checkpoint()
             if last:
                 break
-        return self._summary(time.perf_counter() - start)
+        return self._summary(time.perf_counter() - start, advance)
 
     def _hessian_free_step(self) -> tuple[float, float, dict[str, Any]]:
         """One Hessian-free step on the next batch; curvature on its first share."""
@@ -380,7 +411,7 @@ class Run:
             )
         raise NonFiniteError(message)
 
-    def _summary(self, wall: float) -> dict[str, Any]:
+    def _summary(self, wall: float, advance: Callable[..., None]) -> dict[str, Any]:
         config, counters, task, model = self.config, self.counters, self.task, self.model
         test_loss = counters["test_loss"]
         diverged = not math.isfinite(test_loss) or not all(
@@ -389,6 +420,7 @@ class Run:
         started = time.perf_counter()
         verdict = None
         if self.monitor is not None and not diverged:
+            advance(self.step, counters["loss"], "diagnosing the final model")
             verdict = diagnose(model, self.probe, task.dependency_length).verdict
         summary = {
             "task": config.task,

@@ -4,7 +4,8 @@ Each checkpoint is ``checkpoints/step-NNNNNNNNN.pt`` (``torch.save`` of a dict o
 state dicts) with ``step-NNNNNNNNN.pt.sha256`` beside it. Both are written to a
 temporary file, fsynced and renamed, the checksum last: a checkpoint without a
 matching checksum is incomplete or corrupt and is skipped, with a warning, in favour
-of the one before. Loading uses ``weights_only=True``.
+of the one before; when none is intact, :meth:`Checkpoints.latest` says so instead of
+pretending there was none. Loading uses ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from bptt._errors import first_line
 from bptt._io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["CheckpointError", "Checkpoints"]
@@ -83,17 +85,46 @@ class Checkpoints:
         return sorted(found, key=lambda p: p.name, reverse=True)
 
     def latest(self, map_location: str | torch.device | None = None) -> dict[str, Any] | None:
-        """The newest intact checkpoint's state, or None if there is none.
+        """The newest intact checkpoint's state, or None if there is no checkpoint.
 
         A checkpoint whose checksum is missing or wrong, or that does not load, is
-        skipped with a warning naming it; the one before is tried.
+        passed over for the one before, with a warning naming it.
+
+        Raises:
+            CheckpointError: there are checkpoints, and none of them is intact.
         """
+        problems: list[str] = []
         for path in self.paths():
             try:
-                return load_checkpoint(path, map_location)
+                state = load_checkpoint(path, map_location)
             except CheckpointError as err:
-                warnings.warn(f"{err}; using an earlier checkpoint", stacklevel=2)
+                problems.append(str(err))
+                continue
+            for problem in problems:
+                warnings.warn(f"{problem}; using {path.name}", stacklevel=2)
+            return state
+        if problems:
+            raise CheckpointError(
+                f"no intact checkpoint in {self.directory}: {'; '.join(problems)}"
+            )
         return None
+
+    def newest_intact_step(self) -> int | None:
+        """The step of the newest checkpoint whose checksum matches (not loaded), or None."""
+        for path in self.paths():
+            try:
+                _read_verified(path)
+            except CheckpointError:
+                continue
+            return int(_NAME.match(path.name).group(1))
+        return None
+
+    def clear(self) -> None:
+        """Remove every checkpoint on disk and in memory."""
+        for path in self.paths():
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        self.last = None
 
     def latest_in_memory(self, map_location=None) -> dict[str, Any] | None:
         """The newest saved state, from memory (the same as on disk)."""
@@ -115,15 +146,22 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
             corrupt file), or the file does not load with ``weights_only=True``.
     """
     path = Path(path)
+    payload = _read_verified(path)
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} does not load: {first_line(err)}") from err
+
+
+def _read_verified(path: Path) -> bytes:
+    """The checkpoint's bytes, after checking them against the checksum beside them."""
     sidecar = path.with_name(path.name + ".sha256")
     try:
         payload = path.read_bytes()
         expected = sidecar.read_text(encoding="utf-8").strip()
-    except OSError as err:
-        raise CheckpointError(f"checkpoint {path} is incomplete: {err.strerror or err}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise CheckpointError(f"checkpoint {path} is incomplete: {reason}") from err
     if hashlib.sha256(payload).hexdigest() != expected:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
-    try:
-        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} does not load: {err}") from err
+    return payload

@@ -11,21 +11,37 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import warnings
 from dataclasses import fields
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bptt.bench import BenchSpec, results_table, run_bench
 from bptt.config import ConfigError, TrainConfig, load_toml
 from bptt.diagnose import diagnose
-from bptt.diagnose.attractor import basin_gradient_map, plot_basin_gradients, two_basin_cell
+from bptt.diagnose.attractor import (
+    basin_gradient_map,
+    image_formats,
+    plot_basin_gradients,
+    two_basin_cell,
+)
 from bptt.precision import flush_denormal
 from bptt.reservoir._esn import ESNConfig, run_esn
-from bptt.train import NonFiniteError, json_safe, load_run, test_set
+from bptt.train import (
+    NonFiniteError,
+    RunDirectoryBusy,
+    RunDirectoryError,
+    RunStopped,
+    json_safe,
+    load_run,
+    test_set,
+)
 from bptt.train import resume as resume_training
 from bptt.train import train as run_training
 
@@ -40,9 +56,38 @@ _err = Console(stderr=True, soft_wrap=True)  # one message, one line
 _out = Console(width=max(Console().width, 140))  # tables stay whole when piped
 
 
-def _fail(message: str) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=2)
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line; the exit to raise (2: bad input; 1: the run failed)."""
+    _err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code=code)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, without Python's file and line."""
+    text = " ".join(str(message).split())  # one line, whatever the message held
+    _err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            typer.echo(f"bptt {version('bptt')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("bptt (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Train recurrent networks on long-range tasks and see why they fail."""
+    warnings.showwarning = _show_warning
 
 
 def _attribute_docs(doc: str) -> dict[str, str]:
@@ -95,6 +140,7 @@ def _dataclass_parameters(cls: type, skip: tuple[str, ...] = ()) -> list[inspect
 def train_command(
     config: Path | None = None,
     resume: Path | None = None,
+    restart: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     **flags,
@@ -102,6 +148,8 @@ def train_command(
     """Train one model and write its run directory (flags override --config)."""
     try:
         given = {k: v for k, v in flags.items() if v is not None}
+        if restart and resume is None:
+            raise ConfigError("restart", "applies with --resume only")
         if resume is not None:
             steps = given.pop("steps", None)  # the one setting a resumed run may move
             if given or config is not None:
@@ -110,17 +158,18 @@ def train_command(
                     "--resume continues a run with its own config.toml (only --steps moves its end)"
                 )
                 raise ConfigError(field, message)
-            result = resume_training(resume, steps=steps, progress=progress)
+            result = resume_training(resume, steps=steps, progress=progress, restart=restart)
         else:
             values = load_toml(config) if config is not None else {}
             values.update(given)
             cfg = TrainConfig.from_dict(values)
+            if cfg.out is None:
+                _err.print("note: no --out given: this run writes no files", highlight=False)
             result = run_training(cfg, progress=progress, overwrite=overwrite)
-    except (ConfigError, FileExistsError) as err:
+    except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
         raise _fail(str(err)) from None
-    except NonFiniteError as err:
-        _err.print(f"[bold red]error:[/] {err}", highlight=False)
-        raise typer.Exit(code=1) from None
+    except (NonFiniteError, RunStopped) as err:
+        raise _fail(str(err), code=1) from None
     s = result.summary
     verdict = "[green]solved[/]" if s["solved"] else "[yellow]not solved[/]"
     _out.print(
@@ -151,6 +200,18 @@ train_command.__signature__ = inspect.Signature(
                 typer.Option(
                     help="Continue the run in this directory from its last checkpoint "
                     "(with --steps, on to a new end)."
+                ),
+            ],
+        ),
+        inspect.Parameter(
+            "restart",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool,
+                typer.Option(
+                    help="With --resume: train the run again from step 0 when none of its "
+                    "checkpoints is intact."
                 ),
             ],
         ),
@@ -235,12 +296,17 @@ def diagnose_command(
     try:
         if probe < 1:
             raise ConfigError("probe", f"must be >= 1; got {probe}")
-        config, task, model = load_run(run_dir)
-        x, _ = test_set(config, task)
+        with _err.status(f"loading {run_dir}"):
+            config, task, model = load_run(run_dir)
+            x, _ = test_set(config, task)
         length = task.dependency_length if dependency_length is None else dependency_length
         if length < 1:
             raise ConfigError("dependency_length", f"must be >= 1; got {length}")
-        with flush_denormal(config.flush_denormal):
+        steps = x.shape[1]
+        with (
+            _err.status(f"diagnosing {min(probe, x.shape[0])} probe sequences of {steps} steps"),
+            flush_denormal(config.flush_denormal),
+        ):
             found = diagnose(model, x[:probe], length)
     except ConfigError as err:
         raise _fail(str(err)) from None
@@ -301,18 +367,27 @@ app.command("esn")(esn_command)
 
 @app.command("attractor")
 def attractor_command(
-    out: Annotated[Path, typer.Option(help="Image file to write.")] = Path("attractor.png"),
-    steps: Annotated[int, typer.Option(help="Steps run from each start.")] = 30,
-    resolution: Annotated[int, typer.Option(help="Grid points per side.")] = 101,
+    out: Annotated[
+        Path, typer.Option(help="Image file to write (.png, .pdf, .svg, ...), or a directory.")
+    ] = Path("attractor.png"),
+    steps: Annotated[int, typer.Option(help="Steps run from each start (1 to 10,000).")] = 30,
+    resolution: Annotated[int, typer.Option(help="Grid points per side (2 to 1,001).")] = 101,
 ) -> None:
     """Draw the two-basin picture: the gradient vanishes inside a basin, explodes at its edge."""
-    if steps < 1 or resolution < 2:
-        raise _fail("steps must be >= 1 and resolution >= 2")
-    result = basin_gradient_map(two_basin_cell(), resolution=resolution, steps=steps)
+    path = out / "attractor.png" if out.is_dir() else out
+    if not path.suffix:
+        path = path.with_suffix(".png")
     try:
-        path = plot_basin_gradients(result, out)
+        if path.suffix.lstrip(".").lower() not in image_formats():
+            known = ", ".join(sorted(image_formats()))
+            raise ValueError(f"out: {path.suffix} is not an image format; use one of {known}")
+        with _err.status(f"{resolution}x{resolution} starts, {steps} steps each"):
+            result = basin_gradient_map(two_basin_cell(), resolution=resolution, steps=steps)
+            path = plot_basin_gradients(result, path)
+    except ValueError as err:
+        raise _fail(str(err)) from None
     except OSError as err:
-        raise _fail(f"out: cannot write {out}: {err.strerror or err}") from None
+        raise _fail(f"out: cannot write {path}: {err.strerror or err}") from None
     norms = result["norms"]
     _out.print(
         f"||dh_T/dh_0|| over {resolution}x{resolution} starts, T={steps}: "

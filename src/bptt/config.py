@@ -21,6 +21,7 @@ else:  # pragma: no cover - Python 3.10
 import tomli_w
 import torch
 
+from bptt._errors import first_line
 from bptt.cells import cell_names
 from bptt.engine import ENGINES
 from bptt.methods import METHODS
@@ -390,7 +391,21 @@ def _check_device(device: str) -> None:
         raise ConfigError("device", f"not a torch device: {device!r}") from err
     if parsed.type == "meta":
         raise ConfigError("device", "meta tensors hold no data; choose cpu or an accelerator")
+    if parsed.type != "cpu" and not _available(parsed.type):
+        message = f"{device!r} is not usable here: torch finds no {parsed.type} device; use cpu"
+        raise ConfigError("device", message)
     try:
         torch.zeros(1, device=parsed)
-    except (RuntimeError, AssertionError, ValueError) as err:
-        raise ConfigError("device", f"{device!r} is not usable here: {err}") from err
+    except (RuntimeError, AssertionError, ValueError, ImportError) as err:
+        reason = first_line(err).split(". ")[0]  # torch's dispatcher text runs on for lines
+        raise ConfigError("device", f"{device!r} is not usable here: {reason}") from err
+
+
+def _available(kind: str) -> bool:
+    """Whether torch has a working backend of this device type (cuda, mps, xpu, ...)."""
+    try:
+        module = getattr(torch.backends if kind == "mps" else torch, kind, None)
+        is_available = getattr(module, "is_available", None)
+        return bool(is_available()) if callable(is_available) else True
+    except (RuntimeError, ImportError):
+        return False

@@ -7,22 +7,40 @@ Layout::
     RUN_DIR/diagnostics.jsonl  diagnoses during training (``diagnose_every``)
     RUN_DIR/summary.json       the outcome (written at the end)
     RUN_DIR/model.pt           the final model's state_dict (load with weights_only=True)
+    RUN_DIR/.lock              held (an OS file lock) by the process writing the run
+
+One process writes a run directory at a time: the lock is taken when the directory is
+opened and released when it is closed or the process dies, and a second writer is
+refused with :class:`RunDirectoryBusy`. A write that fails (a full disk, a read-only
+directory) raises :class:`RunDirectoryError` naming the file; an appended row that
+failed half-way is cut off again, so the file holds whole rows only.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from bptt._io import atomic_torch_save, atomic_write_text
+from bptt._io import append_text, atomic_torch_save, atomic_write_text, lock_file
 from bptt.config import TrainConfig
 
-__all__ = ["METRIC_FIELDS", "RUN_FILES", "RunDirectory"]
+__all__ = [
+    "LOCK_FILE",
+    "METRIC_FIELDS",
+    "RUN_FILES",
+    "RunDirectory",
+    "RunDirectoryBusy",
+    "RunDirectoryError",
+]
+
+LOCK_FILE = ".lock"
 
 METRIC_FIELDS = (
     "step",
@@ -39,8 +57,28 @@ METRIC_FIELDS = (
 RUN_FILES = ("config.toml", "metrics.csv", "diagnostics.jsonl", "summary.json", "model.pt")
 
 
+class RunDirectoryError(OSError):
+    """A file of the run directory could not be written (disk full, read-only, ...).
+
+    Attributes:
+        filename: the file that failed, as ``OSError.filename``.
+        strerror: the system's reason.
+    """
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+class RunDirectoryBusy(RuntimeError):
+    """Another process is writing the run directory (it holds the directory's lock)."""
+
+
+def _write_error(path: Path, err: OSError) -> RunDirectoryError:
+    return RunDirectoryError(err.errno or errno.EIO, err.strerror or str(err), str(path))
+
+
 class RunDirectory:
-    """Writes one run's files.
+    """Writes one run's files, holding the directory's lock while it is open.
 
     Args:
         path: the directory; created if missing.
@@ -49,16 +87,35 @@ class RunDirectory:
         resume: open a run's directory to continue it (see :meth:`rewind`).
 
     Raises:
+        RunDirectoryBusy: another process has the directory open (a run writing it).
         FileExistsError: the directory already holds a run and overwrite is False.
+        NotADirectoryError: path is an existing file.
         OSError: the directory cannot be created or written.
     """
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False) -> None:
         self.path = Path(path)
-        self._metrics_file = None
-        self._writer: csv.DictWriter | None = None
-        if resume:
-            return
+        self._fields: list[str] | None = None  # metrics.csv's columns, once known
+        self._lock: int | None = None
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory", str(path))
+        if not resume:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_file(self.path / LOCK_FILE)
+        if self._lock is None:
+            raise RunDirectoryBusy(
+                f"{self.path} is being written by another run (it holds {LOCK_FILE}); wait "
+                "for it to end, or choose another directory"
+            )
+        try:
+            if not resume:
+                self._claim(overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _claim(self, overwrite: bool) -> None:
+        """Refuse, or clear (overwrite), a directory that holds an earlier run."""
         existing = [self.path / name for name in RUN_FILES if (self.path / name).exists()]
         if self.path.joinpath("checkpoints").is_dir():
             existing += sorted(self.path.joinpath("checkpoints").iterdir())
@@ -67,7 +124,6 @@ class RunDirectory:
                 f"{self.path} already holds a run ({existing[0].name}); choose another "
                 "directory or overwrite it"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
         for stale in existing:
             stale.unlink()
 
@@ -76,7 +132,11 @@ class RunDirectory:
 
         Keeps the rows of ``metrics.csv`` and the lines of ``diagnostics.jsonl`` up to
         ``step`` (metrics rows only below ``metrics_before`` if given), appends after
-        them from now on, and removes the outcome files of the interrupted attempt.
+        them from now on, and removes the outcome files of the interrupted attempt. A
+        row cut short (by a crash or a full disk) is dropped.
+
+        Raises:
+            RunDirectoryError: a file could not be rewritten.
         """
         last_row = step if metrics_before is None else min(step, metrics_before - 1)
         metrics = self.path / "metrics.csv"
@@ -84,64 +144,95 @@ class RunDirectory:
             with open(metrics, newline="", encoding="utf-8") as handle:
                 reader = csv.DictReader(handle)
                 fields = list(reader.fieldnames or [])
-                rows = [row for row in reader if row.get("step") and int(row["step"]) <= last_row]
+                rows = [row for row in reader if _whole(row) and int(row["step"]) <= last_row]
             text = io.StringIO()
             writer = csv.DictWriter(text, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-            atomic_write_text(metrics, text.getvalue())
-            if fields:
-                self._metrics_file = open(metrics, "a", newline="", encoding="utf-8")
-                self._writer = csv.DictWriter(self._metrics_file, fieldnames=fields)
+            self._write(metrics, text.getvalue())
+            self._fields = fields or None
         diagnostics = self.path / "diagnostics.jsonl"
         if diagnostics.exists():
             kept = [
                 line
                 for line in diagnostics.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step
+                if _json_step(line) is not None and _json_step(line) <= step
             ]
-            atomic_write_text(diagnostics, "".join(line + "\n" for line in kept))
+            self._write(diagnostics, "".join(line + "\n" for line in kept))
         for outcome in ("summary.json", "model.pt"):
             (self.path / outcome).unlink(missing_ok=True)
 
     def write_config(self, config: TrainConfig) -> None:
-        """Save ``config.toml``."""
-        atomic_write_text(self.path / "config.toml", config.to_toml())
+        """Save ``config.toml``.
+
+        Raises:
+            RunDirectoryError: it could not be written.
+        """
+        self._write(self.path / "config.toml", config.to_toml())
 
     def log(self, row: dict[str, Any]) -> None:
-        """Append one row to ``metrics.csv`` and flush it.
+        """Append one row to ``metrics.csv``, written through to the OS.
 
         The columns are fixed by the first row: :data:`METRIC_FIELDS`, then the row's
         other keys in their order (the monitor's). Later rows fill the same columns.
+
+        Raises:
+            RunDirectoryError: the row could not be written (the file is left whole).
         """
-        if self._writer is None:
-            fields = [*METRIC_FIELDS, *(k for k in row if k not in METRIC_FIELDS)]
-            path = self.path / "metrics.csv"
-            self._metrics_file = open(path, "w", newline="", encoding="utf-8")
-            self._writer = csv.DictWriter(self._metrics_file, fieldnames=fields)
-            self._writer.writeheader()
-        self._writer.writerow({k: _csv_value(row.get(k)) for k in self._writer.fieldnames})
-        self._metrics_file.flush()
+        fresh = self._fields is None
+        fields = self._fields or [*METRIC_FIELDS, *(k for k in row if k not in METRIC_FIELDS)]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields)
+        if fresh:
+            writer.writeheader()
+        writer.writerow({k: _csv_value(row.get(k)) for k in fields})
+        self._append(self.path / "metrics.csv", text.getvalue(), truncate=fresh)
+        self._fields = fields
 
     def append_json(self, name: str, record: dict[str, Any]) -> None:
-        """Append one JSON line to ``name`` (e.g. ``diagnostics.jsonl``) and flush it."""
-        with open(self.path / name, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        """Append one JSON line to ``name`` (e.g. ``diagnostics.jsonl``).
+
+        Raises:
+            RunDirectoryError: the line could not be written (the file is left whole).
+        """
+        self._append(self.path / name, json.dumps(record) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """Save ``summary.json``."""
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+        """Save ``summary.json``.
+
+        Raises:
+            RunDirectoryError: it could not be written.
+        """
+        self._write(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
 
     def save_model(self, model: nn.Module) -> None:
-        """Save the model's state_dict as ``model.pt``."""
-        atomic_torch_save(model.state_dict(), self.path / "model.pt")
+        """Save the model's state_dict as ``model.pt``.
+
+        Raises:
+            RunDirectoryError: it could not be written.
+        """
+        try:
+            atomic_torch_save(model.state_dict(), self.path / "model.pt")
+        except OSError as err:
+            raise _write_error(self.path / "model.pt", err) from err
 
     def close(self) -> None:
-        """Close the metrics file."""
-        if self._metrics_file is not None:
-            self._metrics_file.close()
-            self._metrics_file = None
-            self._writer = None
+        """Release the directory's lock (idempotent)."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            atomic_write_text(path, text)
+        except OSError as err:
+            raise _write_error(path, err) from err
+
+    def _append(self, path: Path, text: str, truncate: bool = False) -> None:
+        try:
+            append_text(path, text, truncate=truncate)
+        except OSError as err:
+            raise _write_error(path, err) from err
 
 
 def _csv_value(value: Any) -> Any:
@@ -152,3 +243,17 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)
     return value
+
+
+def _whole(row: dict[str, Any]) -> bool:
+    """A metrics row with every column present (not cut short) and a step number."""
+    return None not in row.values() and None not in row and row.get("step", "").isdigit()
+
+
+def _json_step(line: str) -> int | None:
+    """The step of one diagnostics line; None for a line cut short or without a step."""
+    try:
+        step = json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,16 +15,21 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from bptt._loop import NonFiniteError, Run
+from bptt._errors import first_line
+from bptt._loop import NonFiniteError, Run, RunStopped
 from bptt._setup import build_model, json_safe, make_clip_policy, step_taps, test_set
+from bptt.checkpoint import CheckpointError
 from bptt.config import ConfigError, TrainConfig, load_toml
 from bptt.model import SequenceModel
 from bptt.precision import flush_denormal
-from bptt.rundir import RunDirectory
+from bptt.rundir import RunDirectory, RunDirectoryBusy, RunDirectoryError
 from bptt.tasks import Task, make_task
 
 __all__ = [
     "NonFiniteError",
+    "RunDirectoryBusy",
+    "RunDirectoryError",
+    "RunStopped",
     "TrainResult",
     "build_model",
     "json_safe",
@@ -106,6 +112,10 @@ def train(
     Raises:
         bptt.config.ConfigError: an invalid config, or ``out`` cannot be a directory.
         FileExistsError: ``config.out`` already holds a run and overwrite is False.
+        RunDirectoryBusy: another process is writing ``config.out``.
+        RunDirectoryError: ``config.toml`` could not be written (nothing was trained).
+        RunStopped: a file of the run directory could not be written during the run;
+            it stopped, its checkpoints intact (the message says how to resume).
         NonFiniteError: a non-finite step with ``nonfinite = "raise"``.
     """
     if not isinstance(config, TrainConfig):
@@ -124,7 +134,11 @@ def train(
 
 
 def resume(
-    path: str | Path, *, steps: int | None = None, progress: bool | Progress = False
+    path: str | Path,
+    *,
+    steps: int | None = None,
+    progress: bool | Progress = False,
+    restart: bool = False,
 ) -> TrainResult:
     """Continue the run in ``path`` from its newest intact checkpoint, to its end.
 
@@ -137,13 +151,26 @@ def resume(
     ``diagnostics.jsonl`` logged after that checkpoint are dropped (they are logged
     again), so a run killed at any point and resumed leaves the same files and ends
     with the same parameters, bit for bit on the CPU, as one never interrupted. A
-    corrupt or truncated newest checkpoint is skipped with a warning; a run with no
-    checkpoint yet starts again from step 0.
+    corrupt or truncated newest checkpoint is skipped with a warning for the one
+    before. A run with no checkpoint yet starts again from step 0 (with a warning when
+    it had logged steps); one whose checkpoints are all corrupt is refused, unless
+    ``restart`` asks to train it again from step 0.
+
+    Args:
+        path: the run directory.
+        steps: a new end for the run (None keeps its own).
+        progress: as in :func:`train`.
+        restart: train again from step 0 when no checkpoint is intact (the
+            corrupt ones are removed).
 
     Raises:
         bptt.config.ConfigError: no run there, its checkpoint belongs to another
-            configuration, or ``steps`` cannot apply, or the run finished without
-            a checkpoint (its files are left as they are).
+            configuration, ``steps`` cannot apply, the run finished without a
+            checkpoint (its files are left as they are), or no checkpoint is intact
+            and ``restart`` is False.
+        RunDirectoryBusy: another process is writing the run directory.
+        RunDirectoryError: its files could not be rewritten (nothing was trained).
+        RunStopped, NonFiniteError: as in :func:`train`.
     """
     path = Path(path)
     if not (path / "config.toml").is_file():
@@ -171,8 +198,8 @@ def resume(
     with _environment(config, progress) as advance:
         try:
             run = Run(config, run_dir)
-            state = run.checkpoints.latest(map_location=config.device)
-            if state is None and (path / "summary.json").is_file():
+            state = _latest_state(run, restart)
+            if state is None and not restart and (path / "summary.json").is_file():
                 message = (
                     f"{path} finished without a checkpoint (checkpoint_every = "
                     f"{config.checkpoint_every}): there is nothing to continue from, and "
@@ -181,6 +208,12 @@ def resume(
                 raise ConfigError("resume", message)
             if state is not None:
                 run.load_state_dict(state)
+            elif not restart and _logged_steps(path):
+                warnings.warn(
+                    f"{path} has no checkpoint (checkpoint_every = {config.checkpoint_every}):"
+                    " training it again from step 0",
+                    stacklevel=2,
+                )
             if run.step > config.steps:
                 message = f"the run has already taken {run.step} steps; give more than that"
                 raise ConfigError("steps", message)
@@ -192,6 +225,31 @@ def resume(
         finally:
             run_dir.close()
     return TrainResult(config, summary, run.model, run_dir.path)
+
+
+def _latest_state(run: Run, restart: bool) -> dict[str, Any] | None:
+    """The newest intact checkpoint's state; None to start again from step 0."""
+    try:
+        state = run.checkpoints.latest(map_location=run.config.device)
+    except CheckpointError as err:
+        if not restart:
+            message = (
+                f"{err}. Nothing to continue from: resume with --restart (restart=True) "
+                "to train the run again from step 0"
+            )
+            raise ConfigError("resume", message) from err
+        run.checkpoints.clear()
+        return None
+    return state
+
+
+def _logged_steps(path: Path) -> bool:
+    """Whether metrics.csv holds at least one row."""
+    try:
+        with open(path / "metrics.csv", encoding="utf-8") as handle:
+            return sum(1 for _ in zip(handle, range(2), strict=False)) > 1
+    except OSError:
+        return False
 
 
 def _steps_done(path: Path) -> int | None:
@@ -220,9 +278,16 @@ def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
     model = build_model(config, task)
     try:
         state = torch.load(path / "model.pt", map_location=config.device, weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise ConfigError("run", f"{path / 'model.pt'} does not load: {first_line(err)}") from err
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        message = f"{path / 'model.pt'} holds a {type(state).__name__}, not a model's state_dict"
+        raise ConfigError("run", message)
+    try:
         model.load_state_dict(state)
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
-        message = f"{path / 'model.pt'} does not load into the model: {err}"
+    except (RuntimeError, TypeError, ValueError) as err:
+        reason = first_line(err)
+        message = f"{path / 'model.pt'} does not fit the model of config.toml: {reason}"
         raise ConfigError("run", message) from err
     return config, task, model
 
@@ -263,18 +328,24 @@ def _threads(count: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _progress_bar(progress: bool | Progress, config: TrainConfig) -> Iterator:
-    """Yields ``advance(step, loss)``, which shows the run at that step."""
+    """Yields ``advance(step, loss, status=None)``, which shows the run at that step
+    (and what it is doing, if not training)."""
     if progress is False:
-        yield lambda step, loss: None
+        yield lambda step, loss, status=None: None
         return
     owner = progress is True
     display = make_progress() if owner else progress
     label = f"{config.task} T={config.length} {config.method or config.cell}"
     bar = display.add_task(label, total=config.steps, loss="-")
+
+    def advance(step: int, loss: float, status: str | None = None) -> None:
+        description = label if status is None else f"{label}: {status}"
+        display.update(bar, completed=step, loss=f"{loss:.4g}", description=description)
+
     if owner:
         display.start()
     try:
-        yield lambda step, loss: display.update(bar, completed=step, loss=f"{loss:.4g}")
+        yield advance
     finally:
         if owner:
             display.stop()

@@ -25,8 +25,9 @@ def initial_state(
     """The zero state a cell starts from.
 
     A cell that defines ``initial_state(batch_size, *, device, dtype)`` is asked for
-    it; otherwise the cell must have an integer ``hidden_size`` and starts from zeros
-    of shape (batch_size, hidden_size).
+    it; ``torch.nn.LSTMCell`` starts from a pair of zero tensors ``(h, c)``; any other
+    cell must have an integer ``hidden_size`` and starts from zeros of shape
+    (batch_size, hidden_size).
 
     Raises:
         TypeError: the cell has neither ``initial_state`` nor ``hidden_size``.
@@ -40,7 +41,10 @@ def initial_state(
             f"{type(cell).__name__} has no initial_state(batch_size, *, device, dtype) "
             "method and no integer hidden_size attribute; give one of them or pass state="
         )
-    return torch.zeros(batch_size, hidden_size, device=device, dtype=dtype)
+    zeros = torch.zeros(batch_size, hidden_size, device=device, dtype=dtype)
+    if isinstance(cell, nn.LSTMCell):  # torch's LSTM cell takes and returns (h, c)
+        return zeros, zeros.clone()
+    return zeros
 
 
 def state_output(state: State) -> Tensor:

@@ -15,9 +15,24 @@ from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
 from bptt.diagnose._saturation import saturation
 from bptt.diagnose._trajectory import cell_of
 
-__all__ = ["REMEDIES", "Diagnosis", "diagnose"]
+__all__ = ["NUMBER_KEYS", "REMEDIES", "Diagnosis", "diagnose"]
 
 GROWTH = 1.0 / RATIO  # exploding: the gradient grows by this factor within the dependency
+NUMBER_KEYS = (
+    "length",
+    "dependency_length",
+    "gamma",
+    "horizon",
+    "growth",
+    "ratio_at_dependency",
+    "underflow_at",
+    "underflow_distance",
+    "subnormal_max",
+    "jacobian_mean",
+    "jacobian_max",
+    "rho",
+    "sigma_max",
+)
 
 REMEDIES = {
     "exploding": [
@@ -44,11 +59,12 @@ class Diagnosis:
         verdict: ``exploding``, ``vanishing`` or ``healthy``.
         reasons: sentences saying which numbers decided it.
         remedies: what fits the verdict.
-        numbers: flat dict with stable keys (``length``, ``dependency_length``,
-            ``gamma``, ``horizon``, ``growth``, ``ratio_at_dependency``,
-            ``underflow_at``, ``underflow_distance``, ``subnormal_max``,
-            ``jacobian_mean``, ``jacobian_max``, ``rho``, ``sigma_max``, and a
-            ``saturation/<gate>`` mean per gate for built-in cells).
+        numbers: flat dict with stable keys (:data:`NUMBER_KEYS`: ``length``,
+            ``dependency_length``, ``gamma``, ``horizon``, ``growth``,
+            ``ratio_at_dependency``, ``underflow_at``, ``underflow_distance``,
+            ``subnormal_max``, ``jacobian_mean``, ``jacobian_max``, ``rho``,
+            ``sigma_max``; None where not measured), and a ``saturation/<gate>`` mean
+            per gate for built-in cells.
         norms: the gradient norm by distance, tensor (T,).
     """
 
@@ -88,7 +104,7 @@ def diagnose(
     last step), :func:`jacobian_norms`, :func:`recurrent_spectrum` and, for built-in
     cells, :func:`saturation`. With L the dependency length (default: T):
 
-    * ``exploding`` if the gradient is non-finite anywhere, or grows by more than
+    * ``exploding`` if the weights or the gradient are non-finite, or it grows by more than
       1e3 within L steps (observed; beyond T extrapolated with gamma);
     * ``vanishing`` if it falls below 1e-3 of its value at the loss within L steps
       (the horizon is shorter than L; beyond T extrapolated with gamma);
@@ -110,11 +126,26 @@ def diagnose(
         >>> diagnose(cell, torch.randn(8, 60, 1)).verdict
         'vanishing'
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (a cell or a model), got {model!r}")
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a probe batch of shape (B, T, F), got {got}")
     cell = cell_of(model)
     steps = x.shape[1]
     length = steps if dependency_length is None else int(dependency_length)
     if length < 1:
         raise ValueError(f"dependency_length must be a positive integer, got {dependency_length}")
+    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:  # nothing to measure: every gradient through them is NaN
+        reason = (
+            f"the weights hold NaN or inf ({', '.join(broken)}): the training diverged "
+            "and the gradient overflowed before this"
+        )
+        numbers = dict.fromkeys(NUMBER_KEYS)
+        numbers.update(length=steps, dependency_length=length)
+        nans = torch.full((steps,), math.nan, dtype=torch.float64)
+        return Diagnosis("exploding", [reason], list(REMEDIES["exploding"]), numbers, nans)
     by_distance = gradient_by_distance(cell, x, state, seed=seed)
     ratios = by_distance["ratios"]
     gamma = by_distance["gamma"]
@@ -150,6 +181,7 @@ def diagnose(
     except TypeError:
         pass  # a user cell: its gates are unknown
 
+    numbers = {**dict.fromkeys(NUMBER_KEYS), **numbers}  # a user cell has no rho
     reasons: list[str] = []
     if not finite:
         verdict = "exploding"

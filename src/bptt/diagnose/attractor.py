@@ -10,6 +10,7 @@ huge along the boundary h1 = 0 (a tiny difference decides the attractor).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from torch import nn
 from bptt.cells import RNN
 from bptt.engine import unroll
 
-__all__ = ["basin_gradient_map", "plot_basin_gradients", "two_basin_cell"]
+__all__ = ["basin_gradient_map", "image_formats", "plot_basin_gradients", "two_basin_cell"]
 
 
 def two_basin_cell(gain: float = 2.0, decay: float = 0.5, dtype=torch.float64) -> RNN:
@@ -35,6 +36,10 @@ def two_basin_cell(gain: float = 2.0, decay: float = 0.5, dtype=torch.float64) -
     return cell
 
 
+MAX_STEPS = 10_000  # beyond this every start has long since reached its attractor
+MAX_RESOLUTION = 1_001
+
+
 def basin_gradient_map(
     cell: nn.Module, extent: float = 1.0, resolution: int = 101, steps: int = 30
 ) -> dict[str, Any]:
@@ -42,17 +47,28 @@ def basin_gradient_map(
 
     Args:
         cell: a cell with a state of 2 units (e.g. :func:`two_basin_cell`).
-        extent: the grid spans [-extent, extent]^2.
-        resolution: points per side.
-        steps: T, the steps run from each start (with zero input).
+        extent: the grid spans [-extent, extent]^2 (> 0, finite).
+        resolution: points per side, 2 to 1,001.
+        steps: T, the steps run from each start (with zero input), 1 to 10,000.
 
     Returns:
         A dict with ``axis`` (resolution,), ``norms`` and ``final`` (each
-        (resolution, resolution), indexed [h2, h1]): the gradient norm, and the first
-        coordinate of the final state (its sign names the basin).
+        (resolution, resolution), indexed [h2, h1]): the gradient norm (inf where
+        the Jacobian overflowed), and the first coordinate of the final state (its
+        sign names the basin).
+
+    Raises:
+        ValueError: the cell has not 2 hidden units, or an argument is out of range.
     """
-    if getattr(cell, "hidden_size", None) != 2:
-        raise ValueError("basin_gradient_map needs a cell with 2 hidden units")
+    if not isinstance(cell, nn.Module) or getattr(cell, "hidden_size", None) != 2:
+        raise ValueError(f"basin_gradient_map needs a cell with 2 hidden units, got {cell!r}")
+    for name, value, high in (("resolution", resolution, MAX_RESOLUTION), ("steps", steps, None)):
+        high = MAX_STEPS if high is None else high
+        low = 2 if name == "resolution" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} must be an integer from {low} to {high:,}, got {value!r}")
+    if isinstance(extent, bool) or not isinstance(extent, (int, float)) or not 0 < extent < 1e6:
+        raise ValueError(f"extent must be a number in (0, 1e6), got {extent!r}")
     weight = next(cell.parameters())
     axis = torch.linspace(-extent, extent, resolution, dtype=weight.dtype)
     h2, h1 = torch.meshgrid(axis, axis, indexing="ij")
@@ -61,7 +77,9 @@ def basin_gradient_map(
     _, final = unroll(cell, inputs, state=start, engine="generic")
     rows = [torch.autograd.grad(final[:, k].sum(), start, retain_graph=True)[0] for k in range(2)]
     jacobian = torch.stack(rows, dim=1)  # (N, 2, 2): each start's dh_T/dh_0
-    norms = torch.linalg.matrix_norm(jacobian, ord=2)
+    finite = torch.isfinite(jacobian).all(dim=(1, 2))  # (N,); the SVD refuses inf and NaN
+    norms = torch.full(finite.shape, math.inf, dtype=jacobian.dtype)
+    norms[finite] = torch.linalg.matrix_norm(jacobian[finite], ord=2)
     shape = (resolution, resolution)
     return {
         "axis": axis,
@@ -70,17 +88,36 @@ def basin_gradient_map(
     }
 
 
+def image_formats() -> dict[str, str]:
+    """The image formats :func:`plot_basin_gradients` writes: suffix -> description."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return FigureCanvasAgg(Figure()).get_supported_filetypes()
+
+
 def plot_basin_gradients(result: dict[str, Any], path: str | Path) -> Path:
-    """Save the two panels (basins; log10 ||dh_T/dh_0||) as an image; returns the path."""
-    import matplotlib
+    """Save the two panels (basins; log10 ||dh_T/dh_0||) as an image; returns the path.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The format follows the suffix (see :func:`image_formats`). Drawn on a figure of
+    its own, without pyplot: the caller's matplotlib backend is left as it was.
 
+    Raises:
+        ValueError: the suffix is missing or not an image format.
+        OSError: the file cannot be written.
+    """
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix not in image_formats():
+        known = ", ".join(sorted(image_formats()))
+        raise ValueError(f"path must end in an image format ({known}), got {str(path)!r}")
     axis = result["axis"].numpy()
     span = [axis[0], axis[-1], axis[0], axis[-1]]
-    norms = torch.log10(result["norms"].clamp_min(1e-300)).numpy()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    norms = torch.log10(result["norms"].clamp(1e-300, 1e300)).numpy()
+    fig = Figure(figsize=(10, 4.2))
+    left, right = fig.subplots(1, 2)
     left.imshow(result["final"].sign().numpy(), origin="lower", extent=span, cmap="coolwarm")
     left.set_title("basin of the final state (sign of h1)")
     image = right.imshow(norms, origin="lower", extent=span, cmap="magma")
@@ -90,7 +127,5 @@ def plot_basin_gradients(result: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylabel("h2 at the start")
     fig.colorbar(image, ax=right)
     fig.tight_layout()
-    path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

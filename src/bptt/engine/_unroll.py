@@ -25,6 +25,8 @@ def unroll(
     state: State | None = None,
     taps: Sequence[Callable[[int, Delta], Delta]] = (),
     engine: str = "auto",
+    *,
+    check_finite: bool = False,
 ) -> tuple[Tensor, State]:
     """Run a one-step cell over a batch of sequences, with hidden-gradient taps.
 
@@ -43,6 +45,11 @@ def unroll(
             (built-in cells: input projection for all steps in one matmul, a
             hand-written backward loop, weight gradients as one matmul after it), or
             ``"auto"`` (fast where it applies). Both give the same results.
+        check_finite: scan x for NaN and inf first and name the first one's
+            position. Off by default: the scan is a pass over x and, on an
+            accelerator, a wait for the device on every call (measured on the CPU:
+            0.2% of an LSTM forward at H=128, B=50, T=100; 1.6% at H=256, T=1000,
+            F=64); a NaN input otherwise shows as NaN outputs.
 
     Returns:
         ``(outputs, final_state)``: outputs (B, T, H), the output of every step (the
@@ -52,8 +59,9 @@ def unroll(
 
     Raises:
         ValueError: x is not (B, T, F) with T >= 1 and F the cell's input size, holds a
-            NaN or inf (its position is named), the state does not match (structure,
-            shape or dtype), or the engine is unknown or does not apply.
+            NaN or inf (with ``check_finite``; its position is named), the state does
+            not match (structure, shape or dtype), or the engine is unknown or does not
+            apply.
         TypeError: a tap is not callable.
 
     Example:
@@ -62,7 +70,7 @@ def unroll(
         >>> out.shape, h.shape
         (torch.Size([4, 10, 8]), torch.Size([4, 8]))
     """
-    _check_input(cell, x)
+    _check_input(cell, x, check_finite)
     taps = tuple(taps)
     for tap in taps:
         if not callable(tap):
@@ -90,7 +98,7 @@ def unroll(
     return unroll_generic(cell, x, state, taps)
 
 
-def _check_input(cell: nn.Module, x: Tensor) -> None:
+def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor of shape (B, T, F), got {type(x).__name__}")
     if x.dim() != 3:
@@ -100,7 +108,7 @@ def _check_input(cell: nn.Module, x: Tensor) -> None:
     if not torch.is_floating_point(x):
         raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     transformed = torch._C._are_functorch_transforms_active()  # no data-dependent checks there
-    if not transformed and not bool(torch.isfinite(x).all()):
+    if check_finite and not transformed and not bool(torch.isfinite(x).all()):
         sample, step, feature = (int(i) for i in (~torch.isfinite(x)).nonzero()[0])
         value = x[sample, step, feature].item()
         raise ValueError(
