@@ -37,13 +37,21 @@ from rich.console import Console
 from rich.table import Table
 
 from bptt.reservoir import Reservoir, Ridge, japanese_vowels, mackey_glass
+from bptt.reservoir._esn import ESN_TASK_DEFAULTS
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from reservoirpy.nodes import Reservoir as RpyReservoir
     from reservoirpy.nodes import Ridge as RpyRidge
 
-VOWELS = {"units": 500, "sr": 0.5, "lr": 0.6, "input_scaling": 1.0, "ridge": 1e-2}
+_CHOSEN = ESN_TASK_DEFAULTS["japanese-vowels"]  # bptt esn's defaults, from esn_vowels.py
+VOWELS = {
+    "units": _CHOSEN["units"],
+    "sr": _CHOSEN["spectral_radius"],
+    "lr": _CHOSEN["leak_rate"],
+    "input_scaling": _CHOSEN["input_scaling"],
+    "ridge": _CHOSEN["ridge"],
+}
 
 
 def _settled_clock() -> float:

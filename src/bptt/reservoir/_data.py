@@ -6,7 +6,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bptt.reservoir import _checks
+
 __all__ = ["japanese_vowels", "mackey_glass"]
+
+_MAX_LAG = 10_000_000  # tau / h: the delayed values held in memory (80 MB)
 
 
 def mackey_glass(
@@ -45,37 +49,57 @@ def mackey_glass(
         >>> mackey_glass(5, seed=0).shape
         torch.Size([5, 1])
     """
-    if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
-        raise ValueError(f"n_timesteps must be a positive integer, got {n_timesteps!r}")
+    n_timesteps = _checks.integer("n_timesteps", n_timesteps, 1)
+    tau = _checks.real("tau", tau, 0.0)
+    h = _checks.real("h", h, 0.0, open_low=True)
+    a, b, n, x0 = (_checks.real(k, v) for k, v in (("a", a), ("b", b), ("n", n), ("x0", x0)))
+    seed = _checks.seed("seed", seed)
+    if tau / h > _MAX_LAG:
+        raise ValueError(
+            f"tau / h must be at most {_MAX_LAG:,} (the delayed values kept), got {tau / h:g}"
+        )
     lag = int(np.floor(tau / h))
     if history is None:
         rng = np.random.default_rng(seed)
         past = x0 + 0.2 * (rng.random(lag) - 0.5)
     else:
-        past = np.asarray(history, dtype=np.float64).reshape(-1)
+        if isinstance(history, (list, tuple)):
+            try:
+                history = np.asarray(history)
+            except ValueError as err:  # ragged
+                raise ValueError(f"history must be a flat sequence of numbers: {err}") from err
+        past = _checks.array("history", history).reshape(-1)
         if past.shape[0] < lag:
             raise ValueError(f"history needs at least tau/h = {lag} values, got {past.shape[0]}")
         past = past[past.shape[0] - lag :]
     series = np.empty(lag + n_timesteps)
     series[:lag] = past
-    x = x0
-    for i in range(lag, lag + n_timesteps):
-        series[i] = x
-        delayed = series[i - lag] if tau > 0 else 0.0
-        forcing = a * delayed / (1 + delayed**n)  # held fixed over the step
-        k1 = h * (-b * x + forcing)
-        k2 = h * (-b * (x + k1 / 2) + forcing)
-        k3 = h * (-b * (x + k2 / 2) + forcing)
-        k4 = h * (-b * (x + k3) + forcing)
-        x = x + (k1 + 2 * k2 + 2 * k3 + k4) / 6
+    x, zero = np.float64(x0), np.float64(0.0)  # NumPy scalars: overflow gives inf, not an error
+    with np.errstate(all="ignore"):  # a series that overflows is reported below
+        for i in range(lag, lag + n_timesteps):
+            series[i] = x
+            delayed = series[i - lag] if tau > 0 else zero
+            forcing = a * delayed / (1 + delayed**n)  # held fixed over the step
+            k1 = h * (-b * x + forcing)
+            k2 = h * (-b * (x + k1 / 2) + forcing)
+            k3 = h * (-b * (x + k2 / 2) + forcing)
+            k4 = h * (-b * (x + k3) + forcing)
+            x = x + (k1 + 2 * k2 + 2 * k3 + k4) / 6
+    finite = np.isfinite(series[lag:])
+    if not finite.all():
+        raise ValueError(
+            f"the series overflowed at step {int(np.argmin(finite))}: tau={tau:g}, a={a:g}, "
+            f"b={b:g}, n={n:g}, x0={x0:g}, h={h:g} have no bounded solution at this step size"
+        )
     return torch.from_numpy(series[lag:].reshape(-1, 1))
 
 
-def japanese_vowels() -> dict[str, object]:
+def japanese_vowels() -> dict[str, tuple[Tensor, Tensor, Tensor]]:
     """Japanese Vowels (Kudo et al. 1999): 9 speakers, 12 LPC cepstrum coefficients per
     frame; 270 training and 370 test utterances of 7-29 frames.
 
-    Loaded from the copy inside the sktime package (works offline).
+    Loaded from the copy inside the sktime package (works offline); read once a
+    process (importing sktime and parsing take seconds), each call returns fresh copies.
 
     Returns:
         ``{"train": (x, lengths, labels), "test": (x, lengths, labels)}`` with x
@@ -84,6 +108,15 @@ def japanese_vowels() -> dict[str, object]:
     Raises:
         ImportError: sktime is missing (with how to install it).
     """
+    if not _VOWELS:
+        _VOWELS.update(_read_japanese_vowels())
+    return {split: tuple(t.clone() for t in parts) for split, parts in _VOWELS.items()}
+
+
+_VOWELS: dict[str, tuple[Tensor, Tensor, Tensor]] = {}  # japanese_vowels' data, once read
+
+
+def _read_japanese_vowels() -> dict[str, tuple[Tensor, Tensor, Tensor]]:
     try:
         from sktime.datasets import load_japanese_vowels
     except ImportError as err:

@@ -9,10 +9,13 @@ import numpy as np
 import scipy.sparse as sparse
 import scipy.sparse.linalg
 import torch
+from scipy.sparse.csgraph import connected_components
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-__all__ = ["Reservoir"]
+from bptt.reservoir import _checks
+
+__all__ = ["NilpotentError", "Reservoir"]
 
 # A W with at most this share of nonzeros runs as a sparse matrix (the compiled loop for
 # one series, torch's CSR product for a batch); a denser one as a dense matrix (BLAS).
@@ -25,6 +28,20 @@ _TORCH_ACTIVATIONS: dict[str, Callable[[Tensor], object]] = {
     "relu": Tensor.relu_,
     "sigmoid": Tensor.sigmoid_,
 }
+
+
+class NilpotentError(ValueError):
+    """The drawn W has no cycle (it is nilpotent), so no scaling gives it a spectral radius."""
+
+
+def _float_dtype(name: str, value: object) -> torch.dtype:
+    if not isinstance(value, torch.dtype):
+        raise TypeError(
+            f"{name} must be torch.float32 or torch.float64, got {_checks.shown(value)}"
+        )
+    if value not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must be torch.float32 or torch.float64, got {value}")
+    return value
 
 
 def _spectral_radius(matrix: np.ndarray) -> float:
@@ -88,8 +105,15 @@ class Reservoir:
         activation: ``tanh``, ``identity``, ``relu`` or ``sigmoid``.
         seed: seeds W and W_in.
         dtype: ``torch.float64`` or ``torch.float32`` for the states.
-        W, W_in: explicit matrices (N, N) and (N, F) instead of generated ones.
+        W, W_in: explicit matrices (N, N) and (N, F) instead of generated ones
+            (tensors, NumPy arrays or scipy sparse matrices).
         input_size: F (else known at the first run, or from ``W_in``).
+
+    Raises:
+        TypeError: an argument of the wrong kind (units not an int, W a list, ...).
+        ValueError: a value out of range, W or W_in of the wrong shape or holding NaN
+            or inf, or a drawn W with no cycle (:class:`NilpotentError`: it has spectral
+            radius 0 and cannot be scaled; raise ``density`` or ``units``).
 
     The state is carried between calls of :meth:`run` (a long stream in chunks) until
     :meth:`reset`.
@@ -121,40 +145,37 @@ class Reservoir:
         W_in: np.ndarray | Tensor | None = None,
         input_size: int | None = None,
     ) -> None:
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(f"units must be a positive integer, got {units!r}")
-        if not 0 < leak_rate <= 1:
-            raise ValueError(f"leak_rate must be in (0, 1], got {leak_rate}")
-        for name, value in (("density", density), ("input_density", input_density)):
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
-        if not spectral_radius >= 0:
-            raise ValueError(f"spectral_radius must be >= 0, got {spectral_radius}")
-        if activation not in _TORCH_ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(_TORCH_ACTIVATIONS)}, got {activation!r}"
-            )
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        self.units, self.leak_rate = units, float(leak_rate)
-        self.spectral_radius, self.input_scaling = spectral_radius, input_scaling
-        self.density, self.input_density = density, input_density
-        self.activation, self.dtype = activation, dtype
-        self._np_dtype = np.float64 if dtype == torch.float64 else np.float32
-        self._rng = np.random.default_rng(seed)
+        units = _checks.integer("units", units, 1)
+        self.units = units
+        self.leak_rate = _checks.real("leak_rate", leak_rate, 0.0, 1.0, open_low=True)
+        self.spectral_radius = _checks.real("spectral_radius", spectral_radius, 0.0)
+        self.input_scaling = _checks.real("input_scaling", input_scaling)
+        self.density = _checks.real("density", density, 0.0, 1.0, open_low=True)
+        self.input_density = _checks.real("input_density", input_density, 0.0, 1.0, open_low=True)
+        self.activation = _checks.choice("activation", activation, tuple(_TORCH_ACTIVATIONS))
+        self.dtype = _float_dtype("dtype", dtype)
+        self._np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+        self._rng = np.random.default_rng(_checks.seed("seed", seed))
+        if input_size is not None:
+            input_size = _checks.integer("input_size", input_size, 1)
         w_rng, in_rng = self._rng.spawn(2)
-        self.W = (
+        self._set_w(
             self._as_array(W, (units, units), "W") if W is not None else self._generate_w(w_rng)
         )
         self._in_rng = in_rng
         self.W_in = None
         if W_in is not None:
             self.W_in = self._as_array(W_in, (units, None), "W_in")
+            if input_size is not None and self.W_in.shape[1] != input_size:
+                raise ValueError(
+                    f"input_size ({input_size}) disagrees with W_in's {self.W_in.shape[1]} columns"
+                )
         elif input_size is not None:
             self.W_in = self._generate_w_in(input_size)
-        bias_array = np.asarray(
-            bias.detach().cpu() if isinstance(bias, Tensor) else bias, dtype=np.float64
-        )
+        if isinstance(bias, (Tensor, np.ndarray)):
+            bias_array = _checks.array("bias", bias)
+        else:
+            bias_array = np.asarray(_checks.real("bias", bias))
         if bias_array.ndim == 0:
             bias_array = np.full(units, float(bias_array))
         if bias_array.shape != (units,):
@@ -162,38 +183,51 @@ class Reservoir:
                 f"bias must be a number or have shape ({units},), got {bias_array.shape}"
             )
         self.bias = bias_array.astype(self._np_dtype)
-        self._csr = None  # W as (indptr, indices, values) for the compiled loop
-        self._torch_csr: Tensor | None = None  # and as a torch tensor, once needed
-        if np.count_nonzero(self.W) <= _SPARSE_BELOW * self.W.size:
-            csr = sparse.csr_matrix(self.W)
-            self._csr = (csr.indptr.astype(np.uint32), csr.indices.astype(np.uint32), csr.data)
         self.state: np.ndarray | None = None  # (B, N), carried between calls
 
     # --- weights ---------------------------------------------------------------------
 
     def _as_array(self, value, shape, name) -> np.ndarray:
-        array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
-        if sparse.issparse(value):
-            array = value.toarray()
+        array = _checks.array(name, value, self._np_dtype, sparse_ok=True)
         if (
             array.ndim != 2
             or array.shape[0] != shape[0]
             or (shape[1] and array.shape[1] != shape[1])
+            or array.shape[1] == 0
         ):
-            expected = f"({shape[0]}, {shape[1] if shape[1] else 'F'})"
+            expected = f"({shape[0]}, {shape[1] if shape[1] else 'F >= 1'})"
             raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
-        array = np.ascontiguousarray(array, dtype=self._np_dtype)
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} holds NaN or inf")
         return array
+
+    def _set_w(self, w: np.ndarray) -> None:
+        """Take W (N, N) in the reservoir's dtype, and its sparse forms for the loops."""
+        self.W = w
+        self._csr = None  # W as (indptr, indices, values) for the compiled loop
+        self._torch_csr: Tensor | None = None  # and as a torch tensor, once needed
+        if np.count_nonzero(w) <= _SPARSE_BELOW * w.size:
+            csr = sparse.csr_matrix(w)
+            self._csr = (csr.indptr.astype(np.uint32), csr.indices.astype(np.uint32), csr.data)
 
     def _generate_w(self, rng: np.random.Generator) -> np.ndarray:
         mask = rng.random((self.units, self.units)) < self.density
         w = np.zeros((self.units, self.units))
         w[mask] = rng.standard_normal(int(np.count_nonzero(mask)))  # values for nonzeros only
-        radius = _spectral_radius(w)
+        if self.spectral_radius == 0:
+            return np.zeros_like(w, dtype=self._np_dtype)
+        # W is nilpotent (radius 0, so no scaling reaches the asked radius) when the graph
+        # of its nonzeros has no cycle: no self-loop and no strongly connected pair. A W
+        # with a cycle and radius 0 needs its random values to cancel (probability 0).
+        cycle = bool(np.any(np.diagonal(w))) or (
+            connected_components(sparse.csr_matrix(w), directed=True, connection="strong")[0]
+            < self.units
+        )
+        radius = _spectral_radius(w) if cycle else 0.0
         if radius == 0:
-            raise ValueError("the generated W is nilpotent (spectral radius 0); raise density")
+            raise NilpotentError(
+                f"density {self.density:g} leaves W with no cycle at units {self.units} "
+                f"({int(mask.sum())} nonzeros drawn): it is nilpotent (spectral radius 0) "
+                "and cannot be scaled to a spectral radius; raise density or units"
+            )
         return (w * (self.spectral_radius / radius)).astype(self._np_dtype)
 
     def _generate_w_in(self, input_size: int) -> np.ndarray:
@@ -207,7 +241,9 @@ class Reservoir:
         """Forget the carried state: the next run starts from zeros."""
         self.state = None
 
-    def run(self, x: Tensor, lengths: Tensor | None = None, *, reset: bool = False) -> Tensor:
+    def run(
+        self, x: Tensor | np.ndarray, lengths: Tensor | None = None, *, reset: bool = False
+    ) -> Tensor:
         """States of the reservoir driven by x (B, T, F): a tensor (B, T, N).
 
         The state carries on from the previous call (a stream in chunks) unless
@@ -215,16 +251,32 @@ class Reservoir:
         ``lengths[b]`` valid steps: its state stops there (it is not driven by the
         padding) and its states after it are zero; a carried state is then not kept.
 
+        Args:
+            x: (B, T, F) real numbers, a tensor or NumPy array; B, T, F >= 1.
+            lengths: (B,) integers in 1..T, or None (every series has T steps).
+            reset: start from zeros instead of the carried state.
+
         Raises:
+            TypeError: x or lengths is not an array of real numbers (integers for
+                lengths), or reset is not a bool.
             ValueError: x is not (B, T, F) with F the reservoir's input size, or holds
-                NaN or inf, or lengths do not fit.
+                NaN or inf, or lengths do not fit, or a hand-set ``state`` is not (B, N).
         """
+        reset = _checks.flag("reset", reset)
         data, valid = self._prepare(x, lengths)
         batch, steps, _ = data.shape
-        if reset or self.state is None or self.state.shape[0] != batch or valid is not None:
+        carried = self.state
+        if carried is not None and not reset and valid is None:
+            carried = np.asarray(carried, dtype=self._np_dtype)  # a hand-set state too
+            if carried.ndim != 2 or carried.shape[1] != self.units:
+                raise ValueError(
+                    f"state must have shape (B, {self.units}), got {carried.shape}; "
+                    "call reset() or pass reset=True"
+                )
+        if reset or carried is None or carried.shape[0] != batch or valid is not None:
             state = np.zeros((batch, self.units), dtype=self._np_dtype)
         else:
-            state = np.asarray(self.state, dtype=self._np_dtype)  # a hand-set state too
+            state = carried
         # zeroed here, not lazily (np.zeros): the pages are then faulted in by one thread
         # up front instead of inside the per-step parallel loop, where each fault held up
         # both threads (median 0.535 s against 0.601 s for 10,000 steps at N = 1000)
@@ -243,11 +295,19 @@ class Reservoir:
         states over its valid steps, ``"last"`` takes its last valid state. Every series
         starts from zeros; the carried state of :meth:`run` is left as it was.
 
+        Args:
+            x: (B, T, F), as in :meth:`run`.
+            lengths: (B,) or None, as in :meth:`run`.
+            reduce: ``"mean"`` or ``"last"``.
+
+        Returns:
+            A tensor (B, N) in the reservoir's dtype.
+
         Raises:
-            ValueError: as :meth:`run`, or ``reduce`` is not ``mean`` or ``last``.
+            TypeError, ValueError: as :meth:`run`, or ``reduce`` is not ``mean`` or
+                ``last``.
         """
-        if reduce not in ("mean", "last"):
-            raise ValueError(f"reduce must be 'mean' or 'last', got {reduce!r}")
+        reduce = _checks.choice("reduce", reduce, ("mean", "last"))
         data, valid = self._prepare(x, lengths)
         batch, steps, _ = data.shape
         start = np.zeros((batch, self.units), dtype=self._np_dtype)
@@ -263,14 +323,15 @@ class Reservoir:
         and the valid lengths (B,) or None."""
         data = self._inputs(x)
         batch, steps, features = data.shape
-        if self.W_in is None:
-            self.W_in = self._generate_w_in(features)
-        if self.W_in.shape[1] != features:
+        valid = _checks.lengths("lengths", lengths, batch, steps)
+        if self.W_in is not None and self.W_in.shape[1] != features:
             raise ValueError(
                 f"x has {features} features per step but W_in expects {self.W_in.shape[1]}: "
                 f"expected (B, T, {self.W_in.shape[1]}), got {tuple(x.shape)}"
             )
-        return data, self._lengths(lengths, batch, steps)
+        if self.W_in is None:
+            self.W_in = self._generate_w_in(features)
+        return data, valid
 
     def _drive(
         self,
@@ -374,23 +435,11 @@ class Reservoir:
         return self._torch_csr
 
     def _inputs(self, x: Tensor) -> np.ndarray:
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must be a tensor of shape (B, T, F), got {shape}")
-        data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=self._np_dtype)
-        if not np.isfinite(data).all():
-            b, t, f = (int(i) for i in np.argwhere(~np.isfinite(data))[0])
-            raise ValueError(f"x holds a non-finite value at series {b}, step {t}, feature {f}")
-        return data
-
-    @staticmethod
-    def _lengths(lengths: Tensor | None, batch: int, steps: int) -> np.ndarray | None:
-        if lengths is None:
-            return None
-        valid = np.asarray(lengths.cpu() if isinstance(lengths, Tensor) else lengths)
-        if valid.shape != (batch,) or (valid < 1).any() or (valid > steps).any():
-            raise ValueError(f"lengths must be (B,) = ({batch},) integers in 1..{steps}")
-        return valid.astype(np.int64)
+        if not isinstance(x, (Tensor, np.ndarray)):
+            raise TypeError(f"x must be a tensor or array (B, T, F), got {type(x).__name__}")
+        if x.ndim != 3 or 0 in x.shape:
+            raise ValueError(f"x must have shape (B, T, F) with B, T, F >= 1, got {tuple(x.shape)}")
+        return _checks.array("x", x, self._np_dtype, axes=("series", "step", "feature"))
 
     def weights(self) -> dict[str, Tensor]:
         """W (N, N), W_in (N, F) and bias (N,) as tensors."""
@@ -398,3 +447,116 @@ class Reservoir:
         if self.W_in is not None:
             out["W_in"] = torch.from_numpy(self.W_in)
         return out
+
+    # --- saving, loading, converting -------------------------------------------------
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The reservoir's arrays as tensors, sharing memory with it (as
+        ``nn.Module.state_dict`` does).
+
+        Returns:
+            ``W`` (N, N), ``bias`` (N,), ``W_in`` (N, F) once given or drawn, and
+            ``state`` (B, N) while a state is carried: tensors only, so a saved one loads
+            with ``torch.load(path, weights_only=True)``. The settings (``leak_rate``,
+            ``activation``, ...) are the constructor's and are not in it.
+
+        Example:
+            >>> source = Reservoir(20, 0.9, 0.5, seed=0)
+            >>> x = torch.rand(1, 5, 2, dtype=torch.float64)
+            >>> states = source.run(x)
+            >>> twin = Reservoir(20, leak_rate=0.5, seed=1).load_state_dict(source.state_dict())
+            >>> torch.equal(twin.run(x), source.run(x))
+            True
+        """
+        out = self.weights()
+        if self.state is not None:
+            out["state"] = torch.from_numpy(np.asarray(self.state, dtype=self._np_dtype))
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Tensor]) -> Reservoir:
+        """Take the arrays of :meth:`state_dict` (copied, in this reservoir's dtype).
+
+        A dict without ``W_in`` leaves W_in to be drawn at the first run (from this
+        reservoir's seed); one without ``state`` starts the next run from zeros.
+
+        Args:
+            state_dict: ``W`` (N, N) and ``bias`` (N,) with N this reservoir's units,
+                optionally ``W_in`` (N, F) and ``state`` (B, N).
+
+        Returns:
+            This reservoir.
+
+        Raises:
+            TypeError: state_dict is not a dict of tensors or arrays.
+            ValueError: a key is missing or unknown, or an array has the wrong shape or
+                holds NaN or inf.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        unknown = sorted(str(k) for k in state_dict if k not in ("W", "W_in", "bias", "state"))
+        missing = [k for k in ("W", "bias") if k not in state_dict]
+        if unknown or missing:
+            raise ValueError(
+                f"state_dict must have keys W and bias (W_in and state optional); "
+                f"missing {missing}, unexpected {unknown}"
+            )
+        n = self.units
+        w = self._as_array(state_dict["W"], (n, n), "state_dict['W']")
+        bias = _checks.array("state_dict['bias']", state_dict["bias"], self._np_dtype)
+        if bias.shape != (n,):
+            raise ValueError(f"state_dict['bias'] must have shape ({n},), got {bias.shape}")
+        w_in = state_dict.get("W_in")
+        if w_in is not None:
+            w_in = self._as_array(w_in, (n, None), "state_dict['W_in']")
+        state = state_dict.get("state")
+        if state is not None:
+            state = _checks.array("state_dict['state']", state, self._np_dtype)
+            if state.ndim != 2 or state.shape[0] < 1 or state.shape[1] != n:
+                raise ValueError(f"state_dict['state'] must have shape (B, {n}), got {state.shape}")
+        self._set_w(w)
+        self.W_in, self.bias, self.state = w_in, bias, state
+        return self
+
+    def to(
+        self,
+        device: str | torch.device | torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Reservoir:
+        """Convert the weights and the carried state to ``dtype``; returns self.
+
+        The reservoir computes with NumPy and numba on the CPU: ``device`` may only be
+        the CPU. As with ``nn.Module.to``, a dtype may be given in the first place.
+        Converting float64 to float32 gives the weights a float32 reservoir of the same
+        seed draws; converting back keeps their float32 values.
+
+        Raises:
+            TypeError: device is not a device or string, or dtype not a torch.dtype.
+            ValueError: device is not the CPU, or dtype not float32 or float64.
+        """
+        if isinstance(device, torch.dtype) and dtype is None:
+            device, dtype = None, device
+        if device is not None:
+            if not isinstance(device, (str, torch.device)):
+                raise TypeError(
+                    f"device must be a string or torch.device, got {_checks.shown(device)}"
+                )
+            try:
+                kind = torch.device(device).type
+            except RuntimeError as err:
+                raise ValueError(f"device: not a torch device: {device!r}") from err
+            if kind != "cpu":
+                raise ValueError(
+                    f"device must be the CPU (the reservoir computes with NumPy and numba), "
+                    f"got {device!r}"
+                )
+        if dtype is None or _float_dtype("dtype", dtype) == self.dtype:
+            return self
+        self.dtype = dtype
+        self._np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        self._set_w(self.W.astype(self._np_dtype))
+        self.bias = self.bias.astype(self._np_dtype)
+        if self.W_in is not None:
+            self.W_in = self.W_in.astype(self._np_dtype)
+        if self.state is not None:
+            self.state = np.asarray(self.state).astype(self._np_dtype)
+        return self

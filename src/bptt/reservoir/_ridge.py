@@ -11,23 +11,33 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bptt.reservoir import _checks
+
 __all__ = ["Ridge", "series_features"]
 
 
-def _rows(states: Tensor, washout: int, lengths: Tensor | None) -> Tensor:
-    """States (B, T, N) or (T, N) as the (M, N) float64 rows that count: each series'
-    steps from ``washout`` to its length."""
-    array = states.detach().cpu().to(torch.float64)
-    if array.dim() == 2:
-        array = array[None]
-    if array.dim() != 3:
-        raise ValueError(f"states must be (B, T, N) or (T, N), got {tuple(states.shape)}")
-    batch = array.shape[0]
+def _matrix_rows(name: str, value: Tensor | np.ndarray) -> Tensor:
+    """A tensor or array (B, T, N) or (T, N) of real numbers as a float64 tensor
+    (B, T, N), checked."""
+    if not isinstance(value, (Tensor, np.ndarray)):
+        raise TypeError(
+            f"{name} must be a tensor or array (B, T, N) or (T, N), got {_checks.shown(value)}"
+        )
+    if value.ndim not in (2, 3) or 0 in value.shape:
+        raise ValueError(
+            f"{name} must have shape (B, T, N) or (T, N), none of them 0, got {tuple(value.shape)}"
+        )
+    data = torch.from_numpy(_checks.array(name, value))
+    return data if data.dim() == 3 else data[None]
+
+
+def _rows(array: Tensor, washout: int, lengths: np.ndarray | None) -> Tensor:
+    """The (M, N) rows of a checked (B, T, N) array that count: each series' steps from
+    ``washout`` to its length."""
     if lengths is None:
         return array[:, washout:].reshape(-1, array.shape[2])
-    ends = [int(n) for n in lengths.cpu()]
-    pieces = [array[b, washout : ends[b]] for b in range(batch)]
-    return torch.cat(pieces) if pieces else array.new_zeros((0, array.shape[2]))
+    pieces = [array[b, washout : int(n)] for b, n in enumerate(lengths)]
+    return torch.cat(pieces)
 
 
 class Ridge:
@@ -46,9 +56,8 @@ class Ridge:
     """
 
     def __init__(self, alpha: float = 0.0, fit_bias: bool = True) -> None:
-        if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
-        self.alpha, self.fit_bias = float(alpha), bool(fit_bias)
+        self.alpha = _checks.real("alpha", alpha, 0.0)
+        self.fit_bias = _checks.flag("fit_bias", fit_bias)
         self.weight: np.ndarray | None = None  # (N, O)
         self.bias: np.ndarray | None = None  # (O,)
         self.reset()
@@ -59,15 +68,53 @@ class Ridge:
         self._count = 0
 
     def partial_fit(
-        self, states: Tensor, y: Tensor, washout: int = 0, lengths: Tensor | None = None
+        self,
+        states: Tensor | np.ndarray,
+        y: Tensor | np.ndarray,
+        washout: int = 0,
+        lengths: Tensor | None = None,
     ) -> Ridge:
-        """Add (states, targets) to the sums: states (B, T, N) or (T, N), y (B, T, O) or
-        (T, O); the first ``washout`` steps of each series are left out."""
-        x_rows = _rows(states, washout, lengths)
-        target = y if y.dim() == states.dim() else y.unsqueeze(-1)
-        y_rows = _rows(target, washout, lengths)
-        if x_rows.shape[0] != y_rows.shape[0]:
-            raise ValueError(f"states give {x_rows.shape[0]} rows but y gives {y_rows.shape[0]}")
+        """Add (states, targets) to the sums; the first ``washout`` steps of each series
+        are left out.
+
+        Args:
+            states: (B, T, N) or (T, N), a tensor or NumPy array of real numbers.
+            y: the targets (B, T, O) or (T, O), or (B, T) / (T,) for one output.
+            washout: steps at the start of each series left out (< T).
+            lengths: (B,) valid steps of each series (1..T), or None.
+
+        Raises:
+            TypeError: an argument of the wrong kind.
+            ValueError: shapes that disagree (with each other or with earlier calls),
+                NaN or inf, or nothing left after the washout.
+        """
+        x = _matrix_rows("states", states)  # (B, T, N)
+        if not isinstance(y, (Tensor, np.ndarray)):
+            raise TypeError(f"y must be a tensor or array, got {_checks.shown(y)}")
+        if y.ndim == states.ndim - 1:
+            y = y[..., None]  # one output
+        target = _matrix_rows("y", y) if y.ndim == states.ndim else None
+        if target is None or target.shape[:2] != x.shape[:2]:
+            expected = "(B, T, O) or (B, T)" if states.ndim == 3 else "(T, O) or (T,)"
+            raise ValueError(
+                f"y must have shape {expected} with the (B, T) of states {tuple(states.shape)}, "
+                f"got {tuple(y.shape)}"
+            )
+        batch, steps, units = x.shape
+        washout = _checks.integer("washout", washout, 0)
+        valid = _checks.lengths("lengths", lengths, batch, steps)
+        if self._xtx is not None and (units, target.shape[2]) != tuple(self._xty.shape):
+            raise ValueError(
+                f"states and y must have the N and O of the earlier calls, "
+                f"{tuple(self._xty.shape)}; got N = {units}, O = {target.shape[2]} "
+                "(call reset() first for another problem)"
+            )
+        x_rows, y_rows = _rows(x, washout, valid), _rows(target, washout, valid)
+        if x_rows.shape[0] == 0:
+            longest = steps if valid is None else int(valid.max())
+            raise ValueError(
+                f"washout ({washout}) leaves no step to fit: the longest series has {longest}"
+            )
         sums = (x_rows.T @ x_rows, x_rows.T @ y_rows, x_rows.sum(0), y_rows.sum(0))
         if self._xtx is None:  # the first batch's sums are the totals (no zeros to add to)
             self._xtx, self._xty, self._xsum, self._ysum = sums
@@ -106,31 +153,68 @@ class Ridge:
         return self
 
     def fit(
-        self, states: Tensor, y: Tensor, washout: int = 0, lengths: Tensor | None = None
+        self,
+        states: Tensor | np.ndarray,
+        y: Tensor | np.ndarray,
+        washout: int = 0,
+        lengths: Tensor | None = None,
     ) -> Ridge:
-        """Reset, add one batch or stream and solve."""
+        """Reset, add one batch or stream and solve (arguments as :meth:`partial_fit`)."""
         self.reset()
         return self.partial_fit(states, y, washout, lengths).solve()
 
-    def predict(self, states: Tensor) -> Tensor:
-        """Readout of states (..., N): a float64 tensor (..., O)."""
+    def predict(self, states: Tensor | np.ndarray) -> Tensor:
+        """Readout of states (..., N), a tensor or NumPy array: a float64 tensor (..., O).
+
+        Raises:
+            TypeError: states is not a tensor or array of real numbers.
+            ValueError: the readout is not fitted, states' last dimension is not N, or
+                states hold NaN or inf.
+        """
         if self.weight is None:
-            raise ValueError("the readout is not fitted yet")
-        array = states.detach().cpu().to(torch.float64)
+            raise ValueError("the readout is not fitted yet: call fit (or partial_fit and solve)")
+        if not isinstance(states, (Tensor, np.ndarray)):
+            raise TypeError(
+                f"states must be a tensor or array (..., N), got {_checks.shown(states)}"
+            )
+        units = self.weight.shape[0]
+        if states.ndim < 1 or states.shape[-1] != units:
+            raise ValueError(
+                f"states must have shape (..., {units}) (the fitted N), got {tuple(states.shape)}"
+            )
+        array = torch.from_numpy(_checks.array("states", states))
         return array @ torch.from_numpy(self.weight) + torch.from_numpy(self.bias)
 
 
-def series_features(states: Tensor, lengths: Tensor | None = None, reduce: str = "mean") -> Tensor:
+def series_features(
+    states: Tensor | np.ndarray, lengths: Tensor | None = None, reduce: str = "mean"
+) -> Tensor:
     """One feature vector per series for classification: (B, T, N) -> (B, N).
 
-    ``reduce="mean"`` averages each series' states over its valid steps; ``"last"``
-    takes its last valid state.
+    Args:
+        states: (B, T, N), a tensor (its dtype is kept) or NumPy array (float64).
+        lengths: (B,) valid steps of each series (1..T), or None for T.
+        reduce: ``"mean"`` averages each series' states over its valid steps;
+            ``"last"`` takes its last valid state.
+
+    Raises:
+        TypeError: states or lengths of the wrong kind.
+        ValueError: wrong shapes, lengths out of range, NaN or inf, or another reduce.
     """
-    if reduce not in ("mean", "last"):
-        raise ValueError(f"reduce must be 'mean' or 'last', got {reduce!r}")
-    batch, steps = states.shape[:2]
-    ends = torch.full((batch,), steps) if lengths is None else torch.as_tensor(lengths)
+    reduce = _checks.choice("reduce", reduce, ("mean", "last"))
+    if not isinstance(states, (Tensor, np.ndarray)):
+        raise TypeError(f"states must be a tensor or array (B, T, N), got {_checks.shown(states)}")
+    if states.ndim != 3 or 0 in states.shape:
+        raise ValueError(
+            f"states must have shape (B, T, N), none of them 0, got {tuple(states.shape)}"
+        )
+    keep = states.dtype if isinstance(states, Tensor) and states.dtype.is_floating_point else None
+    data = torch.from_numpy(_checks.array("states", states))
+    data = data if keep is None else data.to(keep)
+    batch, steps = data.shape[:2]
+    valid = _checks.lengths("lengths", lengths, batch, steps)
+    ends = torch.full((batch,), steps) if valid is None else torch.from_numpy(valid)
     if reduce == "last":
-        return states[torch.arange(batch), ends - 1]
-    mask = (torch.arange(steps)[None, :] < ends[:, None]).to(states.dtype)  # (B, T)
-    return (states * mask[..., None]).sum(1) / ends[:, None].to(states.dtype)
+        return data[torch.arange(batch), ends - 1]
+    mask = (torch.arange(steps)[None, :] < ends[:, None]).to(data.dtype)  # (B, T)
+    return (data * mask[..., None]).sum(1) / ends[:, None].to(data.dtype)
