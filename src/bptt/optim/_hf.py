@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -10,9 +11,31 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bptt.model import SequenceModel
+
+try:  # makes engine="auto" unroll with autograd inside it; see _generic_unrolls
+    from bptt.engine import require_generic
+except ImportError:  # until bptt.engine offers it (issue 15): the closure runs as it is
+    require_generic = None
+
 __all__ = ["HessianFree", "conjugate_gradient", "gauss_newton_product"]
 
 Closure = Callable[[], tuple]  # () -> (loss, outputs) or (loss, outputs, hidden)
+LOSSES = ("mse", "cross_entropy")
+
+_WHY_GENERIC = (
+    "Hessian-free differentiates the closure's graph more than once (the gradient, then "
+    "J^T u in every conjugate-gradient product), which the fast engine's hand-written "
+    "backward does not support"
+)
+
+
+def _generic_unrolls() -> contextlib.AbstractContextManager:
+    """Inside it, ``bptt.unroll`` with ``engine="auto"`` (every model's default) runs the
+    generic autograd engine, and an explicit ``engine="fast"`` is a ValueError saying why."""
+    if require_generic is None:
+        return contextlib.nullcontext()
+    return require_generic(_WHY_GENERIC)
 
 
 def _flat(tensors: Sequence[Tensor]) -> Tensor:
@@ -25,6 +48,18 @@ def _split(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
         out.append(vector[start : start + t.numel()].view_as(t))
         start += t.numel()
     return out
+
+
+def _vjp(targets, params: Sequence[Tensor], cotangents=None) -> list[Tensor]:
+    """The vector-Jacobian product, one tensor per parameter (zeros for one unused);
+    the graph is kept for the next product."""
+    grads = torch.autograd.grad(targets, params, cotangents, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
 def _jvp(outputs: Tensor, params: Sequence[Tensor], vector: Sequence[Tensor]) -> Tensor:
@@ -45,15 +80,13 @@ class _ClosureAsModule(nn.Module):
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self.closure: Closure | None = None
 
-    def forward(self) -> tuple[Tensor, ...]:
-        assert self.closure is not None
-        result = self.closure()
+    def forward(self, closure: Closure) -> tuple[Tensor, ...]:
+        result = closure()
         return tuple(result[1:])  # outputs (and hidden states)
 
 
-def _loss_hessian_product(outputs: Tensor, vector: Tensor, loss: str, targets_shape) -> Tensor:
+def _loss_hessian_product(outputs: Tensor, vector: Tensor, loss: str) -> Tensor:
     """H_L v in output space, for the mean MSE or mean softmax cross-entropy."""
     if loss == "mse":
         return 2.0 * vector / outputs.numel()
@@ -69,19 +102,23 @@ def gauss_newton_product(
     """G v = J^T H_L J v, the Gauss-Newton matrix of the loss through ``outputs`` times v.
 
     Args:
-        outputs: the network's outputs, still attached to the graph of ``params``.
-        params: the parameters.
-        vector: one tensor per parameter.
+        outputs: the network's outputs, any shape, still attached to the graph of
+            ``params`` (a graph that supports double backward: the generic engine).
+        params: the parameters, P tensors.
+        vector: one tensor per parameter, of its shape.
         loss: ``"mse"`` (mean squared error over all elements) or ``"cross_entropy"``
             (mean softmax cross-entropy over the rows of the last dimension).
 
     Returns:
-        One tensor per parameter. Never a matrix.
+        One tensor per parameter, of its shape. Never a matrix.
+
+    Raises:
+        ValueError: ``loss`` is not one of the two.
     """
+    _check_loss(loss)
     jv = _jvp(outputs, params, vector)
-    hjv = _loss_hessian_product(outputs, jv, loss, None)
-    grads = torch.autograd.grad(outputs, params, hjv, retain_graph=True, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    hjv = _loss_hessian_product(outputs, jv, loss)
+    return _vjp(outputs, params, hjv)
 
 
 def conjugate_gradient(
@@ -102,16 +139,29 @@ def conjugate_gradient(
     or when the residual vanishes.
 
     Args:
-        product: v -> A v (A symmetric positive definite).
-        b: the right-hand side (flat).
-        x0: the starting point (warm start); zero if None.
-        preconditioner: the diagonal of M^{-1}, flat, or None.
+        product: v -> A v for flat v (N,) (A symmetric positive definite).
+        b: the right-hand side (N,).
+        x0: the starting point (N,) (warm start); zero if None.
+        max_iters: cap on the iterations.
+        tol: Martens' epsilon.
+        min_iters: no stop by the progress rule before this iteration.
+        preconditioner: the diagonal of M^{-1} (N,), or None.
         keep: iterations whose iterate is stored for backtracking (Martens: i = ceil(1.3^j)).
 
     Returns:
-        ``(x, stored, iterations)``: the last iterate, ``[(i, x_i, q(x_i)), ...]`` the
-        stored ones (the last always included), and how many iterations ran.
+        ``(x, stored, iterations)``: the last iterate (N,), ``[(i, x_i, q(x_i)), ...]``
+        the stored ones (the last always included), and how many iterations ran.
+
+    Raises:
+        ValueError: b is not one-dimensional, ``max_iters`` is not a positive integer or
+            ``tol`` is not positive.
     """
+    if not isinstance(b, Tensor) or b.dim() != 1:
+        raise ValueError(f"b must be a flat tensor (N,), got {getattr(b, 'shape', b)!r}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol!r}")
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - product(x)
     m = r if preconditioner is None else r * preconditioner
@@ -168,18 +218,39 @@ class HessianFree(torch.optim.Optimizer):
        that is worse than its successor;
     4. Levenberg-Marquardt: with rho = (f(theta + d) - f(theta)) / q(d), lambda is
        multiplied by 3/2 if rho < 1/4 and by 2/3 if rho > 3/4;
-    5. a backtracking line search on the step size (x 0.8) until the loss decreases
-       (Armijo with 1e-2); no step if none does.
+    5. the step is each group's ``lr`` times d, and a backtracking line search on its
+       size (x 0.8) runs until the loss decreases (Armijo with 1e-2); no step if none does.
 
-    Parameter groups may be several; they are optimised jointly (one damping).
-    After a step, ``self.last`` holds ``cg_iters``, ``damping``, ``rho``, ``alpha`` and
-    the losses.
+    The closure contract. ``closure()`` takes no argument and returns ``(loss, outputs)``,
+    or ``(loss, outputs, hidden)`` for structural damping: ``loss`` the scalar mean loss
+    named by ``loss`` computed from ``outputs`` (any shape; for cross-entropy, the class
+    scores on the last dimension), ``hidden`` the hidden states (B, T, H) (for a
+    :class:`bptt.SequenceModel`: ``model.predict_with_hidden(x)``), all computed from the
+    parameters in the closure, never detached. The closure must not call ``backward()``
+    (nor step or change the parameters): the optimizer differentiates what it returns
+    itself, several times, and refuses a closure that backpropagates. It is called several
+    times per step: once with the autograd graph, once per stored CG iterate tried and
+    per line-search trial (under ``torch.no_grad()``) and, with ``module``, once per CG
+    iteration (forward mode); so it must compute the same function of the parameters
+    each time (the same batch, no dropout). The closure runs where ``bptt.unroll`` with
+    ``engine="auto"`` (every model's default) uses the generic autograd engine: the fast
+    engine's hand-written backward runs once per forward pass and Hessian-free needs
+    more; a model built with ``engine="fast"`` is refused.
+
+    Parameter groups may be several; they are optimised jointly (one damping, one CG
+    solve). Each group's ``lr`` scales its part of the step (1.0, the default, is Martens'
+    method; ``torch.optim.lr_scheduler`` schedules change it like any optimizer's learning
+    rate; the damping still adapts to the unscaled step's reduction ratio). After a step,
+    ``self.last`` holds ``grad_norm``, ``cg_iters``, ``cg_chosen`` (the iteration of the
+    CG iterate taken), ``damping``, ``rho``, ``alpha`` and the losses before and after.
 
     Args:
         params: parameters or groups.
+        lr: scale on every step, > 0 (per group in the groups' dicts; a scheduler may
+            take it down to 0, no step).
         loss: ``"mse"`` or ``"cross_entropy"`` (the loss the closure computes from the
             outputs, for H_L).
-        damping: initial lambda.
+        damping: initial lambda, > 0.
         mu: structural damping weight (0: plain Tikhonov damping).
         max_cg: cap on CG iterations per step.
         cg_tol: Martens' stopping tolerance epsilon.
@@ -189,20 +260,30 @@ class HessianFree(torch.optim.Optimizer):
             comes from :func:`torch.func.jvp` (forward mode, re-running the curvature
             closure under :func:`torch.func.functional_call`): about 2 gradient costs
             per product against about 4 without (J v then by the double-vjp trick on
-            the closure's graph, which needs double backward: the generic engine).
-            The closures must then be deterministic (the same batch each call).
+            the closure's graph).
+
+    Raises:
+        ValueError: a setting is out of range, ``loss`` is unknown, ``module`` does not
+            hold the parameters or holds a :class:`bptt.SequenceModel` built with
+            ``engine="fast"``.
+        TypeError: ``module`` is not an ``nn.Module``.
 
     Example:
-        >>> import bptt
-        >>> model = bptt.SequenceModel(bptt.cells.RNN(2, 8), 1, engine="generic")
-        >>> x, y = torch.randn(16, 5, 2), torch.randn(16, 1)
-        >>> def closure():
-        ...     out = model(x)[0]
-        ...     return torch.nn.functional.mse_loss(out, y), out
-        >>> hf = HessianFree(model.parameters(), loss="mse", module=model)
-        >>> before = hf.step(closure)
-        >>> hf.last["loss_after"] < float(before)
+        >>> import torch, bptt
+        >>> from bptt.optim import HessianFree
+        >>> _ = torch.manual_seed(0)
+        >>> model = bptt.SequenceModel(bptt.cells.RNN(2, 16), 1)
+        >>> x = torch.randn(32, 10, 2)  # (B, T, F)
+        >>> y = x.sum(dim=(1, 2)).unsqueeze(1)  # (B, 1)
+        >>> def closure():  # returns what HF differentiates; never calls backward()
+        ...     prediction = model(x)[0]  # (B, 1)
+        ...     return torch.nn.functional.mse_loss(prediction, y), prediction
+        >>> hf = HessianFree(model.parameters(), loss="mse")
+        >>> scheduler = torch.optim.lr_scheduler.StepLR(hf, step_size=2, gamma=0.5)
+        >>> first = hf.step(closure)  # the loss before the step
+        >>> hf.last["loss_after"] < float(first)
         True
+        >>> scheduler.step()
 
     References:
         Martens (2010), Deep learning via Hessian-free optimization; Martens & Sutskever
@@ -212,6 +293,7 @@ class HessianFree(torch.optim.Optimizer):
     def __init__(
         self,
         params,
+        lr: float = 1.0,
         loss: str = "mse",
         damping: float = 1.0,
         mu: float = 0.0,
@@ -221,9 +303,10 @@ class HessianFree(torch.optim.Optimizer):
         preconditioner: bool = False,
         module: nn.Module | None = None,
     ) -> None:
-        if loss not in ("mse", "cross_entropy"):
-            raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
-        for name, value in (("damping", damping), ("cg_tol", cg_tol)):
+        _check_loss(loss)
+        for name, value in (("lr", lr), ("damping", damping), ("cg_tol", cg_tol)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
         if not mu >= 0:
@@ -232,19 +315,27 @@ class HessianFree(torch.optim.Optimizer):
             raise ValueError(f"decay must be in [0, 1], got {decay}")
         if isinstance(max_cg, bool) or not isinstance(max_cg, int) or max_cg < 1:
             raise ValueError(f"max_cg must be a positive integer, got {max_cg!r}")
-        defaults = {"damping": damping, "mu": mu, "max_cg": max_cg, "cg_tol": cg_tol}
+        if module is not None and not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module or None, got {type(module).__name__}")
+        defaults = {"lr": lr, "damping": damping, "mu": mu, "max_cg": max_cg, "cg_tol": cg_tol}
         defaults.update({"decay": decay, "preconditioner": preconditioner, "loss": loss})
         super().__init__(params, defaults)
         self.last: dict[str, Any] = {}
         self._names: list[str] | None = None
         self._wrapper: _ClosureAsModule | None = None
         if module is not None:
+            _refuse_fast(module)
             self._wrapper = _ClosureAsModule(module)
             name_of = {id(p): f"inner.{n}" for n, p in module.named_parameters()}
             missing = [i for i, p in enumerate(self._params()) if id(p) not in name_of]
             if missing:
                 raise ValueError(f"module does not hold the parameters at positions {missing}")
             self._names = [name_of[id(p)] for p in self._params()]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # a state saved before groups had a step scale
+            group.setdefault("lr", 1.0)
 
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
@@ -253,15 +344,49 @@ class HessianFree(torch.optim.Optimizer):
     def _options(self) -> dict[str, Any]:
         return self.param_groups[0]
 
+    def _step_scale(self) -> Tensor | None:
+        """Each optimised element's group ``lr``, flat; None where every lr is 1."""
+        rates = []
+        for index, group in enumerate(self.param_groups):
+            lr = group["lr"]
+            lr = float(lr) if isinstance(lr, Tensor) and lr.numel() == 1 else lr
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+                raise TypeError(f"param_groups[{index}]['lr'] must be a number, got {lr!r}")
+            if not (lr >= 0 and math.isfinite(lr)):
+                raise ValueError(f"param_groups[{index}]['lr'] must be finite and >= 0, got {lr}")
+            rates += [(p, lr) for p in group["params"] if p.requires_grad]
+        if all(lr == 1 for _, lr in rates):
+            return None
+        return torch.cat([torch.full_like(p, lr).reshape(-1) for p, lr in rates])
+
     def step(self, closure: Closure, curvature_closure: Closure | None = None) -> Tensor:  # type: ignore[override]
-        """One Hessian-free update; returns the loss before it."""
+        """One Hessian-free update.
+
+        Args:
+            closure: the gradient batch's loss and outputs, as the class docstring says.
+            curvature_closure: the same for the batch the Gauss-Newton products use
+                (Martens: a share of the gradient batch); None: ``closure``'s batch.
+
+        Returns:
+            The loss before the step, a scalar tensor without graph.
+
+        Raises:
+            TypeError: a closure is not callable or returns something else than
+                ``(loss, outputs)`` or ``(loss, outputs, hidden)`` tensors.
+            ValueError: a closure calls ``backward()``, returns a loss that is no scalar
+                or tensors that do not depend on the parameters; a group's ``lr`` is
+                negative or not finite.
+        """
+        _check_callable(closure, "closure")
+        if curvature_closure is not None:
+            _check_callable(curvature_closure, "curvature_closure")
         params = self._params()
         opts = self._options
+        scale = self._step_scale()
         loss, outputs, hidden = self._evaluate(closure, graph=True)
-        grads = torch.autograd.grad(loss, params, retain_graph=True)
-        g = _flat(grads).detach()
+        g = _flat(_vjp(loss, params)).detach()
         if curvature_closure is not None:
-            product = self.curvature_product(curvature_closure)
+            product = self._curvature(curvature_closure, "curvature_closure")
         else:  # the gradient batch's graph serves
             product = self._product(closure, outputs, hidden)
         damping = opts["damping"]
@@ -286,30 +411,34 @@ class HessianFree(torch.optim.Optimizer):
         start = [p.detach().clone() for p in params]
         base = float(loss.detach())
 
-        def loss_at(direction: Tensor, scale: float = 1.0) -> float:
+        def loss_at(direction: Tensor, size: float = 1.0) -> float:
             with torch.no_grad():
                 for p, p0, d in zip(params, start, _split(direction, params), strict=True):
-                    p.copy_(p0 + scale * d)
+                    p.copy_(p0 + size * d)
                 value = float(self._evaluate(closure, graph=False)[0])
             return value
 
         # backtracking over the stored CG iterates, from the last
-        _, chosen, q = stored[-1]
+        chosen_at, chosen, q = stored[-1]
         chosen_loss = loss_at(chosen)
-        for _, candidate, model_value in reversed(stored[:-1]):
+        for at, candidate, model_value in reversed(stored[:-1]):
             value = loss_at(candidate)
             if not value < chosen_loss:
                 break
-            chosen, chosen_loss, q = candidate, value, model_value
+            chosen_at, chosen, chosen_loss, q = at, candidate, value, model_value
         # reduction ratio: the actual decrease against the damped quadratic model's
         rho = (chosen_loss - base) / q if q < 0 else -math.inf
         if rho < 0.25:
             opts["damping"] = damping * 1.5
         elif rho > 0.75:
             opts["damping"] = damping * 2 / 3
-        # line search on the step size
+        # line search on the size of the step, each group's part scaled by its lr
+        if scale is None:
+            value = chosen_loss
+        else:
+            chosen = chosen * scale
+            value = loss_at(chosen)
         alpha, slope = 1.0, float(torch.dot(g, chosen))
-        value = chosen_loss
         while not value <= base + 1e-2 * alpha * slope and alpha > 1e-4:
             alpha *= 0.8
             value = loss_at(chosen, alpha)
@@ -323,6 +452,7 @@ class HessianFree(torch.optim.Optimizer):
         self.last = {
             "grad_norm": float(torch.linalg.vector_norm(g)),
             "cg_iters": iterations,
+            "cg_chosen": chosen_at,
             "damping": opts["damping"],
             "rho": rho,
             "alpha": alpha,
@@ -335,11 +465,15 @@ class HessianFree(torch.optim.Optimizer):
         """v -> (G + lambda I + lambda mu S) v on the closure's batch, at the current
         parameters and damping: the matrix conjugate gradient sees, never built.
 
-        v and the result are flat, of length the number of optimised elements (in
+        v and the result are flat, (N,) for N the number of optimised elements (in
         parameter-group order). The closure runs once now (and, with ``module``, once
         per product in forward mode).
         """
-        _, outputs, hidden = self._evaluate(closure, graph=True)
+        _check_callable(closure, "closure")
+        return self._curvature(closure, "closure")
+
+    def _curvature(self, closure: Closure, name: str) -> Callable[[Tensor], Tensor]:
+        _, outputs, hidden = self._evaluate(closure, graph=True, name=name)
         return self._product(closure, outputs, hidden)
 
     def _product(
@@ -363,12 +497,11 @@ class HessianFree(torch.optim.Optimizer):
             # forward mode: J v (and J_h v) by one jvp, then one vjp for both terms
             tangents = tangents_of(parts)
             targets = [c_outputs]
-            cotangents = [_loss_hessian_product(c_outputs, tangents[0], opts["loss"], None)]
+            cotangents = [_loss_hessian_product(c_outputs, tangents[0], opts["loss"])]
             if structural:
                 targets.append(c_hidden)
                 cotangents.append(damping * mu * tangents[1])  # J_h^T J_h v
-            grads = torch.autograd.grad(targets, params, cotangents, retain_graph=True)
-            return _flat(grads) + damping * v
+            return _flat(_vjp(targets, params, cotangents)) + damping * v
 
         return product
 
@@ -383,28 +516,85 @@ class HessianFree(torch.optim.Optimizer):
         primals = {n: p.detach() for n, p in zip(names, params, strict=True)}
 
         def outputs_of(values: dict[str, Tensor]) -> tuple[Tensor, ...]:
-            wrapper.closure = closure
-            try:
-                return torch.func.functional_call(wrapper, values, ())
-            finally:
-                wrapper.closure = None
+            return torch.func.functional_call(wrapper, values, (closure,))
 
         def tangents_of(parts: list[Tensor]) -> tuple[Tensor, ...]:
             tangents = dict(zip(names, parts, strict=True))
             # torch's first forward-mode call loads decompositions through the deprecated
             # torch.jit.script and warns about it: torch's business, not the caller's
-            with torch.no_grad(), warnings.catch_warnings():  # forward mode needs no graph
+            with torch.no_grad(), warnings.catch_warnings(), _generic_unrolls():
                 warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated")
                 return torch.func.jvp(outputs_of, (primals,), (tangents,))[1]
 
         return tangents_of
 
-    @staticmethod
-    def _evaluate(closure: Closure, graph: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        with torch.enable_grad() if graph else torch.no_grad():
-            result = closure()
-        if not isinstance(result, tuple) or len(result) not in (2, 3):
-            raise TypeError("the closure must return (loss, outputs) or (loss, outputs, hidden)")
-        loss, outputs = result[0], result[1]
-        hidden = result[2] if len(result) == 3 else None
-        return loss, outputs, hidden
+    def _evaluate(
+        self, closure: Closure, graph: bool, name: str = "closure"
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The closure's ``(loss, outputs, hidden or None)``, checked; with ``graph``,
+        under grad mode and watching that it does not backpropagate itself."""
+        if not graph:
+            with torch.no_grad(), _generic_unrolls():
+                return _checked(closure(), name, graph)
+        backpropagated: list[Tensor] = []
+        hooks = [
+            p.register_post_accumulate_grad_hook(backpropagated.append) for p in self._params()
+        ]
+        try:
+            with torch.enable_grad(), _generic_unrolls():
+                result = closure()
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if backpropagated:
+            raise ValueError(
+                f"{name} called backward() (the gradients of {len(backpropagated)} parameter "
+                f"tensors were accumulated): HessianFree differentiates what the closure "
+                f"returns itself, several times; return (loss, outputs) without calling "
+                f"backward()"
+            )
+        return _checked(result, name, graph)
+
+
+def _check_callable(closure: Any, name: str) -> None:
+    if not callable(closure):
+        raise TypeError(
+            f"{name} must be a callable returning (loss, outputs) or (loss, outputs, hidden), "
+            f"got {type(closure).__name__}"
+        )
+
+
+def _checked(result: Any, name: str, graph: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(loss, outputs, hidden or None)`` from what a closure returned, or a clear error."""
+    if not isinstance(result, tuple) or len(result) not in (2, 3):
+        got = f"a tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
+        raise TypeError(
+            f"{name} must return (loss, outputs) or (loss, outputs, hidden), got {got} "
+            f"(it must not call backward() either: HessianFree differentiates the outputs)"
+        )
+    labels = ("loss", "outputs", "hidden")
+    for label, value in zip(labels[: len(result)], result, strict=True):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} returned a {type(value).__name__} as {label}, not a tensor")
+    loss, outputs = result[0], result[1]
+    if loss.numel() != 1:
+        raise ValueError(f"{name}'s loss must be a scalar, got shape {tuple(loss.shape)}")
+    if graph:
+        for label, value in zip(labels[: len(result)], result, strict=True):
+            if not value.requires_grad:
+                raise ValueError(
+                    f"{name}'s {label} does not depend on the parameters (computed under "
+                    f"torch.no_grad() or detached?): HessianFree differentiates it"
+                )
+    return loss, outputs, result[2] if len(result) == 3 else None
+
+
+def _refuse_fast(module: nn.Module) -> None:
+    """A SequenceModel built with engine="fast" cannot give Hessian-free its products."""
+    for name, sub in module.named_modules():
+        if isinstance(sub, SequenceModel) and sub.engine == "fast":
+            where = f"module.{name}" if name else "module"
+            raise ValueError(
+                f"{where} is a SequenceModel built with engine='fast': {_WHY_GENERIC}; "
+                f"build it with engine='auto' (the default) or 'generic'"
+            )
