@@ -423,3 +423,134 @@ def test_the_compiled_tanh_is_numpys_to_the_last_bits():
     relative = np.abs(out - expected) / np.maximum(np.abs(expected), 1e-300)
     assert relative.max() < 1e-15, values[relative.argmax()]
     assert np.array_equal(np.signbit(out), np.signbit(expected))
+
+
+# --- saving and converting a reservoir ----------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 3])  # the compiled one-series loop; the batch loop
+def test_a_saved_and_loaded_reservoir_runs_on_bit_for_bit(tmp_path, batch):
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.rand(batch, 60, 2, generator=gen, dtype=torch.float64)
+    source = Reservoir(80, 0.9, 0.5, density=0.1, bias=0.1, seed=5)
+    source.run(x[:, :25])  # a carried state, to be saved with the weights
+    torch.save(source.state_dict(), tmp_path / "reservoir.pt")
+    saved = torch.load(tmp_path / "reservoir.pt", weights_only=True)
+    assert sorted(saved) == ["W", "W_in", "bias", "state"]
+    twin = Reservoir(80, leak_rate=0.5, density=0.1, seed=6)  # other weights, replaced
+    assert twin.load_state_dict(saved) is twin
+    assert torch.equal(twin.run(x[:, 25:]), source.run(x[:, 25:]))
+    assert torch.equal(twin.run(x, reset=True), source.run(x, reset=True))
+    with pytest.raises(ValueError, match=r"state_dict\['W'\] must have shape \(40, 40\)"):
+        Reservoir(40, seed=0).load_state_dict(saved)
+    with pytest.raises(ValueError, match="unexpected"):
+        Reservoir(80, seed=0).load_state_dict({**saved, "W_out": saved["bias"]})
+
+
+def test_to_float32_gives_the_reservoir_built_in_float32():
+    x = torch.rand(4, 12, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    wide = Reservoir(60, 0.9, 0.6, density=0.1, bias=0.2, seed=4, input_size=2)
+    narrow = Reservoir(
+        60, 0.9, 0.6, density=0.1, bias=0.2, seed=4, input_size=2, dtype=torch.float32
+    )
+    assert wide.to("cpu") is wide and wide.dtype == torch.float64
+    assert wide.to(dtype=torch.float32) is wide and wide.dtype == torch.float32
+    for name in ("W", "W_in", "bias"):
+        assert np.array_equal(getattr(wide, name), getattr(narrow, name)), name
+    for batch in (1, 4):  # the compiled loop and the batch loop run in float32 now
+        got = wide.run(x[:batch], reset=True)
+        assert got.dtype == torch.float32
+        assert torch.equal(got, narrow.run(x[:batch], reset=True))
+    assert wide.to(torch.float64).W.dtype == np.float64  # a dtype in the first place
+    with pytest.raises(ValueError, match="device must be the CPU"):
+        wide.to("meta")
+
+
+# --- bptt esn: defaults per task, the run directory, progress -----------------------------
+
+_SMALL = {"units": 60, "steps": 600, "train_steps": 400, "washout": 50, "free_steps": 20}
+
+
+def test_each_task_has_its_own_defaults_and_refuses_the_others_settings():
+    from bptt.config import ConfigError
+    from bptt.reservoir._esn import ESN_TASK_DEFAULTS, ESNConfig
+
+    for task, defaults in ESN_TASK_DEFAULTS.items():
+        config = ESNConfig(task=task)
+        assert {k: getattr(config, k) for k in defaults} == defaults
+        others = set().union(*ESN_TASK_DEFAULTS.values()) - set(defaults)
+        assert others and all(getattr(config, k) is None for k in others)
+        owner = next(t for t in ESN_TASK_DEFAULTS if t != task)
+        for name in others:  # even the other task's own default value
+            with pytest.raises(ConfigError) as info:
+                ESNConfig.from_dict({"task": task, name: ESN_TASK_DEFAULTS[owner][name]})
+            assert info.value.field == name and "used only with task" in str(info.value)
+    with pytest.raises(ConfigError, match="unknown key"):
+        ESNConfig.from_dict({"task": "japanese-vowels", "leak": 0.5})
+
+
+def test_the_run_directory_records_the_settings_used_and_is_not_overwritten(tmp_path):
+    from bptt.config import ConfigError, load_toml
+    from bptt.reservoir._esn import ESNConfig
+
+    out = tmp_path / "run"
+    first = run_esn({**_SMALL, "out": str(out)})
+    recorded = load_toml(out / "config.toml")
+    assert recorded["leak_rate"] == 0.3 and recorded["ridge"] == 1e-6  # task defaults
+    assert "ensemble" not in recorded and "reduce" not in recorded  # the other task's
+    assert ESNConfig.from_dict(recorded) == ESNConfig.from_dict({**_SMALL, "out": str(out)})
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_esn({**_SMALL, "seed": 1, "out": str(out)})
+    assert json.loads((out / "summary.json").read_text())["nrmse"] == first["nrmse"]
+    (out / "metrics.csv").write_text("step\n")  # a file of another kind of run
+    second = run_esn({**_SMALL, "seed": 1, "out": str(out)}, overwrite=True)
+    assert json.loads((out / "summary.json").read_text())["nrmse"] == second["nrmse"]
+    assert second["nrmse"] != first["nrmse"] and not (out / "metrics.csv").exists()
+    (tmp_path / "file").write_text("")
+    for bad in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(ConfigError, match="out: "):
+            run_esn({**_SMALL, "out": str(bad)})
+
+
+def test_a_reservoir_with_no_cycle_names_the_setting_to_change():
+    from bptt.config import ConfigError
+
+    # a 1-unit W is its one entry: nonzero with probability density (seed 0 draws none)
+    with pytest.raises(ValueError, match="raise density or units") as info:
+        Reservoir(1, density=0.1, seed=0)
+    assert "density 0.1" in str(info.value) and "units 1" in str(info.value)
+    assert abs(Reservoir(1, spectral_radius=0.7, density=1.0, seed=0).W[0, 0]) == 0.7
+    with pytest.raises(ConfigError) as info:
+        run_esn({**_SMALL, "density": 1e-9})
+    assert info.value.field == "density" and "units 60" in str(info.value)
+
+
+def test_run_esn_shows_each_stage_when_asked(monkeypatch):
+    from rich.progress import Progress
+
+    from bptt.reservoir import _esn
+
+    shown, finished = [], []
+
+    class Recording(Progress):
+        def update(self, task_id, **fields):
+            if fields.get("description"):
+                shown.append(fields["description"])
+            super().update(task_id, **fields)
+
+        def stop(self):
+            finished.extend((t.completed, t.total) for t in self.tasks)
+            super().stop()
+
+    monkeypatch.setattr(_esn, "Progress", Recording)
+    run_esn(_SMALL, progress=True)
+    assert [s.split(" (")[0] for s in shown] == [
+        "series and reservoir",
+        "driving the reservoir",
+        "fitting the readout",
+        "running free",
+    ]
+    assert finished == [(4, 4)]
+    shown.clear()
+    run_esn(_SMALL)  # off by default
+    assert shown == []

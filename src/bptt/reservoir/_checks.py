@@ -95,6 +95,8 @@ def array(
     array of ``dtype``; anything but real numbers is a TypeError, NaN or inf (also after
     the conversion to ``dtype``) a ValueError that says where, by ``axes`` names if given."""
     if isinstance(value, Tensor):
+        if value.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor, which holds no values")
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
         tensor = value.detach().cpu()
@@ -132,7 +134,10 @@ def lengths(name: str, value: Any, batch: int, steps: int) -> np.ndarray | None:
         return None
     data = None
     if isinstance(value, Tensor):
-        data = value.detach().cpu().numpy() if value.dtype != torch.bool else None
+        integral = not (
+            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+        )
+        data = value.detach().cpu().numpy() if integral else None
     elif isinstance(value, (np.ndarray, list, tuple)):
         try:
             data = np.asarray(value)

@@ -11,6 +11,7 @@ from bptt.reservoir import _checks
 __all__ = ["japanese_vowels", "mackey_glass"]
 
 _MAX_LAG = 10_000_000  # tau / h: the delayed values held in memory (80 MB)
+# n_timesteps is at most 100 times that (8 GB, and hours of the integration loop)
 
 
 def mackey_glass(
@@ -35,7 +36,7 @@ def mackey_glass(
     with ``seed``; the series starts at x0.
 
     Args:
-        n_timesteps: values to return.
+        n_timesteps: values to return (at most 10**9: the series is held in memory).
         tau, a, b, n: the equation's parameters (tau = 17: the usual chaotic regime).
         x0: the initial value.
         h: the step.
@@ -49,14 +50,15 @@ def mackey_glass(
         >>> mackey_glass(5, seed=0).shape
         torch.Size([5, 1])
     """
-    n_timesteps = _checks.integer("n_timesteps", n_timesteps, 1)
+    n_timesteps = _checks.integer("n_timesteps", n_timesteps, 1, _MAX_LAG * 100)
     tau = _checks.real("tau", tau, 0.0)
     h = _checks.real("h", h, 0.0, open_low=True)
     a, b, n, x0 = (_checks.real(k, v) for k, v in (("a", a), ("b", b), ("n", n), ("x0", x0)))
     seed = _checks.seed("seed", seed)
     if tau / h > _MAX_LAG:
         raise ValueError(
-            f"tau / h must be at most {_MAX_LAG:,} (the delayed values kept), got {tau / h:g}"
+            f"tau / h must be at most {_MAX_LAG:,} (the delayed values kept), got "
+            f"tau={tau:g}, h={h:g}"
         )
     lag = int(np.floor(tau / h))
     if history is None:
@@ -88,8 +90,9 @@ def mackey_glass(
     finite = np.isfinite(series[lag:])
     if not finite.all():
         raise ValueError(
-            f"the series overflowed at step {int(np.argmin(finite))}: tau={tau:g}, a={a:g}, "
-            f"b={b:g}, n={n:g}, x0={x0:g}, h={h:g} have no bounded solution at this step size"
+            f"the series leaves the finite numbers at step {int(np.argmin(finite))}: tau={tau:g}, "
+            f"a={a:g}, b={b:g}, n={n:g}, x0={x0:g}, h={h:g} and the history give no bounded "
+            "solution at this step size"
         )
     return torch.from_numpy(series[lag:].reshape(-1, 1))
 

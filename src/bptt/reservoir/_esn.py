@@ -131,7 +131,11 @@ class ESNConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _validate(f, getattr(self, f.name)))
+            try:
+                setattr(self, f.name, _validate(f, getattr(self, f.name)))
+            except OverflowError:  # an int beyond float's range, given from Python
+                message = "must be finite; got an integer beyond float's range"
+                raise ConfigError(f.name, message) from None
         for name, task in _ONLY_FOR.items():
             if task != self.task and getattr(self, name) is not None:
                 raise ConfigError(name, f"is used only with task {task}, not {self.task}")

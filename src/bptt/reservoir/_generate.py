@@ -79,7 +79,13 @@ def generate(
         raise TypeError(f"warmup must be a tensor or array (1, T, F), got {_checks.shown(warmup)}")
     if warmup.ndim != 3 or warmup.shape[0] != 1 or 0 in warmup.shape:
         raise ValueError(f"warmup must have shape (1, T, F), T, F >= 1, got {tuple(warmup.shape)}")
+    warmup = _checks.array("warmup", warmup, axes=("series", "step", "feature"))
     units, outputs = readout.weight.shape
+    inputs = reservoir.W_in.shape[1] if reservoir.W_in is not None else warmup.shape[2]
+    if inputs != warmup.shape[2]:
+        raise ValueError(
+            f"warmup has {warmup.shape[2]} features a step but the reservoir's W_in takes {inputs}"
+        )
     if units != reservoir.units or outputs != warmup.shape[2]:
         raise ValueError(
             f"readout maps {units} states to {outputs} outputs, but the reservoir has "
@@ -88,11 +94,11 @@ def generate(
         )
     states = reservoir.run(warmup, reset=True)  # (1, T, N)
     value = readout.predict(states[0, -1])  # the prediction for the step after warmup
-    out = torch.empty((steps, outputs), dtype=torch.float64)
+    out = []
     for step in range(steps):
         if not torch.isfinite(value).all():  # an unbounded activation can overflow
             raise ValueError(f"the free run overflowed at step {step}: the prediction is {value}")
-        out[step] = value
+        out.append(value)
         state = reservoir.run(value.reshape(1, 1, -1))  # carries on
         value = readout.predict(state[0, -1])
-    return out
+    return torch.stack(out) if out else torch.empty((0, outputs), dtype=torch.float64)

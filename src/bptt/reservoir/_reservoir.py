@@ -21,6 +21,10 @@ __all__ = ["NilpotentError", "Reservoir"]
 # one series, torch's CSR product for a batch); a denser one as a dense matrix (BLAS).
 _SPARSE_BELOW = 0.3
 
+# W is held as a dense (N, N) array (80 GB at this N in float64), W_in as (N, F)
+_MAX_UNITS = 100_000
+_MAX_INPUTS = 1_000_000
+
 # In-place activations for the batch loop (torch), matching the compiled ones.
 _TORCH_ACTIVATIONS: dict[str, Callable[[Tensor], object]] = {
     "tanh": Tensor.tanh_,
@@ -95,7 +99,7 @@ class Reservoir:
     activation, ``W``/``W_in``/``bias`` = ``W``/``Win``/``bias``.
 
     Args:
-        units: N.
+        units: N (at most 100,000: W is also held as a dense array).
         spectral_radius: the exact largest |eigenvalue| of the generated W.
         leak_rate: a in (0, 1].
         input_scaling: scale of W_in.
@@ -145,7 +149,7 @@ class Reservoir:
         W_in: np.ndarray | Tensor | None = None,
         input_size: int | None = None,
     ) -> None:
-        units = _checks.integer("units", units, 1)
+        units = _checks.integer("units", units, 1, _MAX_UNITS)
         self.units = units
         self.leak_rate = _checks.real("leak_rate", leak_rate, 0.0, 1.0, open_low=True)
         self.spectral_radius = _checks.real("spectral_radius", spectral_radius, 0.0)
@@ -157,7 +161,7 @@ class Reservoir:
         self._np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
         self._rng = np.random.default_rng(_checks.seed("seed", seed))
         if input_size is not None:
-            input_size = _checks.integer("input_size", input_size, 1)
+            input_size = _checks.integer("input_size", input_size, 1, _MAX_INPUTS)
         w_rng, in_rng = self._rng.spawn(2)
         self._set_w(
             self._as_array(W, (units, units), "W") if W is not None else self._generate_w(w_rng)
@@ -183,6 +187,8 @@ class Reservoir:
                 f"bias must be a number or have shape ({units},), got {bias_array.shape}"
             )
         self.bias = bias_array.astype(self._np_dtype)
+        if not np.isfinite(self.bias).all():
+            raise ValueError(f"bias is beyond {self.dtype}'s range")
         self.state: np.ndarray | None = None  # (B, N), carried between calls
 
     # --- weights ---------------------------------------------------------------------
@@ -228,12 +234,23 @@ class Reservoir:
                 f"({int(mask.sum())} nonzeros drawn): it is nilpotent (spectral radius 0) "
                 "and cannot be scaled to a spectral radius; raise density or units"
             )
-        return (w * (self.spectral_radius / radius)).astype(self._np_dtype)
+        return self._finite(
+            (w * (self.spectral_radius / radius)).astype(self._np_dtype), "spectral_radius"
+        )
+
+    def _finite(self, array: np.ndarray, name: str) -> np.ndarray:
+        """``array``, refused if the value of ``name`` made it overflow the dtype."""
+        if not np.isfinite(array).all():
+            raise ValueError(
+                f"{name} {getattr(self, name)!r} makes weights beyond {self.dtype}'s range"
+            )
+        return array
 
     def _generate_w_in(self, input_size: int) -> np.ndarray:
         signs = self._in_rng.choice([-1.0, 1.0], size=(self.units, input_size))
         mask = self._in_rng.random((self.units, input_size)) < self.input_density
-        return (signs * mask * self.input_scaling).astype(self._np_dtype)
+        weights = (signs * mask * self.input_scaling).astype(self._np_dtype)
+        return self._finite(weights, "input_scaling")
 
     # --- running ---------------------------------------------------------------------
 

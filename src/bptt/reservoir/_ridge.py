@@ -109,12 +109,12 @@ class Ridge:
                 f"{tuple(self._xty.shape)}; got N = {units}, O = {target.shape[2]} "
                 "(call reset() first for another problem)"
             )
-        x_rows, y_rows = _rows(x, washout, valid), _rows(target, washout, valid)
-        if x_rows.shape[0] == 0:
-            longest = steps if valid is None else int(valid.max())
+        longest = steps if valid is None else int(valid.max())
+        if washout >= longest:
             raise ValueError(
                 f"washout ({washout}) leaves no step to fit: the longest series has {longest}"
             )
+        x_rows, y_rows = _rows(x, washout, valid), _rows(target, washout, valid)
         sums = (x_rows.T @ x_rows, x_rows.T @ y_rows, x_rows.sum(0), y_rows.sum(0))
         if self._xtx is None:  # the first batch's sums are the totals (no zeros to add to)
             self._xtx, self._xty, self._xsum, self._ysum = sums
