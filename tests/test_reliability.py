@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import bptt
 from bptt.checkpoint import CheckpointError, Checkpoints, load_checkpoint
 from bptt.config import ConfigError
+from run_files import params, rows
 
 RUN = ["--task", "adding", "--length", "12", "--cell", "lstm", "--hidden", "16"]
 RUN += ["--steps", "240", "--checkpoint-every", "20", "--clip", "percentile"]
@@ -37,15 +38,6 @@ def _bptt(*args: str, log: Path) -> subprocess.Popen:
             stderr=sink,
             env=env,
         )
-
-
-def _rows(run_dir: Path, columns=("step", "loss", "grad_norm", "clip_threshold", "test_loss")):
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return [tuple(row[c] for c in columns) for row in csv.DictReader(handle)]
-
-
-def _params(run_dir: Path) -> dict:
-    return torch.load(run_dir / "model.pt", weights_only=True)
 
 
 @pytest.mark.slow
@@ -82,10 +74,10 @@ def test_a_run_killed_with_sigkill_and_resumed_ends_bitwise_equal(tmp_path):
         else:  # killed before it wrote anything: start it again
             process = _bptt(*RUN, "--out", str(killed), "--overwrite", log=log)
     assert kills >= 3 and mid_training >= 2, (kills, mid_training)
-    ours, theirs = _params(killed), _params(reference)
+    ours, theirs = params(killed), params(reference)
     for name in theirs:
         assert torch.equal(ours[name], theirs[name]), name
-    assert _rows(killed) == _rows(reference)  # every logged row, once, the same
+    assert rows(killed) == rows(reference)  # every logged row, once, the same
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["steps_done"] == 240
 
@@ -266,10 +258,10 @@ def test_a_finished_run_trains_on_to_the_run_given_more_steps_from_the_start(tmp
     bptt.train({**EXTENDABLE, "steps": 20, "out": str(tmp_path / "short")})
     result = bptt.resume(tmp_path / "short", steps=40)
     assert result.summary["steps_done"] == 40
-    ours, theirs = _params(tmp_path / "short"), _params(tmp_path / "long")
+    ours, theirs = params(tmp_path / "short"), params(tmp_path / "long")
     for name in theirs:
         assert torch.equal(ours[name], theirs[name]), name
-    assert _rows(tmp_path / "short") == _rows(tmp_path / "long")
+    assert rows(tmp_path / "short") == rows(tmp_path / "long")
     assert "steps = 40" in (tmp_path / "short" / "config.toml").read_text()
     with pytest.raises(ConfigError, match="already taken 40 steps"):
         bptt.resume(tmp_path / "short", steps=30)
@@ -310,7 +302,7 @@ def test_a_checkpoint_from_before_a_new_setting_existed_still_resumes(tmp_path):
         del state["config"][added_later]
     checkpoints.save(state["step"], state)
     bptt.resume(tmp_path / "old", steps=30)
-    ours, theirs = _params(tmp_path / "old"), _params(tmp_path / "new")
+    ours, theirs = params(tmp_path / "old"), params(tmp_path / "new")
     assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
 
 
@@ -321,7 +313,7 @@ def test_extending_a_run_that_ended_off_the_logging_schedule_logs_as_the_longer_
     bptt.train({**config, "steps": 40, "out": str(tmp_path / "long")})
     bptt.train({**config, "steps": 23, "out": str(tmp_path / "short")})
     bptt.resume(tmp_path / "short", steps=40)
-    assert _rows(tmp_path / "short") == _rows(tmp_path / "long")
+    assert rows(tmp_path / "short") == rows(tmp_path / "long")
 
 
 def test_a_run_that_ended_solved_is_not_extended(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["first_line"]
+__all__ = ["first_line", "load_failure"]
 
 
 def first_line(err: BaseException) -> str:
@@ -18,3 +18,17 @@ def first_line(err: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(err).__name__
+
+
+def load_failure(err: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in one line.
+
+    Torch's message opens with paragraphs about the ``weights_only`` default; the
+    reason itself follows "WeightsUnpickler error:".
+    """
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = first_line(RuntimeError(text.split(marker, 1)[1]))
+        return f"not a file of tensors that loads with weights_only=True ({detail})"
+    return first_line(err)

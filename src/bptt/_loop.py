@@ -277,11 +277,11 @@ class Run:
         """One line: what failed, where the run stopped, and how to go on."""
         message = f"{err}; the run stopped at step {self.step}"
         step = self.checkpoints.newest_intact_step()
+        resume = f"`bptt train --resume {self.run_dir.path}`"
         if step is None:
-            return f"{message} and has no checkpoint to resume from (see checkpoint_every)"
+            return f"{message} with no checkpoint written: {resume} trains it again from step 0"
         return (
-            f"{message}; its last checkpoint is step {step}: make room, then resume with "
-            f"`bptt train --resume {self.run_dir.path}`"
+            f"{message}; its last checkpoint is step {step}: make room, then resume with {resume}"
         )
 
     def _run(self, advance: Callable[..., None]) -> dict[str, Any]:

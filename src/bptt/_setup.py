@@ -36,8 +36,8 @@ def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     """The model a config describes, initialised from the global RNG (and by its method)."""
     dtype = getattr(torch, config.dtype)
     cell = make_cell(config.cell, task.input_size, config.hidden, device=config.device, dtype=dtype)
-    engine = "generic" if config.optimizer == "hf" else config.engine  # HF needs forward mode
-    model = SequenceModel(cell, task.output_size, readout=task.readout, engine=engine)
+    # Hessian-free runs its closures under bptt.engine.require_generic itself
+    model = SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
     method = METHODS.get(config.method) if config.method else None
     if method is not None and method.initialise is not None:
         method.initialise(model, task.dependency_length)

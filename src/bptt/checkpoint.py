@@ -10,6 +10,7 @@ pretending there was none. Loading uses ``weights_only=True``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import pickle
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from bptt._errors import first_line
+from bptt._errors import load_failure
 from bptt._io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["CheckpointError", "Checkpoints"]
@@ -70,6 +71,9 @@ class Checkpoints:
             digest = hashlib.sha256(payload).hexdigest()
             atomic_write_text(path.with_name(path.name + ".sha256"), digest + "\n")
         except OSError as err:
+            for partial in (path, path.with_name(path.name + ".sha256")):  # no orphan halves
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)
             raise CheckpointError(
                 f"could not write checkpoint {path}: {err.strerror or err}; the earlier "
                 "checkpoints are intact"
@@ -150,7 +154,7 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
     try:
         return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} does not load: {first_line(err)}") from err
+        raise CheckpointError(f"checkpoint {path} does not load: {load_failure(err)}") from err
 
 
 def _read_verified(path: Path) -> bytes:

@@ -15,7 +15,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from bptt._errors import first_line
+from bptt._errors import first_line, load_failure
 from bptt._loop import NonFiniteError, Run, RunStopped
 from bptt._setup import build_model, json_safe, make_clip_policy, step_taps, test_set
 from bptt.checkpoint import CheckpointError
@@ -279,7 +279,7 @@ def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
     try:
         state = torch.load(path / "model.pt", map_location=config.device, weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise ConfigError("run", f"{path / 'model.pt'} does not load: {first_line(err)}") from err
+        raise ConfigError("run", f"{path / 'model.pt'} does not load: {load_failure(err)}") from err
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         message = f"{path / 'model.pt'} holds a {type(state).__name__}, not a model's state_dict"
         raise ConfigError("run", message)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
@@ -13,10 +15,34 @@ from bptt.engine._fast import fast_engine_for
 from bptt.engine._generic import unroll_generic
 from bptt.taps import Delta
 
-__all__ = ["ENGINES", "unroll"]
+__all__ = ["ENGINES", "require_generic", "unroll"]
 
 ENGINES = ("auto", "generic", "fast")
 BUILT_IN_CELLS = (RNN, LSTM, GRU)
+
+# Why the generic engine is required in the current context (None: it is not).
+_GENERIC_REQUIRED: ContextVar[str | None] = ContextVar("bptt_generic_required", default=None)
+
+
+@contextlib.contextmanager
+def require_generic(reason: str) -> Iterator[None]:
+    """Inside it, :func:`unroll` with ``engine="auto"`` runs the generic (autograd)
+    engine, and ``engine="fast"`` is a ValueError that gives ``reason``.
+
+    For code that differentiates an unrolled graph more than once (double backward,
+    forward-mode products), which the fast engine's hand-written backward does not
+    support; Hessian-free runs its closures inside it. Per thread and nestable.
+
+    Example:
+        >>> import bptt
+        >>> with require_generic("the graph is differentiated twice"):
+        ...     out, _ = bptt.unroll(bptt.cells.RNN(2, 4), torch.randn(3, 5, 2))
+    """
+    token = _GENERIC_REQUIRED.set(reason)
+    try:
+        yield
+    finally:
+        _GENERIC_REQUIRED.reset(token)
 
 
 def unroll(
@@ -77,6 +103,11 @@ def unroll(
             raise TypeError(f"a tap must be callable as tap(t, delta), got {type(tap).__name__}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    required = _GENERIC_REQUIRED.get()
+    if required is not None:
+        if engine == "fast":
+            raise ValueError(f"engine='fast' cannot run here: {required}; use 'auto' or 'generic'")
+        engine = "generic"
     if state is None:
         state = initial_state(cell, x.shape[0], device=x.device, dtype=x.dtype)
     else:

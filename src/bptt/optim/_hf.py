@@ -11,12 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bptt.engine import require_generic
 from bptt.model import SequenceModel
-
-try:  # makes engine="auto" unroll with autograd inside it; see _generic_unrolls
-    from bptt.engine import require_generic
-except ImportError:  # until bptt.engine offers it (issue 15): the closure runs as it is
-    require_generic = None
 
 __all__ = ["HessianFree", "conjugate_gradient", "gauss_newton_product"]
 
@@ -33,8 +29,6 @@ _WHY_GENERIC = (
 def _generic_unrolls() -> contextlib.AbstractContextManager:
     """Inside it, ``bptt.unroll`` with ``engine="auto"`` (every model's default) runs the
     generic autograd engine, and an explicit ``engine="fast"`` is a ValueError saying why."""
-    if require_generic is None:
-        return contextlib.nullcontext()
     return require_generic(_WHY_GENERIC)
 
 
