@@ -9,6 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bptt.cli import app
@@ -141,3 +144,121 @@ def test_bench_runs_methods_by_name(tmp_path):
     ]
     bad = runner.invoke(app, ["bench", "--methods", "nonsense", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "method" in bad.output
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"bptt {version('bptt')}"
+
+
+def test_a_run_without_out_says_it_writes_nothing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bptt", "train", *TINY],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no --out given: this run writes no files" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _exit_2_in_one_line(result) -> None:
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_attractor_refuses_bad_output_paths_in_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    small = ["--resolution", "5", "--steps", "3"]
+    for out in ("foo.txt", str(tmp_path / "afile" / "x.png"), "/proc/x.png", "/dev/null"):
+        _exit_2_in_one_line(runner.invoke(app, ["attractor", "--out", out, *small]))
+    # a directory gets attractor.png inside it; a bare name gets .png, and says so
+    done = runner.invoke(app, ["attractor", "--out", str(tmp_path), *small])
+    assert done.exit_code == 0 and f"figure: {tmp_path / 'attractor.png'}" in done.output
+    assert (tmp_path / "attractor.png").stat().st_size > 1000
+    assert not tmp_path.with_suffix(".png").exists()
+    done = runner.invoke(app, ["attractor", "--out", str(tmp_path / "plain"), *small])
+    assert done.exit_code == 0 and (tmp_path / "plain.png").is_file()
+    assert f"figure: {tmp_path / 'plain.png'}" in done.output
+
+
+cli_numbers = st.sampled_from(["-3", "0", "1", "2", "5", "1002", "10001", "100000", "x", "1.5"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=cli_numbers, res=cli_numbers)
+def test_attractor_answers_any_numbers_with_a_figure_or_one_line(tmp_path_factory, steps, res):
+    out = tmp_path_factory.mktemp("attractor") / "a.png"
+    args = ["attractor", "--out", str(out), "--steps", steps, "--resolution", res]
+    valid = steps in ("1", "2", "5", "1002") and res in ("2", "5")
+    result = runner.invoke(app, args)
+    if valid:
+        assert result.exit_code == 0, result.output
+        assert out.is_file()
+    else:
+        assert "Traceback" not in result.output and result.exit_code == 2, result.output
+
+
+def _run_dir_with(tmp_path, model_pt: object | None = None, config: str | None = None):
+    """A finished tiny run, then its files replaced as given."""
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", *TINY, "--out", str(out)]).exit_code == 0
+    if model_pt is not None:
+        if isinstance(model_pt, bytes):
+            (out / "model.pt").write_bytes(model_pt)
+        else:
+            torch.save(model_pt, out / "model.pt")
+    if config is not None:
+        (out / "config.toml").write_text(config)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("model_pt", "config", "needle"),
+    [
+        ([1, 2, 3], None, "holds a list, not a model's state_dict"),
+        (torch.zeros(3), None, "holds a Tensor"),
+        ({"cell.weight_hh": torch.zeros(2, 2)}, None, "does not fit the model"),
+        (b"\x00garbage", None, "does not load"),
+        (b"", None, "does not load"),
+        (None, "task = [", "not valid TOML"),
+        (None, 'task = "nonsense"\n', "task"),
+        (None, 'device = "cuda:7"\n', "device"),
+    ],
+)
+def test_diagnose_refuses_a_damaged_run_in_one_line(tmp_path, model_pt, config, needle):
+    result = runner.invoke(app, ["diagnose", str(_run_dir_with(tmp_path, model_pt, config))])
+    _exit_2_in_one_line(result)
+    assert needle in result.output
+
+
+def test_diagnose_refuses_bad_arguments_in_one_line(tmp_path):
+    out = _run_dir_with(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    for args in (
+        [str(tmp_path / "missing")],
+        [str(tmp_path / "afile")],
+        [str(out), "--probe", "0"],
+        [str(out), "--probe", "-4"],
+        [str(out), "--dependency-length", "0"],
+        [str(out), "--probe", "x"],
+    ):
+        result = runner.invoke(app, ["diagnose", *args])
+        assert "Traceback" not in result.output and result.exit_code == 2, result.output
+
+
+def test_diagnose_of_a_run_with_nan_weights_says_it_diverged(tmp_path):
+    out = _run_dir_with(tmp_path)
+    state = torch.load(out / "model.pt", weights_only=True)
+    state["cell.weight_hh"][0, 0] = float("nan")
+    torch.save(state, out / "model.pt")
+    result = runner.invoke(app, ["diagnose", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert found["verdict"] == "exploding" and "cell.weight_hh" in found["reasons"][0]

@@ -336,19 +336,24 @@ def _number_text(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def esn_command(out: Optional[Path] = None, **flags) -> None:  # noqa: UP045
+def esn_command(
+    out: Optional[Path] = None,  # noqa: UP045
+    overwrite: bool = False,
+    progress: bool = True,
+    **flags,
+) -> None:
     """Fit an echo state network (fixed reservoir, ridge readout) and write its run directory."""
     try:
         values = {k: v for k, v in flags.items() if v is not None}
         if out is not None:
             values["out"] = str(out)
-        summary = run_esn(ESNConfig.from_dict(values))
-    except ConfigError as err:
-        raise _fail(str(err)) from None
-    except ImportError as err:
+        summary = run_esn(ESNConfig.from_dict(values), overwrite=overwrite, progress=progress)
+    except (ConfigError, ImportError) as err:
         raise _fail(str(err)) from None
     for key, value in summary.items():
         _out.print(f"{key}: {_number_text(value)}")
+    if out is None:
+        _err.print("note: no --out given: this run writes no files", highlight=False)
 
 
 esn_command.__signature__ = inspect.Signature(
@@ -359,6 +364,18 @@ esn_command.__signature__ = inspect.Signature(
             inspect.Parameter.KEYWORD_ONLY,
             default=None,
             annotation=Annotated[Optional[Path], typer.Option(help="Run directory to write.")],  # noqa: UP045
+        ),
+        inspect.Parameter(
+            "overwrite",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[bool, typer.Option(help="Write into a directory holding a run.")],
+        ),
+        inspect.Parameter(
+            "progress",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=True,
+            annotation=Annotated[bool, typer.Option(help="Show the stages as they run.")],
         ),
     ]
 )
@@ -375,6 +392,8 @@ def attractor_command(
 ) -> None:
     """Draw the two-basin picture: the gradient vanishes inside a basin, explodes at its edge."""
     path = out / "attractor.png" if out.is_dir() else out
+    if path.exists() and not path.is_file():
+        raise _fail(f"out: {out} is neither a directory nor a regular file")
     if not path.suffix:
         path = path.with_suffix(".png")
     try:

@@ -20,9 +20,10 @@ from bptt.diagnose._jacobian import jacobian_norms, jacobian_product_norms, recu
 from bptt.diagnose._monitor import Monitor
 from bptt.diagnose._saturation import saturation
 from bptt.diagnose._spikes import SpikeDetector
-from bptt.diagnose._verdict import REMEDIES, Diagnosis, diagnose
+from bptt.diagnose._verdict import NUMBER_KEYS, REMEDIES, Diagnosis, diagnose
 
 __all__ = [
+    "NUMBER_KEYS",
     "REMEDIES",
     "Diagnosis",
     "Monitor",
