@@ -59,9 +59,11 @@ _TANH_SERIES = (
 
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
 def _tanh(value):
-    """tanh by arithmetic alone, so a loop over it vectorises: within 5e-16 relative of
-    ``np.tanh`` (tested). libm's tanh took 66 ns a call here and expm1 19 ns, more than
-    a step's share of the sparse product; this takes a few ns in a vectorised loop.
+    """tanh by arithmetic alone, so a loop over it vectorises. Relative to the true
+    tanh, by the rounding analysis in the tests: within 3 u (u = 2^-53) below |v| =
+    0.1, 4 u beyond |v| = 2, at most 92 u (1e-14) just above 0.1 (measured: 4 u).
+    libm's tanh took 66 ns a call here and expm1 19 ns, more than a step's share of
+    the sparse product; this takes a few ns in a vectorised loop.
 
     Above |v| = 0.1: (1 - e) / (1 + e) with e = e^{-2|v|}, where e^{-a} = 2^-n e^{-r}
     (a = n ln 2 + r, |r| <= ln 2 / 2; e^{-r} by its series to r^13; 2^-n from n's six
