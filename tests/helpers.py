@@ -12,6 +12,30 @@ DT = torch.float64
 CELL_KINDS = ("rnn-tanh", "rnn-relu", "lstm", "gru")
 
 
+def rounding_tol(ops: int, scale: float, dtype: torch.dtype = DT) -> float:
+    """The most two evaluations of one quantity may differ by rounding alone.
+
+    A result reached through ``ops`` roundings, whose terms add up to at most ``scale`` in
+    magnitude, is within gamma_ops * scale of the exact value (gamma_n = n u / (1 - n u),
+    u = eps / 2; Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., eq. 3.5),
+    whatever the order of the operations: another BLAS kernel, blocking, FMA or thread
+    count only moves the result within that bound. Two evaluations (two engines, ours
+    and torch's) therefore differ by at most ``ops * eps * scale``. Tolerances between
+    different computations come from this, never from what one machine printed; a wrong
+    sign or a missing term moves results by orders of magnitude more.
+
+    Args:
+        ops: the roundings on the longest path to one result (terms of the longest sum,
+            steps of a recurrence times the roundings of each step, ...).
+        scale: a bound on the sum of the magnitudes of the terms (not of the result).
+        dtype: the working precision.
+
+    Returns:
+        The absolute tolerance.
+    """
+    return ops * torch.finfo(dtype).eps * scale
+
+
 def make_cell(kind: str, input_size: int = 3, hidden_size: int = 5, dtype=DT) -> nn.Module:
     """A built-in cell by short name."""
     if kind == "rnn-tanh":

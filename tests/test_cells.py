@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import bptt
-from helpers import DT, make_cell, plain_loop
+from helpers import DT, make_cell, plain_loop, rounding_tol
 
 TORCH_CELL = {
     "rnn-tanh": nn.RNNCell,
@@ -16,6 +16,21 @@ TORCH_CELL = {
     "gru": nn.GRUCell,
 }
 TORCH_LAYER = {"rnn-tanh": nn.RNN, "rnn-relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+# Ours and torch's agree to rounding (helpers.rounding_tol); F = 3, H = 5, float64,
+# |weights| <= 1/sqrt(H). One step: a pre-activation sums F + H products and 2 biases, the
+# gates, nonlinearities and state update add at most 8 roundings; its terms (and the LSTM's
+# f c + i g) add up to < 4 here (|x|, |h|, |c| < 3). A wrong gate order or sign is off by > 1e-2.
+PER_STEP = 3 + 5 + 2 + 8
+STEP_ATOL = rounding_tol(PER_STEP, 4.0)  # 1.6e-14
+# Over T = 9 steps each step's error is carried on with a factor < 1 (one-step Jacobian norms
+# 0.6-1.2, their product over the sequence < 0.15); pre-activation terms add up to < 2.3 (< 4).
+STEPS = 9
+LAYER_ATOL = rounding_tol(STEPS * PER_STEP, 4.0)  # 1.4e-13
+# Gradients: that forward, per step a backward sum over the 4H (LSTM) pre-activation gradients
+# with 9 more roundings, and B T = 18 products summed into a parameter's gradient, whose
+# magnitudes add up to < 50: 4.8e-12.
+GRAD_ATOL = rounding_tol(STEPS * (PER_STEP + 4 * 5 + 9) + 2 * STEPS, 50.0)
 
 
 def _torch_kwargs(kind: str) -> dict:
@@ -34,12 +49,12 @@ def test_state_dicts_load_both_ways_and_steps_match(kind, bias, gen):
     h = torch.randn(4, 5, generator=gen, dtype=DT)
     state = (h, torch.randn(4, 5, generator=gen, dtype=DT)) if kind == "lstm" else h
     ours_out, theirs_out = ours(x, state), theirs(x, state)
-    torch.testing.assert_close(ours_out, theirs_out, rtol=0, atol=1e-14)
+    torch.testing.assert_close(ours_out, theirs_out, rtol=0, atol=STEP_ATOL)
 
     # and back: a fresh torch cell takes our (re-drawn) weights
     ours.reset_parameters()
     theirs.load_state_dict(ours.state_dict())
-    torch.testing.assert_close(ours(x, state), theirs(x, state), rtol=0, atol=1e-14)
+    torch.testing.assert_close(ours(x, state), theirs(x, state), rtol=0, atol=STEP_ATOL)
 
 
 @pytest.mark.parametrize("kind", TORCH_LAYER)
@@ -50,17 +65,17 @@ def test_unroll_matches_torch_layer_outputs_and_gradients(kind, engine, gen):
     with torch.no_grad():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(layer, f"{name}_l0").copy_(getattr(cell, name))
-    x = torch.randn(2, 9, 3, generator=gen, dtype=DT)
-    w = torch.randn(2, 9, 5, generator=gen, dtype=DT)
+    x = torch.randn(2, STEPS, 3, generator=gen, dtype=DT)
+    w = torch.randn(2, STEPS, 5, generator=gen, dtype=DT)
 
     ours, _ = bptt.unroll(cell, x, engine=engine)
     theirs, _ = layer(x)
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-13)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=LAYER_ATOL)
     (ours * w).sum().backward()
     (theirs * w).sum().backward()
     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
         torch.testing.assert_close(
-            getattr(cell, name).grad, getattr(layer, f"{name}_l0").grad, rtol=0, atol=1e-12
+            getattr(cell, name).grad, getattr(layer, f"{name}_l0").grad, rtol=0, atol=GRAD_ATOL
         )
 
 

@@ -41,6 +41,8 @@ def test_clip_grad_norm_matches_torch(norm_type, foreach, max_norm, gen):
     theirs = copy.deepcopy(ours)
     n_ours = clip_grad_norm_(ours, max_norm, norm_type, foreach=foreach)
     n_theirs = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type, foreach=foreach)
+    # exact on any CPU: both call the same torch kernels (_foreach_norm or vector_norm, stack,
+    # vector_norm, clamp, _foreach_mul_ or mul_) on the same tensors in the same order
     torch.testing.assert_close(n_ours, n_theirs, rtol=0, atol=0)
     for a, b in zip(ours, theirs, strict=True):
         assert (a.grad is None) == (b.grad is None)
