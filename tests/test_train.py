@@ -112,22 +112,38 @@ def test_a_registered_user_cell_trains_through_the_config():
         bptt.cells.register_cell("test-leaky", _Leaky)
     except ValueError:  # already registered by an earlier run in this process
         pass
-    result = bptt.train({**SMALL, "cell": "test-leaky", "steps": 300, "length": 4, "lr": 1e-2})
+    # lr 3e-2: 0.03 of the baseline at seed 0 (9 of 10 seeds < 0.06), with initial weights
+    # scaled by 1 + 1e-6 N(0, 1) (far more than another CPU's rounding) the same to 4 digits
+    result = bptt.train({**SMALL, "cell": "test-leaky", "steps": 300, "length": 4, "lr": 3e-2})
     assert result.summary["final_loss"] < 0.5 * result.summary["baseline_loss"]
     with pytest.raises(ValueError, match="already exists"):
         bptt.cells.register_cell("test-leaky", _Leaky)
 
 
-def test_the_bench_clipping_demonstration_holds():
-    """Without clipping the run goes non-finite; clipped, the same seed learns the task."""
+def test_the_bench_clipping_demonstration_holds(tmp_path):
+    """Without clipping the run goes non-finite; clipped, the same seed learns the task.
+
+    Both runs are float32 and chaotic: another CPU's rounding (or initial weights scaled by
+    1 + 1e-6 N(0, 1), as measured) changes their details from about step 200 on, so only
+    what every such run shares is asserted.
+    """
     from bptt.bench import CLIP_DEMO
 
-    unclipped = bptt.train({**CLIP_DEMO, "clip": "none", "steps": 100, "threads": 1})
-    assert unclipped.summary["nonfinite_steps"] > 50 and unclipped.summary["diverged"]
-    clipped = bptt.train({**CLIP_DEMO, "clip": "percentile", "threads": 1})
+    unclipped = bptt.train({**CLIP_DEMO, "clip": "none", "steps": 100, "threads": 1}).summary
+    # The first non-finite step comes at 13-17 (over seeds, perturbed starts and CPU kernels),
+    # and no step after it is finite: 84-87 of 100. It ends at a loss of inf, or (seed 3) of
+    # 2e32 with every gradient overflowing, so `diverged` (a non-finite end) is not asserted.
+    assert unclipped["nonfinite_steps"] > 50
+    assert not unclipped["final_loss"] < 1e3 * unclipped["baseline_loss"]
+    clipped = bptt.train({**CLIP_DEMO, "clip": "percentile", "threads": 1, "out": str(tmp_path)})
     summary = clipped.summary
     assert summary["nonfinite_steps"] == 0 and summary["clipped_steps"] > 0
-    assert summary["final_loss"] < 0.1 * summary["baseline_loss"]  # learned, not a plateau
+    # Learned, not a plateau (~1): from step 600 SGD at lr 0.5 keeps the test loss moving between
+    # 0.03 and 0.15 of the baseline, so the last evaluation alone crosses 0.1 in 2 of 7 perturbed
+    # runs; the best of the ten evaluations is 0.03-0.06 in every one, and the last below 0.15.
+    rows = [r for r in _metrics(tmp_path) if r["test_loss"] != ""]
+    tested = [float(r["test_loss"]) / summary["baseline_loss"] for r in rows]
+    assert len(tested) == 10 and min(tested) < 0.1 and tested[-1] < 0.5
 
 
 def test_a_run_stopped_by_a_nonfinite_step_logs_it_first(tmp_path):
