@@ -26,7 +26,7 @@ STEPS, PER_STEP = 11, 3 + 5 + 2 + 8
 BACK_PER_STEP = 4 * 5 + 9
 # Outputs: every step's error is carried on with a factor < 1 (one-step Jacobian norms 0.6-1.1,
 # their product over T < 0.05), so T * PER_STEP roundings of terms that add up to < 4
-# (|x| < 3, |h| < 1.4): 1.4e-13. A wrong gate or sign moves outputs by > 1e-2.
+# (|x| < 3, |h| < 1.4): 1.8e-13. A wrong gate or sign moves outputs by > 1e-2.
 OUT_ATOL = rounding_tol(STEPS * PER_STEP, 4.0)
 # Gradients (and the taps' norms of dL/dh_t): the forward, T backward steps, and the B T = 44
 # products summed into a parameter's gradient, whose magnitudes add up to < 50 (14-45 here): 6e-12.
