@@ -28,7 +28,7 @@ HISTORY = 1000
 
 
 def lstm_parameters() -> list[nn.Parameter]:
-    model = bptt.SequenceModel(bptt.cells.LSTM(1, 256), 10)
+    model = bptt.SequenceModel(bptt.cells.LSTMCell(1, 256), 10)
     return list(model.parameters())
 
 

@@ -26,7 +26,7 @@ import bptt
 from bptt.precision import flush_denormal
 from bptt.taps import RecordNorms
 
-OURS = {"rnn": bptt.cells.RNN, "lstm": bptt.cells.LSTM, "gru": bptt.cells.GRU}
+OURS = {"rnn": bptt.cells.RNNCell, "lstm": bptt.cells.LSTMCell, "gru": bptt.cells.GRUCell}
 THEIRS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 

@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bptt.reservoir import Reservoir, Ridge, japanese_vowels, mackey_glass
-from bptt.reservoir._esn import ESN_TASK_DEFAULTS
+from bptt.run import ESN_TASK_DEFAULTS
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -24,7 +24,7 @@ from rich.progress import track
 from rich.table import Table
 
 from bptt.reservoir import Reservoir, Ridge, japanese_vowels
-from bptt.reservoir._esn import ESN_TASK_DEFAULTS
+from bptt.run import ESN_TASK_DEFAULTS
 
 GRID = {
     "units": (250, 500),

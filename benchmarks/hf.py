@@ -76,7 +76,7 @@ def _timed(work, repeats: int) -> float:
 def _product_costs(length: int, batch: int, repeats: int) -> tuple[float, float, float]:
     """Seconds per gradient; forward-mode and reverse-mode product costs in gradients."""
     torch.manual_seed(0)
-    model = bptt.SequenceModel(bptt.cells.RNN(2, HIDDEN), 1, engine="generic")
+    model = bptt.SequenceModel(bptt.cells.RNNCell(2, HIDDEN), 1, engine="generic")
     x, y = torch.randn(batch, length, 2), torch.randn(batch, 1)
     params = list(model.parameters())
 

@@ -1,6 +1,6 @@
 """Steps to solve, per method: adding at T in {100, 200} and copy at T in {50, 100}.
 
-Each run trains one method (``bptt.methods``) on one task until an evaluation (every
+Each run trains one recipe (``bptt.run.RECIPES``) on one task until an evaluation (every
 100 steps) finds it solved, or the step budget runs out; two runs at a time, one
 thread each. The table gives the first solved step, or "-" when the budget ended
 first, and the final test loss against the baseline. Results go to
@@ -22,7 +22,7 @@ from rich.table import Table
 
 import bptt
 from _matrix import optional_int, run_matrix
-from bptt.methods import METHODS
+from bptt.run import RECIPES
 
 SETTINGS = (("adding", 100), ("adding", 200), ("copy", 50), ("copy", 100))
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=int, default=10_000)
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(RECIPES))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/methods"))
     args = parser.parse_args()

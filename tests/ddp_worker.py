@@ -21,7 +21,7 @@ BATCH, STEPS, LENGTH = 16, 12, 6
 def train(rank: int | None, world: int) -> dict:
     """STEPS of SGD with adaptive clipping; rank None trains one process on full batches."""
     torch.manual_seed(0)
-    model = bptt.SequenceModel(bptt.cells.RNN(2, 8, dtype=torch.float64), 1)
+    model = bptt.SequenceModel(bptt.cells.RNNCell(2, 8, dtype=torch.float64), 1)
     net = model if rank is None else DistributedDataParallel(model)
     policies = [Percentile(50), ZScore(z=1.0, warmup=3)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)

@@ -39,13 +39,13 @@ def rounding_tol(ops: int, scale: float, dtype: torch.dtype = DT) -> float:
 def make_cell(kind: str, input_size: int = 3, hidden_size: int = 5, dtype=DT) -> nn.Module:
     """A built-in cell by short name."""
     if kind == "rnn-tanh":
-        return bptt.cells.RNN(input_size, hidden_size, "tanh", dtype=dtype)
+        return bptt.cells.RNNCell(input_size, hidden_size, "tanh", dtype=dtype)
     if kind == "rnn-relu":
-        return bptt.cells.RNN(input_size, hidden_size, "relu", dtype=dtype)
+        return bptt.cells.RNNCell(input_size, hidden_size, "relu", dtype=dtype)
     if kind == "lstm":
-        return bptt.cells.LSTM(input_size, hidden_size, dtype=dtype)
+        return bptt.cells.LSTMCell(input_size, hidden_size, dtype=dtype)
     if kind == "gru":
-        return bptt.cells.GRU(input_size, hidden_size, dtype=dtype)
+        return bptt.cells.GRUCell(input_size, hidden_size, dtype=dtype)
     raise ValueError(kind)
 
 

@@ -95,12 +95,12 @@ def test_zero_state_default_equals_explicit_zeros(kind, gen):
 )
 def test_bad_sizes_are_rejected(args, message):
     with pytest.raises(ValueError, match=message):
-        bptt.cells.GRU(*args)
+        bptt.cells.GRUCell(*args)
 
 
 def test_bad_nonlinearity_is_rejected():
     with pytest.raises(ValueError, match="nonlinearity"):
-        bptt.cells.RNN(3, 4, nonlinearity="sigmoid")
+        bptt.cells.RNNCell(3, 4, nonlinearity="sigmoid")
 
 
 def test_user_cell_without_size_gets_a_clear_error():

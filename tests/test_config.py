@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bptt.config import ConfigError, TrainConfig, load_toml
+from bptt.run import ConfigError, TrainConfig, load_toml
 
 
 def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):
@@ -64,7 +64,7 @@ def test_unreadable_or_invalid_toml_is_a_config_error(tmp_path):
         load_toml(bad)
 
 
-_FIELDS = [f for f in TrainConfig.__dataclass_fields__ if f != "device"]
+_FIELDS = [f for f in TrainConfig.model_fields if f != "device"]
 _ANY_VALUE = st.one_of(
     st.none(),
     st.booleans(),

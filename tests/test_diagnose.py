@@ -65,12 +65,12 @@ def test_horizon_and_underflow_follow_the_rate(gen):
 
 def test_verdicts_for_the_classic_cases(gen):
     torch.manual_seed(0)
-    small = bptt.cells.RNN(1, 32)
+    small = bptt.cells.RNNCell(1, 32)
     with torch.no_grad():
         small.weight_hh.mul_(0.1)
     assert diagnose(small, torch.randn(8, 50, 1, generator=gen)).verdict == "vanishing"
 
-    relu = bptt.cells.RNN(1, 16, nonlinearity="relu")
+    relu = bptt.cells.RNNCell(1, 16, nonlinearity="relu")
     with torch.no_grad():
         relu.weight_hh.copy_(1.5 * torch.eye(16))
         relu.weight_ih.abs_()
@@ -82,7 +82,7 @@ def test_verdicts_for_the_classic_cases(gen):
     assert abs(result.numbers["gamma"] - 1.5) < 0.01
     assert any("clip" in remedy for remedy in result.remedies)
 
-    lstm = bptt.cells.LSTM(1, 32)
+    lstm = bptt.cells.LSTMCell(1, 32)
     with torch.no_grad():
         lstm.bias_ih[32:64].fill_(3.0)  # forget gate
         lstm.bias_hh[32:64].zero_()
@@ -101,7 +101,7 @@ def test_dependency_longer_than_the_probe_is_extrapolated(gen):
 
 
 def test_recurrent_spectrum_per_gate():
-    cell = bptt.cells.GRU(2, 3, dtype=DT)
+    cell = bptt.cells.GRUCell(2, 3, dtype=DT)
     with torch.no_grad():
         cell.weight_hh.copy_(torch.cat([k * torch.eye(3, dtype=DT) for k in (1.0, 2.0, 0.5)]))
     spectrum = recurrent_spectrum(cell)
@@ -111,7 +111,7 @@ def test_recurrent_spectrum_per_gate():
 
 
 def test_saturation_counts_saturated_and_dead_units(gen):
-    relu = bptt.cells.RNN(1, 8, nonlinearity="relu", dtype=DT)
+    relu = bptt.cells.RNNCell(1, 8, nonlinearity="relu", dtype=DT)
     with torch.no_grad():
         relu.weight_hh.zero_()
         relu.weight_ih.fill_(1.0)
@@ -120,7 +120,7 @@ def test_saturation_counts_saturated_and_dead_units(gen):
     x = torch.cat([torch.ones(2, 3, 1, dtype=DT), -torch.ones(2, 2, 1, dtype=DT)], 1)
     dead = saturation(relu, x)["dead"]
     torch.testing.assert_close(dead, torch.tensor([0, 0, 0, 1, 1], dtype=DT))
-    tanh = bptt.cells.RNN(1, 4, dtype=DT)
+    tanh = bptt.cells.RNNCell(1, 4, dtype=DT)
     with torch.no_grad():
         tanh.weight_ih.fill_(100.0)
     assert saturation(tanh, torch.ones(1, 3, 1, dtype=DT))["tanh"].min() > 0.5
@@ -160,7 +160,7 @@ def test_every_injected_spike_is_found_and_smooth_curves_raise_no_alarm(curve, d
 
 
 def test_monitor_rows_and_the_nonfinite_locator(gen):
-    model = bptt.SequenceModel(bptt.cells.GRU(1, 6, dtype=DT), 1)
+    model = bptt.SequenceModel(bptt.cells.GRUCell(1, 6, dtype=DT), 1)
     monitor = Monitor(model, min_history=2, locate_steps=True)
     x, y = torch.randn(3, 9, 1, generator=gen, dtype=DT), torch.randn(3, 1, generator=gen, dtype=DT)
 

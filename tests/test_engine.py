@@ -220,7 +220,7 @@ def test_auto_picks_fast_for_builtin_cells_and_generic_for_others(gen):
     out, _ = bptt.unroll(make_cell("gru"), x, engine="generic")
     assert "GRUSequence" not in str(out.grad_fn)
 
-    class Sub(bptt.cells.RNN):  # a subclass may change forward: never the fast path
+    class Sub(bptt.cells.RNNCell):  # a subclass may change forward: never the fast path
         pass
 
     with pytest.raises(ValueError, match="engine='fast'"):
@@ -301,7 +301,7 @@ def test_initial_state_gradient_flows_through_both_engines(gen):
 )
 def test_bad_input_gets_a_clear_error(x, kwargs, error, message):
     with pytest.raises(error, match=message):
-        bptt.unroll(bptt.cells.RNN(3, 4), x, **kwargs)
+        bptt.unroll(bptt.cells.RNNCell(3, 4), x, **kwargs)
 
 
 def test_a_tap_that_changes_the_structure_is_reported(gen):
@@ -390,6 +390,6 @@ def test_a_state_of_the_wrong_shape_or_dtype_is_refused(kind, state, message):
 def test_an_input_of_another_dtype_than_the_cell_is_a_clear_error(engine):
     # found by hypothesis: a float64 input to a float32 cell fell through to the generic
     # engine and failed inside the cell with torch's matmul message
-    cell = bptt.cells.GRU(3, 4)
+    cell = bptt.cells.GRUCell(3, 4)
     with pytest.raises(ValueError, match=r"x has dtype torch.float64 but the cell's parameters"):
         bptt.unroll(cell, torch.zeros(1, 1, 3, dtype=torch.float64), engine=engine)

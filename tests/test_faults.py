@@ -17,10 +17,14 @@ from pathlib import Path
 import pytest
 
 import bptt
-from bptt.checkpoint import Checkpoints
-from bptt.config import ConfigError
-from bptt.rundir import RunDirectory, RunDirectoryBusy
-from bptt.train import RunDirectoryError, RunStopped
+from bptt.run import (
+    Checkpoints,
+    ConfigError,
+    RunDirectory,
+    RunDirectoryBusy,
+    RunDirectoryError,
+    RunStopped,
+)
 from run_files import assert_same_run, params
 
 RUN = {"task": "adding", "length": 8, "cell": "lstm", "hidden": 8, "steps": 40, "threads": 1}
@@ -59,7 +63,7 @@ def test_a_second_writer_is_refused_and_the_lock_dies_with_its_holder(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from bptt.rundir import RunDirectory; "
+            "import sys, time; from bptt.run import RunDirectory; "
             "RunDirectory(sys.argv[1]); print('locked', flush=True); time.sleep(600)",
             str(tmp_path),
         ],
@@ -120,11 +124,11 @@ def test_two_runs_started_at_once_on_one_directory_exactly_one_runs(tmp_path):
 # Every write of a run directory goes through these (checked below against a real
 # full file system as well).
 WRITERS = (
-    ("bptt.rundir", "append_text"),
-    ("bptt.rundir", "atomic_write_text"),
-    ("bptt.rundir", "atomic_torch_save"),
-    ("bptt.checkpoint", "atomic_write_bytes"),
-    ("bptt.checkpoint", "atomic_write_text"),
+    ("bptt.run._rundir", "append_text"),
+    ("bptt.run._rundir", "atomic_write_text"),
+    ("bptt.run._rundir", "atomic_torch_save"),
+    ("bptt.run._checkpoint", "atomic_write_bytes"),
+    ("bptt.run._checkpoint", "atomic_write_text"),
 )
 
 

@@ -32,7 +32,7 @@ def test_torch_cells_unroll_without_a_state_as_torch_runs_them(kind, gen):
 
 
 def test_the_finite_scan_of_the_inputs_is_asked_for(gen):
-    cell = bptt.cells.GRU(2, 3)
+    cell = bptt.cells.GRUCell(2, 3)
     x = torch.randn(2, 5, 2, generator=gen)
     x[1, 3, 0] = math.nan
     outputs, _ = bptt.unroll(cell, x)  # by default no scan: the NaN flows to the outputs
@@ -42,7 +42,7 @@ def test_the_finite_scan_of_the_inputs_is_asked_for(gen):
 
 
 def test_a_model_with_nan_weights_is_diagnosed_as_exploding_not_a_linalg_error(gen):
-    model = bptt.SequenceModel(bptt.cells.LSTM(2, 8), 1)
+    model = bptt.SequenceModel(bptt.cells.LSTMCell(2, 8), 1)
     with torch.no_grad():
         model.cell.weight_hh[3, 1] = math.nan
         model.head.weight[0, 0] = math.inf
@@ -58,7 +58,7 @@ def test_diagnose_refuses_what_is_not_a_model_or_a_probe(gen):
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         diagnose("lstm", torch.randn(2, 5, 1))
     with pytest.raises(ValueError, match=r"x must be a probe batch of shape \(B, T, F\)"):
-        diagnose(bptt.cells.RNN(1, 4), torch.randn(5, 1))
+        diagnose(bptt.cells.RNNCell(1, 4), torch.randn(5, 1))
 
 
 def test_the_diagnosis_always_has_its_stable_keys(gen):
@@ -115,7 +115,7 @@ def test_drawing_the_figure_leaves_the_callers_backend_alone(tmp_path):
 
 
 def test_require_generic_picks_autograd_for_auto_and_refuses_fast(gen):
-    cell = bptt.cells.LSTM(2, 4, dtype=DT)
+    cell = bptt.cells.LSTMCell(2, 4, dtype=DT)
     x = torch.randn(2, 6, 2, generator=gen, dtype=DT)
     fast, _ = bptt.unroll(cell, x)
     with require_generic("the graph is differentiated twice"):

@@ -27,7 +27,7 @@ B, T, F, H, OUT = 5, 6, 2, 3, 4  # the tiny model's batch, steps, inputs, hidden
 
 def _tiny(gen):
     torch.manual_seed(0)
-    model = bptt.SequenceModel(bptt.cells.RNN(F, H, dtype=DT), OUT, engine="generic")
+    model = bptt.SequenceModel(bptt.cells.RNNCell(F, H, dtype=DT), OUT, engine="generic")
     x = torch.randn(B, T, F, generator=gen, dtype=DT)
     return model, x
 
@@ -351,7 +351,7 @@ def test_bad_settings_are_rejected_by_name(kwargs, error, name):
 def test_hf_trains_the_default_model_from_a_closure_of_loss_and_outputs(with_module, gen):
     """The issue's case: ``HessianFree(model.parameters())`` on a model built with the
     default engine ("auto", fast where it can), the closure returning (loss, outputs)."""
-    model = bptt.SequenceModel(bptt.cells.RNN(2, 16), 1)
+    model = bptt.SequenceModel(bptt.cells.RNNCell(2, 16), 1)
     x = torch.randn(32, 10, 2, generator=gen)  # (B, T, F)
     y = x.sum(dim=(1, 2)).unsqueeze(1)  # (B, 1): the sum of the inputs
     opt = HessianFree(model.parameters(), module=model if with_module else None)
@@ -370,7 +370,7 @@ def test_hf_trains_the_default_model_from_a_closure_of_loss_and_outputs(with_mod
 
 
 def test_a_model_built_with_the_fast_engine_is_refused(gen):
-    model = bptt.SequenceModel(bptt.cells.RNN(2, 4), 1, engine="fast")
+    model = bptt.SequenceModel(bptt.cells.RNNCell(2, 4), 1, engine="fast")
     x, y = torch.randn(8, 5, 2, generator=gen), torch.randn(8, 1, generator=gen)
     with pytest.raises(ValueError, match=r"engine='fast'.*'auto'"):
         HessianFree(model.parameters(), module=model)

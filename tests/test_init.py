@@ -9,10 +9,9 @@ import torch
 
 import bptt
 from bptt import init
-from bptt.config import TrainConfig
 from bptt.diagnose import gradient_by_distance
+from bptt.run import TrainConfig, build_model
 from bptt.tasks import make_task
-from bptt.train import build_model
 from helpers import DT, grads_of, loss_of, plain_loop, rounding_tol
 
 
@@ -39,7 +38,7 @@ def test_spectral_radius_is_exact(rho, gen):
 
 
 def test_forget_bias_and_chrono(gen):
-    lstm = bptt.cells.LSTM(2, 16, dtype=DT)
+    lstm = bptt.cells.LSTMCell(2, 16, dtype=DT)
     init.forget_bias_(lstm, 1.0)
     assert torch.equal(lstm.bias_ih[16:32], torch.ones(16, dtype=DT))
     assert torch.equal(lstm.bias_hh[16:32], torch.zeros(16, dtype=DT))
@@ -47,14 +46,14 @@ def test_forget_bias_and_chrono(gen):
     forget, inputs = lstm.bias_ih[16:32], lstm.bias_ih[:16]
     assert (forget >= 0).all() and (forget <= math.log(99)).all()
     assert torch.equal(inputs, -forget) and lstm.bias_hh[:32].abs().sum() == 0
-    gru = init.chrono_(bptt.cells.GRU(2, 8), 50, generator=gen)
+    gru = init.chrono_(bptt.cells.GRUCell(2, 8), 50, generator=gen)
     assert (gru.bias_ih[8:16] <= math.log(49)).all() and (gru.bias_ih[8:16] >= 0).all()
     with pytest.raises(ValueError, match="gate"):
-        init.forget_bias_(bptt.cells.RNN(2, 4))
+        init.forget_bias_(bptt.cells.RNNCell(2, 4))
 
 
 def test_orthogonal_rnn_stays_orthogonal_through_training(gen):
-    cell = bptt.cells.OrthogonalRNN(2, 16)
+    cell = bptt.cells.OrthogonalRNNCell(2, 16)
     model = bptt.SequenceModel(cell, 1)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(200):
@@ -77,7 +76,7 @@ def test_orthogonal_rnn_stays_orthogonal_through_training(gen):
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu", "modrelu"])
 def test_orthogonal_rnn_engines_agree(nonlinearity, gen):
-    cell = bptt.cells.OrthogonalRNN(3, 5, nonlinearity, dtype=DT)
+    cell = bptt.cells.OrthogonalRNNCell(3, 5, nonlinearity, dtype=DT)
     x = torch.randn(4, 9, 3, generator=gen, dtype=DT, requires_grad=True)
     w = torch.randn(4, 9, 5, generator=gen, dtype=DT)
     results = []
@@ -102,7 +101,7 @@ def test_orthogonal_rnn_engines_agree(nonlinearity, gen):
 
 
 def test_skip_rnn_reaches_back_through_its_shortcut(gen):
-    cell = bptt.cells.SkipRNN(1, 4, skips=(1, 3), dtype=DT)
+    cell = bptt.cells.SkipRNNCell(1, 4, skips=(1, 3), dtype=DT)
     with torch.no_grad():
         cell.weight_skips[0].zero_()  # only the shortcut from 3 steps back
     x = torch.randn(2, 7, 1, generator=gen, dtype=DT, requires_grad=True)
@@ -111,7 +110,7 @@ def test_skip_rnn_reaches_back_through_its_shortcut(gen):
     reached = x.grad[0, :, 0].abs() > 0
     assert reached.tolist() == [True, False, False, True, False, False, True]
     with pytest.raises(ValueError, match="distinct"):
-        bptt.cells.SkipRNN(1, 4, skips=(2, 2))
+        bptt.cells.SkipRNNCell(1, 4, skips=(2, 2))
 
 
 def test_at_initialisation_the_remedies_reach_200_steps_back():
@@ -130,9 +129,9 @@ def test_at_initialisation_the_remedies_reach_200_steps_back():
 def test_methods_fill_unset_fields_and_refuse_another_cell():
     config = TrainConfig.from_dict({"method": "irnn", "lr": 5e-4})
     assert (config.cell, config.lr, config.clip_norm) == ("irnn", 5e-4, 1.0)
-    with pytest.raises(bptt.config.ConfigError) as info:
+    with pytest.raises(bptt.run.ConfigError) as info:
         TrainConfig.from_dict({"method": "irnn", "cell": "lstm"})
     assert info.value.field == "cell"
-    with pytest.raises(bptt.config.ConfigError) as info:
+    with pytest.raises(bptt.run.ConfigError) as info:
         TrainConfig.from_dict({"method": "transformer"})
     assert info.value.field == "method"

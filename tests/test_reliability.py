@@ -20,8 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bptt
-from bptt.checkpoint import CheckpointError, Checkpoints, load_checkpoint
-from bptt.config import ConfigError
+from bptt.run import CheckpointError, Checkpoints, ConfigError, load_checkpoint
 from run_files import params, rows
 
 RUN = ["--task", "adding", "--length", "12", "--cell", "lstm", "--hidden", "16"]
@@ -138,7 +137,7 @@ def test_any_truncation_of_a_checkpoint_is_detected(tmp_path_factory, cut):
 
 
 def test_a_failed_checkpoint_write_keeps_the_earlier_ones_and_is_reported(tmp_path, monkeypatch):
-    import bptt.checkpoint as checkpoint
+    import bptt.run._checkpoint as checkpoint
 
     real = checkpoint.atomic_write_bytes
     calls = {"n": 0}
@@ -166,7 +165,7 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
     bptt.train({**config, "checkpoint_every": 10, "threads": 1, "out": str(tmp_path)})
     toml = (tmp_path / "config.toml").read_text().replace("hidden = 4", "hidden = 5")
     (tmp_path / "config.toml").write_text(toml)
-    with pytest.raises(bptt.config.ConfigError, match="hidden is 4 there and 5 here"):
+    with pytest.raises(bptt.run.ConfigError, match="hidden is 4 there and 5 here"):
         bptt.train.__globals__["resume"](tmp_path)
 
 
@@ -179,7 +178,7 @@ dtypes = st.sampled_from([torch.float32, torch.float64, torch.int64, torch.bool]
 @settings(max_examples=300, deadline=None)
 @given(shape=shapes, dtype=dtypes, poison=st.sampled_from([None, math.nan, math.inf]))
 def test_unroll_answers_any_input_with_a_result_or_a_clear_error(shape, dtype, poison):
-    cell = bptt.cells.GRU(3, 4)
+    cell = bptt.cells.GRUCell(3, 4)
     x = torch.zeros(shape, dtype=dtype)
     poisoned = poison is not None and x.numel() > 0 and dtype.is_floating_point
     if poisoned:
@@ -224,7 +223,7 @@ flags = st.sampled_from(
 @settings(max_examples=60, deadline=None)
 @given(flag=flags, value=flag_values)
 def test_any_bad_flag_is_a_one_line_error_with_exit_code_2(flag, value):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from bptt.cli import app
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bptt.reservoir import Reservoir, Ridge, generate, mackey_glass, nrmse, series_features
-from bptt.reservoir._esn import run_esn
+from bptt.run import run_esn
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -409,7 +409,7 @@ def test_the_vowels_task_pads_at_the_front():
 
 
 def test_bptt_esn_command(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from bptt.cli import app
 
@@ -746,8 +746,7 @@ _SMALL = {"units": 60, "steps": 600, "train_steps": 400, "washout": 50, "free_st
 
 
 def test_each_task_has_its_own_defaults_and_refuses_the_others_settings():
-    from bptt.config import ConfigError
-    from bptt.reservoir._esn import ESN_TASK_DEFAULTS, ESNConfig
+    from bptt.run import ESN_TASK_DEFAULTS, ConfigError, ESNConfig
 
     for task, defaults in ESN_TASK_DEFAULTS.items():
         config = ESNConfig(task=task)
@@ -764,8 +763,7 @@ def test_each_task_has_its_own_defaults_and_refuses_the_others_settings():
 
 
 def test_the_run_directory_records_the_settings_used_and_is_not_overwritten(tmp_path):
-    from bptt.config import ConfigError, load_toml
-    from bptt.reservoir._esn import ESNConfig
+    from bptt.run import ConfigError, ESNConfig, load_toml
 
     out = tmp_path / "run"
     first = run_esn({**_SMALL, "out": str(out)})
@@ -787,7 +785,7 @@ def test_the_run_directory_records_the_settings_used_and_is_not_overwritten(tmp_
 
 
 def test_a_reservoir_with_no_cycle_names_the_setting_to_change():
-    from bptt.config import ConfigError
+    from bptt.run import ConfigError
 
     # a 1-unit W is its one entry: nonzero with probability density (seed 0 draws none)
     with pytest.raises(ValueError, match="raise density or units") as info:
@@ -802,7 +800,7 @@ def test_a_reservoir_with_no_cycle_names_the_setting_to_change():
 def test_run_esn_shows_each_stage_when_asked(monkeypatch):
     from rich.progress import Progress
 
-    from bptt.reservoir import _esn
+    from bptt.run import _esn
 
     shown, finished = [], []
 

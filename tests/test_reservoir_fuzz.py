@@ -19,7 +19,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bptt.config import ConfigError
 from bptt.reservoir import (
     Reservoir,
     Ridge,
@@ -29,7 +28,7 @@ from bptt.reservoir import (
     nrmse,
     series_features,
 )
-from bptt.reservoir._esn import ESNConfig, run_esn
+from bptt.run import ConfigError, ESNConfig, run_esn
 
 # --- values of every kind --------------------------------------------------------------
 
@@ -372,7 +371,7 @@ def _bad_outs(tmp: Path) -> dict[str, list[str]]:
     ],
 )
 def test_a_bad_bptt_esn_setting_is_one_line_and_exit_code_2(args, field):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from bptt.cli import app
 
@@ -383,7 +382,7 @@ def test_a_bad_bptt_esn_setting_is_one_line_and_exit_code_2(args, field):
 
 
 def test_a_bad_bptt_esn_out_is_one_line_and_exit_code_2(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from bptt.cli import app
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import bptt
-import bptt.config
+import bptt.run
 from helpers import CELL_KINDS, DT, make_cell, rounding_tol
 
 
@@ -192,7 +192,7 @@ def test_stream_training_records_k1_and_k2(tmp_path):
     ],
 )
 def test_truncation_settings_are_checked(values, field):
-    with pytest.raises(bptt.config.ConfigError) as info:
+    with pytest.raises(bptt.run.ConfigError) as info:
         bptt.TrainConfig.from_dict(values)
     assert info.value.field == field
 

@@ -11,11 +11,9 @@ import torch
 from torch import nn
 
 import bptt
-from bptt.config import ConfigError, TrainConfig
 from bptt.precision import flushing_denormals
-from bptt.rundir import METRIC_FIELDS
+from bptt.run import METRIC_FIELDS, ConfigError, TrainConfig, build_model
 from bptt.tasks import make_task
-from bptt.train import build_model
 
 SMALL = {"task": "adding", "length": 8, "cell": "rnn", "hidden": 8, "steps": 30, "log_every": 5}
 SMALL.update({"eval_every": 10, "test_size": 64, "batch_size": 16, "threads": 1})
@@ -127,7 +125,7 @@ def test_the_bench_clipping_demonstration_holds(tmp_path):
     1 + 1e-6 N(0, 1), as measured) changes their details from about step 200 on, so only
     what every such run shares is asserted.
     """
-    from bptt.bench import CLIP_DEMO
+    from bptt.run import CLIP_DEMO
 
     unclipped = bptt.train({**CLIP_DEMO, "clip": "none", "steps": 100, "threads": 1}).summary
     # The first non-finite step comes at 13-17 (over seeds, perturbed starts and CPU kernels),
@@ -147,8 +145,7 @@ def test_the_bench_clipping_demonstration_holds(tmp_path):
 
 
 def test_a_run_stopped_by_a_nonfinite_step_logs_it_first(tmp_path):
-    from bptt.bench import CLIP_DEMO
-    from bptt.train import NonFiniteError
+    from bptt.run import CLIP_DEMO, NonFiniteError
 
     config = {**CLIP_DEMO, "clip": "none", "nonfinite": "raise", "log_every": 1}
     with pytest.raises(NonFiniteError, match="non-finite") as info:

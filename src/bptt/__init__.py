@@ -2,16 +2,16 @@
 
 The public face: :func:`unroll` runs a one-step cell over time with hidden-gradient
 taps (:mod:`bptt.taps`), :mod:`bptt.cells` holds the cells, :class:`SequenceModel`
-adds a readout, :mod:`bptt.tasks` generates the benchmark tasks and :func:`train`
-runs one configured training into a run directory (:func:`resume` continues a killed one).
+adds a readout, :mod:`bptt.tasks` generates the benchmark tasks. The application,
+:mod:`bptt.run`, is named here too: :func:`train` runs one configured training into a
+run directory (:func:`resume` continues a killed one).
 """
 
-from bptt import cells, taps, tasks
-from bptt.config import TrainConfig
+from bptt import cells, run, taps, tasks
 from bptt.engine import unroll
 from bptt.model import SequenceModel
+from bptt.run import TrainConfig, TrainResult, resume, train
 from bptt.tbptt import TBPTT
-from bptt.train import TrainResult, resume, train
 
 __all__ = [
     "TBPTT",
@@ -20,6 +20,7 @@ __all__ = [
     "TrainResult",
     "cells",
     "resume",
+    "run",
     "taps",
     "tasks",
     "train",

@@ -1,29 +1,29 @@
-"""The ``bptt`` command: ``bptt train`` and ``bptt bench``.
+"""The ``bptt`` command: ``train``, ``esn``, ``bench``, ``diagnose``, ``attractor``.
 
-User errors (a bad flag, an invalid config value, an occupied run directory) end
-with a one-line message naming the field and exit code 2, never a traceback. The
-flags of ``bptt train`` are made from :class:`bptt.TrainConfig`'s fields, so the two
-never disagree.
+Built with click on top of :mod:`bptt.run`. The flags of ``train`` and ``esn`` are
+made from the fields of :class:`bptt.run.TrainConfig` and :class:`bptt.run.ESNConfig`
+(help from each field's description, choices from the registries of tasks, cells and
+recipes), so the configuration and the command line never disagree. A user error (a
+bad flag, an invalid value, an occupied run directory) ends with one line naming the
+field and exit code 2; a run that fails (a non-finite step with ``--nonfinite raise``,
+a full disk) with one line and exit code 1; never a traceback.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-import re
+import types
 import warnings
-from dataclasses import fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Any, Union, get_args, get_origin
 
-import typer
+import click
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bptt.bench import BenchSpec, results_table, run_bench
-from bptt.config import ConfigError, TrainConfig, load_toml
 from bptt.diagnose import diagnose
 from bptt.diagnose.attractor import (
     basin_gradient_map,
@@ -32,127 +32,173 @@ from bptt.diagnose.attractor import (
     two_basin_cell,
 )
 from bptt.precision import flush_denormal
-from bptt.reservoir._esn import ESNConfig, run_esn
-from bptt.train import (
+from bptt.run import (
+    BenchSpec,
+    ConfigError,
+    ConfigModel,
+    ESNConfig,
     NonFiniteError,
     RunDirectoryBusy,
     RunDirectoryError,
     RunStopped,
+    TrainConfig,
+    field_choices,
     json_safe,
     load_run,
+    load_toml,
+    results_table,
+    run_bench,
+    run_esn,
     test_set,
 )
-from bptt.train import resume as resume_training
-from bptt.train import train as run_training
+from bptt.run import resume as resume_training
+from bptt.run import train as run_training
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Train recurrent networks on long-range tasks and see why they fail.",
-)
 _err = Console(stderr=True, soft_wrap=True)  # one message, one line
 _out = Console(width=max(Console().width, 140))  # tables stay whole when piped
+_HELP_WIDTH = 100
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one error line; the exit to raise (2: bad input; 1: the run failed)."""
-    _err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code=code)
+class _Failed(click.ClickException):
+    """A message for the user, already one line; exit 2 (bad input) or 1 (the run failed)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+class _OneLineErrors(click.Group):
+    """Every click error (a bad flag, a missing argument) as one ``error:`` line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, **extra: Any):
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as err:
+            _err.print(f"[bold red]error:[/] {escape(_one_line(err))}", highlight=False)
+            raise SystemExit(err.exit_code) from None
+        except click.Abort:
+            _err.print("aborted", highlight=False)
+            raise SystemExit(1) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _one_line(err: click.ClickException) -> str:
+    return " ".join(err.format_message().split())
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as one line on stderr, without Python's file and line."""
-    text = " ".join(str(message).split())  # one line, whatever the message held
+    text = " ".join(str(message).split())
     _err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
 
 
-def _version(value: bool) -> None:
-    if value:
-        try:
-            typer.echo(f"bptt {version('bptt')}")
-        except PackageNotFoundError:  # run from a source tree that was never installed
-            typer.echo("bptt (not installed)")
-        raise typer.Exit()
+def _version() -> str:
+    try:
+        return version("bptt")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "(not installed)"
 
 
-@app.callback()
-def _main(
-    show_version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
+@click.group(
+    cls=_OneLineErrors,
+    context_settings={"max_content_width": _HELP_WIDTH, "help_option_names": ["-h", "--help"]},
+)
+@click.version_option(_version(), "--version", prog_name="bptt", message="%(prog)s %(version)s")
+def app() -> None:
     """Train recurrent networks on long-range tasks and see why they fail."""
     warnings.showwarning = _show_warning
 
 
-def _attribute_docs(doc: str) -> dict[str, str]:
-    """``name: text`` entries of a Google-style "Attributes:" section, one line each."""
-    docs: dict[str, str] = {}
-    current = None
-    section = doc.split("Attributes:", 1)[1]
-    for line in section.splitlines():
-        stripped = line.strip()
-        if not stripped:
-            continue
-        head, _, rest = stripped.partition(": ")
-        if line.startswith(" " * 8) and not line.startswith(" " * 12) and rest and " " not in head:
-            current = head
-            docs[current] = rest
-        elif current is not None:
-            docs[current] += " " + stripped
-    # plain text for the terminal: drop reST roles and literals
-    return {k: re.sub(r":\w+:`([^`]+)`", r"\1", v).replace("``", "") for k, v in docs.items()}
+# --- flags made from a configuration model ------------------------------------------------
 
 
-def _config_parameters() -> list[inspect.Parameter]:
-    """One optional CLI flag per TrainConfig field."""
-    return _dataclass_parameters(TrainConfig)
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
-def _dataclass_parameters(cls: type, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
-    """One optional CLI flag per field of a config dataclass, typed and documented from it."""
-    docs = _attribute_docs(cls.__doc__ or "")
-    parameters = []
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        kind = str if "choices" in f.metadata else f.metadata["kind"]
-        flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
-            flag = f"{flag}/--no-{f.name.replace('_', '-')}"
-        option = typer.Option(flag, help=docs.get(f.name, ""), show_default=False)
-        parameters.append(
-            inspect.Parameter(
-                f.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[Optional[kind], option],  # noqa: UP045 - typer needs it
-            )
-        )
-    return parameters
+def _base_type(annotation: Any) -> Any:
+    """The annotation without ``| None`` and Annotated metadata."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    while hasattr(annotation, "__metadata__"):
+        annotation = get_args(annotation)[0]
+    return annotation
 
 
+def _option(name: str, field: FieldInfo):
+    """One flag for one field, as a click decorator: not given by default, so the
+    config file and the model's defaults decide."""
+    kind = _base_type(field.annotation)
+    if kind is bool:
+        flag = f"{_flag(name)}/--no-{_flag(name)[2:]}"
+        return click.option(flag, name, default=None, help=field.description)
+    allowed = field_choices(field)
+    if allowed is not None:  # listed in the help; the config refuses another name
+        help_text = f"{field.description} One of: {', '.join(allowed)}."
+        return click.option(_flag(name), name, metavar="NAME", help=help_text)
+    param_type = {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+    return click.option(_flag(name), name, type=param_type, help=field.description)
+
+
+def _model_options(model: type[ConfigModel], skip: tuple[str, ...] = ()):
+    """A decorator adding one flag per field of ``model`` (but ``skip``), in order."""
+
+    def add(command):
+        for name, field in reversed(model.model_fields.items()):
+            if name not in skip:
+                command = _option(name, field)(command)
+        return command
+
+    return add
+
+
+def _given(flags: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+# --- bptt train ------------------------------------------------------------------------------
+
+
+@app.command("train")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="TOML file of config fields; flags override it.",
+)
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    help="Continue the run in this directory from its last checkpoint (with --steps, on "
+    "to a new end).",
+)
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="With --resume: train the run again from step 0 when none of its checkpoints is intact.",
+)
+@_model_options(TrainConfig)
+@click.option("--overwrite", is_flag=True, help="Write into a directory holding a run.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def train_command(
-    config: Path | None = None,
-    resume: Path | None = None,
-    restart: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    **flags,
+    config_file: Path | None,
+    resume: Path | None,
+    restart: bool,
+    overwrite: bool,
+    progress: bool,
+    **flags: Any,
 ) -> None:
     """Train one model and write its run directory (flags override --config)."""
     try:
-        given = {k: v for k, v in flags.items() if v is not None}
+        given = _given(flags)
         if restart and resume is None:
             raise ConfigError("restart", "applies with --resume only")
         if resume is not None:
             steps = given.pop("steps", None)  # the one setting a resumed run may move
-            if given or config is not None:
+            if given or config_file is not None:
                 field = next(iter(given), "config")
                 message = (
                     "--resume continues a run with its own config.toml (only --steps moves its end)"
@@ -160,16 +206,16 @@ def train_command(
                 raise ConfigError(field, message)
             result = resume_training(resume, steps=steps, progress=progress, restart=restart)
         else:
-            values = load_toml(config) if config is not None else {}
+            values = load_toml(config_file) if config_file is not None else {}
             values.update(given)
-            cfg = TrainConfig.from_dict(values)
-            if cfg.out is None:
+            config = TrainConfig.from_dict(values)
+            if config.out is None:
                 _err.print("note: no --out given: this run writes no files", highlight=False)
-            result = run_training(cfg, progress=progress, overwrite=overwrite)
+            result = run_training(config, progress=progress, overwrite=overwrite)
     except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
-        raise _fail(str(err)) from None
+        raise _Failed(str(err)) from None
     except (NonFiniteError, RunStopped) as err:
-        raise _fail(str(err), code=1) from None
+        raise _Failed(str(err), code=1) from None
     s = result.summary
     verdict = "[green]solved[/]" if s["solved"] else "[yellow]not solved[/]"
     _out.print(
@@ -180,89 +226,82 @@ def train_command(
         _out.print(f"run directory: {result.run_dir}")
 
 
-train_command.__signature__ = inspect.Signature(
-    [
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[
-                Optional[Path],  # noqa: UP045
-                typer.Option(help="TOML file of config fields; flags override it."),
-            ],
-        ),
-        inspect.Parameter(
-            "resume",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[
-                Optional[Path],  # noqa: UP045
-                typer.Option(
-                    help="Continue the run in this directory from its last checkpoint "
-                    "(with --steps, on to a new end)."
-                ),
-            ],
-        ),
-        inspect.Parameter(
-            "restart",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=False,
-            annotation=Annotated[
-                bool,
-                typer.Option(
-                    help="With --resume: train the run again from step 0 when none of its "
-                    "checkpoints is intact."
-                ),
-            ],
-        ),
-        *_config_parameters(),
-        inspect.Parameter(
-            "overwrite",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=False,
-            annotation=Annotated[bool, typer.Option(help="Write into a directory holding a run.")],
-        ),
-        inspect.Parameter(
-            "progress",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=True,
-            annotation=Annotated[bool, typer.Option(help="Show a progress bar.")],
-        ),
-    ]
-)
-app.command("train")(train_command)
+# --- bptt esn --------------------------------------------------------------------------------
+
+
+def _number_text(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command("esn")
+@_model_options(ESNConfig, skip=("out",))
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory to write.")
+@click.option("--overwrite", is_flag=True, help="Write into a directory holding a run.")
+@click.option("--progress/--no-progress", default=True, help="Show the stages as they run.")
+def esn_command(out: Path | None, overwrite: bool, progress: bool, **flags: Any) -> None:
+    """Fit an echo state network (fixed reservoir, ridge readout) and write its run directory."""
+    try:
+        values = _given(flags)
+        if out is not None:
+            values["out"] = str(out)
+        summary = run_esn(ESNConfig.from_dict(values), overwrite=overwrite, progress=progress)
+    except (ConfigError, ImportError, RunDirectoryBusy, RunDirectoryError) as err:
+        raise _Failed(str(err)) from None
+    for key, value in summary.items():
+        _out.print(f"{key}: {_number_text(value)}")
+    if out is None:
+        _err.print("note: no --out given: this run writes no files", highlight=False)
+
+
+# --- bptt bench ------------------------------------------------------------------------------
 
 
 def _csv_list(text: str, kind: type, name: str) -> tuple:
     try:
         values = tuple(kind(part) for part in text.split(",") if part.strip())
     except ValueError:
-        message = f"{name}: expected a comma-separated list of {kind.__name__}, got {text!r}"
-        raise _fail(message) from None
+        raise _Failed(
+            f"{name}: expected a comma-separated list of {kind.__name__}, got {text!r}"
+        ) from None
     if not values:
-        raise _fail(f"{name}: expected at least one value")
+        raise _Failed(f"{name}: expected at least one value")
     return values
 
 
 @app.command("bench")
+@click.option("--cells", default="rnn,lstm", show_default=True, help="Comma-separated cells.")
+@click.option("--methods", default="", help="Comma-separated recipes (bptt.run.RECIPES) to add.")
+@click.option("--tasks", default="adding", show_default=True, help="Comma-separated tasks.")
+@click.option("--lengths", default="10,50", show_default=True, help="Comma-separated lengths.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--steps", default=1500, show_default=True, type=int, help="Optimizer steps a run.")
+@click.option("--hidden", default=128, show_default=True, type=int, help="Hidden units.")
+@click.option(
+    "--clip-demo/--no-clip-demo", default=True, help="Add the clipping demonstration (3 runs)."
+)
+@click.option(
+    "--out",
+    default="runs/bench",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Directory for the runs and tables.",
+)
+@click.option("--overwrite/--no-overwrite", default=True, help="Replace earlier runs in --out.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def bench_command(
-    cells: Annotated[str, typer.Option(help="Comma-separated cells.")] = "rnn,lstm",
-    methods: Annotated[
-        str, typer.Option(help="Comma-separated methods (bptt.methods) to add; none by default.")
-    ] = "",
-    tasks: Annotated[str, typer.Option(help="Comma-separated tasks.")] = "adding",
-    lengths: Annotated[str, typer.Option(help="Comma-separated lengths.")] = "10,50",
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
-    steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = 1500,
-    hidden: Annotated[int, typer.Option(help="Hidden units.")] = 128,
-    clip_demo: Annotated[
-        bool, typer.Option(help="Add the clipping demonstration (3 short runs).")
-    ] = True,
-    out: Annotated[Path, typer.Option(help="Directory for the runs and tables.")] = Path(
-        "runs/bench"
-    ),
-    overwrite: Annotated[bool, typer.Option(help="Replace earlier runs in --out.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    cells: str,
+    methods: str,
+    tasks: str,
+    lengths: str,
+    seeds: str,
+    steps: int,
+    hidden: int,
+    clip_demo: bool,
+    out: Path,
+    overwrite: bool,
+    progress: bool,
 ) -> None:
     """Run the benchmark and print its table (default: the quick benchmark)."""
     spec = BenchSpec(
@@ -276,21 +315,30 @@ def bench_command(
     )
     try:
         rows = run_bench(spec, out, progress=progress, overwrite=overwrite)
-    except (ConfigError, FileExistsError) as err:
-        raise _fail(str(err)) from None
+    except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
+        raise _Failed(str(err)) from None
+    except (NonFiniteError, RunStopped) as err:
+        raise _Failed(str(err), code=1) from None
     _out.print(results_table(rows))
     _out.print(f"tables: {out / 'bench.csv'}, {out / 'bench.json'}")
 
 
+# --- bptt diagnose ---------------------------------------------------------------------------
+
+
 @app.command("diagnose")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--probe", default=32, show_default=True, type=int, help="Probe sequences (from the test set)."
+)
+@click.option(
+    "--dependency-length",
+    type=int,
+    help="How far back the task depends (default: the task's own).",
+)
 def diagnose_command(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    probe: Annotated[int, typer.Option(help="Probe sequences (from the run's test set).")] = 32,
-    dependency_length: Annotated[
-        Optional[int],  # noqa: UP045 - typer needs it
-        typer.Option(help="How far back the task depends (default: the task's own)."),
-    ] = None,
+    run_dir: Path, as_json: bool, probe: int, dependency_length: int | None
 ) -> None:
     """Diagnose a trained model: exploding, vanishing or healthy, with the numbers."""
     try:
@@ -309,9 +357,9 @@ def diagnose_command(
         ):
             found = diagnose(model, x[:probe], length)
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        raise _Failed(str(err)) from None
     if as_json:
-        typer.echo(json.dumps(json_safe(found.to_dict()), indent=2))
+        click.echo(json.dumps(json_safe(found.to_dict()), indent=2))
         return
     colour = {"exploding": "red", "vanishing": "yellow", "healthy": "green"}[found.verdict]
     _out.print(f"verdict: [bold {colour}]{found.verdict}[/]")
@@ -321,79 +369,32 @@ def diagnose_command(
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in found.numbers.items():
-        table.add_row(
-            key,
-            "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value),
-        )
+        table.add_row(key, _number_text(value))
     _out.print(table)
     for remedy in found.remedies:
         _out.print(f"  remedy: {remedy}")
 
 
-def _number_text(value: object) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def esn_command(
-    out: Optional[Path] = None,  # noqa: UP045
-    overwrite: bool = False,
-    progress: bool = True,
-    **flags,
-) -> None:
-    """Fit an echo state network (fixed reservoir, ridge readout) and write its run directory."""
-    try:
-        values = {k: v for k, v in flags.items() if v is not None}
-        if out is not None:
-            values["out"] = str(out)
-        summary = run_esn(ESNConfig.from_dict(values), overwrite=overwrite, progress=progress)
-    except (ConfigError, ImportError) as err:
-        raise _fail(str(err)) from None
-    for key, value in summary.items():
-        _out.print(f"{key}: {_number_text(value)}")
-    if out is None:
-        _err.print("note: no --out given: this run writes no files", highlight=False)
-
-
-esn_command.__signature__ = inspect.Signature(
-    [
-        *_dataclass_parameters(ESNConfig, skip=("out",)),
-        inspect.Parameter(
-            "out",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[Optional[Path], typer.Option(help="Run directory to write.")],  # noqa: UP045
-        ),
-        inspect.Parameter(
-            "overwrite",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=False,
-            annotation=Annotated[bool, typer.Option(help="Write into a directory holding a run.")],
-        ),
-        inspect.Parameter(
-            "progress",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=True,
-            annotation=Annotated[bool, typer.Option(help="Show the stages as they run.")],
-        ),
-    ]
-)
-app.command("esn")(esn_command)
+# --- bptt attractor --------------------------------------------------------------------------
 
 
 @app.command("attractor")
-def attractor_command(
-    out: Annotated[
-        Path, typer.Option(help="Image file to write (.png, .pdf, .svg, ...), or a directory.")
-    ] = Path("attractor.png"),
-    steps: Annotated[int, typer.Option(help="Steps run from each start (1 to 10,000).")] = 30,
-    resolution: Annotated[int, typer.Option(help="Grid points per side (2 to 1,001).")] = 101,
-) -> None:
+@click.option(
+    "--out",
+    default="attractor.png",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Image file to write (.png, .pdf, .svg, ...), or a directory.",
+)
+@click.option("--steps", default=30, show_default=True, type=int, help="Steps run from each start.")
+@click.option(
+    "--resolution", default=101, show_default=True, type=int, help="Grid points per side."
+)
+def attractor_command(out: Path, steps: int, resolution: int) -> None:
     """Draw the two-basin picture: the gradient vanishes inside a basin, explodes at its edge."""
     path = out / "attractor.png" if out.is_dir() else out
     if path.exists() and not path.is_file():
-        raise _fail(f"out: {out} is neither a directory nor a regular file")
+        raise _Failed(f"out: {out} is neither a directory nor a regular file")
     if not path.suffix:
         path = path.with_suffix(".png")
     try:
@@ -404,9 +405,9 @@ def attractor_command(
             result = basin_gradient_map(two_basin_cell(), resolution=resolution, steps=steps)
             path = plot_basin_gradients(result, path)
     except ValueError as err:
-        raise _fail(str(err)) from None
+        raise _Failed(str(err)) from None
     except OSError as err:
-        raise _fail(f"out: cannot write {path}: {err.strerror or err}") from None
+        raise _Failed(f"out: cannot write {path}: {err.strerror or err}") from None
     norms = result["norms"]
     _out.print(
         f"||dh_T/dh_0|| over {resolution}x{resolution} starts, T={steps}: "
@@ -417,4 +418,4 @@ def attractor_command(
 
 def main() -> None:
     """Entry point of the ``bptt`` console script."""
-    app()
+    app(prog_name="bptt")

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-from bptt.cells._state import State
+from bptt.cells import State, contract
 from bptt.engine import ENGINES, unroll
 from bptt.taps import Delta
 
@@ -28,7 +28,7 @@ class SequenceModel(nn.Module):
 
     Example:
         >>> import torch, bptt
-        >>> model = SequenceModel(bptt.cells.LSTM(2, 16), out_features=1)
+        >>> model = SequenceModel(bptt.cells.LSTMCell(2, 16), out_features=1)
         >>> y, (h, c) = model(torch.randn(8, 50, 2))
         >>> y.shape
         torch.Size([8, 1])
@@ -42,7 +42,7 @@ class SequenceModel(nn.Module):
         engine: str = "auto",
     ) -> None:
         super().__init__()
-        hidden_size = getattr(cell, "hidden_size", None)
+        hidden_size = contract(cell).hidden_size
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
             raise TypeError(
                 f"the cell needs a positive integer hidden_size attribute, "

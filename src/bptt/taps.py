@@ -148,7 +148,7 @@ class RecordNorms:
 
     Example:
         >>> import bptt
-        >>> cell, rec = bptt.cells.RNN(1, 4), RecordNorms()
+        >>> cell, rec = bptt.cells.RNNCell(1, 4), RecordNorms()
         >>> out, _ = bptt.unroll(cell, torch.randn(2, 5, 1), taps=[rec])
         >>> out[:, -1].sum().backward()
         >>> rec.norms.shape

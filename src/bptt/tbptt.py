@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._state import State, as_tuple
+from bptt.cells import State, as_tuple
 from bptt.model import SequenceModel
 from bptt.taps import Delta
 
@@ -78,7 +78,7 @@ class TBPTT:
 
     Example:
         >>> import bptt
-        >>> model = bptt.SequenceModel(bptt.cells.GRU(1, 8), 1, readout="all")
+        >>> model = bptt.SequenceModel(bptt.cells.GRUCell(1, 8), 1, readout="all")
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
         >>> trainer = TBPTT(model, k1=5, k2=10, loss_fn=torch.nn.functional.mse_loss, optimizer=opt)
         >>> x = torch.randn(2, 23, 1)

@@ -7,24 +7,24 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from bptt.cells._gru import GRU
-from bptt.cells._irnn import IRNN
-from bptt.cells._lstm import LSTM
-from bptt.cells._orthogonal import OrthogonalRNN
-from bptt.cells._rnn import RNN
-from bptt.cells._skip import SkipRNN
+from bptt.cells._gru import GRUCell
+from bptt.cells._irnn import IRNNCell
+from bptt.cells._lstm import LSTMCell
+from bptt.cells._orthogonal import OrthogonalRNNCell
+from bptt.cells._rnn import RNNCell
+from bptt.cells._skip import SkipRNNCell
 
 CellBuilder = Callable[..., nn.Module]
 
 _BUILDERS: dict[str, CellBuilder] = {
-    "rnn": lambda i, h, **kw: RNN(i, h, "tanh", **kw),
-    "rnn-relu": lambda i, h, **kw: RNN(i, h, "relu", **kw),
-    "lstm": LSTM,
-    "gru": GRU,
-    "irnn": IRNN,
-    "orthogonal": OrthogonalRNN,
-    "orthogonal-modrelu": lambda i, h, **kw: OrthogonalRNN(i, h, "modrelu", **kw),
-    "skip": lambda i, h, **kw: SkipRNN(i, h, skips=(1, 10), **kw),
+    "rnn": lambda i, h, **kw: RNNCell(i, h, "tanh", **kw),
+    "rnn-relu": lambda i, h, **kw: RNNCell(i, h, "relu", **kw),
+    "lstm": LSTMCell,
+    "gru": GRUCell,
+    "irnn": IRNNCell,
+    "orthogonal": OrthogonalRNNCell,
+    "orthogonal-modrelu": lambda i, h, **kw: OrthogonalRNNCell(i, h, "modrelu", **kw),
+    "skip": lambda i, h, **kw: SkipRNNCell(i, h, skips=(1, 10), **kw),
 }
 
 
@@ -67,7 +67,7 @@ def make_cell(
 
     Example:
         >>> make_cell("gru", 2, 8)
-        GRU(2, 8)
+        GRUCell(2, 8)
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown cell {name!r}; choose one of {', '.join(_BUILDERS)}")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
 from bptt.cells._params import TorchCompatibleCell
 
-__all__ = ["GRU"]
+__all__ = ["GRUCell"]
 
 
-class GRU(TorchCompatibleCell):
+class GRUCell(TorchCompatibleCell):
     r"""One step of a GRU (the formulation of :class:`torch.nn.GRUCell`).
 
     .. math::
@@ -31,7 +33,7 @@ class GRU(TorchCompatibleCell):
         ``forward(x_t, h)``: x_t (B, F), h (B, H) or None -> (B, H).
 
     Example:
-        >>> GRU(3, 5)(torch.zeros(2, 3), None).shape
+        >>> GRUCell(3, 5)(torch.zeros(2, 3), None).shape
         torch.Size([2, 5])
     """
 
@@ -49,6 +51,16 @@ class GRU(TorchCompatibleCell):
         super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def forward(self, x_t: Tensor, state: Tensor | None = None) -> Tensor:
+        return self._step(x_t, state)[0]
+
+    def activations(self, x_t: Tensor, state: Tensor | None = None) -> dict[str, Tensor]:
+        """The step's nonlinearities' outputs, each (B, H): ``r``, ``z`` (sigmoid) and
+        ``n`` (tanh), computed by :meth:`forward`'s own arithmetic."""
+        return self._step(x_t, state)[1]
+
+    activation_kinds: ClassVar[dict[str, str]] = {"r": "sigmoid", "z": "sigmoid", "n": "tanh"}
+
+    def _step(self, x_t: Tensor, state: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         if state is None:
             state = x_t.new_zeros(x_t.shape[0], self.hidden_size)
         xr, xz, xn = nn.functional.linear(x_t, self.weight_ih, self.bias_ih).chunk(3, dim=1)
@@ -56,4 +68,4 @@ class GRU(TorchCompatibleCell):
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)
-        return n + z * (state - n)
+        return n + z * (state - n), {"r": r, "z": z, "n": n}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bptt.cells._rnn import RNN
+from bptt.cells._rnn import RNNCell
 from bptt.init import identity_
 
-__all__ = ["IRNN"]
+__all__ = ["IRNNCell"]
 
 
-def IRNN(
+def IRNNCell(
     input_size: int,
     hidden_size: int,
     *,
@@ -19,7 +19,7 @@ def IRNN(
     input_std: float = 1e-3,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-) -> RNN:
+) -> RNNCell:
     """A ReLU :class:`RNN` with W_hh = scale * I, W_ih ~ N(0, input_std^2), zero biases.
 
     At the identity the recurrence copies the state and the ReLU passes positive
@@ -27,11 +27,11 @@ def IRNN(
     plain built-in RNN, so the fast engine applies.
 
     Example:
-        >>> cell = IRNN(2, 4)
+        >>> cell = IRNNCell(2, 4)
         >>> torch.equal(cell.weight_hh, torch.eye(4)), cell.nonlinearity
         (True, 'relu')
     """
-    cell = RNN(input_size, hidden_size, "relu", device=device, dtype=dtype)
+    cell = RNNCell(input_size, hidden_size, "relu", device=device, dtype=dtype)
     with torch.no_grad():
         identity_(cell.weight_hh, scale)
         nn.init.normal_(cell.weight_ih, std=input_std)

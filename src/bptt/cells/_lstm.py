@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
 from bptt.cells._params import TorchCompatibleCell
 
-__all__ = ["LSTM"]
+__all__ = ["LSTMCell"]
 
 
-class LSTM(TorchCompatibleCell):
+class LSTMCell(TorchCompatibleCell):
     r"""One step of an LSTM; the state is the tuple ``(h, c)``.
 
     .. math::
@@ -31,7 +33,7 @@ class LSTM(TorchCompatibleCell):
         ``forward(x_t, (h, c))``: x_t (B, F), h and c (B, H), or None -> ``(h, c)``.
 
     Example:
-        >>> h, c = LSTM(3, 5)(torch.zeros(2, 3), None)
+        >>> h, c = LSTMCell(3, 5)(torch.zeros(2, 3), None)
         >>> h.shape, c.shape
         (torch.Size([2, 5]), torch.Size([2, 5]))
     """
@@ -63,6 +65,25 @@ class LSTM(TorchCompatibleCell):
     def forward(
         self, x_t: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor]:
+        return self._step(x_t, state)[0]
+
+    def activations(
+        self, x_t: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """The step's nonlinearities' outputs, each (B, H): gates ``i``, ``f``, ``o``
+        (sigmoid), ``g`` and ``tanh_c`` (tanh), computed by :meth:`forward`'s own
+        arithmetic (kinds in :attr:`activation_kinds`)."""
+        return self._step(x_t, state)[1]
+
+    activation_kinds: ClassVar[dict[str, str]] = {
+        "i": "sigmoid",
+        "f": "sigmoid",
+        "g": "tanh",
+        "o": "sigmoid",
+        "tanh_c": "tanh",
+    }
+
+    def _step(self, x_t: Tensor, state: tuple[Tensor, Tensor] | None):
         if state is None:
             state = self.initial_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype)
         h, c = state
@@ -70,6 +91,8 @@ class LSTM(TorchCompatibleCell):
             h, self.weight_hh, self.bias_hh
         )  # (B, 4H)
         i, f, g, o = pre.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        tanh_c = torch.tanh(c)
+        h = o * tanh_c
+        return (h, c), {"i": i, "f": f, "g": g, "o": o, "tanh_c": tanh_c}

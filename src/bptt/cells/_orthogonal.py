@@ -7,12 +7,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OrthogonalRNN"]
+from bptt.cells._contract import RecurrentCell
+
+__all__ = ["OrthogonalRNNCell"]
 
 _NONLINEARITIES = ("tanh", "relu", "modrelu")
 
 
-class OrthogonalRNN(nn.Module):
+class OrthogonalRNNCell(RecurrentCell):
     r"""h_t = f(W_ih x_t + b_ih + W h_{t-1} + b_hh) with W = exp(A - A^T) orthogonal.
 
     The exponential map of expRNN (Lezcano-Casado & Martinez-Rubio 2019): the free

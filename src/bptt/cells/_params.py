@@ -7,8 +7,10 @@ import math
 import torch
 from torch import nn
 
+from bptt.cells._contract import RecurrentCell
 
-class TorchCompatibleCell(nn.Module):
+
+class TorchCompatibleCell(RecurrentCell):
     """Creates ``weight_ih`` (G*H, F), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh``
     (G*H,) for the G stacked gate blocks a subclass names in ``gates``, initialised as
     torch.nn does.

@@ -7,12 +7,12 @@ from torch import Tensor, nn
 
 from bptt.cells._params import TorchCompatibleCell
 
-__all__ = ["RNN"]
+__all__ = ["RNNCell"]
 
 _NONLINEARITIES = ("tanh", "relu")
 
 
-class RNN(TorchCompatibleCell):
+class RNNCell(TorchCompatibleCell):
     r"""One step of an Elman RNN.
 
     .. math::
@@ -32,7 +32,7 @@ class RNN(TorchCompatibleCell):
         ``forward(x_t, h)``: x_t (B, F), h (B, H) or None (zeros) -> (B, H).
 
     Example:
-        >>> cell = RNN(3, 5)
+        >>> cell = RNNCell(3, 5)
         >>> cell(torch.zeros(2, 3), None).shape
         torch.Size([2, 5])
     """
@@ -61,6 +61,16 @@ class RNN(TorchCompatibleCell):
             state, self.weight_hh, self.bias_hh
         )
         return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
+
+    def activations(self, x_t: Tensor, state: Tensor | None = None) -> dict[str, Tensor]:
+        """The step's nonlinearity's output (B, H): ``tanh``, or ``relu`` for a ReLU
+        cell (a unit at exactly 0 passes no gradient)."""
+        return {self.nonlinearity: self(x_t, state)}
+
+    @property
+    def activation_kinds(self) -> dict[str, str]:
+        """The kind of each activation :meth:`activations` returns."""
+        return {self.nonlinearity: self.nonlinearity}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"

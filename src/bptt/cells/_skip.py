@@ -7,10 +7,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SkipRNN"]
+from bptt.cells._contract import RecurrentCell
+
+__all__ = ["SkipRNNCell"]
 
 
-class SkipRNN(nn.Module):
+class SkipRNNCell(RecurrentCell):
     r"""h_t = f(sum_k W_k h_{t-k} + W_ih x_t + b) over the delays k in ``skips``.
 
     Each delay has its own (H, H) matrix: the shortcut from h_{t-d} gives the gradient
@@ -29,7 +31,7 @@ class SkipRNN(nn.Module):
         device, dtype: where and in which precision the parameters live.
 
     Example:
-        >>> cell = SkipRNN(2, 4, skips=(1, 5))
+        >>> cell = SkipRNNCell(2, 4, skips=(1, 5))
         >>> state = cell(torch.zeros(3, 2), None)
         >>> len(state), state[0].shape
         (5, torch.Size([3, 4]))

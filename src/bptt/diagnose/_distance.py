@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._state import State
+from bptt.cells import State
 from bptt.diagnose._trajectory import cell_of
 from bptt.engine import unroll
 from bptt.taps import Delta, RecordNorms
@@ -103,7 +103,7 @@ def gradient_by_distance(
 
     Example:
         >>> import bptt
-        >>> out = gradient_by_distance(bptt.cells.RNN(2, 16), torch.randn(4, 30, 2))
+        >>> out = gradient_by_distance(bptt.cells.RNNCell(2, 16), torch.randn(4, 30, 2))
         >>> out["norms"].shape, round(out["norms"][0].item(), 6)
         (torch.Size([30]), 1.0)
     """

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._state import State, as_tuple
+from bptt.cells import State, as_tuple
 from bptt.diagnose._trajectory import as_state, cell_of, previous_states, stack_rows
 
 __all__ = ["jacobian_norms", "jacobian_product_norms", "recurrent_spectrum"]

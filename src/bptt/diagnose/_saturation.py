@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import GRU, LSTM, RNN
-from bptt.cells._state import State
+from bptt.cells import State
 from bptt.diagnose._trajectory import cell_of, previous_states
 
 __all__ = ["SATURATION", "saturation"]
@@ -16,19 +15,20 @@ __all__ = ["SATURATION", "saturation"]
 SATURATION = 0.99
 
 
-def _tanh_saturated(values: Tensor) -> Tensor:
-    return (values.abs() > SATURATION).double()
-
-
-def _sigmoid_saturated(values: Tensor) -> Tensor:
-    return ((values < 1 - SATURATION) | (values > SATURATION)).double()
+_SATURATED = {
+    "sigmoid": lambda v: (v < 1 - SATURATION) | (v > SATURATION),
+    "tanh": lambda v: v.abs() > SATURATION,
+    "relu": lambda v: v == 0,  # a dead unit: no gradient passes
+}
 
 
 @torch.no_grad()
 def saturation(cell: nn.Module, x: Tensor, state: State | None = None) -> dict[str, Tensor]:
     """Per step, the fraction of units whose nonlinearity is saturated or dead.
 
-    Keys (each a float64 tensor (T,), averaged over the batch and the units):
+    Read from the cell's own arithmetic (its ``activations(x_t, state)``), so a change
+    of gate order in a cell cannot mislead it. Keys (each a float64 tensor (T,),
+    averaged over the batch and the units):
 
     * tanh RNN: ``tanh`` (|h| > 0.99);
     * ReLU RNN: ``dead`` (units at exactly 0: no gradient passes);
@@ -37,41 +37,20 @@ def saturation(cell: nn.Module, x: Tensor, state: State | None = None) -> dict[s
     * GRU: ``r``, ``z`` (sigmoid) and ``n`` (tanh).
 
     Raises:
-        TypeError: a cell other than the built-in RNN, LSTM and GRU (their gates are
-            known; a user cell's are not).
+        TypeError: a cell without ``activations`` and ``activation_kinds`` (the
+            built-in RNN, LSTM and GRU cells have them; a user cell's gates are unknown).
     """
     cell = cell_of(cell)
-    kind = type(cell)
-    if kind not in (RNN, LSTM, GRU):
-        raise TypeError(f"saturation needs a built-in RNN, LSTM or GRU cell, got {kind.__name__}")
-    before = previous_states(cell, x, state)
+    if not callable(getattr(cell, "activations", None)):
+        raise TypeError(
+            f"saturation needs a cell that names its activations (the built-in RNN, LSTM "
+            f"and GRU cells do), got {type(cell).__name__}"
+        )
+    kinds = cell.activation_kinds
     series: dict[str, list[Tensor]] = {}
-
-    def add(name: str, fraction: Tensor) -> None:
-        series.setdefault(name, []).append(fraction.mean())
-
-    for x_t, parts in zip(x.unbind(1), before, strict=True):
-        h = parts[0]
-        pre = nn.functional.linear(x_t, cell.weight_ih, cell.bias_ih)
-        rec = nn.functional.linear(h, cell.weight_hh, cell.bias_hh)
-        if kind is RNN:
-            out = cell(x_t, h)
-            if cell.nonlinearity == "relu":
-                add("dead", (out == 0).double())
-            else:
-                add("tanh", _tanh_saturated(out))
-        elif kind is LSTM:
-            i, f, g, o = (pre + rec).chunk(4, dim=1)
-            for name, gate in (("i", i), ("f", f), ("o", o)):
-                add(name, _sigmoid_saturated(torch.sigmoid(gate)))
-            add("g", _tanh_saturated(torch.tanh(g)))
-            _, c = cell(x_t, parts)
-            add("tanh_c", _tanh_saturated(torch.tanh(c)))
-        else:
-            xr, xz, xn = pre.chunk(3, dim=1)
-            hr, hz, hn = rec.chunk(3, dim=1)
-            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-            add("r", _sigmoid_saturated(r))
-            add("z", _sigmoid_saturated(z))
-            add("n", _tanh_saturated(torch.tanh(xn + r * hn)))
+    for x_t, parts in zip(x.unbind(1), previous_states(cell, x, state), strict=True):
+        before = parts if len(parts) > 1 else parts[0]
+        for name, values in cell.activations(x_t, before).items():
+            key = "dead" if kinds[name] == "relu" else name
+            series.setdefault(key, []).append(_SATURATED[kinds[name]](values).double().mean())
     return {name: torch.stack(values) for name, values in series.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._state import State, as_tuple, initial_state
+from bptt.cells import State, as_tuple, initial_state
 from bptt.model import SequenceModel
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._state import State
+from bptt.cells import State
 from bptt.diagnose._distance import RATIO, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
 from bptt.diagnose._saturation import saturation
@@ -120,7 +120,7 @@ def diagnose(
 
     Example:
         >>> import bptt
-        >>> cell = bptt.cells.RNN(1, 32)
+        >>> cell = bptt.cells.RNNCell(1, 32)
         >>> with torch.no_grad():
         ...     _ = cell.weight_hh.mul_(0.1)
         >>> diagnose(cell, torch.randn(8, 60, 1)).verdict

@@ -17,17 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from bptt.cells import RNN
+from bptt.cells import RNNCell
 from bptt.engine import unroll
 
 __all__ = ["basin_gradient_map", "image_formats", "plot_basin_gradients", "two_basin_cell"]
 
 
-def two_basin_cell(gain: float = 2.0, decay: float = 0.5, dtype=torch.float64) -> RNN:
+def two_basin_cell(gain: float = 2.0, decay: float = 0.5, dtype=torch.float64) -> RNNCell:
     """The 2-unit tanh RNN h <- tanh(diag(gain, decay) h) (no input, no bias)."""
     if not gain > 1 > decay >= 0:
         raise ValueError(f"two basins need gain > 1 > decay >= 0, got {gain}, {decay}")
-    cell = RNN(1, 2, dtype=dtype)
+    cell = RNNCell(1, 2, dtype=dtype)
     with torch.no_grad():
         cell.weight_hh.copy_(torch.diag(torch.tensor([gain, decay], dtype=dtype)))
         cell.weight_ih.zero_()

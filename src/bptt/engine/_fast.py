@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import GRU, LSTM, RNN, OrthogonalRNN
-from bptt.cells._state import State
+from bptt.cells import GRUCell, LSTMCell, OrthogonalRNNCell, RNNCell, State
 from bptt.engine._fast_common import Pass
 from bptt.engine._fast_gru import GRUSequence
 from bptt.engine._fast_lstm import LSTMSequence
@@ -17,7 +16,7 @@ from bptt.engine._fast_rnn import RNNSequence
 FastEngine = Callable[[nn.Module, Tensor, State, Sequence], tuple[Tensor, State]]
 
 
-def _run_rnn(cell: RNN, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
+def _run_rnn(cell: RNNCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
     relu = cell.nonlinearity == "relu"
     run = Pass(tuple(taps), torch.is_grad_enabled())
     return RNNSequence.apply(
@@ -25,7 +24,7 @@ def _run_rnn(cell: RNN, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tenso
     )
 
 
-def _run_lstm(cell: LSTM, x: Tensor, state: tuple, taps: Sequence) -> tuple[Tensor, tuple]:
+def _run_lstm(cell: LSTMCell, x: Tensor, state: tuple, taps: Sequence) -> tuple[Tensor, tuple]:
     h0, c0 = state
     run = Pass(tuple(taps), torch.is_grad_enabled())
     out, h, c = LSTMSequence.apply(
@@ -34,7 +33,7 @@ def _run_lstm(cell: LSTM, x: Tensor, state: tuple, taps: Sequence) -> tuple[Tens
     return out, (h, c)
 
 
-def _run_gru(cell: GRU, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
+def _run_gru(cell: GRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
     run = Pass(tuple(taps), torch.is_grad_enabled())
     return GRUSequence.apply(
         x, state, run, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
@@ -42,7 +41,7 @@ def _run_gru(cell: GRU, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tenso
 
 
 def _run_orthogonal(
-    cell: OrthogonalRNN, x: Tensor, state: Tensor, taps: Sequence
+    cell: OrthogonalRNNCell, x: Tensor, state: Tensor, taps: Sequence
 ) -> tuple[Tensor, Tensor]:
     """The Elman engine with W = exp(A - A^T) computed once for the whole sequence."""
     run = Pass(tuple(taps), torch.is_grad_enabled())
@@ -53,10 +52,10 @@ def _run_orthogonal(
 
 
 _FAST: dict[type, FastEngine] = {
-    RNN: _run_rnn,
-    LSTM: _run_lstm,
-    GRU: _run_gru,
-    OrthogonalRNN: _run_orthogonal,
+    RNNCell: _run_rnn,
+    LSTMCell: _run_lstm,
+    GRUCell: _run_gru,
+    OrthogonalRNNCell: _run_orthogonal,
 }
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._state import State, as_tuple, state_output
+from bptt.cells import State, as_tuple, state_output
 from bptt.taps import Delta, apply_taps
 
 __all__ = ["unroll_generic"]
@@ -39,9 +39,14 @@ def _tap_point(t: int, taps: Sequence, state: State) -> State:
 
 
 def unroll_generic(
-    cell: nn.Module, x: Tensor, state: State, taps: Sequence
+    cell: nn.Module,
+    x: Tensor,
+    state: State,
+    taps: Sequence,
+    output: Callable[[State], Tensor] = state_output,
 ) -> tuple[Tensor, State]:
-    """Run ``cell`` over x (B, T, F) from ``state``; outputs (B, T, H) and final state.
+    """Run ``cell`` over x (B, T, F) from ``state``; outputs (B, T, H), each step's
+    ``output(state)`` (the cell contract's), and the final state.
 
     Taps are placed only where autograd will reach them (grad mode on and the state
     requiring grad).
@@ -49,7 +54,7 @@ def unroll_generic(
     outputs = []
     for t, x_t in enumerate(x.unbind(1)):  # unbind, not x[:, t]: indexing makes backward O(T^2)
         state = cell(x_t, state)
-        if taps and torch.is_grad_enabled() and state_output(state).requires_grad:
+        if taps and torch.is_grad_enabled() and output(state).requires_grad:
             state = _tap_point(t, taps, state)
-        outputs.append(state_output(state))
+        outputs.append(output(state))
     return torch.stack(outputs, dim=1), state

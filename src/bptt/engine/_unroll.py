@@ -9,8 +9,7 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import GRU, LSTM, RNN
-from bptt.cells._state import State, as_tuple, initial_state
+from bptt.cells import RecurrentCell, State, as_tuple, contract
 from bptt.engine._fast import fast_engine_for
 from bptt.engine._generic import unroll_generic
 from bptt.taps import Delta
@@ -18,7 +17,6 @@ from bptt.taps import Delta
 __all__ = ["ENGINES", "require_generic", "unroll"]
 
 ENGINES = ("auto", "generic", "fast")
-BUILT_IN_CELLS = (RNN, LSTM, GRU)
 
 # Why the generic engine is required in the current context (None: it is not).
 _GENERIC_REQUIRED: ContextVar[str | None] = ContextVar("bptt_generic_required", default=None)
@@ -36,7 +34,7 @@ def require_generic(reason: str) -> Iterator[None]:
     Example:
         >>> import bptt
         >>> with require_generic("the graph is differentiated twice"):
-        ...     out, _ = bptt.unroll(bptt.cells.RNN(2, 4), torch.randn(3, 5, 2))
+        ...     out, _ = bptt.unroll(bptt.cells.RNNCell(2, 4), torch.randn(3, 5, 2))
     """
     token = _GENERIC_REQUIRED.set(reason)
     try:
@@ -62,7 +60,7 @@ def unroll(
 
     Args:
         cell: a module with ``forward(x_t, state) -> state``; built-in cells
-            (:class:`bptt.cells.RNN`, ``LSTM``, ``GRU``) also have a fast engine.
+            (:class:`bptt.cells.RNNCell`, ``LSTM``, ``GRU``) also have a fast engine.
         x: inputs (B, T, F), batch first.
         state: initial state, (B, H) or a tuple of such tensors; None means the
             cell's zero state.
@@ -92,7 +90,7 @@ def unroll(
 
     Example:
         >>> import bptt
-        >>> out, (h, c) = bptt.unroll(bptt.cells.LSTM(2, 8), torch.randn(4, 10, 2))
+        >>> out, (h, c) = bptt.unroll(bptt.cells.LSTMCell(2, 8), torch.randn(4, 10, 2))
         >>> out.shape, h.shape
         (torch.Size([4, 10, 8]), torch.Size([4, 8]))
     """
@@ -108,8 +106,9 @@ def unroll(
         if engine == "fast":
             raise ValueError(f"engine='fast' cannot run here: {required}; use 'auto' or 'generic'")
         engine = "generic"
+    stated = contract(cell)
     if state is None:
-        state = initial_state(cell, x.shape[0], device=x.device, dtype=x.dtype)
+        state = stated.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
     else:
         _check_state(cell, state, x)
     for tap in taps:
@@ -126,7 +125,7 @@ def unroll(
         )
     if fast is not None:
         return fast(cell, x, state, taps)
-    return unroll_generic(cell, x, state, taps)
+    return unroll_generic(cell, x, state, taps, stated.output)
 
 
 def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:
@@ -146,25 +145,26 @@ def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:
             f"x holds a non-finite value ({value}) at sample {sample}, step {step}, "
             f"feature {feature}"
         )
-    weight = getattr(cell, "weight_ih", None)  # the built-in cells; a user cell may cast
-    if isinstance(weight, Tensor) and x.dtype != weight.dtype:
+    if not isinstance(cell, RecurrentCell):  # a user cell may cast; its sizes are its own
+        return
+    weight = next(cell.parameters(), None)
+    if weight is not None and x.dtype != weight.dtype:
         raise ValueError(
             f"x has dtype {x.dtype} but the cell's parameters are {weight.dtype}: "
             f"convert one of them (x.to({weight.dtype}) or cell.to({x.dtype}))"
         )
-    input_size = getattr(cell, "input_size", None)
-    if isinstance(input_size, int) and x.shape[2] != input_size:
+    if x.shape[2] != cell.input_size:
         raise ValueError(
             f"x has {x.shape[2]} features per step but the cell expects input_size="
-            f"{input_size}: expected (B, T, {input_size}), got {tuple(x.shape)}"
+            f"{cell.input_size}: expected (B, T, {cell.input_size}), got {tuple(x.shape)}"
         )
 
 
 def _check_state(cell: nn.Module, state: State, x: Tensor) -> None:
     """A given state must have the cell's structure, the batch of x and x's dtype.
 
-    For the built-in cells the full shape is known (their zero state); for a user
-    cell only the batch size and the dtype are checked.
+    For a :class:`bptt.cells.RecurrentCell` the full shape is known (its zero state);
+    for another cell only the batch size and the dtype are checked.
     """
     parts = as_tuple(state)
     for part in parts:
@@ -177,9 +177,9 @@ def _check_state(cell: nn.Module, state: State, x: Tensor) -> None:
             )
         if part.dtype != x.dtype:
             raise ValueError(f"state has dtype {part.dtype} but x has dtype {x.dtype}")
-    if not isinstance(cell, BUILT_IN_CELLS):
+    if not isinstance(cell, RecurrentCell):
         return
-    expected = initial_state(cell, x.shape[0], device="meta", dtype=x.dtype)
+    expected = cell.initial_state(x.shape[0], device="meta", dtype=x.dtype)
     want = as_tuple(expected)
     if isinstance(state, tuple) != isinstance(expected, tuple) or len(parts) != len(want):
         shapes = ", ".join(f"({x.shape[0]}, {cell.hidden_size})" for _ in want)

@@ -266,7 +266,7 @@ class HessianFree(torch.optim.Optimizer):
         >>> import torch, bptt
         >>> from bptt.optim import HessianFree
         >>> _ = torch.manual_seed(0)
-        >>> model = bptt.SequenceModel(bptt.cells.RNN(2, 16), 1)
+        >>> model = bptt.SequenceModel(bptt.cells.RNNCell(2, 16), 1)
         >>> x = torch.randn(32, 10, 2)  # (B, T, F)
         >>> y = x.sum(dim=(1, 2)).unsqueeze(1)  # (B, 1)
         >>> def closure():  # returns what HF differentiates; never calls backward()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bptt.reservoir import _checks
+from bptt import _checks
 from bptt.reservoir._reservoir import Reservoir
 from bptt.reservoir._ridge import Ridge
 

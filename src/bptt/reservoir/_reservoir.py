@@ -13,7 +13,7 @@ from scipy.sparse.csgraph import connected_components
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from bptt.reservoir import _checks
+from bptt import _checks
 
 __all__ = ["NilpotentError", "Reservoir"]
 

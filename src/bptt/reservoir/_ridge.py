@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bptt.reservoir import _checks
+from bptt import _checks
 
 __all__ = ["Ridge", "series_features"]
 

@@ -1,7 +1,9 @@
 """Tasks: generators of long-range problems, each with its loss, baseline and success rule.
 
 Generators take the length first and a keyword ``seed`` (or a ``generator`` to
-continue a stream) and return ``(x, y)`` with x of shape (B, T, F). ``echo`` and
+continue a stream) and return ``(x, y)`` with x of shape (B, T, F). The shipped and
+generated series of the echo-state literature are here too: :func:`mackey_glass`
+and :func:`japanese_vowels`. ``echo`` and
 ``text`` are streams (:class:`StreamTask`), trained with :class:`bptt.TBPTT`.
 """
 
@@ -25,6 +27,7 @@ from bptt.tasks._pathological import (
     temporal_order,
     xor_problem,
 )
+from bptt.tasks._series import japanese_vowels, mackey_glass
 from bptt.tasks._streams import EchoTask, Stream, StreamTask, TextTask, delayed_echo, stdlib_text
 from bptt.tasks._vowels import VowelsTask
 
@@ -50,7 +53,9 @@ __all__ = [
     "adding_problem",
     "copy_memory",
     "delayed_echo",
+    "japanese_vowels",
     "load_digits",
+    "mackey_glass",
     "make_task",
     "memorization",
     "multiplication",

@@ -43,6 +43,8 @@ class Task(ABC):
         readout: ``"last"`` (one prediction per sequence) or ``"all"`` (one per step).
         baseline_loss: the loss of the best input-independent predictor.
         metric: name of the loss reported as ``final_loss``.
+        stream: whether the task is read as a stream (:class:`bptt.tasks.StreamTask`,
+            trained by truncated BPTT) rather than in batches of sequences.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Task(ABC):
     output_size: int
     readout: str
     metric: str
+    stream: bool = False
     min_length: int = 1
     fixed_length: int | None = None  # a task whose sequences always have this many steps
 

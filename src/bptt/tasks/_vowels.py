@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt.tasks._base import Task
+from bptt.tasks._series import japanese_vowels
 
 __all__ = ["VowelsTask"]
 
@@ -37,8 +38,6 @@ class VowelsTask(Task):
         if length != FRAMES:
             raise ValueError(f"vowels sequences have {FRAMES} frames; length must be {FRAMES}")
         super().__init__(length)
-        from bptt.reservoir import japanese_vowels
-
         data = japanese_vowels()
         self._train, self._test = (self._front_padded(*data[s]) for s in ("train", "test"))
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from torch import nn
 
-from bptt._io import append_text, atomic_torch_save, atomic_write_text, lock_file
-from bptt.config import TrainConfig
+from bptt.run._fields import ConfigModel
+from bptt.run._io import append_text, atomic_torch_save, atomic_write_text, lock_file
 
 __all__ = [
     "LOCK_FILE",
@@ -162,7 +162,7 @@ class RunDirectory:
         for outcome in ("summary.json", "model.pt"):
             (self.path / outcome).unlink(missing_ok=True)
 
-    def write_config(self, config: TrainConfig) -> None:
+    def write_config(self, config: ConfigModel) -> None:
         """Save ``config.toml``.
 
         Raises:
@@ -211,8 +211,16 @@ class RunDirectory:
         Raises:
             RunDirectoryError: it could not be written.
         """
+        self.save_state(model.state_dict())
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Save a dict of tensors as ``model.pt`` (loads with ``weights_only=True``).
+
+        Raises:
+            RunDirectoryError: it could not be written.
+        """
         try:
-            atomic_torch_save(model.state_dict(), self.path / "model.pt")
+            atomic_torch_save(state, self.path / "model.pt")
         except OSError as err:
             raise _write_error(self.path / "model.pt", err) from err
 

@@ -23,9 +23,10 @@ from typing import Any
 
 from rich.table import Table
 
-from bptt._io import atomic_write_text
-from bptt.config import ConfigError, TrainConfig
-from bptt.train import json_safe, make_progress, train
+from bptt.run._config import TrainConfig
+from bptt.run._fields import ConfigError
+from bptt.run._io import atomic_write_text
+from bptt.run._train import json_safe, make_progress, train
 
 __all__ = ["CLIP_DEMO", "BenchSpec", "results_table", "run_bench"]
 
@@ -66,7 +67,7 @@ class BenchSpec:
 
     Attributes:
         cells, tasks, lengths, seeds: the ``cells`` group is their product.
-        methods: recipes of :mod:`bptt.methods`; the ``methods`` group is their
+        methods: recipes of :mod:`bptt.run._recipes`; the ``methods`` group is their
             product with the tasks, lengths and seeds.
         base: config fields shared by the ``cells`` group (e.g. steps, hidden).
         clip_demo: whether to add the ``clipping`` group (on the first seed).

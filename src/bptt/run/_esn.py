@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import tomli_w
 import torch
+from pydantic import Field, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bptt._io import atomic_torch_save, atomic_write_text
-from bptt.config import ConfigError, _validate
-from bptt.reservoir._data import japanese_vowels, mackey_glass
-from bptt.reservoir._generate import generate, nrmse
-from bptt.reservoir._reservoir import NilpotentError, Reservoir
-from bptt.reservoir._ridge import Ridge
+from bptt.reservoir import NilpotentError, Reservoir, Ridge, generate, nrmse
+from bptt.run._fields import ConfigError, ConfigModel, Float, Int, Text
+from bptt.run._rundir import RunDirectory
+from bptt.tasks import japanese_vowels, mackey_glass
 
 __all__ = ["ESN_TASKS", "ESN_TASK_DEFAULTS", "ESNConfig", "run_esn"]
 
 ESN_TASKS = ("mackey-glass", "japanese-vowels")
-
-
-def _choice(*allowed: str) -> dict:
-    return {"choices": lambda: allowed}
-
-
-def _number(kind: type, low: float, high: float | None = None, open_min: bool = False) -> dict:
-    return {"kind": kind, "min": low, "max": high, "open_min": open_min}
-
 
 # The settings whose default depends on the task. Mackey-Glass: the usual setting of
 # the benchmark (Jaeger 2001; ReservoirPy's tutorial), 10,000 steps, the first 7,000 for
@@ -69,73 +53,104 @@ _ONLY_FOR = {
     for name in settings
     if not all(name in other for other in ESN_TASK_DEFAULTS.values())
 }
-_RUN_FILES = ("config.toml", "summary.json", "model.pt")
-_STALE_FILES = ("metrics.csv", "diagnostics.jsonl")  # a training run's, overwritten
 
 
-@dataclass
-class ESNConfig:
-    """One echo-state-network run.
+def _by_task(setting: str) -> str:
+    """The help text's note of a setting's default for each task that has it."""
+    values = [
+        f"{task.split('-')[0].title()} {defaults[setting]:g}"
+        if isinstance(defaults[setting], (int, float))
+        else f"{task.split('-')[0].title()} {defaults[setting]}"
+        for task, defaults in ESN_TASK_DEFAULTS.items()
+        if setting in defaults
+    ]
+    only = f"{_ONLY_FOR[setting]} only; " if setting in _ONLY_FOR else ""
+    return f" ({only}default: {', '.join(values)})"
+
+
+class ESNConfig(ConfigModel):
+    """One echo-state-network run; saved as the run's ``config.toml``.
 
     A setting left as None takes the task's value from :data:`ESN_TASK_DEFAULTS`; a
     setting of one task given for the other is refused.
 
-    Attributes:
-        task: ``mackey-glass`` (default; one-step-ahead prediction, then 84 steps
-            free-running) or ``japanese-vowels`` (speaker classification, 370 test
-            utterances).
-        units: reservoir size N (default: Mackey-Glass 1000, Japanese Vowels 500).
-        spectral_radius: the exact spectral radius of the reservoir matrix W (default:
-            Mackey-Glass 1.25, Japanese Vowels 0.5).
-        leak_rate: the units' leak rate a in (0, 1] (default: Mackey-Glass 0.3, Japanese
-            Vowels 0.6).
-        input_scaling: scale of the input weights (default 1 for both tasks).
-        density: share of nonzero entries of W (default 0.1).
-        input_density: share of nonzero entries of the input weights (default 0.1).
-        bias: the units' bias (default 0).
-        ridge: the readout's penalty (default: Mackey-Glass 1e-6, Japanese Vowels 1e-2).
-        washout: Mackey-Glass only: steps of the series left out of the fit (default 100).
-        steps: Mackey-Glass only: length of the series (default 10000).
-        train_steps: Mackey-Glass only: steps used for the fit; the rest is the test
-            (default 7000).
-        free_steps: Mackey-Glass only: steps run free after teacher forcing ends
-            (default 84).
-        reduce: Japanese Vowels only: ``mean`` (default) or ``last`` state of each
-            utterance.
-        ensemble: Japanese Vowels only: reservoirs (seeds seed, seed + 1, ...) whose
-            readouts' class scores are averaged (default 1).
-        seed: seeds the reservoir (and the series' history) (default 0).
-        dtype: the states' precision, ``float64`` (default) or ``float32`` (faster for
-            batches; the readout is solved in float64 either way).
-        out: the run directory; None writes no files.
+    Example:
+        >>> ESNConfig.from_dict({"task": "japanese-vowels"}).units
+        500
     """
 
-    task: str = field(default="mackey-glass", metadata=_choice(*ESN_TASKS))
-    units: int | None = field(default=None, metadata=_number(int, 1, 20_000))
-    spectral_radius: float | None = field(default=None, metadata=_number(float, 0.0, 100.0))
-    leak_rate: float | None = field(default=None, metadata=_number(float, 0.0, 1.0, open_min=True))
-    input_scaling: float | None = field(default=None, metadata=_number(float, 0.0, 1e6))
-    density: float = field(default=0.1, metadata=_number(float, 0.0, 1.0, open_min=True))
-    input_density: float = field(default=0.1, metadata=_number(float, 0.0, 1.0, open_min=True))
-    bias: float = field(default=0.0, metadata=_number(float, -1e6, 1e6))
-    ridge: float | None = field(default=None, metadata=_number(float, 0.0, 1e6))
-    washout: int | None = field(default=None, metadata=_number(int, 0, 1_000_000))
-    steps: int | None = field(default=None, metadata=_number(int, 10, 10_000_000))
-    train_steps: int | None = field(default=None, metadata=_number(int, 2, 10_000_000))
-    free_steps: int | None = field(default=None, metadata=_number(int, 2, 100_000))
-    reduce: str | None = field(default=None, metadata=_choice("mean", "last"))
-    ensemble: int | None = field(default=None, metadata=_number(int, 1, 1000))
-    seed: int = field(default=0, metadata=_number(int, 0, 2**63 - 1))
-    dtype: str = field(default="float64", metadata=_choice("float64", "float32"))
-    out: str | None = field(default=None, metadata={"kind": str})
+    task: Literal[ESN_TASKS] = Field(
+        "mackey-glass",
+        description="mackey-glass (one-step-ahead prediction, then a free run) or "
+        "japanese-vowels (speaker classification, 370 test utterances).",
+    )
+    units: Int | None = Field(
+        None, ge=1, le=20_000, description="reservoir size N" + _by_task("units") + "."
+    )
+    spectral_radius: Float | None = Field(
+        None,
+        ge=0.0,
+        le=100.0,
+        description="the exact spectral radius of W" + _by_task("spectral_radius") + ".",
+    )
+    leak_rate: Float | None = Field(
+        None, gt=0.0, le=1.0, description="the units' leak rate" + _by_task("leak_rate") + "."
+    )
+    input_scaling: Float | None = Field(
+        None,
+        ge=0.0,
+        le=1e6,
+        description="scale of the input weights" + _by_task("input_scaling") + ".",
+    )
+    density: Float = Field(0.1, gt=0.0, le=1.0, description="share of nonzero entries of W.")
+    input_density: Float = Field(
+        0.1, gt=0.0, le=1.0, description="share of nonzero entries of the input weights."
+    )
+    bias: Float = Field(0.0, ge=-1e6, le=1e6, description="the units' bias.")
+    ridge: Float | None = Field(
+        None, ge=0.0, le=1e6, description="the readout's penalty" + _by_task("ridge") + "."
+    )
+    washout: Int | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        description="steps of the series left out of the fit" + _by_task("washout") + ".",
+    )
+    steps: Int | None = Field(
+        None, ge=10, le=10_000_000, description="length of the series" + _by_task("steps") + "."
+    )
+    train_steps: Int | None = Field(
+        None,
+        ge=2,
+        le=10_000_000,
+        description="steps used for the fit; the rest is the test" + _by_task("train_steps") + ".",
+    )
+    free_steps: Int | None = Field(
+        None,
+        ge=2,
+        le=100_000,
+        description="steps run free after teacher forcing ends" + _by_task("free_steps") + ".",
+    )
+    reduce: Literal["mean", "last"] | None = Field(
+        None, description="mean or last state of each utterance" + _by_task("reduce") + "."
+    )
+    ensemble: Int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="reservoirs (seeds seed, seed + 1, ...) whose class scores are "
+        "averaged" + _by_task("ensemble") + ".",
+    )
+    seed: Int = Field(0, ge=0, le=2**63 - 1, description="seeds the reservoir and the series.")
+    dtype: Literal["float64", "float32"] = Field(
+        "float64",
+        description="the states' precision (float32 is faster for batches; the readout "
+        "is solved in float64 either way).",
+    )
+    out: Text | None = Field(None, description="the run directory; none writes no files.")
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            try:
-                setattr(self, f.name, _validate(f, getattr(self, f.name)))
-            except OverflowError:  # an int beyond float's range, given from Python
-                message = "must be finite; got an integer beyond float's range"
-                raise ConfigError(f.name, message) from None
+    @model_validator(mode="after")
+    def _task_settings(self) -> ESNConfig:
         for name, task in _ONLY_FOR.items():
             if task != self.task and getattr(self, name) is not None:
                 raise ConfigError(name, f"is used only with task {task}, not {self.task}")
@@ -153,24 +168,7 @@ class ESNConfig:
                 raise ConfigError(
                     "washout", f"must be below train_steps ({self.train_steps}); got {self.washout}"
                 )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ESNConfig:
-        """A validated config; unknown keys raise :class:`bptt.config.ConfigError`.
-
-        Example:
-            >>> ESNConfig.from_dict({"task": "japanese-vowels"}).units
-            500
-        """
-        if not isinstance(values, dict):
-            raise ConfigError("config", f"must be a table of settings; got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ConfigError(
-                    str(key), f"unknown key; known keys are {', '.join(sorted(known))}"
-                )
-        return cls(**values)
+        return self
 
 
 def _reservoir(config: ESNConfig, offset: int = 0) -> Reservoir:
@@ -284,27 +282,15 @@ def _japanese_vowels(config: ESNConfig, stages: _Stages) -> tuple[dict[str, Any]
     return {"test_errors": errors, "test_size": int(labels.shape[0])}, reservoir, readout
 
 
-def _run_directory(out: str, overwrite: bool) -> Path:
-    """The run directory, created and found writable, or a ConfigError naming ``out``."""
-    path = Path(out)
+def _open(out: str, overwrite: bool) -> RunDirectory:
+    """The locked run directory, or a ConfigError naming ``out``."""
     try:
-        if path.exists() and not path.is_dir():
-            raise ConfigError("out", f"{out} exists and is not a directory")
-        held = [name for name in _RUN_FILES if (path / name).exists()]
-        if held and not overwrite:
-            raise ConfigError(
-                "out",
-                f"{out} already holds a run ({held[0]}); choose another directory or overwrite it",
-            )
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):  # files can be written there
-            pass
+        return RunDirectory(out, overwrite=overwrite)
+    except FileExistsError as err:
+        raise ConfigError("out", str(err)) from None
     except (OSError, ValueError) as err:  # ValueError: a NUL in the path
-        if isinstance(err, ConfigError):
-            raise
         reason = getattr(err, "strerror", None) or str(err)
         raise ConfigError("out", f"cannot write a run directory at {out}: {reason}") from None
-    return path
 
 
 def run_esn(
@@ -332,6 +318,8 @@ def run_esn(
             (a W with no cycle: raise density or units; a singular readout: raise
             ridge), or an ``out`` that is a file, cannot be created or written, or holds
             a run while ``overwrite`` is False.
+        RunDirectoryBusy: another process is writing ``out``.
+        RunDirectoryError: a file of the run directory could not be written.
         ImportError: Japanese Vowels without sktime.
     """
     if not isinstance(config, ESNConfig):
@@ -340,27 +328,24 @@ def run_esn(
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}")
-    path = _run_directory(config.out, overwrite) if config.out is not None else None
-    start = time.perf_counter()
-    if config.task == "mackey-glass":
-        work, total, label = _mackey_glass, 4, "Mackey-Glass"
-    else:
-        work, total, label = _japanese_vowels, 1 + 2 * config.ensemble, "Japanese Vowels"
-    with _Stages(progress, label, total) as stages:
-        outcome, reservoir, readout = work(config, stages)
-    summary = {"task": config.task, "units": config.units, "seed": config.seed, **outcome}
-    summary["wall_s"] = round(time.perf_counter() - start, 3)
-    if path is not None:
-        values = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
-        weights = {**reservoir.weights(), "W_out": torch.from_numpy(readout.weight)}
-        weights["b_out"] = torch.from_numpy(readout.bias)
-        try:
-            for name in _STALE_FILES:  # no file of an overwritten run beside the new ones
-                (path / name).unlink(missing_ok=True)
-            atomic_write_text(path / "config.toml", tomli_w.dumps(values))
-            atomic_torch_save(weights, path / "model.pt")
-            atomic_write_text(path / "summary.json", json.dumps(summary, indent=2) + "\n")
-        except OSError as err:
-            reason = err.strerror or str(err)
-            raise ConfigError("out", f"cannot write the run to {path}: {reason}") from None
+    run_dir = None if config.out is None else _open(config.out, overwrite)
+    try:
+        start = time.perf_counter()
+        if config.task == "mackey-glass":
+            work, total, label = _mackey_glass, 4, "Mackey-Glass"
+        else:
+            work, total, label = _japanese_vowels, 1 + 2 * config.ensemble, "Japanese Vowels"
+        with _Stages(progress, label, total) as stages:
+            outcome, reservoir, readout = work(config, stages)
+        summary = {"task": config.task, "units": config.units, "seed": config.seed, **outcome}
+        summary["wall_s"] = round(time.perf_counter() - start, 3)
+        if run_dir is not None:
+            weights = {**reservoir.weights(), "W_out": torch.from_numpy(readout.weight)}
+            weights["b_out"] = torch.from_numpy(readout.bias)
+            run_dir.write_config(config)
+            run_dir.save_state(weights)
+            run_dir.write_summary(summary)
+    finally:
+        if run_dir is not None:
+            run_dir.close()
     return summary

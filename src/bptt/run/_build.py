@@ -11,9 +11,9 @@ from torch import Tensor
 
 from bptt import clip
 from bptt.cells import make_cell
-from bptt.config import TrainConfig
-from bptt.methods import METHODS
 from bptt.model import SequenceModel
+from bptt.run._config import TrainConfig
+from bptt.run._recipes import RECIPES
 from bptt.tasks import Task
 
 __all__ = [
@@ -34,11 +34,11 @@ _EVAL_CHUNK = 1000  # test sequences per forward pass
 
 def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     """The model a config describes, initialised from the global RNG (and by its method)."""
-    dtype = getattr(torch, config.dtype)
+    dtype = config.torch_dtype
     cell = make_cell(config.cell, task.input_size, config.hidden, device=config.device, dtype=dtype)
     # Hessian-free runs its closures under bptt.engine.require_generic itself
     model = SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
-    method = METHODS.get(config.method) if config.method else None
+    method = RECIPES.get(config.method) if config.method else None
     if method is not None and method.initialise is not None:
         method.initialise(model, task.dependency_length)
     return model
@@ -74,8 +74,8 @@ def test_set(config: TrainConfig, task: Task) -> tuple[Tensor, Tensor]:
     task is tested on its own held-out stream; this is then only the probe batch.
     """
     generator = torch.Generator().manual_seed(seeds(config.seed)[2])
-    dtype = getattr(torch, config.dtype)
-    size = config.probe_size if getattr(task, "stream", False) else config.test_size
+    dtype = config.torch_dtype
+    size = config.probe_size if task.stream else config.test_size
     return task.test_set(size, generator, device=config.device, dtype=dtype)
 
 
@@ -135,8 +135,8 @@ def learning_rate(config: TrainConfig, step: int, rollbacks: int = 0) -> float:
 def evaluate(model: SequenceModel, task: Task, x: Tensor, y: Tensor, config: TrainConfig) -> float:
     """The task's test metric: over the whole test set (weighted by chunk size), or
     for a stream task over its held-out stream."""
-    if getattr(task, "stream", False):
-        return task.evaluate(model, device=config.device, dtype=getattr(torch, config.dtype))
+    if task.stream:
+        return task.evaluate(model, device=config.device, dtype=config.torch_dtype)
     total = 0.0
     for start in range(0, x.shape[0], _EVAL_CHUNK):
         xs, ys = x[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from bptt._errors import load_failure
-from bptt._io import atomic_write_bytes, atomic_write_text
+from bptt.run._errors import load_failure
+from bptt.run._io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["CheckpointError", "Checkpoints"]
 

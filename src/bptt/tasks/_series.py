@@ -1,4 +1,5 @@
-"""Data for the echo state networks: Mackey-Glass and Japanese Vowels."""
+"""The series of the echo-state literature: Mackey-Glass (generated) and Japanese Vowels
+(shipped with sktime)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bptt.reservoir import _checks
+from bptt import _checks
 
 __all__ = ["japanese_vowels", "mackey_glass"]
 

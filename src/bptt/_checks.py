@@ -1,4 +1,4 @@
-"""Argument checks of the reservoir API, at the entry points: every error names the
+"""Argument checks at the library's entry points: every error names the
 argument and says what it got, as a ``TypeError`` (wrong kind) or ``ValueError`` (wrong
 value), never an error from deep inside NumPy or torch."""
 

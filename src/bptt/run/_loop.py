@@ -1,4 +1,9 @@
-"""The training loop of one run, with checkpoints, roll-backs and resumption."""
+"""The training loop of one run, with checkpoints, roll-backs and resumption.
+
+Everything that differs between runs was chosen when the run was built: the batch
+source (sequences or a stream, :mod:`bptt.run._batches`) and the step rule (first
+order or Hessian-free, :mod:`bptt.run._steps`). The loop itself is the same for all.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,17 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from bptt._setup import (
+from bptt.diagnose import Monitor, diagnose
+from bptt.run._batches import make_batches
+from bptt.run._build import (
     build_model,
     evaluate,
     json_safe,
-    learning_rate,
     make_clip_policy,
     make_optimizer,
     seeds,
@@ -24,15 +29,14 @@ from bptt._setup import (
     test_set,
     where_nonfinite,
 )
-from bptt.checkpoint import CheckpointError, Checkpoints
-from bptt.config import ConfigError, TrainConfig
-from bptt.diagnose import Monitor, diagnose
-from bptt.model import SequenceModel
-from bptt.rundir import RunDirectory, RunDirectoryError
-from bptt.tasks import Task, make_task
-from bptt.tbptt import TBPTT
+from bptt.run._checkpoint import CheckpointError, Checkpoints
+from bptt.run._config import TrainConfig
+from bptt.run._fields import ConfigError
+from bptt.run._rundir import RunDirectory, RunDirectoryError
+from bptt.run._steps import make_step_rule
+from bptt.tasks import make_task
 
-__all__ = ["Batches", "NonFiniteError", "Run", "RunStopped"]
+__all__ = ["NonFiniteError", "Run", "RunStopped"]
 
 _FORMAT = 1  # checkpoint layout version
 _NOT_COMPARED = ("out",)  # config fields a resumed run may change
@@ -55,85 +59,6 @@ class RunStopped(RuntimeError):
     the message says from which step it resumes."""
 
 
-class Batches:
-    """Each optimizer step's loss (after its forward) and a way to rerun the step.
-
-    Sequence tasks: a fresh batch per step from the run's data generator; the rerun
-    repeats its forward and backward with extra taps and then puts the step's
-    gradients back. Stream tasks: the next window of truncated backprop through time,
-    TBPTT(k1, k2), over B parallel streams (no rerun: the window's state has moved
-    on). Checkpointable.
-    """
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        task: Task,
-        model: SequenceModel,
-        optimizer: torch.optim.Optimizer,
-        taps: tuple,
-        seed: int,
-    ) -> None:
-        self.config, self.task, self.model, self.optimizer, self.taps = (
-            config,
-            task,
-            model,
-            optimizer,
-            taps,
-        )
-        self.generator = torch.Generator().manual_seed(seed)
-        self.dtype = getattr(torch, config.dtype)
-        self.stream = self.trainer = None
-        if getattr(task, "stream", False):
-            self.trainer = TBPTT(
-                model, config.tbptt_k1, config.tbptt_k2, task.loss, None, taps=taps
-            )
-            self.stream = task.open_stream(
-                config.batch_size, self.generator, device=config.device, dtype=self.dtype
-            )
-
-    def sample(self) -> tuple[Tensor, Tensor]:
-        """The next batch of a sequence task (x, y)."""
-        return self.task.sample(
-            self.config.batch_size, self.generator, device=self.config.device, dtype=self.dtype
-        )
-
-    def next(self) -> tuple[Tensor, Callable[[tuple], None] | None]:
-        """The next step's loss and its rerun (None for a stream)."""
-        if self.stream is not None:
-            x, y = self.stream.next(self.config.tbptt_k1)
-            (loss,) = list(self.trainer.losses(x, y))  # exactly one window is due
-            return loss, None
-        x, y = self.sample()
-
-        def rerun(extra: tuple, x: Tensor = x, y: Tensor = y) -> None:
-            """Repeat the step with extra taps, leaving the gradients as they were."""
-            params = list(self.model.parameters())
-            kept = [p.grad for p in params]
-            for p in params:
-                p.grad = None
-            self.task.loss(self.model(x, taps=self.taps + extra)[0], y).backward()
-            for p, grad in zip(params, kept, strict=True):
-                p.grad = grad
-
-        return self.task.loss(self.model(x, taps=self.taps)[0], y), rerun
-
-    def state_dict(self) -> dict[str, Any]:
-        """The data generator's state and, for a stream, where it and TBPTT are."""
-        return {
-            "generator": self.generator.get_state(),
-            "stream": None if self.stream is None else self.stream.state_dict(),
-            "tbptt": None if self.trainer is None else self.trainer.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a :meth:`state_dict`."""
-        self.generator.set_state(state["generator"])
-        if self.stream is not None:
-            self.stream.load_state_dict(state["stream"])
-            self.trainer.load_state_dict(state["tbptt"])
-
-
 def _fingerprint(config: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _NOT_COMPARED}
 
@@ -154,7 +79,7 @@ class Run:
         run_dir: RunDirectory | None,
         on_gradients: Callable[[int, nn.Module], None] | None = None,
     ) -> None:
-        self.config, self.run_dir, self.on_gradients = config, run_dir, on_gradients
+        self.config, self.run_dir = config, run_dir
         self.task = make_task(config.task, config.length)
         init_seed, data_seed, _ = seeds(config.seed)
         with torch.random.fork_rng(devices=[]):
@@ -162,14 +87,22 @@ class Run:
             self.model = build_model(config, self.task)
         self.optimizer = make_optimizer(config, self.model)
         self.x_test, self.y_test = test_set(config, self.task)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.policy = make_clip_policy(config)
         self.monitor = None
         if config.monitor:
             self.monitor = Monitor(self.model, window=config.spike_window, z=config.spike_z)
-        self.taps = step_taps(config)
         self.probe = self.x_test[: config.probe_size]
-        self.batches = Batches(config, self.task, self.model, self.optimizer, self.taps, data_seed)
+        self.batches = make_batches(config, self.task, self.model, step_taps(config), data_seed)
+        self.take_step = make_step_rule(
+            config,
+            self.task,
+            self.model,
+            self.optimizer,
+            self.batches,
+            self.policy,
+            self.monitor,
+            on_gradients,
+        )
         directory = None if run_dir is None else run_dir.path / "checkpoints"
         self.checkpoints = Checkpoints(directory, config.keep_checkpoints)
         self.step = 0
@@ -213,7 +146,8 @@ class Run:
             raise ConfigError("resume", f"checkpoint format {state.get('format')} is not {_FORMAT}")
         mine, free = _fingerprint(self.config), _may_differ(self.config)
         # a field added since the checkpoint was written had its default then
-        theirs = {**{f.name: f.default for f in fields(TrainConfig)}, **state["config"]}
+        defaults = {name: f.default for name, f in TrainConfig.model_fields.items()}
+        theirs = {**defaults, **state["config"]}
         for key in sorted(set(mine) | set(state["config"])):
             if key not in free and mine.get(key) != theirs.get(key):
                 raise ConfigError(
@@ -250,11 +184,7 @@ class Run:
         self.load_state_dict(state, keep_counters=True)
         self.counters["rollbacks"] += 1
         self.counters["streak"] = 0
-        scale = self.config.rollback_lr_factor ** self.counters["rollbacks"]
-        for group in self.optimizer.param_groups:
-            if "damping" in group:  # Hessian-free: a trust region, shrunk by more damping
-                group["damping"] = max(group["damping"], self.config.hf_damping / scale)
-        # A first-order optimizer's learning rate is set before each step (learning_rate).
+        self.take_step.after_rollback(self.counters["rollbacks"])
 
     # --- the loop --------------------------------------------------------------------
 
@@ -292,38 +222,13 @@ class Run:
             self._checkpoint()
         while self.step < config.steps:
             step = self.step + 1
-            watched: dict[str, Any] = {}
-            if config.optimizer == "hf":  # the optimizer evaluates, solves and steps itself
-                loss_value, norm_value, watched = self._hessian_free_step()
-                finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-                clipped = False
-            else:
-                loss, rerun = self.batches.next()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.on_gradients is not None:
-                    self.on_gradients(step, self.model)
-                if self.monitor is not None:  # before clipping; a non-finite step is rerun
-                    logged = step % config.log_every == 0 or step == config.steps
-                    wanted = (
-                        logged or counters["nonfinite_steps"] == 0 or config.nonfinite == "raise"
-                    )
-                    watched = self.monitor.step(step, loss, rerun=rerun if wanted else None)
-                grad_norm = self.policy(self.params)  # clips in place; the norm before clipping
-                loss_value, norm_value = loss.item(), grad_norm.item()
-                finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-                clipped = finite and self.policy.clipped
+            report = self.take_step(step, counters)
+            loss_value, norm_value, finite = report.loss, report.grad_norm, report.finite
             stop = not finite and config.nonfinite == "raise"
             if finite:
-                if config.optimizer != "hf":
-                    lr = learning_rate(config, step, counters["rollbacks"])
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                    self.optimizer.step()
-                counters["clipped_steps"] += clipped
+                counters["clipped_steps"] += report.clipped
                 counters["streak"] = 0
             else:
-                self.optimizer.zero_grad(set_to_none=True)
                 counters["nonfinite_steps"] += 1
                 counters["streak"] += 1
             self.step = step
@@ -342,12 +247,12 @@ class Run:
             if self.run_dir is not None and (step % config.log_every == 0 or last):
                 self.run_dir.log(
                     {
-                        **watched,
+                        **report.watched,
                         "step": step,
                         "loss": loss_value,
                         "grad_norm": norm_value,
                         "clip_threshold": self.policy.threshold,
-                        "clipped": clipped,
+                        "clipped": report.clipped,
                         "nonfinite": not finite,
                         "lr": self.optimizer.param_groups[0].get("lr"),
                         "test_loss": counters["test_loss"] if evaluated else None,
@@ -356,7 +261,7 @@ class Run:
                     }
                 )
             if stop:
-                self._stop(step, loss_value, norm_value, watched)
+                self._stop(step, loss_value, norm_value, report.watched)
             if (
                 self.run_dir is not None
                 and config.diagnose_every
@@ -377,28 +282,6 @@ class Run:
             if last:
                 break
         return self._summary(time.perf_counter() - start, advance)
-
-    def _hessian_free_step(self) -> tuple[float, float, dict[str, Any]]:
-        """One Hessian-free step on the next batch; curvature on its first share."""
-        x, y = self.batches.sample()
-        share = max(1, round(x.shape[0] * self.config.hf_curvature_fraction))
-
-        structural = self.config.hf_mu > 0  # then the hidden states join the outputs
-
-        def closure(x: Tensor = x, y: Tensor = y) -> tuple[Tensor, ...]:
-            if structural:
-                prediction, hidden = self.model.predict_with_hidden(x)
-                return self.task.loss(prediction, y), prediction, hidden
-            prediction = self.model(x)[0]
-            return self.task.loss(prediction, y), prediction
-
-        def curvature(x: Tensor = x[:share], y: Tensor = y[:share]) -> tuple[Tensor, ...]:
-            return closure(x, y)
-
-        loss = self.optimizer.step(closure, curvature if share < x.shape[0] else None)
-        last = self.optimizer.last
-        report = {k: last[k] for k in ("cg_iters", "damping", "rho", "alpha")}
-        return float(loss), float(last.get("grad_norm", 0.0)), report
 
     def _stop(self, step: int, loss_value: float, norm_value: float, watched: dict) -> None:
         message = (
@@ -429,7 +312,7 @@ class Run:
             "cell": config.cell,
             "hidden": config.hidden,
             "optimizer": config.optimizer,
-            "lr": None if config.optimizer == "hf" else config.lr,
+            "lr": self.take_step.reported_lr,
             "clip": config.clip,
             "clip_norm": config.clip_norm,
             "clip_step_norm": config.clip_step_norm,

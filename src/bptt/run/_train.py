@@ -15,14 +15,15 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from bptt._errors import first_line, load_failure
-from bptt._loop import NonFiniteError, Run, RunStopped
-from bptt._setup import build_model, json_safe, make_clip_policy, step_taps, test_set
-from bptt.checkpoint import CheckpointError
-from bptt.config import ConfigError, TrainConfig, load_toml
 from bptt.model import SequenceModel
 from bptt.precision import flush_denormal
-from bptt.rundir import RunDirectory, RunDirectoryBusy, RunDirectoryError
+from bptt.run._build import build_model, json_safe, make_clip_policy, step_taps, test_set
+from bptt.run._checkpoint import CheckpointError
+from bptt.run._config import TrainConfig
+from bptt.run._errors import first_line, load_failure
+from bptt.run._fields import ConfigError, load_toml
+from bptt.run._loop import NonFiniteError, Run, RunStopped
+from bptt.run._rundir import RunDirectory, RunDirectoryBusy, RunDirectoryError
 from bptt.tasks import Task, make_task
 
 __all__ = [
@@ -110,7 +111,7 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
-        bptt.config.ConfigError: an invalid config, or ``out`` cannot be a directory.
+        bptt.run.ConfigError: an invalid config, or ``out`` cannot be a directory.
         FileExistsError: ``config.out`` already holds a run and overwrite is False.
         RunDirectoryBusy: another process is writing ``config.out``.
         RunDirectoryError: ``config.toml`` could not be written (nothing was trained).
@@ -164,7 +165,7 @@ def resume(
             corrupt ones are removed).
 
     Raises:
-        bptt.config.ConfigError: no run there, its checkpoint belongs to another
+        bptt.run.ConfigError: no run there, its checkpoint belongs to another
             configuration, ``steps`` cannot apply, the run finished without a
             checkpoint (its files are left as they are), or no checkpoint is intact
             and ``restart`` is False.

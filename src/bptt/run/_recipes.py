@@ -1,7 +1,7 @@
-"""Methods by name: a cell, its initialisation, the optimizer and clipping that go with it.
+"""Recipes by name: a cell, its initialisation, the optimizer and clipping that go with it.
 
 ``bptt train --method NAME`` (or ``method = "NAME"`` in a config) starts from the
-method's settings; any field given explicitly overrides them, except the cell.
+recipe's settings; any field given explicitly overrides them, except the cell.
 
 * ``rnn``: tanh RNN, torch's uniform init; Adam.
 * ``rnn-clip``: the same, global norm clipped at 1.
@@ -37,11 +37,11 @@ from torch import nn
 
 from bptt import init
 
-__all__ = ["METHODS", "Method"]
+__all__ = ["RECIPES", "Recipe"]
 
 
 @dataclass(frozen=True)
-class Method:
+class Recipe:
     """A named recipe.
 
     Attributes:
@@ -79,30 +79,30 @@ def _reservoir(model: nn.Module, length: int) -> None:
         model.cell.weight_ih.mul_(0.1 / model.cell.weight_ih.abs().max())
 
 
-METHODS: dict[str, Method] = {
-    "rnn": Method("tanh RNN, default init, Adam", {"cell": "rnn"}),
-    "rnn-clip": Method("tanh RNN, Adam, norm clipped at 1", {"cell": "rnn", "clip_norm": 1.0}),
-    "irnn": Method(
+RECIPES: dict[str, Recipe] = {
+    "rnn": Recipe("tanh RNN, default init, Adam", {"cell": "rnn"}),
+    "rnn-clip": Recipe("tanh RNN, Adam, norm clipped at 1", {"cell": "rnn", "clip_norm": 1.0}),
+    "irnn": Recipe(
         "ReLU RNN at the identity (IRNN), Adam lr 1e-4, clip 1",
         {"cell": "irnn", "lr": 1e-4, "clip_norm": 1.0},
     ),
-    "orthogonal": Method(
+    "orthogonal": Recipe(
         "orthogonal RNN (expRNN), Adam lr 1e-3, clip 1",
         {"cell": "orthogonal", "lr": 1e-3, "clip_norm": 1.0},
     ),
-    "skip": Method(
+    "skip": Recipe(
         "tanh RNN with a shortcut from 10 steps back, Adam, clip 1",
         {"cell": "skip", "clip_norm": 1.0},
         _skip_orthogonal,
     ),
-    "lstm": Method("LSTM, forget bias 1, Adam", {"cell": "lstm"}, _lstm_forget),
-    "lstm-chrono": Method(
+    "lstm": Recipe("LSTM, forget bias 1, Adam", {"cell": "lstm"}, _lstm_forget),
+    "lstm-chrono": Recipe(
         "LSTM, chrono initialisation, Adam lr 1e-2 on a cosine schedule, clip 1",
         {"cell": "lstm", "lr": 1e-2, "lr_schedule": "cosine", "clip_norm": 1.0},
         _lstm_chrono,
     ),
-    "gru": Method("GRU, Adam", {"cell": "gru"}),
-    "esn-momentum": Method(
+    "gru": Recipe("GRU, Adam", {"cell": "gru"}),
+    "esn-momentum": Recipe(
         "tanh RNN from a sparse reservoir, Nesterov SGD with momentum, clip 1",
         {
             "cell": "rnn",

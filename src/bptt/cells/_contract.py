@@ -1,0 +1,146 @@
+"""The cell contract, stated once: what an engine may ask of a one-step cell.
+
+A cell is an ``nn.Module`` computing one step, ``forward(x_t, state) -> state``, with
+``input_size`` F and ``hidden_size`` H. Its state is one tensor (B, H) or a tuple of
+tensors (B, ...) (LSTM: ``(h, c)``); it starts from :meth:`RecurrentCell.initial_state`
+and a readout sees :meth:`RecurrentCell.output` of it. The built-in cells subclass
+:class:`RecurrentCell`; :func:`contract` gives any other cell (``torch.nn.RNNCell``,
+``GRUCell``, ``LSTMCell``, or a module of the user's with an integer ``hidden_size`` or
+an ``initial_state`` method) the same two methods, so the engines ask the contract and
+never probe a cell's attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CellContract",
+    "RecurrentCell",
+    "State",
+    "as_tuple",
+    "contract",
+    "initial_state",
+    "state_output",
+]
+
+State = Tensor | tuple[Tensor, ...]
+
+
+@runtime_checkable
+class CellContract(Protocol):
+    """What an engine asks of a cell, besides calling it."""
+
+    hidden_size: int
+
+    def initial_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State:
+        """The state a sequence starts from: zeros of shape (batch_size, H) or a tuple."""
+
+    def output(self, state: State) -> Tensor:
+        """The tensor (B, H) of a state that a readout sees."""
+
+
+class RecurrentCell(nn.Module):
+    """The base of every built-in cell: one step, its zero state and its output.
+
+    Subclasses set ``input_size`` and ``hidden_size`` and define ``forward``; a cell
+    whose state is a tuple overrides :meth:`initial_state` (and :meth:`output` when
+    the readout should see something other than the tuple's first element).
+    """
+
+    input_size: int
+    hidden_size: int
+
+    def initial_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State:
+        """Zeros (batch_size, H)."""
+        return torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+
+    def output(self, state: State) -> Tensor:
+        """The state itself, or the first element of a tuple state: (B, H)."""
+        return state_output(state)
+
+
+class _Adapted:
+    """The contract of a cell that does not state one (torch's cells, a user's module)."""
+
+    def __init__(self, cell: nn.Module, start: Callable[..., State]) -> None:
+        self.cell, self._start = cell, start
+        self.hidden_size = getattr(cell, "hidden_size", None)
+
+    def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
+        return self._start(batch_size, device=device, dtype=dtype)
+
+    def output(self, state: State) -> Tensor:
+        return state_output(state)
+
+
+def contract(cell: nn.Module) -> CellContract:
+    """The contract of any cell, decided here once for the engines.
+
+    The cell itself when it states one (a :class:`RecurrentCell`, or any module with
+    ``hidden_size``, ``initial_state`` and ``output``). Otherwise an adapter: a cell's
+    own ``initial_state(batch_size, *, device, dtype)`` if it has one; for
+    ``torch.nn.LSTMCell`` a zero ``(h, c)``; for any other module with a positive
+    integer ``hidden_size``, zeros (B, H). The output is then the state, or its first
+    element.
+
+    Raises:
+        TypeError: the cell has no contract, no ``initial_state`` and no positive
+            integer ``hidden_size``.
+    """
+    if isinstance(cell, CellContract):
+        return cell
+    own = getattr(cell, "initial_state", None)
+    if callable(own):
+        return _Adapted(cell, own)
+    hidden_size = getattr(cell, "hidden_size", None)
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        raise TypeError(
+            f"{type(cell).__name__} has no initial_state(batch_size, *, device, dtype) "
+            "method and no positive integer hidden_size attribute; give it one of them, "
+            "subclass bptt.cells.RecurrentCell, or pass state="
+        )
+
+    def zeros(batch_size: int, *, device=None, dtype=None) -> State:
+        zero = torch.zeros(batch_size, hidden_size, device=device, dtype=dtype)
+        return (zero, zero.clone()) if isinstance(cell, nn.LSTMCell) else zero
+
+    return _Adapted(cell, zeros)
+
+
+def initial_state(
+    cell: nn.Module,
+    batch_size: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> State:
+    """The state any cell starts from: ``contract(cell).initial_state(...)``."""
+    return contract(cell).initial_state(batch_size, device=device, dtype=dtype)
+
+
+def state_output(state: State) -> Tensor:
+    """The tensor of a state that a readout sees by default: the state, or its first
+    element (B, H)."""
+    return state[0] if isinstance(state, tuple) else state
+
+
+def as_tuple(state: State) -> tuple[Tensor, ...]:
+    """A state as a tuple of tensors (a lone tensor becomes a 1-tuple)."""
+    return state if isinstance(state, tuple) else (state,)

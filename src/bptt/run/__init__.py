@@ -1,0 +1,67 @@
+"""The application on top of the library: configured runs that leave a run directory.
+
+* :class:`TrainConfig` (pydantic; every error a :class:`ConfigError` naming its
+  field), :data:`RECIPES` (``--method``), :func:`train`, :func:`resume`,
+  :func:`load_run`: one training run, its checkpoints, its directory.
+* :class:`RunDirectory`, :class:`Checkpoints`: what a run leaves, written so that a
+  crash, a full disk or a second writer loses nothing.
+* :class:`ESNConfig`, :func:`run_esn`: ``bptt esn``.
+* :class:`BenchSpec`, :func:`run_bench`: ``bptt bench``.
+
+Nothing in the library (cells, engines, clipping, diagnostics, tasks, reservoirs)
+imports this package; the command line (:mod:`bptt.cli`) is built on it.
+"""
+
+from bptt.run._bench import CLIP_DEMO, BenchSpec, results_table, run_bench
+from bptt.run._build import build_model, json_safe, make_clip_policy, step_taps, test_set
+from bptt.run._checkpoint import CheckpointError, Checkpoints, load_checkpoint
+from bptt.run._config import TrainConfig
+from bptt.run._esn import ESN_TASK_DEFAULTS, ESN_TASKS, ESNConfig, run_esn
+from bptt.run._fields import ConfigError, ConfigModel, field_choices, load_toml
+from bptt.run._loop import NonFiniteError, RunStopped
+from bptt.run._recipes import RECIPES, Recipe
+from bptt.run._rundir import (
+    METRIC_FIELDS,
+    RUN_FILES,
+    RunDirectory,
+    RunDirectoryBusy,
+    RunDirectoryError,
+)
+from bptt.run._train import TrainResult, load_run, resume, train
+
+__all__ = [
+    "CLIP_DEMO",
+    "ESN_TASKS",
+    "ESN_TASK_DEFAULTS",
+    "METRIC_FIELDS",
+    "RECIPES",
+    "RUN_FILES",
+    "BenchSpec",
+    "CheckpointError",
+    "Checkpoints",
+    "ConfigError",
+    "ConfigModel",
+    "ESNConfig",
+    "NonFiniteError",
+    "Recipe",
+    "RunDirectory",
+    "RunDirectoryBusy",
+    "RunDirectoryError",
+    "RunStopped",
+    "TrainConfig",
+    "TrainResult",
+    "build_model",
+    "field_choices",
+    "json_safe",
+    "load_checkpoint",
+    "load_run",
+    "load_toml",
+    "make_clip_policy",
+    "results_table",
+    "resume",
+    "run_bench",
+    "run_esn",
+    "step_taps",
+    "test_set",
+    "train",
+]

@@ -1,0 +1,335 @@
+"""The training configuration: one model, every field validated, unknown keys refused.
+
+A configuration comes from defaults, then a TOML file, then command-line flags, each
+overriding the one before. Every error names the field and what it accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from bptt.cells import cell_names
+from bptt.engine import ENGINES
+from bptt.run._errors import first_line
+from bptt.run._fields import Bool, ConfigError, ConfigModel, Float, Int, Names, Text
+from bptt.run._recipes import RECIPES
+from bptt.tasks import TASKS
+
+__all__ = ["CLIPS", "DTYPES", "LR_SCHEDULES", "NONFINITE", "OPTIMIZERS", "TrainConfig"]
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "hf")
+DTYPES = ("float32", "float64")
+CLIPS = ("none", "norm", "value", "percentile", "zscore", "calibrate")
+NONFINITE = ("skip", "raise")
+LR_SCHEDULES = ("constant", "cosine")
+
+Task = Annotated[Text, Names(lambda: TASKS)]
+Cell = Annotated[Text, Names(cell_names)]
+RecipeName = Annotated[Text, Names(lambda: RECIPES)]
+
+
+class TrainConfig(ConfigModel):
+    """Everything that defines one training run; saved as the run's ``config.toml``.
+
+    Each field's description is its ``--help`` text; :meth:`from_dict` takes a TOML
+    table or flags. Fields left None are derived: ``clip`` from ``clip_norm``,
+    ``length`` from the task, ``tbptt_k1``/``tbptt_k2`` for a stream.
+
+    Example:
+        >>> TrainConfig(task="copy", length=50, cell="gru").clip
+        'none'
+    """
+
+    method: RecipeName | None = Field(
+        None,
+        description="a recipe (bptt.run.RECIPES) whose settings fill the fields not given "
+        "explicitly.",
+    )
+    task: Task = Field("adding", description="the task (bptt.tasks.TASKS).")
+    length: Int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="the task's length T (adding: sequence length; copy: the delay); "
+        "default: the task's fixed length (digits: 64) or 100.",
+    )
+    cell: Cell = Field(
+        "lstm", description="the recurrent cell (bptt.cells; register_cell adds yours)."
+    )
+    hidden: Int = Field(128, ge=1, le=65_536, description="hidden units H.")
+    steps: Int = Field(2000, ge=1, le=100_000_000, description="optimizer steps.")
+    batch_size: Int = Field(50, ge=1, le=1_000_000, description="sequences per step.")
+    lr: Float = Field(3e-3, gt=0.0, le=10.0, description="learning rate.")
+    optimizer: Literal[OPTIMIZERS] = Field(
+        "adam", description="adam, sgd, rmsprop, or hf (Hessian-free, bptt.optim)."
+    )
+    lr_schedule: Literal[LR_SCHEDULES] = Field(
+        "constant",
+        description="constant, or cosine: a half cosine from lr at step 1 to "
+        "lr * lr_end_factor at the last step (a fixed function of the step).",
+    )
+    lr_end_factor: Float = Field(
+        0.0, ge=0.0, le=1.0, description="the cosine schedule's last rate, over lr."
+    )
+    momentum: Float = Field(
+        0.9, ge=0.0, le=0.999999, description="momentum of sgd (Nesterov) and rmsprop."
+    )
+    hf_damping: Float = Field(
+        1.0, gt=0.0, le=1e9, description="Hessian-free: initial Levenberg-Marquardt damping."
+    )
+    hf_max_cg: Int = Field(
+        100, ge=1, le=100_000, description="Hessian-free: conjugate-gradient iterations a step."
+    )
+    hf_mu: Float = Field(
+        0.0, ge=0.0, le=1e9, description="Hessian-free: structural damping weight."
+    )
+    hf_curvature_fraction: Float = Field(
+        1.0, gt=0.0, le=1.0, description="Hessian-free: share of the batch for curvature."
+    )
+    hf_preconditioner: Bool = Field(
+        False, description="Hessian-free: use the diagonal preconditioner."
+    )
+    clip: Literal[CLIPS] | None = Field(
+        None,
+        description="clipping of the parameters' gradient: none, norm (global norm at "
+        "clip_norm), value, percentile (AutoClip), zscore (ZClip) or calibrate; "
+        "default: norm if clip_norm is given, else none.",
+    )
+    clip_norm: Float | None = Field(
+        None, gt=0.0, description="the global-norm threshold (norm) or cap (zscore)."
+    )
+    clip_value: Float | None = Field(None, gt=0.0, description="the element bound of value.")
+    clip_percentile: Float = Field(10.0, gt=0.0, le=100.0, description="AutoClip's percentile p.")
+    clip_history: Int = Field(
+        0, ge=0, description="AutoClip's window of past norms; 0 keeps them all."
+    )
+    clip_z: Float = Field(2.5, gt=0.0, description="ZClip's z-score threshold.")
+    clip_alpha: Float = Field(0.97, gt=0.0, le=0.999999, description="ZClip's EMA factor.")
+    clip_warmup: Int = Field(25, ge=1, description="ZClip's warm-up steps.")
+    clip_calibrate_steps: Int = Field(
+        200, ge=1, description="unclipped steps before calibrate fixes its threshold."
+    )
+    clip_quantile: Float = Field(
+        0.9, gt=0.0, le=1.0, description="the quantile of those norms that becomes it."
+    )
+    clip_step_norm: Float | None = Field(
+        None,
+        gt=0.0,
+        description="clip each sample's hidden-state gradient to this norm at every "
+        "time step (combines with any clip).",
+    )
+    clip_step_value: Float | None = Field(
+        None, gt=0.0, description="clamp the hidden-state gradient's elements every step."
+    )
+    nonfinite: Literal[NONFINITE] = Field(
+        "skip",
+        description="a step whose loss or gradient is NaN or inf: skip it (counted) or "
+        "raise an error.",
+    )
+    monitor: Bool = Field(
+        True,
+        description="watch every step (gradient norms per parameter, spikes, where a "
+        "non-finite value starts) and diagnose the final model.",
+    )
+    spike_window: Int = Field(
+        50, ge=2, le=100_000, description="steps in the spike detectors' window."
+    )
+    spike_z: Float = Field(
+        6.0, gt=0.0, description="robust z-score above which a value is a spike."
+    )
+    diagnose_every: Int = Field(
+        0,
+        ge=0,
+        description="steps between diagnoses into diagnostics.jsonl; 0 for none.",
+    )
+    probe_size: Int = Field(
+        32, ge=1, le=100_000, description="test sequences in the diagnoses' probe batch."
+    )
+    stop_when_solved: Bool = Field(
+        False, description="end the run at the first evaluation that finds it solved."
+    )
+    time_limit_s: Float = Field(
+        0.0,
+        ge=0.0,
+        description="end the run at the first step past this many seconds; 0 for none.",
+    )
+    checkpoint_every: Int = Field(
+        0,
+        ge=0,
+        description="steps between checkpoints (also at step 0 and the end); 0 for none.",
+    )
+    keep_checkpoints: Int = Field(
+        3, ge=1, le=1000, description="checkpoints kept on disk, newest first."
+    )
+    nonfinite_patience: Int = Field(
+        5,
+        ge=0,
+        le=1_000_000,
+        description="non-finite steps in a row before a roll-back to the last checkpoint "
+        "with a lower rate; 0 never.",
+    )
+    rollback_lr_factor: Float = Field(
+        0.5, gt=0.0, le=1.0, description="each roll-back multiplies the rate by this."
+    )
+    tbptt_k1: Int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="stream tasks: steps between truncated-BPTT updates; 0 means 32.",
+    )
+    tbptt_k2: Int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="steps each update backpropagates (>= k1); 0 means k1.",
+    )
+    seed: Int = Field(
+        0, ge=0, le=2**63 - 1, description="seeds initialisation, training data, test set."
+    )
+    test_size: Int = Field(1000, ge=1, le=10_000_000, description="held-out sequences.")
+    eval_every: Int = Field(100, ge=1, description="steps between test evaluations.")
+    log_every: Int = Field(10, ge=1, description="steps between rows of metrics.csv.")
+    engine: Literal[ENGINES] = Field(
+        "auto", description="the unroll engine: auto, generic or fast (bptt.unroll)."
+    )
+    device: Text = Field("cpu", description="torch device, e.g. cpu or cuda:0.")
+    dtype: Literal[DTYPES] = Field("float32", description="float32 or float64.")
+    flush_denormal: Bool = Field(
+        True, description="flush subnormal floats to zero while training (much faster)."
+    )
+    threads: Int = Field(
+        0, ge=0, le=1024, description="torch threads for the run; 0 keeps torch's setting."
+    )
+    out: Text | None = Field(None, description="the run directory; none writes no files.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_first(cls, values: Any) -> Any:
+        """A recipe's settings fill the fields not given; another cell is refused."""
+        if not isinstance(values, dict) or values.get("method") is None:
+            return values
+        name = values["method"]
+        if not isinstance(name, str) or name not in RECIPES:
+            raise ConfigError("method", f"must be one of {', '.join(RECIPES)}; got {name!r}")
+        settings = RECIPES[name].settings
+        cell = values.get("cell")
+        if cell is not None and cell != settings["cell"]:
+            raise ConfigError("cell", f"method {name} uses cell {settings['cell']}, not {cell}")
+        return {**settings, **values}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        self.check_names()  # the task must be known before it is asked anything
+        _check_device(self.device)
+        self._derive_clip()
+        task = TASKS[self.task]
+        fixed = task.fixed_length
+        if self.length is None:
+            self.length = fixed or 100
+        if fixed is not None and self.length != fixed:
+            raise ConfigError("length", f"task {self.task} has {fixed} steps; got {self.length}")
+        if self.length < task.min_length:
+            message = f"must be >= {task.min_length} for task {self.task}; got {self.length}"
+            raise ConfigError("length", message)
+        self._refuse_unused_settings()
+        if self.optimizer == "hf":
+            if task.stream:
+                raise ConfigError("optimizer", "hf trains sequence tasks, not streams")
+            if self.clip != "none" or self.clip_step_norm or self.clip_step_value:
+                raise ConfigError("clip", "hf controls its steps by damping; use clip none")
+            if self.engine == "fast":
+                raise ConfigError("engine", "hf needs forward-mode AD: engine auto or generic")
+        self._derive_truncation(task.stream)
+        return self
+
+    def _derive_clip(self) -> None:
+        if self.clip is None:
+            self.clip = "norm" if self.clip_norm is not None else "none"
+        if self.clip == "norm" and self.clip_norm is None:
+            raise ConfigError("clip_norm", "must be given when clip is norm")
+        if self.clip == "value" and self.clip_value is None:
+            raise ConfigError("clip_value", "must be given when clip is value")
+        if self.clip_norm is not None and self.clip not in ("norm", "zscore"):
+            raise ConfigError(
+                "clip_norm", f"is used only with clip norm or zscore, not {self.clip}"
+            )
+        if self.clip_value is not None and self.clip != "value":
+            raise ConfigError("clip_value", f"is used only with clip value, not {self.clip}")
+
+    def _derive_truncation(self, stream: bool) -> None:
+        if not stream:
+            if self.tbptt_k1 or self.tbptt_k2:
+                field_name = "tbptt_k1" if self.tbptt_k1 else "tbptt_k2"
+                streams = ", ".join(k for k, v in TASKS.items() if v.stream)
+                raise ConfigError(field_name, f"applies only to stream tasks ({streams})")
+            return
+        self.tbptt_k1 = self.tbptt_k1 or 32
+        self.tbptt_k2 = self.tbptt_k2 or self.tbptt_k1
+        if self.tbptt_k1 > self.tbptt_k2:
+            message = f"must be <= tbptt_k2 ({self.tbptt_k2}); got {self.tbptt_k1}"
+            raise ConfigError("tbptt_k1", message)
+
+    def _refuse_unused_settings(self) -> None:
+        """A setting changed from its default where nothing reads it is a mistake."""
+        first_order = (self.optimizer != "hf", "optimizer adam, sgd or rmsprop")
+        hessian_free = (self.optimizer == "hf", "optimizer hf")
+        used_by = {
+            "clip_percentile": (self.clip == "percentile", "clip percentile"),
+            "clip_history": (self.clip == "percentile", "clip percentile"),
+            "clip_z": (self.clip == "zscore", "clip zscore"),
+            "clip_alpha": (self.clip == "zscore", "clip zscore"),
+            "clip_warmup": (self.clip == "zscore", "clip zscore"),
+            "clip_calibrate_steps": (self.clip == "calibrate", "clip calibrate"),
+            "clip_quantile": (self.clip == "calibrate", "clip calibrate"),
+            "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
+            "lr": first_order,
+            "lr_schedule": first_order,
+            "lr_end_factor": (self.lr_schedule == "cosine", "lr_schedule cosine"),
+            "hf_damping": hessian_free,
+            "hf_max_cg": hessian_free,
+            "hf_mu": hessian_free,
+            "hf_curvature_fraction": hessian_free,
+            "hf_preconditioner": hessian_free,
+            "spike_window": (self.monitor, "monitor on"),
+            "spike_z": (self.monitor, "monitor on"),
+        }
+        fields = type(self).model_fields
+        for name, (used, where) in used_by.items():
+            if not used and getattr(self, name) != fields[name].default:
+                raise ConfigError(name, f"is used only with {where}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """``dtype`` as a torch dtype."""
+        return getattr(torch, self.dtype)
+
+
+def _check_device(device: str) -> None:
+    """The device must parse and hold real data on this machine."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError("device", f"not a torch device: {device!r}") from err
+    if parsed.type == "meta":
+        raise ConfigError("device", "meta tensors hold no data; choose cpu or an accelerator")
+    if parsed.type != "cpu" and not _available(parsed.type):
+        message = f"{device!r} is not usable here: torch finds no {parsed.type} device; use cpu"
+        raise ConfigError("device", message)
+    try:
+        torch.zeros(1, device=parsed)
+    except (RuntimeError, AssertionError, ValueError, ImportError) as err:
+        reason = first_line(err).split(". ")[0]  # torch's dispatcher text runs on for lines
+        raise ConfigError("device", f"{device!r} is not usable here: {reason}") from err
+
+
+def _available(kind: str) -> bool:
+    """Whether torch has a working backend of this device type (cuda, mps, xpu, ...)."""
+    try:
+        module = getattr(torch.backends if kind == "mps" else torch, kind, None)
+        is_available = getattr(module, "is_available", None)
+        return bool(is_available()) if callable(is_available) else True
+    except (RuntimeError, ImportError):
+        return False
