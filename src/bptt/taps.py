@@ -40,6 +40,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from bptt import _checks
+
 Delta = Tensor | tuple[Tensor, ...]
 
 __all__ = [
@@ -131,11 +133,7 @@ def _describe(value: object) -> str:
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return float(value)
+    return _checks.real(name, value, 0.0, open_low=True)
 
 
 class RecordNorms:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bptt import _checks
 from bptt.clip._functional import (
     Parameters,
     clip_grad_norm_per_parameter_,
@@ -76,19 +77,11 @@ def quantile(sorted_values: list[float], q: float) -> float:
 def _positive(name: str, value: float, *, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return float(value)
+    return _checks.real(name, value, 0.0, open_low=True)
 
 
 def _fraction(name: str, value: float, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (low < value <= high):
-        raise ValueError(f"{name} must be in ({low}, {high}], got {value}")
-    return float(value)
+    return _checks.real(name, value, low, high, open_low=True)
 
 
 def _count(name: str, value: int, minimum: int) -> int:

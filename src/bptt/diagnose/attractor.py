@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bptt import _checks
 from bptt.cells import RNNCell
 from bptt.engine import unroll
 
@@ -59,16 +60,13 @@ def basin_gradient_map(
 
     Raises:
         ValueError: the cell has not 2 hidden units, or an argument is out of range.
+        TypeError: an argument is not a number of the right kind.
     """
     if not isinstance(cell, nn.Module) or getattr(cell, "hidden_size", None) != 2:
         raise ValueError(f"basin_gradient_map needs a cell with 2 hidden units, got {cell!r}")
-    for name, value, high in (("resolution", resolution, MAX_RESOLUTION), ("steps", steps, None)):
-        high = MAX_STEPS if high is None else high
-        low = 2 if name == "resolution" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{name} must be an integer from {low} to {high:,}, got {value!r}")
-    if isinstance(extent, bool) or not isinstance(extent, (int, float)) or not 0 < extent < 1e6:
-        raise ValueError(f"extent must be a number in (0, 1e6), got {extent!r}")
+    _checks.integer("resolution", resolution, 2, MAX_RESOLUTION)
+    _checks.integer("steps", steps, 1, MAX_STEPS)
+    _checks.real("extent", extent, 0.0, 1e6, open_low=True)
     weight = next(cell.parameters())
     axis = torch.linspace(-extent, extent, resolution, dtype=weight.dtype)
     h2, h1 = torch.meshgrid(axis, axis, indexing="ij")

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.engine import require_generic
 from bptt.model import SequenceModel
 
@@ -299,10 +300,7 @@ class HessianFree(torch.optim.Optimizer):
     ) -> None:
         _check_loss(loss)
         for name, value in (("lr", lr), ("damping", damping), ("cg_tol", cg_tol)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be positive and finite, got {value}")
+            _checks.real(name, value, 0.0, open_low=True)
         if not mu >= 0:
             raise ValueError(f"mu must be >= 0, got {mu}")
         if not 0 <= decay <= 1:
