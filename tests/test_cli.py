@@ -262,3 +262,24 @@ def test_diagnose_of_a_run_with_nan_weights_says_it_diverged(tmp_path):
     assert result.exit_code == 0, result.output
     found = json.loads(result.output)
     assert found["verdict"] == "exploding" and "cell.weight_hh" in found["reasons"][0]
+
+
+def test_train_help_at_80_columns_names_every_task_cell_and_recipe():
+    import re
+
+    from bptt.cells import cell_names
+    from bptt.run import RECIPES
+    from bptt.tasks import TASKS
+
+    result = runner.invoke(app, ["train", "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    text = re.sub(r"-\s+", "-", " ".join(result.output.split()))  # undo the wrapping
+    for name in (*TASKS, *cell_names(), *RECIPES):
+        assert re.search(rf"[ ,]{re.escape(name)}[,.]", text), name
+
+
+def test_a_name_from_a_registry_is_refused_with_the_names_it_accepts():
+    result = runner.invoke(app, ["train", "--cell", "cnn", "--steps", "1"])
+    _exit_2_in_one_line(result)
+    assert "cell: must be one of rnn, rnn-relu, lstm" in result.output
