@@ -228,3 +228,38 @@ def test_a_loaded_history_keeps_its_window():
     short.load_state_dict(long.state_dict())
     thresholds, _ = _run(short, [100.0])
     assert thresholds == [np.percentile([5.0, 6.0, 100.0], 50)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Fixed(1.0),
+        lambda: Percentile(50.0),
+        lambda: ZScore(2.5, 0.97, 1, max_norm=1.0),
+        lambda: Percentile(50.0, per_parameter=True),
+    ],
+)
+def test_a_finite_gradient_whose_float32_norm_overflows_is_clipped_not_skipped(make, gen):
+    # elements near 1e20: every one finite in float32, their squares (1e40) are not
+    w = torch.zeros(6, requires_grad=True)
+    v = torch.zeros(3, requires_grad=True)
+    policy = make()
+    for scale in (1.0, 2.0, 1.5):  # an ordinary history first (the adaptive policies)
+        w.grad, v.grad = torch.full((6,), scale), torch.full((3,), scale)
+        policy([w, v])
+    big_w = torch.randn(6, generator=gen) * 1e20
+    big_v = torch.randn(3, generator=gen) * 1e20
+    w.grad, v.grad = big_w.clone(), big_v.clone()
+    assert not math.isfinite(torch.linalg.vector_norm(torch.cat([big_w, big_v])).item())
+    norm = policy([w, v])
+    exact = torch.linalg.vector_norm(torch.cat([big_w, big_v]).double()).item()
+    if not getattr(policy, "per_parameter", False):
+        assert norm.item() == pytest.approx(exact, rel=1e-12)  # measured in float64
+    assert policy.clipped and math.isfinite(policy.threshold)
+    after = torch.cat([w.grad, v.grad])
+    assert torch.isfinite(after).all()
+    assert torch.linalg.vector_norm(after.double()).item() <= policy.threshold * (1 + 1e-6)
+    # the direction is kept: the clipped gradient is a positive multiple of the original
+    for clipped, original in ((w.grad, big_w), (v.grad, big_v)):
+        ratio = clipped.double() / original.double()
+        assert (ratio > 0).all() and (ratio.max() - ratio.min()) <= 1e-6 * ratio.max()

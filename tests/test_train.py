@@ -210,3 +210,25 @@ def test_schedule_settings_are_refused_where_nothing_reads_them():
         TrainConfig(lr_end_factor=0.1)
     with pytest.raises(ConfigError, match="lr_schedule"):
         TrainConfig(task="adding", cell="rnn", optimizer="hf", lr_schedule="cosine")
+
+
+def test_gradients_blown_up_by_1e24_are_clipped_and_stepped_not_skipped(tmp_path):
+    blown = (10, 11, 25)
+
+    def explode(step, model):  # finite elements whose float32 squares overflow
+        if step in blown:
+            for p in model.parameters():
+                p.grad.mul_(1e24)
+
+    config = {"task": "adding", "length": 8, "cell": "lstm", "hidden": 8, "steps": 30}
+    config.update({"clip_norm": 1.0, "checkpoint_every": 10, "log_every": 1, "threads": 1})
+    summary = bptt.train({**config, "out": str(tmp_path)}, on_gradients=explode).summary
+    assert summary["nonfinite_steps"] == 0 and summary["rollbacks"] == 0
+    assert summary["steps_done"] == 30 and not summary["diverged"]
+    with open(tmp_path / "metrics.csv", newline="") as handle:
+        rows = {int(r["step"]): r for r in csv.DictReader(handle)}
+    for step in blown:
+        assert rows[step]["clipped"] == "1" and rows[step]["nonfinite"] == "0"
+        assert 1e20 < float(rows[step]["grad_norm"]) < 1e30  # measured, finite, in float64
+    model = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in model.values())

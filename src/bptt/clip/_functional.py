@@ -63,9 +63,15 @@ def _use_foreach(foreach: bool | None, group: list[Tensor], device: torch.device
     return native if foreach is None else foreach
 
 
-def per_tensor_norms(tensors: list[Tensor], norm_type: float, foreach: bool | None) -> list[Tensor]:
-    """The norm of each tensor, in the order given (0-dim tensors on their devices)."""
-    return _norms(tensors, _groups(tensors), norm_type, foreach)
+def per_tensor_norms(
+    tensors: list[Tensor],
+    norm_type: float,
+    foreach: bool | None,
+    dtype: torch.dtype | None = None,
+) -> list[Tensor]:
+    """The norm of each tensor, in the order given (0-dim tensors on their devices),
+    computed in ``dtype`` if given (float64: no overflow of float32 squares)."""
+    return _norms(tensors, _groups(tensors), norm_type, foreach, dtype)
 
 
 def _norms(
@@ -73,30 +79,32 @@ def _norms(
     groups: list[tuple[torch.device, list[Tensor]]],
     norm_type: float,
     foreach: bool | None,
+    dtype: torch.dtype | None = None,
 ) -> list[Tensor]:
     if not tensors:
         return []
-    if len(groups) == 1:
-        device, group = groups[0]
+
+    def norms_of(device: torch.device, group: list[Tensor]) -> list[Tensor]:
         if _use_foreach(foreach, group, device):
-            return list(torch._foreach_norm(group, norm_type))
-        return [torch.linalg.vector_norm(t, norm_type) for t in group]
+            return list(torch._foreach_norm(group, norm_type, dtype=dtype))
+        return [torch.linalg.vector_norm(t, norm_type, dtype=dtype) for t in group]
+
+    if len(groups) == 1:
+        return norms_of(*groups[0])
     index = {id(t): k for k, t in enumerate(tensors)}
     norms: list[Tensor | None] = [None] * len(tensors)
     for device, group in groups:
-        if _use_foreach(foreach, group, device):
-            values = torch._foreach_norm(group, norm_type)
-        else:
-            values = [torch.linalg.vector_norm(t, norm_type) for t in group]
-        for t, value in zip(group, values, strict=True):
+        for t, value in zip(group, norms_of(device, group), strict=True):
             norms[index[id(t)]] = value
     return norms
 
 
-def _stacked_norms(tensors: list[Tensor], norm_type: float, foreach: bool | None) -> Tensor:
+def _stacked_norms(
+    tensors: list[Tensor], norm_type: float, foreach: bool | None, dtype: torch.dtype | None
+) -> Tensor:
     """Each tensor's norm, stacked (N,) on the first tensor's device."""
     groups = _groups(tensors)
-    norms = _norms(tensors, groups, norm_type, foreach)
+    norms = _norms(tensors, groups, norm_type, foreach, dtype)
     first = tensors[0].device
     if all(device == first for device, _ in groups):
         return torch.stack(norms)
@@ -108,6 +116,7 @@ def get_total_norm(
     norm_type: float = 2.0,
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """The norm of all tensors seen as one vector (0-dim, on the first tensor's device).
 
@@ -116,6 +125,9 @@ def get_total_norm(
         norm_type: p of the p-norm, any positive float or ``inf``.
         error_if_nonfinite: raise when the norm is NaN or inf (this syncs with the device).
         foreach: use the foreach kernels (None: where available).
+        dtype: compute (and return) the norm in this dtype; None: the tensors' own, as
+            torch does. ``torch.float64`` keeps a finite float32 gradient's norm finite
+            (float32 squares overflow once an element passes about 1.8e19).
 
     Raises:
         RuntimeError: the norm is not finite and ``error_if_nonfinite`` is True.
@@ -124,7 +136,7 @@ def get_total_norm(
     norm_type = float(norm_type)
     if not tensors:
         return torch.tensor(0.0)
-    total = torch.linalg.vector_norm(_stacked_norms(tensors, norm_type, foreach), norm_type)
+    total = torch.linalg.vector_norm(_stacked_norms(tensors, norm_type, foreach, dtype), norm_type)
     if error_if_nonfinite and not bool(torch.isfinite(total)):
         raise RuntimeError(
             f"the total norm of order {norm_type} of the gradients is non-finite, so it "
@@ -156,7 +168,7 @@ def _scale_grads_(
         return
     coef = torch.clamp(max_norm / (total_norm + EPS), max=1.0)
     for device, group in _groups(grads):
-        coef_here = coef.to(device)
+        coef_here = coef.to(device=device, dtype=group[0].dtype)
         if _use_foreach(foreach, group, device):
             torch._foreach_mul_(group, coef_here)
         else:
@@ -236,7 +248,9 @@ def clip_grad_norm_per_parameter_(
     """Clip each parameter's gradient to a norm of at most ``max_norm`` on its own.
 
     Keras's ``clipnorm``: ``g * max_norm / max(||g||, max_norm)`` for every tensor
-    separately (no epsilon, so a gradient within the bound is untouched).
+    separately (no epsilon, so a gradient within the bound is untouched). A norm that
+    overflows in the gradient's dtype is measured in float64, so a finite gradient is
+    clipped, never zeroed.
 
     Args:
         parameters: a tensor or an iterable of tensors whose ``.grad`` is clipped.
@@ -254,6 +268,9 @@ def clip_grad_norm_per_parameter_(
     norms = per_tensor_norms(grads, float(norm_type), foreach)
     first = grads[0].device
     stacked = torch.stack([n.to(first) for n in norms])  # (N,)
+    if torch.isinf(stacked).any():  # float32 squares overflowed: a finite gradient, clip it
+        norms = per_tensor_norms(grads, float(norm_type), foreach, dtype=torch.float64)
+        stacked = torch.stack([n.to(first) for n in norms])
     if isinstance(max_norm, Tensor):
         bound = max_norm.to(device=first, dtype=stacked.dtype)
     else:
@@ -262,7 +279,7 @@ def clip_grad_norm_per_parameter_(
     coefs = torch.where(stacked > bound, torch.div(bound, stacked), torch.ones_like(stacked))
     factor_of = dict(zip(map(id, grads), coefs.unbind(), strict=True))
     for device, group in _groups(grads):
-        factors = [factor_of[id(g)].to(device) for g in group]
+        factors = [factor_of[id(g)].to(device=device, dtype=g.dtype) for g in group]
         if _use_foreach(foreach, group, device):
             torch._foreach_mul_(group, factors)
         else:

@@ -96,6 +96,12 @@ class ClipPolicy:
     Subclasses implement :meth:`decide` (the threshold for this step's norm, and
     their state update) and the state of their own fields.
 
+    Unlike :func:`bptt.clip.clip_grad_norm_` (torch's contract: the norm in the
+    gradients' dtype), a policy measures a norm that overflows its dtype again in
+    float64: a float32 gradient with finite elements beyond about 1.8e19 has an
+    infinite float32 norm, and clipping exists for exactly that gradient. It is then
+    clipped and stepped; only a gradient holding NaN or inf is reported non-finite.
+
     Attributes:
         threshold: the threshold applied by the last call (inf: none).
         clipped: whether the last call scaled the gradients.
@@ -119,8 +125,7 @@ class ClipPolicy:
         grads = grads_of(params)
         if not grads:
             return self._nothing()
-        norm = get_total_norm(grads, self.norm_type, foreach=self.foreach)
-        value = norm.item()
+        norm, value = self._total_norm(grads)
         threshold = self.decide(value)
         if threshold < math.inf:
             clip_grads_with_norm_(params, threshold, norm, self.foreach)
@@ -132,6 +137,18 @@ class ClipPolicy:
     def decide(self, norm: float) -> float:
         """This step's threshold given its pre-clip norm (inf for none)."""
         raise NotImplementedError
+
+    def _total_norm(self, grads: list[Tensor]) -> tuple[Tensor, float]:
+        """The pre-clip norm as torch computes it, and as a float; where that overflows
+        (a float32 gradient with elements beyond about 1.8e19 squares to inf), the norm
+        computed in float64 instead, so a finite explosion is clipped, not skipped."""
+        norm = get_total_norm(grads, self.norm_type, foreach=self.foreach)
+        value = norm.item()
+        if math.isinf(value) and norm.dtype != torch.float64:
+            wide = get_total_norm(grads, self.norm_type, foreach=self.foreach, dtype=torch.float64)
+            if math.isfinite(wide.item()):
+                return wide, wide.item()
+        return norm, value
 
     def _nothing(self) -> Tensor:
         """The report of a call that found no gradient."""
@@ -197,7 +214,7 @@ class Value(ClipPolicy):
         grads = grads_of(params)
         if not grads:
             return self._nothing()
-        norm = get_total_norm(grads, self.norm_type, foreach=self.foreach)
+        norm, _ = self._total_norm(grads)
         peak = get_total_norm(grads, math.inf, foreach=self.foreach).item()
         clip_grad_value_(params, self.value, self.foreach)
         self.threshold = self.value
@@ -279,6 +296,9 @@ class Percentile(ClipPolicy):
         if not grads:
             return self._nothing()
         norms = torch.stack(per_tensor_norms(grads, self.norm_type, self.foreach))  # (N,)
+        if torch.isinf(norms).any():  # float32 squares overflow: measure in float64
+            wide = per_tensor_norms(grads, self.norm_type, self.foreach, dtype=torch.float64)
+            norms = torch.stack(wide)
         values = norms.tolist()
         if not self._windows:
             self._windows = [_Window(self.history) for _ in values]
