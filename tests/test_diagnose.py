@@ -21,6 +21,7 @@ from bptt.diagnose import (
     saturation,
 )
 from bptt.precision import flush_denormal
+from helpers import make_cell
 from test_engine import LinearCell
 
 DT = torch.float64
@@ -224,3 +225,22 @@ def test_the_basins_task_is_decided_by_the_first_step():
     assert torch.equal(y, torch.where(x[:, 0, :1] > 0, 1.0, -1.0))
     task = bptt.tasks.make_task("basins", 7)
     assert task.loss(torch.zeros_like(y), y).item() == pytest.approx(task.baseline_loss)
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru"])
+def test_the_segmented_backward_equals_one_backward_over_all_steps(kind, gen):
+    from bptt.diagnose._distance import SEGMENT
+
+    cell = make_cell(kind, 2, 6)  # float64
+    with torch.no_grad():
+        cell.weight_hh.mul_(2.0)  # gradients that grow and shrink along the way
+    steps = 2 * SEGMENT + 37  # three segments, the first one short
+    x = torch.randn(3, steps, 2, generator=gen, dtype=torch.float64)
+    segmented = gradient_by_distance(cell, x, seed=4)
+    unit = torch.randn(6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    unit = unit / unit.norm()
+    whole = gradient_by_distance(cell, x, loss=lambda out, _: (out[:, -1] @ unit).sum())
+    # the same arithmetic in another order of segments: float64 rounding of T steps
+    torch.testing.assert_close(segmented["norms"], whole["norms"], rtol=1e-9, atol=0)
+    torch.testing.assert_close(segmented["zero_fraction"], whole["zero_fraction"])
+    assert segmented["horizon"] == whole["horizon"]

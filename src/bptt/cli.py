@@ -24,14 +24,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bptt.diagnose import diagnose
+from bptt.diagnose import NUMBER_KEYS
 from bptt.diagnose.attractor import (
     basin_gradient_map,
     image_formats,
     plot_basin_gradients,
     two_basin_cell,
 )
-from bptt.precision import flush_denormal
 from bptt.run import (
     BenchSpec,
     ConfigError,
@@ -42,14 +41,12 @@ from bptt.run import (
     RunDirectoryError,
     RunStopped,
     TrainConfig,
+    diagnose_run,
     field_choices,
-    json_safe,
-    load_run,
     load_toml,
     results_table,
     run_bench,
     run_esn,
-    test_set,
 )
 from bptt.run import resume as resume_training
 from bptt.run import train as run_training
@@ -222,6 +219,9 @@ def train_command(
         f"{s['task']} T={s['length']} {s['cell']}: {s['metric']} {s['final_loss']:.4g} "
         f"(baseline {s['baseline_loss']:.4g}), {verdict} in {s['wall_s']:.1f} s"
     )
+    if s.get("verdict") is not None:
+        _print_verdict(s["verdict"], s["diagnosis"]["reasons"], s["diverged"])
+        _print_remedies(s["diagnosis"]["remedies"])
     if result.run_dir is not None:
         _out.print(f"run directory: {result.run_dir}")
 
@@ -340,39 +340,46 @@ def bench_command(
 def diagnose_command(
     run_dir: Path, as_json: bool, probe: int, dependency_length: int | None
 ) -> None:
-    """Diagnose a trained model: exploding, vanishing or healthy, with the numbers."""
+    """Diagnose a finished run: why it did (not) learn, with the numbers and what to do."""
     try:
-        if probe < 1:
-            raise ConfigError("probe", f"must be >= 1; got {probe}")
-        with _err.status(f"loading {run_dir}"):
-            config, task, model = load_run(run_dir)
-            x, _ = test_set(config, task)
-        length = task.dependency_length if dependency_length is None else dependency_length
-        if length < 1:
-            raise ConfigError("dependency_length", f"must be >= 1; got {length}")
-        steps = x.shape[1]
-        with (
-            _err.status(f"diagnosing {min(probe, x.shape[0])} probe sequences of {steps} steps"),
-            flush_denormal(config.flush_denormal),
-        ):
-            found = diagnose(model, x[:probe], length)
+        with _err.status(f"diagnosing {run_dir} on {probe} probe sequences"):
+            found = diagnose_run(run_dir, probe=probe, dependency_length=dependency_length)
     except ConfigError as err:
         raise _Failed(str(err)) from None
     if as_json:
-        click.echo(json.dumps(json_safe(found.to_dict()), indent=2))
+        click.echo(json.dumps(found, indent=2))
         return
-    colour = {"exploding": "red", "vanishing": "yellow", "healthy": "green"}[found.verdict]
-    _out.print(f"verdict: [bold {colour}]{found.verdict}[/]")
-    for reason in found.reasons:
-        _out.print(f"  because {reason}")
+    _print_verdict(found["verdict"], found["reasons"], found.get("diverged"))
     table = Table(title=f"diagnosis of {run_dir}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key, value in found.numbers.items():
+    numbers = {k: v for k, v in found.get("evidence", {}).items() if not k.startswith("probe/")}
+    numbers.update({k: found[k] for k in NUMBER_KEYS if k in found})
+    numbers.update({k: v for k, v in found.items() if k.startswith("saturation/")})
+    for key, value in numbers.items():
         table.add_row(key, _number_text(value))
     _out.print(table)
-    for remedy in found.remedies:
-        _out.print(f"  remedy: {remedy}")
+    _print_remedies(found["remedies"])
+
+
+_COLOURS = {"exploding": "red", "healthy": "green"}
+
+
+def _print_verdict(verdict: str, reasons: list[str], diverged: bool | None) -> None:
+    colour = _COLOURS.get(verdict, "yellow")
+    note = " (diverged)" if diverged else ""
+    _out.print(f"verdict: [bold {colour}]{escape(verdict)}[/]{note}")
+    for reason in reasons:
+        _out.print(f"  because {escape(reason)}")
+
+
+def _print_remedies(remedies: list) -> None:
+    for remedy in remedies:
+        if isinstance(remedy, dict):
+            _out.print(f"  remedy: {escape(remedy['why'])}", highlight=False)
+            _out.print(f"    {escape(remedy['command'])}", highlight=False, soft_wrap=True)
+        else:  # a model without a run: the library's general advice
+            _out.print(f"  remedy: {escape(str(remedy))}", highlight=False)
 
 
 # --- bptt attractor --------------------------------------------------------------------------

@@ -9,8 +9,12 @@
   recurrent Jacobian along a trajectory (power iteration with torch.func);
   :func:`recurrent_spectrum` - eigenvalues and singular values of W_hh.
 * :func:`saturation` - saturated gates and dead ReLUs per step.
-* :func:`diagnose` - the verdict (``exploding``, ``vanishing``, ``healthy``), its
-  reasons and remedies.
+* :func:`diagnose` - the verdict on a model (``exploding``, ``vanishing``,
+  ``healthy``), its reasons and remedies.
+* :class:`RunRecord`, :func:`judge_run` - the verdict over a whole training run:
+  what it saw (growth of the loss and gradient norm over the run, non-finite and
+  clipped steps) with the probe of its final model; ``exploding``, ``dead units``,
+  ``saturated``, ``vanishing``, ``healthy but not learned`` or ``healthy``.
 * :mod:`bptt.diagnose.attractor` - the two-basin picture: gradients vanish inside a
   basin and explode at its boundary.
 """
@@ -18,6 +22,7 @@
 from bptt.diagnose._distance import RecordPrecision, fit_rate, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, jacobian_product_norms, recurrent_spectrum
 from bptt.diagnose._monitor import Monitor
+from bptt.diagnose._run import RUN_VERDICTS, RunRecord, RunVerdict, judge_run
 from bptt.diagnose._saturation import saturation
 from bptt.diagnose._spikes import SpikeDetector
 from bptt.diagnose._verdict import NUMBER_KEYS, REMEDIES, Diagnosis, diagnose
@@ -25,15 +30,19 @@ from bptt.diagnose._verdict import NUMBER_KEYS, REMEDIES, Diagnosis, diagnose
 __all__ = [
     "NUMBER_KEYS",
     "REMEDIES",
+    "RUN_VERDICTS",
     "Diagnosis",
     "Monitor",
     "RecordPrecision",
+    "RunRecord",
+    "RunVerdict",
     "SpikeDetector",
     "diagnose",
     "fit_rate",
     "gradient_by_distance",
     "jacobian_norms",
     "jacobian_product_norms",
+    "judge_run",
     "recurrent_spectrum",
     "saturation",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import State
+from bptt.cells import State, as_tuple, contract
 from bptt.diagnose._trajectory import cell_of
 from bptt.engine import unroll
 from bptt.taps import Delta, RecordNorms
@@ -108,23 +108,20 @@ def gradient_by_distance(
         (torch.Size([30]), 1.0)
     """
     cell = cell_of(cell)
-    record, precision = RecordNorms(), RecordPrecision()
-    probe = x.detach().requires_grad_(True)  # the backward must reach step 0
-    with torch.enable_grad():
-        outputs, final = unroll(cell, probe, state=state, taps=[record, precision])
-        if loss is None:
-            gen = torch.Generator().manual_seed(seed)
-            direction = torch.randn(outputs.shape[-1], generator=gen, dtype=torch.float64)
-            direction = (direction / direction.norm()).to(outputs.dtype).to(outputs.device)
-            value = (outputs[:, -1] @ direction).sum()
-        else:
-            value = loss(outputs, final)
-        torch.autograd.grad(value, probe)
-    norms = record.norms.mean(0).flip(0).detach()  # (T,), d = 0 .. T-1
+    if loss is None:
+        sample_norms, subnormal, zero = _segmented(cell, x, state, _direction(cell, x, seed))
+    else:
+        record, precision = RecordNorms(), RecordPrecision()
+        probe = x.detach().requires_grad_(True)  # the backward must reach step 0
+        with torch.enable_grad():
+            outputs, final = unroll(cell, probe, state=state, taps=[record, precision])
+            torch.autograd.grad(loss(outputs, final), probe)
+        sample_norms, subnormal, zero = record.norms, precision.subnormal, precision.zero
+    norms = sample_norms.mean(0).flip(0).detach()  # (T,), d = 0 .. T-1
     ratios = norms / norms[0]
     gamma = fit_rate(norms, x.dtype)
     below = (ratios < RATIO).nonzero()
-    underflow = (record.norms.flip(1) == 0).all(0).nonzero()
+    underflow = (sample_norms.flip(1) == 0).all(0).nonzero()
     tiny = torch.finfo(x.dtype).tiny  # the working precision, not the norms' float64
     start = norms[0].item()
     projected = None
@@ -137,6 +134,65 @@ def gradient_by_distance(
         "horizon": int(below[0]) if below.numel() else None,
         "underflow_at": int(underflow[0]) if underflow.numel() else None,
         "underflow_distance": projected,
-        "subnormal_fraction": precision.subnormal.flip(0),
-        "zero_fraction": precision.zero.flip(0),
+        "subnormal_fraction": subnormal.flip(0),
+        "zero_fraction": zero.flip(0),
     }
+
+
+SEGMENT = 256  # steps recomputed with a graph at a time: the memory does not grow with T
+
+
+def _direction(cell: nn.Module, x: Tensor, seed: int) -> Tensor:
+    """A fixed random unit vector (H,) the last output is projected on."""
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(contract(cell).hidden_size, generator=gen, dtype=torch.float64)
+    return (direction / direction.norm()).to(device=x.device, dtype=x.dtype)
+
+
+def _segmented(
+    cell: nn.Module, x: Tensor, state: State | None, direction: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Backprop from the last output's projection, in segments of :data:`SEGMENT` steps.
+
+    A forward pass without a graph keeps only the states where segments begin; then,
+    from the last segment to the first, each is run again with a graph from its first
+    state and backpropagated from the gradient the later segments sent to its last
+    state, so the taps see the same total dL/ds_t as in one backward over all T steps.
+    Memory: one segment's graph and the segments' first states, not T steps of graph.
+
+    Returns:
+        The per-sample norms (B, T) and the subnormal and zero fractions (T,), by step.
+    """
+    steps = x.shape[1]
+    starts = list(range(0, steps, SEGMENT))
+    firsts: list[State | None] = []
+    with torch.no_grad():
+        current = state
+        for begin in starts:
+            firsts.append(current)
+            _, current = unroll(cell, x[:, begin : begin + SEGMENT], state=current)
+    norms, subnormal, zero = [], [], []
+    incoming: tuple[Tensor, ...] | None = None  # dL/d(last state of the segment)
+    for begin, first in zip(reversed(starts), reversed(firsts), strict=True):
+        record, precision = RecordNorms(), RecordPrecision()
+        if first is None:
+            first = contract(cell).initial_state(x.shape[0], device=x.device, dtype=x.dtype)
+        parts = tuple(p.detach().requires_grad_(True) for p in as_tuple(first))
+        start_state = parts if isinstance(first, tuple) else parts[0]
+        with torch.enable_grad():
+            outputs, last = unroll(
+                cell, x[:, begin : begin + SEGMENT], state=start_state, taps=[record, precision]
+            )
+            if incoming is None:  # the last segment holds the loss
+                value = (outputs[:, -1] @ direction).sum()
+            else:
+                value = sum((a * g).sum() for a, g in zip(as_tuple(last), incoming, strict=True))
+            incoming = torch.autograd.grad(value, parts, allow_unused=True)
+            incoming = tuple(
+                torch.zeros_like(p) if g is None else g
+                for p, g in zip(parts, incoming, strict=True)
+            )
+        norms.append(record.norms)
+        subnormal.append(precision.subnormal)
+        zero.append(precision.zero)
+    return torch.cat(norms[::-1], 1), torch.cat(subnormal[::-1]), torch.cat(zero[::-1])

@@ -19,18 +19,21 @@ def _row_norms(parts: tuple[Tensor, ...]) -> Tensor:
     return torch.stack([p.flatten(1).square().sum(1) for p in parts]).sum(0).sqrt()
 
 
+_CHUNK_ROWS = 2048  # rows linearised at once: the memory is bounded by this, not by T
+
+
 def _spectral_norms(
     step: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]],
     primal: tuple[Tensor, ...],
+    start: tuple[Tensor, ...],
     iters: int,
-    seed: int,
 ) -> Tensor:
     """Largest singular value of each row's Jacobian of ``step`` at ``primal``.
 
     ``step`` maps rows to rows independently, so one forward-mode and one reverse-mode
-    product handle every row at once; power iteration on J^T J, never a full Jacobian.
+    product handle every row at once; power iteration on J^T J from ``start``, never a
+    full Jacobian.
     """
-    gen = torch.Generator().manual_seed(seed)
     _, backward = torch.func.vjp(step, primal)  # linearised once, reused
 
     def forward(tangent: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -42,7 +45,7 @@ def _spectral_norms(
             )
             return torch.func.jvp(step, (primal,), (tangent,))[1]
 
-    v = tuple(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in primal)
+    v = start
     sigma = torch.zeros(primal[0].shape[0], dtype=primal[0].dtype, device=primal[0].device)
     for _ in range(iters):
         norm = _row_norms(v).clamp_min(torch.finfo(sigma.dtype).tiny)
@@ -53,6 +56,33 @@ def _spectral_norms(
     return sigma
 
 
+def _constant_step(cell: nn.Module) -> Callable[..., State]:
+    """The cell's step with its parameters as constants: the linearisations then keep no
+    graph towards the parameters (5x less memory for an LSTM)."""
+    fixed = {name: p.detach() for name, p in cell.named_parameters()}
+    fixed.update(dict(cell.named_buffers()))
+    return lambda *args: torch.func.functional_call(cell, fixed, args)
+
+
+def _chunked_norms(
+    rows: int,
+    make_step: Callable[[slice], Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]]],
+    primal: tuple[Tensor, ...],
+    iters: int,
+    seed: int,
+) -> Tensor:
+    """:func:`_spectral_norms` over the rows in chunks of :data:`_CHUNK_ROWS`, each from
+    start vectors drawn in turn from one generator seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    pieces = []
+    for begin in range(0, rows, _CHUNK_ROWS):
+        part = slice(begin, min(begin + _CHUNK_ROWS, rows))
+        here = tuple(p[part] for p in primal)
+        start = tuple(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in here)
+        pieces.append(_spectral_norms(make_step(part), here, start, iters))
+    return torch.cat(pieces)
+
+
 def jacobian_norms(
     cell: nn.Module, x: Tensor, state: State | None = None, *, iters: int = 30, seed: int = 0
 ) -> Tensor:
@@ -60,7 +90,8 @@ def jacobian_norms(
 
     Along the trajectory the cell follows on x, with x_t held fixed; for a tuple state
     (LSTM) the Jacobian of the whole state. The cell must treat samples
-    independently (as recurrent cells do).
+    independently (as recurrent cells do). Memory: the trajectory's states, plus a
+    bounded chunk of rows linearised at a time.
 
     Args:
         cell: a one-step cell or a :class:`bptt.SequenceModel`.
@@ -75,14 +106,16 @@ def jacobian_norms(
     cell = cell_of(cell)
     batch, steps = x.shape[:2]
     before = previous_states(cell, x, state)
-    primal = stack_rows(before)  # each (T*B, ...)
-    inputs = x.detach().transpose(0, 1).reshape(steps * batch, -1)  # (T*B, F), time-major
     like = before[0] if len(before[0]) > 1 else before[0][0]
+    primal = stack_rows(before)  # each (T*B, ...)
+    del before  # the stacked copy is all that is needed: half the memory at long T
+    inputs = x.detach().transpose(0, 1).reshape(steps * batch, -1)  # (T*B, F), time-major
+    call = _constant_step(cell)
 
-    def step(parts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        return as_tuple(cell(inputs, as_state(parts, like)))
+    def make_step(part: slice) -> Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]]:
+        return lambda parts: as_tuple(call(inputs[part], as_state(parts, like)))
 
-    sigma = _spectral_norms(step, primal, iters, seed)
+    sigma = _chunked_norms(steps * batch, make_step, primal, iters, seed)
     return sigma.view(steps, batch).t().detach()
 
 
@@ -113,14 +146,18 @@ def jacobian_product_norms(
     chunks = x.detach()[:, : count * window].reshape(batch, count, window, -1)
     inputs = chunks.transpose(0, 1).reshape(count * batch, window, -1)  # (K*B, w, F)
     like = before[0] if len(before[0]) > 1 else before[0][0]
+    call = _constant_step(cell)
 
-    def run(parts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        s = as_state(parts, like)
-        for x_t in inputs.unbind(1):
-            s = cell(x_t, s)
-        return as_tuple(s)
+    def make_step(part: slice) -> Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]]:
+        def run(parts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            s = as_state(parts, like)
+            for x_t in inputs[part].unbind(1):
+                s = call(x_t, s)
+            return as_tuple(s)
 
-    sigma = _spectral_norms(run, primal, iters, seed)
+        return run
+
+    sigma = _chunked_norms(count * batch, make_step, primal, iters, seed)
     return sigma.view(count, batch).t().detach()
 
 

@@ -16,10 +16,12 @@ from bptt.run._bench import CLIP_DEMO, BenchSpec, results_table, run_bench
 from bptt.run._build import build_model, json_safe, make_clip_policy, step_taps, test_set
 from bptt.run._checkpoint import CheckpointError, Checkpoints, load_checkpoint
 from bptt.run._config import TrainConfig
+from bptt.run._diagnosis import diagnose_run
 from bptt.run._esn import ESN_TASK_DEFAULTS, ESN_TASKS, ESNConfig, run_esn
 from bptt.run._fields import ConfigError, ConfigModel, field_choices, load_toml
 from bptt.run._loop import NonFiniteError, RunStopped
 from bptt.run._recipes import RECIPES, Recipe
+from bptt.run._remedies import remedies_for, train_command
 from bptt.run._rundir import (
     METRIC_FIELDS,
     RUN_FILES,
@@ -51,12 +53,14 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_model",
+    "diagnose_run",
     "field_choices",
     "json_safe",
     "load_checkpoint",
     "load_run",
     "load_toml",
     "make_clip_policy",
+    "remedies_for",
     "results_table",
     "resume",
     "run_bench",
@@ -64,4 +68,5 @@ __all__ = [
     "step_taps",
     "test_set",
     "train",
+    "train_command",
 ]

@@ -145,11 +145,13 @@ def evaluate(model: SequenceModel, task: Task, x: Tensor, y: Tensor, config: Tra
     return total / x.shape[0]
 
 
-def json_safe(summary: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN or inf: write them as null."""
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()
-    }
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or inf: write them as null, in nested dicts and lists too."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def where_nonfinite(watched: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bptt.diagnose import Monitor, diagnose
+from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run
 from bptt.run._batches import make_batches
 from bptt.run._build import (
     build_model,
@@ -32,6 +32,7 @@ from bptt.run._build import (
 from bptt.run._checkpoint import CheckpointError, Checkpoints
 from bptt.run._config import TrainConfig
 from bptt.run._fields import ConfigError
+from bptt.run._remedies import remedies_for
 from bptt.run._rundir import RunDirectory, RunDirectoryError
 from bptt.run._steps import make_step_rule
 from bptt.tasks import make_task
@@ -117,6 +118,7 @@ class Run:
             "wall_s": 0.0,
         }
         self.checkpoint_errors = 0
+        self.record = RunRecord()  # what the whole run saw, for its verdict
 
     # --- checkpoints -----------------------------------------------------------------
 
@@ -134,6 +136,7 @@ class Run:
             "batches": self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "counters": dict(self.counters),
+            "record": self.record.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], *, keep_counters: bool = False) -> None:
@@ -165,6 +168,8 @@ class Run:
         torch.set_rng_state(state["torch_rng"])
         if not keep_counters:
             self.counters = dict(state["counters"])
+            self.record = RunRecord()
+            self.record.load_state_dict(state.get("record", {}))  # older checkpoints: none
 
     def _checkpoint(self) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
@@ -225,6 +230,7 @@ class Run:
             report = self.take_step(step, counters)
             loss_value, norm_value, finite = report.loss, report.grad_norm, report.finite
             stop = not finite and config.nonfinite == "raise"
+            self.record.update(step, loss_value, norm_value, report.clipped)
             if finite:
                 counters["clipped_steps"] += report.clipped
                 counters["streak"] = 0
@@ -295,16 +301,11 @@ class Run:
         raise NonFiniteError(message)
 
     def _summary(self, wall: float, advance: Callable[..., None]) -> dict[str, Any]:
+        """The outcome: written with the model first, then again with the verdict, so a
+        diagnosis that fails or is killed never costs the trained model."""
         config, counters, task, model = self.config, self.counters, self.task, self.model
         test_loss = counters["test_loss"]
-        diverged = not math.isfinite(test_loss) or not all(
-            bool(torch.isfinite(p).all()) for p in model.parameters()
-        )
-        started = time.perf_counter()
-        verdict = None
-        if self.monitor is not None and not diverged:
-            advance(self.step, counters["loss"], "diagnosing the final model")
-            verdict = diagnose(model, self.probe, task.dependency_length).verdict
+        weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
         summary = {
             "task": config.task,
             "length": config.length,
@@ -337,13 +338,38 @@ class Run:
             "rollbacks": counters["rollbacks"],
             "checkpoint_errors": self.checkpoint_errors,
             "spikes": None if self.monitor is None else self.monitor.spikes,
-            "diverged": diverged,
-            "verdict": "exploding" if diverged else verdict,
+            "diverged": not (math.isfinite(test_loss) and weights_finite),
+            "verdict": None,  # until the diagnosis below has run
             "threads": torch.get_num_threads(),  # results depend on it in the last bits
             "wall_s": round(wall, 3),  # the training loop, evaluations included
-            "diagnose_s": round(time.perf_counter() - started, 3),
         }
         if self.run_dir is not None:
             self.run_dir.save_model(model)
+            self.run_dir.write_summary(json_safe(summary))
+        started = time.perf_counter()
+        probe = None
+        if self.monitor is not None and weights_finite:
+            advance(self.step, counters["loss"], "diagnosing the final model")
+            probe = diagnose(model, self.probe, task.dependency_length)
+        verdict = judge_run(
+            self.record,
+            probe,
+            final_loss=test_loss if weights_finite else math.nan,
+            baseline=task.baseline_loss,
+            solved=summary["solved"],
+        )
+        where = None if self.run_dir is None else str(self.run_dir.path)
+        summary.update(
+            diverged=verdict.diverged,
+            verdict=verdict.verdict,
+            diagnosis={
+                "reasons": verdict.reasons,
+                "remedies": remedies_for(verdict, config, where),
+                "evidence": json_safe(verdict.evidence),
+            },
+            run_record=self.record.state_dict(),
+            diagnose_s=round(time.perf_counter() - started, 3),
+        )
+        if self.run_dir is not None:
             self.run_dir.write_summary(json_safe(summary))
         return summary

@@ -1,0 +1,262 @@
+"""The verdict over a whole training run: what the run saw, with the probe of its model.
+
+A spike detector compares each step with a trailing window, so steady exponential
+growth (the commonest explosion) never looks like a spike. :class:`RunRecord` keeps,
+in constant memory, what the whole run did instead: the early level of the loss and
+of the gradient norm, how far they rose above it and when, non-finite and clipped
+steps. :func:`judge_run` combines it with :func:`bptt.diagnose.diagnose`'s probe of
+the final model into one verdict with its evidence.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from bptt.diagnose._verdict import Diagnosis
+
+__all__ = ["EARLY_STEPS", "RUN_VERDICTS", "RunRecord", "RunVerdict", "judge_run"]
+
+EARLY_STEPS = 5  # the first finite steps set a run's early level (before a fast explosion)
+GRADIENT_GROWTH = 1e3  # a gradient norm this far above its early level is an explosion
+LOSS_GROWTH = 10.0  # a loss this far above max(its early level, the baseline) diverged
+DEAD = 0.5  # half the ReLUs at exactly 0 on average
+SATURATED = 0.5  # half the tanh units beyond |0.99| on average
+NONFINITE_SHARE = 0.1  # a tenth of the steps skipped as NaN or inf
+
+RUN_VERDICTS = (
+    "exploding",
+    "dead units",
+    "saturated",
+    "vanishing",
+    "healthy but not learned",
+    "healthy",
+)
+
+
+@dataclass
+class RunRecord:
+    """What a training run saw, step by step, in constant memory (checkpointable).
+
+    Call :meth:`update` after every step with its loss, its gradient norm (before
+    clipping) and whether it was clipped.
+
+    Attributes:
+        steps: steps recorded.
+        nonfinite_steps: steps whose loss or gradient norm was NaN or inf.
+        clipped_steps: steps the clip policy scaled.
+        early_loss, early_norm: the first :data:`EARLY_STEPS` finite values.
+        first_nonfinite: the first non-finite step (None: none).
+        peak_loss, peak_loss_step, peak_norm, peak_norm_step: the largest finite
+            values and where they happened.
+        last_loss: the last finite training loss.
+        norm_growth_step: the first step whose gradient norm passed
+            :data:`GRADIENT_GROWTH` times the early level (None: never).
+    """
+
+    steps: int = 0
+    nonfinite_steps: int = 0
+    clipped_steps: int = 0
+    early_loss: list[float] = field(default_factory=list)
+    early_norm: list[float] = field(default_factory=list)
+    first_nonfinite: int | None = None
+    peak_loss: float = -math.inf
+    peak_loss_step: int | None = None
+    peak_norm: float = -math.inf
+    peak_norm_step: int | None = None
+    last_loss: float = math.nan
+    norm_growth_step: int | None = None
+
+    def update(self, step: int, loss: float, grad_norm: float, clipped: bool = False) -> None:
+        """Record one step (1-based ``step``)."""
+        self.steps += 1
+        self.clipped_steps += bool(clipped)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.nonfinite_steps += 1
+            if self.first_nonfinite is None:
+                self.first_nonfinite = step
+            return
+        if len(self.early_loss) < EARLY_STEPS:
+            self.early_loss.append(loss)
+            self.early_norm.append(grad_norm)
+        if loss > self.peak_loss:
+            self.peak_loss, self.peak_loss_step = loss, step
+        if grad_norm > self.peak_norm:
+            self.peak_norm, self.peak_norm_step = grad_norm, step
+        self.last_loss = loss
+        early = self.early_norm_level
+        if (
+            self.norm_growth_step is None
+            and early is not None
+            and grad_norm > GRADIENT_GROWTH * early
+        ):
+            self.norm_growth_step = step
+
+    @property
+    def early_loss_level(self) -> float | None:
+        """The median of the early losses (None before the first finite step)."""
+        return statistics.median(self.early_loss) if self.early_loss else None
+
+    @property
+    def early_norm_level(self) -> float | None:
+        """The median of the early gradient norms (None before the first finite step)."""
+        return statistics.median(self.early_norm) if self.early_norm else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Numbers and lists only (loads with ``weights_only=True``)."""
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        for key, value in state.items():
+            setattr(self, key, list(value) if isinstance(value, list) else value)
+
+    def evidence(self) -> dict[str, Any]:
+        """A flat dict of what the run saw, with stable keys."""
+        return {
+            "steps": self.steps,
+            "nonfinite_steps": self.nonfinite_steps,
+            "first_nonfinite_step": self.first_nonfinite,
+            "clipped_steps": self.clipped_steps,
+            "early_loss": self.early_loss_level,
+            "peak_loss": _finite(self.peak_loss),
+            "peak_loss_step": self.peak_loss_step,
+            "last_loss": _finite(self.last_loss),
+            "early_grad_norm": self.early_norm_level,
+            "peak_grad_norm": _finite(self.peak_norm),
+            "peak_grad_norm_step": self.peak_norm_step,
+            "grad_norm_growth_step": self.norm_growth_step,
+        }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class RunVerdict:
+    """One verdict over a run, its reasons and the evidence behind them.
+
+    Attributes:
+        verdict: one of :data:`RUN_VERDICTS`.
+        diverged: the loss ended non-finite or far above its start and the baseline.
+        reasons: sentences, each with its numbers and steps.
+        evidence: the run's :meth:`RunRecord.evidence` and the probe's numbers.
+    """
+
+    verdict: str
+    diverged: bool
+    reasons: list[str]
+    evidence: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "verdict": self.verdict,
+            "diverged": self.diverged,
+            "reasons": self.reasons,
+            "evidence": self.evidence,
+        }
+
+
+def _largest(numbers: dict[str, Any], keys: tuple[str, ...]) -> float:
+    values = [numbers[k] for k in keys if isinstance(numbers.get(k), float)]
+    return max(values) if values else 0.0
+
+
+def judge_run(
+    record: RunRecord,
+    probe: Diagnosis | None,
+    *,
+    final_loss: float,
+    baseline: float | None,
+    solved: bool,
+) -> RunVerdict:
+    """The verdict over a run: exploding, dead units, saturated, vanishing, healthy but
+    not learned, or healthy.
+
+    In this order: a run that diverged (its final loss non-finite, or above
+    :data:`LOSS_GROWTH` times both its early level and the baseline), whose gradient
+    norm rose :data:`GRADIENT_GROWTH` times above its early level, or skipped a tenth of
+    its steps as non-finite, without solving the task, is ``exploding``; a solved run
+    is ``healthy``; then the probe of the final model decides (its gradient growing
+    within the dependency: ``exploding``; half its ReLUs dead: ``dead units``; half
+    its tanh units saturated: ``saturated``; its gradient fading before the
+    dependency: ``vanishing``); a run whose gradients reach the dependency but which
+    did not solve the task is ``healthy but not learned``.
+
+    Args:
+        record: what the run saw.
+        probe: the diagnosis of the final model (None: none was made, e.g. NaN weights).
+        final_loss: the final test metric.
+        baseline: the task's baseline loss (None if it has none).
+        solved: whether the task counts as solved.
+
+    Example:
+        >>> record = RunRecord()
+        >>> for step in range(1, 61):
+        ...     record.update(step, loss=1.5 * 2.0**step, grad_norm=3.0 * 1.5**step)
+        >>> judge_run(record, None, final_loss=1e18, baseline=0.17, solved=False).verdict
+        'exploding'
+    """
+    evidence: dict[str, Any] = record.evidence()
+    numbers = {} if probe is None else probe.numbers
+    evidence.update({f"probe/{k}": v for k, v in numbers.items()})
+    reasons: list[str] = []
+    early = record.early_loss_level
+    reference = max(v for v in (early, baseline, 0.0) if v is not None)
+    diverged = not math.isfinite(final_loss) or (
+        reference > 0 and final_loss > LOSS_GROWTH * reference
+    )
+    if diverged:
+        reasons.append(
+            f"the loss ended at {final_loss:.3g}, above {LOSS_GROWTH:g}x its early level "
+            f"{_g(early)} and the baseline {_g(baseline)}"
+            + (
+                f" (peak {record.peak_loss:.3g} at step {record.peak_loss_step})"
+                if record.peak_loss_step is not None
+                else ""
+            )
+        )
+    grew = record.norm_growth_step is not None
+    if grew:
+        reasons.append(
+            f"the gradient norm rose from {_g(record.early_norm_level)} to "
+            f"{record.peak_norm:.3g} (step {record.peak_norm_step}), past "
+            f"{GRADIENT_GROWTH:g}x its early level from step {record.norm_growth_step}"
+        )
+    skipped = record.steps and record.nonfinite_steps >= NONFINITE_SHARE * record.steps
+    if record.nonfinite_steps:
+        reasons.append(
+            f"{record.nonfinite_steps} of {record.steps} steps were NaN or inf, the first "
+            f"at step {record.first_nonfinite}"
+        )
+    if diverged or ((grew or skipped) and not solved):
+        return RunVerdict("exploding", diverged, reasons, evidence)
+    if solved:
+        reasons.append(f"the task is solved (test {final_loss:.3g}, baseline {_g(baseline)})")
+        return RunVerdict("healthy", False, reasons, evidence)
+    if probe is not None and probe.verdict == "exploding":
+        return RunVerdict("exploding", False, reasons + probe.reasons, evidence)
+    dead = numbers.get("saturation/dead")
+    if isinstance(dead, float) and dead >= DEAD:
+        reasons.append(f"{dead:.0%} of the ReLU units are at exactly 0 on average: dead")
+        return RunVerdict("dead units", False, reasons, evidence)
+    saturated = _largest(numbers, ("saturation/tanh", "saturation/g", "saturation/n"))
+    if saturated >= SATURATED:
+        reasons.append(f"{saturated:.0%} of the tanh units are beyond |0.99| on average")
+        return RunVerdict("saturated", False, reasons, evidence)
+    if probe is not None and probe.verdict == "vanishing":
+        return RunVerdict("vanishing", False, reasons + probe.reasons, evidence)
+    reasons += [] if probe is None else probe.reasons
+    reasons.append(
+        f"the task is not solved (test {final_loss:.3g}, baseline {_g(baseline)}) though the "
+        "gradient reaches the dependency: the optimisation budget or the learning rate"
+    )
+    return RunVerdict("healthy but not learned", False, reasons, evidence)
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"

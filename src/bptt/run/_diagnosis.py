@@ -1,0 +1,80 @@
+"""``bptt diagnose RUN_DIR``: the verdict over a finished run, from its directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bptt.diagnose import RunRecord, diagnose, judge_run
+from bptt.precision import flush_denormal
+from bptt.run._build import json_safe, test_set
+from bptt.run._fields import ConfigError
+from bptt.run._remedies import remedies_for
+from bptt.run._train import load_run
+
+__all__ = ["diagnose_run"]
+
+
+def _summary(path: Path) -> dict[str, Any] | None:
+    try:
+        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def diagnose_run(
+    path: str | Path, *, probe: int = 32, dependency_length: int | None = None
+) -> dict[str, Any]:
+    """The verdict over a finished run: what the run saw (from its ``summary.json``)
+    with a fresh probe of its model on ``probe`` test sequences.
+
+    Args:
+        path: the run directory.
+        probe: probe sequences, from the run's own test set.
+        dependency_length: how far back the task depends (None: the task's own).
+
+    Returns:
+        JSON-ready: ``verdict``, ``diverged``, ``reasons``, ``remedies`` (dicts with
+        ``why`` and a ``bptt train`` ``command``), ``evidence``, and the probe's
+        numbers and ``norms`` by distance. A run directory written before the run
+        verdict existed is judged on the probe alone.
+
+    Raises:
+        ConfigError: no finished run there, or a bad ``probe`` or dependency length.
+    """
+    path = Path(path)
+    if isinstance(probe, bool) or not isinstance(probe, int) or probe < 1:
+        raise ConfigError("probe", f"must be >= 1; got {probe}")
+    config, task, model = load_run(path)
+    x, _ = test_set(config, task)
+    length = task.dependency_length if dependency_length is None else dependency_length
+    if length < 1:
+        raise ConfigError("dependency_length", f"must be >= 1; got {length}")
+    with flush_denormal(config.flush_denormal):
+        found = diagnose(model, x[:probe], length)
+    summary = _summary(path) or {}
+    state = summary.get("run_record")
+    if not isinstance(state, dict):  # an older run directory: the probe alone
+        return json_safe(
+            {**found.to_dict(), "diverged": None, "evidence": {}, "remedies": found.remedies}
+        )
+    record = RunRecord()
+    record.load_state_dict(state)
+    final = summary.get("final_loss")
+    verdict = judge_run(
+        record,
+        found,
+        final_loss=math.nan if final is None else float(final),
+        baseline=task.baseline_loss,
+        solved=bool(summary.get("solved")),
+    )
+    return json_safe(
+        {
+            **found.to_dict(),
+            **verdict.to_dict(),
+            "remedies": remedies_for(verdict, config, str(path)),
+        }
+    )
