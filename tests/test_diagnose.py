@@ -244,3 +244,32 @@ def test_the_segmented_backward_equals_one_backward_over_all_steps(kind, gen):
     torch.testing.assert_close(segmented["norms"], whole["norms"], rtol=1e-9, atol=0)
     torch.testing.assert_close(segmented["zero_fraction"], whole["zero_fraction"])
     assert segmented["horizon"] == whole["horizon"]
+
+
+_PEAK = """
+import resource, sys, torch, bptt
+from bptt.diagnose import diagnose
+torch.manual_seed(0)
+torch.set_num_threads(1)
+steps = int(sys.argv[1])
+diagnose(bptt.cells.LSTMCell(2, 64), torch.randn(16, steps, 2), steps, iters=5)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _peak_mb(steps: int) -> float:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(steps)], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def test_a_diagnosis_at_t_2000_needs_memory_for_its_states_not_for_t_steps_of_graph():
+    # The states of a trajectory of 2000 steps (16 sequences, LSTM H=64) take 16 MB; the
+    # diagnosis before it was bounded grew by 1.8 GB from T=200 to T=2000 (measured:
+    # 547 -> 2330 MB), now by about 54 MB (387 -> 441 MB).
+    growth = _peak_mb(2000) - _peak_mb(200)
+    assert growth < 200, f"peak memory grew by {growth:.0f} MB from T=200 to T=2000"

@@ -125,10 +125,11 @@ def remedies_for(
             )
     elif kind in ("dead units", "saturated"):
         if first_order:
+            harm = "kill ReLUs" if kind == "dead units" else "drive units into saturation"
             options.append(
                 (
                     "lr",
-                    f"lower the learning rate to {lr_down:g}: large steps kill units",
+                    f"lower the learning rate to {lr_down:g}: large steps {harm}",
                     _changed(config, lr=lr_down),
                 )
             )
