@@ -127,3 +127,45 @@ def test_require_generic_picks_autograd_for_auto_and_refuses_fast(gen):
         grad.sum().backward()
     torch.testing.assert_close(generic, fast)  # the same numbers either way
     assert bptt.unroll(cell, x, engine="fast")[0].grad_fn is not None  # outside: fast again
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_torch_recurrent_layers_are_diagnosed_through_a_copy_of_their_cell(kind, gen):
+    from bptt.diagnose._trajectory import cell_of
+
+    layer = getattr(torch.nn, kind)(2, 6, batch_first=True, dtype=DT)
+    x = torch.randn(3, 9, 2, generator=gen, dtype=DT)
+    cell = cell_of(layer)
+    outputs, _ = bptt.unroll(cell, x)
+    reference, _ = layer(x)  # torch's own fused layer: the copy computes the same function
+    torch.testing.assert_close(outputs, reference, rtol=0, atol=1e-13)
+    found, direct = diagnose(layer, x, 5), diagnose(cell, x, 5)
+    assert found.verdict == direct.verdict and found.numbers == direct.numbers
+
+
+def test_what_cannot_be_diagnosed_says_what_is_needed(gen):
+    x = torch.randn(2, 5, 2, generator=gen)
+    with pytest.raises(TypeError, match=r"num_layers=2.*one layer at a time"):
+        diagnose(torch.nn.LSTM(2, 4, num_layers=2, batch_first=True), x)
+    with pytest.raises(TypeError, match="bidirectional=True"):
+        diagnose(torch.nn.GRU(2, 4, bidirectional=True, batch_first=True), x)
+    with pytest.raises(TypeError, match=r"recurrent_cell\(\) method"):
+        diagnose(torch.nn.Linear(2, 4), x)
+
+
+def test_a_users_model_gives_its_cell_through_the_adapter(gen):
+    class Tagger(torch.nn.Module):  # unrolls a torch LSTMCell itself
+        def __init__(self):
+            super().__init__()
+            self.step = torch.nn.LSTMCell(2, 8)
+            self.out = torch.nn.Linear(8, 3)
+
+        def recurrent_cell(self):
+            return self.step
+
+    model = Tagger()
+    x = torch.randn(4, 12, 2, generator=gen)
+    found = diagnose(model, x)
+    copy = bptt.cells.LSTMCell(2, 8)
+    copy.load_state_dict(model.step.state_dict())
+    assert found.numbers == diagnose(copy, x).numbers
