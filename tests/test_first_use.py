@@ -169,3 +169,13 @@ def test_a_users_model_gives_its_cell_through_the_adapter(gen):
     copy = bptt.cells.LSTMCell(2, 8)
     copy.load_state_dict(model.step.state_dict())
     assert found.numbers == diagnose(copy, x).numbers
+
+
+def test_a_vanishing_lstm_is_not_told_to_use_a_gated_cell(gen):
+    cell = bptt.cells.LSTMCell(1, 16)
+    with torch.no_grad():
+        cell.bias_ih[16:32].fill_(-8.0)  # forget gates shut: nothing is carried
+    found = diagnose(cell, torch.randn(4, 60, 1, generator=gen))
+    assert found.verdict == "vanishing"
+    assert not any("gated cell" in remedy for remedy in found.remedies)
+    assert "chrono" in found.remedies[0]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import State
+from bptt.cells import GRUCell, LSTMCell, State
 from bptt.diagnose._distance import RATIO, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
 from bptt.diagnose._saturation import saturation
@@ -208,4 +208,15 @@ def diagnose(
             f"the gradient keeps {at_dependency:.3g} of its size over {length} steps "
             f"(gamma = {gamma:.4g})"
         )
-    return Diagnosis(verdict, reasons, list(REMEDIES[verdict]), numbers, by_distance["norms"])
+    return Diagnosis(verdict, reasons, _remedies(verdict, cell), numbers, by_distance["norms"])
+
+
+def _remedies(verdict: str, cell: nn.Module) -> list[str]:
+    """The general remedies of a verdict, less those the cell already follows."""
+    remedies = list(REMEDIES[verdict])
+    if verdict == "vanishing" and isinstance(cell, (LSTMCell, GRUCell)):
+        remedies[0] = (
+            "initialise the forget gates for the dependency length (chrono "
+            "initialisation, bptt.init.chrono_) or raise their bias"
+        )
+    return remedies
