@@ -351,6 +351,7 @@ class Run:
         if self.monitor is not None and weights_finite:
             advance(self.step, counters["loss"], "diagnosing the final model")
             probe = diagnose(model, self.probe, task.dependency_length)
+            advance(self.step, counters["loss"])  # done: the bar shows the run again
         verdict = judge_run(
             self.record,
             probe,
