@@ -5,10 +5,14 @@ the built-in RNN, LSTM and GRU with ``RecordNorms`` on (per-sample norm of the
 hidden-state gradient at every step) against ``torch.nn.RNN``/``LSTM``/``GRU``
 (which record nothing). The loss reads the last step, as in sequential MNIST.
 Times are medians over interleaved repeats. A second table shows what subnormal
-floats cost on the CPU, with flush-to-zero off and on.
+floats cost on the CPU, with flush-to-zero off and on. A third times the orthogonal
+RNN (W = exp(A - A^T)) with modReLU against tanh, fast engine and generic, at the
+expRNN copy task's size (T = 200, B = 128, H = 190): the goal is modReLU within 1.3x
+of tanh.
 
     python benchmarks/engine.py                 # T=784, B=64, F=1, H in {64, 128, 256}
     python benchmarks/engine.py --profile lstm:128
+    python benchmarks/engine.py --orthogonal-only
 """
 
 from __future__ import annotations
@@ -81,6 +85,36 @@ def compare(kind: str, steps: int, batch: int, features: int, hidden: int, repea
     return statistics.median(ours_t), statistics.median(theirs_t)
 
 
+def orthogonal_table(repeats: int, steps: int = 200, batch: int = 128, hidden: int = 190) -> Table:
+    """A training step of the orthogonal RNN: modReLU against tanh, on each engine."""
+    table = Table(title=f"orthogonal RNN training step, T={steps}, B={batch}, H={hidden}")
+    for column in ("nonlinearity", "engine", "ms", "vs tanh (fast)"):
+        table.add_column(column, justify="right")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, steps, 10, generator=gen)
+    w = torch.randn(hidden, generator=gen)
+    cells = {k: bptt.cells.OrthogonalRNNCell(10, hidden, k) for k in ("tanh", "modrelu")}
+
+    def step(cell, engine):
+        def once():
+            cell.zero_grad()
+            out, _ = bptt.unroll(cell, x, engine=engine)
+            (out[:, -1] * w).sum().backward()
+
+        return once
+
+    runs = {(k, e): step(c, e) for k, c in cells.items() for e in ("fast", "generic")}
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):  # interleaved
+        for key, run in runs.items():
+            times[key] += median_seconds(run, 1)
+    base = statistics.median(times[("tanh", "fast")])
+    for (kind, engine), values in times.items():
+        ms = statistics.median(values)
+        table.add_row(kind, engine, f"{1e3 * ms:.0f}", f"{ms / base:.2f}x")
+    return table
+
+
 def subnormal_table(repeats: int) -> Table:
     """Backward time of an LSTM with the loss at the last step, flush-to-zero off and on."""
     table = Table(title="subnormal floats: LSTM, B=50, H=128, loss at the last step (backward ms)")
@@ -135,11 +169,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--profile", metavar="CELL:H", help="profile one configuration instead")
     parser.add_argument("--no-subnormal", action="store_true", help="skip the subnormal table")
+    parser.add_argument(
+        "--orthogonal-only", action="store_true", help="only the orthogonal RNN's table"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console(width=120)
     with flush_denormal(True):  # as training does; the subnormal table shows both
+        if args.orthogonal_only:
+            console.print(orthogonal_table(args.repeats))
+            return
         if args.profile:
             profile(args.profile, args.steps, args.batch, args.features)
             return
@@ -164,6 +204,7 @@ def main() -> None:
                 )
                 console.print(f"{kind} H={hidden}: {ratio:.2f}x", highlight=False)
         console.print(table)
+        console.print(orthogonal_table(args.repeats))
     if not args.no_subnormal:
         console.print(subnormal_table(args.repeats))
 

@@ -135,3 +135,40 @@ def test_methods_fill_unset_fields_and_refuse_another_cell():
     with pytest.raises(bptt.run.ConfigError) as info:
         TrainConfig.from_dict({"method": "transformer"})
     assert info.value.field == "method"
+
+
+@pytest.mark.parametrize("engine", ["generic", "fast"])
+def test_the_matrix_exponential_runs_once_per_sequence(engine, gen, monkeypatch):
+    cell = bptt.cells.OrthogonalRNNCell(2, 6, "modrelu", dtype=DT)
+    calls = {"n": 0}
+    real = torch.linalg.matrix_exp
+
+    def counted(matrix):
+        calls["n"] += 1
+        return real(matrix)
+
+    monkeypatch.setattr(torch.linalg, "matrix_exp", counted)
+    x = torch.randn(3, 40, 2, generator=gen, dtype=DT)
+    out, _ = bptt.unroll(cell, x, engine=engine)
+    out[:, -1].sum().backward()
+    assert calls["n"] == 1  # not once per step (40)
+
+
+def test_modrelu_on_the_fast_path_shows_the_taps_what_the_generic_engine_does(gen):
+    from bptt.taps import RecordNorms
+
+    cell = bptt.cells.OrthogonalRNNCell(3, 5, "modrelu", dtype=DT)
+    with torch.no_grad():
+        cell.modrelu_bias.uniform_(-0.5, 0.2, generator=gen)  # some units off, some on
+    x = torch.randn(4, 30, 3, generator=gen, dtype=DT)
+    seen = []
+    for engine in ("generic", "fast"):
+        record = RecordNorms()
+        cell.zero_grad()
+        out, _ = bptt.unroll(cell, x, taps=[record], engine=engine)
+        out.pow(2).sum().backward()
+        seen.append((out.detach(), record.norms, cell.modrelu_bias.grad.clone()))
+    # rounding only (30 steps of ~10-term sums, terms < 10): far inside 1e-11
+    for a, b in zip(*seen, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+    assert (seen[0][2] != 0).sum() >= 3  # the bias gradient is not trivially zero

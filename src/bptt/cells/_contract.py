@@ -49,6 +49,10 @@ class CellContract(Protocol):
     def output(self, state: State) -> Tensor:
         """The tensor (B, H) of a state that a readout sees."""
 
+    def sequence_step(self) -> Callable[[Tensor, State], State]:
+        """The step to call at every time step of one sequence (work that does not
+        change along it, such as a parametrised weight, done once)."""
+
 
 class RecurrentCell(nn.Module):
     """The base of every built-in cell: one step, its zero state and its output.
@@ -75,6 +79,11 @@ class RecurrentCell(nn.Module):
         """The state itself, or the first element of a tuple state: (B, H)."""
         return state_output(state)
 
+    def sequence_step(self) -> Callable[[Tensor, State], State]:
+        """The step for one sequence: the cell itself, unless a subclass computes
+        something once per sequence (:class:`OrthogonalRNNCell`: its matrix exponential)."""
+        return self
+
 
 class _Adapted:
     """The contract of a cell that does not state one (torch's cells, a user's module)."""
@@ -88,6 +97,9 @@ class _Adapted:
 
     def output(self, state: State) -> Tensor:
         return state_output(state)
+
+    def sequence_step(self) -> Callable[[Tensor, State], State]:
+        return self.cell
 
 
 def contract(cell: nn.Module) -> CellContract:

@@ -96,6 +96,11 @@ class OrthogonalRNNCell(RecurrentCell):
             return torch.relu(pre)
         return torch.sign(pre) * torch.relu(pre.abs() + self.modrelu_bias)
 
+    def sequence_step(self):
+        """One step with W = exp(A - A^T) computed once for the whole sequence."""
+        weight = self.weight_hh
+        return lambda x_t, state: self(x_t, state, weight_hh=weight)
+
     def forward(self, x_t: Tensor, state: Tensor | None = None, weight_hh: Tensor | None = None):
         """One step; ``weight_hh`` may be passed in to compute the exponential once per sequence."""
         if state is None:

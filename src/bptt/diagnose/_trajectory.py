@@ -99,10 +99,11 @@ def previous_states(cell: nn.Module, x: Tensor, state: State | None) -> list[tup
     """
     if state is None:
         state = initial_state(cell, x.shape[0], device=x.device, dtype=x.dtype)
+    step = contract(cell).sequence_step()
     before = []
     for x_t in x.unbind(1):
         before.append(as_tuple(state))
-        state = cell(x_t, state)
+        state = step(x_t, state)
     return before
 
 

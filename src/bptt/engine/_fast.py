@@ -17,10 +17,16 @@ FastEngine = Callable[[nn.Module, Tensor, State, Sequence], tuple[Tensor, State]
 
 
 def _run_rnn(cell: RNNCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
-    relu = cell.nonlinearity == "relu"
     run = Pass(tuple(taps), torch.is_grad_enabled())
     return RNNSequence.apply(
-        x, state, run, relu, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+        x,
+        state,
+        run,
+        cell.nonlinearity,
+        cell.weight_ih,
+        cell.weight_hh,
+        cell.bias_ih,
+        cell.bias_hh,
     )
 
 
@@ -43,11 +49,20 @@ def _run_gru(cell: GRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[T
 def _run_orthogonal(
     cell: OrthogonalRNNCell, x: Tensor, state: Tensor, taps: Sequence
 ) -> tuple[Tensor, Tensor]:
-    """The Elman engine with W = exp(A - A^T) computed once for the whole sequence."""
+    """The Elman engine with W = exp(A - A^T) computed once for the whole sequence
+    (its gradient reaches A through autograd of ``matrix_exp``), in every nonlinearity."""
     run = Pass(tuple(taps), torch.is_grad_enabled())
-    relu = cell.nonlinearity == "relu"
+    modrelu = cell.nonlinearity == "modrelu"
     return RNNSequence.apply(
-        x, state, run, relu, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+        x,
+        state,
+        run,
+        cell.nonlinearity,
+        cell.weight_ih,
+        cell.weight_hh,
+        cell.bias_ih,
+        cell.bias_hh,
+        cell.modrelu_bias if modrelu else None,
     )
 
 
@@ -62,15 +77,13 @@ _FAST: dict[type, FastEngine] = {
 def fast_engine_for(cell: nn.Module, x: Tensor) -> FastEngine | None:
     """The fast engine for this cell and input, or None where only the generic one applies.
 
-    It applies to exactly the built-in classes (a subclass may change ``forward``) and
-    the orthogonal RNN with tanh or ReLU,
+    It applies to exactly the built-in classes (a subclass may change ``forward``),
+    the orthogonal RNN in each of its nonlinearities among them,
     with x in the parameters' dtype and device, outside torch.func transforms (the
     hand-written backward has no forward-mode rule).
     """
     run = _FAST.get(type(cell))
     if run is None or torch._C._are_functorch_transforms_active():
-        return None
-    if getattr(cell, "nonlinearity", None) == "modrelu":  # no hand-written backward for it
         return None
     weight = cell.weight_ih
     if x.dtype != weight.dtype or x.device != weight.device:

@@ -1,4 +1,4 @@
-"""Fast engine for the Elman RNN (tanh or ReLU)."""
+"""Fast engine for the Elman RNN (tanh, ReLU or modReLU)."""
 
 from __future__ import annotations
 
@@ -20,16 +20,22 @@ from bptt.engine._fast_common import (
 from bptt.engine._workspace import WORKSPACE
 from bptt.taps import apply_taps
 
+ACTIVATIONS = ("tanh", "relu", "modrelu")
+
 
 class RNNSequence(torch.autograd.Function):
     """h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) over T steps, taps in backward.
 
-    forward(x (B, T, F), h0 (B, H), run, relu, W_ih, W_hh, b_ih, b_hh)
-    -> (outputs (B, T, H), h_T (B, H)).
+    ``f`` is tanh, ReLU, or modReLU (Arjovsky et al. 2016): f(a) = sign(a) relu(|a| + b)
+    with a learnt bias b (H,) per unit, whose derivative needs only h: df/da is 1
+    where h != 0 and 0 elsewhere, df/db is sign(h).
+
+    forward(x (B, T, F), h0 (B, H), run, activation, W_ih, W_hh, b_ih, b_hh, b_mod)
+    -> (outputs (B, T, H), h_T (B, H)); ``b_mod`` is modReLU's bias (None otherwise).
     """
 
     @staticmethod
-    def forward(ctx, x, h0, run: Pass, relu: bool, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, x, h0, run: Pass, activation: str, w_ih, w_hh, b_ih, b_hh, b_mod=None):
         batch, steps, _ = x.shape
         hidden = w_hh.shape[0]
         x_rows = time_major_rows(x)  # (T*B, F)
@@ -39,11 +45,18 @@ class RNNSequence(torch.autograd.Function):
         # completed in place: no allocation inside the loop.
         project_inputs(x_rows, w_ih, summed_bias(b_ih, b_hh), out=hs[1:])
         w_hh_t = w_hh.t()
-        activate = torch.relu_ if relu else torch.tanh_
-        for t in range(steps):
-            activate(hs[t + 1].addmm_(hs[t], w_hh_t))
+        if activation == "modrelu":
+            sign = x.new_empty(batch, hidden)
+            for t in range(steps):
+                a = hs[t + 1].addmm_(hs[t], w_hh_t)
+                torch.sign(a, out=sign)
+                a.abs_().add_(b_mod).relu_().mul_(sign)
+        else:
+            activate = torch.relu_ if activation == "relu" else torch.tanh_
+            for t in range(steps):
+                activate(hs[t + 1].addmm_(hs[t], w_hh_t))
         ctx.save_for_backward(x_rows, w_ih, w_hh, hs)  # hs: in-place edits are caught
-        ctx.taps, ctx.relu = run.taps, relu
+        ctx.taps, ctx.activation = run.taps, activation
         return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
@@ -62,8 +75,10 @@ class RNNSequence(torch.autograd.Function):
         grad_h0 = None
         for start, end in backward_chunks(steps, batch * hidden):
             h = hs[start + 1 : end + 1]
-            if ctx.relu:  # h >= 0, so sign(h) is the indicator of h > 0
+            if ctx.activation == "relu":  # h >= 0, so sign(h) is the indicator of h > 0
                 torch.sign(h, out=d_pre[start:end])
+            elif ctx.activation == "modrelu":  # 1 where h != 0
+                torch.sign(h, out=d_pre[start:end]).abs_()
             else:
                 torch.addcmul(ones, h, h, value=-1.0, out=d_pre[start:end])
             for t in range(end - 1, start - 1, -1):
@@ -79,6 +94,9 @@ class RNNSequence(torch.autograd.Function):
         grad_w_ih, grad_b = parameter_grads((needs[4], needs[6] or needs[7]), d_rows, x_rows)
         grad_w_hh, _ = parameter_grads((needs[5], False), d_rows, hs[:-1].reshape(-1, hidden))
         grad_x = input_grad(needs[0], d_rows, w_ih, batch, steps)
+        grad_b_mod = None
+        if ctx.activation == "modrelu" and needs[8]:  # dL/db = sum over t of dL/da_t sign(h_t)
+            grad_b_mod = (d_rows * hs[1:].reshape(-1, hidden).sign()).sum(0)
         WORKSPACE.give(d_pre)
         grad_b_hh = None if grad_b is None else grad_b.clone()  # never alias two .grad
-        return grad_x, grad_h0, None, None, grad_w_ih, grad_w_hh, grad_b, grad_b_hh
+        return grad_x, grad_h0, None, None, grad_w_ih, grad_w_hh, grad_b, grad_b_hh, grad_b_mod

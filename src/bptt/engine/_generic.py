@@ -44,16 +44,19 @@ def unroll_generic(
     state: State,
     taps: Sequence,
     output: Callable[[State], Tensor] = state_output,
+    step: Callable[[Tensor, State], State] | None = None,
 ) -> tuple[Tensor, State]:
     """Run ``cell`` over x (B, T, F) from ``state``; outputs (B, T, H), each step's
-    ``output(state)`` (the cell contract's), and the final state.
+    ``output(state)`` (the cell contract's), and the final state. ``step`` is what
+    is called at each time step (the contract's ``sequence_step()``; default the cell).
 
     Taps are placed only where autograd will reach them (grad mode on and the state
     requiring grad).
     """
     outputs = []
+    step = cell if step is None else step
     for t, x_t in enumerate(x.unbind(1)):  # unbind, not x[:, t]: indexing makes backward O(T^2)
-        state = cell(x_t, state)
+        state = step(x_t, state)
         if taps and torch.is_grad_enabled() and output(state).requires_grad:
             state = _tap_point(t, taps, state)
         outputs.append(output(state))

@@ -125,7 +125,7 @@ def unroll(
         )
     if fast is not None:
         return fast(cell, x, state, taps)
-    return unroll_generic(cell, x, state, taps, stated.output)
+    return unroll_generic(cell, x, state, taps, stated.output, stated.sequence_step())
 
 
 def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:
