@@ -232,3 +232,29 @@ def test_gradients_blown_up_by_1e24_are_clipped_and_stepped_not_skipped(tmp_path
         assert 1e20 < float(rows[step]["grad_norm"]) < 1e30  # measured, finite, in float64
     model = torch.load(tmp_path / "model.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in model.values())
+
+
+def test_a_separate_rate_for_the_recurrence_reaches_its_parameters_and_resumes_bitwise(tmp_path):
+    config = {"task": "adding", "length": 8, "method": "orthogonal", "hidden": 8, "threads": 1}
+    config.update({"optimizer": "sgd", "momentum": 0.0, "lr": 0.1, "lr_recurrent": 0.01})
+    config.update({"checkpoint_every": 10, "eval_every": 10, "log_every": 5, "clip_norm": None})
+    config["clip"] = "none"
+    run = bptt.run._loop.Run(TrainConfig.from_dict({**config, "steps": 1}), None)
+    groups = run.optimizer.param_groups
+    assert [g["lr"] for g in groups] == [0.1, 0.01]
+    assert groups[1]["params"] == [run.model.cell.skew]  # the orthogonal cell's A alone
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    run.run(lambda *a, **k: None)
+    # plain SGD: each parameter moved by its own rate times its gradient
+    for name, p in run.model.named_parameters():
+        rate = 0.01 if name == "cell.skew" else 0.1
+        torch.testing.assert_close(before[name] - rate * p.grad, p.detach(), rtol=0, atol=1e-7)
+    bptt.train({**config, "steps": 40, "out": str(tmp_path / "long")})
+    bptt.train({**config, "steps": 20, "out": str(tmp_path / "short")})
+    bptt.resume(tmp_path / "short", steps=40)
+    ours = torch.load(tmp_path / "short" / "model.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "long" / "model.pt", weights_only=True)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert "lr_recurrent = 0.01" in (tmp_path / "short" / "config.toml").read_text()
+    with pytest.raises(ConfigError, match="lr_recurrent"):
+        TrainConfig.from_dict({"optimizer": "hf", "lr_recurrent": 0.01})

@@ -60,10 +60,13 @@ class RecurrentCell(nn.Module):
     Subclasses set ``input_size`` and ``hidden_size`` and define ``forward``; a cell
     whose state is a tuple overrides :meth:`initial_state` (and :meth:`output` when
     the readout should see something other than the tuple's first element).
+    ``recurrent_parameters`` names the parameters of the recurrence (``weight_hh``; the
+    orthogonal cell's ``skew``), which a training run may give their own learning rate.
     """
 
     input_size: int
     hidden_size: int
+    recurrent_parameters: tuple[str, ...] = ("weight_hh",)  # what a separate rate applies to
 
     def initial_state(
         self,

@@ -43,6 +43,8 @@ class OrthogonalRNNCell(RecurrentCell):
 
     gates = ("h",)
 
+    recurrent_parameters = ("skew",)
+
     def __init__(
         self,
         input_size: int,

@@ -37,6 +37,8 @@ class SkipRNNCell(RecurrentCell):
         (5, torch.Size([3, 4]))
     """
 
+    recurrent_parameters = ("weight_skips",)
+
     def __init__(
         self,
         input_size: int,

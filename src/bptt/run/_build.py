@@ -13,6 +13,7 @@ from bptt import clip
 from bptt.cells import make_cell
 from bptt.model import SequenceModel
 from bptt.run._config import TrainConfig
+from bptt.run._fields import ConfigError
 from bptt.run._recipes import RECIPES
 from bptt.tasks import Task
 
@@ -91,9 +92,37 @@ def _is_regression(config: TrainConfig) -> bool:
     return TASKS[config.task].metric == "test_mse"
 
 
+def parameter_groups(config: TrainConfig, model: SequenceModel) -> list[dict[str, Any]]:
+    """The model's parameters as optimizer groups: one, or with ``lr_recurrent`` two,
+    the recurrence's own parameters second, each group's ``lr_scale`` its rate over
+    ``lr`` (the schedule multiplies it).
+
+    Raises:
+        ConfigError: ``lr_recurrent`` for a cell that names no recurrent parameters.
+    """
+    if config.lr_recurrent is None:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    names = getattr(model.cell, "recurrent_parameters", ())
+    recurrent = {id(getattr(model.cell, name)) for name in names}
+    if not recurrent:
+        message = f"cell {config.cell} names no recurrent parameters to give a rate of their own"
+        raise ConfigError("lr_recurrent", message)
+    params = list(model.parameters())
+    return [
+        {"params": [p for p in params if id(p) not in recurrent], "lr_scale": 1.0},
+        {
+            "params": [p for p in params if id(p) in recurrent],
+            "lr": config.lr_recurrent,
+            "lr_scale": config.lr_recurrent / config.lr,
+        },
+    ]
+
+
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam, RMSprop or SGD (Nesterov when momentum > 0) over the model's parameters."""
-    params = model.parameters()
+    """Adam, RMSprop or SGD (Nesterov when momentum > 0) over the model's parameter
+    groups (:func:`parameter_groups`)."""
+    if config.optimizer != "hf":
+        params = parameter_groups(config, model)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
     if config.optimizer == "hf":

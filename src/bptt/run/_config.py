@@ -6,6 +6,7 @@ overriding the one before. Every error names the field and what it accepts.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
 import torch
@@ -14,7 +15,15 @@ from pydantic import Field, model_validator
 from bptt.cells import cell_names
 from bptt.engine import ENGINES
 from bptt.run._errors import first_line
-from bptt.run._fields import Bool, ConfigError, ConfigModel, Float, Int, Names, Text
+from bptt.run._fields import (
+    Bool,
+    ConfigError,
+    ConfigModel,
+    Float,
+    Int,
+    Names,
+    Text,
+)
 from bptt.run._recipes import RECIPES
 from bptt.tasks import TASKS
 
@@ -29,6 +38,9 @@ LR_SCHEDULES = ("constant", "cosine")
 Task = Annotated[Text, Names(lambda: TASKS)]
 Cell = Annotated[Text, Names(cell_names)]
 RecipeName = Annotated[Text, Names(lambda: RECIPES)]
+
+# Set while a run's own config.toml is read: complete already, its recipe not reapplied.
+_SAVED: ContextVar[bool] = ContextVar("bptt_saved_config", default=False)
 
 
 class TrainConfig(ConfigModel):
@@ -63,6 +75,13 @@ class TrainConfig(ConfigModel):
     steps: Int = Field(2000, ge=1, le=100_000_000, description="optimizer steps.")
     batch_size: Int = Field(50, ge=1, le=1_000_000, description="sequences per step.")
     lr: Float = Field(3e-3, gt=0.0, le=10.0, description="learning rate.")
+    lr_recurrent: Float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        description="learning rate of the recurrence's own parameters (W_hh; the orthogonal "
+        "cell's A), as expRNN gives them (10x below lr); default: lr. Scheduled as lr is.",
+    )
     optimizer: Literal[OPTIMIZERS] = Field(
         "adam", description="adam, sgd, rmsprop, or hf (Hessian-free, bptt.optim)."
     )
@@ -205,11 +224,25 @@ class TrainConfig(ConfigModel):
     )
     out: Text | None = Field(None, description="the run directory; none writes no files.")
 
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> TrainConfig:
+        """A run's own ``config.toml``: complete already (its recipe was applied when the
+        run was made), so a field it leaves out is None, not the recipe's value.
+
+        Raises:
+            ConfigError: an unknown key, or a value its field refuses.
+        """
+        token = _SAVED.set(True)
+        try:
+            return cls.from_dict(values)
+        finally:
+            _SAVED.reset(token)
+
     @model_validator(mode="before")
     @classmethod
     def _recipe_first(cls, values: Any) -> Any:
         """A recipe's settings fill the fields not given; another cell is refused."""
-        if not isinstance(values, dict) or values.get("method") is None:
+        if _SAVED.get() or not isinstance(values, dict) or values.get("method") is None:
             return values
         name = values["method"]
         if not isinstance(name, str) or name not in RECIPES:
@@ -286,6 +319,7 @@ class TrainConfig(ConfigModel):
             "clip_quantile": (self.clip == "calibrate", "clip calibrate"),
             "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
             "lr": first_order,
+            "lr_recurrent": first_order,
             "lr_schedule": first_order,
             "lr_end_factor": (self.lr_schedule == "cosine", "lr_schedule cosine"),
             "hf_damping": hessian_free,

@@ -41,6 +41,7 @@ __all__ = [
     "Int",
     "Names",
     "Text",
+    "config_error",
     "field_choices",
     "load_toml",
 ]
@@ -151,7 +152,7 @@ class ConfigModel(BaseModel):
         try:
             super().__init__(**values)
         except ValidationError as err:
-            raise _config_error(err, type(self)) from None
+            raise config_error(err, type(self)) from None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ConfigModel:
@@ -200,7 +201,7 @@ class ConfigModel(BaseModel):
         return {name: info.description or "" for name, info in cls.model_fields.items()}
 
 
-def _config_error(err: ValidationError, model: type[ConfigModel]) -> ConfigError:
+def config_error(err: ValidationError, model: type[ConfigModel]) -> ConfigError:
     """The first problem pydantic found, as a ConfigError naming its field."""
     first = err.errors(include_url=False)[0]
     context = first.get("ctx") or {}

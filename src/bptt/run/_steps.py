@@ -96,7 +96,7 @@ class FirstOrderStep:
         if finite:
             rate = learning_rate(config, step, counters["rollbacks"])
             for group in self.optimizer.param_groups:
-                group["lr"] = rate
+                group["lr"] = rate * group.get("lr_scale", 1.0)  # older checkpoints: none
             self.optimizer.step()
         else:
             self.optimizer.zero_grad(set_to_none=True)

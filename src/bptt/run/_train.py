@@ -176,7 +176,7 @@ def resume(
     path = Path(path)
     if not (path / "config.toml").is_file():
         raise ConfigError("resume", f"{path} holds no config.toml: not a run directory")
-    config = TrainConfig.from_dict({**load_toml(path / "config.toml"), "out": str(path)})
+    config = TrainConfig.from_saved({**load_toml(path / "config.toml"), "out": str(path)})
     budget = config.steps  # the end the run had so far
     extending = steps is not None and steps != config.steps
     if extending:
@@ -274,7 +274,7 @@ def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
     for name in ("config.toml", "model.pt"):
         if not (path / name).is_file():
             raise ConfigError("run", f"{path} holds no {name}: not a finished run directory")
-    config = TrainConfig.from_dict(load_toml(path / "config.toml"))
+    config = TrainConfig.from_saved(load_toml(path / "config.toml"))
     task = make_task(config.task, config.length)
     model = build_model(config, task)
     try:
