@@ -13,6 +13,7 @@ from torch import nn
 import bptt
 from bptt.precision import flushing_denormals
 from bptt.run import METRIC_FIELDS, ConfigError, TrainConfig, build_model, json_safe
+from bptt.run import test_set as held_out_set
 from bptt.tasks import make_task
 
 SMALL = {"task": "adding", "length": 8, "cell": "rnn", "hidden": 8, "steps": 30, "log_every": 5}
@@ -258,3 +259,28 @@ def test_a_separate_rate_for_the_recurrence_reaches_its_parameters_and_resumes_b
     assert "lr_recurrent = 0.01" in (tmp_path / "short" / "config.toml").read_text()
     with pytest.raises(ConfigError, match="lr_recurrent"):
         TrainConfig.from_dict({"optimizer": "hf", "lr_recurrent": 0.01})
+
+
+@pytest.mark.parametrize(("task", "length"), [("pdigits", None), ("copy", 5), ("order", 20)])
+def test_classification_runs_report_their_test_accuracy(tmp_path, task, length):
+    config = {"task": task, "cell": "gru", "hidden": 16, "steps": 30, "threads": 1}
+    config.update({"test_size": 200, "eval_every": 10, "log_every": 10})
+    if length is not None:
+        config["length"] = length
+    result = bptt.train({**config, "out": str(tmp_path)})
+    summary = result.summary
+    # counted by hand from the trained model's predictions on the run's own test set
+    run_config = TrainConfig.from_dict({**config, "out": str(tmp_path)})
+    x, y = held_out_set(run_config, make_task(task, run_config.length))
+    with torch.no_grad():
+        logits, _ = result.model(x)
+    if task == "copy":  # the ten recalled symbols
+        logits, y = logits[:, -10:], y[:, -10:]
+    expected = (logits.argmax(-1) == y).double().mean().item()
+    assert summary["accuracy"] == pytest.approx(expected, abs=1e-12)
+    rows = _metrics(tmp_path)
+    assert rows[-1]["test_accuracy"] != "" and float(rows[-1]["test_accuracy"]) == pytest.approx(
+        expected, abs=1e-12
+    )
+    regression = bptt.train({**config, "task": "adding", "length": 5}).summary
+    assert regression["accuracy"] is None

@@ -161,17 +161,23 @@ def learning_rate(config: TrainConfig, step: int, rollbacks: int = 0) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: SequenceModel, task: Task, x: Tensor, y: Tensor, config: TrainConfig) -> float:
-    """The task's test metric: over the whole test set (weighted by chunk size), or
-    for a stream task over its held-out stream."""
+def evaluate(
+    model: SequenceModel, task: Task, x: Tensor, y: Tensor, config: TrainConfig
+) -> tuple[float, float | None]:
+    """The task's test metric (over the whole test set, weighted by chunk size, or for
+    a stream task over its held-out stream) and, for a task scored by accuracy, the
+    share of right answers (None otherwise)."""
     if task.stream:
-        return task.evaluate(model, device=config.device, dtype=config.torch_dtype)
-    total = 0.0
+        return task.evaluate(model, device=config.device, dtype=config.torch_dtype), None
+    total, right, counted = 0.0, 0, 0
     for start in range(0, x.shape[0], _EVAL_CHUNK):
         xs, ys = x[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]
         prediction, _ = model(xs)
         total += task.loss(prediction, ys).item() * xs.shape[0]
-    return total / x.shape[0]
+        scored = task.correct(prediction, ys)
+        if scored is not None:
+            right, counted = right + scored[0], counted + scored[1]
+    return total / x.shape[0], (right / counted if counted else None)
 
 
 def json_safe(value: Any) -> Any:

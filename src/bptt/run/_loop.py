@@ -115,6 +115,7 @@ class Run:
             "solved_step": None,
             "loss": math.nan,
             "test_loss": math.nan,
+            "test_accuracy": None,
             "wall_s": 0.0,
         }
         self.checkpoint_errors = 0
@@ -243,7 +244,7 @@ class Run:
             last = step == config.steps or stop or out_of_time
             evaluated = step % config.eval_every == 0 or last
             if evaluated:
-                counters["test_loss"] = evaluate(
+                counters["test_loss"], counters["test_accuracy"] = evaluate(
                     self.model, self.task, self.x_test, self.y_test, config
                 )
                 if counters["solved_step"] is None and self.task.is_solved(counters["test_loss"]):
@@ -262,6 +263,7 @@ class Run:
                         "nonfinite": not finite,
                         "lr": self.optimizer.param_groups[0].get("lr"),
                         "test_loss": counters["test_loss"] if evaluated else None,
+                        "test_accuracy": counters.get("test_accuracy") if evaluated else None,
                         "wall_s": round(counters["wall_s"], 4),
                         "rollbacks": counters["rollbacks"],
                     }
@@ -330,6 +332,7 @@ class Run:
             ),
             "metric": task.metric,
             "final_loss": test_loss,
+            "accuracy": counters.get("test_accuracy"),  # tasks scored by accuracy
             "train_loss": counters["loss"],
             "baseline_loss": task.baseline_loss,
             "solved": task.is_solved(test_loss),

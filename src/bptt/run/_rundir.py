@@ -51,6 +51,7 @@ METRIC_FIELDS = (
     "nonfinite",
     "lr",
     "test_loss",
+    "test_accuracy",
     "wall_s",
     "rollbacks",
 )

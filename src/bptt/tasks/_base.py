@@ -101,8 +101,26 @@ class Task(ABC):
     def is_solved(self, test_loss: float) -> bool:
         """Whether a test loss counts as solving the task."""
 
+    def correct(self, prediction: Tensor, target: Tensor) -> tuple[int, int] | None:
+        """How many of the answers scored by accuracy are right, and of how many; None
+        for a task not scored by accuracy (regression)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(length={self.length})"
+
+
+class Classification:
+    """A task scored by accuracy as well as cross-entropy: logits (..., C) against class
+    indices (...); the steps :meth:`scored` keeps count (all, unless a task says)."""
+
+    def scored(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """The predictions (N, C) and targets (N,) accuracy counts."""
+        return prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1)
+
+    def correct(self, prediction: Tensor, target: Tensor) -> tuple[int, int]:
+        logits, classes = self.scored(prediction, target)
+        return int((logits.argmax(-1) == classes).sum()), int(classes.numel())
 
 
 class LastStepRegression(Task):

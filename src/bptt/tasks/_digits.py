@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bptt.tasks._base import Task
+from bptt.tasks._base import Classification, Task
 
 __all__ = ["DigitsTask", "PermutedDigitsTask", "load_digits"]
 
@@ -35,7 +35,7 @@ def load_digits() -> tuple[Tensor, Tensor]:
     return pixels, torch.tensor(data.target, dtype=torch.long)
 
 
-class DigitsTask(Task):
+class DigitsTask(Classification, Task):
     """Sequential digits, T = 64 (row by row), 10 classes, cross-entropy at the last step.
 
     A fixed split holds out 20% of the 1,797 images as the test set; training batches

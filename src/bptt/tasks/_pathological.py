@@ -12,7 +12,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bptt.tasks._base import LastStepRegression, Task, check_length, resolve_generator
+from bptt.tasks._base import (
+    Classification,
+    LastStepRegression,
+    Task,
+    check_length,
+    resolve_generator,
+)
 
 __all__ = [
     "MemorizationTask",
@@ -207,7 +213,7 @@ def memorization(
     return x.to(device), target.to(device)
 
 
-class _LastStepClassification(Task):
+class _LastStepClassification(Classification, Task):
     """One class per sequence, cross-entropy at the last step, solved below ``solved_below``."""
 
     readout = "last"
@@ -306,7 +312,7 @@ class MultiplicationTask(LastStepRegression):
         )
 
 
-class MemorizationTask(Task):
+class MemorizationTask(Classification, Task):
     """Noiseless memorization: cross-entropy over all steps; baseline 10 ln 5 / (T + 20);
     solved below 1% of it."""
 
@@ -334,3 +340,8 @@ class MemorizationTask(Task):
 
     def is_solved(self, test_loss: float) -> bool:
         return test_loss < 0.01 * self.baseline_loss
+
+    def scored(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """The recalled values at the last steps."""
+        n = MEMORY_POSITIONS
+        return super().scored(prediction[:, -n:], target[:, -n:])

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bptt.tasks._base import Task
+from bptt.tasks._base import Classification, Task
 from bptt.tasks._series import japanese_vowels
 
 __all__ = ["VowelsTask"]
@@ -15,7 +15,7 @@ __all__ = ["VowelsTask"]
 FRAMES = 29  # the longest utterance
 
 
-class VowelsTask(Task):
+class VowelsTask(Classification, Task):
     """Speaker classification of Japanese Vowels (9 speakers), read at the last frame.
 
     The utterances (7 to 29 frames of 12 coefficients, from sktime's copy of the data)
