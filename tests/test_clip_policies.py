@@ -263,3 +263,14 @@ def test_a_finite_gradient_whose_float32_norm_overflows_is_clipped_not_skipped(m
     for clipped, original in ((w.grad, big_w), (v.grad, big_v)):
         ratio = clipped.double() / original.double()
         assert (ratio > 0).all() and (ratio.max() - ratio.min()) <= 1e-6 * ratio.max()
+
+
+def test_a_norm_beyond_float32_is_clipped_even_when_subnormals_flush_to_zero():
+    from bptt.precision import flush_denormal
+
+    w = torch.zeros(1000, requires_grad=True)
+    w.grad = torch.full((1000,), 1e37)  # norm 3.2e38: the coefficient 1/norm is subnormal
+    with flush_denormal(True):
+        Fixed(1.0)([w])
+    assert torch.isfinite(w.grad).all() and (w.grad > 0).all()
+    assert torch.linalg.vector_norm(w.grad.double()).item() == pytest.approx(1.0, rel=1e-5)

@@ -108,3 +108,17 @@ def test_the_packages_form_no_cycle():
 
     for unit in sorted(edges):
         visit(unit)
+
+
+def test_importing_the_library_does_not_load_the_application():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, bptt, bptt.cells, bptt.diagnose, bptt.clip, bptt.reservoir; "
+        "print(sorted(m for m in ('bptt.run', 'bptt.cli', 'pydantic', 'click') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -7,11 +7,24 @@ adds a readout, :mod:`bptt.tasks` generates the benchmark tasks. The application
 run directory (:func:`resume` continues a killed one).
 """
 
-from bptt import cells, run, taps, tasks
+from bptt import cells, taps, tasks
 from bptt.engine import unroll
 from bptt.model import SequenceModel
-from bptt.run import TrainConfig, TrainResult, resume, train
 from bptt.tbptt import TBPTT
+
+_APPLICATION = {"run", "TrainConfig", "TrainResult", "resume", "train"}
+
+
+def __getattr__(name: str):
+    """The application's names, loaded on first use: ``import bptt`` (and the library
+    under it) does not load :mod:`bptt.run` and its dependencies."""
+    if name not in _APPLICATION:
+        raise AttributeError(f"module 'bptt' has no attribute {name!r}")
+    import importlib
+
+    run = importlib.import_module("bptt.run")
+    return run if name == "run" else getattr(run, name)
+
 
 __all__ = [
     "TBPTT",

@@ -89,20 +89,25 @@ class RecurrentCell(nn.Module):
 
 
 class _Adapted:
-    """The contract of a cell that does not state one (torch's cells, a user's module)."""
+    """The contract of a cell that does not state all of it (torch's cells, a user's
+    module): its own ``output`` and ``sequence_step`` where it has them."""
 
     def __init__(self, cell: nn.Module, start: Callable[..., State]) -> None:
         self.cell, self._start = cell, start
         self.hidden_size = getattr(cell, "hidden_size", None)
+        own_output = getattr(cell, "output", None)
+        self._output = own_output if callable(own_output) else state_output
+        own_step = getattr(cell, "sequence_step", None)
+        self._step = own_step if callable(own_step) else (lambda: cell)
 
     def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
         return self._start(batch_size, device=device, dtype=dtype)
 
     def output(self, state: State) -> Tensor:
-        return state_output(state)
+        return self._output(state)
 
     def sequence_step(self) -> Callable[[Tensor, State], State]:
-        return self.cell
+        return self._step()
 
 
 def contract(cell: nn.Module) -> CellContract:

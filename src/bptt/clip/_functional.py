@@ -168,12 +168,20 @@ def _scale_grads_(
         return
     coef = torch.clamp(max_norm / (total_norm + EPS), max=1.0)
     for device, group in _groups(grads):
-        coef_here = coef.to(device=device, dtype=group[0].dtype)
-        if _use_foreach(foreach, group, device):
-            torch._foreach_mul_(group, coef_here)
-        else:
-            for g in group:
-                g.mul_(coef_here)
+        dtype = group[0].dtype
+        # A norm measured wider than the gradients (a policy's float64 fallback) can
+        # need a coefficient below their smallest normal number, which flush-to-zero
+        # would make 0: it is then applied as two factors, each representable.
+        factors = [coef]
+        if coef.dtype != dtype and coef.item() < torch.finfo(dtype).tiny:
+            factors = [coef.sqrt()] * 2
+        for factor in factors:
+            here = factor.to(device=device, dtype=dtype)
+            if _use_foreach(foreach, group, device):
+                torch._foreach_mul_(group, here)
+            else:
+                for g in group:
+                    g.mul_(here)
 
 
 def clip_grad_norm_(

@@ -108,8 +108,11 @@ def gradient_by_distance(
         (torch.Size([30]), 1.0)
     """
     cell = cell_of(cell)
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] < 1 or x.shape[1] < 1:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a probe batch (B, T, F) with B, T >= 1, got {got}")
     if loss is None:
-        sample_norms, subnormal, zero = _segmented(cell, x, state, _direction(cell, x, seed))
+        sample_norms, subnormal, zero = _segmented(cell, x, state, seed)
     else:
         record, precision = RecordNorms(), RecordPrecision()
         probe = x.detach().requires_grad_(True)  # the backward must reach step 0
@@ -142,15 +145,15 @@ def gradient_by_distance(
 SEGMENT = 256  # steps recomputed with a graph at a time: the memory does not grow with T
 
 
-def _direction(cell: nn.Module, x: Tensor, seed: int) -> Tensor:
-    """A fixed random unit vector (H,) the last output is projected on."""
+def _direction(size: int, like: Tensor, seed: int) -> Tensor:
+    """A fixed random unit vector (size,) the last output is projected on."""
     gen = torch.Generator().manual_seed(seed)
-    direction = torch.randn(contract(cell).hidden_size, generator=gen, dtype=torch.float64)
-    return (direction / direction.norm()).to(device=x.device, dtype=x.dtype)
+    direction = torch.randn(size, generator=gen, dtype=torch.float64)
+    return (direction / direction.norm()).to(device=like.device, dtype=like.dtype)
 
 
 def _segmented(
-    cell: nn.Module, x: Tensor, state: State | None, direction: Tensor
+    cell: nn.Module, x: Tensor, state: State | None, seed: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Backprop from the last output's projection, in segments of :data:`SEGMENT` steps.
 
@@ -184,7 +187,7 @@ def _segmented(
                 cell, x[:, begin : begin + SEGMENT], state=start_state, taps=[record, precision]
             )
             if incoming is None:  # the last segment holds the loss
-                value = (outputs[:, -1] @ direction).sum()
+                value = (outputs[:, -1] @ _direction(outputs.shape[-1], outputs, seed)).sum()
             else:
                 value = sum((a * g).sum() for a, g in zip(as_tuple(last), incoming, strict=True))
             incoming = torch.autograd.grad(value, parts, allow_unused=True)

@@ -104,6 +104,9 @@ def jacobian_norms(
         A tensor (B, T).
     """
     cell = cell_of(cell)
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] < 1 or x.shape[1] < 1:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a probe batch (B, T, F) with B, T >= 1, got {got}")
     batch, steps = x.shape[:2]
     before = previous_states(cell, x, state)
     like = before[0] if len(before[0]) > 1 else before[0][0]

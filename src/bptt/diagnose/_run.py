@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from bptt.diagnose._verdict import Diagnosis
+from bptt.diagnose._verdict import Diagnosis, _finite_or_none
 
 __all__ = ["EARLY_STEPS", "RUN_VERDICTS", "RunRecord", "RunVerdict", "judge_run"]
 
@@ -32,6 +32,7 @@ RUN_VERDICTS = (
     "saturated",
     "vanishing",
     "healthy but not learned",
+    "not learned",  # and the model's gradient not measured (monitor off)
     "healthy",
 )
 
@@ -109,8 +110,18 @@ class RunRecord:
         return dict(vars(self))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a :meth:`state_dict`."""
-        for key, value in state.items():
+        """Continue from a :meth:`state_dict` (or its JSON, where NaN and inf are null).
+
+        Keys that are not fields are ignored.
+        """
+        fresh = RunRecord()
+        for key in vars(fresh):
+            if key not in state:
+                continue
+            value = state[key]
+            default = getattr(fresh, key)
+            if value is None and isinstance(default, float):
+                value = default  # JSON wrote the starting -inf or NaN as null
             setattr(self, key, list(value) if isinstance(value, list) else value)
 
     def evidence(self) -> dict[str, Any]:
@@ -121,18 +132,14 @@ class RunRecord:
             "first_nonfinite_step": self.first_nonfinite,
             "clipped_steps": self.clipped_steps,
             "early_loss": self.early_loss_level,
-            "peak_loss": _finite(self.peak_loss),
+            "peak_loss": _finite_or_none(self.peak_loss),
             "peak_loss_step": self.peak_loss_step,
-            "last_loss": _finite(self.last_loss),
+            "last_loss": _finite_or_none(self.last_loss),
             "early_grad_norm": self.early_norm_level,
-            "peak_grad_norm": _finite(self.peak_norm),
+            "peak_grad_norm": _finite_or_none(self.peak_norm),
             "peak_grad_norm_step": self.peak_norm_step,
             "grad_norm_growth_step": self.norm_growth_step,
         }
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 @dataclass
@@ -250,7 +257,13 @@ def judge_run(
         return RunVerdict("saturated", False, reasons, evidence)
     if probe is not None and probe.verdict == "vanishing":
         return RunVerdict("vanishing", False, reasons + probe.reasons, evidence)
-    reasons += [] if probe is None else probe.reasons
+    if probe is None:
+        reasons.append(
+            f"the task is not solved (test {final_loss:.3g}, baseline {_g(baseline)}); the "
+            "model's gradient was not measured (the monitor was off)"
+        )
+        return RunVerdict("not learned", False, reasons, evidence)
+    reasons += probe.reasons
     reasons.append(
         f"the task is not solved (test {final_loss:.3g}, baseline {_g(baseline)}) though the "
         "gradient reaches the dependency: the optimisation budget or the learning rate"

@@ -87,6 +87,11 @@ def _from_layer(source: nn.Module, ours: type) -> nn.Module:
             f": diagnose one layer at a time (bptt.cells.{ours.__name__} with its weights), "
             "or give your model a recurrent_cell() method"
         )
+    if not source.batch_first:  # the probe would be read (T, B, F) as (B, T, F)
+        raise TypeError(
+            f"this torch.nn.{name} has batch_first=False; bptt's probes are batch first "
+            f"(B, T, F): build it with batch_first=True (the weights are the same)"
+        )
     return _copied(source, ours, "_l0", **_nonlinearity(source))
 
 

@@ -15,6 +15,7 @@ Each run writes its own run directory under the bench directory.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -142,10 +143,11 @@ def run_bench(
         out_path.mkdir(parents=True, exist_ok=True)
         safe = [json_safe(row) for row in rows]
         atomic_write_text(out_path / "bench.json", json.dumps(safe, indent=2) + "\n")
-        with open(out_path / "bench.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-            writer.writeheader()
-            writer.writerows(safe)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=ROW_FIELDS)
+        writer.writeheader()
+        writer.writerows(safe)
+        atomic_write_text(out_path / "bench.csv", table.getvalue())
     return rows
 
 

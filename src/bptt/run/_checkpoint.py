@@ -100,10 +100,12 @@ class Checkpoints:
         problems: list[str] = []
         for path in self.paths():
             try:
-                state = load_checkpoint(path, map_location)
+                payload = _read_verified(path)
+                state = _load(path, payload, map_location)
             except CheckpointError as err:
                 problems.append(str(err))
                 continue
+            self.last = (int(_NAME.match(path.name).group(1)), payload)  # for roll-backs
             for problem in problems:
                 warnings.warn(f"{problem}; using {path.name}", stacklevel=2)
             return state
@@ -125,9 +127,12 @@ class Checkpoints:
 
     def clear(self) -> None:
         """Remove every checkpoint on disk and in memory."""
-        for path in self.paths():
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        try:
+            for path in self.paths():
+                path.unlink(missing_ok=True)
+                path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        except OSError as err:
+            raise CheckpointError(f"cannot remove {err.filename}: {err.strerror}") from err
         self.last = None
 
     def latest_in_memory(self, map_location=None) -> dict[str, Any] | None:
@@ -138,8 +143,9 @@ class Checkpoints:
 
     def _prune(self) -> None:
         for old in self.paths()[self.keep :]:
-            old.unlink(missing_ok=True)
-            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # an old checkpoint left behind harms nothing
+                old.unlink(missing_ok=True)
+                old.with_name(old.name + ".sha256").unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
@@ -150,7 +156,10 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
             corrupt file), or the file does not load with ``weights_only=True``.
     """
     path = Path(path)
-    payload = _read_verified(path)
+    return _load(path, _read_verified(path), map_location)
+
+
+def _load(path: Path, payload: bytes, map_location) -> dict[str, Any]:
     try:
         return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:

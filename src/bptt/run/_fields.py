@@ -195,11 +195,6 @@ class ConfigModel(BaseModel):
                 message = f"must be one of {', '.join(allowed)}; got {value!r}"
                 raise ConfigError(name, message)
 
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        """Each field's description, for help texts."""
-        return {name: info.description or "" for name, info in cls.model_fields.items()}
-
 
 def config_error(err: ValidationError, model: type[ConfigModel]) -> ConfigError:
     """The first problem pydantic found, as a ConfigError naming its field."""

@@ -15,9 +15,12 @@ import torch
 
 def _default_mode() -> int:
     """The permissions a plain open() would give a new file (0o666 less the umask)."""
-    umask = os.umask(0)
+    umask = os.umask(0)  # reading the umask sets it: done once, at import
     os.umask(umask)
     return 0o666 & ~umask
+
+
+_MODE = _default_mode()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -29,7 +32,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; readers expect the usual
+        os.chmod(tmp, _MODE)  # mkstemp makes 0600; readers expect the usual
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

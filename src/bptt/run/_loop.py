@@ -117,8 +117,8 @@ class Run:
             "test_loss": math.nan,
             "test_accuracy": None,
             "wall_s": 0.0,
+            "checkpoint_errors": 0,
         }
-        self.checkpoint_errors = 0
         self.record = RunRecord()  # what the whole run saw, for its verdict
 
     # --- checkpoints -----------------------------------------------------------------
@@ -181,7 +181,7 @@ class Run:
         try:
             self.checkpoints.save(self.step, self.state_dict())
         except CheckpointError as err:
-            self.checkpoint_errors += 1
+            self.counters["checkpoint_errors"] = self.counters.get("checkpoint_errors", 0) + 1
             warnings.warn(str(err), stacklevel=2)
 
     def _roll_back(self) -> None:
@@ -226,7 +226,10 @@ class Run:
         checkpointing = config.checkpoint_every > 0
         if checkpointing and self.step == 0:
             self._checkpoint()
-        while self.step < config.steps:
+        ended = (config.stop_when_solved and counters["solved_step"] is not None) or (
+            0 < config.time_limit_s <= counters["wall_s"]
+        )  # a run resumed after it had already ended (solved, or out of time)
+        while self.step < config.steps and not ended:
             step = self.step + 1
             report = self.take_step(step, counters)
             loss_value, norm_value, finite = report.loss, report.grad_norm, report.finite
@@ -339,7 +342,7 @@ class Run:
             "solved_step": counters["solved_step"],
             "nonfinite_steps": counters["nonfinite_steps"],
             "rollbacks": counters["rollbacks"],
-            "checkpoint_errors": self.checkpoint_errors,
+            "checkpoint_errors": counters.get("checkpoint_errors", 0),
             "spikes": None if self.monitor is None else self.monitor.spikes,
             "diverged": not (math.isfinite(test_loss) and weights_finite),
             "verdict": None,  # until the diagnosis below has run

@@ -11,6 +11,7 @@ offered.
 from __future__ import annotations
 
 import math
+import shlex
 from typing import Any
 
 from bptt.diagnose import RunVerdict
@@ -49,9 +50,9 @@ def train_command(values: dict[str, Any], out: str | None = None) -> str:
         if isinstance(value, bool):
             parts.append(flag if value else f"--no-{flag[2:]}")
         else:
-            parts.append(f"{flag} {value}")
+            parts.append(f"{flag} {shlex.quote(str(value))}")
     if out is not None:
-        parts.append(f"--out {out}")
+        parts.append(f"--out {shlex.quote(out)}")
     return " ".join(parts)
 
 
@@ -161,7 +162,7 @@ def remedies_for(
             options.append(
                 ("skip", "skip connections from 10 steps back", _fresh(config, method="skip"))
             )
-    elif kind == "healthy but not learned":
+    elif kind in ("healthy but not learned", "not learned"):
         options.append(
             (
                 "longer",

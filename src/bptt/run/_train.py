@@ -239,7 +239,10 @@ def _latest_state(run: Run, restart: bool) -> dict[str, Any] | None:
                 "to train the run again from step 0"
             )
             raise ConfigError("resume", message) from err
-        run.checkpoints.clear()
+        try:
+            run.checkpoints.clear()
+        except CheckpointError as failed:
+            raise ConfigError("resume", str(failed)) from failed
         return None
     return state
 

@@ -68,7 +68,10 @@ class StreamTask(Task):
         return self.open_stream(batch_size, generator, device=device, dtype=dtype).next(self.length)
 
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy over the steps that have a target (B, n, C) vs (B, n)."""
+        """Cross-entropy over the steps that have a target (B, n, C) vs (B, n); a window
+        with none (the first of a delayed echo) has loss 0 and no gradient, not NaN."""
+        if not bool((target != IGNORE).any()):
+            return prediction.sum() * 0.0
         return nn.functional.cross_entropy(
             prediction.flatten(0, 1), target.flatten(), ignore_index=IGNORE
         )

@@ -1,0 +1,111 @@
+"""Edge cases a review of the run loop, the checkpoints and the diagnosis found."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+
+import pytest
+import torch
+
+import bptt
+from bptt.diagnose import RunRecord, diagnose, gradient_by_distance, judge_run
+from bptt.run import Checkpoints, json_safe
+
+TINY = {"task": "adding", "length": 6, "cell": "gru", "hidden": 4, "threads": 1, "test_size": 32}
+
+
+def test_an_echo_run_does_not_count_its_warm_up_windows_as_non_finite(tmp_path):
+    # the first windows of a delayed echo have no target: once NaN, they rolled the run
+    # back to step 0 forever (5 in a row at the default patience)
+    config = {"task": "echo", "length": 200, "cell": "gru", "hidden": 8, "threads": 1}
+    config.update({"tbptt_k1": 32, "steps": 12, "checkpoint_every": 4, "out": str(tmp_path)})
+    summary = bptt.train(config).summary
+    assert summary["nonfinite_steps"] == 0 and summary["rollbacks"] == 0
+    assert summary["steps_done"] == 12
+
+
+def test_the_checkpoint_a_run_resumes_from_is_the_one_it_rolls_back_to(tmp_path):
+    store = Checkpoints(tmp_path)
+    store.save(10, {"step": 10, "w": torch.arange(3.0)})
+    fresh = Checkpoints(tmp_path)  # as after a restart
+    state = fresh.latest()
+    assert fresh.last is not None and fresh.last[0] == 10
+    assert torch.equal(fresh.latest_in_memory()["w"], state["w"])
+
+
+def test_a_run_that_stopped_solved_and_was_killed_in_its_diagnosis_resumes_to_the_same_end(
+    tmp_path,
+):
+    config = {**TINY, "length": 4, "hidden": 8, "lr": 0.02, "steps": 600}
+    config.update({"stop_when_solved": True, "checkpoint_every": 50, "out": str(tmp_path)})
+    first = bptt.train(config).summary
+    assert first["steps_done"] < 600
+    for name in ("summary.json", "model.pt"):  # as if killed during the final diagnosis
+        (tmp_path / name).unlink()
+    again = bptt.resume(tmp_path).summary
+    assert again["steps_done"] == first["steps_done"]
+
+
+def test_a_run_record_comes_back_from_its_json():
+    record = RunRecord()
+    record.update(1, math.nan, math.nan)  # nothing finite yet: peaks still -inf
+    state = json.loads(json.dumps(json_safe(record.state_dict())))
+    back = RunRecord()
+    back.load_state_dict({**state, "not_a_field": 1})
+    assert back.peak_loss == -math.inf and back.nonfinite_steps == 1
+    assert back.evidence()["peak_loss"] is None
+    assert not hasattr(back, "not_a_field")
+
+
+def test_without_a_probe_the_verdict_does_not_claim_the_gradient_was_measured():
+    record = RunRecord()
+    for step in range(1, 11):
+        record.update(step, 0.2, 1.0)
+    verdict = judge_run(record, None, final_loss=0.2, baseline=0.17, solved=False)
+    assert verdict.verdict == "not learned"
+    assert "not measured" in verdict.reasons[-1]
+
+
+class _OwnStart(torch.nn.Module):
+    """A cell with its own initial_state and output, and no hidden_size."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 4)
+
+    def initial_state(self, batch_size, *, device=None, dtype=None):
+        zero = torch.zeros(batch_size, 4, device=device, dtype=dtype)
+        return zero, zero.clone()
+
+    def output(self, state):
+        return state[1]  # the second part: not what the default would pick
+
+    def forward(self, x_t, state):
+        h = torch.tanh(self.linear(torch.cat([x_t, state[0]], -1)))
+        return h, 2 * h
+
+
+def test_a_user_cell_is_asked_for_its_own_start_and_output(gen):
+    cell = _OwnStart()
+    x = torch.randn(3, 7, 2, generator=gen)
+    outputs, _ = bptt.unroll(cell, x)
+    first, _ = cell(x[:, 0], cell.initial_state(3))
+    torch.testing.assert_close(outputs[:, 0], 2 * first)  # its output(), not state[0]
+    found = gradient_by_distance(cell, x)  # needs no hidden_size
+    assert found["norms"].shape == (7,)
+
+
+def test_a_torch_layer_that_is_not_batch_first_is_refused(gen):
+    with pytest.raises(TypeError, match="batch_first=False"):
+        diagnose(torch.nn.GRU(2, 4), torch.randn(3, 5, 2, generator=gen))
+
+
+def test_a_remedy_command_survives_a_run_directory_with_a_space(tmp_path):
+    out = tmp_path / "my runs" / "x"
+    config = {**TINY, "optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "steps": 30}
+    summary = bptt.train({**config, "out": str(out)}).summary
+    command = summary["diagnosis"]["remedies"][0]["command"]
+    args = shlex.split(command)
+    assert args[args.index("--out") + 1].startswith(str(out))
