@@ -24,6 +24,15 @@ recipe's settings; any field given explicitly overrides them, except the cell.
 * ``esn-momentum``: tanh RNN from a sparse reservoir (density 0.1, spectral radius 1.1,
   inputs scaled to 0.1), then every weight trained by Nesterov SGD (lr 1e-3, momentum
   0.9, clip 1): Sutskever, Martens, Dahl & Hinton (2013).
+* ``exprnn``: the orthogonal RNN with modReLU as the code released with expRNN trains
+  it on the copy task (Lezcano-Casado & Martinez-Rubio 2019; github.com/Lezcano/expRNN,
+  ``1_copying.py`` and ``orthogonal.py``): RMSprop (torch's alpha 0.99, eps 1e-8, no
+  momentum), lr 2e-4 and 2e-5 for A (their README: a 10:1 ratio works best), no
+  clipping; Henaff initialisation of A (rotations by angles from U[-pi, pi]), the input
+  weights and the readout's from Kaiming's normal for ReLU, the modReLU biases from
+  U(-0.01, 0.01), the readout's bias 0. Their script's hidden 190 and batch 128 are the
+  run's to set. One difference: their input and recurrent maps have no bias; ours
+  start at 0 and train.
 """
 
 from __future__ import annotations
@@ -73,6 +82,16 @@ def _skip_orthogonal(model: nn.Module, length: int) -> None:
                 weight.zero_()  # the shortcut starts closed; training opens it
 
 
+def _exprnn(model: nn.Module, length: int) -> None:
+    with torch.no_grad():
+        nn.init.kaiming_normal_(model.cell.weight_ih, nonlinearity="relu")
+        model.cell.modrelu_bias.uniform_(-0.01, 0.01)
+        model.cell.bias_ih.zero_()
+        model.cell.bias_hh.zero_()
+        nn.init.kaiming_normal_(model.head.weight, nonlinearity="relu")
+        model.head.bias.zero_()
+
+
 def _reservoir(model: nn.Module, length: int) -> None:
     with torch.no_grad():
         init.sparse_reservoir_(model.cell.weight_hh, density=0.1, rho=1.1)
@@ -112,5 +131,16 @@ RECIPES: dict[str, Recipe] = {
             "clip_norm": 1.0,
         },
         _reservoir,
+    ),
+    "exprnn": Recipe(
+        "orthogonal RNN with modReLU, RMSprop lr 2e-4 (2e-5 for A), as expRNN's copy task",
+        {
+            "cell": "orthogonal-modrelu",
+            "optimizer": "rmsprop",
+            "lr": 2e-4,
+            "lr_recurrent": 2e-5,
+            "momentum": 0.0,
+        },
+        _exprnn,
     ),
 }

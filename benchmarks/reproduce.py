@@ -1,0 +1,180 @@
+"""The literature's long-range results, reproduced with bptt's remedies: a table anyone
+can rerun.
+
+Each row trains one recipe on one task at one length for each seed, until the task is
+solved (``--stop-when-solved``: the test metric checked every ``--eval-every`` steps)
+or the step budget is spent, and reports how many seeds solved it, the median steps and
+wall time to solve, the final metric, and the published result beside it. Runs go one
+at a time (all cores to the one run: on a 2-core machine two trainings at once ran
+10-100x slower), each in its own process and run directory under ``--out``; a finished
+run is skipped, an interrupted one resumed from its checkpoint (every 100 steps), so
+the long rows can be run over several sessions. ``--deadline`` stops starting runs
+(and stops the one running, which resumes next time) after so many seconds.
+
+    python benchmarks/reproduce.py                      # every row, seeds 0, 1, 2
+    python benchmarks/reproduce.py --rows copy:1000,adding:1000 --seeds 0
+    python benchmarks/reproduce.py --table-only         # the table of what has finished
+
+The settings of each recipe cite their source in ``bptt.run.RECIPES``' docstrings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    """One task at one length, with the recipe that is to reach it and its anchor."""
+
+    task: str
+    length: int
+    method: str
+    anchor: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}:{self.length}"
+
+
+EXPRNN = {"hidden": 190, "batch_size": 128, "steps": 4000}
+CHRONO = {"hidden": 128, "batch_size": 128, "steps": 4000}
+ROWS = (
+    Row("copy", 200, "exprnn", "solved (nnRNN release: expRNN, H=128)", EXPRNN),
+    Row("copy", 500, "exprnn", "solved (Arjovsky et al. 2016, uRNN)", EXPRNN),
+    Row("copy", 1000, "exprnn", "0% error within 4,000 steps (expRNN code; geotorch)", EXPRNN),
+    Row("copy", 2000, "exprnn", "- (beyond the papers' lengths)", EXPRNN),
+    Row("adding", 200, "lstm-chrono", "solved (Arjovsky et al. 2016, uRNN)", CHRONO),
+    Row("adding", 400, "lstm-chrono", "solved (Le et al. 2015, IRNN)", CHRONO),
+    Row("adding", 750, "lstm-chrono", "solved (Arjovsky et al. 2016, uRNN)", CHRONO),
+    Row("adding", 1000, "lstm-chrono", "goal: MSE < 1e-3 (ten times 'solved')", CHRONO),
+    Row("order3", 200, "lstm-chrono", "solved (Hochreiter & Schmidhuber 1997)", CHRONO),
+    Row("order3", 500, "lstm-chrono", "goal: 3 of 3 seeds", CHRONO),
+)
+
+
+def _run_dir(out: Path, row: Row, seed: int) -> Path:
+    return out / f"{row.task}-T{row.length}-{row.method}-s{seed}"
+
+
+def _command(row: Row, seed: int, where: Path, args: argparse.Namespace) -> list[str]:
+    if (where / "config.toml").is_file():  # interrupted: go on from its checkpoint
+        return [sys.executable, "-m", "bptt", "train", "--resume", str(where), "--no-progress"]
+    settings = {**row.settings, "steps": args.steps or row.settings["steps"]}
+    if args.time_limit:  # ends the run with its summary (time_limited) at the first step past it
+        settings["time_limit_s"] = args.time_limit
+    flags = [
+        "--task", row.task, "--length", str(row.length), "--method", row.method,
+        "--seed", str(seed), "--stop-when-solved", "--eval-every", str(args.eval_every),
+        "--checkpoint-every", "100", "--test-size", "1000", "--device", args.device,
+        "--no-progress", "--out", str(where),
+    ]  # fmt: skip
+    for name, value in settings.items():
+        flags += ["--" + name.replace("_", "-"), str(value)]
+    return [sys.executable, "-m", "bptt", "train", *flags]
+
+
+def run_all(rows: list[Row], args: argparse.Namespace) -> None:
+    """Each row's seeds, one run at a time, until the deadline."""
+    start = time.monotonic()
+    for row in rows:
+        for seed in args.seeds:
+            where = _run_dir(args.out, row, seed)
+            if (where / "summary.json").is_file():
+                continue
+            left = args.deadline - (time.monotonic() - start) if args.deadline else None
+            if left is not None and left <= 0:
+                print("deadline: the remaining runs start next time", flush=True)
+                return
+            command = _command(row, seed, where, args)
+            print(f"{row.key} {row.method} seed {seed}: {' '.join(command[3:])}", flush=True)
+            process = subprocess.Popen(command, start_new_session=True)
+            try:
+                process.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # resumable from its checkpoints
+                process.wait()
+                print("deadline: stopped; the run resumes from its checkpoint", flush=True)
+                return
+
+
+def _summary(where: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((where / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _median(values: list[float]) -> str:
+    return "-" if not values else f"{statistics.median(values):,.0f}"
+
+
+def table(rows: list[Row], args: argparse.Namespace) -> str:
+    """The markdown table of what has finished."""
+    lines = [
+        "| task | T | method | seeds solved | median steps to solve | median wall to "
+        "solve (s) | final metric (median) | published |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        done = [s for s in (_summary(_run_dir(args.out, row, seed)) for seed in args.seeds) if s]
+        if not done:
+            continue
+        solved = [s for s in done if s["solved"]]
+        cut = [s["steps_done"] for s in done if s.get("time_limited") and not s["solved"]]
+        steps = [s["solved_step"] for s in solved]
+        walls = [s["wall_s"] for s in solved]
+        finals = [s["final_loss"] for s in done if s["final_loss"] is not None]
+        metric = done[0]["metric"]
+        final = f"{metric} {statistics.median(finals):.3g}" if finals else "-"
+        accuracies = [s["accuracy"] for s in done if s.get("accuracy") is not None]
+        if accuracies:
+            final += f", accuracy {statistics.median(accuracies):.1%}"
+        if cut:
+            final += f" (time limit: stopped at step {', '.join(map(str, cut))})"
+        lines.append(
+            f"| {row.task} | {row.length} | {row.method} | {len(solved)} of {len(done)} "
+            f"(of {len(args.seeds)} seeds) | {_median(steps)} | {_median(walls)} | {final} "
+            f"| {row.anchor} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="", help="task:length,... (default: every row)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=0, help="step budget (default: the row's)")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--deadline", type=float, default=0, help="seconds; 0 for none")
+    parser.add_argument(
+        "--time-limit", type=float, default=0, help="seconds a run may train (0: no limit)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    wanted = {r for r in args.rows.split(",") if r.strip()}
+    rows = [row for row in ROWS if not wanted or row.key in wanted]
+    unknown = wanted - {row.key for row in ROWS}
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; known: {[r.key for r in ROWS]}")
+    if not args.table_only:
+        run_all(rows, args)
+    print(table(rows, args))
+
+
+if __name__ == "__main__":
+    main()
