@@ -9,7 +9,9 @@ at a time (all cores to the one run: on a 2-core machine two trainings at once r
 10-100x slower), each in its own process and run directory under ``--out``; a finished
 run is skipped, an interrupted one resumed from its checkpoint (every 100 steps), so
 the long rows can be run over several sessions. ``--deadline`` stops starting runs
-(and stops the one running, which resumes next time) after so many seconds.
+(and stops the one running, which resumes next time) after so many seconds;
+``--time-limit`` ends each run cleanly after so many seconds of training in all, and a
+later call with a larger one continues it.
 
     python benchmarks/reproduce.py                      # every row, seeds 0, 1, 2
     python benchmarks/reproduce.py --rows copy:1000,adding:1000 --seeds 0
@@ -69,8 +71,18 @@ def _run_dir(out: Path, row: Row, seed: int) -> Path:
 
 
 def _command(row: Row, seed: int, where: Path, args: argparse.Namespace) -> list[str]:
-    if (where / "config.toml").is_file():  # interrupted: go on from its checkpoint
-        return [sys.executable, "-m", "bptt", "train", "--resume", str(where), "--no-progress"]
+    if (where / "config.toml").is_file():  # interrupted or out of time: go on from there
+        limit = ["--time-limit-s", str(args.time_limit)]
+        return [
+            sys.executable,
+            "-m",
+            "bptt",
+            "train",
+            "--resume",
+            str(where),
+            *limit,
+            "--no-progress",
+        ]
     settings = {**row.settings, "steps": args.steps or row.settings["steps"]}
     if args.time_limit:  # ends the run with its summary (time_limited) at the first step past it
         settings["time_limit_s"] = args.time_limit
@@ -91,8 +103,9 @@ def run_all(rows: list[Row], args: argparse.Namespace) -> None:
     for row in rows:
         for seed in args.seeds:
             where = _run_dir(args.out, row, seed)
-            if (where / "summary.json").is_file():
-                continue
+            summary = _summary(where)
+            if summary is not None and not (summary.get("time_limited") and args.time_limit):
+                continue  # finished (a run stopped by a time limit goes on if given more)
             left = args.deadline - (time.monotonic() - start) if args.deadline else None
             if left is not None and left <= 0:
                 print("deadline: the remaining runs start next time", flush=True)

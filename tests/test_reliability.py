@@ -322,3 +322,15 @@ def test_a_run_that_ended_solved_is_not_extended(tmp_path):
     assert summary["steps_done"] < 600  # solved first
     with pytest.raises(ConfigError, match=f"ended at step {summary['steps_done']}"):
         bptt.resume(tmp_path, steps=1200)
+
+
+def test_a_run_out_of_time_goes_on_when_given_more_time(tmp_path):
+    config = {**EXTENDABLE, "steps": 400, "eval_every": 10000, "log_every": 1000}
+    config["checkpoint_every"] = 1000  # the last step's checkpoint only
+    stopped = bptt.train({**config, "time_limit_s": 0.05, "out": str(tmp_path)}).summary
+    assert stopped["time_limited"] and stopped["steps_done"] < 400
+    again = bptt.resume(tmp_path)  # the same limit: it ended, and ends at once
+    assert again.summary["steps_done"] == stopped["steps_done"]
+    more = bptt.resume(tmp_path, time_limit_s=0).summary  # no limit now
+    assert more["steps_done"] == 400 and not more["time_limited"]
+    assert "time_limit_s = 0.0" in (tmp_path / "config.toml").read_text()  # the new limit

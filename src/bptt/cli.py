@@ -194,14 +194,18 @@ def train_command(
         if restart and resume is None:
             raise ConfigError("restart", "applies with --resume only")
         if resume is not None:
-            steps = given.pop("steps", None)  # the one setting a resumed run may move
+            steps = given.pop("steps", None)  # what a resumed run may move: its end,
+            limit = given.pop("time_limit_s", None)  # and its time
             if given or config_file is not None:
                 field = next(iter(given), "config")
                 message = (
-                    "--resume continues a run with its own config.toml (only --steps moves its end)"
+                    "--resume continues a run with its own config.toml (only --steps and "
+                    "--time-limit-s move its end)"
                 )
                 raise ConfigError(field, message)
-            result = resume_training(resume, steps=steps, progress=progress, restart=restart)
+            result = resume_training(
+                resume, steps=steps, progress=progress, restart=restart, time_limit_s=limit
+            )
         else:
             values = load_toml(config_file) if config_file is not None else {}
             values.update(given)

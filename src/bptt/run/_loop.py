@@ -40,7 +40,9 @@ from bptt.tasks import make_task
 __all__ = ["NonFiniteError", "Run", "RunStopped"]
 
 _FORMAT = 1  # checkpoint layout version
-_NOT_COMPARED = ("out",)  # config fields a resumed run may change
+# config fields a resumed run may change: where it is, and how long it may take (the
+# time limit decides when a run stops, never what a step computes)
+_NOT_COMPARED = ("out", "time_limit_s")
 
 
 def _may_differ(config: TrainConfig) -> tuple[str, ...]:

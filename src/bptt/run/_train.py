@@ -140,6 +140,7 @@ def resume(
     steps: int | None = None,
     progress: bool | Progress = False,
     restart: bool = False,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Continue the run in ``path`` from its newest intact checkpoint, to its end.
 
@@ -163,6 +164,8 @@ def resume(
         progress: as in :func:`train`.
         restart: train again from step 0 when no checkpoint is intact (the
             corrupt ones are removed).
+        time_limit_s: a new limit on the run's training time, counted from its start
+            (0: none); a run that stopped out of time goes on until it is spent.
 
     Raises:
         bptt.run.ConfigError: no run there, its checkpoint belongs to another
@@ -195,6 +198,8 @@ def resume(
             )
             raise ConfigError("steps", message)
         config = config.replace(steps=steps)
+    if time_limit_s is not None:
+        config = config.replace(time_limit_s=time_limit_s)
     run_dir = _open(path, resume=True)
     with _environment(config, progress) as advance:
         try:
