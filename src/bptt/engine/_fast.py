@@ -16,8 +16,12 @@ from bptt.engine._fast_rnn import RNNSequence
 FastEngine = Callable[[nn.Module, Tensor, State, Sequence], tuple[Tensor, State]]
 
 
-def _run_rnn(cell: RNNCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
+def _run_elman(cell: RNNCell | OrthogonalRNNCell, x: Tensor, state: Tensor, taps: Sequence):
+    """The Elman engine: RNNCell, and OrthogonalRNNCell in every nonlinearity, its
+    W = exp(A - A^T) computed once for the whole sequence (the gradient reaches A
+    through autograd of ``matrix_exp``)."""
     run = Pass(tuple(taps), torch.is_grad_enabled())
+    modrelu = cell.nonlinearity == "modrelu"
     return RNNSequence.apply(
         x,
         state,
@@ -27,6 +31,7 @@ def _run_rnn(cell: RNNCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[T
         cell.weight_hh,
         cell.bias_ih,
         cell.bias_hh,
+        cell.modrelu_bias if modrelu else None,
     )
 
 
@@ -46,31 +51,11 @@ def _run_gru(cell: GRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[T
     )
 
 
-def _run_orthogonal(
-    cell: OrthogonalRNNCell, x: Tensor, state: Tensor, taps: Sequence
-) -> tuple[Tensor, Tensor]:
-    """The Elman engine with W = exp(A - A^T) computed once for the whole sequence
-    (its gradient reaches A through autograd of ``matrix_exp``), in every nonlinearity."""
-    run = Pass(tuple(taps), torch.is_grad_enabled())
-    modrelu = cell.nonlinearity == "modrelu"
-    return RNNSequence.apply(
-        x,
-        state,
-        run,
-        cell.nonlinearity,
-        cell.weight_ih,
-        cell.weight_hh,
-        cell.bias_ih,
-        cell.bias_hh,
-        cell.modrelu_bias if modrelu else None,
-    )
-
-
 _FAST: dict[type, FastEngine] = {
-    RNNCell: _run_rnn,
+    RNNCell: _run_elman,
     LSTMCell: _run_lstm,
     GRUCell: _run_gru,
-    OrthogonalRNNCell: _run_orthogonal,
+    OrthogonalRNNCell: _run_elman,
 }
 
 
