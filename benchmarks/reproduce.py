@@ -30,40 +30,13 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bptt.run._literature import LITERATURE_ROWS, LiteratureRow
 
-@dataclass(frozen=True)
-class Row:
-    """One task at one length, with the recipe that is to reach it and its anchor."""
-
-    task: str
-    length: int
-    method: str
-    anchor: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.task}:{self.length}"
-
-
-EXPRNN = {"hidden": 190, "batch_size": 128, "steps": 4000}
-CHRONO = {"hidden": 128, "batch_size": 128, "steps": 4000}
-ROWS = (
-    Row("copy", 200, "exprnn", "solved (nnRNN release: expRNN, H=128)", EXPRNN),
-    Row("copy", 500, "exprnn", "solved (Arjovsky et al. 2016, uRNN)", EXPRNN),
-    Row("copy", 1000, "exprnn", "0% error within 4,000 steps (expRNN code; geotorch)", EXPRNN),
-    Row("copy", 2000, "exprnn", "- (beyond the papers' lengths)", EXPRNN),
-    Row("adding", 200, "lstm-chrono", "solved (Arjovsky et al. 2016, uRNN)", CHRONO),
-    Row("adding", 400, "lstm-chrono", "solved (Le et al. 2015, IRNN)", CHRONO),
-    Row("adding", 750, "lstm-chrono", "solved (Arjovsky et al. 2016, uRNN)", CHRONO),
-    Row("adding", 1000, "lstm-chrono", "goal: MSE < 1e-3 (ten times 'solved')", CHRONO),
-    Row("order3", 200, "lstm-chrono", "solved (Hochreiter & Schmidhuber 1997)", CHRONO),
-    Row("order3", 500, "lstm-chrono", "goal: 3 of 3 seeds", CHRONO),
-)
+Row = LiteratureRow
+ROWS = LITERATURE_ROWS
 
 
 def _run_dir(out: Path, row: Row, seed: int) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -63,19 +62,6 @@ def test_occupied_out_exits_2(tmp_path):
     assert result.exit_code == 2 and "already holds a run" in result.output
 
 
-def test_bench_prints_and_writes_its_table(tmp_path):
-    args = ["bench", "--lengths", "4", "--steps", "3", "--hidden", "4", "--out", str(tmp_path)]
-    args += ["--no-clip-demo"]
-    result = runner.invoke(app, [*args, "--no-progress"])
-    assert result.exit_code == 0, result.output
-    assert "bptt bench" in result.output
-    with open(tmp_path / "bench.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [(r["cell"], r["length"]) for r in rows] == [("rnn", "4"), ("lstm", "4")]
-    bad = runner.invoke(app, ["bench", "--lengths", "4,x", "--out", str(tmp_path)])
-    assert bad.exit_code == 2 and "lengths" in bad.output
-
-
 @pytest.mark.slow
 def test_lstm_solves_adding_at_length_50(tmp_path):
     """The foundation's acceptance run, exactly as a user types it (about 30 s)."""
@@ -97,11 +83,6 @@ def test_an_unusable_out_exits_2(tmp_path):
     assert result.exit_code == 2 and "out:" in result.output
 
 
-def test_bench_refuses_a_run_listed_twice(tmp_path):
-    result = runner.invoke(app, ["bench", "--cells", "rnn,rnn", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "twice" in result.output
-
-
 def test_diagnose_a_run_as_a_table_and_as_json(tmp_path):
     out = tmp_path / "run"
     assert runner.invoke(app, ["train", *TINY, "--out", str(out)]).exit_code == 0
@@ -120,31 +101,6 @@ def test_attractor_writes_its_figure(tmp_path):
     result = runner.invoke(app, ["attractor", "--out", str(figure), "--resolution", "21"])
     assert result.exit_code == 0, result.output
     assert figure.stat().st_size > 1000 and "boundary" in result.output
-
-
-def test_bench_runs_methods_by_name(tmp_path):
-    args = ["bench", "--cells", "rnn", "--methods", "irnn,lstm-chrono", "--lengths", "5"]
-    args += [
-        "--steps",
-        "2",
-        "--hidden",
-        "4",
-        "--no-clip-demo",
-        "--no-progress",
-        "--out",
-        str(tmp_path),
-    ]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    with open(tmp_path / "bench.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [(r["group"], r["method"], r["cell"]) for r in rows] == [
-        ("cells", "", "rnn"),
-        ("methods", "irnn", "irnn"),
-        ("methods", "lstm-chrono", "lstm"),
-    ]
-    bad = runner.invoke(app, ["bench", "--methods", "nonsense", "--out", str(tmp_path)])
-    assert bad.exit_code == 2 and "method" in bad.output
 
 
 def test_version_is_the_installed_distributions():

@@ -26,6 +26,25 @@ def test_an_echo_run_does_not_count_its_warm_up_windows_as_non_finite(tmp_path):
     assert summary["steps_done"] == 12
 
 
+def test_windows_without_a_target_do_not_make_an_echo_run_look_exploding():
+    # the first windows of a delayed echo have no target, so no gradient: as the early
+    # level (0), they made every later norm "1000x its early level" (verdict exploding)
+    config = {"task": "echo", "length": 16, "cell": "gru", "hidden": 8, "threads": 1}
+    config.update({"tbptt_k1": 4, "tbptt_k2": 8, "steps": 30, "lr": 2e-2})
+    summary = bptt.train(config).summary
+    record = summary["run_record"]
+    assert record["early_norm"] and min(record["early_norm"]) > 0
+    assert record["norm_growth_step"] is None and summary["verdict"] != "exploding"
+    unit = RunRecord()
+    for step in range(1, 5):
+        unit.update(step, 1.4, 0.0)
+    unit.update(5, 1.4, 1e-4)
+    unit.update(6, 1.4, 0.2)  # the early level: the median of the non-zero norms
+    assert unit.early_norm == [1e-4, 0.2] and unit.norm_growth_step is None
+    unit.update(7, 1.4, 1e3)
+    assert unit.norm_growth_step == 7
+
+
 def test_the_checkpoint_a_run_resumes_from_is_the_one_it_rolls_back_to(tmp_path):
     store = Checkpoints(tmp_path)
     store.save(10, {"step": 10, "w": torch.arange(3.0)})
@@ -109,3 +128,19 @@ def test_a_remedy_command_survives_a_run_directory_with_a_space(tmp_path):
     command = summary["diagnosis"]["remedies"][0]["command"]
     args = shlex.split(command)
     assert args[args.index("--out") + 1].startswith(str(out))
+
+
+def test_truncation_shorter_than_the_dependency_is_the_verdict(tmp_path):
+    # a delayed echo over 8 steps trained by TBPTT with k2 = 4: the model's gradient is
+    # healthy, but no update sees the dependency; the remedy is a longer k2
+    config = {"task": "echo", "length": 8, "cell": "gru", "hidden": 8, "threads": 1}
+    config.update({"tbptt_k1": 4, "tbptt_k2": 4, "steps": 20, "out": str(tmp_path / "k4")})
+    summary = bptt.train(config).summary
+    assert summary["verdict"] == "truncated"
+    assert any("fewer than the dependency length 8" in r for r in summary["diagnosis"]["reasons"])
+    command = summary["diagnosis"]["remedies"][0]["command"]
+    assert "--tbptt-k2 16" in command
+    again = bptt.run.diagnose_run(tmp_path / "k4")
+    assert again["verdict"] == "truncated"
+    longer = bptt.train({**config, "tbptt_k2": 16, "out": None}).summary
+    assert longer["verdict"] != "truncated"

@@ -1,4 +1,5 @@
-"""The ``bptt`` command: ``train``, ``esn``, ``bench``, ``diagnose``, ``attractor``.
+"""The ``bptt`` command: ``train``, ``esn``, ``bench``, ``report``, ``diagnose``,
+``attractor``.
 
 Built with click on top of :mod:`bptt.run`. The flags of ``train`` and ``esn`` are
 made from the fields of :class:`bptt.run.TrainConfig` and :class:`bptt.run.ESNConfig`
@@ -32,7 +33,7 @@ from bptt.diagnose.attractor import (
     two_basin_cell,
 )
 from bptt.run import (
-    BenchSpec,
+    PROFILES,
     ConfigError,
     ConfigModel,
     ESNConfig,
@@ -43,13 +44,16 @@ from bptt.run import (
     TrainConfig,
     diagnose_run,
     field_choices,
+    leaderboard,
     load_toml,
-    results_table,
+    plan_bench,
     run_bench,
     run_esn,
 )
 from bptt.run import resume as resume_training
 from bptt.run import train as run_training
+from bptt.run._executors import EXECUTORS
+from bptt.run._report import write_report
 
 __all__ = ["app", "main"]
 
@@ -275,56 +279,119 @@ def _csv_list(text: str, kind: type, name: str) -> tuple:
 
 
 @app.command("bench")
-@click.option("--cells", default="rnn,lstm", show_default=True, help="Comma-separated cells.")
-@click.option("--methods", default="", help="Comma-separated recipes (bptt.run.RECIPES) to add.")
-@click.option("--tasks", default="adding", show_default=True, help="Comma-separated tasks.")
-@click.option("--lengths", default="10,50", show_default=True, help="Comma-separated lengths.")
-@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
-@click.option("--steps", default=1500, show_default=True, type=int, help="Optimizer steps a run.")
-@click.option("--hidden", default=128, show_default=True, type=int, help="Hidden units.")
 @click.option(
-    "--clip-demo/--no-clip-demo", default=True, help="Add the clipping demonstration (3 runs)."
+    "--profile",
+    type=click.Choice(PROFILES),
+    default="quick",
+    show_default=True,
+    help="quick: the lectures' story in minutes; full: the literature's long-range table; "
+    "matrix: --tasks x --lengths x --methods x --seeds.",
 )
+@click.option("--tasks", default="", help="Comma-separated tasks (filter, or matrix axis).")
+@click.option("--methods", default="", help="Comma-separated recipes (filter, or matrix axis).")
+@click.option("--lengths", default="", help="Comma-separated lengths (filter, or matrix axis).")
+@click.option("--seeds", default="", help="Comma-separated seeds (default: the profile's).")
+@click.option("--steps", default=None, type=int, help="Optimizer steps of every trained run.")
+@click.option("--hidden", default=None, type=int, help="Hidden units of every trained run.")
 @click.option(
     "--out",
     default="runs/bench",
     show_default=True,
     type=click.Path(path_type=Path),
-    help="Directory for the runs and tables.",
+    help="Bench directory: one run directory per run, results.csv, report.html.",
 )
-@click.option("--overwrite/--no-overwrite", default=True, help="Replace earlier runs in --out.")
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default="local",
+    show_default=True,
+    help="local: here; ray: on a Ray cluster (pip install 'bptt[ray]').",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=int,
+    help="Runs at once, each with cores/workers threads (1: one run with every core).",
+)
+@click.option("--address", default=None, help="Ray cluster address (default: a local one).")
+@click.option("--report/--no-report", default=True, help="Write report.html at the end.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def bench_command(
-    cells: str,
-    methods: str,
+    profile: str,
     tasks: str,
+    methods: str,
     lengths: str,
     seeds: str,
-    steps: int,
-    hidden: int,
-    clip_demo: bool,
+    steps: int | None,
+    hidden: int | None,
     out: Path,
-    overwrite: bool,
+    executor: str,
+    workers: int,
+    address: str | None,
+    report: bool,
     progress: bool,
 ) -> None:
-    """Run the benchmark and print its table (default: the quick benchmark)."""
-    spec = BenchSpec(
-        cells=_csv_list(cells, str, "cells"),
-        tasks=_csv_list(tasks, str, "tasks"),
-        lengths=_csv_list(lengths, int, "lengths"),
-        seeds=_csv_list(seeds, int, "seeds"),
-        base={"steps": steps, "hidden": hidden},
-        clip_demo=clip_demo,
-        methods=tuple(m for m in methods.split(",") if m.strip()),
-    )
+    """Run a benchmark profile; print the leaderboard and the report's path.
+
+    Finished runs in --out are skipped and interrupted ones resumed, so a bench
+    stopped at any point completes only what is missing when run again.
+    """
+    if workers < 1:
+        raise _Failed(f"workers: must be >= 1; got {workers}")
     try:
-        rows = run_bench(spec, out, progress=progress, overwrite=overwrite)
+        runs = plan_bench(
+            profile,
+            tasks=_csv_list(tasks, str, "tasks") if tasks else (),
+            lengths=_csv_list(lengths, int, "lengths") if lengths else (),
+            methods=_csv_list(methods, str, "methods") if methods else (),
+            seeds=_csv_list(seeds, int, "seeds") if seeds else (),
+            steps=steps,
+            hidden=hidden,
+        )
+        rows = run_bench(
+            runs,
+            out,
+            executor=executor,
+            workers=workers,
+            address=address,
+            progress=progress,
+            report=report,
+        )
     except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
         raise _Failed(str(err)) from None
     except (NonFiniteError, RunStopped) as err:
         raise _Failed(str(err), code=1) from None
-    _out.print(results_table(rows))
-    _out.print(f"tables: {out / 'bench.csv'}, {out / 'bench.json'}")
+    except ImportError as err:
+        raise _Failed(str(err)) from None
+    _out.print(leaderboard(rows))
+    _out.print(f"results: {out / 'results.csv'}")
+    if report:
+        _out.print(f"report: {out / 'report.html'}")
+
+
+# --- bptt report -----------------------------------------------------------------------------
+
+
+@app.command("report")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--open", "open_it", is_flag=True, help="Open the report in a web browser.")
+def report_command(path: Path, open_it: bool) -> None:
+    """Write PATH/report.html for a run directory or a bench directory."""
+    try:
+        written = write_report(path)
+    except ConfigError as err:
+        raise _Failed(str(err)) from None
+    except OSError as err:
+        raise _Failed(
+            f"report: could not write {path / 'report.html'}: {err.strerror}", 1
+        ) from None
+    _out.print(f"report: {written}")
+    if open_it:
+        import webbrowser
+
+        if not webbrowser.open(written.resolve().as_uri()):
+            _err.print("warning: no web browser could be opened here", highlight=False)
 
 
 # --- bptt diagnose ---------------------------------------------------------------------------

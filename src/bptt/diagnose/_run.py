@@ -31,6 +31,7 @@ RUN_VERDICTS = (
     "dead units",
     "saturated",
     "vanishing",
+    "truncated",  # truncated BPTT backpropagates fewer steps than the dependency spans
     "healthy but not learned",
     "not learned",  # and the model's gradient not measured (monitor off)
     "healthy",
@@ -48,7 +49,8 @@ class RunRecord:
         steps: steps recorded.
         nonfinite_steps: steps whose loss or gradient norm was NaN or inf.
         clipped_steps: steps the clip policy scaled.
-        early_loss, early_norm: the first :data:`EARLY_STEPS` finite values.
+        early_loss, early_norm: the first :data:`EARLY_STEPS` finite values of steps
+            with a non-zero gradient.
         first_nonfinite: the first non-finite step (None: none).
         peak_loss, peak_loss_step, peak_norm, peak_norm_step: the largest finite
             values and where they happened.
@@ -79,7 +81,10 @@ class RunRecord:
             if self.first_nonfinite is None:
                 self.first_nonfinite = step
             return
-        if len(self.early_loss) < EARLY_STEPS:
+        # a step with no gradient at all (a truncated-BPTT window before the first
+        # target) says nothing about the gradient's level: it would make any later
+        # norm look like an explosion
+        if len(self.early_loss) < EARLY_STEPS and grad_norm > 0:
             self.early_loss.append(loss)
             self.early_norm.append(grad_norm)
         if loss > self.peak_loss:
@@ -180,16 +185,20 @@ def judge_run(
     final_loss: float,
     baseline: float | None,
     solved: bool,
+    truncation: int | None = None,
 ) -> RunVerdict:
-    """The verdict over a run: exploding, dead units, saturated, vanishing, healthy but
-    not learned, or healthy.
+    """The verdict over a run: exploding, truncated, dead units, saturated, vanishing,
+    healthy but not learned, or healthy.
 
     In this order: a run that diverged (its final loss non-finite, or above
     :data:`LOSS_GROWTH` times both its early level and the baseline), whose gradient
     norm rose :data:`GRADIENT_GROWTH` times above its early level, or skipped a tenth of
     its steps as non-finite, without solving the task, is ``exploding``; a solved run
     is ``healthy``; then the probe of the final model decides (its gradient growing
-    within the dependency: ``exploding``; half its ReLUs dead: ``dead units``; half
+    within the dependency: ``exploding``); a run trained by truncated BPTT over fewer
+    steps than the dependency spans is ``truncated`` (no update ever saw the gradient
+    that ties an output to its cause, however healthy the model's gradient is); then
+    the probe again (half its ReLUs dead: ``dead units``; half
     its tanh units saturated: ``saturated``; its gradient fading before the
     dependency: ``vanishing``); a run whose gradients reach the dependency but which
     did not solve the task is ``healthy but not learned``.
@@ -200,6 +209,8 @@ def judge_run(
         final_loss: the final test metric.
         baseline: the task's baseline loss (None if it has none).
         solved: whether the task counts as solved.
+        truncation: the steps each update backpropagated (truncated BPTT's k2), None
+            for full backprop through time.
 
     Example:
         >>> record = RunRecord()
@@ -247,6 +258,15 @@ def judge_run(
         return RunVerdict("healthy", False, reasons, evidence)
     if probe is not None and probe.verdict == "exploding":
         return RunVerdict("exploding", False, reasons + probe.reasons, evidence)
+    dependency = numbers.get("dependency_length")
+    if truncation is not None and isinstance(dependency, int) and truncation < dependency:
+        evidence["truncation"] = truncation
+        reasons.append(
+            f"truncated BPTT backpropagates {truncation} steps, fewer than the dependency "
+            f"length {dependency}: no update sees the gradient that ties an output to its "
+            f"cause (test {final_loss:.3g}, baseline {_g(baseline)})"
+        )
+        return RunVerdict("truncated", False, reasons, evidence)
     dead = numbers.get("saturation/dead")
     if isinstance(dead, float) and dead >= DEAD:
         reasons.append(f"{dead:.0%} of the ReLU units are at exactly 0 on average: dead")

@@ -66,6 +66,9 @@ class Diagnosis:
             ``sigma_max``; None where not measured), and a ``saturation/<gate>`` mean
             per gate for built-in cells.
         norms: the gradient norm by distance, tensor (T,).
+        jacobian: the spectral norm of ds_t/ds_{t-1} at each step t of the probe's
+            trajectory, averaged over the probe, tensor (T,) (None where it was not
+            measured: NaN weights).
     """
 
     verdict: str
@@ -73,6 +76,7 @@ class Diagnosis:
     remedies: list[str]
     numbers: dict[str, Any]
     norms: Tensor = field(repr=False)
+    jacobian: Tensor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: verdict, reasons, remedies, numbers and the norms by distance."""
@@ -82,6 +86,9 @@ class Diagnosis:
             "remedies": self.remedies,
             **self.numbers,
             "norms": [_finite_or_none(v) for v in self.norms.tolist()],
+            "jacobian": None
+            if self.jacobian is None
+            else [_finite_or_none(v) for v in self.jacobian.tolist()],
         }
 
 
@@ -208,7 +215,8 @@ def diagnose(
             f"the gradient keeps {at_dependency:.3g} of its size over {length} steps "
             f"(gamma = {gamma:.4g})"
         )
-    return Diagnosis(verdict, reasons, _remedies(verdict, cell), numbers, by_distance["norms"])
+    remedies = _remedies(verdict, cell)
+    return Diagnosis(verdict, reasons, remedies, numbers, by_distance["norms"], jac.mean(0))
 
 
 def _remedies(verdict: str, cell: nn.Module) -> list[str]:

@@ -6,22 +6,27 @@
 * :class:`RunDirectory`, :class:`Checkpoints`: what a run leaves, written so that a
   crash, a full disk or a second writer loses nothing.
 * :class:`ESNConfig`, :func:`run_esn`: ``bptt esn``.
-* :class:`BenchSpec`, :func:`run_bench`: ``bptt bench``.
+* :func:`plan_bench`, :func:`run_bench`, :func:`leaderboard`: ``bptt bench``
+  (profiles of runs, executed here or on Ray, ``results.csv``, the report);
+  :data:`LITERATURE_ROWS`: the published long-range results and their recipes.
 
 Nothing in the library (cells, engines, clipping, diagnostics, tasks, reservoirs)
 imports this package; the command line (:mod:`bptt.cli`) is built on it.
 """
 
-from bptt.run._bench import CLIP_DEMO, BenchSpec, results_table, run_bench
+from bptt.run._bench import run_bench
 from bptt.run._build import build_model, json_safe, make_clip_policy, step_taps, test_set
 from bptt.run._checkpoint import CheckpointError, Checkpoints, load_checkpoint
 from bptt.run._config import TrainConfig
 from bptt.run._diagnosis import diagnose_run
 from bptt.run._esn import ESN_TASK_DEFAULTS, ESN_TASKS, ESNConfig, run_esn
 from bptt.run._fields import ConfigError, ConfigModel, field_choices, load_toml
+from bptt.run._literature import LITERATURE_ROWS, LiteratureRow
 from bptt.run._loop import NonFiniteError, RunStopped
+from bptt.run._plan import CLIP_DEMO, PROFILES, PlannedRun, plan_bench
 from bptt.run._recipes import RECIPES, Recipe
 from bptt.run._remedies import remedies_for, train_command
+from bptt.run._results import RESULT_FIELDS, leaderboard, read_results
 from bptt.run._rundir import (
     METRIC_FIELDS,
     RUN_FILES,
@@ -35,16 +40,20 @@ __all__ = [
     "CLIP_DEMO",
     "ESN_TASKS",
     "ESN_TASK_DEFAULTS",
+    "LITERATURE_ROWS",
     "METRIC_FIELDS",
+    "PROFILES",
     "RECIPES",
+    "RESULT_FIELDS",
     "RUN_FILES",
-    "BenchSpec",
     "CheckpointError",
     "Checkpoints",
     "ConfigError",
     "ConfigModel",
     "ESNConfig",
+    "LiteratureRow",
     "NonFiniteError",
+    "PlannedRun",
     "Recipe",
     "RunDirectory",
     "RunDirectoryBusy",
@@ -56,12 +65,14 @@ __all__ = [
     "diagnose_run",
     "field_choices",
     "json_safe",
+    "leaderboard",
     "load_checkpoint",
     "load_run",
     "load_toml",
     "make_clip_policy",
+    "plan_bench",
+    "read_results",
     "remedies_for",
-    "results_table",
     "resume",
     "run_bench",
     "run_esn",

@@ -70,6 +70,7 @@ def diagnose_run(
         final_loss=math.nan if final is None else float(final),
         baseline=task.baseline_loss,
         solved=bool(summary.get("solved")),
+        truncation=config.tbptt_k2 or None,
     )
     return json_safe(
         {

@@ -366,6 +366,7 @@ class Run:
             final_loss=test_loss if weights_finite else math.nan,
             baseline=task.baseline_loss,
             solved=summary["solved"],
+            truncation=config.tbptt_k2 or None,
         )
         where = None if self.run_dir is None else str(self.run_dir.path)
         summary.update(
@@ -377,8 +378,16 @@ class Run:
                 "evidence": json_safe(verdict.evidence),
             },
             run_record=self.record.state_dict(),
+            probe=None if probe is None else _probe_curves(probe),
             diagnose_s=round(time.perf_counter() - started, 3),
         )
         if self.run_dir is not None:
             self.run_dir.write_summary(json_safe(summary))
         return summary
+
+
+def _probe_curves(probe: Any) -> dict[str, Any]:
+    """The final probe's curves for the report: the norm of dL/ds_{T-1-d} at each
+    distance d and the Jacobian's spectral norm at each step (lists of length T)."""
+    found = probe.to_dict()
+    return {"norms": found["norms"], "jacobian": found["jacobian"]}

@@ -162,6 +162,16 @@ def remedies_for(
             options.append(
                 ("skip", "skip connections from 10 steps back", _fresh(config, method="skip"))
             )
+    elif kind == "truncated":
+        dependency = int(verdict.evidence.get("probe/dependency_length") or config.length)
+        k2 = 2 * dependency
+        options.append(
+            (
+                "k2",
+                f"backpropagate over twice the dependency: --tbptt-k2 {k2}",
+                _changed(config, tbptt_k2=k2),
+            )
+        )
     elif kind in ("healthy but not learned", "not learned"):
         options.append(
             (

@@ -1,0 +1,177 @@
+"""Where a bench's runs execute: here one at a time, here in worker processes that
+share the cores, or on a Ray cluster.
+
+On a 2-core machine two PyTorch trainings at once, each with OpenMP threads on every
+core, ran 10-100x slower than one (threads waiting on each other), so the default
+runs one run at a time with every core. ``workers=N`` gives each of N processes
+``cores // N`` threads, so that threads never exceed the cores. Ray pins each task to
+its share of CPUs (``num_cpus``) and the run sets its thread count to the same share.
+
+Every executor calls :func:`execute_run` for each run: a finished run is skipped (its
+row read from its summary), an interrupted one resumed from its newest checkpoint
+(bit for bit on the CPU), a new one trained; so a bench killed at any point and
+started again completes only what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from bptt.run._esn import run_esn
+from bptt.run._plan import PlannedRun
+from bptt.run._results import is_finished, read_summary, result_row
+from bptt.run._train import resume, train
+
+__all__ = ["EXECUTORS", "available_cores", "execute_run", "run_all"]
+
+EXECUTORS = ("local", "ray")
+
+
+def available_cores() -> int:
+    """The cores this process may use (its affinity mask, else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def execute_run(
+    run: PlannedRun, out_dir: str | Path, threads: int, progress: Any = False
+) -> dict[str, Any]:
+    """Skip, resume or train one run in ``out_dir / run.name``; its results row.
+
+    Args:
+        run: the planned run.
+        out_dir: the bench directory.
+        threads: torch threads for a new run (a resumed one keeps its own, which its
+            results depend on in the last bits).
+        progress: as in :func:`bptt.run.train`.
+    """
+    where = Path(out_dir) / run.name
+    summary = read_summary(where)
+    if not is_finished(run, summary):
+        if run.kind == "esn":
+            summary = run_esn(run.config(str(where), threads), overwrite=True)
+        elif (where / "config.toml").is_file():
+            summary = resume(where, progress=progress).summary
+        else:
+            summary = train(run.config(str(where), threads), progress=progress, overwrite=True)
+            summary = summary.summary
+        summary = read_summary(where) or summary
+    return result_row(run, summary)
+
+
+def run_all(
+    runs: Sequence[PlannedRun],
+    out_dir: Path,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    progress: Any = False,
+    on_row: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every run's results row, in the order of ``runs``.
+
+    Args:
+        runs: the planned runs.
+        out_dir: the bench directory.
+        executor: ``local`` or ``ray``.
+        workers: runs at once (local: processes sharing the cores; ray: tasks, each
+            with ``cores // workers`` CPUs of the cluster, 1 at least).
+        address: a Ray cluster's address (None: start a local one for the bench).
+        progress: a ``rich`` Progress for one-at-a-time local runs, or False.
+        on_row: ``on_row(index, row)`` as each run finishes, in any order.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
+    rows: list[dict[str, Any] | None] = [None] * len(runs)
+    if executor == "ray":
+        finished = _on_ray(runs, out_dir, workers, address)
+    elif workers == 1:
+        finished = _here(runs, out_dir, available_cores(), progress)
+    else:
+        finished = _in_processes(runs, out_dir, workers)
+    for index, row in finished:
+        rows[index] = row
+        if on_row is not None:
+            on_row(index, row)
+    return [row for row in rows if row is not None]
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Threads for each of ``workers`` runs at once, so that they never exceed the cores."""
+    return max(1, (cores or available_cores()) // workers)
+
+
+def _here(
+    runs: Sequence[PlannedRun], out_dir: Path, threads: int, progress: Any
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    for index, run in enumerate(runs):
+        yield index, execute_run(run, out_dir, threads, progress)
+
+
+def _in_processes(
+    runs: Sequence[PlannedRun], out_dir: Path, workers: int
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    threads = threads_per_worker(workers)
+    # spawn: a forked child would inherit torch's thread pool in whatever state it was
+    context = get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+    ) as pool:
+        futures = {pool.submit(execute_run, run, out_dir, threads): i for i, run in enumerate(runs)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker start-up: OpenMP and MKL pools no larger than the worker's share."""
+    import torch
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def _on_ray(
+    runs: Sequence[PlannedRun], out_dir: Path, workers: int, address: str | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(
+            "the Ray executor needs Ray: pip install 'bptt[ray]' (or pip install ray)"
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address is None:
+            options["num_cpus"] = available_cores()
+        ray.init(address=address, **options)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        share = threads_per_worker(workers, cpus)
+        task = ray.remote(num_cpus=share, max_retries=0)(_ray_task)
+        pending = {
+            task.remote(run, str(Path(out_dir).resolve()), share): i for i, run in enumerate(runs)
+        }
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_task(run: PlannedRun, out_dir: str, threads: int) -> dict[str, Any]:
+    _limit_threads(threads)
+    return execute_run(run, out_dir, threads)

@@ -1,0 +1,492 @@
+"""``report.html``: one self-contained page for a run or a bench.
+
+A run's page shows its learning curve, gradient norm and clip threshold, the
+gradient-by-distance heatmap over training, the final model's gradient by distance
+and Jacobian norms, and the verdict with its numbers and remedies. A bench's page
+shows the results matrix coloured by outcome (each cell a link to the run's page),
+the leaderboard, and the figures that compare the runs of each group. Figures are
+SVG (:mod:`bptt.run._figures`) inlined as data URIs: no script, no network, no file
+beside the page but the runs' own pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bptt.run import _figures as figures
+from bptt.run._fields import ConfigError
+from bptt.run._io import atomic_write_text
+from bptt.run._results import read_results, read_summary
+
+__all__ = ["write_bench_report", "write_report", "write_run_report"]
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.solved { background: #c8ecc8; } .diverged { background: #f6c5c5; }
+.unsolved { background: #fbe7b5; } .fitted { background: #d6e4f7; }
+.verdict { font-size: 1.3em; font-weight: bold; }
+figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
+code { background: #f5f5f5; padding: 1px 4px; }
+p.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def write_report(path: str | Path) -> Path:
+    """Write ``report.html`` for a bench directory (it holds ``results.csv``) or a run
+    directory (it holds ``summary.json``); return its path.
+
+    Raises:
+        ConfigError: path is neither.
+    """
+    where = Path(path)
+    if (where / "results.csv").is_file():
+        return write_bench_report(where)
+    if (where / "summary.json").is_file():
+        return write_run_report(where)
+    raise ConfigError(
+        "report", f"{where} is neither a run directory (summary.json) nor a bench (results.csv)"
+    )
+
+
+# --- a run ----------------------------------------------------------------------------------
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report.html`` from the run's files; return its path.
+
+    Raises:
+        ConfigError: the directory holds no readable ``summary.json``.
+    """
+    where = Path(run_dir)
+    summary = read_summary(where)
+    if summary is None:
+        raise ConfigError("report", f"{where} holds no readable summary.json")
+    metrics = _read_metrics(where / "metrics.csv")
+    diagnoses = _read_jsonl(where / "diagnostics.jsonl")
+    title = _run_title(summary)
+    parts = [f"<h1>{_e(title)}</h1>", _run_facts(summary), _verdict_section(summary)]
+    if metrics:
+        metric = summary.get("metric") or "loss"
+        parts.append(
+            _figure_html(
+                figures.learning_curve(
+                    metrics, metric=metric, baseline=summary.get("baseline_loss")
+                ),
+                "Training loss of each logged batch and the test metric at "
+                "each evaluation; the dashed line is the trivial predictor.",
+            )
+        )
+        parts.append(
+            _figure_html(
+                figures.gradient_norm_figure(metrics),
+                "The norm of the whole gradient before clipping; the red line is the "
+                "threshold a step's gradient was clipped to.",
+            )
+        )
+    dependency = _dependency(summary)
+    with_norms = [d for d in diagnoses if isinstance(d.get("norms"), list) and d["norms"]]
+    if with_norms:
+        parts.append(
+            _figure_html(
+                figures.distance_heatmap(with_norms, dependency),
+                "How far back the loss's gradient reaches at each diagnosis during "
+                "training: dark below the dependency length means it vanished there.",
+            )
+        )
+    probe = summary.get("probe") or {}
+    if probe.get("norms"):
+        parts.append(
+            _figure_html(
+                figures.distance_curves([("final model", probe["norms"])], dependency=dependency),
+                "The norm of dL/ds at each distance from the loss, over its value at the "
+                "loss, for the final model on a probe batch of test sequences.",
+            )
+        )
+    if probe.get("jacobian"):
+        parts.append(
+            _figure_html(
+                figures.jacobian_figure(probe["jacobian"]),
+                "Above 1 the hidden-state gradient can grow from one step to the one "
+                "before; below 1 it shrinks.",
+            )
+        )
+    if summary.get("nrmse") is not None:
+        parts.append(
+            "<p class='note'>An echo state network: a fixed random reservoir and a "
+            "ridge-regression readout; no gradient flows through time, so there is no "
+            "training curve.</p>"
+        )
+    target = where / "report.html"
+    atomic_write_text(target, _page(title, parts))
+    return target
+
+
+def _run_title(summary: dict[str, Any]) -> str:
+    what = summary.get("method") or summary.get("cell") or "echo state network"
+    length = summary.get("length")
+    return f"{summary.get('task')}{'' if length is None else f' T={length}'}: {what}"
+
+
+def _run_facts(summary: dict[str, Any]) -> str:
+    keys = (
+        "task",
+        "length",
+        "method",
+        "cell",
+        "hidden",
+        "optimizer",
+        "lr",
+        "clip",
+        "clip_norm",
+        "clip_step_norm",
+        "seed",
+        "steps",
+        "steps_done",
+        "metric",
+        "final_loss",
+        "baseline_loss",
+        "accuracy",
+        "solved",
+        "solved_step",
+        "nonfinite_steps",
+        "clipped_steps",
+        "spikes",
+        "diverged",
+        "wall_s",
+        "units",
+        "nrmse",
+        "nrmse_84",
+    )
+    rows = [
+        f"<tr><th>{_e(k)}</th><td>{_e(_text(summary[k]))}</td></tr>"
+        for k in keys
+        if summary.get(k) is not None
+    ]
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _verdict_section(summary: dict[str, Any]) -> str:
+    verdict = summary.get("verdict")
+    if verdict is None:
+        return ""
+    diagnosis = summary.get("diagnosis") or {}
+    parts = [f"<h2>Verdict</h2><p class='verdict'>{_e(verdict)}</p>"]
+    reasons = diagnosis.get("reasons") or []
+    if reasons:
+        parts.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>")
+    remedies = diagnosis.get("remedies") or []
+    if remedies:
+        parts.append("<h2>Remedies</h2><ul>")
+        for remedy in remedies:
+            if isinstance(remedy, dict):
+                why, command = remedy.get("why", ""), remedy.get("command")
+                line = _e(why) + (f"<br><code>{_e(command)}</code>" if command else "")
+            else:
+                line = _e(str(remedy))
+            parts.append(f"<li>{line}</li>")
+        parts.append("</ul>")
+    evidence = diagnosis.get("evidence") or {}
+    if evidence:
+        rows = "".join(
+            f"<tr><th>{_e(k)}</th><td class='num'>{_e(_text(v))}</td></tr>"
+            for k, v in evidence.items()
+        )
+        parts.append(f"<details><summary>The numbers</summary><table>{rows}</table></details>")
+    return "".join(parts)
+
+
+def _dependency(summary: dict[str, Any]) -> int | None:
+    evidence = (summary.get("diagnosis") or {}).get("evidence") or {}
+    value = evidence.get("probe/dependency_length")
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+# --- a bench --------------------------------------------------------------------------------
+
+
+def write_bench_report(
+    bench_dir: str | Path,
+    rows: Sequence[dict[str, Any]] | None = None,
+    *,
+    wall_s: float | None = None,
+) -> Path:
+    """Write ``bench_dir/report.html`` (and each run's own page); return its path.
+
+    Args:
+        bench_dir: the bench directory, with ``results.csv``.
+        rows: unused beyond their count check; the page is made from ``results.csv``
+            and the run directories, so ``bptt report`` gives the same page later.
+        wall_s: the bench's wall time, shown when given.
+    """
+    where = Path(bench_dir)
+    results = read_results(where / "results.csv")
+    summaries: dict[str, dict[str, Any]] = {}
+    for row in results:
+        run_dir = where / row["run_dir"]
+        summary = read_summary(run_dir)
+        if summary is not None:
+            summaries[row["run_dir"]] = summary
+            write_run_report(run_dir)
+    title = f"bptt bench: {where.name}"
+    parts = [f"<h1>{_e(title)}</h1>"]
+    seconds = sum(float(r["wall_seconds"] or 0) for r in results)
+    line = f"{len(results)} runs; {seconds:,.0f} s of training in all"
+    if wall_s is not None:
+        line += f"; this bench call took {wall_s:,.0f} s"
+    parts.append(f"<p>{_e(line)}. Each cell links to the run's own report.</p>")
+    parts.append(_results_matrix(results))
+    parts.append(_leaderboard_html(results))
+    for group in dict.fromkeys(r["group"] for r in results):
+        members = [r for r in results if r["group"] == group]
+        parts.extend(_group_figures(where, group, members, summaries))
+    target = where / "report.html"
+    atomic_write_text(target, _page(title, parts))
+    return target
+
+
+def _outcome_class(row: dict[str, str]) -> str:
+    outcome = row["outcome"]
+    if outcome == "fitted":
+        return "fitted"
+    if "diverged" in outcome:
+        return "diverged"
+    return "solved" if outcome == "solved" else "unsolved"
+
+
+def _results_matrix(results: Sequence[dict[str, str]]) -> str:
+    seeds = sorted({int(r["seed"]) for r in results})
+    head = "".join(f"<th>seed {s}</th>" for s in seeds)
+    lines = [
+        "<h2>Results</h2><p class='note'>Green: solved; amber: not solved; red: diverged; "
+        "blue: an echo state network's fit. Each cell: the outcome, the final test metric "
+        "over the baseline, and the verdict.</p>",
+        f"<table><tr><th>group</th><th>task</th><th>T</th><th>method</th>{head}</tr>",
+    ]
+    keys = dict.fromkeys((r["group"], r["task"], r["length"], r["method"]) for r in results)
+    for key in keys:
+        cells = []
+        for seed in seeds:
+            match = [
+                r
+                for r in results
+                if (r["group"], r["task"], r["length"], r["method"]) == key
+                and int(r["seed"]) == seed
+            ]
+            if not match:
+                cells.append("<td></td>")
+                continue
+            row = match[0]
+            text = row["outcome"]
+            if row["solved_at_step"]:
+                text += f" at step {row['solved_at_step']}"
+            ratio = _ratio(row)
+            if ratio is not None:
+                text += f"; {ratio:.3g} of baseline"
+            elif row["final_metric"]:
+                text += f"; {row['metric']} {float(row['final_metric']):.3g}"
+            if row["accuracy"]:
+                text += f"; accuracy {float(row['accuracy']):.1%}"
+            if row["verdict"]:
+                text += f"; {row['verdict']}"
+            link = f"{row['run_dir']}/report.html"
+            cells.append(
+                f"<td class='{_outcome_class(row)}'><a href='{_e(link)}'>{_e(text)}</a></td>"
+            )
+        group, task, length, method = key
+        lines.append(
+            f"<tr><td>{_e(group)}</td><td>{_e(task)}</td><td class='num'>{_e(length)}</td>"
+            f"<td>{_e(method)}</td>{''.join(cells)}</tr>"
+        )
+    lines.append("</table>")
+    return "".join(lines)
+
+
+def _ratio(row: dict[str, str]) -> float | None:
+    try:
+        final, baseline = float(row["final_metric"]), float(row["baseline"])
+    except (TypeError, ValueError):
+        return None
+    if row["outcome"] == "fitted" or not baseline:
+        return None
+    return final / baseline
+
+
+def _leaderboard_html(results: Sequence[dict[str, str]]) -> str:
+    lines = [
+        "<h2>Leaderboard</h2><table><tr><th>group</th><th>task</th><th>T</th><th>method</th>"
+        "<th>seeds solved</th><th>median steps to solve</th><th>median s to solve</th>"
+        "<th>median final metric / baseline</th><th>median accuracy</th></tr>"
+    ]
+    keys = dict.fromkeys((r["group"], r["task"], r["length"], r["method"]) for r in results)
+    for key in keys:
+        members = [r for r in results if (r["group"], r["task"], r["length"], r["method"]) == key]
+        solved = [r for r in members if r["solved"] == "True"]
+        steps = [float(r["solved_at_step"]) for r in solved if r["solved_at_step"]]
+        walls = [float(r["wall_seconds"]) for r in solved if r["wall_seconds"]]
+        ratios = [x for x in (_ratio(r) for r in members) if x is not None]
+        accuracies = [float(r["accuracy"]) for r in members if r["accuracy"]]
+        rate = "-" if not members[0]["solved"] else f"{len(solved)} of {len(members)}"
+        css = "solved" if solved and len(solved) == len(members) else "unsolved"
+        if not members[0]["solved"]:
+            css = "fitted"
+        cells = [
+            rate,
+            f"{statistics.median(steps):,.0f}" if steps else "-",
+            f"{statistics.median(walls):,.1f}" if walls else "-",
+            f"{statistics.median(ratios):.3g}" if ratios else "-",
+            f"{statistics.median(accuracies):.1%}" if accuracies else "-",
+        ]
+        group, task, length, method = key
+        lines.append(
+            f"<tr><td>{_e(group)}</td><td>{_e(task)}</td><td class='num'>{_e(length)}</td>"
+            f"<td>{_e(method)}</td><td class='num {css}'>{_e(cells[0])}</td>"
+            + "".join(f"<td class='num'>{_e(c)}</td>" for c in cells[1:])
+            + "</tr>"
+        )
+    lines.append("</table>")
+    return "".join(lines)
+
+
+_GROUP_TITLES = {
+    "methods": "Which cells learn the dependency, and why",
+    "clipping": "Clipping rescues a run that diverges",
+    "truncation": "Truncation shorter than the dependency cannot learn it",
+    "reservoir": "An echo state network",
+    "literature": "The literature's long-range results",
+    "matrix": "The matrix",
+}
+
+
+def _group_figures(
+    where: Path, group: str, members: Sequence[dict[str, str]], summaries: dict[str, Any]
+) -> list[str]:
+    parts = [f"<h2>{_e(_GROUP_TITLES.get(group, group))}</h2>"]
+    curves = []
+    for row in members:
+        metrics = _read_metrics(where / row["run_dir"] / "metrics.csv")
+        baseline = _float(row["baseline"])
+        steps, values = [], []
+        for m in metrics:
+            test = _float(m.get("test_loss"))
+            if test is not None and baseline:
+                steps.append(float(m["step"]))
+                values.append(test / baseline)
+        if steps:
+            curves.append((f"{row['method']} (seed {row['seed']})", steps, values))
+    if curves:
+        parts.append(
+            _figure_html(
+                figures.overlaid_test_curves(
+                    curves,
+                    title=f"Test metric during training: {group}",
+                    ylabel="test metric / baseline (log scale)",
+                ),
+                "Below 1 a run does better than the trivial predictor.",
+            )
+        )
+    probes = []
+    for row in members:
+        probe = (summaries.get(row["run_dir"]) or {}).get("probe") or {}
+        if probe.get("norms"):
+            probes.append(
+                (f"{row['method']} (seed {row['seed']}): {row['verdict']}", probe["norms"])
+            )
+    if probes and group in ("methods", "matrix", "literature"):
+        dependency = _dependency(summaries.get(members[0]["run_dir"]) or {})
+        parts.append(
+            _figure_html(
+                figures.distance_curves(
+                    probes, dependency=dependency, title=f"Gradient by distance: {group}"
+                ),
+                "How much of the loss's gradient reaches each step back, for each final "
+                "model: the curves that fall under 1e-3 before the dependency length "
+                "cannot learn it.",
+            )
+        )
+    if group == "reservoir":
+        for row in members:
+            summary = summaries.get(row["run_dir"]) or {}
+            parts.append(
+                f"<p>Mackey-Glass, seed {_e(row['seed'])}: one-step NRMSE "
+                f"{_e(_text(summary.get('nrmse')))}, NRMSE after "
+                f"{_e(_text(summary.get('free_steps')))} free-running steps "
+                f"{_e(_text(summary.get('nrmse_84')))}, in {_e(row['wall_seconds'])} s.</p>"
+            )
+    return parts
+
+
+# --- shared ---------------------------------------------------------------------------------
+
+
+def _figure_html(figure: Any, caption: str) -> str:
+    text = figures.svg(figure)
+    data = base64.b64encode(text.encode()).decode()
+    title = figure.axes[0].get_title() if figure.axes else ""
+    return (
+        f"<figure><img class='figure' alt='{_e(title)}' src='data:image/svg+xml;base64,{data}'>"
+        f"<figcaption class='note'>{_e(caption)}</figcaption></figure>"
+    )
+
+
+def _page(title: str, parts: Sequence[str]) -> str:
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )
+
+
+def _read_metrics(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except OSError:
+        return []
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+    return records
+
+
+def _float(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,192 @@
+"""A bench's results: one row per run (``results.csv``) and the leaderboard.
+
+Every row is read from the run's own ``summary.json``, so a run that was skipped
+because it had finished gives the same row as when it ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from bptt.run._io import atomic_write_text
+from bptt.run._plan import PlannedRun
+
+__all__ = ["RESULT_FIELDS", "leaderboard", "read_results", "result_row", "write_results"]
+
+RESULT_FIELDS = (
+    "group",
+    "task",
+    "length",
+    "method",
+    "seed",
+    "solved",
+    "solved_at_step",
+    "outcome",
+    "metric",
+    "final_metric",
+    "baseline",
+    "accuracy",
+    "steps_done",
+    "nonfinite_steps",
+    "verdict",
+    "horizon",
+    "wall_seconds",
+    "run_dir",
+)
+"""Columns of ``results.csv``: ``solved_at_step`` is the first evaluated step at which
+the task was solved (blank if never); ``outcome`` says what the run did in words
+(``solved``, ``solved, then diverged``, ``diverged``, ``not solved``, ``stopped by its
+time limit``, ``fitted`` for an echo state network); ``final_metric`` is the test
+metric named by ``metric`` at the end, ``baseline`` the trivial predictor's;
+``horizon`` is the distance at which the final model's gradient fell below 1e-3 of
+its value at the loss (blank: it never did within T); ``wall_seconds`` the run's
+training time; ``run_dir`` the run directory relative to the bench's."""
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """The run's ``summary.json``, or None if it has none (or a partial one)."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def is_finished(run: PlannedRun, summary: dict[str, Any] | None) -> bool:
+    """Whether a run's summary is its last: a trained run writes one before and one
+    after diagnosing its final model; a run stopped by its time limit is finished."""
+    if summary is None:
+        return False
+    return run.kind == "esn" or "diagnose_s" in summary
+
+
+def result_row(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
+    """The results row of a finished run, from its summary."""
+    row: dict[str, Any] = dict.fromkeys(RESULT_FIELDS)
+    row.update(group=run.group, task=run.task, length=run.length, method=run.method)
+    row.update(seed=run.seed, run_dir=run.name, wall_seconds=summary.get("wall_s"))
+    row["published"] = run.published  # for the leaderboard, not a column
+    if run.kind == "esn":
+        row.update(metric="nrmse", final_metric=summary.get("nrmse"), baseline=1.0)
+        row.update(outcome="fitted", steps_done=1)
+        return row
+    solved = bool(summary.get("solved"))
+    solved_step = summary.get("solved_step")
+    diverged = bool(summary.get("diverged"))
+    if solved_step is not None and diverged:
+        outcome = "solved, then diverged"
+    elif solved:
+        outcome = "solved"
+    elif diverged:
+        outcome = "diverged"
+    elif summary.get("time_limited"):
+        outcome = "stopped by its time limit"
+    else:
+        outcome = "not solved"
+    evidence = (summary.get("diagnosis") or {}).get("evidence") or {}
+    row.update(
+        solved=solved,
+        solved_at_step=solved_step,
+        outcome=outcome,
+        metric=summary.get("metric"),
+        final_metric=summary.get("final_loss"),
+        baseline=summary.get("baseline_loss"),
+        accuracy=summary.get("accuracy"),
+        steps_done=summary.get("steps_done"),
+        nonfinite_steps=summary.get("nonfinite_steps"),
+        verdict=summary.get("verdict"),
+        horizon=evidence.get("probe/horizon"),
+    )
+    return row
+
+
+def write_results(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``results.csv`` at path (atomically: a crash leaves the old file or the new)."""
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=RESULT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv(row.get(k)) for k in RESULT_FIELDS})
+    atomic_write_text(path, table.getvalue())
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``results.csv`` as strings (blank for none)."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _csv(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def leaderboard(rows: Sequence[dict[str, Any]]) -> Table:
+    """Per group, task and length, each method's success rate, median steps and
+    seconds to solve, final metric and verdicts, with the published result beside it."""
+    table = Table(title="bptt bench: leaderboard", show_lines=False)
+    for name, justify in (
+        ("group", "left"),
+        ("task", "left"),
+        ("T", "right"),
+        ("method", "left"),
+        ("solved", "right"),
+        ("median steps to solve", "right"),
+        ("median s to solve", "right"),
+        ("final metric (median)", "right"),
+        ("verdicts", "left"),
+        ("published", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for key, members in _grouped(rows):
+        group, task, length, method = key
+        solved = [r for r in members if r.get("solved")]
+        steps = [r["solved_at_step"] for r in solved if r.get("solved_at_step") is not None]
+        walls = [r["wall_seconds"] for r in solved if r.get("wall_seconds") is not None]
+        finals = [r["final_metric"] for r in members if _number(r.get("final_metric"))]
+        metric = members[0].get("metric") or ""
+        final = f"{metric} {statistics.median(finals):.3g}" if finals else "-"
+        baseline = members[0].get("baseline")
+        if finals and _number(baseline) and baseline:
+            final += f" ({statistics.median(finals) / baseline:.2g} of baseline)"
+        accuracies = [r["accuracy"] for r in members if _number(r.get("accuracy"))]
+        if accuracies:
+            final += f", accuracy {statistics.median(accuracies):.1%}"
+        rate = "-" if members[0].get("solved") is None else f"{len(solved)}/{len(members)}"
+        verdicts = ", ".join(sorted({str(r.get("verdict") or r["outcome"]) for r in members}))
+        table.add_row(
+            group,
+            task,
+            "" if length is None else str(length),
+            method,
+            rate,
+            f"{statistics.median(steps):,.0f}" if steps else "-",
+            f"{statistics.median(walls):,.1f}" if walls else "-",
+            final,
+            verdicts,
+            members[0].get("published") or "",
+        )
+    return table
+
+
+def _grouped(rows: Sequence[dict[str, Any]]) -> list[tuple[tuple, list[dict[str, Any]]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["group"], row["task"], row["length"], row["method"])
+        groups.setdefault(key, []).append(row)
+    return list(groups.items())
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

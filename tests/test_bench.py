@@ -1,0 +1,213 @@
+"""``bptt bench``: profiles, results.csv, the leaderboard, resuming, the executors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bptt.cli import app
+from bptt.run import (
+    CLIP_DEMO,
+    LITERATURE_ROWS,
+    RESULT_FIELDS,
+    ConfigError,
+    plan_bench,
+    read_results,
+    run_bench,
+)
+from bptt.run._executors import threads_per_worker
+from bptt.run._plan import QUICK_METHODS
+
+runner = CliRunner()
+
+# A tiny matrix: two recipes, two seeds, a few steps each.
+TINY = ["--profile", "matrix", "--tasks", "adding", "--lengths", "5", "--methods", "rnn,lstm"]
+TINY += ["--steps", "4", "--hidden", "4", "--no-progress", "--no-report"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _without_time(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in rows]
+
+
+def test_the_quick_profile_tells_the_story():
+    runs = plan_bench()
+    groups = {run.group for run in runs}
+    assert groups == {"methods", "clipping", "truncation", "reservoir"}
+    methods = [r for r in runs if r.group == "methods"]
+    assert [(r.task, r.length, r.method.split(",")[0]) for r in methods] == [
+        m[:3] for m in QUICK_METHODS
+    ]
+    assert {r.method for r in methods if r.task == "adding"} >= {"rnn", "lstm"}
+    assert {r.method for r in methods if r.task == "copy"} == {"rnn", "orthogonal"}
+    assert "irnn, lr 0.001" in {r.method for r in methods}
+    clipping = [r for r in runs if r.group == "clipping"]
+    assert all(r.fields["lr"] == CLIP_DEMO["lr"] for r in clipping)
+    assert {r.fields.get("clip_step_norm") for r in clipping} > {None}  # a per-step run
+    truncation = [r for r in runs if r.group == "truncation"]
+    k2 = sorted(r.fields["tbptt_k2"] for r in truncation)
+    assert k2[0] < truncation[0].length < k2[-1]  # one shorter than the delay, one longer
+    assert len({r.name for r in runs}) == len(runs)
+    assert all(r.fields["checkpoint_every"] > 0 for r in runs if r.kind == "train")
+
+
+def test_the_full_profile_is_the_literature_table():
+    runs = plan_bench("full")
+    assert len(runs) == 3 * len(LITERATURE_ROWS)
+    assert all(run.published for run in runs)
+    copy = plan_bench("full", tasks=["copy"], lengths=[1000], seeds=[0])
+    assert [(r.task, r.length, r.method) for r in copy] == [("copy", 1000, "exprnn")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"profile": "fast"}, "profile"),
+        ({"profile": "matrix"}, "matrix needs"),
+        ({"profile": "matrix", "tasks": ["adding"], "lengths": [5], "methods": ["x"]}, "unknown"),
+        ({"seeds": [-1]}, "seeds"),
+        ({"seeds": [True]}, "seeds"),
+        ({"lengths": ["5"]}, "lengths"),
+        ({"steps": 0}, "steps"),
+        ({"hidden": 0}, "hidden"),
+        ({"tasks": ["nothing"]}, "no run"),
+        ({"profile": "matrix", "tasks": ["adding"], "lengths": [0], "methods": ["rnn"]}, "length"),
+        (
+            {"profile": "matrix", "tasks": ["adding"], "lengths": [5], "methods": ["rnn", "rnn"]},
+            "twice",
+        ),
+    ],
+)
+def test_bad_plans_are_refused_before_anything_runs(kwargs, needle):
+    profile = kwargs.pop("profile", "quick")
+    with pytest.raises(ConfigError, match=needle):
+        plan_bench(profile, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--profile", "nope"], "profile"),
+        (["--seeds", "0,x"], "seeds"),
+        (["--workers", "0"], "workers"),
+        (["--executor", "dask"], "executor"),
+        (["--profile", "matrix", "--tasks", "adding"], "matrix needs"),
+        (["--methods", "nonsense"], "no run"),
+    ],
+)
+def test_bad_bench_flags_exit_2_in_one_line(tmp_path, args, needle):
+    result = runner.invoke(app, ["bench", *args, "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "b" / "results.csv").exists()
+
+
+def test_bench_writes_results_leaderboard_and_report(tmp_path):
+    out = tmp_path / "bench"
+    args = [*TINY, "--seeds", "0,1", "--out", str(out)]
+    args.remove("--no-report")
+    result = runner.invoke(app, ["bench", *args])
+    assert result.exit_code == 0, result.output
+    assert "leaderboard" in result.output and "report.html" in result.output
+    rows = _rows(out)
+    assert list(rows[0]) == list(RESULT_FIELDS)
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("rnn", "0"),
+        ("rnn", "1"),
+        ("lstm", "0"),
+        ("lstm", "1"),
+    ]
+    for row in rows:
+        summary = json.loads((out / row["run_dir"] / "summary.json").read_text())
+        assert float(row["final_metric"]) == summary["final_loss"]
+        assert row["solved"] == str(summary["solved"]) and row["verdict"] == summary["verdict"]
+        assert row["solved_at_step"] == "" and row["outcome"] == "not solved"
+        assert (out / row["run_dir"] / "report.html").is_file()
+    page = (out / "report.html").read_text()
+    assert page.count("<img class='figure'") >= 2 and "rnn" in page
+    assert all(f"{r['run_dir']}/report.html" in page for r in rows)
+
+
+def test_a_second_bench_call_skips_finished_runs(tmp_path):
+    out = tmp_path / "bench"
+    assert runner.invoke(app, ["bench", *TINY, "--out", str(out)]).exit_code == 0
+    first = _rows(out)
+    stamps = {r["run_dir"]: (out / r["run_dir"] / "model.pt").stat().st_mtime_ns for r in first}
+    assert runner.invoke(app, ["bench", *TINY, "--out", str(out)]).exit_code == 0
+    assert _rows(out) == first  # the same rows, wall seconds included: nothing re-ran
+    after = {r["run_dir"]: (out / r["run_dir"] / "model.pt").stat().st_mtime_ns for r in first}
+    assert after == stamps
+
+
+def test_a_killed_bench_completes_only_what_is_missing(tmp_path):
+    """SIGKILL during the second run; the rerun resumes it and gives the rows of a bench
+    never interrupted (wall seconds aside)."""
+    args = ["--profile", "matrix", "--tasks", "adding", "--lengths", "8"]
+    args += ["--methods", "rnn,lstm", "--steps", "400", "--hidden", "16", "--no-progress"]
+    args += ["--no-report"]
+    command = [sys.executable, "-m", "bptt", "bench", *args]
+    whole = tmp_path / "whole"
+    subprocess.run([*command, "--out", str(whole)], check=True, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*command, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    second = killed / "matrix-adding-T8-lstm-s0" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if second.is_dir() and len(list(second.glob("*.pt"))) >= 2:
+            break  # the second run is under way, past its first checkpoints
+        time.sleep(0.05)
+    assert process.poll() is None, "the bench ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert len(_rows(killed)) == 1
+    subprocess.run([*command, "--out", str(killed)], check=True, capture_output=True, timeout=300)
+    assert _without_time(_rows(killed)) == _without_time(_rows(whole))
+
+
+def test_workers_divide_the_cores():
+    assert threads_per_worker(1, 2) == 2
+    assert threads_per_worker(2, 2) == 1
+    assert threads_per_worker(3, 2) == 1
+    assert threads_per_worker(2, 16) == 8
+
+
+def test_ray_gives_the_rows_of_the_local_executor(tmp_path):
+    """A 4-run matrix on a local Ray cluster and in two local worker processes: each
+    run with one thread on both sides, so the rows agree exactly (wall seconds aside)."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'bptt[ray]')")
+    runs = plan_bench(
+        "matrix",
+        tasks=["adding"],
+        lengths=[6],
+        methods=["rnn", "gru"],
+        seeds=[0, 1],
+        steps=20,
+        hidden=8,
+    )
+    local = run_bench(runs, tmp_path / "local", workers=2, progress=False, report=False)
+    on_ray = run_bench(
+        runs, tmp_path / "ray", executor="ray", workers=2, progress=False, report=False
+    )
+    assert len(local) == 4
+    assert _without_time(read_results(tmp_path / "ray" / "results.csv")) == _without_time(
+        read_results(tmp_path / "local" / "results.csv")
+    )
+    assert [r["final_metric"] for r in on_ray] == [r["final_metric"] for r in local]

@@ -1,0 +1,163 @@
+"""``report.html`` for a run and a bench, read as a file and as a person sees it in a
+headless browser."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import bptt
+from bptt.cli import app
+from bptt.run import CLIP_DEMO, ConfigError, plan_bench, run_bench, run_esn
+from bptt.run._report import write_report, write_run_report
+
+runner = CliRunner()
+
+
+def _figures(page: str) -> list[str]:
+    """The SVG text of every figure inlined in a page."""
+    found = re.findall(r"src='data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)'", page)
+    return [base64.b64decode(data).decode() for data in found]
+
+
+@pytest.fixture(scope="module")
+def exploding_run(tmp_path_factory) -> Path:
+    """A real run that explodes: the clipping demonstration without clipping."""
+    out = tmp_path_factory.mktemp("exploding") / "run"
+    config = {**CLIP_DEMO, "clip": "none", "steps": 60, "threads": 1, "out": str(out)}
+    bptt.train({**config, "diagnose_every": 20, "log_every": 1, "eval_every": 20})
+    return out
+
+
+def test_the_page_of_an_exploding_run_shows_its_story(exploding_run):
+    page = write_run_report(exploding_run).read_text()
+    assert "exploding" in page and "Remedies" in page
+    svgs = _figures(page)
+    assert len(svgs) >= 4  # loss, gradient norm, heatmap, final gradient by distance
+    learning = svgs[0]
+    assert "Learning curve" in learning and "non-finite step" in learning
+    assert "optimizer step" in learning and "log scale" in learning
+    assert "clip threshold" not in svgs[1] or "Gradient norm" in svgs[1]
+    assert "Gradient by distance during training" in "".join(svgs)
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
+
+
+def test_a_learned_run_draws_its_threshold_and_jacobian(tmp_path):
+    out = tmp_path / "run"
+    bptt.train(
+        {
+            "task": "adding",
+            "length": 6,
+            "cell": "rnn",
+            "hidden": 8,
+            "steps": 30,
+            "threads": 1,
+            "clip": "norm",
+            "clip_norm": 0.05,
+            "out": str(out),
+            "eval_every": 10,
+        }
+    )
+    svgs = _figures(write_run_report(out).read_text())
+    titles = "".join(svgs)
+    assert "clip threshold" in titles and "Recurrent Jacobian spectral norm" in titles
+
+
+def test_an_echo_state_network_has_a_page(tmp_path):
+    out = tmp_path / "esn"
+    run_esn({"task": "mackey-glass", "units": 50, "out": str(out)})
+    page = write_report(out).read_text()
+    assert "nrmse" in page and "echo state network" in page
+
+
+def test_report_refuses_what_is_not_a_run_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="neither a run directory"):
+        write_report(tmp_path)
+    result = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "neither" in result.output
+    assert "Traceback" not in result.output
+    (tmp_path / "summary.json").write_text("{not json")
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "summary.json" in result.output
+
+
+def test_report_command_writes_the_page(exploding_run):
+    result = runner.invoke(app, ["report", str(exploding_run)])
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output and (exploding_run / "report.html").is_file()
+
+
+# --- in a browser ---------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # root in CI
+    "--disable-gpu",
+    "--disable-background-networking",  # this machine's network is closed
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    for name in (os.environ.get("BPTT_CHROMIUM", ""), "chromium", "chromium-browser"):
+        if name and shutil.which(name):
+            return shutil.which(name)  # type: ignore[return-value]
+    pytest.skip(
+        "no Chromium found (the Makefile installs Debian's chromium; set BPTT_CHROMIUM "
+        "to another binary): the browser test did not run"
+    )
+
+
+def _collect_errors(errors: list[str]):
+    def collect(message) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    return collect
+
+
+def test_the_bench_report_renders_in_a_browser(tmp_path):
+    """Opens a bench's page and a run's page in headless Chromium: no console error,
+    every figure loaded with a non-zero size; screenshots in the test's folder."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed: the browser test did not run"
+    )
+    executable = _chromium()
+    runs = plan_bench(
+        "matrix", tasks=["adding"], lengths=[6], methods=["rnn", "lstm"], steps=40, hidden=8
+    )
+    run_bench(runs, tmp_path / "bench", progress=False)
+    pages = [tmp_path / "bench" / "report.html", tmp_path / "bench" / runs[0].name / "report.html"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            for index, path in enumerate(pages):
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+                errors: list[str] = []
+                page.on("console", _collect_errors(errors))
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.goto(path.resolve().as_uri())
+                page.wait_for_load_state("load")
+                images = page.query_selector_all("img.figure")
+                assert len(images) >= 2
+                for image in images:
+                    box = image.bounding_box()
+                    assert box is not None and box["width"] > 100 and box["height"] > 50
+                    assert image.evaluate("i => i.complete && i.naturalWidth > 0")
+                assert errors == []
+                shot = tmp_path / f"screenshot-{index}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 10_000
+                print(f"screenshot: {shot}")
+                if index == 0:  # the matrix links to each run's page
+                    links = page.eval_on_selector_all("td a", "as => as.map(a => a.href)")
+                    assert any(runs[0].name in link for link in links)
+        finally:
+            browser.close()
