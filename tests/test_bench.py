@@ -182,6 +182,22 @@ def test_a_killed_bench_completes_only_what_is_missing(tmp_path):
     assert _without_time(_rows(killed)) == _without_time(_rows(whole))
 
 
+def test_run_bench_refuses_bad_arguments_before_writing(tmp_path):
+    runs = plan_bench("matrix", tasks=["adding"], lengths=[5], methods=["rnn"], steps=2)
+    for kwargs, error in (
+        ({"executor": "dask"}, ValueError),
+        ({"workers": 0}, ValueError),
+        ({"workers": True}, ValueError),
+    ):
+        with pytest.raises(error):
+            run_bench(runs, tmp_path / "b", progress=False, **kwargs)
+    with pytest.raises(TypeError, match="PlannedRun"):
+        run_bench([{"task": "adding"}], tmp_path / "b")  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="PlannedRun"):
+        run_bench([], tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
 def test_workers_divide_the_cores():
     assert threads_per_worker(1, 2) == 2
     assert threads_per_worker(2, 2) == 1

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bptt.run._executors import run_all
+from bptt.run._executors import EXECUTORS, run_all
 from bptt.run._plan import PlannedRun
 from bptt.run._results import write_results
 from bptt.run._train import make_progress
@@ -43,7 +43,17 @@ def run_bench(
 
     Returns:
         The results rows (:data:`bptt.run._results.RESULT_FIELDS`), in plan order.
+
+    Raises:
+        ValueError: an unknown executor or a workers count below 1.
+        TypeError: runs that are not planned runs.
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
+    if not runs or not all(isinstance(run, PlannedRun) for run in runs):
+        raise TypeError("runs must be a non-empty list of PlannedRun (from plan_bench)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -291,7 +291,7 @@ def _results_matrix(results: Sequence[dict[str, str]]) -> str:
             row = match[0]
             text = row["outcome"]
             if row["solved_at_step"]:
-                text += f" at step {row['solved_at_step']}"
+                text += f" (first solved at step {row['solved_at_step']})"
             ratio = _ratio(row)
             if ratio is not None:
                 text += f"; {ratio:.3g} of baseline"
@@ -397,23 +397,26 @@ def _group_figures(
                 "Below 1 a run does better than the trivial predictor.",
             )
         )
-    probes = []
+    by_task: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in members:
-        probe = (summaries.get(row["run_dir"]) or {}).get("probe") or {}
-        if probe.get("norms"):
-            probes.append(
-                (f"{row['method']} (seed {row['seed']}): {row['verdict']}", probe["norms"])
-            )
-    if probes and group in ("methods", "matrix", "literature"):
-        dependency = _dependency(summaries.get(members[0]["run_dir"]) or {})
+        by_task.setdefault((row["task"], row["length"]), []).append(row)
+    for (task, length), same in by_task.items():
+        probes = []
+        for row in same:
+            probe = (summaries.get(row["run_dir"]) or {}).get("probe") or {}
+            if probe.get("norms"):
+                label = f"{row['method']} (seed {row['seed']}): {row['verdict']}"
+                probes.append((label, probe["norms"]))
+        if not probes or group not in ("methods", "matrix", "literature"):
+            continue
+        dependency = _dependency(summaries.get(same[0]["run_dir"]) or {})
+        title = f"Gradient by distance: {task} T={length}"
         parts.append(
             _figure_html(
-                figures.distance_curves(
-                    probes, dependency=dependency, title=f"Gradient by distance: {group}"
-                ),
+                figures.distance_curves(probes, dependency=dependency, title=title),
                 "How much of the loss's gradient reaches each step back, for each final "
-                "model: the curves that fall under 1e-3 before the dependency length "
-                "cannot learn it.",
+                "model: a curve that falls under 1e-3 before the dependency length cannot "
+                "learn it.",
             )
         )
     if group == "reservoir":

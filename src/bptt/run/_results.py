@@ -43,8 +43,9 @@ RESULT_FIELDS = (
 )
 """Columns of ``results.csv``: ``solved_at_step`` is the first evaluated step at which
 the task was solved (blank if never); ``outcome`` says what the run did in words
-(``solved``, ``solved, then diverged``, ``diverged``, ``not solved``, ``stopped by its
-time limit``, ``fitted`` for an echo state network); ``final_metric`` is the test
+(``solved``, ``solved, then diverged``, ``solved, then lost it`` (its final test
+metric no longer solves it), ``diverged``, ``not solved``, ``stopped by its time
+limit``, ``fitted`` for an echo state network); ``final_metric`` is the test
 metric named by ``metric`` at the end, ``baseline`` the trivial predictor's;
 ``horizon`` is the distance at which the final model's gradient fell below 1e-3 of
 its value at the loss (blank: it never did within T); ``wall_seconds`` the run's
@@ -85,6 +86,8 @@ def result_row(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
         outcome = "solved, then diverged"
     elif solved:
         outcome = "solved"
+    elif solved_step is not None:
+        outcome = "solved, then lost it"
     elif diverged:
         outcome = "diverged"
     elif summary.get("time_limited"):
@@ -134,38 +137,40 @@ def _csv(value: Any) -> Any:
 
 def leaderboard(rows: Sequence[dict[str, Any]]) -> Table:
     """Per group, task and length, each method's success rate, median steps and
-    seconds to solve, final metric and verdicts, with the published result beside it."""
-    table = Table(title="bptt bench: leaderboard", show_lines=False)
-    for name, justify in (
+    seconds to solve, final metric over the baseline, accuracy and verdicts, with the
+    published result beside it where one exists."""
+    published = any(row.get("published") for row in rows)
+    table = Table(title="bptt bench: leaderboard")
+    columns = [
         ("group", "left"),
         ("task", "left"),
         ("T", "right"),
         ("method", "left"),
         ("solved", "right"),
-        ("median steps to solve", "right"),
-        ("median s to solve", "right"),
-        ("final metric (median)", "right"),
-        ("verdicts", "left"),
-        ("published", "left"),
-    ):
+        ("steps to solve", "right"),
+        ("s to solve", "right"),
+        ("final / baseline", "right"),
+        ("accuracy", "right"),
+        ("verdict", "left"),
+    ]
+    if published:
+        columns.append(("published", "left"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for key, members in _grouped(rows):
         group, task, length, method = key
         solved = [r for r in members if r.get("solved")]
         steps = [r["solved_at_step"] for r in solved if r.get("solved_at_step") is not None]
         walls = [r["wall_seconds"] for r in solved if r.get("wall_seconds") is not None]
-        finals = [r["final_metric"] for r in members if _number(r.get("final_metric"))]
-        metric = members[0].get("metric") or ""
-        final = f"{metric} {statistics.median(finals):.3g}" if finals else "-"
-        baseline = members[0].get("baseline")
-        if finals and _number(baseline) and baseline:
-            final += f" ({statistics.median(finals) / baseline:.2g} of baseline)"
+        ratios = [
+            r["final_metric"] / r["baseline"]
+            for r in members
+            if _number(r.get("final_metric")) and _number(r.get("baseline")) and r["baseline"]
+        ]
         accuracies = [r["accuracy"] for r in members if _number(r.get("accuracy"))]
-        if accuracies:
-            final += f", accuracy {statistics.median(accuracies):.1%}"
         rate = "-" if members[0].get("solved") is None else f"{len(solved)}/{len(members)}"
-        verdicts = ", ".join(sorted({str(r.get("verdict") or r["outcome"]) for r in members}))
-        table.add_row(
+        verdicts = ", ".join(dict.fromkeys(str(r.get("verdict") or r["outcome"]) for r in members))
+        cells = [
             group,
             task,
             "" if length is None else str(length),
@@ -173,10 +178,15 @@ def leaderboard(rows: Sequence[dict[str, Any]]) -> Table:
             rate,
             f"{statistics.median(steps):,.0f}" if steps else "-",
             f"{statistics.median(walls):,.1f}" if walls else "-",
-            final,
+            f"{statistics.median(ratios):.3g}" if ratios else "-",
+            f"{statistics.median(accuracies):.1%}" if accuracies else "-",
             verdicts,
-            members[0].get("published") or "",
-        )
+        ]
+        if published:
+            cells.append(members[0].get("published") or "")
+        table.add_row(*cells)
+    if any(r["group"] == "reservoir" for r in rows):
+        table.caption = "esn: final / baseline is the NRMSE (the baseline predicts the mean)"
     return table
 
 
