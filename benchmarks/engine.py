@@ -8,11 +8,16 @@ Times are medians over interleaved repeats. A second table shows what subnormal
 floats cost on the CPU, with flush-to-zero off and on. A third times the orthogonal
 RNN (W = exp(A - A^T)) with modReLU against tanh, fast engine and generic, at the
 expRNN copy task's size (T = 200, B = 128, H = 190): the goal is modReLU within 1.3x
-of tanh.
+of tanh. A fourth times the linear recurrent unit (LRU): its parallel scan against
+the sequential recurrence (the generic engine) at T = 1000 and 4000, and against
+``torch.nn.LSTM`` at T = 1000 with the same hidden size (goals: the scan at least 5x
+faster than the loop at T = 4000; an LRU step at T = 4000 no slower than the LSTM's
+at T = 1000).
 
     python benchmarks/engine.py                 # T=784, B=64, F=1, H in {64, 128, 256}
     python benchmarks/engine.py --profile lstm:128
     python benchmarks/engine.py --orthogonal-only
+    python benchmarks/engine.py --lru-only
 """
 
 from __future__ import annotations
@@ -115,6 +120,50 @@ def orthogonal_table(repeats: int, steps: int = 200, batch: int = 128, hidden: i
     return table
 
 
+def lru_table(repeats: int, batch: int = 32, hidden: int = 128) -> Table:
+    """A training step (forward + backward, loss at the last step) of the LRU by its
+    scan (without taps, and with RecordNorms, whose backward is a loop over the steps)
+    and by the sequential loop, beside torch.nn.LSTM at T = 1000."""
+    table = Table(title=f"LRU training step, B={batch}, F=1, H=N={hidden}")
+    for column in ("model", "T", "engine", "ms", "vs scan at this T"):
+        table.add_column(column, justify="right")
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(hidden, generator=gen)
+    cell = bptt.cells.LRUCell(1, hidden)
+    lstm = nn.LSTM(1, hidden, batch_first=True)
+
+    def lru_step(x, engine, taps=()):
+        def once():
+            cell.zero_grad()
+            out, _ = bptt.unroll(cell, x, engine=engine, taps=[tap() for tap in taps])
+            (out[:, -1] * w).sum().backward()
+
+        return once
+
+    lstm_x = torch.randn(batch, 1000, 1, generator=gen)
+    lstm_ms = 1e3 * statistics.median(median_seconds(lambda: step_theirs(lstm, lstm_x, w), repeats))
+    for steps in (1000, 4000):
+        x = torch.randn(batch, steps, 1, generator=gen)
+        runs = {engine: lru_step(x, engine) for engine in ("fast", "generic")}
+        runs["fast+taps"] = lru_step(x, "fast", (RecordNorms,))
+        times: dict[str, list[float]] = {engine: [] for engine in runs}
+        for _ in range(repeats):  # interleaved
+            for engine, run in runs.items():
+                times[engine] += median_seconds(run, 1)
+        scan = 1e3 * statistics.median(times["fast"])
+        loop = 1e3 * statistics.median(times["generic"])
+        tapped = 1e3 * statistics.median(times["fast+taps"])
+        table.add_row("LRU", str(steps), "scan", f"{scan:.0f}", "1.00x")
+        table.add_row(
+            "LRU", str(steps), "scan + RecordNorms", f"{tapped:.0f}", f"{tapped / scan:.2f}x"
+        )
+        table.add_row("LRU", str(steps), "sequential", f"{loop:.0f}", f"{loop / scan:.2f}x")
+        table.add_row(
+            "torch.nn.LSTM", "1000", "torch.nn", f"{lstm_ms:.0f}", f"{lstm_ms / scan:.2f}x"
+        )
+    return table
+
+
 def subnormal_table(repeats: int) -> Table:
     """Backward time of an LSTM with the loss at the last step, flush-to-zero off and on."""
     table = Table(title="subnormal floats: LSTM, B=50, H=128, loss at the last step (backward ms)")
@@ -172,6 +221,7 @@ def main() -> None:
     parser.add_argument(
         "--orthogonal-only", action="store_true", help="only the orthogonal RNN's table"
     )
+    parser.add_argument("--lru-only", action="store_true", help="only the LRU's table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,6 +229,9 @@ def main() -> None:
     with flush_denormal(True):  # as training does; the subnormal table shows both
         if args.orthogonal_only:
             console.print(orthogonal_table(args.repeats))
+            return
+        if args.lru_only:
+            console.print(lru_table(args.repeats))
             return
         if args.profile:
             profile(args.profile, args.steps, args.batch, args.features)
@@ -205,6 +258,7 @@ def main() -> None:
                 console.print(f"{kind} H={hidden}: {ratio:.2f}x", highlight=False)
         console.print(table)
         console.print(orthogonal_table(args.repeats))
+        console.print(lru_table(args.repeats))
     if not args.no_subnormal:
         console.print(subnormal_table(args.repeats))
 

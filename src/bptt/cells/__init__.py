@@ -24,6 +24,7 @@ from bptt.cells._contract import (
 from bptt.cells._factory import cell_names, make_cell, register_cell
 from bptt.cells._gru import GRUCell
 from bptt.cells._irnn import IRNNCell
+from bptt.cells._lru import LRUCell
 from bptt.cells._lstm import LSTMCell
 from bptt.cells._orthogonal import OrthogonalRNNCell
 from bptt.cells._rnn import RNNCell
@@ -33,6 +34,7 @@ __all__ = [
     "CellContract",
     "GRUCell",
     "IRNNCell",
+    "LRUCell",
     "LSTMCell",
     "OrthogonalRNNCell",
     "RNNCell",

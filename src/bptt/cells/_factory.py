@@ -9,6 +9,7 @@ from torch import nn
 
 from bptt.cells._gru import GRUCell
 from bptt.cells._irnn import IRNNCell
+from bptt.cells._lru import LRUCell
 from bptt.cells._lstm import LSTMCell
 from bptt.cells._orthogonal import OrthogonalRNNCell
 from bptt.cells._rnn import RNNCell
@@ -25,6 +26,7 @@ _BUILDERS: dict[str, CellBuilder] = {
     "orthogonal": OrthogonalRNNCell,
     "orthogonal-modrelu": lambda i, h, **kw: OrthogonalRNNCell(i, h, "modrelu", **kw),
     "skip": lambda i, h, **kw: SkipRNNCell(i, h, skips=(1, 10), **kw),
+    "lru": LRUCell,
 }
 
 
@@ -62,8 +64,8 @@ def make_cell(
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """A new cell by name: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru``, ``irnn``,
-    ``orthogonal`` (tanh), ``orthogonal-modrelu``, ``skip`` (delays 1 and 10), or a
-    registered one.
+    ``orthogonal`` (tanh), ``orthogonal-modrelu``, ``skip`` (delays 1 and 10), ``lru``
+    (a linear recurrent unit, N = H), or a registered one.
 
     Example:
         >>> make_cell("gru", 2, 8)

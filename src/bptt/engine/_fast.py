@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import GRUCell, LSTMCell, OrthogonalRNNCell, RNNCell, State
+from bptt.cells import GRUCell, LRUCell, LSTMCell, OrthogonalRNNCell, RNNCell, State
 from bptt.engine._fast_common import Pass
 from bptt.engine._fast_gru import GRUSequence
 from bptt.engine._fast_lstm import LSTMSequence
 from bptt.engine._fast_rnn import RNNSequence
+from bptt.engine._scan import LinearScan
 
 FastEngine = Callable[[nn.Module, Tensor, State, Sequence], tuple[Tensor, State]]
 
@@ -51,7 +52,16 @@ def _run_gru(cell: GRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[T
     )
 
 
+def _run_lru(cell: LRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
+    """The LRU by a parallel scan: the drive of every step in one matmul, the states by
+    a log-depth scan, the outputs in one matmul; taps in the scan's backward."""
+    lam_re, lam_im = cell.eigenvalues()
+    states = LinearScan.apply(lam_re, lam_im, cell.input_drive(x), state, tuple(taps))
+    return cell.output(states), states[:, -1]
+
+
 _FAST: dict[type, FastEngine] = {
+    LRUCell: _run_lru,
     RNNCell: _run_elman,
     LSTMCell: _run_lstm,
     GRUCell: _run_gru,
