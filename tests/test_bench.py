@@ -156,7 +156,7 @@ def test_a_killed_bench_completes_only_what_is_missing(tmp_path):
     """SIGKILL during the second run; the rerun resumes it and gives the rows of a bench
     never interrupted (wall seconds aside)."""
     args = ["--profile", "matrix", "--tasks", "adding", "--lengths", "8"]
-    args += ["--methods", "rnn,lstm", "--steps", "400", "--hidden", "16", "--no-progress"]
+    args += ["--methods", "rnn,lstm", "--steps", "300", "--hidden", "8", "--no-progress"]
     args += ["--no-report"]
     command = [sys.executable, "-m", "bptt", "bench", *args]
     whole = tmp_path / "whole"

@@ -33,6 +33,7 @@ from bptt.diagnose.attractor import (
     two_basin_cell,
 )
 from bptt.run import (
+    EXECUTORS,
     PROFILES,
     ConfigError,
     ConfigModel,
@@ -49,11 +50,10 @@ from bptt.run import (
     plan_bench,
     run_bench,
     run_esn,
+    write_report,
 )
 from bptt.run import resume as resume_training
 from bptt.run import train as run_training
-from bptt.run._executors import EXECUTORS
-from bptt.run._report import write_report
 
 __all__ = ["app", "main"]
 

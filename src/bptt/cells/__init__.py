@@ -21,6 +21,7 @@ from bptt.cells._contract import (
     initial_state,
     state_output,
 )
+from bptt.cells._deep_lru import DeepLRUCell
 from bptt.cells._factory import cell_names, make_cell, register_cell
 from bptt.cells._gru import GRUCell
 from bptt.cells._irnn import IRNNCell
@@ -32,6 +33,7 @@ from bptt.cells._skip import SkipRNNCell
 
 __all__ = [
     "CellContract",
+    "DeepLRUCell",
     "GRUCell",
     "IRNNCell",
     "LRUCell",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bptt.cells._deep_lru import DeepLRUCell
 from bptt.cells._gru import GRUCell
 from bptt.cells._irnn import IRNNCell
 from bptt.cells._lru import LRUCell
@@ -27,6 +28,7 @@ _BUILDERS: dict[str, CellBuilder] = {
     "orthogonal-modrelu": lambda i, h, **kw: OrthogonalRNNCell(i, h, "modrelu", **kw),
     "skip": lambda i, h, **kw: SkipRNNCell(i, h, skips=(1, 10), **kw),
     "lru": LRUCell,
+    "deep-lru": DeepLRUCell,  # two LRU layers with position-wise mixing
 }
 
 
@@ -65,7 +67,8 @@ def make_cell(
 ) -> nn.Module:
     """A new cell by name: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru``, ``irnn``,
     ``orthogonal`` (tanh), ``orthogonal-modrelu``, ``skip`` (delays 1 and 10), ``lru``
-    (a linear recurrent unit, N = H), or a registered one.
+    (a linear recurrent unit, N = H), ``deep-lru`` (two LRUs with nonlinear mixing),
+    or a registered one.
 
     Example:
         >>> make_cell("gru", 2, 8)

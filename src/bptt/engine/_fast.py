@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import GRUCell, LRUCell, LSTMCell, OrthogonalRNNCell, RNNCell, State
+from bptt.cells import DeepLRUCell, GRUCell, LRUCell, LSTMCell, OrthogonalRNNCell, RNNCell, State
 from bptt.engine._fast_common import Pass
 from bptt.engine._fast_gru import GRUSequence
 from bptt.engine._fast_lstm import LSTMSequence
 from bptt.engine._fast_rnn import RNNSequence
+from bptt.engine._generic import unroll_generic
 from bptt.engine._scan import LinearScan
 
 FastEngine = Callable[[nn.Module, Tensor, State, Sequence], tuple[Tensor, State]]
@@ -60,8 +61,23 @@ def _run_lru(cell: LRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[T
     return cell.output(states), states[:, -1]
 
 
+def _scan_unit(unit: LRUCell, z: Tensor, start: Tensor) -> Tensor:
+    lam_re, lam_im = unit.eigenvalues()
+    return LinearScan.apply(lam_re, lam_im, unit.input_drive(z), start, ())
+
+
+def _run_deep_lru(cell: DeepLRUCell, x: Tensor, state: Tensor, taps: Sequence):
+    """The stacked LRU layer by layer, each LRU by its scan. Taps see the whole state
+    of a step (every layer's) at once, which only a step-by-step run has: with taps it
+    runs step by step."""
+    if taps:
+        return unroll_generic(cell, x, state, taps, cell.output, cell)
+    return cell.run_layers(x, state, _scan_unit)
+
+
 _FAST: dict[type, FastEngine] = {
     LRUCell: _run_lru,
+    DeepLRUCell: _run_deep_lru,
     RNNCell: _run_elman,
     LSTMCell: _run_lstm,
     GRUCell: _run_gru,
@@ -80,7 +96,7 @@ def fast_engine_for(cell: nn.Module, x: Tensor) -> FastEngine | None:
     run = _FAST.get(type(cell))
     if run is None or torch._C._are_functorch_transforms_active():
         return None
-    weight = cell.weight_ih
+    weight = next(cell.parameters())
     if x.dtype != weight.dtype or x.device != weight.device:
         return None
     return run

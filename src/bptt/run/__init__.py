@@ -20,12 +20,14 @@ from bptt.run._checkpoint import CheckpointError, Checkpoints, load_checkpoint
 from bptt.run._config import TrainConfig
 from bptt.run._diagnosis import diagnose_run
 from bptt.run._esn import ESN_TASK_DEFAULTS, ESN_TASKS, ESNConfig, run_esn
+from bptt.run._executors import EXECUTORS
 from bptt.run._fields import ConfigError, ConfigModel, field_choices, load_toml
 from bptt.run._literature import LITERATURE_ROWS, LiteratureRow
 from bptt.run._loop import NonFiniteError, RunStopped
 from bptt.run._plan import CLIP_DEMO, PROFILES, PlannedRun, plan_bench
 from bptt.run._recipes import RECIPES, Recipe
 from bptt.run._remedies import remedies_for, train_command
+from bptt.run._report import write_bench_report, write_report, write_run_report
 from bptt.run._results import RESULT_FIELDS, leaderboard, read_results
 from bptt.run._rundir import (
     METRIC_FIELDS,
@@ -40,6 +42,7 @@ __all__ = [
     "CLIP_DEMO",
     "ESN_TASKS",
     "ESN_TASK_DEFAULTS",
+    "EXECUTORS",
     "LITERATURE_ROWS",
     "METRIC_FIELDS",
     "PROFILES",
@@ -80,4 +83,7 @@ __all__ = [
     "test_set",
     "train",
     "train_command",
+    "write_bench_report",
+    "write_report",
+    "write_run_report",
 ]

@@ -1,0 +1,143 @@
+"""A stack of linear recurrent units with nonlinear mixing between them, as in Orvieto
+et al. 2023 (their Figure 1): a linear encoder, then per layer
+
+    z = LayerNorm(u);  y = Re(C h_t) + D * z  (h_t the LRU's state, driven by z)
+    u <- u + GLU(GELU(y))                     (GLU(v) = W1 v * sigmoid(W2 v))
+
+One LRU alone is linear in its inputs (with a linear readout it cannot multiply two
+of them, which the adding problem needs); the position-wise mixing between the units
+supplies the nonlinearity, and the recurrences stay linear, so each still runs by a
+parallel scan.
+
+As a one-step cell its state is every layer's LRU state and the last residual stream
+u, concatenated: (B, 2 N L + H); :meth:`output` reads u. :func:`bptt.unroll` runs it
+layer by layer, each over the whole sequence by its scan; with taps (which must see
+the whole state of a step at once) it runs step by step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from bptt.cells._contract import RecurrentCell
+from bptt.cells._lru import LRUCell
+
+__all__ = ["DeepLRUCell"]
+
+
+class _Mixing(nn.Module):
+    """One layer's position-wise part around its LRU: norm before, D skip, GELU, GLU."""
+
+    def __init__(self, hidden: int, **kw) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden, **kw)
+        self.skip = nn.Parameter(torch.randn(hidden, **kw))  # D, N(0, 1) as in the paper
+        self.glu = nn.Linear(hidden, 2 * hidden, **kw)
+
+    def after(self, lru_out: Tensor, z: Tensor) -> Tensor:
+        """GLU(GELU(lru_out + D z)): the update added to the residual stream."""
+        return functional.glu(self.glu(functional.gelu(lru_out + self.skip * z)), dim=-1)
+
+
+class DeepLRUCell(RecurrentCell):
+    """A stack of ``layers`` LRUs with position-wise mixing, as one recurrent cell.
+
+    Args:
+        input_size: F.
+        hidden_size: H, the width of the residual stream (the readout sees it).
+        layers: L LRU layers.
+        state_size: N complex units per LRU (default H).
+        r_min, r_max, max_phase: each LRU's initial eigenvalue ring (see
+            :class:`LRUCell`).
+
+    Attributes:
+        encoder: Linear(F, H).
+        units: the L :class:`LRUCell` (each H -> H).
+        mixing: the L position-wise blocks.
+    """
+
+    recurrent_parameters = ("nu_log", "theta_log", "gamma_log")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        layers: int = 2,
+        state_size: int | None = None,
+        *,
+        r_min: float = 0.9,
+        r_max: float = 0.999,
+        max_phase: float = 6.283185307179586,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers must be an integer >= 1, got {layers!r}")
+        kw = {"device": device, "dtype": dtype}
+        ring = {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}
+        self.units = nn.ModuleList(
+            LRUCell(hidden_size, hidden_size, state_size, **ring, **kw) for _ in range(layers)
+        )
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.state_size = self.units[0].state_size
+        self.encoder = nn.Linear(input_size, hidden_size, **kw)
+        self.mixing = nn.ModuleList(_Mixing(hidden_size, **kw) for _ in range(layers))
+
+    @property
+    def _widths(self) -> list[int]:
+        return [2 * unit.state_size for unit in self.units] + [self.hidden_size]
+
+    @property
+    def weight_hh(self) -> Tensor:
+        """The linear recurrences, block diagonal (the residual stream u does not feed
+        the next step: a zero block)."""
+        zero = torch.zeros(self.hidden_size, self.hidden_size, dtype=self.encoder.weight.dtype)
+        return torch.block_diag(*(unit.weight_hh for unit in self.units), zero)
+
+    def initial_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Zeros (batch_size, 2 N L + H)."""
+        return torch.zeros(batch_size, sum(self._widths), device=device, dtype=dtype)
+
+    def output(self, state: Tensor) -> Tensor:
+        """The residual stream u after the last layer: (B, H)."""
+        return state[..., -self.hidden_size :]
+
+    def forward(self, x_t: Tensor, state: Tensor) -> Tensor:
+        """One step: x_t (B, F), state (B, 2 N L + H) -> the next state."""
+        parts = state.split(self._widths, dim=-1)
+        u = self.encoder(x_t)
+        new = []
+        for unit, mix, s in zip(self.units, self.mixing, parts, strict=False):
+            z = mix.norm(u)
+            s = unit(z, s)
+            u = u + mix.after(unit.output(s), z)
+            new.append(s)
+        return torch.cat([*new, u], dim=-1)
+
+    def run_layers(self, x: Tensor, state: Tensor, scan) -> tuple[Tensor, Tensor]:
+        """The whole sequence, layer after layer: ``scan(unit, z, s0) -> states (B, T,
+        2N)`` runs one LRU; returns (outputs (B, T, H), the final state (B, S))."""
+        parts = state.split(self._widths, dim=-1)
+        u = self.encoder(x)
+        finals = []
+        for unit, mix, s0 in zip(self.units, self.mixing, parts, strict=False):
+            z = mix.norm(u)
+            s = scan(unit, z, s0)
+            u = u + mix.after(unit.output(s), z)
+            finals.append(s[:, -1])
+        return u, torch.cat([*finals, u[:, -1]], dim=-1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, layers={len(self.units)}, "
+            f"state_size={self.state_size}"
+        )
