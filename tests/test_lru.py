@@ -207,3 +207,23 @@ def test_bad_stacks_are_refused():
     for layers in (0, 1.5, True):
         with pytest.raises(ValueError, match="layers"):
             bptt.cells.DeepLRUCell(2, 4, layers=layers)
+
+
+def test_a_stacked_lru_gives_every_layers_eigenvalues_their_own_rate():
+    from bptt.run import TrainConfig, build_model
+    from bptt.run._build import parameter_groups
+    from bptt.tasks import make_task
+
+    config = TrainConfig.from_dict(
+        {"task": "adding", "length": 5, "cell": "deep-lru", "hidden": 4, "lr_recurrent": 5e-4}
+    )
+    model = build_model(config, make_task("adding", 5))
+    groups = parameter_groups(config, model)
+    recurrent = {id(p) for p in groups[1]["params"]}
+    expected = {
+        id(getattr(unit, name))
+        for unit in model.cell.units
+        for name in ("nu_log", "theta_log", "gamma_log")
+    }
+    assert recurrent == expected and groups[1]["lr"] == 5e-4
+    assert len(groups[0]["params"]) + len(recurrent) == len(list(model.parameters()))

@@ -52,7 +52,7 @@ class LRUCell(RecurrentCell):
             1/(2N) in each part).
     """
 
-    recurrent_parameters = ("nu_log", "theta_log")
+    recurrent_parameters = ("nu_log", "theta_log", "gamma_log")  # the paper's slower rate
 
     def __init__(
         self,

@@ -102,8 +102,11 @@ def parameter_groups(config: TrainConfig, model: SequenceModel) -> list[dict[str
     """
     if config.lr_recurrent is None:
         return [{"params": list(model.parameters()), "lr_scale": 1.0}]
-    names = getattr(model.cell, "recurrent_parameters", ())
-    recurrent = {id(getattr(model.cell, name)) for name in names}
+    names = set(getattr(model.cell, "recurrent_parameters", ()))
+    # by the last part of the name, so that a stacked cell's layers are found too
+    recurrent = {
+        id(p) for name, p in model.cell.named_parameters() if name.rsplit(".", 1)[-1] in names
+    }
     if not recurrent:
         message = f"cell {config.cell} names no recurrent parameters to give a rate of their own"
         raise ConfigError("lr_recurrent", message)
