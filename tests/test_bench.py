@@ -26,6 +26,7 @@ from bptt.run import (
 )
 from bptt.run._executors import threads_per_worker
 from bptt.run._plan import QUICK_METHODS
+from bptt.run._results import aggregate, typed_row
 
 runner = CliRunner()
 
@@ -227,3 +228,6 @@ def test_ray_gives_the_rows_of_the_local_executor(tmp_path):
         read_results(tmp_path / "local" / "results.csv")
     )
     assert [r["final_metric"] for r in on_ray] == [r["final_metric"] for r in local]
+    # the report's leaderboard (from the file) and the terminal's (from memory) agree
+    from_file = [typed_row(r) for r in read_results(tmp_path / "local" / "results.csv")]
+    assert aggregate(from_file) == aggregate(local)

@@ -84,5 +84,5 @@ def run_bench(
     if report:
         from bptt.run._report import write_bench_report
 
-        write_bench_report(out, rows, wall_s=time.perf_counter() - start)
+        write_bench_report(out, wall_s=time.perf_counter() - start)
     return rows

@@ -53,16 +53,16 @@ def execute_run(
         progress: as in :func:`bptt.run.train`.
     """
     where = Path(out_dir) / run.name
-    summary = read_summary(where)
-    if not is_finished(run, summary):
+    if not is_finished(run, read_summary(where)):
         if run.kind == "esn":
-            summary = run_esn(run.config(str(where), threads), overwrite=True)
+            run_esn(run.config(str(where), threads), overwrite=True)
         elif (where / "config.toml").is_file():
-            summary = resume(where, progress=progress).summary
+            resume(where, progress=progress)
         else:
-            summary = train(run.config(str(where), threads), progress=progress, overwrite=True)
-            summary = summary.summary
-        summary = read_summary(where) or summary
+            train(run.config(str(where), threads), progress=progress, overwrite=True)
+    summary = read_summary(where)  # the row of a run is always read from its file
+    if summary is None:
+        raise RuntimeError(f"{where} finished without a readable summary.json")
     return result_row(run, summary)
 
 
@@ -87,11 +87,9 @@ def run_all(
         address: a Ray cluster's address (None: start a local one for the bench).
         progress: a ``rich`` Progress for one-at-a-time local runs, or False.
         on_row: ``on_row(index, row)`` as each run finishes, in any order.
+
+    The arguments are checked by :func:`bptt.run.run_bench`, which calls this.
     """
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
     rows: list[dict[str, Any] | None] = [None] * len(runs)
     if executor == "ray":
         finished = _on_ray(runs, out_dir, workers, address)

@@ -16,7 +16,6 @@ import csv
 import html
 import json
 import math
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from bptt.run import _figures as figures
 from bptt.run._fields import ConfigError
 from bptt.run._io import atomic_write_text
-from bptt.run._results import read_results, read_summary
+from bptt.run._results import aggregate, entry_texts, read_results, read_summary, typed_row
 
 __all__ = ["write_bench_report", "write_report", "write_run_report"]
 
@@ -217,22 +216,18 @@ def _dependency(summary: dict[str, Any]) -> int | None:
 # --- a bench --------------------------------------------------------------------------------
 
 
-def write_bench_report(
-    bench_dir: str | Path,
-    rows: Sequence[dict[str, Any]] | None = None,
-    *,
-    wall_s: float | None = None,
-) -> Path:
+def write_bench_report(bench_dir: str | Path, *, wall_s: float | None = None) -> Path:
     """Write ``bench_dir/report.html`` (and each run's own page); return its path.
+
+    The page is made from ``results.csv`` and the run directories alone, so ``bptt
+    report`` gives the same page later.
 
     Args:
         bench_dir: the bench directory, with ``results.csv``.
-        rows: unused beyond their count check; the page is made from ``results.csv``
-            and the run directories, so ``bptt report`` gives the same page later.
         wall_s: the bench's wall time, shown when given.
     """
     where = Path(bench_dir)
-    results = read_results(where / "results.csv")
+    results = [typed_row(row) for row in read_results(where / "results.csv")]
     summaries: dict[str, dict[str, Any]] = {}
     for row in results:
         run_dir = where / row["run_dir"]
@@ -242,7 +237,7 @@ def write_bench_report(
             write_run_report(run_dir)
     title = f"bptt bench: {where.name}"
     parts = [f"<h1>{_e(title)}</h1>"]
-    seconds = sum(float(r["wall_seconds"] or 0) for r in results)
+    seconds = sum(r["wall_seconds"] or 0 for r in results)
     line = f"{len(results)} runs; {seconds:,.0f} s of training in all"
     if wall_s is not None:
         line += f"; this bench call took {wall_s:,.0f} s"
@@ -257,7 +252,7 @@ def write_bench_report(
     return target
 
 
-def _outcome_class(row: dict[str, str]) -> str:
+def _outcome_class(row: dict[str, Any]) -> str:
     outcome = row["outcome"]
     if outcome == "fitted":
         return "fitted"
@@ -266,8 +261,8 @@ def _outcome_class(row: dict[str, str]) -> str:
     return "solved" if outcome == "solved" else "unsolved"
 
 
-def _results_matrix(results: Sequence[dict[str, str]]) -> str:
-    seeds = sorted({int(r["seed"]) for r in results})
+def _results_matrix(results: Sequence[dict[str, Any]]) -> str:
+    seeds = sorted({r["seed"] for r in results})
     head = "".join(f"<th>seed {s}</th>" for s in seeds)
     lines = [
         "<h2>Results</h2><p class='note'>Green: solved; amber: not solved; red: diverged; "
@@ -282,8 +277,7 @@ def _results_matrix(results: Sequence[dict[str, str]]) -> str:
             match = [
                 r
                 for r in results
-                if (r["group"], r["task"], r["length"], r["method"]) == key
-                and int(r["seed"]) == seed
+                if (r["group"], r["task"], r["length"], r["method"]) == key and r["seed"] == seed
             ]
             if not match:
                 cells.append("<td></td>")
@@ -295,10 +289,10 @@ def _results_matrix(results: Sequence[dict[str, str]]) -> str:
             ratio = _ratio(row)
             if ratio is not None:
                 text += f"; {ratio:.3g} of baseline"
-            elif row["final_metric"]:
-                text += f"; {row['metric']} {float(row['final_metric']):.3g}"
-            if row["accuracy"]:
-                text += f"; accuracy {float(row['accuracy']):.1%}"
+            elif row["final_metric"] is not None:
+                text += f"; {row['metric']} {row['final_metric']:.3g}"
+            if row["accuracy"] is not None:
+                text += f"; accuracy {row['accuracy']:.1%}"
             if row["verdict"]:
                 text += f"; {row['verdict']}"
             link = f"{row['run_dir']}/report.html"
@@ -314,47 +308,34 @@ def _results_matrix(results: Sequence[dict[str, str]]) -> str:
     return "".join(lines)
 
 
-def _ratio(row: dict[str, str]) -> float | None:
-    try:
-        final, baseline = float(row["final_metric"]), float(row["baseline"])
-    except (TypeError, ValueError):
-        return None
-    if row["outcome"] == "fitted" or not baseline:
+def _ratio(row: dict[str, Any]) -> float | None:
+    final, baseline = row["final_metric"], row["baseline"]
+    if final is None or not baseline or row["outcome"] == "fitted":
         return None
     return final / baseline
 
 
-def _leaderboard_html(results: Sequence[dict[str, str]]) -> str:
+def _leaderboard_html(results: Sequence[dict[str, Any]]) -> str:
     lines = [
         "<h2>Leaderboard</h2><table><tr><th>group</th><th>task</th><th>T</th><th>method</th>"
         "<th>seeds solved</th><th>median steps to solve</th><th>median s to solve</th>"
-        "<th>median final metric / baseline</th><th>median accuracy</th></tr>"
+        "<th>median final metric / baseline</th><th>median accuracy</th><th>verdicts</th>"
+        "</tr>"
     ]
-    keys = dict.fromkeys((r["group"], r["task"], r["length"], r["method"]) for r in results)
-    for key in keys:
-        members = [r for r in results if (r["group"], r["task"], r["length"], r["method"]) == key]
-        solved = [r for r in members if r["solved"] == "True"]
-        steps = [float(r["solved_at_step"]) for r in solved if r["solved_at_step"]]
-        walls = [float(r["wall_seconds"]) for r in solved if r["wall_seconds"]]
-        ratios = [x for x in (_ratio(r) for r in members) if x is not None]
-        accuracies = [float(r["accuracy"]) for r in members if r["accuracy"]]
-        rate = "-" if not members[0]["solved"] else f"{len(solved)} of {len(members)}"
-        css = "solved" if solved and len(solved) == len(members) else "unsolved"
-        if not members[0]["solved"]:
+    for entry in aggregate(results):
+        solved = entry["solved"]
+        if solved is None:
             css = "fitted"
-        cells = [
-            rate,
-            f"{statistics.median(steps):,.0f}" if steps else "-",
-            f"{statistics.median(walls):,.1f}" if walls else "-",
-            f"{statistics.median(ratios):.3g}" if ratios else "-",
-            f"{statistics.median(accuracies):.1%}" if accuracies else "-",
-        ]
-        group, task, length, method = key
+        else:
+            css = "solved" if solved == entry["runs"] else "unsolved"
+        texts = entry_texts(entry)
+        length = "" if entry["length"] is None else entry["length"]
         lines.append(
-            f"<tr><td>{_e(group)}</td><td>{_e(task)}</td><td class='num'>{_e(length)}</td>"
-            f"<td>{_e(method)}</td><td class='num {css}'>{_e(cells[0])}</td>"
-            + "".join(f"<td class='num'>{_e(c)}</td>" for c in cells[1:])
-            + "</tr>"
+            f"<tr><td>{_e(entry['group'])}</td><td>{_e(entry['task'])}</td>"
+            f"<td class='num'>{_e(length)}</td><td>{_e(entry['method'])}</td>"
+            f"<td class='num {css}'>{_e(texts[0])}</td>"
+            + "".join(f"<td class='num'>{_e(text)}</td>" for text in texts[1:])
+            + f"<td>{_e(', '.join(entry['verdicts']))}</td></tr>"
         )
     lines.append("</table>")
     return "".join(lines)
@@ -371,13 +352,13 @@ _GROUP_TITLES = {
 
 
 def _group_figures(
-    where: Path, group: str, members: Sequence[dict[str, str]], summaries: dict[str, Any]
+    where: Path, group: str, members: Sequence[dict[str, Any]], summaries: dict[str, Any]
 ) -> list[str]:
     parts = [f"<h2>{_e(_GROUP_TITLES.get(group, group))}</h2>"]
     curves = []
     for row in members:
         metrics = _read_metrics(where / row["run_dir"] / "metrics.csv")
-        baseline = _float(row["baseline"])
+        baseline = row["baseline"]
         steps, values = [], []
         for m in metrics:
             test = _float(m.get("test_loss"))
@@ -397,7 +378,7 @@ def _group_figures(
                 "Below 1 a run does better than the trivial predictor.",
             )
         )
-    by_task: dict[tuple[str, str], list[dict[str, str]]] = {}
+    by_task: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for row in members:
         by_task.setdefault((row["task"], row["length"]), []).append(row)
     for (task, length), same in by_task.items():

@@ -19,7 +19,16 @@ from rich.table import Table
 from bptt.run._io import atomic_write_text
 from bptt.run._plan import PlannedRun
 
-__all__ = ["RESULT_FIELDS", "leaderboard", "read_results", "result_row", "write_results"]
+__all__ = [
+    "RESULT_FIELDS",
+    "aggregate",
+    "entry_texts",
+    "leaderboard",
+    "read_results",
+    "result_row",
+    "typed_row",
+    "write_results",
+]
 
 RESULT_FIELDS = (
     "group",
@@ -135,11 +144,59 @@ def _csv(value: Any) -> Any:
     return value
 
 
+def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per group, task, length and method, in the rows' order: ``runs``,
+    ``solved`` (None where the task has no rule: an echo state network), the medians
+    over solved runs of ``steps_to_solve`` and ``seconds_to_solve``, the medians over
+    all runs of ``final_over_baseline`` and ``accuracy`` (None where there are none),
+    ``verdicts`` (each once, in order) and ``published``."""
+    entries = []
+    for (group, task, length, method), members in _grouped(rows):
+        solved = [r for r in members if r.get("solved")]
+        ratios = [
+            r["final_metric"] / r["baseline"]
+            for r in members
+            if _number(r.get("final_metric")) and _number(r.get("baseline")) and r["baseline"]
+        ]
+        entries.append(
+            {
+                "group": group,
+                "task": task,
+                "length": length,
+                "method": method,
+                "runs": len(members),
+                "solved": None if members[0].get("solved") is None else len(solved),
+                "steps_to_solve": _median([r.get("solved_at_step") for r in solved]),
+                "seconds_to_solve": _median([r.get("wall_seconds") for r in solved]),
+                "final_over_baseline": _median(ratios),
+                "accuracy": _median([r.get("accuracy") for r in members]),
+                "verdicts": list(
+                    dict.fromkeys(str(r.get("verdict") or r["outcome"]) for r in members)
+                ),
+                "published": members[0].get("published"),
+            }
+        )
+    return entries
+
+
+def typed_row(row: dict[str, str]) -> dict[str, Any]:
+    """A row of ``results.csv`` with its values typed again (None for blank)."""
+    typed: dict[str, Any] = dict(row)
+    for name in ("length", "seed", "solved_at_step", "steps_done", "nonfinite_steps", "horizon"):
+        typed[name] = int(row[name]) if row.get(name) else None
+    for name in ("final_metric", "baseline", "accuracy", "wall_seconds"):
+        typed[name] = float(row[name]) if row.get(name) else None
+    typed["solved"] = {"True": True, "False": False}.get(row.get("solved", ""))
+    typed["verdict"] = row.get("verdict") or None
+    return typed
+
+
 def leaderboard(rows: Sequence[dict[str, Any]]) -> Table:
     """Per group, task and length, each method's success rate, median steps and
     seconds to solve, final metric over the baseline, accuracy and verdicts, with the
     published result beside it where one exists."""
-    published = any(row.get("published") for row in rows)
+    entries = aggregate(rows)
+    published = any(entry["published"] for entry in entries)
     table = Table(title="bptt bench: leaderboard")
     columns = [
         ("group", "left"),
@@ -157,37 +214,39 @@ def leaderboard(rows: Sequence[dict[str, Any]]) -> Table:
         columns.append(("published", "left"))
     for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for key, members in _grouped(rows):
-        group, task, length, method = key
-        solved = [r for r in members if r.get("solved")]
-        steps = [r["solved_at_step"] for r in solved if r.get("solved_at_step") is not None]
-        walls = [r["wall_seconds"] for r in solved if r.get("wall_seconds") is not None]
-        ratios = [
-            r["final_metric"] / r["baseline"]
-            for r in members
-            if _number(r.get("final_metric")) and _number(r.get("baseline")) and r["baseline"]
-        ]
-        accuracies = [r["accuracy"] for r in members if _number(r.get("accuracy"))]
-        rate = "-" if members[0].get("solved") is None else f"{len(solved)}/{len(members)}"
-        verdicts = ", ".join(dict.fromkeys(str(r.get("verdict") or r["outcome"]) for r in members))
+    for entry in entries:
         cells = [
-            group,
-            task,
-            "" if length is None else str(length),
-            method,
-            rate,
-            f"{statistics.median(steps):,.0f}" if steps else "-",
-            f"{statistics.median(walls):,.1f}" if walls else "-",
-            f"{statistics.median(ratios):.3g}" if ratios else "-",
-            f"{statistics.median(accuracies):.1%}" if accuracies else "-",
-            verdicts,
+            entry["group"],
+            entry["task"],
+            "" if entry["length"] is None else str(entry["length"]),
+            entry["method"],
+            *entry_texts(entry),
+            ", ".join(entry["verdicts"]),
         ]
         if published:
-            cells.append(members[0].get("published") or "")
+            cells.append(entry["published"] or "")
         table.add_row(*cells)
-    if any(r["group"] == "reservoir" for r in rows):
+    if any(entry["group"] == "reservoir" for entry in entries):
         table.caption = "esn: final / baseline is the NRMSE (the baseline predicts the mean)"
     return table
+
+
+def entry_texts(entry: dict[str, Any]) -> list[str]:
+    """An aggregated entry's solved, steps, seconds, final/baseline and accuracy as
+    the leaderboards print them."""
+    solved = entry["solved"]
+    return [
+        "-" if solved is None else f"{solved}/{entry['runs']}",
+        "-" if entry["steps_to_solve"] is None else f"{entry['steps_to_solve']:,.0f}",
+        "-" if entry["seconds_to_solve"] is None else f"{entry['seconds_to_solve']:,.1f}",
+        "-" if entry["final_over_baseline"] is None else f"{entry['final_over_baseline']:.3g}",
+        "-" if entry["accuracy"] is None else f"{entry['accuracy']:.1%}",
+    ]
+
+
+def _median(values: Sequence[Any]) -> float | None:
+    numbers = [v for v in values if _number(v)]
+    return statistics.median(numbers) if numbers else None
 
 
 def _grouped(rows: Sequence[dict[str, Any]]) -> list[tuple[tuple, list[dict[str, Any]]]]:
