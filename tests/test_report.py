@@ -161,3 +161,13 @@ def test_the_bench_report_renders_in_a_browser(tmp_path):
                     assert any(runs[0].name in link for link in links)
         finally:
             browser.close()
+
+
+def test_the_literature_rows_carry_their_published_result(tmp_path):
+    runs = plan_bench("full", tasks=["adding"], lengths=[200], seeds=[0], steps=2, hidden=4)
+    rows = run_bench(runs, tmp_path, progress=False)
+    anchor = rows[0]["published"]
+    assert anchor and "Arjovsky" in anchor
+    assert anchor in (tmp_path / "report.html").read_text()
+    board = bptt.run.leaderboard(rows)
+    assert [column.header for column in board.columns][-1] == "published"

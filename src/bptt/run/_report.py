@@ -23,6 +23,7 @@ from typing import Any
 from bptt.run import _figures as figures
 from bptt.run._fields import ConfigError
 from bptt.run._io import atomic_write_text
+from bptt.run._literature import published_result
 from bptt.run._results import aggregate, entry_texts, read_results, read_summary, typed_row
 
 __all__ = ["write_bench_report", "write_report", "write_run_report"]
@@ -320,9 +321,12 @@ def _leaderboard_html(results: Sequence[dict[str, Any]]) -> str:
         "<h2>Leaderboard</h2><table><tr><th>group</th><th>task</th><th>T</th><th>method</th>"
         "<th>seeds solved</th><th>median steps to solve</th><th>median s to solve</th>"
         "<th>median final metric / baseline</th><th>median accuracy</th><th>verdicts</th>"
-        "</tr>"
+        "<th>published</th></tr>"
     ]
     for entry in aggregate(results):
+        published = entry["published"]
+        if published is None and entry["group"] == "literature":
+            published = published_result(entry["task"], entry["length"])
         solved = entry["solved"]
         if solved is None:
             css = "fitted"
@@ -335,7 +339,7 @@ def _leaderboard_html(results: Sequence[dict[str, Any]]) -> str:
             f"<td class='num'>{_e(length)}</td><td>{_e(entry['method'])}</td>"
             f"<td class='num {css}'>{_e(texts[0])}</td>"
             + "".join(f"<td class='num'>{_e(text)}</td>" for text in texts[1:])
-            + f"<td>{_e(', '.join(entry['verdicts']))}</td></tr>"
+            + f"<td>{_e(', '.join(entry['verdicts']))}</td><td>{_e(published or '')}</td></tr>"
         )
     lines.append("</table>")
     return "".join(lines)
