@@ -21,7 +21,7 @@
 
 from bptt.diagnose._distance import RecordPrecision, fit_rate, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, jacobian_product_norms, recurrent_spectrum
-from bptt.diagnose._monitor import Monitor
+from bptt.diagnose._monitor import Monitor, write_scalars
 from bptt.diagnose._run import RUN_VERDICTS, RunRecord, RunVerdict, judge_run
 from bptt.diagnose._saturation import saturation
 from bptt.diagnose._spikes import SpikeDetector
@@ -45,4 +45,5 @@ __all__ = [
     "judge_run",
     "recurrent_spectrum",
     "saturation",
+    "write_scalars",
 ]

@@ -12,7 +12,18 @@ from torch import Tensor, nn
 from bptt.diagnose._spikes import SpikeDetector
 from bptt.taps import RecordNorms
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "write_scalars"]
+
+
+def write_scalars(writer: Any, row: dict[str, Any], step: int) -> None:
+    """Write the finite numbers of a row as scalars named by their keys (booleans as 0
+    and 1; text, None, NaN and inf skipped: TensorBoard plots no gaps)."""
+    for key, value in row.items():
+        if key == "step" or isinstance(value, str) or value is None:
+            continue
+        number = float(value)
+        if math.isfinite(number):
+            writer.add_scalar(key, number, step)
 
 
 class Monitor:
@@ -42,11 +53,17 @@ class Monitor:
     if none or not known). Pass a clip policy as ``clip=`` after it ran to add
     ``clip_threshold`` and ``clipped``.
 
+    With ``writer=`` (a ``torch.utils.tensorboard.SummaryWriter``, or anything with
+    its ``add_scalar(tag, value, step)``), every row's finite numbers are also written
+    as TensorBoard scalars under their row names (``loss``, ``grad_norm``,
+    ``grad_norm/<parameter>``, ``loss_z``, ``grad_spike``, ``clip_threshold``, ...).
+
     Args:
         model: the module whose parameters' gradients are watched.
         window, z, min_history, floor: the spike detectors' settings
             (:class:`SpikeDetector`), the same for the loss and the gradient norm.
         locate_steps: provide the always-on tap that finds the non-finite time step.
+        writer: where to write each row as scalars (None: nowhere).
     """
 
     def __init__(
@@ -58,7 +75,14 @@ class Monitor:
         min_history: int = 10,
         floor: float = 0.05,
         locate_steps: bool = False,
+        writer: Any = None,
     ) -> None:
+        if writer is not None and not callable(getattr(writer, "add_scalar", None)):
+            raise TypeError(
+                f"writer must have add_scalar(tag, value, step), like SummaryWriter; "
+                f"got {type(writer).__name__}"
+            )
+        self.writer = writer
         self.names, self.parameters = [], []
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
@@ -114,6 +138,8 @@ class Monitor:
         if clip is not None:
             row["clip_threshold"] = clip.threshold
             row["clipped"] = clip.clipped
+        if self.writer is not None:
+            write_scalars(self.writer, row, step)
         return row
 
     def _parameter_norms(self) -> list[float]:

@@ -164,6 +164,12 @@ class TrainConfig(ConfigModel):
         ge=0,
         description="steps between diagnoses into diagnostics.jsonl; 0 for none.",
     )
+    tensorboard: Bool = Field(
+        False,
+        description="also write TensorBoard event files to RUN_DIR/tensorboard (every "
+        "logged row as scalars, each diagnosis's gradient by distance as a figure; needs "
+        "--out and the tensorboard package).",
+    )
     probe_size: Int = Field(
         32, ge=1, le=100_000, description="test sequences in the diagnoses' probe batch."
     )

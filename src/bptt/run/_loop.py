@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run
+from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run, write_scalars
 from bptt.run._batches import make_batches
 from bptt.run._build import (
     build_model,
@@ -95,6 +95,7 @@ class Run:
         if config.monitor:
             self.monitor = Monitor(self.model, window=config.spike_window, z=config.spike_z)
         self.probe = self.x_test[: config.probe_size]
+        self.writer = _tensorboard_writer(config, run_dir)
         self.batches = make_batches(config, self.task, self.model, step_taps(config), data_seed)
         self.take_step = make_step_rule(
             config,
@@ -210,6 +211,9 @@ class Run:
             return self._run(advance)
         except RunDirectoryError as err:
             raise RunStopped(self._stopped(err)) from err
+        finally:
+            if self.writer is not None:
+                self.writer.close()  # flushes the event file
 
     def _stopped(self, err: RunDirectoryError) -> str:
         """One line: what failed, where the run stopped, and how to go on."""
@@ -257,22 +261,23 @@ class Run:
                     last = last or config.stop_when_solved
             counters["wall_s"] = time.perf_counter() - start
             if self.run_dir is not None and (step % config.log_every == 0 or last):
-                self.run_dir.log(
-                    {
-                        **report.watched,
-                        "step": step,
-                        "loss": loss_value,
-                        "grad_norm": norm_value,
-                        "clip_threshold": self.policy.threshold,
-                        "clipped": report.clipped,
-                        "nonfinite": not finite,
-                        "lr": self.optimizer.param_groups[0].get("lr"),
-                        "test_loss": counters["test_loss"] if evaluated else None,
-                        "test_accuracy": counters.get("test_accuracy") if evaluated else None,
-                        "wall_s": round(counters["wall_s"], 4),
-                        "rollbacks": counters["rollbacks"],
-                    }
-                )
+                row = {
+                    **report.watched,
+                    "step": step,
+                    "loss": loss_value,
+                    "grad_norm": norm_value,
+                    "clip_threshold": self.policy.threshold,
+                    "clipped": report.clipped,
+                    "nonfinite": not finite,
+                    "lr": self.optimizer.param_groups[0].get("lr"),
+                    "test_loss": counters["test_loss"] if evaluated else None,
+                    "test_accuracy": counters.get("test_accuracy") if evaluated else None,
+                    "wall_s": round(counters["wall_s"], 4),
+                    "rollbacks": counters["rollbacks"],
+                }
+                self.run_dir.log(row)
+                if self.writer is not None:
+                    write_scalars(self.writer, row, step)
             if stop:
                 self._stop(step, loss_value, norm_value, report.watched)
             if (
@@ -283,6 +288,8 @@ class Run:
                 found = diagnose(self.model, self.probe, self.task.dependency_length)
                 record = json_safe({"step": step, **found.to_dict()})
                 self.run_dir.append_json("diagnostics.jsonl", record)
+                if self.writer is not None:
+                    _write_distance_figure(self.writer, found, step)
             advance(step, loss_value)
             patience = config.nonfinite_patience
             if patience and counters["streak"] >= patience and self.checkpoints.last is not None:
@@ -384,6 +391,32 @@ class Run:
         if self.run_dir is not None:
             self.run_dir.write_summary(json_safe(summary))
         return summary
+
+
+def _tensorboard_writer(config: TrainConfig, run_dir: RunDirectory | None) -> Any:
+    """A SummaryWriter on RUN_DIR/tensorboard when the config asks for one."""
+    if not config.tensorboard:
+        return None
+    if run_dir is None:
+        raise ConfigError("tensorboard", "needs a run directory: give --out")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        message = "needs the tensorboard package: pip install 'bptt[tensorboard]'"
+        raise ConfigError("tensorboard", message) from None
+    return SummaryWriter(str(run_dir.path / "tensorboard"), flush_secs=5)
+
+
+def _write_distance_figure(writer: Any, found: Any, step: int) -> None:
+    """A diagnosis's gradient by distance as a TensorBoard figure."""
+    from bptt.run._figures import distance_curves
+
+    numbers = found.numbers
+    figure = distance_curves(
+        [(f"step {step}: {found.verdict}", found.to_dict()["norms"])],
+        dependency=numbers.get("dependency_length"),
+    )
+    writer.add_figure("gradient_by_distance", figure, step)
 
 
 def _probe_curves(probe: Any) -> dict[str, Any]:
