@@ -1,0 +1,115 @@
+"""GradientCallback in a real Lightning Trainer on the CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import bptt
+from bptt.clip import Fixed, Percentile
+
+pl = pytest.importorskip("lightning.pytorch", reason="Lightning is not installed")
+from bptt.integrations.lightning import GradientCallback  # noqa: E402
+
+
+class _Recording(torch.optim.SGD):
+    """SGD that notes the gradient's norm it steps with: Lightning runs the closure
+    (forward, backward, then the callbacks' on_before_optimizer_step) inside step."""
+
+    def __init__(self, params, norms: list[float]) -> None:
+        super().__init__(params, lr=0.5)
+        self.norms = norms
+
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        grads = [
+            p.grad for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        self.norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+        super().step()
+        return loss
+
+
+class Adding(pl.LightningModule):
+    """A SequenceModel on the adding problem; ``norms`` keeps the gradient's norm that
+    the optimizer saw at every step (after the callback), for the test to check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = bptt.SequenceModel(bptt.cells.RNNCell(2, 16), 1)
+        self.norms: list[float] = []
+
+    def training_step(self, batch, index):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.model(x)[0], y)
+
+    def configure_optimizers(self):
+        return _Recording(self.parameters(), self.norms)
+
+    def train_dataloader(self):
+        x, y = bptt.tasks.adding_problem(10, 256, seed=0)
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+
+
+def _trainer(tmp_path, callback, steps, accumulate=1):
+    return pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        callbacks=[callback],
+        accumulate_grad_batches=accumulate,
+        logger=pl.loggers.CSVLogger(str(tmp_path)),
+        default_root_dir=str(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("PL_DISABLE_FORK", "1")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's advice on workers, logging
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # Lightning's own use of torch internals
+def test_the_callback_clips_what_the_optimizer_steps_with(tmp_path):
+    callback = GradientCallback(clip=Fixed(0.1))
+    module = Adding()
+    _trainer(tmp_path, callback, steps=12, accumulate=2).fit(module)
+    assert len(callback.rows) == 12 == len(module.norms)
+    for row, seen in zip(callback.rows, module.norms, strict=True):
+        assert math.isfinite(row["grad_norm"]) and row["clip_threshold"] == 0.1
+        # what the optimizer stepped with: the norm, clipped to 0.1 when above it
+        expected = min(row["grad_norm"], 0.1)
+        assert seen == pytest.approx(expected, rel=1e-5)
+        assert row["clipped"] == (row["grad_norm"] > 0.1)
+        assert "grad_norm/model.cell.weight_hh" in row
+    logged = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
+    assert "bptt/grad_norm" in logged and "bptt/clip_threshold" in logged
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # Lightning's own use of torch internals
+def test_a_resumed_fit_goes_on_with_the_policys_history(tmp_path):
+    first = GradientCallback(clip=Percentile(50))
+    trainer = _trainer(tmp_path / "a", first, steps=6)
+    trainer.fit(Adding())
+    checkpoint = tmp_path / "six.ckpt"
+    trainer.save_checkpoint(str(checkpoint))
+    history = first.clip.state_dict()["histories"][0].tolist()
+    again = GradientCallback(clip=Percentile(50))
+    _trainer(tmp_path / "b", again, steps=10).fit(Adding(), ckpt_path=str(checkpoint))
+    assert len(again.rows) == 4  # steps 7..10
+    assert again.clip.state_dict()["histories"][0].tolist()[: len(history)] == history
+    assert again.clip.state_dict()["calls"] == 10
+    assert again.monitor.loss_spikes.state_dict() != {}
+
+
+def test_a_bad_policy_is_refused():
+    with pytest.raises(TypeError, match="clip"):
+        GradientCallback(clip=1.0)
