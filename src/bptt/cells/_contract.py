@@ -62,11 +62,18 @@ class RecurrentCell(nn.Module):
     the readout should see something other than the tuple's first element).
     ``recurrent_parameters`` names the parameters of the recurrence (``weight_hh``; the
     orthogonal cell's ``skew``), which a training run may give their own learning rate.
+    A cell whose single state tensor is wider than its output (the LRU's real and
+    imaginary parts) says so with :attr:`state_width`.
     """
 
     input_size: int
     hidden_size: int
     recurrent_parameters: tuple[str, ...] = ("weight_hh",)  # what a separate rate applies to
+
+    @property
+    def state_width(self) -> int:
+        """The width of a single-tensor state: H, unless a subclass says otherwise."""
+        return self.hidden_size
 
     def initial_state(
         self,
@@ -75,8 +82,8 @@ class RecurrentCell(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> State:
-        """Zeros (batch_size, H)."""
-        return torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        """Zeros (batch_size, :attr:`state_width`)."""
+        return torch.zeros(batch_size, self.state_width, device=device, dtype=dtype)
 
     def output(self, state: State) -> Tensor:
         """The state itself, or the first element of a tuple state: (B, H)."""

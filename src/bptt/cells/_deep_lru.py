@@ -97,15 +97,10 @@ class DeepLRUCell(RecurrentCell):
         zero = torch.zeros(self.hidden_size, self.hidden_size, dtype=self.encoder.weight.dtype)
         return torch.block_diag(*(unit.weight_hh for unit in self.units), zero)
 
-    def initial_state(
-        self,
-        batch_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zeros (batch_size, 2 N L + H)."""
-        return torch.zeros(batch_size, sum(self._widths), device=device, dtype=dtype)
+    @property
+    def state_width(self) -> int:
+        """2 N L + H: every layer's LRU state and the residual stream."""
+        return sum(self._widths)
 
     def output(self, state: Tensor) -> Tensor:
         """The residual stream u after the last layer: (B, H)."""

@@ -126,15 +126,10 @@ class LRUCell(RecurrentCell):
         gamma = torch.exp(self.gamma_log).repeat_interleave(2)
         return x @ (self.weight_ih * gamma.unsqueeze(1)).T  # scale the weight, not (B, T, 2N)
 
-    def initial_state(
-        self,
-        batch_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zeros (batch_size, 2N)."""
-        return torch.zeros(batch_size, 2 * self.state_size, device=device, dtype=dtype)
+    @property
+    def state_width(self) -> int:
+        """2N: the real and imaginary parts of the N units."""
+        return 2 * self.state_size
 
     def output(self, state: Tensor) -> Tensor:
         """Re(C h): (B, H)."""

@@ -56,14 +56,14 @@ def _run_gru(cell: GRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[T
 def _run_lru(cell: LRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
     """The LRU by a parallel scan: the drive of every step in one matmul, the states by
     a log-depth scan, the outputs in one matmul; taps in the scan's backward."""
-    lam_re, lam_im = cell.eigenvalues()
-    states = LinearScan.apply(lam_re, lam_im, cell.input_drive(x), state, tuple(taps))
+    states = _scan_unit(cell, x, state, tuple(taps))
     return cell.output(states), states[:, -1]
 
 
-def _scan_unit(unit: LRUCell, z: Tensor, start: Tensor) -> Tensor:
+def _scan_unit(unit: LRUCell, z: Tensor, start: Tensor, taps: tuple = ()) -> Tensor:
+    """One LRU's states (B, T, 2N) over the inputs z (B, T, F) by its scan."""
     lam_re, lam_im = unit.eigenvalues()
-    return LinearScan.apply(lam_re, lam_im, unit.input_drive(z), start, ())
+    return LinearScan.apply(lam_re, lam_im, unit.input_drive(z), start, taps)
 
 
 def _run_deep_lru(cell: DeepLRUCell, x: Tensor, state: Tensor, taps: Sequence):

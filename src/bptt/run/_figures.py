@@ -85,15 +85,22 @@ def learning_curve(
         )
     if baseline is not None and baseline > 0:
         axes.axhline(baseline, ls="--", color="grey", lw=1, label="baseline (trivial predictor)")
-    spikes = (_column(metrics, "loss_spike") == 1) & ok
-    if spikes.any():
-        axes.plot(steps[spikes], loss[spikes], "^", ms=5, color="tab:orange", label="loss spike")
+    _mark_spikes(axes, steps, loss, _column(metrics, "loss_spike") == 1, "loss spike")
     _mark_nonfinite(axes, steps, _column(metrics, "nonfinite"))
     axes.set_yscale("log")
     axes.set_xlabel("optimizer step")
     axes.set_ylabel(f"{metric} (log scale)")
     axes.legend(fontsize=8, loc="best")
     return figure
+
+
+def _mark_spikes(
+    axes: Any, steps: np.ndarray, values: np.ndarray, flags: np.ndarray, label: str
+) -> None:
+    """A triangle on every flagged step whose value can be drawn on a log scale."""
+    spikes = flags & _positive(values)
+    if spikes.any():
+        axes.plot(steps[spikes], values[spikes], "^", ms=5, color="tab:orange", label=label)
 
 
 def _mark_nonfinite(axes: Any, steps: np.ndarray, nonfinite: np.ndarray) -> None:
@@ -134,11 +141,7 @@ def gradient_norm_figure(metrics: Sequence[dict[str, str]]) -> Figure:
             alpha=0.5,
             label=f"clipped ({int(clipped.sum())} logged steps)",
         )
-    spikes = (_column(metrics, "grad_spike") == 1) & ok
-    if spikes.any():
-        axes.plot(
-            steps[spikes], norm[spikes], "^", ms=5, color="tab:orange", label="gradient-norm spike"
-        )
+    _mark_spikes(axes, steps, norm, _column(metrics, "grad_spike") == 1, "gradient-norm spike")
     _mark_nonfinite(axes, steps, _column(metrics, "nonfinite"))
     axes.set_yscale("log")
     axes.set_xlabel("optimizer step")
