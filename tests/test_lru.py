@@ -209,7 +209,7 @@ def test_bad_stacks_are_refused():
             bptt.cells.DeepLRUCell(2, 4, layers=layers)
 
 
-def test_a_stacked_lru_gives_every_layers_eigenvalues_their_own_rate():
+def test_a_stacked_lru_gives_every_layers_eigenvalues_gamma_and_b_their_own_rate():
     from bptt.run import TrainConfig, build_model
     from bptt.run._build import parameter_groups
     from bptt.tasks import make_task
@@ -223,7 +223,18 @@ def test_a_stacked_lru_gives_every_layers_eigenvalues_their_own_rate():
     expected = {
         id(getattr(unit, name))
         for unit in model.cell.units
-        for name in ("nu_log", "theta_log", "gamma_log")
-    }
+        for name in ("nu_log", "theta_log", "gamma_log", "weight_ih")
+    }  # minimal-LRU's "ssm" group; the encoder, C, D and the mixing keep lr
     assert recurrent == expected and groups[1]["lr"] == 5e-4
     assert len(groups[0]["params"]) + len(recurrent) == len(list(model.parameters()))
+
+
+def test_the_lru_recipe_is_minimal_lrus_settings():
+    from bptt.run import TrainConfig, build_model
+    from bptt.run._build import make_optimizer
+    from bptt.tasks import make_task
+
+    config = TrainConfig.from_dict({"task": "adding", "length": 5, "method": "lru", "hidden": 4})
+    assert (config.cell, config.optimizer, config.lr_schedule) == ("deep-lru", "adam", "cosine")
+    optimizer = make_optimizer(config, build_model(config, make_task("adding", 5)))
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-3, 5e-4]

@@ -284,3 +284,73 @@ def test_classification_runs_report_their_test_accuracy(tmp_path, task, length):
     )
     regression = bptt.train({**config, "task": "adding", "length": 5}).summary
     assert regression["accuracy"] is None
+
+
+def test_a_validation_split_chooses_the_model_and_the_test_set_is_scored_once(tmp_path):
+    config = {"task": "pdigits", "cell": "gru", "hidden": 16, "steps": 60, "threads": 1}
+    config.update({"eval_every": 10, "log_every": 10, "lr": 1e-2, "validation_share": 0.2})
+    config.update({"checkpoint_every": 20})
+    scored = []
+    real_evaluate = bptt.run._loop.evaluate
+
+    def spy(model, task, x, y, run_config):  # which set each evaluation scores
+        scored.append(x.shape[0])
+        return real_evaluate(model, task, x, y, run_config)
+
+    bptt.run._loop.evaluate = spy
+    try:
+        result = bptt.train({**config, "out": str(tmp_path / "run")})
+    finally:
+        bptt.run._loop.evaluate = real_evaluate
+    summary = result.summary
+    validation, test = 287, 360  # 20% of the 1,437 training images; the 360 held out
+    assert scored == [validation] * 6 + [test]  # six validations, then the test set once
+    rows = [r for r in _metrics(tmp_path / "run") if r["val_accuracy"] != ""]
+    assert len(rows) == 6 and all(r["test_loss"] == "" for r in rows)
+    # the kept model is the first with the best validation accuracy (ties: lower loss)
+    best = max(rows, key=lambda r: (float(r["val_accuracy"]), -float(r["val_loss"])))
+    assert summary["selected_step"] == int(best["step"])
+    assert summary["val_accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-12)
+    # the summary's accuracy is the kept model's on the test set, counted by hand
+    run_config = TrainConfig.from_dict({**config, "out": str(tmp_path / "run")})
+    x, y = held_out_set(run_config, make_task("pdigits", 64))
+    model = build_model(run_config, make_task("pdigits", 64))
+    model.load_state_dict(torch.load(tmp_path / "run" / "model.pt", weights_only=True))
+    with torch.no_grad():
+        expected = (model(x)[0].argmax(-1) == y).double().mean().item()
+    assert summary["accuracy"] == pytest.approx(expected, abs=1e-12)
+    # resumed from a checkpoint, the same choice and the same model, bit for bit
+    bptt.train({**config, "steps": 30, "out": str(tmp_path / "short")})
+    bptt.resume(tmp_path / "short", steps=60)
+    again = json.loads((tmp_path / "short" / "summary.json").read_text())
+    assert again["selected_step"] == summary["selected_step"]
+    ours = torch.load(tmp_path / "short" / "model.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_validation_split_is_fixed_disjoint_and_refused_where_data_is_generated():
+    from collections import Counter
+
+    def examples(x, y):
+        return Counter((tuple(a.flatten().tolist()), int(b)) for a, b in zip(x, y, strict=True))
+
+    task = make_task("digits", 64)
+    before = examples(*task._train)
+    x_val, y_val = task.hold_out(0.1)
+    again_x, _ = make_task("digits", 64).hold_out(0.1)
+    assert torch.equal(x_val, again_x)  # the same images for every run
+    # the training set is split in two: every example in exactly one part
+    assert examples(x_val, y_val) + examples(*task._train) == before
+    assert x_val.shape[0] == 143 and not (
+        examples(*task.test_set(0, None)) & examples(x_val, y_val)
+    )
+    for share in (0, 0.5, -1, "0.1", True):
+        with pytest.raises(ValueError, match="share"):
+            make_task("digits", 64).hold_out(share)
+    with pytest.raises(ValueError, match="generates"):
+        make_task("adding", 5).hold_out(0.1)
+    with pytest.raises(ConfigError, match="validation_share"):
+        TrainConfig.from_dict({"task": "adding", "validation_share": 0.1})
+    with pytest.raises(ConfigError, match="validation_share"):
+        TrainConfig.from_dict({"task": "pdigits", "validation_share": 0.5})

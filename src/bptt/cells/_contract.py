@@ -61,7 +61,8 @@ class RecurrentCell(nn.Module):
     whose state is a tuple overrides :meth:`initial_state` (and :meth:`output` when
     the readout should see something other than the tuple's first element).
     ``recurrent_parameters`` names the parameters of the recurrence (``weight_hh``; the
-    orthogonal cell's ``skew``), which a training run may give their own learning rate.
+    orthogonal cell's ``skew``; the LRU's eigenvalues, gamma and B, as the paper's code
+    groups them), which a training run may give their own learning rate.
     A cell whose single state tensor is wider than its output (the LRU's real and
     imaginary parts) says so with :attr:`state_width`.
     """

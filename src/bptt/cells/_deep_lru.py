@@ -58,7 +58,8 @@ class DeepLRUCell(RecurrentCell):
         mixing: the L position-wise blocks.
     """
 
-    recurrent_parameters = ("nu_log", "theta_log", "gamma_log")
+    # the eigenvalues, gamma and B: what the paper's code trains at a slower rate
+    recurrent_parameters = ("nu_log", "theta_log", "gamma_log", "weight_ih")
 
     def __init__(
         self,

@@ -52,7 +52,8 @@ class LRUCell(RecurrentCell):
             1/(2N) in each part).
     """
 
-    recurrent_parameters = ("nu_log", "theta_log", "gamma_log")  # the paper's slower rate
+    # the eigenvalues, gamma and B: what the paper's code trains at a slower rate
+    recurrent_parameters = ("nu_log", "theta_log", "gamma_log", "weight_ih")
 
     def __init__(
         self,

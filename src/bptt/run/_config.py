@@ -176,6 +176,15 @@ class TrainConfig(ConfigModel):
     stop_when_solved: Bool = Field(
         False, description="end the run at the first evaluation that finds it solved."
     )
+    validation_share: Float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description="share of a fixed training set (digits, pdigits) set aside for "
+        "validation: the evaluations during training score it, the run keeps the model of "
+        "the best one (accuracy, else loss), and the test set is scored once, at the end, "
+        "on that model; 0: none (the test set is evaluated during training).",
+    )
     time_limit_s: Float = Field(
         0.0,
         ge=0.0,
@@ -274,6 +283,9 @@ class TrainConfig(ConfigModel):
             message = f"must be >= {task.min_length} for task {self.task}; got {self.length}"
             raise ConfigError("length", message)
         self._refuse_unused_settings()
+        if self.validation_share and not task.has_training_set:
+            message = f"task {self.task} generates fresh data: it has no training set to split"
+            raise ConfigError("validation_share", message)
         if self.optimizer == "hf":
             if task.stream:
                 raise ConfigError("optimizer", "hf trains sequence tasks, not streams")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run, write_scalars
 from bptt.run._batches import make_batches
@@ -90,6 +90,9 @@ class Run:
             self.model = build_model(config, self.task)
         self.optimizer = make_optimizer(config, self.model)
         self.x_test, self.y_test = test_set(config, self.task)
+        # taken out of the training set before the batches are drawn from it
+        self.validation = _validation_set(config, self.task) if config.validation_share else None
+        self.best: dict[str, Any] | None = None  # with validation: the best model so far
         self.policy = make_clip_policy(config)
         self.monitor = None
         if config.monitor:
@@ -119,6 +122,8 @@ class Run:
             "loss": math.nan,
             "test_loss": math.nan,
             "test_accuracy": None,
+            "val_loss": math.nan,
+            "val_accuracy": None,
             "wall_s": 0.0,
             "checkpoint_errors": 0,
         }
@@ -141,6 +146,7 @@ class Run:
             "torch_rng": torch.get_rng_state(),
             "counters": dict(self.counters),
             "record": self.record.state_dict(),
+            "best": self.best,
         }
 
     def load_state_dict(self, state: dict[str, Any], *, keep_counters: bool = False) -> None:
@@ -170,6 +176,8 @@ class Run:
             self.monitor.load_state_dict(state["monitor"])
         self.batches.load_state_dict(state["batches"])
         torch.set_rng_state(state["torch_rng"])
+        if self.validation is not None:
+            self.best = state.get("best")
         if not keep_counters:
             self.counters = dict(state["counters"])
             self.record = RunRecord()
@@ -252,7 +260,12 @@ class Run:
             out_of_time = 0 < config.time_limit_s <= time.perf_counter() - start
             last = step == config.steps or stop or out_of_time
             evaluated = step % config.eval_every == 0 or last
-            if evaluated:
+            if evaluated and self.validation is not None:
+                score = self._validate(step)
+                if counters["solved_step"] is None and self.task.is_solved(score):
+                    counters["solved_step"] = step
+                    last = last or config.stop_when_solved
+            elif evaluated:
                 counters["test_loss"], counters["test_accuracy"] = evaluate(
                     self.model, self.task, self.x_test, self.y_test, config
                 )
@@ -260,6 +273,7 @@ class Run:
                     counters["solved_step"] = step
                     last = last or config.stop_when_solved
             counters["wall_s"] = time.perf_counter() - start
+            tested = evaluated and self.validation is None  # else once, at the end
             if self.run_dir is not None and (step % config.log_every == 0 or last):
                 row = {
                     **report.watched,
@@ -270,11 +284,14 @@ class Run:
                     "clipped": report.clipped,
                     "nonfinite": not finite,
                     "lr": self.optimizer.param_groups[0].get("lr"),
-                    "test_loss": counters["test_loss"] if evaluated else None,
-                    "test_accuracy": counters.get("test_accuracy") if evaluated else None,
+                    "test_loss": counters["test_loss"] if tested else None,
+                    "test_accuracy": counters.get("test_accuracy") if tested else None,
                     "wall_s": round(counters["wall_s"], 4),
                     "rollbacks": counters["rollbacks"],
                 }
+                if self.validation is not None:
+                    row["val_loss"] = counters["val_loss"] if evaluated else None
+                    row["val_accuracy"] = counters["val_accuracy"] if evaluated else None
                 self.run_dir.log(row)
                 if self.writer is not None:
                     write_scalars(self.writer, row, step)
@@ -303,6 +320,38 @@ class Run:
                 break
         return self._summary(time.perf_counter() - start, advance)
 
+    def _validate(self, step: int) -> float:
+        """Score the validation set, keep the model if it is the best so far (accuracy,
+        then loss); returns the validation loss."""
+        counters = self.counters
+        x_val, y_val = self.validation
+        loss, accuracy = evaluate(self.model, self.task, x_val, y_val, self.config)
+        counters["val_loss"], counters["val_accuracy"] = loss, accuracy
+        score = (accuracy if accuracy is not None else -math.inf, -loss)
+        if math.isfinite(loss) and (self.best is None or score > tuple(self.best["score"])):
+            model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best = {"step": step, "score": list(score), "model": model}
+        return loss
+
+    def _select_best(self) -> dict[str, Any]:
+        """With validation: load the best model, score the test set once on it; the
+        summary's fields on the choice."""
+        if self.validation is None:
+            return {}
+        chosen = {"selected_step": None, "val_loss": None, "val_accuracy": None}
+        if self.best is not None:
+            self.model.load_state_dict(self.best["model"])
+            accuracy, negative_loss = self.best["score"]
+            chosen = {
+                "selected_step": self.best["step"],
+                "val_loss": -negative_loss,
+                "val_accuracy": None if accuracy == -math.inf else accuracy,
+            }
+        self.counters["test_loss"], self.counters["test_accuracy"] = evaluate(
+            self.model, self.task, self.x_test, self.y_test, self.config
+        )
+        return {**chosen, "validation_share": self.config.validation_share}
+
     def _stop(self, step: int, loss_value: float, norm_value: float, watched: dict) -> None:
         message = (
             f"step {step}: non-finite loss ({loss_value}) or gradient norm ({norm_value})"
@@ -318,6 +367,7 @@ class Run:
         """The outcome: written with the model first, then again with the verdict, so a
         diagnosis that fails or is killed never costs the trained model."""
         config, counters, task, model = self.config, self.counters, self.task, self.model
+        chosen = self._select_best()  # the test set is scored here when validation chose
         test_loss = counters["test_loss"]
         weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
         summary = {
@@ -349,6 +399,7 @@ class Run:
             "baseline_loss": task.baseline_loss,
             "solved": task.is_solved(test_loss),
             "solved_step": counters["solved_step"],
+            **chosen,
             "nonfinite_steps": counters["nonfinite_steps"],
             "rollbacks": counters["rollbacks"],
             "checkpoint_errors": counters.get("checkpoint_errors", 0),
@@ -391,6 +442,12 @@ class Run:
         if self.run_dir is not None:
             self.run_dir.write_summary(json_safe(summary))
         return summary
+
+
+def _validation_set(config: TrainConfig, task: Any) -> tuple[Tensor, Tensor]:
+    """The task's validation split, on the run's device and dtype."""
+    x, y = task.hold_out(config.validation_share)
+    return x.to(device=config.device, dtype=config.torch_dtype), y.to(config.device)
 
 
 def _tensorboard_writer(config: TrainConfig, run_dir: RunDirectory | None) -> Any:

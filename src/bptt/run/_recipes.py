@@ -143,4 +143,9 @@ RECIPES: dict[str, Recipe] = {
         },
         _exprnn,
     ),
+    "lru": Recipe(
+        "two linear recurrent units with mixing (deep LRU), Adam lr 1e-3 (5e-4 for the "
+        "units), cosine, as minimal-LRU",
+        {"cell": "deep-lru", "lr": 1e-3, "lr_recurrent": 5e-4, "lr_schedule": "cosine"},
+    ),
 }

@@ -82,6 +82,22 @@ class Task(ABC):
     ) -> tuple[Tensor, Tensor]:
         """A batch ``(x, y)`` with x of shape (B, T, F)."""
 
+    #: whether :meth:`hold_out` can set part of a fixed training set aside
+    has_training_set: bool = False
+
+    def hold_out(self, share: float) -> tuple[Tensor, Tensor]:
+        """Set aside a fixed ``share`` of the training set as a validation set, which
+        training batches no longer draw from; returns it as ``(x, y)``.
+
+        Only a task with a fixed training set (:attr:`has_training_set`) has one to
+        split: a generated task draws fresh data at every step, so its test set is
+        already unseen.
+
+        Raises:
+            ValueError: the task generates its data, or ``share`` is not in (0, 0.5).
+        """
+        raise ValueError(f"task {self.name} generates its data: it has no training set to split")
+
     def test_set(
         self,
         size: int,

@@ -15,6 +15,7 @@ PIXELS = 64
 TEST_SHARE = 0.2
 _SPLIT_SEED = 2026  # the fixed train/test split
 _PERMUTATION_SEED = 1997  # the fixed pixel order of the permuted task
+_VALIDATION_SEED = 2027  # which training images a validation split takes
 
 
 def load_digits() -> tuple[Tensor, Tensor]:
@@ -39,8 +40,9 @@ class DigitsTask(Classification, Task):
     """Sequential digits, T = 64 (row by row), 10 classes, cross-entropy at the last step.
 
     A fixed split holds out 20% of the 1,797 images as the test set; training batches
-    are drawn from the rest. Baseline ln 10; solved below a test cross-entropy of 0.2.
-    The task's length must be 64.
+    are drawn from the rest, less a validation set if :meth:`hold_out` took one.
+    Baseline ln 10; solved below a test cross-entropy of 0.2. The task's length must be
+    64.
     """
 
     name = "digits"
@@ -52,6 +54,7 @@ class DigitsTask(Classification, Task):
     fixed_length = PIXELS
     solved_below = 0.2
     order: Tensor | None = None  # a pixel permutation, for the permuted variant
+    has_training_set = True
 
     def __init__(self, length: int = PIXELS) -> None:
         if length != PIXELS:
@@ -70,6 +73,25 @@ class DigitsTask(Classification, Task):
     @property
     def baseline_loss(self) -> float:
         return math.log(10)
+
+    def hold_out(self, share: float) -> tuple[Tensor, Tensor]:
+        """A fixed ``share`` of the training images (the same for every seed) as a
+        validation set ``(x (V, 64, 1), y (V,))``, removed from the training batches.
+
+        >>> x, y = DigitsTask().hold_out(0.1)
+        >>> tuple(x.shape), tuple(y.shape)
+        ((143, 64, 1), (143,))
+        """
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 0.5:
+            raise ValueError(f"share must be a number in (0, 0.5), got {share!r}")
+        pixels, labels = self._train
+        count = labels.shape[0]
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(_VALIDATION_SEED))
+        cut = int(count * share)
+        if cut < 1:
+            raise ValueError(f"share {share} of {count} training images is no image")
+        self._train = pixels[order[cut:]], labels[order[cut:]]
+        return pixels[order[:cut]], labels[order[:cut]]
 
     def sample(self, batch_size, generator, *, device=None, dtype=torch.float32):
         pixels, labels = self._train
