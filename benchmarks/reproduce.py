@@ -15,6 +15,7 @@ later call with a larger one continues it.
 
     python benchmarks/reproduce.py                      # every row, seeds 0, 1, 2
     python benchmarks/reproduce.py --rows copy:1000,adding:1000 --seeds 0
+    python benchmarks/reproduce.py --rows adding:5000:lru    # one method's row
     python benchmarks/reproduce.py --table-only         # the table of what has finished
 
 The settings of each recipe cite their source in ``bptt.run.RECIPES``' docstrings.
@@ -139,7 +140,7 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default="", help="task:length,... (default: every row)")
+    parser.add_argument("--rows", default="", help="task:length[:method],... (default: every row)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=0, help="step budget (default: the row's)")
     parser.add_argument("--eval-every", type=int, default=100)
@@ -153,10 +154,11 @@ def main() -> None:
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     wanted = {r for r in args.rows.split(",") if r.strip()}
-    rows = [row for row in ROWS if not wanted or row.key in wanted]
-    unknown = wanted - {row.key for row in ROWS}
+    rows = [row for row in ROWS if not wanted or any(row.named_by(name) for name in wanted)]
+    unknown = {name for name in wanted if not any(row.named_by(name) for row in ROWS)}
     if unknown:
-        parser.error(f"unknown rows {sorted(unknown)}; known: {[r.key for r in ROWS]}")
+        known = [f"{r.key}:{r.method}" for r in ROWS]
+        parser.error(f"unknown rows {sorted(unknown)}; known (the method may be left out): {known}")
     if not args.table_only:
         run_all(rows, args)
     print(table(rows, args))

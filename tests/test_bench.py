@@ -25,6 +25,7 @@ from bptt.run import (
     run_bench,
 )
 from bptt.run._executors import threads_per_worker
+from bptt.run._literature import published_result
 from bptt.run._plan import QUICK_METHODS
 from bptt.run._results import aggregate, typed_row
 
@@ -70,7 +71,17 @@ def test_the_full_profile_is_the_literature_table():
     assert len(runs) == 3 * len(LITERATURE_ROWS)
     assert all(run.published for run in runs)
     copy = plan_bench("full", tasks=["copy"], lengths=[1000], seeds=[0])
-    assert [(r.task, r.length, r.method) for r in copy] == [("copy", 1000, "exprnn")]
+    assert [(r.task, r.length, r.method) for r in copy] == [
+        ("copy", 1000, "exprnn"),
+        ("copy", 1000, "lru"),  # the LRU beside the best first-wave method
+    ]
+    lru = plan_bench("full", methods=["lru"], seeds=[0])
+    assert sorted((r.task, r.length) for r in lru) == [
+        (task, length) for task in ("adding", "copy") for length in (1000, 2000, 5000)
+    ]
+    assert "0.0121" in published_result("adding", 5000, "lru")
+    assert "expRNN" in published_result("copy", 1000, "exprnn")
+    assert published_result("copy", 1000, "rnn") is None
 
 
 @pytest.mark.parametrize(

@@ -33,13 +33,21 @@ class LiteratureRow:
 
     @property
     def key(self) -> str:
-        """``task:length``, as ``--rows`` names it."""
+        """``task:length``, as ``--rows`` names it (every method's row at that length)."""
         return f"{self.task}:{self.length}"
+
+    def named_by(self, name: str) -> bool:
+        """Whether ``task:length`` or ``task:length:method`` names this row."""
+        return name in (self.key, f"{self.key}:{self.method}")
 
 
 # expRNN's copy-task code (lezcano/expRNN, 1_copying.py): hidden 190, batch 128, 4,000 steps.
 EXPRNN = {"hidden": 190, "batch_size": 128, "steps": 4000}
 CHRONO = {"hidden": 128, "batch_size": 128, "steps": 4000}
+# two LRU layers at H = N = 64: about 51,000 parameters, between expRNN's at H=190
+# (about 40,000 on copy) and the chrono LSTM's at H=128 (about 68,000 on adding)
+LRU = {"hidden": 64, "batch_size": 128, "steps": 4000}
+NO_LRU_ANCHOR = "- (the LRU paper reports neither; compare the rows above)"
 
 LITERATURE_ROWS: tuple[LiteratureRow, ...] = (
     LiteratureRow("copy", 200, "exprnn", "solved (nnRNN release: expRNN, H=128)", EXPRNN),
@@ -54,12 +62,26 @@ LITERATURE_ROWS: tuple[LiteratureRow, ...] = (
     LiteratureRow("adding", 1000, "lstm-chrono", "goal: MSE < 1e-3 (ten times 'solved')", CHRONO),
     LiteratureRow("order3", 200, "lstm-chrono", "solved (Hochreiter & Schmidhuber 1997)", CHRONO),
     LiteratureRow("order3", 500, "lstm-chrono", "goal: 3 of 3 seeds", CHRONO),
+    LiteratureRow("copy", 1000, "lru", NO_LRU_ANCHOR, LRU),
+    LiteratureRow("copy", 2000, "lru", NO_LRU_ANCHOR, LRU),
+    LiteratureRow("copy", 5000, "lru", NO_LRU_ANCHOR, LRU),
+    LiteratureRow("adding", 1000, "lru", NO_LRU_ANCHOR, LRU),
+    LiteratureRow("adding", 2000, "lru", NO_LRU_ANCHOR, LRU),
+    LiteratureRow(
+        "adding",
+        5000,
+        "lru",
+        "goal: MSE < 0.0121, reported for a shuffling RNN (Rotman & Wolf 2021; a secondary "
+        "source's figure, not checked against the paper)",
+        LRU,
+    ),
 )
 
 
-def published_result(task: str, length: int) -> str | None:
-    """The anchor of the literature row for this task and length, or None."""
+def published_result(task: str, length: int, method: str | None = None) -> str | None:
+    """The anchor of the literature row for this task, length and method (the first
+    row of any method when ``method`` is None), or None."""
     for row in LITERATURE_ROWS:
-        if row.task == task and row.length == length:
+        if row.task == task and row.length == length and method in (None, row.method):
             return row.anchor
     return None

@@ -326,7 +326,7 @@ def _leaderboard_html(results: Sequence[dict[str, Any]]) -> str:
     for entry in aggregate(results):
         published = entry["published"]
         if published is None and entry["group"] == "literature":
-            published = published_result(entry["task"], entry["length"])
+            published = published_result(entry["task"], entry["length"], entry["method"])
         solved = entry["solved"]
         if solved is None:
             css = "fitted"
