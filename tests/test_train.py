@@ -354,3 +354,26 @@ def test_a_validation_split_is_fixed_disjoint_and_refused_where_data_is_generate
         TrainConfig.from_dict({"task": "adding", "validation_share": 0.1})
     with pytest.raises(ConfigError, match="validation_share"):
         TrainConfig.from_dict({"task": "pdigits", "validation_share": 0.5})
+
+
+def test_weight_decay_is_decoupled_and_spares_the_recurrences_own_group():
+    from bptt.run._build import make_optimizer
+
+    config = TrainConfig.from_dict(
+        {"task": "adding", "length": 5, "method": "lru", "hidden": 4, "weight_decay": 0.1}
+    )  # the recipe's 0.05 overridden
+    model = build_model(config, make_task("adding", 5))
+    optimizer = make_optimizer(config, model)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # no gradient: AdamW's step is its decay alone
+    optimizer.step()
+    spared = {id(p) for p in optimizer.param_groups[1]["params"]}
+    for name, p in model.named_parameters():
+        factor = 1.0 if id(p) in spared else 1 - 1e-3 * 0.1  # lr 1e-3 of the recipe
+        torch.testing.assert_close(p.detach(), before[name] * factor, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="weight_decay"):
+        TrainConfig.from_dict({"optimizer": "sgd", "weight_decay": 0.1})
+    with pytest.raises(ConfigError, match="weight_decay"):
+        TrainConfig.from_dict({"weight_decay": -1})

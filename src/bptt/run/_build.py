@@ -122,10 +122,13 @@ def parameter_groups(config: TrainConfig, model: SequenceModel) -> list[dict[str
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam, RMSprop or SGD (Nesterov when momentum > 0) over the model's parameter
-    groups (:func:`parameter_groups`)."""
+    """Adam (AdamW with ``weight_decay``), RMSprop or SGD (Nesterov when momentum > 0)
+    over the model's parameter groups (:func:`parameter_groups`)."""
     if config.optimizer != "hf":
         params = parameter_groups(config, model)
+    if config.optimizer == "adam" and config.weight_decay:
+        params[0]["weight_decay"] = config.weight_decay  # the recurrence's group: none
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
     if config.optimizer == "hf":

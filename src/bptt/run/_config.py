@@ -82,6 +82,14 @@ class TrainConfig(ConfigModel):
         description="learning rate of the recurrence's own parameters (W_hh; the orthogonal "
         "cell's A), as expRNN gives them (10x below lr); default: lr. Scheduled as lr is.",
     )
+    weight_decay: Float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="decoupled weight decay (Adam becomes AdamW, Loshchilov & Hutter 2019), "
+        "on every parameter but the recurrence's own when lr_recurrent gives them a group "
+        "(as the LRU's code leaves its eigenvalues undecayed); adam only.",
+    )
     optimizer: Literal[OPTIMIZERS] = Field(
         "adam", description="adam, sgd, rmsprop, or hf (Hessian-free, bptt.optim)."
     )
@@ -338,6 +346,7 @@ class TrainConfig(ConfigModel):
             "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
             "lr": first_order,
             "lr_recurrent": first_order,
+            "weight_decay": (self.optimizer == "adam", "optimizer adam"),
             "lr_schedule": first_order,
             "lr_end_factor": (self.lr_schedule == "cosine", "lr_schedule cosine"),
             "hf_damping": hessian_free,

@@ -144,8 +144,14 @@ RECIPES: dict[str, Recipe] = {
         _exprnn,
     ),
     "lru": Recipe(
-        "two linear recurrent units with mixing (deep LRU), Adam lr 1e-3 (5e-4 for the "
+        "two linear recurrent units with mixing (deep LRU), AdamW lr 1e-3 (5e-4 for the "
         "units), cosine, as minimal-LRU",
-        {"cell": "deep-lru", "lr": 1e-3, "lr_recurrent": 5e-4, "lr_schedule": "cosine"},
+        {
+            "cell": "deep-lru",
+            "lr": 1e-3,
+            "lr_recurrent": 5e-4,
+            "lr_schedule": "cosine",
+            "weight_decay": 0.05,
+        },
     ),
 }
