@@ -77,7 +77,8 @@ def test_the_full_profile_is_the_literature_table():
     ]
     lru = plan_bench("full", methods=["lru"], seeds=[0])
     assert sorted((r.task, r.length) for r in lru) == [
-        (task, length) for task in ("adding", "copy") for length in (1000, 2000, 5000)
+        *((task, length) for task in ("adding", "copy") for length in (1000, 2000, 5000)),
+        ("pdigits", 64),
     ]
     assert "0.0121" in published_result("adding", 5000, "lru")
     assert "expRNN" in published_result("copy", 1000, "exprnn")
