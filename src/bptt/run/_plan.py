@@ -179,8 +179,8 @@ def _full(seeds: Sequence[int], steps: int | None) -> list[PlannedRun]:
     runs = []
     for row, seed in itertools.product(LITERATURE_ROWS, seeds):
         fields = {"task": row.task, "length": row.length, "method": row.method, "seed": seed}
-        fields.update(row.settings)
         fields.update(stop_when_solved=True, eval_every=100, test_size=1000)
+        fields.update(row.settings)  # a row chosen on validation trains to its end
         if steps:
             fields["steps"] = steps
         runs.append(_trained("literature", row.method, fields, row.anchor))
