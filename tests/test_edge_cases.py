@@ -87,6 +87,32 @@ def test_without_a_probe_the_verdict_does_not_claim_the_gradient_was_measured():
     assert "not measured" in verdict.reasons[-1]
 
 
+def test_a_training_set_learned_and_the_test_set_not_is_overfitting():
+    def record_of(late_loss):
+        record = RunRecord()
+        for step in range(1, 101):  # from ln 10 down to the late level
+            record.update(step, max(2.3 * 0.9**step, late_loss), 1.0)
+        return record
+
+    memorised = record_of(0.01)
+    verdict = judge_run(memorised, None, final_loss=0.33, baseline=2.3, solved=False,
+                        training_set=True)  # fmt: skip
+    assert verdict.verdict == "overfitting" and "33x higher" in verdict.reasons[-1]
+    assert verdict.evidence["late_loss"] == pytest.approx(0.01)
+    # a generated task draws fresh data: its training loss estimates the test loss
+    generated = judge_run(memorised, None, final_loss=0.33, baseline=2.3, solved=False)
+    assert generated.verdict == "not learned"
+    near = judge_run(record_of(0.1), None, final_loss=0.33, baseline=2.3, solved=False,
+                     training_set=True)  # fmt: skip
+    assert near.verdict == "not learned"  # 3.3x: within what a gap between sets gives
+    at_baseline = judge_run(memorised, None, final_loss=2.4, baseline=2.3, solved=False,
+                            training_set=True)  # fmt: skip
+    assert at_baseline.verdict != "overfitting"  # learned nothing that generalises at all
+    solved = judge_run(memorised, None, final_loss=0.1, baseline=2.3, solved=True,
+                       training_set=True)  # fmt: skip
+    assert solved.verdict == "healthy"
+
+
 class _OwnStart(torch.nn.Module):
     """A cell with its own initial_state and output, and no hidden_size."""
 

@@ -13,8 +13,9 @@
   ``healthy``), its reasons and remedies.
 * :class:`RunRecord`, :func:`judge_run` - the verdict over a whole training run:
   what it saw (growth of the loss and gradient norm over the run, non-finite and
-  clipped steps) with the probe of its final model; ``exploding``, ``dead units``,
-  ``saturated``, ``vanishing``, ``healthy but not learned`` or ``healthy``.
+  clipped steps) with the probe of its final model; ``exploding``, ``truncated``,
+  ``overfitting``, ``dead units``, ``saturated``, ``vanishing``, ``healthy but not
+  learned`` or ``healthy``.
 * :mod:`bptt.diagnose.attractor` - the two-basin picture: gradients vanish inside a
   basin and explode at its boundary.
 """

@@ -25,6 +25,8 @@ LOSS_GROWTH = 10.0  # a loss this far above max(its early level, the baseline) d
 DEAD = 0.5  # half the ReLUs at exactly 0 on average
 SATURATED = 0.5  # half the tanh units beyond |0.99| on average
 NONFINITE_SHARE = 0.1  # a tenth of the steps skipped as NaN or inf
+LATE_STEPS = 20  # the last finite steps set a run's late training-loss level
+OVERFIT_GAP = 5.0  # a test loss this far above the late training loss: memorised
 
 RUN_VERDICTS = (
     "exploding",
@@ -32,6 +34,7 @@ RUN_VERDICTS = (
     "saturated",
     "vanishing",
     "truncated",  # truncated BPTT backpropagates fewer steps than the dependency spans
+    "overfitting",  # a fixed training set learned, the held-out set not
     "healthy but not learned",
     "not learned",  # and the model's gradient not measured (monitor off)
     "healthy",
@@ -55,6 +58,7 @@ class RunRecord:
         peak_loss, peak_loss_step, peak_norm, peak_norm_step: the largest finite
             values and where they happened.
         last_loss: the last finite training loss.
+        late_loss: the last :data:`LATE_STEPS` finite training losses.
         norm_growth_step: the first step whose gradient norm passed
             :data:`GRADIENT_GROWTH` times the early level (None: never).
     """
@@ -70,6 +74,7 @@ class RunRecord:
     peak_norm: float = -math.inf
     peak_norm_step: int | None = None
     last_loss: float = math.nan
+    late_loss: list[float] = field(default_factory=list)
     norm_growth_step: int | None = None
 
     def update(self, step: int, loss: float, grad_norm: float, clipped: bool = False) -> None:
@@ -92,6 +97,7 @@ class RunRecord:
         if grad_norm > self.peak_norm:
             self.peak_norm, self.peak_norm_step = grad_norm, step
         self.last_loss = loss
+        self.late_loss = [*self.late_loss[1 - LATE_STEPS :], loss]
         early = self.early_norm_level
         if (
             self.norm_growth_step is None
@@ -104,6 +110,11 @@ class RunRecord:
     def early_loss_level(self) -> float | None:
         """The median of the early losses (None before the first finite step)."""
         return statistics.median(self.early_loss) if self.early_loss else None
+
+    @property
+    def late_loss_level(self) -> float | None:
+        """The median of the last training losses (None before the first finite step)."""
+        return statistics.median(self.late_loss) if self.late_loss else None
 
     @property
     def early_norm_level(self) -> float | None:
@@ -140,6 +151,7 @@ class RunRecord:
             "peak_loss": _finite_or_none(self.peak_loss),
             "peak_loss_step": self.peak_loss_step,
             "last_loss": _finite_or_none(self.last_loss),
+            "late_loss": self.late_loss_level,
             "early_grad_norm": self.early_norm_level,
             "peak_grad_norm": _finite_or_none(self.peak_norm),
             "peak_grad_norm_step": self.peak_norm_step,
@@ -186,9 +198,10 @@ def judge_run(
     baseline: float | None,
     solved: bool,
     truncation: int | None = None,
+    training_set: bool = False,
 ) -> RunVerdict:
-    """The verdict over a run: exploding, truncated, dead units, saturated, vanishing,
-    healthy but not learned, or healthy.
+    """The verdict over a run: exploding, truncated, overfitting, dead units, saturated,
+    vanishing, healthy but not learned, or healthy.
 
     In this order: a run that diverged (its final loss non-finite, or above
     :data:`LOSS_GROWTH` times both its early level and the baseline), whose gradient
@@ -197,11 +210,13 @@ def judge_run(
     is ``healthy``; then the probe of the final model decides (its gradient growing
     within the dependency: ``exploding``); a run trained by truncated BPTT over fewer
     steps than the dependency spans is ``truncated`` (no update ever saw the gradient
-    that ties an output to its cause, however healthy the model's gradient is); then
-    the probe again (half its ReLUs dead: ``dead units``; half
-    its tanh units saturated: ``saturated``; its gradient fading before the
-    dependency: ``vanishing``); a run whose gradients reach the dependency but which
-    did not solve the task is ``healthy but not learned``.
+    that ties an output to its cause, however healthy the model's gradient is); a run
+    on a fixed training set whose test loss ended :data:`OVERFIT_GAP` times above its
+    late training loss (and below the baseline) is ``overfitting`` (it learned the
+    training set: the gradient reached what it needed); then the probe again (half its
+    ReLUs dead: ``dead units``; half its tanh units saturated: ``saturated``; its
+    gradient fading before the dependency: ``vanishing``); a run whose gradients reach
+    the dependency but which did not solve the task is ``healthy but not learned``.
 
     Args:
         record: what the run saw.
@@ -211,6 +226,8 @@ def judge_run(
         solved: whether the task counts as solved.
         truncation: the steps each update backpropagated (truncated BPTT's k2), None
             for full backprop through time.
+        training_set: whether the run trained on a fixed set (digits), which it can
+            memorise; a generated task's training loss estimates its test loss.
 
     Example:
         >>> record = RunRecord()
@@ -267,6 +284,15 @@ def judge_run(
             f"cause (test {final_loss:.3g}, baseline {_g(baseline)})"
         )
         return RunVerdict("truncated", False, reasons, evidence)
+    late = record.late_loss_level
+    below_baseline = baseline is None or final_loss < baseline
+    if training_set and late is not None and below_baseline and final_loss > OVERFIT_GAP * late:
+        reasons.append(
+            f"the training loss ended at {late:.3g} (median of the last {len(record.late_loss)}"
+            f" steps), the test loss at {final_loss:.3g}: {final_loss / max(late, 1e-300):.0f}x"
+            " higher; the model learned its training set, not the task"
+        )
+        return RunVerdict("overfitting", False, reasons, evidence)
     dead = numbers.get("saturation/dead")
     if isinstance(dead, float) and dead >= DEAD:
         reasons.append(f"{dead:.0%} of the ReLU units are at exactly 0 on average: dead")

@@ -71,6 +71,7 @@ def diagnose_run(
         baseline=task.baseline_loss,
         solved=bool(summary.get("solved")),
         truncation=config.tbptt_k2 or None,
+        training_set=task.has_training_set,
     )
     return json_safe(
         {

@@ -425,6 +425,7 @@ class Run:
             baseline=task.baseline_loss,
             solved=summary["solved"],
             truncation=config.tbptt_k2 or None,
+            training_set=task.has_training_set,
         )
         where = None if self.run_dir is None else str(self.run_dir.path)
         summary.update(

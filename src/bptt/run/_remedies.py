@@ -172,6 +172,29 @@ def remedies_for(
                 _changed(config, tbptt_k2=k2),
             )
         )
+    elif kind == "overfitting":
+        if not config.validation_share:
+            options.append(
+                (
+                    "val",
+                    "keep the model that does best on a held-out 15% of the training set",
+                    _changed(config, validation_share=0.15),
+                )
+            )
+        if config.optimizer == "adam":
+            decay = _round(max(0.05, 10 * config.weight_decay))
+            options.append(
+                (
+                    "decay",
+                    f"decay the weights (AdamW): --weight-decay {decay:g}",
+                    _changed(config, weight_decay=decay),
+                )
+            )
+        if config.hidden >= 8:
+            smaller = config.hidden // 2
+            options.append(
+                ("small", f"a smaller model: {smaller} units", _changed(config, hidden=smaller))
+            )
     elif kind in ("healthy but not learned", "not learned"):
         options.append(
             (
