@@ -111,6 +111,12 @@ def test_a_training_set_learned_and_the_test_set_not_is_overfitting():
     solved = judge_run(memorised, None, final_loss=0.1, baseline=2.3, solved=True,
                        training_set=True)  # fmt: skip
     assert solved.verdict == "healthy"
+    # the remedies: hold out a validation split, an LRU, weight decay, a smaller model
+    config = bptt.run.TrainConfig.from_dict({"task": "pdigits", "cell": "lstm", "hidden": 64})
+    commands = [r["command"] for r in bptt.run.remedies_for(verdict, config, "runs/x")]
+    assert len(commands) == 4 and "--validation-share 0.15" in commands[0]
+    assert "--method lru" in commands[1] and "--weight-decay 0.05" in commands[2]
+    assert "--hidden 32" in commands[3]
 
 
 class _OwnStart(torch.nn.Module):

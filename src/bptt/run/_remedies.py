@@ -181,6 +181,15 @@ def remedies_for(
                     _changed(config, validation_share=0.15),
                 )
             )
+        if config.method != "lru" and config.cell not in ("lru", "deep-lru"):
+            # measured on permuted digits: LSTM 90-92% (overfitting), LRU 98-99% (3 seeds)
+            options.append(
+                (
+                    "lru",
+                    "linear recurrent units, which generalised best on the digits here",
+                    _fresh(config, method="lru", validation_share=config.validation_share),
+                )
+            )
         if config.optimizer == "adam":
             decay = _round(max(0.05, 10 * config.weight_decay))
             options.append(
