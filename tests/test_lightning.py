@@ -11,7 +11,7 @@ import bptt
 from bptt.clip import Fixed, Percentile
 
 pl = pytest.importorskip("lightning.pytorch", reason="Lightning is not installed")
-from bptt.integrations.lightning import GradientCallback  # noqa: E402
+from bptt.integrations.lightning import GradientCallback, TruncatedBPTTModule  # noqa: E402
 
 
 class _Recording(torch.optim.SGD):
@@ -113,3 +113,107 @@ def test_a_resumed_fit_goes_on_with_the_policys_history(tmp_path):
 def test_a_bad_policy_is_refused():
     with pytest.raises(TypeError, match="clip"):
         GradientCallback(clip=1.0)
+
+
+def _stream_chunks(chunks=9, batch=4, n=7, seed=0):
+    """A stream (B, chunks * n, 1) whose target is the input 6 steps back, in chunks."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, chunks * n, 1, generator=g)
+    y = torch.cat([torch.zeros(batch, 6, 1), x[:, :-6]], dim=1)
+    return [(x[:, i * n : (i + 1) * n], y[:, i * n : (i + 1) * n]) for i in range(chunks)]
+
+
+class _Chunks(torch.utils.data.Dataset):
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def __len__(self):
+        return len(self.chunks)
+
+    def __getitem__(self, index):
+        return self.chunks[index]
+
+
+class Echo(TruncatedBPTTModule):
+    def __init__(self, chunks):
+        torch.manual_seed(0)
+        model = bptt.SequenceModel(bptt.cells.GRUCell(1, 8), 1, readout="all")
+        super().__init__(model, k1=5, k2=12, loss_fn=torch.nn.functional.mse_loss)
+        self.chunks = chunks
+        self.buffered: list[int] = []  # steps held after each chunk: O(k2 + n)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(_Chunks(self.chunks), batch_size=None)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.buffered.append(self.tbptt.state_dict()["x"].shape[1])
+
+
+def _fit(module, tmp_path, epochs, callbacks=(), ckpt_path=None):
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        callbacks=list(callbacks),
+        logger=pl.loggers.CSVLogger(str(tmp_path)),
+        default_root_dir=str(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(module, ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_truncated_bptt_in_a_trainer_equals_the_plain_loop_and_resumes(tmp_path):
+    chunks = _stream_chunks()
+    module = Echo(chunks)
+    callback = GradientCallback()
+    _fit(module, tmp_path / "a", epochs=2, callbacks=[callback])
+    # the reference: bptt.TBPTT fed the same chunks in a plain loop, the state reset
+    # at each pass over the stream
+    torch.manual_seed(0)
+    model = bptt.SequenceModel(bptt.cells.GRUCell(1, 8), 1, readout="all")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = torch.nn.functional.mse_loss
+    updates = 0
+    for _ in range(2):
+        plain = bptt.TBPTT(model, 5, 12, loss_fn, optimizer)
+        for x, y in chunks:
+            updates += len(plain.step(x, y))
+    for ours, theirs in zip(module.model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    assert updates == 2 * (9 * 7 // 5) and len(callback.rows) == updates  # a hook per update
+    assert max(module.buffered) <= 12 + 7  # never more than k2 + a chunk of the stream
+    logged = (tmp_path / "a" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
+    assert "tbptt/loss" in logged and "bptt/grad_norm" in logged
+
+    # one epoch, a checkpoint, then the second epoch resumed from it: the same model
+    first = Echo(chunks)
+    trainer = _fit(first, tmp_path / "b", epochs=1)
+    trainer.save_checkpoint(str(tmp_path / "one.ckpt"))
+    resumed = Echo(chunks)
+    _fit(resumed, tmp_path / "c", epochs=2, ckpt_path=str(tmp_path / "one.ckpt"))
+    for ours, theirs in zip(resumed.model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_truncated_bptt_refuses_bad_settings():
+    model = bptt.SequenceModel(bptt.cells.GRUCell(1, 4), 1, readout="all")
+    mse = torch.nn.functional.mse_loss
+    with pytest.raises(ValueError, match="k1"):
+        TruncatedBPTTModule(model, 0, 4, mse)
+    with pytest.raises(ValueError, match="k1 = 5 > k2 = 4"):
+        TruncatedBPTTModule(model, 5, 4, mse)
+    with pytest.raises(ValueError, match="readout"):
+        TruncatedBPTTModule(bptt.SequenceModel(bptt.cells.GRUCell(1, 4), 1), 2, 4, mse)
+    with pytest.raises(TypeError, match="loss_fn"):
+        TruncatedBPTTModule(model, 2, 4, "mse")
+    with pytest.raises(ValueError, match="lr"):
+        TruncatedBPTTModule(model, 2, 4, mse, lr=0)

@@ -1,4 +1,5 @@
-"""Lightning: bptt's gradient monitor and clip policies as a callback.
+"""Lightning: bptt's gradient monitor and clip policies as a callback, and truncated
+backprop through time over streamed chunks (:class:`TruncatedBPTTModule`).
 
 Lightning calls :meth:`GradientCallback.on_before_optimizer_step` once per optimizer
 step, after gradient accumulation and AMP unscaling and before its own clipping (its
@@ -30,8 +31,10 @@ import torch
 
 from bptt.clip import ClipPolicy
 from bptt.diagnose import Monitor
+from bptt.model import SequenceModel
+from bptt.tbptt import TBPTT
 
-__all__ = ["GradientCallback"]
+__all__ = ["GradientCallback", "TruncatedBPTTModule"]
 
 LOGGED = ("grad_norm", "clip_threshold", "clipped", "loss_spike", "grad_spike", "nonfinite")
 
@@ -112,3 +115,90 @@ class GradientCallback(pl.Callback):
                 self.monitor.load_state_dict(state_dict["monitor"])
             else:  # the monitor is made with the module, at the first step
                 self._pending_state = state_dict["monitor"]
+
+
+class TruncatedBPTTModule(pl.LightningModule):
+    """Truncated backprop through time, TBPTT(k1, k2), as a LightningModule: Lightning
+    2.0 removed its own (``truncated_bptt_steps``), and the manual recipe it suggests
+    keeps a whole window in memory.
+
+    The train dataloader yields consecutive chunks ``(x (B, n, F), y (B, n, ...))`` of
+    one stream (in order: no shuffling; ``batch_size=None`` over a dataset of chunks),
+    each epoch one pass from the stream's start (batch 0 starts a fresh state).
+    Each chunk is fed to a :class:`bptt.TBPTT`, which carries the hidden state across
+    chunks and makes an update every k1 steps, each backpropagating k2 steps; it keeps
+    only the steps a later update still needs, so memory is O((k2 + n) B H) whatever
+    the stream's length. Updates use manual optimization (several per chunk, or none),
+    so the optimizer hooks, :class:`GradientCallback` among them, run at every update;
+    leave the Trainer's ``gradient_clip_val`` and ``accumulate_grad_batches`` unset.
+    The carried state and buffered steps go into Lightning's checkpoints.
+
+    Args:
+        model: a :class:`bptt.SequenceModel` with ``readout="all"``.
+        k1: steps between updates (>= 1).
+        k2: steps each update backpropagates (>= k1).
+        loss_fn: ``loss_fn(predictions (B, k1, O), targets (B, k1, ...)) -> scalar``.
+        lr: Adam's learning rate, for the default :meth:`configure_optimizers`.
+
+    Attributes:
+        tbptt: the :class:`bptt.TBPTT` of the current epoch.
+
+    Logs ``tbptt/loss`` (the mean of the chunk's updates) and ``tbptt/updates``.
+
+    Example:
+        >>> import torch, bptt
+        >>> model = bptt.SequenceModel(bptt.cells.GRUCell(1, 8), 1, readout="all")
+        >>> module = TruncatedBPTTModule(model, 5, 10, torch.nn.functional.mse_loss)
+        >>> module.tbptt.k2
+        10
+    """
+
+    def __init__(
+        self,
+        model: SequenceModel,
+        k1: int,
+        k2: int,
+        loss_fn: Any,
+        lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        self.model, self.k1, self.k2, self.loss_fn, self.lr = model, k1, k2, loss_fn, lr
+        self.automatic_optimization = False  # an update every k1 steps, not per batch
+        self.tbptt = TBPTT(model, k1, k2, loss_fn, optimizer=None)  # checks k1, k2, model
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """The model over x (B, T, F): (predictions (B, T, O), final state)."""
+        return self.model(x, state=state)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam at ``lr``; override for another optimizer."""
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """Feed one chunk; make the updates it completes."""
+        x, y = batch
+        if batch_idx == 0 and self.tbptt.position:
+            # the dataloader starts the stream again (a new epoch, or a resumed one
+            # whose loader restarts): so does the carried state
+            self.tbptt = TBPTT(self.model, self.k1, self.k2, self.loss_fn, optimizer=None)
+        optimizer = self.optimizers()
+        losses = []
+        for loss in self.tbptt.losses(x, y):
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()  # Lightning runs on_before_optimizer_step inside
+            losses.append(loss.detach())
+        if losses:
+            self.log("tbptt/loss", torch.stack(losses).mean(), on_step=True, on_epoch=False)
+        self.log("tbptt/updates", float(self.tbptt.updates), on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["bptt_tbptt"] = self.tbptt.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "bptt_tbptt" in checkpoint:
+            self.tbptt.load_state_dict(checkpoint["bptt_tbptt"])
