@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -58,7 +59,7 @@ class SequenceModel(nn.Module):
         self.readout = readout
         self.engine = engine
         weight = next(cell.parameters(), None)
-        factory = {} if weight is None else {"device": weight.device, "dtype": weight.dtype}
+        factory: dict[str, Any] = {} if weight is None else {"device": weight.device, "dtype": weight.dtype}
         self.head = nn.Linear(hidden_size, out_features, **factory)
 
     def forward(

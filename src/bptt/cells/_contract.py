@@ -13,7 +13,7 @@ never probe a cell's attributes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -102,7 +102,9 @@ class _Adapted:
 
     def __init__(self, cell: nn.Module, start: Callable[..., State]) -> None:
         self.cell, self._start = cell, start
-        self.hidden_size = getattr(cell, "hidden_size", None)
+        # Unchecked here: a cell with its own initial_state may lack it (None); the
+        # model checks it where it needs a width.
+        self.hidden_size = cast(int, getattr(cell, "hidden_size", None))
         own_output = getattr(cell, "output", None)
         self._output = own_output if callable(own_output) else state_output
         own_step = getattr(cell, "sequence_step", None)

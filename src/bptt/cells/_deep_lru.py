@@ -17,11 +17,14 @@ the whole state of a step at once) it runs step by step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, cast
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from bptt.cells._contract import RecurrentCell
+from bptt.cells._contract import RecurrentCell, State
 from bptt.cells._lru import LRUCell
 
 __all__ = ["DeepLRUCell"]
@@ -77,19 +80,25 @@ class DeepLRUCell(RecurrentCell):
         super().__init__()
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers must be an integer >= 1, got {layers!r}")
-        kw = {"device": device, "dtype": dtype}
-        ring = {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
+        ring: dict[str, Any] = {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}
         self.units = nn.ModuleList(
             LRUCell(hidden_size, hidden_size, state_size, **ring, **kw) for _ in range(layers)
         )
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.state_size = self.units[0].state_size
+        self.state_size = cast(LRUCell, self.units[0]).state_size
         self.encoder = nn.Linear(input_size, hidden_size, **kw)
         self.mixing = nn.ModuleList(_Mixing(hidden_size, **kw) for _ in range(layers))
 
+    def _layers(self) -> tuple[Sequence[LRUCell], Sequence[_Mixing]]:
+        """The units and mixing blocks as what they hold (a ModuleList's items type as
+        Module)."""
+        return cast("Sequence[LRUCell]", self.units), cast("Sequence[_Mixing]", self.mixing)
+
     @property
     def _widths(self) -> list[int]:
-        return [2 * unit.state_size for unit in self.units] + [self.hidden_size]
+        units, _ = self._layers()
+        return [2 * unit.state_size for unit in units] + [self.hidden_size]
 
     @property
     def weight_hh(self) -> Tensor:
@@ -103,16 +112,17 @@ class DeepLRUCell(RecurrentCell):
         """2 N L + H: every layer's LRU state and the residual stream."""
         return sum(self._widths)
 
-    def output(self, state: Tensor) -> Tensor:
+    def output(self, state: State) -> Tensor:
         """The residual stream u after the last layer: (B, H)."""
-        return state[..., -self.hidden_size :]
+        return cast(Tensor, state)[..., -self.hidden_size :]  # its state is one tensor
 
     def forward(self, x_t: Tensor, state: Tensor) -> Tensor:
         """One step: x_t (B, F), state (B, 2 N L + H) -> the next state."""
         parts = state.split(self._widths, dim=-1)
         u = self.encoder(x_t)
         new = []
-        for unit, mix, s in zip(self.units, self.mixing, parts, strict=False):
+        units, mixing = self._layers()
+        for unit, mix, s in zip(units, mixing, parts, strict=False):
             z = mix.norm(u)
             s = unit(z, s)
             u = u + mix.after(unit.output(s), z)
@@ -125,7 +135,8 @@ class DeepLRUCell(RecurrentCell):
         parts = state.split(self._widths, dim=-1)
         u = self.encoder(x)
         finals = []
-        for unit, mix, s0 in zip(self.units, self.mixing, parts, strict=False):
+        units, mixing = self._layers()
+        for unit, mix, s0 in zip(units, mixing, parts, strict=False):
             z = mix.norm(u)
             s = scan(unit, z, s0)
             u = u + mix.after(unit.output(s), z)

@@ -23,11 +23,12 @@ dL/dIm h). :func:`bptt.unroll` runs it with a parallel scan over time (log depth
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from bptt.cells._contract import RecurrentCell
+from bptt.cells._contract import RecurrentCell, State
 
 __all__ = ["LRUCell"]
 
@@ -82,7 +83,7 @@ class LRUCell(RecurrentCell):
             raise ValueError(f"max_phase must be in (0, 2 pi], got {max_phase}")
         self.input_size, self.hidden_size, self.state_size = input_size, hidden_size, state_size
         self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.nu_log = nn.Parameter(torch.empty(state_size, **kw))
         self.theta_log = nn.Parameter(torch.empty(state_size, **kw))
         self.gamma_log = nn.Parameter(torch.empty(state_size, **kw))
@@ -132,9 +133,9 @@ class LRUCell(RecurrentCell):
         """2N: the real and imaginary parts of the N units."""
         return 2 * self.state_size
 
-    def output(self, state: Tensor) -> Tensor:
+    def output(self, state: State) -> Tensor:
         """Re(C h): (B, H)."""
-        return state @ self.weight_ho.T
+        return cast(Tensor, state) @ self.weight_ho.T  # the LRU's state is one tensor
 
     def forward(self, x_t: Tensor, state: Tensor) -> Tensor:
         """One step: x_t (B, F), state (B, 2N) -> (B, 2N)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,7 +62,7 @@ class OrthogonalRNNCell(RecurrentCell):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.input_size, self.hidden_size, self.nonlinearity = input_size, hidden_size, nonlinearity
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.skew = nn.Parameter(torch.zeros(hidden_size, hidden_size, **kw))
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **kw))
         self.bias_ih = nn.Parameter(torch.zeros(hidden_size, **kw))

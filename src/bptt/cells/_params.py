@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ class TorchCompatibleCell(RecurrentCell):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         rows = len(self.gates) * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **kw))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +63,7 @@ class SkipRNNCell(RecurrentCell):
         self.input_size, self.hidden_size = input_size, hidden_size
         self.skips, self.nonlinearity = tuple(sorted(skips)), nonlinearity
         self.depth = max(skips)
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight_skips = nn.Parameter(torch.empty(len(skips), hidden_size, hidden_size, **kw))
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **kw))
         self.bias = nn.Parameter(torch.empty(hidden_size, **kw))
