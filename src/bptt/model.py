@@ -59,7 +59,9 @@ class SequenceModel(nn.Module):
         self.readout = readout
         self.engine = engine
         weight = next(cell.parameters(), None)
-        factory: dict[str, Any] = {} if weight is None else {"device": weight.device, "dtype": weight.dtype}
+        factory: dict[str, Any] = (
+            {} if weight is None else {"device": weight.device, "dtype": weight.dtype}
+        )
         self.head = nn.Linear(hidden_size, out_features, **factory)
 
     def forward(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +17,8 @@ from bptt.taps import Delta
 
 __all__ = ["ENGINES", "require_generic", "unroll"]
 
-ENGINES = ("auto", "generic", "fast")
+EngineName = Literal["auto", "generic", "fast"]
+ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 
 # Why the generic engine is required in the current context (None: it is not).
 _GENERIC_REQUIRED: ContextVar[str | None] = ContextVar("bptt_generic_required", default=None)

@@ -7,13 +7,13 @@ overriding the one before. Every error names the field and what it accepts.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 from pydantic import Field, model_validator
 
 from bptt.cells import cell_names
-from bptt.engine import ENGINES
+from bptt.engine._unroll import EngineName
 from bptt.run._errors import first_line
 from bptt.run._fields import (
     Bool,
@@ -29,11 +29,16 @@ from bptt.tasks import TASKS
 
 __all__ = ["CLIPS", "DTYPES", "LR_SCHEDULES", "NONFINITE", "OPTIMIZERS", "TrainConfig"]
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "hf")
-DTYPES = ("float32", "float64")
-CLIPS = ("none", "norm", "value", "percentile", "zscore", "calibrate")
-NONFINITE = ("skip", "raise")
-LR_SCHEDULES = ("constant", "cosine")
+OptimizerName = Literal["adam", "sgd", "rmsprop", "hf"]
+DtypeName = Literal["float32", "float64"]
+ClipName = Literal["none", "norm", "value", "percentile", "zscore", "calibrate"]
+NonfiniteName = Literal["skip", "raise"]
+LRScheduleName = Literal["constant", "cosine"]
+OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
+DTYPES: tuple[DtypeName, ...] = get_args(DtypeName)
+CLIPS: tuple[ClipName, ...] = get_args(ClipName)
+NONFINITE: tuple[NonfiniteName, ...] = get_args(NonfiniteName)
+LR_SCHEDULES: tuple[LRScheduleName, ...] = get_args(LRScheduleName)
 
 Task = Annotated[Text, Names(lambda: TASKS)]
 Cell = Annotated[Text, Names(cell_names)]
@@ -90,10 +95,10 @@ class TrainConfig(ConfigModel):
         "on every parameter but the recurrence's own when lr_recurrent gives them a group "
         "(as the LRU's code leaves its eigenvalues undecayed); adam only.",
     )
-    optimizer: Literal[OPTIMIZERS] = Field(
+    optimizer: OptimizerName = Field(
         "adam", description="adam, sgd, rmsprop, or hf (Hessian-free, bptt.optim)."
     )
-    lr_schedule: Literal[LR_SCHEDULES] = Field(
+    lr_schedule: LRScheduleName = Field(
         "constant",
         description="constant, or cosine: a half cosine from lr at step 1 to "
         "lr * lr_end_factor at the last step (a fixed function of the step).",
@@ -119,7 +124,7 @@ class TrainConfig(ConfigModel):
     hf_preconditioner: Bool = Field(
         False, description="Hessian-free: use the diagonal preconditioner."
     )
-    clip: Literal[CLIPS] | None = Field(
+    clip: ClipName | None = Field(
         None,
         description="clipping of the parameters' gradient: none, norm (global norm at "
         "clip_norm), value, percentile (AutoClip), zscore (ZClip) or calibrate; "
@@ -151,7 +156,7 @@ class TrainConfig(ConfigModel):
     clip_step_value: Float | None = Field(
         None, gt=0.0, description="clamp the hidden-state gradient's elements every step."
     )
-    nonfinite: Literal[NONFINITE] = Field(
+    nonfinite: NonfiniteName = Field(
         "skip",
         description="a step whose loss or gradient is NaN or inf: skip it (counted) or "
         "raise an error.",
@@ -234,11 +239,11 @@ class TrainConfig(ConfigModel):
     test_size: Int = Field(1000, ge=1, le=10_000_000, description="held-out sequences.")
     eval_every: Int = Field(100, ge=1, description="steps between test evaluations.")
     log_every: Int = Field(10, ge=1, description="steps between rows of metrics.csv.")
-    engine: Literal[ENGINES] = Field(
+    engine: EngineName = Field(
         "auto", description="the unroll engine: auto, generic or fast (bptt.unroll)."
     )
     device: Text = Field("cpu", description="torch device, e.g. cpu or cuda:0.")
-    dtype: Literal[DTYPES] = Field("float32", description="float32 or float64.")
+    dtype: DtypeName = Field("float32", description="float32 or float64.")
     flush_denormal: Bool = Field(
         True, description="flush subnormal floats to zero while training (much faster)."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -18,7 +18,8 @@ from bptt.tasks import japanese_vowels, mackey_glass
 
 __all__ = ["ESN_TASKS", "ESN_TASK_DEFAULTS", "ESNConfig", "run_esn"]
 
-ESN_TASKS = ("mackey-glass", "japanese-vowels")
+ESNTaskName = Literal["mackey-glass", "japanese-vowels"]
+ESN_TASKS: tuple[ESNTaskName, ...] = get_args(ESNTaskName)
 
 # The settings whose default depends on the task. Mackey-Glass: the usual setting of
 # the benchmark (Jaeger 2001; ReservoirPy's tutorial), 10,000 steps, the first 7,000 for
@@ -79,7 +80,7 @@ class ESNConfig(ConfigModel):
         500
     """
 
-    task: Literal[ESN_TASKS] = Field(
+    task: ESNTaskName = Field(
         "mackey-glass",
         description="mackey-glass (one-step-ahead prediction, then a free run) or "
         "japanese-vowels (speaker classification, 370 test utterances).",
