@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, cast, get_args, get_origin
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,14 +74,20 @@ class Names:
         return tuple(self.names())
 
 
+def _field(info: ValidationInfo) -> str:
+    """The field being validated: these validators are attached to model fields only,
+    which pydantic names."""
+    return cast(str, info.field_name)
+
+
 def _integer(value: Any, info: ValidationInfo) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(info.field_name, f"must be an integer; got {value!r}")
+        raise ConfigError(_field(info), f"must be an integer; got {value!r}")
     if isinstance(value, float):
         if not value.is_integer():
-            raise ConfigError(info.field_name, f"must be an integer; got {value!r}")
+            raise ConfigError(_field(info), f"must be an integer; got {value!r}")
         return int(value)
     return value
 
@@ -90,26 +96,26 @@ def _real(value: Any, info: ValidationInfo) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(info.field_name, f"must be a number; got {value!r}")
+        raise ConfigError(_field(info), f"must be a number; got {value!r}")
     try:
         value = float(value)
     except OverflowError:  # an int beyond float's range, given from Python
         message = "must be finite; got an integer beyond 1.8e308"
-        raise ConfigError(info.field_name, message) from None
+        raise ConfigError(_field(info), message) from None
     if not math.isfinite(value):
-        raise ConfigError(info.field_name, f"must be finite; got {value!r}")
+        raise ConfigError(_field(info), f"must be finite; got {value!r}")
     return value
 
 
 def _boolean(value: Any, info: ValidationInfo) -> Any:
     if value is not None and not isinstance(value, bool):
-        raise ConfigError(info.field_name, f"must be true or false; got {value!r}")
+        raise ConfigError(_field(info), f"must be true or false; got {value!r}")
     return value
 
 
 def _text(value: Any, info: ValidationInfo) -> Any:
     if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(info.field_name, f"must be a non-empty string; got {value!r}")
+        raise ConfigError(_field(info), f"must be a non-empty string; got {value!r}")
     return value
 
 
@@ -140,6 +146,9 @@ def _choices_of(annotation: Any) -> tuple[str, ...] | None:
     return None
 
 
+_Config = TypeVar("_Config", bound="ConfigModel")
+
+
 class ConfigModel(BaseModel):
     """A validated configuration: unknown keys refused, every error a :class:`ConfigError`.
 
@@ -155,7 +164,7 @@ class ConfigModel(BaseModel):
             raise config_error(err, type(self)) from None
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ConfigModel:
+    def from_dict(cls: type[_Config], values: dict[str, Any]) -> _Config:
         """A validated config from a mapping (a TOML table, flags).
 
         Raises:
@@ -165,7 +174,7 @@ class ConfigModel(BaseModel):
             raise ConfigError("config", f"must be a table of settings; got {values!r}")
         return cls(**{str(k): v for k, v in values.items()})
 
-    def replace(self, **changes: Any) -> ConfigModel:
+    def replace(self: _Config, **changes: Any) -> _Config:
         """A validated copy with some fields changed (None values are ignored)."""
         kept = {k: v for k, v in changes.items() if v is not None}
         return self.from_dict({**self.to_dict(), **kept})
