@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -54,6 +54,15 @@ _ONLY_FOR = {
     for name in settings
     if not all(name in other for other in ESN_TASK_DEFAULTS.values())
 }
+
+
+_T = TypeVar("_T")
+
+
+def _filled(value: _T | None) -> _T:
+    """A task setting after validation, which fills every one the task has."""
+    assert value is not None
+    return value
 
 
 def _by_task(setting: str) -> str:
@@ -159,13 +168,14 @@ class ESNConfig(ConfigModel):
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.task == "mackey-glass":
-            if self.train_steps + self.free_steps >= self.steps:
+            train_steps, washout = _filled(self.train_steps), _filled(self.washout)
+            if train_steps + _filled(self.free_steps) >= _filled(self.steps):
                 raise ConfigError(
                     "train_steps",
                     f"train_steps + free_steps must stay below steps ({self.steps}); got "
                     f"{self.train_steps} + {self.free_steps}",
                 )
-            if self.washout >= self.train_steps:
+            if washout >= train_steps:
                 raise ConfigError(
                     "washout", f"must be below train_steps ({self.train_steps}); got {self.washout}"
                 )
@@ -175,10 +185,10 @@ class ESNConfig(ConfigModel):
 def _reservoir(config: ESNConfig, offset: int = 0) -> Reservoir:
     try:
         return Reservoir(
-            config.units,
-            spectral_radius=config.spectral_radius,
-            leak_rate=config.leak_rate,
-            input_scaling=config.input_scaling,
+            _filled(config.units),
+            spectral_radius=_filled(config.spectral_radius),
+            leak_rate=_filled(config.leak_rate),
+            input_scaling=_filled(config.input_scaling),
             density=config.density,
             input_density=config.input_density,
             bias=config.bias,
@@ -234,23 +244,24 @@ class _Stages:
 
 
 def _mackey_glass(config: ESNConfig, stages: _Stages) -> tuple[dict[str, Any], Reservoir, Ridge]:
+    steps, free_steps = _filled(config.steps), _filled(config.free_steps)
     stages.begin(f"series and reservoir ({config.units} units)")
-    series = mackey_glass(config.steps, seed=config.seed)  # (T, 1) float64
-    reservoir, readout = _reservoir(config), Ridge(config.ridge)
+    series = mackey_glass(steps, seed=config.seed)  # (T, 1) float64
+    reservoir, readout = _reservoir(config), Ridge(_filled(config.ridge))
     stages.done()
-    stages.begin(f"driving the reservoir ({config.steps - 1} steps)")
+    stages.begin(f"driving the reservoir ({steps - 1} steps)")
     inputs, targets = series[:-1][None], series[1:][None]  # predict the next value
     states = reservoir.run(inputs, reset=True)  # (1, T-1, N)
     stages.done()
     stages.begin("fitting the readout")
-    cut = config.train_steps
+    cut = _filled(config.train_steps)
     _fit(readout, states[:, :cut], targets[:, :cut], washout=config.washout)
     predicted = readout.predict(states[:, cut:])
     stages.done()
-    stages.begin(f"running free ({config.free_steps} steps)")
-    free = generate(reservoir, readout, inputs[:, :cut], config.free_steps)
+    stages.begin(f"running free ({free_steps} steps)")
+    free = generate(reservoir, readout, inputs[:, :cut], free_steps)
     stages.done()
-    truth = series[cut : cut + config.free_steps]
+    truth = series[cut : cut + free_steps]
     at_end = float((free[-1] - truth[-1]).abs() / series[cut:].std())
     outcome = {
         "nrmse": nrmse(predicted, targets[:, cut:]),
@@ -265,20 +276,22 @@ def _japanese_vowels(config: ESNConfig, stages: _Stages) -> tuple[dict[str, Any]
     stages.begin("loading Japanese Vowels")
     data = japanese_vowels()
     stages.done()
-    scores = 0.0
-    for k in range(config.ensemble):
-        member = f"reservoir {k + 1} of {config.ensemble}: " if config.ensemble > 1 else ""
+    ensemble, reduce = _filled(config.ensemble), _filled(config.reduce)
+    scores: torch.Tensor | float = 0.0
+    for k in range(ensemble):
+        member = f"reservoir {k + 1} of {ensemble}: " if ensemble > 1 else ""
         stages.begin(f"{member}training utterances")
-        reservoir, readout = _reservoir(config, k), Ridge(config.ridge)
+        reservoir, readout = _reservoir(config, k), Ridge(_filled(config.ridge))
         x, lengths, labels = data["train"]
-        features = reservoir.features(x, lengths, config.reduce)
+        features = reservoir.features(x, lengths, reduce)
         _fit(readout, features, torch.nn.functional.one_hot(labels, 9).double())
         stages.done()
         stages.begin(f"{member}test utterances")
         x, lengths, labels = data["test"]
-        test = reservoir.features(x, lengths, config.reduce)
+        test = reservoir.features(x, lengths, reduce)
         scores = scores + readout.predict(test)
         stages.done()
+    assert isinstance(scores, torch.Tensor)  # ensemble >= 1
     errors = int((scores.argmax(-1) != labels).sum())
     return {"test_errors": errors, "test_size": int(labels.shape[0])}, reservoir, readout
 
@@ -335,7 +348,8 @@ def run_esn(
         if config.task == "mackey-glass":
             work, total, label = _mackey_glass, 4, "Mackey-Glass"
         else:
-            work, total, label = _japanese_vowels, 1 + 2 * config.ensemble, "Japanese Vowels"
+            work, total = _japanese_vowels, 1 + 2 * _filled(config.ensemble)
+            label = "Japanese Vowels"
         with _Stages(progress, label, total) as stages:
             outcome, reservoir, readout = work(config, stages)
         summary = {"task": config.task, "units": config.units, "seed": config.seed, **outcome}
