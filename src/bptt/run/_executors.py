@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from bptt.run._esn import run_esn
+from bptt.run._config import TrainConfig
+from bptt.run._esn import ESNConfig, run_esn
 from bptt.run._plan import PlannedRun
 from bptt.run._results import is_finished, read_summary, result_row
 from bptt.run._train import resume, train
@@ -55,11 +56,12 @@ def execute_run(
     where = Path(out_dir) / run.name
     if not is_finished(run, read_summary(where)):
         if run.kind == "esn":
-            run_esn(run.config(str(where), threads), overwrite=True)
+            run_esn(cast(ESNConfig, run.config(str(where), threads)), overwrite=True)
         elif (where / "config.toml").is_file():
             resume(where, progress=progress)
         else:
-            train(run.config(str(where), threads), progress=progress, overwrite=True)
+            config = cast(TrainConfig, run.config(str(where), threads))  # kind "train"
+            train(config, progress=progress, overwrite=True)
     summary = read_summary(where)  # the row of a run is always read from its file
     if summary is None:
         raise RuntimeError(f"{where} finished without a readable summary.json")

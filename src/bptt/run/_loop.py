@@ -83,6 +83,7 @@ class Run:
         on_gradients: Callable[[int, nn.Module], None] | None = None,
     ) -> None:
         self.config, self.run_dir = config, run_dir
+        assert config.length is not None  # validation derives it from the task
         self.task = make_task(config.task, config.length)
         init_seed, data_seed, _ = seeds(config.seed)
         with torch.random.fork_rng(devices=[]):
@@ -198,6 +199,7 @@ class Run:
     def _roll_back(self) -> None:
         """Back to the last checkpoint, with the learning rate lowered (HF: damping raised)."""
         state = self.checkpoints.latest_in_memory(map_location=self.config.device)
+        assert state is not None  # called only once a checkpoint is kept
         self.load_state_dict(state, keep_counters=True)
         self.counters["rollbacks"] += 1
         self.counters["streak"] = 0
@@ -227,6 +229,7 @@ class Run:
         """One line: what failed, where the run stopped, and how to go on."""
         message = f"{err}; the run stopped at step {self.step}"
         step = self.checkpoints.newest_intact_step()
+        assert self.run_dir is not None  # only a run directory raises RunDirectoryError
         resume = f"`bptt train --resume {self.run_dir.path}`"
         if step is None:
             return f"{message} with no checkpoint written: {resume} trains it again from step 0"
@@ -324,6 +327,7 @@ class Run:
         """Score the validation set, keep the model if it is the best so far (accuracy,
         then loss); returns the validation loss."""
         counters = self.counters
+        assert self.validation is not None  # called only with a validation set
         x_val, y_val = self.validation
         loss, accuracy = evaluate(self.model, self.task, x_val, y_val, self.config)
         counters["val_loss"], counters["val_accuracy"] = loss, accuracy

@@ -283,6 +283,7 @@ def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
         if not (path / name).is_file():
             raise ConfigError("run", f"{path} holds no {name}: not a finished run directory")
     config = TrainConfig.from_saved(load_toml(path / "config.toml"))
+    assert config.length is not None  # validation derives it from the task
     task = make_task(config.task, config.length)
     model = build_model(config, task)
     try:
@@ -343,7 +344,7 @@ def _progress_bar(progress: bool | Progress, config: TrainConfig) -> Iterator:
         yield lambda step, loss, status=None: None
         return
     owner = progress is True
-    display = make_progress() if owner else progress
+    display = make_progress() if progress is True else progress
     label = f"{config.task} T={config.length} {config.method or config.cell}"
     bar = display.add_task(label, total=config.steps, loss="-")
 
