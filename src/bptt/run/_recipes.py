@@ -39,12 +39,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from bptt import init
+from bptt.cells import OrthogonalRNNCell, RNNCell, SkipRNNCell
+from bptt.model import SequenceModel
 
 __all__ = ["RECIPES", "Recipe"]
 
@@ -62,40 +64,43 @@ class Recipe:
 
     description: str
     settings: dict[str, Any] = field(default_factory=dict)
-    initialise: Callable[[nn.Module, int], None] | None = None
+    initialise: Callable[[SequenceModel, int], None] | None = None
 
 
-def _lstm_forget(model: nn.Module, length: int) -> None:
+def _lstm_forget(model: SequenceModel, length: int) -> None:
     init.forget_bias_(model.cell, 1.0)
 
 
-def _lstm_chrono(model: nn.Module, length: int) -> None:
+def _lstm_chrono(model: SequenceModel, length: int) -> None:
     init.chrono_(model.cell, max(length, 2))
 
 
-def _skip_orthogonal(model: nn.Module, length: int) -> None:
+def _skip_orthogonal(model: SequenceModel, length: int) -> None:
+    cell = cast(SkipRNNCell, model.cell)  # the recipe's cell
     with torch.no_grad():
-        for weight, k in zip(model.cell.weight_skips, model.cell.skips, strict=True):
+        for weight, k in zip(cell.weight_skips, cell.skips, strict=True):
             if k == 1:
                 init.orthogonal_(weight)
             else:
                 weight.zero_()  # the shortcut starts closed; training opens it
 
 
-def _exprnn(model: nn.Module, length: int) -> None:
+def _exprnn(model: SequenceModel, length: int) -> None:
+    cell = cast(OrthogonalRNNCell, model.cell)  # the recipe's cell, with modReLU
     with torch.no_grad():
-        nn.init.kaiming_normal_(model.cell.weight_ih, nonlinearity="relu")
-        model.cell.modrelu_bias.uniform_(-0.01, 0.01)
-        model.cell.bias_ih.zero_()
-        model.cell.bias_hh.zero_()
+        nn.init.kaiming_normal_(cell.weight_ih, nonlinearity="relu")
+        cell.modrelu_bias.uniform_(-0.01, 0.01)
+        cell.bias_ih.zero_()
+        cell.bias_hh.zero_()
         nn.init.kaiming_normal_(model.head.weight, nonlinearity="relu")
         model.head.bias.zero_()
 
 
-def _reservoir(model: nn.Module, length: int) -> None:
+def _reservoir(model: SequenceModel, length: int) -> None:
+    cell = cast(RNNCell, model.cell)  # the recipe's cell
     with torch.no_grad():
-        init.sparse_reservoir_(model.cell.weight_hh, density=0.1, rho=1.1)
-        model.cell.weight_ih.mul_(0.1 / model.cell.weight_ih.abs().max())
+        init.sparse_reservoir_(cell.weight_hh, density=0.1, rho=1.1)
+        cell.weight_ih.mul_(0.1 / cell.weight_ih.abs().max())
 
 
 RECIPES: dict[str, Recipe] = {
