@@ -7,14 +7,14 @@ the next step's loss.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from bptt.model import SequenceModel
 from bptt.run._config import TrainConfig
-from bptt.tasks import Task
+from bptt.tasks import StreamTask, Task
 from bptt.tbptt import TBPTT
 
 __all__ = ["Rerun", "SequenceBatches", "StreamBatches", "make_batches"]
@@ -80,7 +80,7 @@ class StreamBatches:
         self.config = config
         self.generator = torch.Generator().manual_seed(seed)
         self.trainer = TBPTT(model, config.tbptt_k1, config.tbptt_k2, task.loss, None, taps=taps)
-        self.stream = task.open_stream(
+        self.stream = cast(StreamTask, task).open_stream(  # a task with stream set
             config.batch_size, self.generator, device=config.device, dtype=config.torch_dtype
         )
 

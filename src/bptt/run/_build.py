@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from bptt.model import SequenceModel
 from bptt.run._config import TrainConfig
 from bptt.run._fields import ConfigError
 from bptt.run._recipes import RECIPES
-from bptt.tasks import Task
+from bptt.tasks import StreamTask, Task
 
 __all__ = [
     "build_model",
@@ -48,8 +48,10 @@ def build_model(config: TrainConfig, task: Task) -> SequenceModel:
 def make_clip_policy(config: TrainConfig) -> clip.ClipPolicy:
     """The parameter-gradient clipping policy a config describes."""
     if config.clip == "norm":
+        assert config.clip_norm is not None  # validation requires it with clip norm
         return clip.Fixed(config.clip_norm)
     if config.clip == "value":
+        assert config.clip_value is not None  # validation requires it with clip value
         return clip.Value(config.clip_value)
     if config.clip == "percentile":
         history = config.clip_history or None
@@ -121,7 +123,7 @@ def parameter_groups(config: TrainConfig, model: SequenceModel) -> list[dict[str
     ]
 
 
-def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, model: SequenceModel) -> torch.optim.Optimizer:
     """Adam (AdamW with ``weight_decay``), RMSprop or SGD (Nesterov when momentum > 0)
     over the model's parameter groups (:func:`parameter_groups`)."""
     if config.optimizer != "hf":
@@ -174,7 +176,8 @@ def evaluate(
     a stream task over its held-out stream) and, for a task scored by accuracy, the
     share of right answers (None otherwise)."""
     if task.stream:
-        return task.evaluate(model, device=config.device, dtype=config.torch_dtype), None
+        stream = cast(StreamTask, task)
+        return stream.evaluate(model, device=config.device, dtype=config.torch_dtype), None
     total, right, counted = 0.0, 0, 0
     for start in range(0, x.shape[0], _EVAL_CHUNK):
         xs, ys = x[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,9 @@ from bptt.run._batches import SequenceBatches, StreamBatches
 from bptt.run._build import learning_rate
 from bptt.run._config import TrainConfig
 from bptt.tasks import Task
+
+if TYPE_CHECKING:
+    from bptt.optim import HessianFree
 
 __all__ = ["FirstOrderStep", "HessianFreeStep", "StepReport", "make_step_rule"]
 
@@ -115,7 +118,7 @@ class HessianFreeStep:
         config: TrainConfig,
         task: Task,
         model: SequenceModel,
-        optimizer: torch.optim.Optimizer,
+        optimizer: HessianFree,
         batches: SequenceBatches,
     ) -> None:
         self.config, self.task, self.model = config, task, model
@@ -170,5 +173,7 @@ def make_step_rule(
 ) -> FirstOrderStep | HessianFreeStep:
     """The step rule the config's optimizer needs."""
     if config.optimizer == "hf":
-        return HessianFreeStep(config, task, model, optimizer, batches)
+        # make_optimizer's HessianFree; the config refuses hf for a stream task
+        hf, sequences = cast("HessianFree", optimizer), cast(SequenceBatches, batches)
+        return HessianFreeStep(config, task, model, hf, sequences)
     return FirstOrderStep(config, model, optimizer, batches, policy, monitor, on_gradients)
