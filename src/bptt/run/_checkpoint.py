@@ -29,6 +29,13 @@ __all__ = ["CheckpointError", "Checkpoints"]
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 
 
+def _step_of(path: Path) -> int:
+    """The step in a checkpoint's name (one of :meth:`Checkpoints.paths`, which match)."""
+    match = _NAME.match(path.name)
+    assert match is not None
+    return int(match.group(1))
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written, or none that is intact could be read."""
 
@@ -105,7 +112,7 @@ class Checkpoints:
             except CheckpointError as err:
                 problems.append(str(err))
                 continue
-            self.last = (int(_NAME.match(path.name).group(1)), payload)  # for roll-backs
+            self.last = (_step_of(path), payload)  # for roll-backs
             for problem in problems:
                 warnings.warn(f"{problem}; using {path.name}", stacklevel=2)
             return state
@@ -122,7 +129,7 @@ class Checkpoints:
                 _read_verified(path)
             except CheckpointError:
                 continue
-            return int(_NAME.match(path.name).group(1))
+            return _step_of(path)
         return None
 
     def clear(self) -> None:

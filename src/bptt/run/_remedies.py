@@ -163,6 +163,7 @@ def remedies_for(
                 ("skip", "skip connections from 10 steps back", _fresh(config, method="skip"))
             )
     elif kind == "truncated":
+        assert config.length is not None  # validation derives it from the task
         dependency = int(verdict.evidence.get("probe/dependency_length") or config.length)
         k2 = 2 * dependency
         options.append(

@@ -157,7 +157,7 @@ class RunDirectory:
             kept = [
                 line
                 for line in diagnostics.read_text(encoding="utf-8").splitlines()
-                if _json_step(line) is not None and _json_step(line) <= step
+                if (found := _json_step(line)) is not None and found <= step
             ]
             self._write(diagnostics, "".join(line + "\n" for line in kept))
         for outcome in ("summary.json", "model.pt"):
