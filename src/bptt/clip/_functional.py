@@ -8,15 +8,17 @@ The threshold may be a tensor, so adaptive policies never leave the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
+_group_tensors_by_device_and_dtype: Callable[..., dict[Any, Any]] | None = None
 try:  # torch's own grouping, in C++; a Python fallback keeps other versions working
     from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 except ImportError:  # pragma: no cover - depends on the torch build
-    _group_tensors_by_device_and_dtype = None
+    pass
 
 __all__ = [
     "clip_grad_norm_",
@@ -96,7 +98,7 @@ def _norms(
     for device, group in groups:
         for t, value in zip(group, norms_of(device, group), strict=True):
             norms[index[id(t)]] = value
-    return norms
+    return cast("list[Tensor]", norms)  # every tensor's slot filled
 
 
 def _stacked_norms(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import collections
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -74,7 +74,11 @@ def quantile(sorted_values: list[float], q: float) -> float:
     return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
-def _positive(name: str, value: float, *, allow_none: bool = False) -> float | None:
+@overload
+def _positive(name: str, value: float) -> float: ...
+@overload
+def _positive(name: str, value: float | None, *, allow_none: Literal[True]) -> float | None: ...
+def _positive(name: str, value: float | None, *, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
     return _checks.real(name, value, 0.0, open_low=True)
@@ -396,6 +400,7 @@ class ZScore(ClipPolicy):
         if self.mean is None:  # no finite norm during the warm-up: start from this one
             self.mean, self.var = norm, 0.0
             return cap
+        assert self.var is not None  # set together with the mean
         std = math.sqrt(self.var)
         z = (norm - self.mean) / (std + 1e-6)
         tau = self.mean + self.z * std / (z / self.z) if z > self.z else math.inf
@@ -471,7 +476,7 @@ class PerStep(NoClip):
         super().__init__(**kw)
         if max_norm is None and value is None:
             raise ValueError("PerStep needs max_norm, value or both")
-        taps = []
+        taps: list[ClipValue | ClipNorm] = []
         if value is not None:
             taps.append(ClipValue(value))
         if max_norm is not None:
