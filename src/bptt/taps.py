@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, overload, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -93,6 +93,10 @@ def _rows(delta: Tensor) -> Tensor:
     return delta if delta.dim() == 2 else delta.flatten(1)
 
 
+@overload
+def _scale(delta: Tensor, coef: Tensor) -> Tensor: ...
+@overload
+def _scale(delta: tuple[Tensor, ...], coef: Tensor) -> tuple[Tensor, ...]: ...
 def _scale(delta: Delta, coef: Tensor) -> Delta:
     """Multiply each sample's gradient by coef (B,), keeping the gradient's dtype."""
     if isinstance(delta, tuple):
@@ -100,6 +104,12 @@ def _scale(delta: Delta, coef: Tensor) -> Delta:
     return delta * coef.to(delta.dtype).view(-1, *([1] * (delta.dim() - 1)))
 
 
+@overload
+def apply_taps(taps: Sequence[Callable[[int, Delta], Delta]], t: int, delta: Tensor) -> Tensor: ...
+@overload
+def apply_taps(
+    taps: Sequence[Callable[[int, Delta], Delta]], t: int, delta: tuple[Tensor, ...]
+) -> tuple[Tensor, ...]: ...
 def apply_taps(taps: Sequence[Callable[[int, Delta], Delta]], t: int, delta: Delta) -> Delta:
     """Pass delta_t through the taps in order, checking each keeps the structure.
 

@@ -75,7 +75,8 @@ def _run_deep_lru(cell: DeepLRUCell, x: Tensor, state: Tensor, taps: Sequence):
     return cell.run_layers(x, state, _scan_unit)
 
 
-_FAST: dict[type, FastEngine] = {
+# Each engine takes the cell of its key's class: a FastEngine for the cells found here.
+_FAST: dict[type, Callable[..., tuple[Tensor, State]]] = {
     LRUCell: _run_lru,
     DeepLRUCell: _run_deep_lru,
     RNNCell: _run_elman,

@@ -46,7 +46,10 @@ def project_inputs(x_rows: Tensor, weight_ih: Tensor, bias: Tensor | None, out: 
 
 def summed_bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
     """b_ih + b_hh, or None for a cell without bias."""
-    return None if b_ih is None else b_ih + b_hh
+    if b_ih is None:
+        return None
+    assert b_hh is not None  # a cell has both biases or neither
+    return b_ih + b_hh
 
 
 def output_grads(grad_out: Tensor, grad_final: Tensor) -> Tensor:

@@ -8,6 +8,8 @@ one derivative call in backward) and the three gates driven by dL/dc are one blo
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -31,6 +33,10 @@ _TO_INNER = [3, 0, 1, 2]  # inner block k holds torch block _TO_INNER[k]
 _TO_TORCH = [1, 2, 3, 0]  # torch block k lives at inner block _TO_TORCH[k]
 
 
+@overload
+def _reorder(tensor: Tensor, order: list[int]) -> Tensor: ...
+@overload
+def _reorder(tensor: Tensor | None, order: list[int]) -> Tensor | None: ...
 def _reorder(tensor: Tensor | None, order: list[int]) -> Tensor | None:
     """Permute the four gate blocks along dim 0 of a (4H, ...) tensor."""
     if tensor is None:
