@@ -6,6 +6,8 @@ Matrix initialisers take a weight of shape (H, H) or a stack of gate blocks
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -102,8 +104,9 @@ def _gate_bias(cell: nn.Module, gate: str) -> tuple[Tensor, Tensor, slice]:
     gates = getattr(cell, "gates", ())
     if gate not in gates or getattr(cell, "bias_ih", None) is None:
         raise ValueError(f"{type(cell).__name__} has no biased gate {gate!r} (gates: {gates})")
-    k, hidden = gates.index(gate), cell.hidden_size
-    return cell.bias_ih, cell.bias_hh, slice(k * hidden, (k + 1) * hidden)
+    k, hidden = gates.index(gate), cast(int, cell.hidden_size)
+    bias_ih, bias_hh = cast(Tensor, cell.bias_ih), cast(Tensor, cell.bias_hh)
+    return bias_ih, bias_hh, slice(k * hidden, (k + 1) * hidden)
 
 
 def _memory_gate(cell: nn.Module) -> str:
@@ -146,7 +149,7 @@ def chrono_(cell: nn.Module, t_max: int, generator: torch.Generator | None = Non
         raise ValueError(f"t_max must be >= 2, got {t_max}")
     gate = _memory_gate(cell)
     bias_ih, bias_hh, rows = _gate_bias(cell, gate)
-    hidden = cell.hidden_size
+    hidden = cast(int, cell.hidden_size)
     u = 1 + torch.rand(hidden, generator=generator, dtype=torch.float64) * (t_max - 2)
     timescale = torch.log(u).to(bias_ih.dtype)
     bias_ih[rows] = timescale

@@ -148,7 +148,7 @@ class TBPTT:
             loss.backward()
             norm = self.clip(self.params) if self.clip is not None else None
             self.optimizer.step()
-            row = {"update": self.updates, "time": self.updates * self.k1}
+            row: dict[str, Any] = {"update": self.updates, "time": self.updates * self.k1}
             row.update({"window": self.last_window, "loss": loss.item()})
             if isinstance(norm, Tensor):
                 row["grad_norm"] = norm.item()
@@ -171,6 +171,7 @@ class TBPTT:
 
     def _window_loss(self) -> Tensor:
         """The next update's forward pass and loss; moves the stored states on."""
+        assert self._x is not None and self._y is not None  # losses() stored the chunks
         t = (self.updates + 1) * self.k1
         start = self.window_start
         steps = t - start
@@ -198,6 +199,7 @@ class TBPTT:
         loss = self.loss_fn(predicted, targets)
         self.updates += 1
         self.last_window = steps
+        assert state is not None  # steps >= k1 >= 1: a forward ran
         self.state = _detach(state)
         self._start = next_start  # None while the next window starts at the stream's start
         keep_from = max(0, self.window_start - start)
