@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ class RecordPrecision:
         magnitude = flat.abs()
         tiny = torch.finfo(flat.dtype).tiny
         self.subnormal[t] = ((magnitude > 0) & (magnitude < tiny)).float().mean()
+        assert self.zero is not None  # allocated with subnormal
         self.zero[t] = (magnitude == 0).float().mean()
         return delta
 
@@ -119,7 +120,9 @@ def gradient_by_distance(
         with torch.enable_grad():
             outputs, final = unroll(cell, probe, state=state, taps=[record, precision])
             torch.autograd.grad(loss(outputs, final), probe)
-        sample_norms, subnormal, zero = record.norms, precision.subnormal, precision.zero
+        # the backward went through the precision tap at every step
+        subnormal, zero = cast(Tensor, precision.subnormal), cast(Tensor, precision.zero)
+        sample_norms = record.norms
     norms = sample_norms.mean(0).flip(0).detach()  # (T,), d = 0 .. T-1
     ratios = norms / norms[0]
     gamma = fit_rate(norms, x.dtype)
@@ -189,13 +192,15 @@ def _segmented(
             if incoming is None:  # the last segment holds the loss
                 value = (outputs[:, -1] @ _direction(outputs.shape[-1], outputs, seed)).sum()
             else:
-                value = sum((a * g).sum() for a, g in zip(as_tuple(last), incoming, strict=True))
+                pairs = zip(as_tuple(last), incoming, strict=True)
+                value = cast(Tensor, sum((a * g).sum() for a, g in pairs))  # a state has parts
             incoming = torch.autograd.grad(value, parts, allow_unused=True)
             incoming = tuple(
                 torch.zeros_like(p) if g is None else g
                 for p, g in zip(parts, incoming, strict=True)
             )
         norms.append(record.norms)
-        subnormal.append(precision.subnormal)
-        zero.append(precision.zero)
+        # the backward went through the precision tap at every step
+        subnormal.append(cast(Tensor, precision.subnormal))
+        zero.append(cast(Tensor, precision.zero))
     return torch.cat(norms[::-1], 1), torch.cat(subnormal[::-1]), torch.cat(zero[::-1])

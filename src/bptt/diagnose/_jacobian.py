@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,11 @@ def _row_norms(parts: tuple[Tensor, ...]) -> Tensor:
 _CHUNK_ROWS = 2048  # rows linearised at once: the memory is bounded by this, not by T
 
 
+# torch.func.vjp of a step of one argument (a tuple of tensors): the output, and the
+# function giving that argument's cotangent.
+_Linearised = tuple[tuple[Tensor, ...], Callable[..., tuple[tuple[Tensor, ...]]]]
+
+
 def _spectral_norms(
     step: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]],
     primal: tuple[Tensor, ...],
@@ -34,7 +40,8 @@ def _spectral_norms(
     product handle every row at once; power iteration on J^T J from ``start``, never a
     full Jacobian.
     """
-    _, backward = torch.func.vjp(step, primal)  # linearised once, reused
+    # torch's annotation of vjp covers has_aux too: here it is (output, vjp_fn)
+    _, backward = cast(_Linearised, torch.func.vjp(step, primal))  # linearised once, reused
 
     def forward(tangent: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         with warnings.catch_warnings():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -46,11 +49,12 @@ def saturation(cell: nn.Module, x: Tensor, state: State | None = None) -> dict[s
             f"saturation needs a cell that names its activations (the built-in RNN, LSTM "
             f"and GRU cells do), got {type(cell).__name__}"
         )
-    kinds = cell.activation_kinds
+    kinds = cast("dict[str, str]", cell.activation_kinds)
+    activations = cast("Callable[..., dict[str, Tensor]]", cell.activations)
     series: dict[str, list[Tensor]] = {}
     for x_t, parts in zip(x.unbind(1), previous_states(cell, x, state), strict=True):
         before = parts if len(parts) > 1 else parts[0]
-        for name, values in cell.activations(x_t, before).items():
+        for name, values in activations(x_t, before).items():
             key = "dead" if kinds[name] == "relu" else name
             series.setdefault(key, []).append(_SATURATED[kinds[name]](values).double().mean())
     return {name: torch.stack(values) for name, values in series.items()}

@@ -79,11 +79,12 @@ def _from_cell(source: nn.Module, ours: type) -> nn.Module:
 
 def _from_layer(source: nn.Module, ours: type) -> nn.Module:
     name = type(source).__name__
-    if source.num_layers != 1 or source.bidirectional or getattr(source, "proj_size", 0):
+    proj_size = getattr(source, "proj_size", 0)
+    if source.num_layers != 1 or source.bidirectional or proj_size:
         raise TypeError(
             f"a diagnosis follows one recurrent layer in one direction; this torch.nn.{name} "
             f"has num_layers={source.num_layers}, bidirectional={source.bidirectional}"
-            f"{', proj_size=' + str(source.proj_size) if getattr(source, 'proj_size', 0) else ''}"
+            f"{', proj_size=' + str(proj_size) if proj_size else ''}"
             f": diagnose one layer at a time (bptt.cells.{ours.__name__} with its weights), "
             "or give your model a recurrent_cell() method"
         )

@@ -149,7 +149,7 @@ def diagnose(
             f"the weights hold NaN or inf ({', '.join(broken)}): the training diverged "
             "and the gradient overflowed before this"
         )
-        numbers = dict.fromkeys(NUMBER_KEYS)
+        numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
         numbers.update(length=steps, dependency_length=length)
         nans = torch.full((steps,), math.nan, dtype=torch.float64)
         return Diagnosis("exploding", [reason], list(REMEDIES["exploding"]), numbers, nans)
@@ -167,7 +167,7 @@ def diagnose(
         at_dependency = float(ratios[-1])
     horizon = by_distance["horizon"]
     jac = jacobian_norms(cell, x, state, iters=iters, seed=seed)
-    numbers: dict[str, Any] = {
+    numbers = {
         "length": steps,
         "dependency_length": length,
         "gamma": gamma,

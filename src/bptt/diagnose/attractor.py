@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -71,8 +71,10 @@ def basin_gradient_map(
     axis = torch.linspace(-extent, extent, resolution, dtype=weight.dtype)
     h2, h1 = torch.meshgrid(axis, axis, indexing="ij")
     start = torch.stack([h1.reshape(-1), h2.reshape(-1)], dim=1).requires_grad_(True)
-    inputs = torch.zeros(start.shape[0], steps, cell.input_size, dtype=weight.dtype)
-    _, final = unroll(cell, inputs, state=start, engine="generic")
+    features = cast(int, cell.input_size)
+    inputs = torch.zeros(start.shape[0], steps, features, dtype=weight.dtype)
+    _, state = unroll(cell, inputs, state=start, engine="generic")
+    final = cast(torch.Tensor, state)  # a state of one tensor, as the start given
     rows = [torch.autograd.grad(final[:, k].sum(), start, retain_graph=True)[0] for k in range(2)]
     jacobian = torch.stack(rows, dim=1)  # (N, 2, 2): each start's dh_T/dh_0
     finite = torch.isfinite(jacobian).all(dim=(1, 2))  # (N,); the SVD refuses inf and NaN
