@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numba
 import numpy as np
@@ -37,7 +38,7 @@ ACTIVATION_CODES = {"tanh": 0, "identity": 1, "relu": 2, "sigmoid": 3}
 # assume no NaN or inf: a reservoir with a linear activation can overflow, and that
 # must show as inf, not as undefined behaviour.
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
-_OPTIONS = {"fastmath": _FAST, "error_model": "numpy", "cache": True, "nogil": True}
+_OPTIONS: dict[str, Any] = {"fastmath": _FAST, "error_model": "numpy", "cache": True, "nogil": True}
 
 
 _LOG2E = 1.4426950408889634
@@ -166,7 +167,9 @@ def run_one(*args) -> None:
         drive_one_serial(*args)
         return
     before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    # numba.config sets its NUMBA_* attributes at run time, unseen by type checkers
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), most)))
     try:
         _parallel_used = True
         drive_one(*args)

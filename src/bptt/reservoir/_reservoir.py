@@ -336,7 +336,9 @@ class Reservoir:
         counts = np.full(batch, steps) if valid is None else valid
         return torch.from_numpy(total / counts[:, None].astype(self._np_dtype))
 
-    def _prepare(self, x: Tensor, lengths: Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _prepare(
+        self, x: Tensor | np.ndarray, lengths: Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """x as an array (B, T, F) checked against W_in (drawn now if still unknown),
         and the valid lengths (B,) or None."""
         data = self._inputs(x)
@@ -424,6 +426,7 @@ class Reservoir:
             if recorded is not None:
                 recorded[rows[:active], t] = s.t()
         if sums_out is not None:
+            assert total is not None  # made for sums_out
             sums_out[order] += total.numpy().T
         final = np.empty_like(state)
         final[order] = current.numpy().T
@@ -452,7 +455,7 @@ class Reservoir:
                 )
         return self._torch_csr
 
-    def _inputs(self, x: Tensor) -> np.ndarray:
+    def _inputs(self, x: Tensor | np.ndarray) -> np.ndarray:
         if not isinstance(x, (Tensor, np.ndarray)):
             raise TypeError(f"x must be a tensor or array (B, T, F), got {type(x).__name__}")
         if x.ndim != 3 or 0 in x.shape:
@@ -523,10 +526,10 @@ class Reservoir:
         bias = _checks.array("state_dict['bias']", state_dict["bias"], self._np_dtype)
         if bias.shape != (n,):
             raise ValueError(f"state_dict['bias'] must have shape ({n},), got {bias.shape}")
-        w_in = state_dict.get("W_in")
+        w_in: Tensor | np.ndarray | None = state_dict.get("W_in")
         if w_in is not None:
             w_in = self._as_array(w_in, (n, None), "state_dict['W_in']")
-        state = state_dict.get("state")
+        state: Tensor | np.ndarray | None = state_dict.get("state")
         if state is not None:
             state = _checks.array("state_dict['state']", state, self._np_dtype)
             if state.ndim != 2 or state.shape[0] < 1 or state.shape[1] != n:

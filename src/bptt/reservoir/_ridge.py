@@ -7,6 +7,8 @@ small machine they were measured to slow the torch work that follows by 2-3x.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -54,6 +56,13 @@ class Ridge:
         alpha: the ridge penalty (ReservoirPy's ``ridge``).
         fit_bias: fit the intercept b (else b = 0).
     """
+
+    # The sums of the data so far (None before the first partial_fit): X^T X, X^T Y,
+    # the column sums of X and of Y.
+    _xtx: Tensor | None
+    _xty: Tensor | None
+    _xsum: Tensor | None
+    _ysum: Tensor | None
 
     def __init__(self, alpha: float = 0.0, fit_bias: bool = True) -> None:
         self.alpha = _checks.real("alpha", alpha, 0.0)
@@ -103,7 +112,7 @@ class Ridge:
         batch, steps, units = x.shape
         washout = _checks.integer("washout", washout, 0)
         valid = _checks.lengths("lengths", lengths, batch, steps)
-        if self._xtx is not None and (units, target.shape[2]) != tuple(self._xty.shape):
+        if self._xty is not None and (units, target.shape[2]) != tuple(self._xty.shape):
             raise ValueError(
                 f"states and y must have the N and O of the earlier calls, "
                 f"{tuple(self._xty.shape)}; got N = {units}, O = {target.shape[2]} "
@@ -119,9 +128,8 @@ class Ridge:
         if self._xtx is None:  # the first batch's sums are the totals (no zeros to add to)
             self._xtx, self._xty, self._xsum, self._ysum = sums
         else:
-            for total, part in zip(
-                (self._xtx, self._xty, self._xsum, self._ysum), sums, strict=True
-            ):
+            totals = cast("tuple[Tensor, ...]", (self._xtx, self._xty, self._xsum, self._ysum))
+            for total, part in zip(totals, sums, strict=True):  # the four are set together
                 total += part
         self._count += x_rows.shape[0]
         return self
@@ -135,8 +143,10 @@ class Ridge:
         """
         if self._count == 0:
             raise ValueError("no data: call partial_fit (or fit) first")
+        assert self._xtx is not None and self._xty is not None  # set with the count
         system, xty = self._xtx.clone(), self._xty.clone()  # the sums stay as they are
         if self.fit_bias:
+            assert self._xsum is not None and self._ysum is not None
             x_mean, y_mean = self._xsum / self._count, self._ysum / self._count
             system -= self._count * torch.outer(x_mean, x_mean)
             xty -= self._count * torch.outer(x_mean, y_mean)
