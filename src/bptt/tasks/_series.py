@@ -17,10 +17,10 @@ _MAX_LAG = 10_000_000  # tau / h: the delayed values held in memory (80 MB)
 
 def mackey_glass(
     n_timesteps: int,
-    tau: int = 17,
+    tau: float = 17,
     a: float = 0.2,
     b: float = 0.1,
-    n: int = 10,
+    n: float = 10,
     x0: float = 1.2,
     h: float = 1.0,
     *,
@@ -114,7 +114,10 @@ def japanese_vowels() -> dict[str, tuple[Tensor, Tensor, Tensor]]:
     """
     if not _VOWELS:
         _VOWELS.update(_read_japanese_vowels())
-    return {split: tuple(t.clone() for t in parts) for split, parts in _VOWELS.items()}
+    return {
+        split: (x.clone(), lengths.clone(), labels.clone())
+        for split, (x, lengths, labels) in _VOWELS.items()
+    }
 
 
 _VOWELS: dict[str, tuple[Tensor, Tensor, Tensor]] = {}  # japanese_vowels' data, once read
