@@ -126,7 +126,7 @@ def conjugate_gradient(
     min_iters: int = 1,
     preconditioner: Tensor | None = None,
     keep: Callable[[int], bool] | None = None,
-) -> tuple[Tensor, list[tuple[int, Tensor]], int]:
+) -> tuple[Tensor, list[tuple[int, Tensor, float]], int]:
     """Minimise q(x) = 1/2 x^T A x - b^T x by (preconditioned) conjugate gradient.
 
     Stops by Martens' relative-progress rule: at iteration i > k with k = max(10, i/10),
@@ -309,7 +309,13 @@ class HessianFree(torch.optim.Optimizer):
             raise ValueError(f"max_cg must be a positive integer, got {max_cg!r}")
         if module is not None and not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module or None, got {type(module).__name__}")
-        defaults = {"lr": lr, "damping": damping, "mu": mu, "max_cg": max_cg, "cg_tol": cg_tol}
+        defaults: dict[str, Any] = {
+            "lr": lr,
+            "damping": damping,
+            "mu": mu,
+            "max_cg": max_cg,
+            "cg_tol": cg_tol,
+        }
         defaults.update({"decay": decay, "preconditioner": preconditioner, "loss": loss})
         super().__init__(params, defaults)
         self.last: dict[str, Any] = {}
@@ -475,14 +481,14 @@ class HessianFree(torch.optim.Optimizer):
         damping, mu = opts["damping"], opts["mu"]
         structural = mu > 0 and hidden is not None
         tangents_of = self._forward_mode(closure, params)
-        c_outputs, c_hidden = outputs, hidden
+        c_outputs, c_hidden = outputs, hidden if structural else None
 
         def product(v: Tensor) -> Tensor:
             parts = _split(v, params)
             if tangents_of is None:  # reverse mode only: J v by the double-vjp trick
                 gv = _flat(gauss_newton_product(c_outputs, params, parts, opts["loss"]))
                 out = gv + damping * v
-                if structural:
+                if c_hidden is not None:  # structural damping
                     sv = _flat(gauss_newton_product(c_hidden, params, parts, "mse"))
                     out = out + damping * mu * sv * c_hidden.numel() / 2  # J_h^T J_h v
                 return out
@@ -490,7 +496,7 @@ class HessianFree(torch.optim.Optimizer):
             tangents = tangents_of(parts)
             targets = [c_outputs]
             cotangents = [_loss_hessian_product(c_outputs, tangents[0], opts["loss"])]
-            if structural:
+            if c_hidden is not None:  # structural damping
                 targets.append(c_hidden)
                 cotangents.append(damping * mu * tangents[1])  # J_h^T J_h v
             return _flat(_vjp(targets, params, cotangents)) + damping * v
