@@ -18,7 +18,7 @@ into Lightning's checkpoints, so a resumed fit goes on with the same statistics.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 try:
     import lightning.pytorch as pl
@@ -185,7 +185,8 @@ class TruncatedBPTTModule(pl.LightningModule):
             # the dataloader starts the stream again (a new epoch, or a resumed one
             # whose loader restarts): so does the carried state
             self.tbptt = TBPTT(self.model, self.k1, self.k2, self.loss_fn, optimizer=None)
-        optimizer = self.optimizers()
+        # configure_optimizers returns one optimizer
+        optimizer = cast("pl.core.optimizer.LightningOptimizer", self.optimizers())
         losses = []
         for loss in self.tbptt.losses(x, y):
             optimizer.zero_grad()
