@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import types
 import warnings
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, NoReturn, Union, get_args, get_origin
 
 import click
 from pydantic.fields import FieldInfo
@@ -63,18 +64,28 @@ _HELP_WIDTH = 100
 
 
 class _Failed(click.ClickException):
-    """A message for the user, already one line; exit 2 (bad input) or 1 (the run failed)."""
+    """A message for the user, already one line; exit 2 (bad input)."""
 
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = code
+    exit_code = 2
+
+
+class _RunFailed(_Failed):
+    """A message for the user, already one line; exit 1 (the run failed)."""
+
+    exit_code = 1
 
 
 class _OneLineErrors(click.Group):
     """Every click error (a bad flag, a missing argument) as one ``error:`` line."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, **extra: Any):
-        extra.pop("standalone_mode", None)
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,  # ignored: an error is always one line and an exit
+        **extra: Any,
+    ) -> NoReturn:
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as err:
@@ -220,7 +231,7 @@ def train_command(
     except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
         raise _Failed(str(err)) from None
     except (NonFiniteError, RunStopped) as err:
-        raise _Failed(str(err), code=1) from None
+        raise _RunFailed(str(err)) from None
     s = result.summary
     verdict = "[green]solved[/]" if s["solved"] else "[yellow]not solved[/]"
     _out.print(
@@ -361,7 +372,7 @@ def bench_command(
     except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
         raise _Failed(str(err)) from None
     except (NonFiniteError, RunStopped) as err:
-        raise _Failed(str(err), code=1) from None
+        raise _RunFailed(str(err)) from None
     except ImportError as err:
         raise _Failed(str(err)) from None
     _out.print(leaderboard(rows))
@@ -383,8 +394,8 @@ def report_command(path: Path, open_it: bool) -> None:
     except ConfigError as err:
         raise _Failed(str(err)) from None
     except OSError as err:
-        raise _Failed(
-            f"report: could not write {path / 'report.html'}: {err.strerror}", 1
+        raise _RunFailed(
+            f"report: could not write {path / 'report.html'}: {err.strerror}"
         ) from None
     _out.print(f"report: {written}")
     if open_it:
