@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[vowels]"
 	touch $(STAMP)
 
-# What the tests need beside: pytest, ruff, ReservoirPy, Ray, Playwright's client.
+# What the tests need beside: pytest, ruff, mypy, ReservoirPy, Ray, Playwright's client.
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,vowels]"
 	touch $(DEV_STAMP)
@@ -35,6 +35,7 @@ browser:
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 test: lint browser
 	$(BIN)/python -m pytest
@@ -46,4 +47,4 @@ engine-bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
