@@ -13,7 +13,7 @@ import torch
 from pydantic import Field, model_validator
 
 from bptt.cells import cell_names
-from bptt.engine._unroll import EngineName
+from bptt.engine import EngineName
 from bptt.run._errors import first_line
 from bptt.run._fields import (
     Bool,
