@@ -138,8 +138,13 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
             continue
         solved = [s for s in done if s["solved"]]
         cut = [s["steps_done"] for s in done if s.get("time_limited") and not s["solved"]]
-        steps = [s["solved_step"] for s in solved]
-        walls = [_wall_at(_run_dir(args.out, row, s["seed"]), s) for s in solved]
+        # a run chosen on validation may be solved on the test set, never on validation
+        steps = [s["solved_step"] for s in solved if s["solved_step"] is not None]
+        walls = [
+            _wall_at(_run_dir(args.out, row, s["seed"]), s)
+            for s in solved
+            if s["solved_step"] is not None
+        ]
         finals = [s["final_loss"] for s in done if s["final_loss"] is not None]
         metric = done[0]["metric"]
         final = f"{metric} {statistics.median(finals):.3g}" if finals else "-"

@@ -84,7 +84,8 @@ def diagnostics() -> None:
 
 
 def clipping() -> None:
-    """An LSTM under Nesterov SGD at lr 0.5: unclipped, it goes NaN; AutoClip keeps it."""
+    """An LSTM under Nesterov SGD at lr 0.5: unclipped, its gradient norm explodes;
+    AutoClip keeps it near 1."""
     figure = Figure(figsize=(6, 3.2))
     axes = figure.add_subplot()
     base = {"task": "adding", "length": 30, "cell": "lstm", "hidden": 32, "steps": 300}

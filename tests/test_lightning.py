@@ -217,3 +217,34 @@ def test_truncated_bptt_refuses_bad_settings():
         TruncatedBPTTModule(model, 2, 4, "mse")
     with pytest.raises(ValueError, match="lr"):
         TruncatedBPTTModule(model, 2, 4, mse, lr=0)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_a_fit_stopped_inside_an_epoch_resumes_at_the_next_with_a_fresh_state(tmp_path):
+    chunks = _stream_chunks()
+    first = Echo(chunks)
+    trainer = pl.Trainer(
+        max_steps=5,  # five updates: the fit stops inside the first epoch, after 4 chunks
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(first)
+    trainer.save_checkpoint(str(tmp_path / "mid.ckpt"))
+    resumed = Echo(chunks)
+    _fit(resumed, tmp_path / "r", epochs=2, ckpt_path=str(tmp_path / "mid.ckpt"))
+    # Lightning 2.6 counts that epoch as done and starts the next at its first chunk:
+    # the plain-loop reference is 4 chunks, then a whole pass from a fresh state
+    torch.manual_seed(0)
+    model = bptt.SequenceModel(bptt.cells.GRUCell(1, 8), 1, readout="all")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for part in (chunks[:4], chunks):
+        plain = bptt.TBPTT(model, 5, 12, torch.nn.functional.mse_loss, optimizer)
+        for x, y in part:
+            plain.step(x, y)
+    for ours, theirs in zip(resumed.model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)

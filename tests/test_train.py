@@ -373,7 +373,37 @@ def test_weight_decay_is_decoupled_and_spares_the_recurrences_own_group():
     for name, p in model.named_parameters():
         factor = 1.0 if id(p) in spared else 1 - 1e-3 * 0.1  # lr 1e-3 of the recipe
         torch.testing.assert_close(p.detach(), before[name] * factor, rtol=0, atol=0)
+    # without a rate of their own, the recurrence's parameters are still not decayed
+    # (decay would pull an LRU's log-parametrised eigenvalues off their ring)
+    for cell, spared in (
+        ("deep-lru", {"nu_log", "theta_log", "gamma_log", "weight_ih"}),
+        ("lstm", {"weight_hh"}),
+    ):
+        alone = TrainConfig.from_dict({"task": "adding", "length": 5, "cell": cell, "hidden": 4,
+                                       "weight_decay": 0.1})  # fmt: skip
+        model = build_model(alone, make_task("adding", 5))
+        groups = make_optimizer(alone, model).param_groups
+        assert [(g["lr"], g["weight_decay"]) for g in groups] == [(3e-3, 0.1), (3e-3, 0.0)]
+        names = {id(p): name.rsplit(".", 1)[-1] for name, p in model.named_parameters()}
+        assert {names[id(p)] for p in groups[1]["params"]} == spared
     with pytest.raises(ConfigError, match="weight_decay"):
         TrainConfig.from_dict({"optimizer": "sgd", "weight_decay": 0.1})
     with pytest.raises(ConfigError, match="weight_decay"):
         TrainConfig.from_dict({"weight_decay": -1})
+
+
+def test_a_run_cut_off_the_evaluation_grid_chooses_as_the_uninterrupted_run(tmp_path):
+    config = {"task": "pdigits", "cell": "gru", "hidden": 8, "steps": 30, "threads": 1}
+    config.update({"eval_every": 10, "validation_share": 0.2, "checkpoint_every": 10})
+    whole = bptt.train({**config, "out": str(tmp_path / "whole")}).summary
+    # stopped by its time limit after its first step (an evaluation off the grid, which
+    # must not become a candidate), then resumed to the end
+    cut = bptt.train({**config, "time_limit_s": 1e-9, "out": str(tmp_path / "cut")}).summary
+    assert cut["steps_done"] == 1 and cut["selected_step"] is None and cut["accuracy"] is not None
+    again = bptt.resume(tmp_path / "cut", time_limit_s=0.0).summary
+    assert again["selected_step"] == whole["selected_step"] and again["selected_step"] % 10 == 0
+    ours = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    with pytest.raises(ConfigError, match="validation_share"):
+        bptt.train({**config, "validation_share": 1e-5})  # not a single image

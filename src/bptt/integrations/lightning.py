@@ -18,6 +18,7 @@ into Lightning's checkpoints, so a resumed fit goes on with the same statistics.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, cast
 
 try:
@@ -131,7 +132,12 @@ class TruncatedBPTTModule(pl.LightningModule):
     the stream's length. Updates use manual optimization (several per chunk, or none),
     so the optimizer hooks, :class:`GradientCallback` among them, run at every update;
     leave the Trainer's ``gradient_clip_val`` and ``accumulate_grad_batches`` unset.
-    The carried state and buffered steps go into Lightning's checkpoints.
+    Nothing of the stream's state is checkpointed: a fit resumed from a checkpoint
+    starts the next epoch from a fresh state, as an uninterrupted fit does (Lightning
+    2.6 resumes a fit that stopped inside an epoch at the next epoch's first chunk;
+    tested against the plain loop). Should a resumed fit ever start inside an epoch,
+    the state starts fresh there, with a warning: no saved state could be trusted to
+    match the chunk the loader gives.
 
     Args:
         model: a :class:`bptt.SequenceModel` with ``readout="all"``.
@@ -168,6 +174,7 @@ class TruncatedBPTTModule(pl.LightningModule):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         self.model, self.k1, self.k2, self.loss_fn, self.lr = model, k1, k2, loss_fn, lr
         self.automatic_optimization = False  # an update every k1 steps, not per batch
+        self._warned = False
         self.tbptt = TBPTT(model, k1, k2, loss_fn, optimizer=None)  # checks k1, k2, model
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
@@ -182,9 +189,17 @@ class TruncatedBPTTModule(pl.LightningModule):
         """Feed one chunk; make the updates it completes."""
         x, y = batch
         if batch_idx == 0 and self.tbptt.position:
-            # the dataloader starts the stream again (a new epoch, or a resumed one
-            # whose loader restarts): so does the carried state
+            # a new epoch: the dataloader starts the stream again, and so does the state
             self.tbptt = TBPTT(self.model, self.k1, self.k2, self.loss_fn, optimizer=None)
+        elif batch_idx and not self.tbptt.position and not self._warned:
+            # a fit resumed inside an epoch: whichever chunk the loader gives, no saved
+            # state could be trusted to match it
+            warnings.warn(
+                f"resumed at batch {batch_idx} of an epoch: the stream's hidden state "
+                "starts fresh here (resume from the end of an epoch to continue exactly)",
+                stacklevel=2,
+            )
+            self._warned = True
         # configure_optimizers returns one optimizer
         optimizer = cast("pl.core.optimizer.LightningOptimizer", self.optimizers())
         losses = []
@@ -196,10 +211,3 @@ class TruncatedBPTTModule(pl.LightningModule):
         if losses:
             self.log("tbptt/loss", torch.stack(losses).mean(), on_step=True, on_epoch=False)
         self.log("tbptt/updates", float(self.tbptt.updates), on_step=True, on_epoch=False)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["bptt_tbptt"] = self.tbptt.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "bptt_tbptt" in checkpoint:
-            self.tbptt.load_state_dict(checkpoint["bptt_tbptt"])

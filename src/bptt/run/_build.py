@@ -95,30 +95,34 @@ def _is_regression(config: TrainConfig) -> bool:
 
 
 def parameter_groups(config: TrainConfig, model: SequenceModel) -> list[dict[str, Any]]:
-    """The model's parameters as optimizer groups: one, or with ``lr_recurrent`` two,
-    the recurrence's own parameters second, each group's ``lr_scale`` its rate over
-    ``lr`` (the schedule multiplies it).
+    """The model's parameters as optimizer groups: one, or with ``lr_recurrent`` or
+    ``weight_decay`` two, the recurrence's own parameters second (their own rate; never
+    decayed: the LRU's log-parametrised eigenvalues would be pulled off their ring),
+    each group's ``lr_scale`` its rate over ``lr`` (the schedule multiplies it).
 
     Raises:
         ConfigError: ``lr_recurrent`` for a cell that names no recurrent parameters.
     """
-    if config.lr_recurrent is None:
+    if config.lr_recurrent is None and not config.weight_decay:
         return [{"params": list(model.parameters()), "lr_scale": 1.0}]
     names = set(getattr(model.cell, "recurrent_parameters", ()))
     # by the last part of the name, so that a stacked cell's layers are found too
     recurrent = {
         id(p) for name, p in model.cell.named_parameters() if name.rsplit(".", 1)[-1] in names
     }
+    params = list(model.parameters())
     if not recurrent:
+        if config.lr_recurrent is None:  # weight decay alone: nothing to spare
+            return [{"params": params, "lr_scale": 1.0}]
         message = f"cell {config.cell} names no recurrent parameters to give a rate of their own"
         raise ConfigError("lr_recurrent", message)
-    params = list(model.parameters())
+    rate = config.lr if config.lr_recurrent is None else config.lr_recurrent
     return [
         {"params": [p for p in params if id(p) not in recurrent], "lr_scale": 1.0},
         {
             "params": [p for p in params if id(p) in recurrent],
-            "lr": config.lr_recurrent,
-            "lr_scale": config.lr_recurrent / config.lr,
+            "lr": rate,
+            "lr_scale": rate / config.lr,
         },
     ]
 

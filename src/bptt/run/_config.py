@@ -92,8 +92,8 @@ class TrainConfig(ConfigModel):
         ge=0.0,
         le=10.0,
         description="decoupled weight decay (Adam becomes AdamW, Loshchilov & Hutter 2019), "
-        "on every parameter but the recurrence's own when lr_recurrent gives them a group "
-        "(as the LRU's code leaves its eigenvalues undecayed); adam only.",
+        "on every parameter but the recurrence's own (W_hh; the LRU's eigenvalues, gamma "
+        "and B, which its authors' code leaves undecayed); adam only.",
     )
     optimizer: OptimizerName = Field(
         "adam", description="adam, sgd, rmsprop, or hf (Hessian-free, bptt.optim)."
@@ -237,7 +237,12 @@ class TrainConfig(ConfigModel):
         0, ge=0, le=2**63 - 1, description="seeds initialisation, training data, test set."
     )
     test_size: Int = Field(1000, ge=1, le=10_000_000, description="held-out sequences.")
-    eval_every: Int = Field(100, ge=1, description="steps between test evaluations.")
+    eval_every: Int = Field(
+        100,
+        ge=1,
+        description="steps between evaluations (of the validation split, if any; "
+        "else of the test set).",
+    )
     log_every: Int = Field(10, ge=1, description="steps between rows of metrics.csv.")
     engine: EngineName = Field(
         "auto", description="the unroll engine: auto, generic or fast (bptt.unroll)."

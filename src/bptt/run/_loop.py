@@ -177,8 +177,8 @@ class Run:
             self.monitor.load_state_dict(state["monitor"])
         self.batches.load_state_dict(state["batches"])
         torch.set_rng_state(state["torch_rng"])
-        if self.validation is not None:
-            self.best = state.get("best")
+        if self.validation is not None and not keep_counters:
+            self.best = state.get("best")  # a roll-back keeps the best model seen since
         if not keep_counters:
             self.counters = dict(state["counters"])
             self.record = RunRecord()
@@ -264,7 +264,10 @@ class Run:
             last = step == config.steps or stop or out_of_time
             evaluated = step % config.eval_every == 0 or last
             if evaluated and self.validation is not None:
-                score = self._validate(step)
+                # only the planned evaluations may be chosen: a run cut by its time limit
+                # and resumed chooses as the uninterrupted run does
+                planned = step % config.eval_every == 0 or step == config.steps
+                score = self._validate(step, candidate=planned)
                 if counters["solved_step"] is None and self.task.is_solved(score):
                     counters["solved_step"] = step
                     last = last or config.stop_when_solved
@@ -323,16 +326,17 @@ class Run:
                 break
         return self._summary(time.perf_counter() - start, advance)
 
-    def _validate(self, step: int) -> float:
-        """Score the validation set, keep the model if it is the best so far (accuracy,
-        then loss); returns the validation loss."""
+    def _validate(self, step: int, candidate: bool = True) -> float:
+        """Score the validation set; a ``candidate`` model is kept if it is the best so
+        far (accuracy, then loss). Returns the validation loss."""
         counters = self.counters
         assert self.validation is not None  # called only with a validation set
         x_val, y_val = self.validation
         loss, accuracy = evaluate(self.model, self.task, x_val, y_val, self.config)
         counters["val_loss"], counters["val_accuracy"] = loss, accuracy
         score = (accuracy if accuracy is not None else -math.inf, -loss)
-        if math.isfinite(loss) and (self.best is None or score > tuple(self.best["score"])):
+        better = self.best is None or score > tuple(self.best["score"])
+        if candidate and math.isfinite(loss) and better:
             model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.best = {"step": step, "score": list(score), "model": model}
         return loss
@@ -450,8 +454,15 @@ class Run:
 
 
 def _validation_set(config: TrainConfig, task: Any) -> tuple[Tensor, Tensor]:
-    """The task's validation split, on the run's device and dtype."""
-    x, y = task.hold_out(config.validation_share)
+    """The task's validation split, on the run's device and dtype.
+
+    Raises:
+        ConfigError: the share is too small to take a single example.
+    """
+    try:
+        x, y = task.hold_out(config.validation_share)
+    except ValueError as err:
+        raise ConfigError("validation_share", str(err)) from None
     return x.to(device=config.device, dtype=config.torch_dtype), y.to(config.device)
 
 

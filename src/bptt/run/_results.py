@@ -53,7 +53,8 @@ RESULT_FIELDS = (
 """Columns of ``results.csv``: ``solved_at_step`` is the first evaluated step at which
 the task was solved (blank if never); ``outcome`` says what the run did in words
 (``solved``, ``solved, then diverged``, ``solved, then lost it`` (its final test
-metric no longer solves it), ``diverged``, ``not solved``, ``stopped by its time
+metric no longer solves it), ``solved on validation, not on test`` (a model chosen on
+a validation split), ``diverged``, ``not solved``, ``stopped by its time
 limit``, ``fitted`` for an echo state network); ``final_metric`` is the test
 metric named by ``metric`` at the end, ``baseline`` the trivial predictor's;
 ``horizon`` is the distance at which the final model's gradient fell below 1e-3 of
@@ -95,6 +96,8 @@ def result_row(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
         outcome = "solved, then diverged"
     elif solved:
         outcome = "solved"
+    elif solved_step is not None and summary.get("validation_share"):
+        outcome = "solved on validation, not on test"
     elif solved_step is not None:
         outcome = "solved, then lost it"
     elif diverged:
