@@ -122,8 +122,9 @@ def orthogonal_table(repeats: int, steps: int = 200, batch: int = 128, hidden: i
 
 def lru_table(repeats: int, batch: int = 32, hidden: int = 128) -> Table:
     """A training step (forward + backward, loss at the last step) of the LRU by its
-    scan (without taps, and with RecordNorms, whose backward is a loop over the steps)
-    and by the sequential loop, beside torch.nn.LSTM at T = 1000."""
+    scan (its readout at the last step alone, ``last_only``; at every step; with
+    RecordNorms, whose backward is a loop over the steps) and by the sequential loop,
+    beside torch.nn.LSTM at T = 1000."""
     table = Table(title=f"LRU training step, B={batch}, F=1, H=N={hidden}")
     for column in ("model", "T", "engine", "ms", "vs scan at this T"):
         table.add_column(column, justify="right")
@@ -132,10 +133,11 @@ def lru_table(repeats: int, batch: int = 32, hidden: int = 128) -> Table:
     cell = bptt.cells.LRUCell(1, hidden)
     lstm = nn.LSTM(1, hidden, batch_first=True)
 
-    def lru_step(x, engine, taps=()):
+    def lru_step(x, engine, taps=(), last_only=True):
         def once():
             cell.zero_grad()
-            out, _ = bptt.unroll(cell, x, engine=engine, taps=[tap() for tap in taps])
+            made = [tap() for tap in taps]
+            out, _ = bptt.unroll(cell, x, engine=engine, taps=made, last_only=last_only)
             (out[:, -1] * w).sum().backward()
 
         return once
@@ -146,6 +148,7 @@ def lru_table(repeats: int, batch: int = 32, hidden: int = 128) -> Table:
         x = torch.randn(batch, steps, 1, generator=gen)
         runs = {engine: lru_step(x, engine) for engine in ("fast", "generic")}
         runs["fast+taps"] = lru_step(x, "fast", (RecordNorms,))
+        runs["fast, every output"] = lru_step(x, "fast", last_only=False)
         times: dict[str, list[float]] = {engine: [] for engine in runs}
         for _ in range(repeats):  # interleaved
             for engine, run in runs.items():
@@ -153,7 +156,11 @@ def lru_table(repeats: int, batch: int = 32, hidden: int = 128) -> Table:
         scan = 1e3 * statistics.median(times["fast"])
         loop = 1e3 * statistics.median(times["generic"])
         tapped = 1e3 * statistics.median(times["fast+taps"])
+        every = 1e3 * statistics.median(times["fast, every output"])
         table.add_row("LRU", str(steps), "scan", f"{scan:.0f}", "1.00x")
+        table.add_row(
+            "LRU", str(steps), "scan, C h at every step", f"{every:.0f}", f"{every / scan:.2f}x"
+        )
         table.add_row(
             "LRU", str(steps), "scan + RecordNorms", f"{tapped:.0f}", f"{tapped / scan:.2f}x"
         )

@@ -239,3 +239,38 @@ def test_the_lru_recipe_is_minimal_lrus_settings():
     optimizer = make_optimizer(config, build_model(config, make_task("adding", 5)))
     assert [group["lr"] for group in optimizer.param_groups] == [1e-3, 5e-4]
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.05, 0.0]
+
+
+@pytest.mark.parametrize("kind", ["lru", "deep-lru", "lstm", "gru"])
+@pytest.mark.parametrize("engine", ["fast", "generic"])
+def test_last_only_gives_the_last_step_and_the_same_gradients(kind, engine):
+    torch.manual_seed(0)
+    cell = bptt.cells.make_cell(kind, 3, 6, dtype=torch.float64)
+    x = torch.randn(4, 37, 3, dtype=torch.float64)
+    w = torch.randn(6, dtype=torch.float64)
+
+    def run(last_only):
+        cell.zero_grad()
+        record = RecordNorms()
+        taps = [record] if kind != "deep-lru" or engine == "generic" else []
+        out, final = bptt.unroll(cell, x, engine=engine, taps=taps, last_only=last_only)
+        (out[:, -1] @ w).sum().backward()
+        grads = [p.grad.clone() for p in cell.parameters()]
+        return out, final, grads, (record.norms if taps else None)
+
+    full, final_full, grads_full, norms_full = run(False)
+    last, final_last, grads_last, norms_last = run(True)
+    assert last.shape == (4, 1, 6)
+
+    def close(ours, theirs):  # the same operations, up to a matmul's blocking: rounding
+        ours, theirs = ours.detach(), theirs.detach()
+        tol = rounding_tol(100 * 37, 1.0 + float(theirs.detach().abs().max()), torch.float64)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=tol)
+
+    close(last, full[:, -1:])
+    close(final_last if isinstance(final_last, torch.Tensor) else final_last[0],
+          final_full if isinstance(final_full, torch.Tensor) else final_full[0])  # fmt: skip
+    for ours, theirs in zip(grads_last, grads_full, strict=True):
+        close(ours, theirs)
+    if norms_full is not None:
+        close(norms_last, norms_full)

@@ -74,7 +74,10 @@ class SequenceModel(nn.Module):
 
         ``taps`` see the hidden-state gradient of every step (see :mod:`bptt.taps`).
         """
-        outputs, state = unroll(self.cell, x, state=state, taps=taps, engine=self.engine)
+        last_only = self.readout == "last"  # an LRU then reads out that step alone
+        outputs, state = unroll(
+            self.cell, x, state=state, taps=taps, engine=self.engine, last_only=last_only
+        )
         return self._read(outputs), state
 
     def predict_with_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -129,16 +129,24 @@ class DeepLRUCell(RecurrentCell):
             new.append(s)
         return torch.cat([*new, u], dim=-1)
 
-    def run_layers(self, x: Tensor, state: Tensor, scan) -> tuple[Tensor, Tensor]:
+    def run_layers(
+        self, x: Tensor, state: Tensor, scan, last_only: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """The whole sequence, layer after layer: ``scan(unit, z, s0) -> states (B, T,
-        2N)`` runs one LRU; returns (outputs (B, T, H), the final state (B, S))."""
+        2N)`` runs one LRU; returns (outputs (B, T, H), the final state (B, S)). With
+        ``last_only`` the outputs are the last step's, (B, 1, H): the last layer's
+        readout and mixing, which nothing later reads at the other steps, run there
+        alone."""
         parts = state.split(self._widths, dim=-1)
         u = self.encoder(x)
         finals = []
         units, mixing = self._layers()
-        for unit, mix, s0 in zip(units, mixing, parts, strict=False):
+        last = len(units) - 1
+        for layer, (unit, mix, s0) in enumerate(zip(units, mixing, parts, strict=False)):
             z = mix.norm(u)
             s = scan(unit, z, s0)
+            if last_only and layer == last:
+                s, z, u = s[:, -1:], z[:, -1:], u[:, -1:]
             u = u + mix.after(unit.output(s), z)
             finals.append(s[:, -1])
         return u, torch.cat([*finals, u[:, -1]], dim=-1)

@@ -53,11 +53,15 @@ def _run_gru(cell: GRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[T
     )
 
 
-def _run_lru(cell: LRUCell, x: Tensor, state: Tensor, taps: Sequence) -> tuple[Tensor, Tensor]:
+def _run_lru(
+    cell: LRUCell, x: Tensor, state: Tensor, taps: Sequence, last_only: bool = False
+) -> tuple[Tensor, Tensor]:
     """The LRU by a parallel scan: the drive of every step in one matmul, the states by
-    a log-depth scan, the outputs in one matmul; taps in the scan's backward."""
+    a log-depth scan, the outputs in one matmul (of the last step alone with
+    ``last_only``: the readout Re(C h) is then no longer a (B T, 2N) x (2N, H) product);
+    taps in the scan's backward."""
     states = _scan_unit(cell, x, state, tuple(taps))
-    return cell.output(states), states[:, -1]
+    return cell.output(states[:, -1:] if last_only else states), states[:, -1]
 
 
 def _scan_unit(unit: LRUCell, z: Tensor, start: Tensor, taps: tuple = ()) -> Tensor:
@@ -66,13 +70,31 @@ def _scan_unit(unit: LRUCell, z: Tensor, start: Tensor, taps: tuple = ()) -> Ten
     return LinearScan.apply(lam_re, lam_im, unit.input_drive(z), start, taps)
 
 
-def _run_deep_lru(cell: DeepLRUCell, x: Tensor, state: Tensor, taps: Sequence):
-    """The stacked LRU layer by layer, each LRU by its scan. Taps see the whole state
-    of a step (every layer's) at once, which only a step-by-step run has: with taps it
+def _run_deep_lru(
+    cell: DeepLRUCell, x: Tensor, state: Tensor, taps: Sequence, last_only: bool = False
+):
+    """The stacked LRU layer by layer, each LRU by its scan (the last layer's readout
+    and mixing at the last step alone with ``last_only``). Taps see the whole state of
+    a step (every layer's) at once, which only a step-by-step run has: with taps it
     runs step by step."""
     if taps:
-        return unroll_generic(cell, x, state, taps, cell.output, cell)
-    return cell.run_layers(x, state, _scan_unit)
+        outputs, final = unroll_generic(cell, x, state, taps, cell.output, cell)
+        return (outputs[:, -1:] if last_only else outputs), final
+    return cell.run_layers(x, state, _scan_unit, last_only=last_only)
+
+
+def run_fast(
+    run: FastEngine, cell: nn.Module, x: Tensor, state: State, taps: Sequence, last_only: bool
+) -> tuple[Tensor, State]:
+    """Call a fast engine; with ``last_only`` the outputs are the last step's (B, 1, H),
+    computed alone where the engine can (the LRUs), else cut from all of them."""
+    if last_only and isinstance(state, Tensor):  # the run is the cell's class's own
+        if isinstance(cell, LRUCell):
+            return _run_lru(cell, x, state, taps, last_only=True)
+        if isinstance(cell, DeepLRUCell):
+            return _run_deep_lru(cell, x, state, taps, last_only=True)
+    outputs, final = run(cell, x, state, taps)
+    return (outputs[:, -1:] if last_only else outputs), final
 
 
 # Each engine takes the cell of its key's class: a FastEngine for the cells found here.

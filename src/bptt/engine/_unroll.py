@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt.cells import RecurrentCell, State, as_tuple, contract
-from bptt.engine._fast import fast_engine_for
+from bptt.engine._fast import fast_engine_for, run_fast
 from bptt.engine._generic import unroll_generic
 from bptt.taps import Delta
 
@@ -53,6 +53,7 @@ def unroll(
     engine: str = "auto",
     *,
     check_finite: bool = False,
+    last_only: bool = False,
 ) -> tuple[Tensor, State]:
     """Run a one-step cell over a batch of sequences, with hidden-gradient taps.
 
@@ -76,12 +77,17 @@ def unroll(
             accelerator, a wait for the device on every call (measured on the CPU:
             0.2% of an LSTM forward at H=128, B=50, T=100; 1.6% at H=256, T=1000,
             F=64); a NaN input otherwise shows as NaN outputs.
+        last_only: return the last step's output alone, (B, 1, H). A linear recurrent
+            unit then computes its readout Re(C h) at that step only (and a stacked
+            one its last layer's mixing): for a loss at the last step, the same
+            results for less work. Every step's state, and the taps, are as without.
 
     Returns:
         ``(outputs, final_state)``: outputs (B, T, H), the output of every step (the
-        state, or its first element for a tuple state); final_state as the cell
-        returns it. The fast engine's outputs are a view of the buffer its backward
-        reads: modifying them in place is refused by autograd; clone them first.
+        state, or its first element for a tuple state; (B, 1, H) with ``last_only``);
+        final_state as the cell returns it. The fast engine's outputs are a view of
+        the buffer its backward reads: modifying them in place is refused by autograd;
+        clone them first.
 
     Raises:
         ValueError: x is not (B, T, F) with T >= 1 and F the cell's input size, holds a
@@ -126,8 +132,9 @@ def unroll(
             f"with x of dtype {x.dtype}. Use engine='generic' or 'auto'."
         )
     if fast is not None:
-        return fast(cell, x, state, taps)
-    return unroll_generic(cell, x, state, taps, stated.output, stated.sequence_step())
+        return run_fast(fast, cell, x, state, taps, bool(last_only))
+    outputs, final = unroll_generic(cell, x, state, taps, stated.output, stated.sequence_step())
+    return (outputs[:, -1:] if last_only else outputs), final
 
 
 def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:
