@@ -18,6 +18,7 @@ at T = 1000).
     python benchmarks/engine.py --profile lstm:128
     python benchmarks/engine.py --orthogonal-only
     python benchmarks/engine.py --lru-only
+    python benchmarks/engine.py --lru-only --keep-freed-memory   # as `bptt train` runs
 """
 
 from __future__ import annotations
@@ -229,9 +230,18 @@ def main() -> None:
         "--orthogonal-only", action="store_true", help="only the orthogonal RNN's table"
     )
     parser.add_argument("--lru-only", action="store_true", help="only the LRU's table")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="as bptt's command line does: freed memory kept by malloc for the next step",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        from bptt.run import keep_freed_memory
+
+        keep_freed_memory()
     console = Console(width=120)
     with flush_denormal(True):  # as training does; the subnormal table shows both
         if args.orthogonal_only:

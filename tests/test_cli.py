@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bptt.run
 from bptt.cli import app
 from bptt.diagnose import RUN_VERDICTS
 
@@ -244,3 +246,31 @@ def test_a_name_from_a_registry_is_refused_with_the_names_it_accepts():
     result = runner.invoke(app, ["train", "--cell", "cnn", "--steps", "1"])
     _exit_2_in_one_line(result)
     assert "cell: must be one of rnn, rnn-relu, lstm" in result.output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux")
+def test_the_application_keeps_freed_memory_for_the_next_step(monkeypatch):
+    # RSS after freeing a 256 MB tensor: given back under glibc's defaults, kept after
+    # keep_freed_memory() (what bptt's command line and its bench workers call)
+    probe = (  # the module alone (no torch, no package import): a fast subprocess
+        "import sys, importlib.util as u\n"
+        "spec = u.spec_from_file_location('memory', sys.argv[2])\n"
+        "memory = u.module_from_spec(spec); spec.loader.exec_module(memory)\n"
+        "kept = memory.keep_freed_memory() if sys.argv[1] == 'keep' else False\n"
+        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
+        "x = bytearray(b'\\x01') * 2**28; before = rss(); del x\n"  # 256 MB, every page written
+        "print(kept, before - rss())\n"
+    )
+    module = str(Path(bptt.run.__file__).parent / "_memory.py")
+    dropped = {}
+    for mode in ("default", "keep"):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, mode, module], capture_output=True, text=True, check=True
+        ).stdout.split()
+        dropped[mode] = (out[0], float(out[1]))
+    assert dropped["default"][0] == "False" and dropped["default"][1] > 200  # MB given back
+    assert dropped["keep"][0] == "True" and dropped["keep"][1] < 16  # kept for reuse
+    from bptt.run import keep_freed_memory
+
+    monkeypatch.setenv("BPTT_MALLOC", "default")
+    assert keep_freed_memory() is False  # the opt-out: malloc left as it is

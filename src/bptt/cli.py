@@ -507,4 +507,7 @@ def attractor_command(out: Path, steps: int, resolution: int) -> None:
 
 def main() -> None:
     """Entry point of the ``bptt`` console script."""
+    from bptt.run import keep_freed_memory
+
+    keep_freed_memory()  # the application owns its process: reuse freed memory
     app(prog_name="bptt")

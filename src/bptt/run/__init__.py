@@ -24,6 +24,7 @@ from bptt.run._executors import EXECUTORS
 from bptt.run._fields import ConfigError, ConfigModel, field_choices, load_toml
 from bptt.run._literature import LITERATURE_ROWS, LiteratureRow
 from bptt.run._loop import NonFiniteError, RunStopped
+from bptt.run._memory import keep_freed_memory
 from bptt.run._plan import CLIP_DEMO, PROFILES, PlannedRun, plan_bench
 from bptt.run._recipes import RECIPES, Recipe
 from bptt.run._remedies import remedies_for, train_command
@@ -68,6 +69,7 @@ __all__ = [
     "diagnose_run",
     "field_choices",
     "json_safe",
+    "keep_freed_memory",
     "leaderboard",
     "load_checkpoint",
     "load_run",

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from bptt.run._config import TrainConfig
 from bptt.run._esn import ESNConfig, run_esn
+from bptt.run._memory import keep_freed_memory
 from bptt.run._plan import PlannedRun
 from bptt.run._results import is_finished, read_summary, result_row
 from bptt.run._train import resume, train
@@ -133,9 +134,11 @@ def _in_processes(
 
 
 def _limit_threads(threads: int) -> None:
-    """Worker start-up: OpenMP and MKL pools no larger than the worker's share."""
+    """Worker start-up: OpenMP and MKL pools no larger than the worker's share, and
+    freed memory kept for the next step (:func:`keep_freed_memory`)."""
     import torch
 
+    keep_freed_memory()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     torch.set_num_threads(threads)
