@@ -168,6 +168,26 @@ def _fit(module, tmp_path, epochs, callbacks=(), ckpt_path=None):
     return trainer
 
 
+def _plain_loop(passes):
+    """The reference: Echo's model fed each pass's chunks by bptt.TBPTT in a plain loop,
+    each pass from a fresh state; returns the model and the number of updates."""
+    torch.manual_seed(0)
+    model = bptt.SequenceModel(bptt.cells.GRUCell(1, 8), 1, readout="all")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    updates = 0
+    for chunks in passes:
+        plain = bptt.TBPTT(model, 5, 12, torch.nn.functional.mse_loss, optimizer)
+        for x, y in chunks:
+            updates += len(plain.step(x, y))
+    return model, updates
+
+
+def _assert_equal(ours, theirs):
+    """Bit for bit, parameter by parameter."""
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -178,17 +198,8 @@ def test_truncated_bptt_in_a_trainer_equals_the_plain_loop_and_resumes(tmp_path)
     _fit(module, tmp_path / "a", epochs=2, callbacks=[callback])
     # the reference: bptt.TBPTT fed the same chunks in a plain loop, the state reset
     # at each pass over the stream
-    torch.manual_seed(0)
-    model = bptt.SequenceModel(bptt.cells.GRUCell(1, 8), 1, readout="all")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss_fn = torch.nn.functional.mse_loss
-    updates = 0
-    for _ in range(2):
-        plain = bptt.TBPTT(model, 5, 12, loss_fn, optimizer)
-        for x, y in chunks:
-            updates += len(plain.step(x, y))
-    for ours, theirs in zip(module.model.parameters(), model.parameters(), strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    model, updates = _plain_loop([chunks, chunks])
+    _assert_equal(module.model, model)
     assert updates == 2 * (9 * 7 // 5) and len(callback.rows) == updates  # a hook per update
     assert max(module.buffered) <= 12 + 7  # never more than k2 + a chunk of the stream
     logged = (tmp_path / "a" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
@@ -200,8 +211,7 @@ def test_truncated_bptt_in_a_trainer_equals_the_plain_loop_and_resumes(tmp_path)
     trainer.save_checkpoint(str(tmp_path / "one.ckpt"))
     resumed = Echo(chunks)
     _fit(resumed, tmp_path / "c", epochs=2, ckpt_path=str(tmp_path / "one.ckpt"))
-    for ours, theirs in zip(resumed.model.parameters(), model.parameters(), strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    _assert_equal(resumed.model, model)
 
 
 def test_truncated_bptt_refuses_bad_settings():
@@ -239,12 +249,5 @@ def test_a_fit_stopped_inside_an_epoch_resumes_at_the_next_with_a_fresh_state(tm
     _fit(resumed, tmp_path / "r", epochs=2, ckpt_path=str(tmp_path / "mid.ckpt"))
     # Lightning 2.6 counts that epoch as done and starts the next at its first chunk:
     # the plain-loop reference is 4 chunks, then a whole pass from a fresh state
-    torch.manual_seed(0)
-    model = bptt.SequenceModel(bptt.cells.GRUCell(1, 8), 1, readout="all")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for part in (chunks[:4], chunks):
-        plain = bptt.TBPTT(model, 5, 12, torch.nn.functional.mse_loss, optimizer)
-        for x, y in part:
-            plain.step(x, y)
-    for ours, theirs in zip(resumed.model.parameters(), model.parameters(), strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    model, _ = _plain_loop([chunks[:4], chunks])
+    _assert_equal(resumed.model, model)
