@@ -419,20 +419,28 @@ def report_command(path: Path, open_it: bool) -> None:
     type=int,
     help="How far back the task depends (default: the task's own).",
 )
+@click.option(
+    "--at-init",
+    is_flag=True,
+    help="Probe the model the run started from (its seed's initialisation), not the final one.",
+)
 def diagnose_command(
-    run_dir: Path, as_json: bool, probe: int, dependency_length: int | None
+    run_dir: Path, as_json: bool, probe: int, dependency_length: int | None, at_init: bool
 ) -> None:
     """Diagnose a finished run: why it did (not) learn, with the numbers and what to do."""
     try:
-        with _err.status(f"diagnosing {run_dir} on {probe} probe sequences"):
-            found = diagnose_run(run_dir, probe=probe, dependency_length=dependency_length)
+        what = "the initial model of " if at_init else ""
+        with _err.status(f"diagnosing {what}{run_dir} on {probe} probe sequences"):
+            found = diagnose_run(
+                run_dir, probe=probe, dependency_length=dependency_length, at_init=at_init
+            )
     except ConfigError as err:
         raise _Failed(str(err)) from None
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
     _print_verdict(found["verdict"], found["reasons"], found.get("diverged"))
-    table = Table(title=f"diagnosis of {run_dir}")
+    table = Table(title=f"diagnosis of {what}{run_dir}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     numbers = {k: v for k, v in found.get("evidence", {}).items() if not k.startswith("probe/")}

@@ -15,7 +15,14 @@ imports this package; the command line (:mod:`bptt.cli`) is built on it.
 """
 
 from bptt.run._bench import run_bench
-from bptt.run._build import build_model, json_safe, make_clip_policy, step_taps, test_set
+from bptt.run._build import (
+    build_model,
+    initial_model,
+    json_safe,
+    make_clip_policy,
+    step_taps,
+    test_set,
+)
 from bptt.run._checkpoint import CheckpointError, Checkpoints, load_checkpoint
 from bptt.run._config import TrainConfig
 from bptt.run._diagnosis import diagnose_run
@@ -68,6 +75,7 @@ __all__ = [
     "build_model",
     "diagnose_run",
     "field_choices",
+    "initial_model",
     "json_safe",
     "keep_freed_memory",
     "leaderboard",

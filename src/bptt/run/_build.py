@@ -20,6 +20,7 @@ from bptt.tasks import StreamTask, Task
 __all__ = [
     "build_model",
     "evaluate",
+    "initial_model",
     "json_safe",
     "learning_rate",
     "make_clip_policy",
@@ -43,6 +44,16 @@ def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     if method is not None and method.initialise is not None:
         method.initialise(model, task.dependency_length)
     return model
+
+
+def initial_model(config: TrainConfig, task: Task) -> SequenceModel:
+    """The model a run of this config starts from: :func:`build_model` under the run's
+    own initialisation seed, the global RNG left as it was (the same weights, bit for
+    bit, as the run's step 0)."""
+    init_seed = seeds(config.seed)[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return build_model(config, task)
 
 
 def make_clip_policy(config: TrainConfig) -> clip.ClipPolicy:

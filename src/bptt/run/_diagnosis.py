@@ -9,10 +9,12 @@ from typing import Any
 
 from bptt.diagnose import RunRecord, diagnose, judge_run
 from bptt.precision import flush_denormal
-from bptt.run._build import json_safe, test_set
-from bptt.run._fields import ConfigError
+from bptt.run._build import initial_model, json_safe, test_set
+from bptt.run._config import TrainConfig
+from bptt.run._fields import ConfigError, load_toml
 from bptt.run._remedies import remedies_for
 from bptt.run._train import load_run
+from bptt.tasks import make_task
 
 __all__ = ["diagnose_run"]
 
@@ -26,7 +28,11 @@ def _summary(path: Path) -> dict[str, Any] | None:
 
 
 def diagnose_run(
-    path: str | Path, *, probe: int = 32, dependency_length: int | None = None
+    path: str | Path,
+    *,
+    probe: int = 32,
+    dependency_length: int | None = None,
+    at_init: bool = False,
 ) -> dict[str, Any]:
     """The verdict over a finished run: what the run saw (from its ``summary.json``)
     with a fresh probe of its model on ``probe`` test sequences.
@@ -35,6 +41,11 @@ def diagnose_run(
         path: the run directory.
         probe: probe sequences, from the run's own test set.
         dependency_length: how far back the task depends (None: the task's own).
+        at_init: probe the model the run started from instead (rebuilt from
+            ``config.toml`` and the seed, bit for bit the run's step 0; any run
+            directory with a config, finished or not): the probe's verdict alone.
+            Beside the final model's, it says whether training opened or closed the
+            gradient's path back to the dependency.
 
     Returns:
         JSON-ready: ``verdict``, ``diverged``, ``reasons``, ``remedies`` (dicts with
@@ -48,16 +59,24 @@ def diagnose_run(
     path = Path(path)
     if isinstance(probe, bool) or not isinstance(probe, int) or probe < 1:
         raise ConfigError("probe", f"must be >= 1; got {probe}")
-    config, task, model = load_run(path)
+    if at_init:
+        if not (path / "config.toml").is_file():
+            raise ConfigError("run", f"{path} holds no config.toml: not a run directory")
+        config = TrainConfig.from_saved(load_toml(path / "config.toml"))
+        assert config.length is not None  # validation derives it from the task
+        task = make_task(config.task, config.length)
+        model = initial_model(config, task)
+    else:
+        config, task, model = load_run(path)
     x, _ = test_set(config, task)
     length = task.dependency_length if dependency_length is None else dependency_length
     if length < 1:
         raise ConfigError("dependency_length", f"must be >= 1; got {length}")
     with flush_denormal(config.flush_denormal):
         found = diagnose(model, x[:probe], length)
-    summary = _summary(path) or {}
+    summary = {} if at_init else _summary(path) or {}
     state = summary.get("run_record")
-    if not isinstance(state, dict):  # an older run directory: the probe alone
+    if not isinstance(state, dict):  # at init, or an older run directory: the probe alone
         return json_safe(
             {**found.to_dict(), "diverged": None, "evidence": {}, "remedies": found.remedies}
         )

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run, write_scalars
 from bptt.run._batches import make_batches
 from bptt.run._build import (
-    build_model,
     evaluate,
+    initial_model,
     json_safe,
     make_clip_policy,
     make_optimizer,
@@ -85,10 +85,8 @@ class Run:
         self.config, self.run_dir = config, run_dir
         assert config.length is not None  # validation derives it from the task
         self.task = make_task(config.task, config.length)
-        init_seed, data_seed, _ = seeds(config.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            self.model = build_model(config, self.task)
+        _, data_seed, _ = seeds(config.seed)
+        self.model = initial_model(config, self.task)
         self.optimizer = make_optimizer(config, self.model)
         self.x_test, self.y_test = test_set(config, self.task)
         # taken out of the training set before the batches are drawn from it
