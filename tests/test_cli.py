@@ -66,12 +66,12 @@ def test_occupied_out_exits_2(tmp_path):
 
 @pytest.mark.slow
 def test_lstm_solves_adding_at_length_50(tmp_path):
-    """The foundation's acceptance run, as a user types it: an LSTM (the chrono recipe)
+    """The foundation's acceptance run, as a user types it: an LSTM (the tuned chrono recipe)
     solves adding at T=50, ending at its first solved evaluation (step 400 of 1,500
     here; the default LSTM recipe needed 1,300)."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "bptt", "train", "--task", "adding", "--length", "50"]
-    cmd += ["--method", "lstm-chrono", "--steps", "1500", "--seed", "0"]
+    cmd += ["--method", "lstm-chrono-adam", "--steps", "1500", "--seed", "0"]
     cmd += ["--out", str(out), "--no-progress"]
     cmd += ["--stop-when-solved"]
     env = {**os.environ, "PYTHONWARNINGS": "error"}

@@ -70,8 +70,8 @@ def test_a_vanishing_tanh_rnn_is_given_a_gated_cell_that_carries_the_gradient(tm
     # measured: ratio of the gradient at the dependency 8e-24
     assert summary["verdict"] == "vanishing" and summary["diverged"] is False
     assert _evidence(summary, "probe/ratio_at_dependency") < 1e-10
-    _, fixed = _first_remedy(summary)  # --method lstm-chrono; measured: ratio 0.08
-    assert fixed["method"] == "lstm-chrono"
+    _, fixed = _first_remedy(summary)  # --method lstm-chrono-adam; measured: ratio 0.08
+    assert fixed["method"] == "lstm-chrono-adam"
     assert _evidence(fixed, "probe/ratio_at_dependency") > 1e-3
 
 
@@ -102,7 +102,7 @@ def test_saturated_tanh_units_are_told_to_take_smaller_steps(tmp_path):
 
 
 def test_a_run_whose_gradients_reach_but_that_stopped_early_is_told_to_train_longer(tmp_path):
-    config = {"task": "copy", "length": 20, "method": "lstm-chrono", "hidden": 32, "steps": 40}
+    config = {"task": "copy", "length": 20, "method": "lstm-chrono-adam", "hidden": 32, "steps": 40}
     summary = _run(tmp_path, **config)
     # measured: cross-entropy 0.885 against the baseline 0.52; gradient ratio 0.047
     assert summary["verdict"] == "healthy but not learned"

@@ -42,7 +42,7 @@ def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     model = SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
     method = RECIPES.get(config.method) if config.method else None
     if method is not None and method.initialise is not None:
-        method.initialise(model, task.dependency_length)
+        method.initialise(model, task)
     return model
 
 
@@ -162,7 +162,9 @@ def make_optimizer(config: TrainConfig, model: SequenceModel) -> torch.optim.Opt
             module=model,  # forward-mode J v: half the cost of the reverse-mode trick
         )
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum)
+        return torch.optim.RMSprop(
+            params, lr=config.lr, alpha=config.rmsprop_alpha, momentum=config.momentum
+        )
     nesterov = config.momentum > 0
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=nesterov)
 

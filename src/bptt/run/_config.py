@@ -109,6 +109,13 @@ class TrainConfig(ConfigModel):
     momentum: Float = Field(
         0.9, ge=0.0, le=0.999999, description="momentum of sgd (Nesterov) and rmsprop."
     )
+    rmsprop_alpha: Float = Field(
+        0.99,
+        gt=0.0,
+        lt=1.0,
+        description="rmsprop: the moving average's weight of past squared gradients "
+        "(torch's alpha; the chrono paper's 0.9).",
+    )
     hf_damping: Float = Field(
         1.0, gt=0.0, le=1e9, description="Hessian-free: initial Levenberg-Marquardt damping."
     )
@@ -354,6 +361,7 @@ class TrainConfig(ConfigModel):
             "clip_calibrate_steps": (self.clip == "calibrate", "clip calibrate"),
             "clip_quantile": (self.clip == "calibrate", "clip calibrate"),
             "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
+            "rmsprop_alpha": (self.optimizer == "rmsprop", "optimizer rmsprop"),
             "lr": first_order,
             "lr_recurrent": first_order,
             "weight_decay": (self.optimizer == "adam", "optimizer adam"),

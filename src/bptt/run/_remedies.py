@@ -144,13 +144,13 @@ def remedies_for(
                 )
             )
     elif kind == "vanishing":
-        if config.method != "lstm-chrono":
+        if config.method not in ("lstm-chrono", "lstm-chrono-adam"):
             why = (
                 "chrono initialisation: forget gates set for the dependency length"
                 if config.cell == "lstm"
                 else "a gated cell whose forget gates keep the gradient over the dependency"
             )
-            options.append(("chrono", why, _fresh(config, method="lstm-chrono")))
+            options.append(("chrono", why, _fresh(config, method="lstm-chrono-adam")))
         if config.cell not in _GATED:
             for recipe, why in (
                 ("irnn", "a ReLU RNN started at the identity (IRNN)"),

@@ -1,0 +1,59 @@
+"""The paper recipes' settings reach the model and the optimizer: ``lstm-chrono`` as
+Tallec & Ollivier 2018 describe it, ``lstm-chrono-adam`` as tuned here, and the
+``rmsprop_alpha`` field the paper's RMSprop needs."""
+
+import math
+
+import pytest
+import torch
+
+from bptt.run import ConfigError, TrainConfig, initial_model
+from bptt.run._build import make_optimizer
+from bptt.tasks import make_task
+
+
+def _forget_timescales(task: str, length: int, method: str) -> torch.Tensor:
+    """exp(b_f) of the initial model: the chrono time scales u ~ U[1, T_max - 1]."""
+    config = TrainConfig.from_dict({"task": task, "length": length, "method": method})
+    model = initial_model(config, make_task(task, length))
+    hidden = model.cell.hidden_size
+    forget = slice(hidden, 2 * hidden)  # torch's gate order (i, f, g, o)
+    bias = model.cell.bias_ih[forget] + model.cell.bias_hh[forget]
+    assert torch.allclose(model.cell.bias_ih[:hidden] + model.cell.bias_hh[:hidden], -bias)
+    return bias.exp()
+
+
+def test_the_papers_chrono_span_is_three_halves_of_t_on_copy_and_t_on_adding():
+    # copy T=100: T_max = 150 (the task's dependency length would be 111); with 128
+    # draws from U[1, 149] the largest is above 111 but for odds of (110/148)^128 ~ 1e-17
+    paper = _forget_timescales("copy", 100, "lstm-chrono")
+    assert paper.min() >= 1 - 1e-4 and paper.max() <= 149 * (1 + 1e-5)
+    assert paper.max() > 111
+    tuned = _forget_timescales("copy", 100, "lstm-chrono-adam")
+    assert tuned.max() <= 110 * (1 + 1e-5)
+    adding = _forget_timescales("adding", 100, "lstm-chrono")
+    assert adding.max() <= 99 * (1 + 1e-5) and adding.max() > 90
+
+
+def test_the_papers_chrono_trains_with_rmsprop_alpha_0_9_and_no_clipping():
+    config = TrainConfig.from_dict({"task": "adding", "length": 10, "method": "lstm-chrono"})
+    assert (config.optimizer, config.lr, config.momentum) == ("rmsprop", 1e-3, 0.0)
+    assert config.clip == "none" and config.lr_schedule == "constant"
+    optimizer = make_optimizer(config, initial_model(config, make_task("adding", 10)))
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    assert [g["alpha"] for g in optimizer.param_groups] == [0.9]
+    tuned = TrainConfig.from_dict({"task": "adding", "length": 10, "method": "lstm-chrono-adam"})
+    assert (tuned.optimizer, tuned.lr, tuned.lr_schedule) == ("adam", 1e-2, "cosine")
+    assert tuned.clip == "norm" and tuned.clip_norm == 1.0
+
+
+def test_rmsprop_alpha_defaults_to_torchs_and_is_refused_where_unused():
+    config = TrainConfig.from_dict({"task": "adding", "length": 5, "optimizer": "rmsprop"})
+    optimizer = make_optimizer(config, initial_model(config, make_task("adding", 5)))
+    reference = torch.optim.RMSprop([torch.zeros(1, requires_grad=True)])
+    assert optimizer.param_groups[0]["alpha"] == reference.defaults["alpha"]
+    with pytest.raises(ConfigError, match=r"rmsprop_alpha.*optimizer rmsprop"):
+        TrainConfig.from_dict({"task": "adding", "length": 5, "rmsprop_alpha": 0.9})
+    for bad in (0.0, 1.0, -0.5, math.nan, "x"):
+        with pytest.raises(ConfigError, match="rmsprop_alpha"):
+            TrainConfig.from_dict({"optimizer": "rmsprop", "rmsprop_alpha": bad})
