@@ -19,6 +19,11 @@ later call with a larger one continues it.
     python benchmarks/reproduce.py --rows copy:1000,adding:1000 --seeds 0
     python benchmarks/reproduce.py --rows adding:5000:lru    # one method's row
     python benchmarks/reproduce.py --table-only         # the table of what has finished
+    python benchmarks/reproduce.py --table-only --why   # and why each unsolved run fell short
+
+``--why`` adds a table for every finished run that did not solve its task: its verdict
+and how much of the loss gradient reached back over the dependency (the probe's
+``ratio_at_dependency``) at initialisation (``bptt diagnose --at-init``) and at the end.
 
 The settings of each recipe cite their source in ``bptt.run.RECIPES``' docstrings.
 """
@@ -37,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bptt.run._literature import LITERATURE_ROWS, LiteratureRow
+from bptt.run import LITERATURE_ROWS, LiteratureRow, diagnose_run
 
 Row = LiteratureRow
 ROWS = LITERATURE_ROWS
@@ -125,6 +130,36 @@ def _median(values: list[float]) -> str:
     return "-" if not values else f"{statistics.median(values):,.0f}"
 
 
+def _kept(found: dict[str, Any] | None) -> str:
+    value = None if found is None else found.get("ratio_at_dependency")
+    return "-" if value is None else f"{value:.2g}"
+
+
+def why_table(rows: list[Row], args: argparse.Namespace) -> str:
+    """For each finished, unsolved run: its verdict and the gradient's reach at the
+    dependency at initialisation and at the end (a fresh probe of each model)."""
+    lines = [
+        "| task | T | method | seed | steps | final / baseline | verdict | gradient kept over "
+        "the dependency: at init | at the end |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        for seed in args.seeds:
+            where = _run_dir(args.out, row, seed)
+            summary = _summary(where)
+            if summary is None or summary["solved"]:
+                continue
+            at_init = diagnose_run(where, at_init=True)
+            at_end = diagnose_run(where)
+            final, baseline = summary["final_loss"], summary["baseline_loss"]
+            share = "-" if final is None or not baseline else f"{final / baseline:.3g}"
+            lines.append(
+                f"| {row.task} | {row.length} | {row.method} | {seed} | {summary['steps_done']} "
+                f"| {share} | {at_end['verdict']} | {_kept(at_init)} | {_kept(at_end)} |"
+            )
+    return "\n".join(lines)
+
+
 def table(rows: list[Row], args: argparse.Namespace) -> str:
     """The markdown table of what has finished."""
     lines = [
@@ -174,6 +209,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--why", action="store_true", help="also diagnose every unsolved run, at init and end"
+    )
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     wanted = {r for r in args.rows.split(",") if r.strip()}
@@ -185,6 +223,9 @@ def main() -> None:
     if not args.table_only:
         run_all(rows, args)
     print(table(rows, args))
+    if args.why:
+        print()
+        print(why_table(rows, args))
 
 
 if __name__ == "__main__":
