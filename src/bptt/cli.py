@@ -48,7 +48,9 @@ from bptt.run import (
     field_choices,
     leaderboard,
     load_toml,
+    parse_seeds,
     plan_bench,
+    plan_seeds,
     run_bench,
     run_esn,
     write_report,
@@ -195,12 +197,32 @@ def _given(flags: dict[str, Any]) -> dict[str, Any]:
 @_model_options(TrainConfig)
 @click.option("--overwrite", is_flag=True, help="Write into a directory holding a run.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option(
+    "--seeds",
+    help="Train once per seed (0-7, 0,3,5): one run directory each under --out, then a "
+    "table; the same command again completes what is missing.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="With --seeds: runs at once, each with cores/workers threads.",
+)
+@click.option(
+    "--report/--no-report",
+    default=True,
+    help="With --seeds: write report.html over the seeds' runs.",
+)
 def train_command(
     config_file: Path | None,
     resume: Path | None,
     restart: bool,
     overwrite: bool,
     progress: bool,
+    seeds: str | None,
+    workers: int,
+    report: bool,
     **flags: Any,
 ) -> None:
     """Train one model and write its run directory (flags override --config)."""
@@ -208,6 +230,19 @@ def train_command(
         given = _given(flags)
         if restart and resume is None:
             raise ConfigError("restart", "applies with --resume only")
+        if workers < 1 or (workers != 1 and seeds is None):
+            raise ConfigError("workers", f"must be >= 1, and given with --seeds; got {workers}")
+        if not report and seeds is None:
+            raise ConfigError("report", "--no-report applies with --seeds only")
+        if seeds is not None:
+            if resume is not None or overwrite:
+                flag = "resume" if resume is not None else "overwrite"
+                message = "not with --seeds (run the same command again to complete its seeds)"
+                raise ConfigError(flag, message)
+            values = load_toml(config_file) if config_file is not None else {}
+            values.update(given)
+            _train_seeds(values, parse_seeds(seeds), workers, progress, report)
+            return
         if resume is not None:
             steps = given.pop("steps", None)  # what a resumed run may move: its end,
             limit = given.pop("time_limit_s", None)  # and its time
@@ -243,6 +278,19 @@ def train_command(
         _print_remedies(s["diagnosis"]["remedies"])
     if result.run_dir is not None:
         _out.print(f"run directory: {result.run_dir}")
+
+
+def _train_seeds(
+    values: dict[str, Any], seeds: list[int], workers: int, progress: bool, report: bool
+) -> None:
+    """``bptt train --seeds``: each seed's run, executed as a bench's, then the table."""
+    runs = plan_seeds(values, seeds)
+    out = Path(values["out"])
+    rows = run_bench(runs, out, workers=workers, progress=progress, report=report)
+    _out.print(leaderboard(rows))
+    _out.print(f"results: {out / 'results.csv'}")
+    if report:
+        _out.print(f"report: {out / 'report.html'}")
 
 
 # --- bptt esn --------------------------------------------------------------------------------

@@ -8,7 +8,9 @@
 * :class:`ESNConfig`, :func:`run_esn`: ``bptt esn``.
 * :func:`plan_bench`, :func:`run_bench`, :func:`leaderboard`: ``bptt bench``
   (profiles of runs, executed here or on Ray, ``results.csv``, the report);
-  :data:`LITERATURE_ROWS`: the published long-range results and their recipes.
+  :data:`LITERATURE_ROWS`: the published long-range results and their recipes;
+  :func:`parse_seeds`, :func:`plan_seeds`: ``bptt train --seeds`` (one configuration
+  once per seed, through the bench's executors).
 
 Nothing in the library (cells, engines, clipping, diagnostics, tasks, reservoirs)
 imports this package; the command line (:mod:`bptt.cli`) is built on it.
@@ -44,6 +46,7 @@ from bptt.run._rundir import (
     RunDirectoryBusy,
     RunDirectoryError,
 )
+from bptt.run._seeds import parse_seeds, plan_seeds
 from bptt.run._train import TrainResult, load_run, resume, train
 
 __all__ = [
@@ -83,7 +86,9 @@ __all__ = [
     "load_run",
     "load_toml",
     "make_clip_policy",
+    "parse_seeds",
     "plan_bench",
+    "plan_seeds",
     "read_results",
     "remedies_for",
     "resume",

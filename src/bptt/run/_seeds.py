@@ -1,0 +1,100 @@
+"""``bptt train --seeds 0-7``: one configuration trained once per seed.
+
+Each seed is a run directory of its own under the given ``out`` (named as the bench
+names its runs), executed by the bench's executors (:mod:`bptt.run._executors`): one
+run at a time with every core, or ``workers`` runs at once sharing the cores so that
+threads never exceed them. A finished seed is skipped and an interrupted one resumed,
+so the same command, run again, completes only what is missing; a directory that
+holds seed runs of another configuration is refused rather than mixed into the table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from bptt.run._config import TrainConfig
+from bptt.run._fields import ConfigError, load_toml
+from bptt.run._plan import PlannedRun
+
+__all__ = ["MAX_SEEDS", "parse_seeds", "plan_seeds"]
+
+MAX_SEEDS = 1000
+_PART = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+# what may differ between a planned seed run and the one found in its directory
+_NOT_COMPARED = ("out", "threads", "time_limit_s")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-7"``, ``"0,3,5"`` or ``"0-3,8"`` as a list of distinct seeds, in order.
+
+    Raises:
+        ConfigError: (field ``seeds``) not such a list, a range running backwards, a
+            seed given twice, or more than :data:`MAX_SEEDS` seeds.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("seeds", f"expected seeds such as 0-7 or 0,3,5; got {text!r}")
+    seeds: list[int] = []
+    for part in text.split(","):
+        match = _PART.match(part)
+        if match is None:
+            raise ConfigError("seeds", f"expected seeds such as 0-7 or 0,3,5; got {text!r}")
+        first = int(match.group(1))
+        last = first if match.group(2) is None else int(match.group(2))
+        if last < first:
+            raise ConfigError("seeds", f"the range {part.strip()} runs backwards")
+        if last - first + 1 + len(seeds) > MAX_SEEDS:
+            raise ConfigError("seeds", f"at most {MAX_SEEDS} seeds; got more in {text!r}")
+        seeds.extend(range(first, last + 1))
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ConfigError("seeds", f"seed {repeated[0]} is given twice in {text!r}")
+    return seeds
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in _NOT_COMPARED}
+
+
+def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]:
+    """One planned run per seed of the configuration ``values`` (config fields, as
+    for :class:`TrainConfig`; its ``out`` is the directory of the seed runs).
+
+    Every seed's config is validated here, and a seed directory already under
+    ``out`` must hold a run of the same configuration (it is then skipped if
+    finished, resumed if not).
+
+    Raises:
+        ConfigError: a field's value, no ``out``, a ``seed`` given beside the seeds, or
+            a seed directory holding a run of another configuration.
+    """
+    if values.get("seed") is not None:
+        raise ConfigError("seed", "give either one --seed or --seeds, not both")
+    out = values.get("out")
+    if not out:
+        raise ConfigError("out", "--seeds writes one run directory per seed under --out; give one")
+    fields = {k: v for k, v in values.items() if k != "out"}
+    if fields.get("threads") is not None:
+        raise ConfigError("threads", "with --seeds the cores are divided among the --workers")
+    first = TrainConfig.from_dict({**fields, "seed": seeds[0]})  # field errors, once
+    label = first.method or first.cell
+    runs = [PlannedRun("seeds", label, "train", {**fields, "seed": seed}) for seed in seeds]
+    for run in runs:
+        where = Path(out) / run.name
+        if not (where / "config.toml").is_file():
+            continue
+        try:
+            found = TrainConfig.from_saved(load_toml(where / "config.toml"))
+        except ConfigError as err:
+            raise ConfigError("out", f"{where} holds an unreadable run: {err}") from None
+        planned = _comparable(cast(TrainConfig, run.config(str(where), found.threads)))
+        if _comparable(found) != planned:
+            changed = sorted(k for k, v in planned.items() if _comparable(found).get(k) != v)
+            message = (
+                f"{where} holds a run of another configuration (differs in "
+                f"{', '.join(changed)}); use another --out"
+            )
+            raise ConfigError("out", message)
+    return runs
