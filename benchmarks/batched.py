@@ -13,8 +13,16 @@ the LSTM a third column runs the K LSTMs in one plain loop of batched matmuls
 sides do the same K training steps on the same data; printed: seconds per round of K
 steps and the ratio.
 
+The last columns bound what any stacking can win: one run of the same model at batch
+K*B does the arithmetic of K runs at batch B in single, larger matrix products (a
+stacked step does the same arithmetic in K smaller ones and pays each call's overhead
+once, as this does), so K separate runs cannot get faster than K times one run at
+batch B over this one run; the ratio printed is that bound. Where it is near 1 the
+step is arithmetic, not overhead, and stacking runs has nothing to win.
+
     python benchmarks/batched.py                     # K in 1,2,4,8,16; rnn, lstm, gru; H 64, 128
     python benchmarks/batched.py --cells lstm --hidden 64 --ks 1,8
+    python benchmarks/batched.py --bound-only --batch 4     # the bound alone, fast
 """
 
 from __future__ import annotations
@@ -47,6 +55,17 @@ def separate(models, xs, ys) -> float:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    return time.perf_counter() - start
+
+
+def one_batch(model, x, y) -> float:
+    """One step of one run on all K batches at once (batch K*B): the bound's side."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    loss = torch.nn.functional.mse_loss(model(x)[0], y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
     return time.perf_counter() - start
 
 
@@ -118,11 +137,14 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--bound-only", action="store_true", help="skip vmap and bmm")
     args = parser.parse_args()
     table = Table(title=f"K training steps, T={args.length}, B={args.batch}, "
                   f"{torch.get_num_threads()} threads (median of {args.repeats})")  # fmt: skip
-    columns = ("cell", "H", "K", "separate (s)", "vmap (s)", "separate / vmap")
-    for column in (*columns, "bmm (s)", "separate / bmm"):
+    columns = ["cell", "H", "K", "separate (s)"]
+    if not args.bound_only:
+        columns += ["vmap (s)", "separate / vmap", "bmm (s)", "separate / bmm"]
+    for column in (*columns, "one run, batch K*B (s)", "bound: separate / it"):
         table.add_column(column, justify="right")
     for cell in args.cells.split(","):
         for hidden in (int(h) for h in args.hidden.split(",")):
@@ -132,18 +154,28 @@ def main() -> None:
                 xs, ys = bptt.tasks.adding_problem(args.length, k * args.batch, seed=0)
                 xs = xs.reshape(k, args.batch, args.length, 2)
                 ys = ys.reshape(k, args.batch, 1)
-                ours, theirs, bmm = [], [], []
+                x_all, y_all = xs.reshape(-1, args.length, 2), ys.reshape(-1, 1)
+                ours, theirs, bmm, whole = [], [], [], []
                 for _ in range(args.repeats + 1):  # the first of each is a warm-up
                     theirs.append(separate(models, xs, ys))
+                    whole.append(one_batch(models[0], x_all, y_all))
+                    if args.bound_only:
+                        continue
                     ours.append(stacked(models, xs, ys))
                     if cell == "lstm":
                         bmm.append(stacked_bmm(models, xs, ys))
-                a, b = statistics.median(theirs[1:]), statistics.median(ours[1:])
-                row = [cell, str(hidden), str(k), f"{a:.4f}", f"{b:.4f}", f"{a / b:.2f}x"]
-                if bmm:
-                    c = statistics.median(bmm[1:])
-                    row += [f"{c:.4f}", f"{a / c:.2f}x"]
-                table.add_row(*row)
+                a = statistics.median(theirs[1:])
+                row = [cell, str(hidden), str(k), f"{a:.4f}"]
+                if not args.bound_only:
+                    b = statistics.median(ours[1:])
+                    row += [f"{b:.4f}", f"{a / b:.2f}x"]
+                    if bmm:
+                        c = statistics.median(bmm[1:])
+                        row += [f"{c:.4f}", f"{a / c:.2f}x"]
+                    else:
+                        row += ["-", "-"]
+                d = statistics.median(whole[1:])
+                table.add_row(*row, f"{d:.4f}", f"{a / d:.2f}x")
     Console().print(table)
 
 
