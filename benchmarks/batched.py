@@ -14,11 +14,12 @@ sides do the same K training steps on the same data; printed: seconds per round 
 steps and the ratio.
 
 The last columns bound what any stacking can win: one run of the same model at batch
-K*B does the arithmetic of K runs at batch B in single, larger matrix products (a
-stacked step does the same arithmetic in K smaller ones and pays each call's overhead
-once, as this does), so K separate runs cannot get faster than K times one run at
-batch B over this one run; the ratio printed is that bound. Where it is near 1 the
-step is arithmetic, not overhead, and stacking runs has nothing to win.
+K*B does the recurrence's arithmetic of K runs at batch B in single, larger matrix
+products and pays each call's overhead once, as a stacked step would (which does the
+same arithmetic in K smaller products, and K optimizer updates where this does one,
+so it can only be slower); the separate runs' time over this one run's is therefore
+an upper bound on the speed-up of stacking. Where it is near 1 the step is
+arithmetic, not overhead, and stacking runs has nothing to win.
 
     python benchmarks/batched.py                     # K in 1,2,4,8,16; rnn, lstm, gru; H 64, 128
     python benchmarks/batched.py --cells lstm --hidden 64 --ks 1,8

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bptt.run import LITERATURE_ROWS, LiteratureRow, diagnose_run
+from bptt.run import LITERATURE_ROWS, RECIPES, ConfigError, LiteratureRow, diagnose_run, load_toml
 
 Row = LiteratureRow
 ROWS = LITERATURE_ROWS
@@ -81,12 +81,33 @@ def _command(row: Row, seed: int, where: Path, args: argparse.Namespace) -> list
     return [sys.executable, "-m", "bptt", "train", *flags]
 
 
+_MAY_CHANGE = ("steps", "stop_when_solved", "time_limit_s")
+
+
+def _stale(where: Path, row: Row) -> str | None:
+    """Why the run in ``where`` is not this row's (a recipe renamed or changed since
+    it ran), or None when it is (or there is none yet)."""
+    try:
+        found = load_toml(where / "config.toml")
+    except ConfigError:
+        return None if not (where / "config.toml").exists() else "an unreadable config.toml"
+    wanted = {"method": row.method, **RECIPES[row.method].settings, **row.settings}
+    for name, value in wanted.items():
+        if name not in _MAY_CHANGE and found.get(name) != value:
+            return f"{name} = {found.get(name)!r}, not {value!r}"
+    return None
+
+
 def run_all(rows: list[Row], args: argparse.Namespace) -> None:
     """Each row's seeds, one run at a time, until the deadline."""
     start = time.monotonic()
     for row in rows:
         for seed in args.seeds:
             where = _run_dir(args.out, row, seed)
+            stale = _stale(where, row)
+            if stale is not None:
+                print(f"{where} holds another recipe's run ({stale}): move it away", flush=True)
+                continue
             summary = _summary(where)
             if summary is not None and not (summary.get("time_limited") and args.time_limit):
                 continue  # finished (a run stopped by a time limit goes on if given more)
@@ -147,10 +168,13 @@ def why_table(rows: list[Row], args: argparse.Namespace) -> str:
         for seed in args.seeds:
             where = _run_dir(args.out, row, seed)
             summary = _summary(where)
-            if summary is None or summary["solved"]:
+            if summary is None or summary["solved"] or _stale(where, row) is not None:
                 continue
-            at_init = diagnose_run(where, at_init=True)
-            at_end = diagnose_run(where)
+            try:
+                at_init, at_end = diagnose_run(where, at_init=True), diagnose_run(where)
+            except ConfigError as err:  # a run made on another device, a damaged file
+                lines.append(f"| {row.task} | {row.length} | {row.method} | {seed} | {err} |")
+                continue
             final, baseline = summary["final_loss"], summary["baseline_loss"]
             share = "-" if final is None or not baseline else f"{final / baseline:.3g}"
             lines.append(
@@ -168,7 +192,9 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        done = [s for s in (_summary(_run_dir(args.out, row, seed)) for seed in args.seeds) if s]
+        wheres = [_run_dir(args.out, row, seed) for seed in args.seeds]
+        done = [s for s in map(_summary, wheres) if s]
+        done = [s for s in done if _stale(_run_dir(args.out, row, s["seed"]), row) is None]
         if not done:
             continue
         solved = [s for s in done if s["solved"]]

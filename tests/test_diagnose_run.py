@@ -15,15 +15,19 @@ CONFIG |= {"test_size": 16, "threads": 1, "seed": 3}
 
 
 def _frozen(step, model):
-    """Zero every gradient: Adam then moves no weight (its first moment stays 0)."""
+    """Zero every gradient: RMSprop then moves no weight (its step is g / sqrt(v))."""
     for parameter in model.parameters():
         parameter.grad.zero_()
 
 
 def test_the_initial_model_is_the_one_a_frozen_run_ends_with(tmp_path):
-    bptt.train({**CONFIG, "out": str(tmp_path / "frozen")}, on_gradients=_frozen)
+    # a recipe with its own initialiser (chrono biases), run in a process of its own
+    chrono = {**CONFIG, "task": "copy", "length": 5, "cell": "lstm", "method": "lstm-chrono"}
+    bptt.train({**chrono, "out": str(tmp_path / "frozen")}, on_gradients=_frozen)
     config, task, final = bptt.run.load_run(tmp_path / "frozen")
     start = bptt.run.initial_model(config, task)
+    other_seed = bptt.run.initial_model(config.model_copy(update={"seed": 4}), task)
+    assert not torch.equal(other_seed.cell.bias_ih, start.cell.bias_ih)
     start_state, final_state = start.state_dict(), final.state_dict()
     assert start_state.keys() == final_state.keys()
     for name, tensor in start_state.items():

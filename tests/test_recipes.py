@@ -57,3 +57,43 @@ def test_rmsprop_alpha_defaults_to_torchs_and_is_refused_where_unused():
     for bad in (0.0, 1.0, -0.5, math.nan, "x"):
         with pytest.raises(ConfigError, match="rmsprop_alpha"):
             TrainConfig.from_dict({"optimizer": "rmsprop", "rmsprop_alpha": bad})
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"method": "lstm-chrono", "optimizer": "adam"}, {"momentum": 0.9, "clip": "none"}),
+        ({"method": "lstm-chrono", "optimizer": "sgd"}, {"momentum": 0.0}),
+        ({"method": "exprnn", "optimizer": "adam"}, {"lr": 2e-4, "lr_recurrent": 2e-5}),
+        ({"method": "lstm-chrono-adam", "clip": "none"}, {"clip_norm": None}),
+        ({"method": "rnn-clip", "clip": "percentile"}, {"clip_norm": None}),
+        ({"method": "lstm-chrono", "clip_norm": 1.0}, {"clip": "norm", "rmsprop_alpha": 0.9}),
+    ],
+)
+def test_a_recipes_setting_for_what_the_user_replaced_is_dropped_not_refused(values, expected):
+    config = TrainConfig.from_dict({"task": "adding", "length": 10, **values})
+    assert {k: getattr(config, k) for k in expected} == expected
+    assert all(getattr(config, k) == v for k, v in values.items())
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"task": "copy", "length": 20, "method": "lstm-chrono", "momentum": 0.9},
+        {"task": "copy", "length": 20, "method": "lstm-chrono", "rmsprop_alpha": 0.99},
+        {"task": "adding", "length": 50, "method": "lstm-chrono-adam", "lr_schedule": "constant"},
+        {"task": "adding", "length": 50, "method": "irnn", "lr": 1e-3, "clip": "none"},
+        {"task": "adding", "length": 50, "cell": "gru", "lr": 3e-3, "seed": 4},
+    ],
+)
+def test_a_remedys_command_line_gives_back_the_same_configuration(values):
+    import shlex
+
+    from bptt.cli import app
+    from bptt.run import train_command
+
+    line = train_command(values)
+    parsed = app.get_command(None, "train").make_context("train", shlex.split(line)[2:])
+    given = {k: v for k, v in parsed.params.items() if k in TrainConfig.model_fields}
+    again = TrainConfig.from_dict({k: v for k, v in given.items() if v is not None})
+    assert again.to_dict() == TrainConfig.from_dict(values).to_dict(), line

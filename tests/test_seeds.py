@@ -78,6 +78,25 @@ def test_each_seed_is_the_run_trained_alone_and_a_second_call_trains_nothing(tmp
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == stamps
     other = runner.invoke(app, [*args, "--lr", "0.5"])
     assert other.exit_code == 2 and "another configuration (differs in lr)" in other.output
+    fewer = runner.invoke(app, [*args[:-4], "0-1", *args[-3:]])
+    assert fewer.exit_code == 2 and "does not plan (seeds-adding-T6-gru-s2)" in fewer.output
+    lstm = runner.invoke(app, [*args, "--cell", "lstm"])
+    assert lstm.exit_code == 2 and "does not plan (seeds-adding-T6-gru-s0 and 2 more)" in (
+        lstm.output
+    )
+
+
+def test_the_directories_are_named_by_the_validated_task_and_length(tmp_path):
+    from bptt.run import TrainConfig
+
+    default = TrainConfig.from_dict({})
+    given = plan_seeds({"out": str(tmp_path), "task": default.task, "length": default.length}, [0])
+    assert [r.name for r in plan_seeds({"out": str(tmp_path)}, [0])] == [given[0].name]
+    assert given[0].fields["checkpoint_every"] == 100  # an interrupted seed resumes
+    with pytest.raises(ConfigError, match="seed"):  # the last seed is validated too
+        plan_seeds({"out": str(tmp_path)}, [0, 2**70])
+    with pytest.raises(ConfigError, match="at least one seed"):
+        plan_seeds({"out": str(tmp_path)}, [])
 
 
 def _fields(flags: list[str]) -> dict:

@@ -291,7 +291,12 @@ class TrainConfig(ConfigModel):
         cell = values.get("cell")
         if cell is not None and cell != settings["cell"]:
             raise ConfigError("cell", f"method {name} uses cell {settings['cell']}, not {cell}")
-        return {**settings, **values}
+        merged = {**settings, **values}
+        # a recipe's setting for what the user replaced (its RMSprop's momentum under
+        # --optimizer adam, its clip_norm under --clip none) is dropped, not refused
+        return {
+            k: v for k, v in merged.items() if k in values or _recipe_setting_applies(k, merged)
+        }
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -384,6 +389,23 @@ class TrainConfig(ConfigModel):
     def torch_dtype(self) -> torch.dtype:
         """``dtype`` as a torch dtype."""
         return getattr(torch, self.dtype)
+
+
+def _recipe_setting_applies(name: str, merged: dict[str, Any]) -> bool:
+    """Whether a recipe's setting is read under the merged values (as
+    ``_refuse_unused_settings`` and ``_derive_clip`` decide for given ones)."""
+    optimizer = merged.get("optimizer", "adam")
+    if name == "momentum":
+        return optimizer in ("sgd", "rmsprop")
+    if name == "rmsprop_alpha":
+        return optimizer == "rmsprop"
+    if name == "weight_decay":
+        return optimizer == "adam"
+    if name in ("lr", "lr_recurrent", "lr_schedule"):
+        return optimizer != "hf"
+    if name == "clip_norm":
+        return merged.get("clip") in (None, "norm", "zscore")
+    return True
 
 
 def _check_device(device: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from bptt.diagnose import RunVerdict
 from bptt.run._config import TrainConfig
 from bptt.run._fields import ConfigError
+from bptt.run._recipes import RECIPES
 
 __all__ = ["Remedy", "remedies_for", "train_command"]
 
@@ -42,6 +43,7 @@ def train_command(values: dict[str, Any], out: str | None = None) -> str:
     given = config.to_dict()
     if values.get("method") is not None:  # the recipe fills its own fields
         given = {k: v for k, v in values.items() if k != "out"}
+        defaults.update(RECIPES[values["method"]].settings)  # what it fills, left out
     parts = ["bptt train"]
     for name, value in given.items():
         if value is None or value == defaults.get(name) or name == "out":

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from bptt.run._config import TrainConfig
 from bptt.run._fields import ConfigError, load_toml
-from bptt.run._plan import PlannedRun
+from bptt.run._plan import CHECKPOINT_EVERY, PlannedRun
 
 __all__ = ["MAX_SEEDS", "parse_seeds", "plan_seeds"]
 
@@ -62,14 +62,19 @@ def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]
     """One planned run per seed of the configuration ``values`` (config fields, as
     for :class:`TrainConfig`; its ``out`` is the directory of the seed runs).
 
-    Every seed's config is validated here, and a seed directory already under
-    ``out`` must hold a run of the same configuration (it is then skipped if
-    finished, resumed if not).
+    Every seed's config is validated here; the runs checkpoint every
+    :data:`~bptt.run._plan.CHECKPOINT_EVERY` steps unless ``checkpoint_every`` is
+    given (so an interrupted seed resumes). A seed directory already under ``out``
+    must hold a run of the same configuration (it is then skipped if finished,
+    resumed if not), and ``out`` may hold no seed runs this call does not plan (the
+    table and report would drop them).
 
     Raises:
-        ConfigError: a field's value, no ``out``, a ``seed`` given beside the seeds, or
-            a seed directory holding a run of another configuration.
+        ConfigError: a field's value, no ``out``, no seeds, a ``seed`` given beside
+            the seeds, or an ``out`` holding seed runs of another configuration.
     """
+    if not seeds:
+        raise ConfigError("seeds", "expected at least one seed")
     if values.get("seed") is not None:
         raise ConfigError("seed", "give either one --seed or --seeds, not both")
     out = values.get("out")
@@ -78,9 +83,26 @@ def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]
     fields = {k: v for k, v in values.items() if k != "out"}
     if fields.get("threads") is not None:
         raise ConfigError("threads", "with --seeds the cores are divided among the --workers")
-    first = TrainConfig.from_dict({**fields, "seed": seeds[0]})  # field errors, once
+    fields.setdefault("checkpoint_every", CHECKPOINT_EVERY)
+    for seed in {min(seeds), max(seeds)}:  # field errors before any run starts
+        first = TrainConfig.from_dict({**fields, "seed": seed})
+    # the validated task and length name the directories: given or defaulted, the same
+    fields.update(task=first.task, length=first.length)
     label = first.method or first.cell
     runs = [PlannedRun("seeds", label, "train", {**fields, "seed": seed}) for seed in seeds]
+    planned_names = {run.name for run in runs}
+    others = sorted(
+        p.name
+        for p in Path(out).glob("seeds-*")
+        if (p / "config.toml").is_file() and p.name not in planned_names
+    )
+    if others:
+        message = (
+            f"{out} holds seed runs this command does not plan ({others[0]}"
+            f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}); give their "
+            "configuration and seeds again, or another --out"
+        )
+        raise ConfigError("out", message)
     for run in runs:
         where = Path(out) / run.name
         if not (where / "config.toml").is_file():
