@@ -6,12 +6,13 @@ solved (``--stop-when-solved``: the test metric checked every ``--eval-every`` s
 or the step budget is spent (a row whose model is chosen on a validation split trains
 to its end, then scores the test set once), and reports how many seeds solved it, the
 median steps and wall time to solve, the final metric, and the published result
-beside it. Runs go one
-at a time (all cores to the one run: on a 2-core machine two trainings at once ran
-10-100x slower), each in its own process and run directory under ``--out``; a finished
-run is skipped, an interrupted one resumed from its checkpoint (every 100 steps), so
-the long rows can be run over several sessions. ``--deadline`` stops starting runs
-(and stops the one running, which resumes next time) after so many seconds;
+beside it. Runs go one at a time (all cores to the one run: on a 2-core machine two
+trainings at once, each with threads on every core, ran 10-100x slower), or with
+``--workers N`` N at once, each with its share of the cores as threads; each in its
+own process and run directory under ``--out``. A finished run is skipped, an
+interrupted one resumed from its checkpoint (every 100 steps), so the long rows can be
+run over several sessions. ``--deadline`` stops starting runs (and stops those
+running, which resume next time) after so many seconds;
 ``--time-limit`` ends each run cleanly after so many seconds of training in all, and a
 later call with a larger one continues it.
 
@@ -52,7 +53,7 @@ def _run_dir(out: Path, row: Row, seed: int) -> Path:
     return out / f"{row.task}-T{row.length}-{row.method}-s{seed}"
 
 
-def _command(row: Row, seed: int, where: Path, args: argparse.Namespace) -> list[str]:
+def _command(row: Row, seed: int, where: Path, args: argparse.Namespace, threads: int) -> list[str]:
     if (where / "config.toml").is_file():  # interrupted or out of time: go on from there
         limit = ["--time-limit-s", str(args.time_limit)]
         return [
@@ -72,6 +73,7 @@ def _command(row: Row, seed: int, where: Path, args: argparse.Namespace) -> list
         "--task", row.task, "--length", str(row.length), "--method", row.method,
         "--seed", str(seed), "--eval-every", str(args.eval_every),
         "--checkpoint-every", "100", "--test-size", "1000", "--device", args.device,
+        "--threads", str(threads),
         "--no-progress", "--out", str(where),
     ]  # fmt: skip
     if settings.pop("stop_when_solved", True):  # a row chosen on validation trains on
@@ -98,9 +100,9 @@ def _stale(where: Path, row: Row) -> str | None:
     return None
 
 
-def run_all(rows: list[Row], args: argparse.Namespace) -> None:
-    """Each row's seeds, one run at a time, until the deadline."""
-    start = time.monotonic()
+def _pending(rows: list[Row], args: argparse.Namespace) -> list[tuple[Row, int, Path]]:
+    """The runs still to train or to go on with, in table order."""
+    pending = []
     for row in rows:
         for seed in args.seeds:
             where = _run_dir(args.out, row, seed)
@@ -111,20 +113,32 @@ def run_all(rows: list[Row], args: argparse.Namespace) -> None:
             summary = _summary(where)
             if summary is not None and not (summary.get("time_limited") and args.time_limit):
                 continue  # finished (a run stopped by a time limit goes on if given more)
-            left = args.deadline - (time.monotonic() - start) if args.deadline else None
-            if left is not None and left <= 0:
-                print("deadline: the remaining runs start next time", flush=True)
-                return
-            command = _command(row, seed, where, args)
+            pending.append((row, seed, where))
+    return pending
+
+
+def run_all(rows: list[Row], args: argparse.Namespace) -> None:
+    """Each row's seeds, ``args.workers`` runs at a time (each with its share of the
+    cores as threads), until the deadline."""
+    start = time.monotonic()
+    threads = max(1, len(os.sched_getaffinity(0)) // args.workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    pending = _pending(rows, args)
+    running: list[subprocess.Popen] = []
+    while pending or running:
+        while pending and len(running) < args.workers:
+            row, seed, where = pending.pop(0)
+            command = _command(row, seed, where, args, threads)
             print(f"{row.key} {row.method} seed {seed}: {' '.join(command[3:])}", flush=True)
-            process = subprocess.Popen(command, start_new_session=True)
-            try:
-                process.wait(timeout=left)
-            except subprocess.TimeoutExpired:
+            running.append(subprocess.Popen(command, start_new_session=True, env=env))
+        time.sleep(1)
+        running = [p for p in running if p.poll() is None]
+        if args.deadline and time.monotonic() - start > args.deadline:
+            for process in running:
                 os.killpg(process.pid, signal.SIGKILL)  # resumable from its checkpoints
                 process.wait()
-                print("deadline: stopped; the run resumes from its checkpoint", flush=True)
-                return
+            print("deadline: stopped; the runs resume from their checkpoints", flush=True)
+            return
 
 
 def _summary(where: Path) -> dict[str, Any] | None:
@@ -231,6 +245,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--deadline", type=float, default=0, help="seconds; 0 for none")
     parser.add_argument(
+        "--workers", type=int, default=1, help="runs at once, each with cores/workers threads"
+    )
+    parser.add_argument(
         "--time-limit", type=float, default=0, help="seconds a run may train (0: no limit)"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
@@ -240,6 +257,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1; got {args.workers}")
     wanted = {r for r in args.rows.split(",") if r.strip()}
     rows = [row for row in ROWS if not wanted or any(row.named_by(name) for name in wanted)]
     unknown = {name for name in wanted if not any(row.named_by(name) for row in ROWS)}

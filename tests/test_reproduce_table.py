@@ -5,6 +5,7 @@ initialisation and at the end."""
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
 
 import bptt
@@ -39,3 +40,37 @@ def test_the_tables_count_this_rows_seeds_and_say_why_the_others_fell_short(tmp_
     assert len(why) == 3 and why[2].startswith("| adding | 200 | lstm-chrono-adam | 1 | 3 |")
     at_init = bptt.run.diagnose_run(tmp_path / name.format(1), at_init=True)
     assert f"| {at_init['ratio_at_dependency']:.2g} |" in why[2]
+
+
+def test_workers_run_the_pending_seeds_side_by_side_and_skip_the_finished(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    reproduce = _reproduce()
+    row = LiteratureRow("adding", 6, "gru", "anchor", {"hidden": 4, "steps": 5})
+    launched = []
+    # a stand-in for a training: half a second, then its summary with when it ran
+    script = (
+        "import json, sys, time, pathlib; start = time.time(); time.sleep(0.5); "
+        "p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True); "
+        "(p / 'summary.json').write_text(json.dumps({'seed': int(sys.argv[2]), "
+        "'start': start, 'end': time.time()}))"
+    )
+
+    def stand_in(row, seed, where, args, threads):
+        launched.append((seed, threads))
+        return [sys.executable, "-c", script, str(where), str(seed)]
+
+    monkeypatch.setattr(reproduce, "_command", stand_in)
+    args = argparse.Namespace(out=tmp_path, seeds=[0, 1, 2], workers=2, deadline=0, time_limit=0)
+    reproduce.run_all([row], args)
+    runs = [
+        json.loads((tmp_path / f"adding-T6-gru-s{s}" / "summary.json").read_text())
+        for s in (0, 1, 2)
+    ]
+    assert [r["seed"] for r in runs] == [0, 1, 2]
+    assert runs[1]["start"] < runs[0]["end"]  # two at once
+    assert runs[2]["start"] >= min(runs[0]["end"], runs[1]["end"])  # never three
+    assert {threads for _, threads in launched} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+    reproduce.run_all([row], args)  # all finished: nothing launched again
+    assert len(launched) == 3
