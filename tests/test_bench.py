@@ -73,6 +73,7 @@ def test_the_full_profile_is_the_literature_table():
     copy = plan_bench("full", tasks=["copy"], lengths=[1000], seeds=[0])
     assert [(r.task, r.length, r.method) for r in copy] == [
         ("copy", 1000, "exprnn"),
+        ("copy", 1000, "dtriv"),  # expRNN's code's default beside its static mode
         ("copy", 1000, "lru"),  # the LRU beside the best first-wave method
     ]
     lru = plan_bench("full", methods=["lru"], seeds=[0])

@@ -64,7 +64,7 @@ def test_rmsprop_alpha_defaults_to_torchs_and_is_refused_where_unused():
     [
         ({"method": "lstm-chrono", "optimizer": "adam"}, {"momentum": 0.9, "clip": "none"}),
         ({"method": "lstm-chrono", "optimizer": "sgd"}, {"momentum": 0.0}),
-        ({"method": "exprnn", "optimizer": "adam"}, {"lr": 2e-4, "lr_recurrent": 2e-5}),
+        ({"method": "exprnn", "optimizer": "adam"}, {"lr": 2e-4, "lr_recurrent": 1e-5}),
         ({"method": "lstm-chrono-adam", "clip": "none"}, {"clip_norm": None}),
         ({"method": "rnn-clip", "clip": "percentile"}, {"clip_norm": None}),
         ({"method": "lstm-chrono", "clip_norm": 1.0}, {"clip": "norm", "rmsprop_alpha": 0.9}),

@@ -16,7 +16,7 @@ _NONLINEARITIES = ("tanh", "relu", "modrelu")
 
 
 class OrthogonalRNNCell(RecurrentCell):
-    r"""h_t = f(W_ih x_t + b_ih + W h_{t-1} + b_hh) with W = exp(A - A^T) orthogonal.
+    r"""h_t = f(W_ih x_t + b_ih + W h_{t-1} + b_hh) with W = B exp(A - A^T) orthogonal.
 
     The exponential map of expRNN (Lezcano-Casado & Martinez-Rubio 2019): the free
     parameter A is unconstrained, any optimizer may step on it, and the matrix
@@ -30,6 +30,18 @@ class OrthogonalRNNCell(RecurrentCell):
 
     A starts block-diagonal with 2x2 blocks [[0, s/2], [-s/2, 0]], s ~ U[-pi, pi]
     (Henaff et al. 2016): W is then a set of rotations by random angles.
+
+    B, the base, is the identity (expRNN) until :meth:`rebase` folds exp(A - A^T)
+    into it and restarts A at zero: called every K optimizer steps, that is the
+    dynamic trivialization of Lezcano-Casado 2019 (``dtriv``, the default of
+    expRNN's released code, K = 100), which keeps A where the exponential's
+    differential is close to the identity. B is a buffer: in the state dict, so
+    checkpoints resume it.
+
+    A's parametrization counts each rotation twice (A_ij and A_ji both move
+    S_ij = A_ij - A_ji): under an optimizer that normalises each entry's step
+    (RMSprop, Adam), a learning rate r on A moves W as expRNN's code (which uses
+    the upper triangle of A alone) does with 2r.
 
     Args:
         input_size: F.
@@ -45,6 +57,8 @@ class OrthogonalRNNCell(RecurrentCell):
     gates = ("h",)
 
     recurrent_parameters = ("skew",)
+
+    base: Tensor  # the buffer registered in __init__: (H, H), orthogonal
 
     def __init__(
         self,
@@ -64,6 +78,7 @@ class OrthogonalRNNCell(RecurrentCell):
         self.input_size, self.hidden_size, self.nonlinearity = input_size, hidden_size, nonlinearity
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.skew = nn.Parameter(torch.zeros(hidden_size, hidden_size, **kw))
+        self.register_buffer("base", torch.eye(hidden_size, **kw))
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **kw))
         self.bias_ih = nn.Parameter(torch.zeros(hidden_size, **kw))
         self.bias_hh = nn.Parameter(torch.zeros(hidden_size, **kw))
@@ -73,8 +88,10 @@ class OrthogonalRNNCell(RecurrentCell):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Henaff initialisation of A; W_ih from U(-1/sqrt(H), 1/sqrt(H)); zero biases."""
+        """Henaff initialisation of A, the identity base; W_ih from U(-1/sqrt(H),
+        1/sqrt(H)); zero biases."""
         self.skew.zero_()
+        self.base.copy_(torch.eye(self.hidden_size))
         hidden = self.hidden_size
         angles = (torch.rand(hidden // 2, dtype=torch.float64) * 2 - 1) * math.pi
         for k, angle in enumerate(angles.tolist()):
@@ -88,8 +105,25 @@ class OrthogonalRNNCell(RecurrentCell):
 
     @property
     def weight_hh(self) -> Tensor:
-        """The current recurrent matrix, exp(A - A^T): orthogonal, (H, H)."""
-        return torch.linalg.matrix_exp(self.skew - self.skew.t())
+        """The current recurrent matrix, B exp(A - A^T): orthogonal, (H, H)."""
+        return self.base @ torch.linalg.matrix_exp(self.skew - self.skew.t())
+
+    @torch.no_grad()
+    def rebase(self) -> None:
+        """Fold the current W into the base and restart A at zero (W unchanged).
+
+        The base is projected back onto the orthogonal matrices (U V^T of its SVD),
+        so rounding cannot pile up over many rebases; an optimizer's state for A is
+        left as it is (as expRNN's code leaves it).
+        """
+        u, _, vh = torch.linalg.svd(self.weight_hh)
+        self.base.copy_(u @ vh)
+        self.skew.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # a state dict saved before the base existed: the identity (expRNN's W)
+        state_dict.setdefault(prefix + "base", torch.eye(self.hidden_size).to(self.base))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def activate(self, pre: Tensor) -> Tensor:
         """The nonlinearity applied to the pre-activation (B, H)."""
@@ -100,7 +134,7 @@ class OrthogonalRNNCell(RecurrentCell):
         return torch.sign(pre) * torch.relu(pre.abs() + self.modrelu_bias)
 
     def sequence_step(self):
-        """One step with W = exp(A - A^T) computed once for the whole sequence."""
+        """One step with W = B exp(A - A^T) computed once for the whole sequence."""
         weight = self.weight_hh
         return lambda x_t, state: self(x_t, state, weight_hh=weight)
 

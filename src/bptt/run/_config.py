@@ -116,6 +116,13 @@ class TrainConfig(ConfigModel):
         description="rmsprop: the moving average's weight of past squared gradients "
         "(torch's alpha; the chrono paper's 0.9).",
     )
+    rebase_every: Int = Field(
+        0,
+        ge=0,
+        le=1_000_000_000,
+        description="orthogonal cells: every so many steps, fold exp(A - A^T) into the "
+        "base and restart A at 0 (dynamic trivialization, dtriv); 0: never (expRNN).",
+    )
     hf_damping: Float = Field(
         1.0, gt=0.0, le=1e9, description="Hessian-free: initial Levenberg-Marquardt damping."
     )
@@ -367,6 +374,10 @@ class TrainConfig(ConfigModel):
             "clip_quantile": (self.clip == "calibrate", "clip calibrate"),
             "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
             "rmsprop_alpha": (self.optimizer == "rmsprop", "optimizer rmsprop"),
+            "rebase_every": (
+                self.cell.startswith("orthogonal") and self.optimizer != "hf",
+                "an orthogonal cell and optimizer adam, sgd or rmsprop",
+            ),
             "lr": first_order,
             "lr_recurrent": first_order,
             "weight_decay": (self.optimizer == "adam", "optimizer adam"),
@@ -401,7 +412,7 @@ def _recipe_setting_applies(name: str, merged: dict[str, Any]) -> bool:
         return optimizer == "rmsprop"
     if name == "weight_decay":
         return optimizer == "adam"
-    if name in ("lr", "lr_recurrent", "lr_schedule"):
+    if name in ("lr", "lr_recurrent", "lr_schedule", "rebase_every"):
         return optimizer != "hf"
     if name == "clip_norm":
         return merged.get("clip") in (None, "norm", "zscore")

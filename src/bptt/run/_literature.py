@@ -64,6 +64,10 @@ LITERATURE_ROWS: tuple[LiteratureRow, ...] = (
         "copy", 1000, "exprnn", "0% error within 4,000 steps (expRNN code; geotorch)", EXPRNN
     ),
     LiteratureRow("copy", 2000, "exprnn", "- (beyond the papers' lengths)", EXPRNN),
+    LiteratureRow("copy", 200, "dtriv", "solved (expRNN code's default, dtriv K=100)", EXPRNN),
+    LiteratureRow(
+        "copy", 1000, "dtriv", "0% error within 4,000 steps (expRNN code's default)", EXPRNN
+    ),
     LiteratureRow("copy", 500, "lstm-chrono", CHRONO_PAPER, CHRONO),
     LiteratureRow("copy", 2000, "lstm-chrono", CHRONO_PAPER, CHRONO),
     LiteratureRow("adding", 200, "lstm-chrono", CHRONO_PAPER, CHRONO),

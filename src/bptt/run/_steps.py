@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor, nn
 
+from bptt.cells import OrthogonalRNNCell
 from bptt.clip import ClipPolicy
 from bptt.diagnose import Monitor
 from bptt.model import SequenceModel
@@ -101,6 +102,8 @@ class FirstOrderStep:
             for group in self.optimizer.param_groups:
                 group["lr"] = rate * group.get("lr_scale", 1.0)  # older checkpoints: none
             self.optimizer.step()
+            if config.rebase_every and step % config.rebase_every == 0:
+                cast(OrthogonalRNNCell, self.model.cell).rebase()  # the config checked the cell
         else:
             self.optimizer.zero_grad(set_to_none=True)
         return StepReport(loss_value, norm_value, finite, finite and self.policy.clipped, watched)
