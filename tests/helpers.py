@@ -36,6 +36,19 @@ def rounding_tol(ops: int, scale: float, dtype: torch.dtype = DT) -> float:
     return ops * torch.finfo(dtype).eps * scale
 
 
+def load_benchmark(name: str):
+    """The module of ``benchmarks/NAME.py`` (not a package: loaded from its path)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_cell(kind: str, input_size: int = 3, hidden_size: int = 5, dtype=DT) -> nn.Module:
     """A built-in cell by short name."""
     if kind == "rnn-tanh":

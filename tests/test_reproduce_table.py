@@ -4,24 +4,15 @@ third name (not counted), and ``--why``'s diagnosis of the unsolved one at
 initialisation and at the end."""
 
 import argparse
-import importlib.util
 import os
-from pathlib import Path
 
 import bptt
 from bptt.run import LiteratureRow
-
-
-def _reproduce():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_benchmark
 
 
 def test_the_tables_count_this_rows_seeds_and_say_why_the_others_fell_short(tmp_path):
-    reproduce = _reproduce()
+    reproduce = load_benchmark("reproduce")
     settings = {"hidden": 16, "batch_size": 32, "steps": 400}
     row = LiteratureRow("adding", 200, "lstm-chrono-adam", "anchor", settings)
     tiny = {"task": "adding", "length": 8, "method": "lstm-chrono-adam", **settings}
@@ -46,7 +37,7 @@ def test_workers_run_the_pending_seeds_side_by_side_and_skip_the_finished(tmp_pa
     import json
     import sys
 
-    reproduce = _reproduce()
+    reproduce = load_benchmark("reproduce")
     row = LiteratureRow("adding", 6, "gru", "anchor", {"hidden": 4, "steps": 5})
     launched = []
     # a stand-in for a training: half a second, then its summary with when it ran

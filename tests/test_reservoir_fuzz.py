@@ -4,7 +4,6 @@ line), never an error from deep inside NumPy, SciPy or torch."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import math
 import os
@@ -29,6 +28,7 @@ from bptt.reservoir import (
     series_features,
 )
 from bptt.run import ConfigError, ESNConfig, run_esn
+from helpers import load_benchmark
 
 # --- values of every kind --------------------------------------------------------------
 
@@ -417,16 +417,8 @@ def test_the_bptt_process_says_one_line_and_exits_2():
 # --- the validated Japanese Vowels defaults ---------------------------------------------
 
 
-def _search_script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "esn_vowels.py"
-    spec = importlib.util.spec_from_file_location("esn_vowels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_japanese_vowels_defaults_are_the_searched_choice_and_score_as_documented():
-    search = _search_script()
+    search = load_benchmark("esn_vowels")
     config = ESNConfig(task="japanese-vowels")
     chosen = {**search.CHOSEN, "ridge": search.CHOSEN_RIDGE}
     assert {k: getattr(config, k) for k in chosen} == chosen

@@ -10,11 +10,9 @@ from typing import Any
 from bptt.diagnose import RunRecord, diagnose, judge_run
 from bptt.precision import flush_denormal
 from bptt.run._build import initial_model, json_safe, test_set
-from bptt.run._config import TrainConfig
-from bptt.run._fields import ConfigError, load_toml
+from bptt.run._fields import ConfigError
 from bptt.run._remedies import remedies_for
-from bptt.run._train import load_run
-from bptt.tasks import make_task
+from bptt.run._train import load_run, load_run_config
 
 __all__ = ["diagnose_run"]
 
@@ -60,11 +58,7 @@ def diagnose_run(
     if isinstance(probe, bool) or not isinstance(probe, int) or probe < 1:
         raise ConfigError("probe", f"must be >= 1; got {probe}")
     if at_init:
-        if not (path / "config.toml").is_file():
-            raise ConfigError("run", f"{path} holds no config.toml: not a run directory")
-        config = TrainConfig.from_saved(load_toml(path / "config.toml"))
-        assert config.length is not None  # validation derives it from the task
-        task = make_task(config.task, config.length)
+        config, task = load_run_config(path)
         model = initial_model(config, task)
     else:
         config, task, model = load_run(path)

@@ -35,6 +35,7 @@ __all__ = [
     "build_model",
     "json_safe",
     "load_run",
+    "load_run_config",
     "make_clip_policy",
     "make_progress",
     "resume",
@@ -269,6 +270,20 @@ def _steps_done(path: Path) -> int | None:
         return None
 
 
+def load_run_config(path: str | Path) -> tuple[TrainConfig, Task]:
+    """The config and task of the run directory ``path`` (finished or not).
+
+    Raises:
+        ConfigError: no ``config.toml`` there, or not a valid configuration.
+    """
+    path = Path(path)
+    if not (path / "config.toml").is_file():
+        raise ConfigError("run", f"{path} holds no config.toml: not a run directory")
+    config = TrainConfig.from_saved(load_toml(path / "config.toml"))
+    assert config.length is not None  # validation derives it from the task
+    return config, make_task(config.task, config.length)
+
+
 def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
     """The config, task and trained model of a finished run directory.
 
@@ -282,9 +297,7 @@ def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
     for name in ("config.toml", "model.pt"):
         if not (path / name).is_file():
             raise ConfigError("run", f"{path} holds no {name}: not a finished run directory")
-    config = TrainConfig.from_saved(load_toml(path / "config.toml"))
-    assert config.length is not None  # validation derives it from the task
-    task = make_task(config.task, config.length)
+    config, task = load_run_config(path)
     model = build_model(config, task)
     try:
         state = torch.load(path / "model.pt", map_location=config.device, weights_only=True)
