@@ -53,3 +53,13 @@ def test_a_run_that_learned_differs_from_its_start_and_the_command_shows_both(tm
 def test_at_init_needs_only_a_config_and_says_when_there_is_none(tmp_path):
     missing = CliRunner().invoke(app, ["diagnose", str(tmp_path), "--at-init"])
     assert missing.exit_code == 2 and "config.toml" in missing.output
+
+
+def test_at_init_refuses_a_damaged_config_in_one_line(tmp_path):
+    (tmp_path / "config.toml").write_text("task = [unclosed\n")
+    damaged = CliRunner().invoke(app, ["diagnose", str(tmp_path), "--at-init"])
+    assert damaged.exit_code == 2 and "config.toml" in damaged.output
+    assert len(damaged.output.strip().splitlines()) == 1
+    (tmp_path / "config.toml").write_text('task = "adding"\nhidden = -3\n')
+    invalid = CliRunner().invoke(app, ["diagnose", str(tmp_path), "--at-init"])
+    assert invalid.exit_code == 2 and "hidden" in invalid.output
