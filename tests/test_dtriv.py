@@ -118,3 +118,22 @@ def test_rebase_every_is_for_orthogonal_cells_and_a_recipes_is_dropped_under_hf(
         TrainConfig.from_dict({"task": "adding", "cell": "lstm", "rebase_every": 100})
     assert TrainConfig.from_dict({"method": "dtriv"}).rebase_every == 100
     assert TrainConfig.from_dict({"method": "dtriv", "optimizer": "hf"}).rebase_every == 0
+
+
+def test_henaffs_initialisation_rotates_by_angles_from_minus_pi_to_pi():
+    """As expRNN's ``henaff_init_`` and ``create_diag_``: S's superdiagonal holds the
+    angles (every other entry), each drawn from U[-pi, pi]."""
+    import math
+
+    hidden = 190
+    torch.manual_seed(0)
+    cell = OrthogonalRNNCell(2, hidden, "modrelu", dtype=torch.float64)
+    torch.manual_seed(0)  # the cell's first draw is its angles
+    angles = (torch.rand(hidden // 2, dtype=torch.float64) * 2 - 1) * math.pi
+    superdiagonal = torch.zeros(hidden - 1, dtype=torch.float64)
+    superdiagonal[::2] = angles
+    reference = torch.diag(superdiagonal, diagonal=1)
+    reference = reference - reference.t()
+    assert torch.equal(cell.skew - cell.skew.t(), reference)
+    phases = torch.linalg.eigvals(cell.weight_hh.detach()).angle().abs()
+    assert phases.max() > 3 * math.pi / 4  # the half-angle bug kept them under pi / 2

@@ -95,7 +95,10 @@ class OrthogonalRNNCell(RecurrentCell):
         hidden = self.hidden_size
         angles = (torch.rand(hidden // 2, dtype=torch.float64) * 2 - 1) * math.pi
         for k, angle in enumerate(angles.tolist()):
-            self.skew[2 * k, 2 * k + 1] = angle / 2  # A - A^T then holds +-angle
+            # A - A^T then holds +-angle: a rotation by the angle (until this was
+            # found, only the upper half was set, which rotated by angle / 2)
+            self.skew[2 * k, 2 * k + 1] = angle / 2
+            self.skew[2 * k + 1, 2 * k] = -angle / 2
         bound = 1.0 / math.sqrt(hidden)
         nn.init.uniform_(self.weight_ih, -bound, bound)
         self.bias_ih.zero_()
