@@ -112,8 +112,9 @@ def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]
         except ConfigError as err:
             raise ConfigError("out", f"{where} holds an unreadable run: {err}") from None
         planned = _comparable(cast(TrainConfig, run.config(str(where), found.threads)))
-        if _comparable(found) != planned:
-            changed = sorted(k for k, v in planned.items() if _comparable(found).get(k) != v)
+        existing = _comparable(found)
+        if existing != planned:
+            changed = sorted(k for k, v in planned.items() if existing.get(k) != v)
             message = (
                 f"{where} holds a run of another configuration (differs in "
                 f"{', '.join(changed)}); use another --out"
