@@ -127,6 +127,8 @@ class Run:
             "checkpoint_errors": 0,
         }
         self.record = RunRecord()  # what the whole run saw, for its verdict
+        self.ended = False  # set by begin() and step_once()
+        self._start = time.perf_counter()  # the loop's clock, less the time trained before
 
     # --- checkpoints -----------------------------------------------------------------
 
@@ -236,93 +238,114 @@ class Run:
         )
 
     def _run(self, advance: Callable[..., None]) -> dict[str, Any]:
+        self.begin()
+        while not self.ended:
+            self.step_once(advance)
+        return self.finish(advance)
+
+    # The loop in three parts, so that a driver of several runs in lockstep
+    # (:mod:`bptt.run._stacked`) can give each step its gradients: begin, then
+    # step_once until ``ended``, then finish.
+
+    def begin(self) -> None:
+        """Start (or go on with) the loop: the wall clock, and a first checkpoint."""
         config, counters = self.config, self.counters
-        start = time.perf_counter() - counters["wall_s"]
-        checkpointing = config.checkpoint_every > 0
-        if checkpointing and self.step == 0:
+        self._start = time.perf_counter() - counters["wall_s"]
+        if config.checkpoint_every > 0 and self.step == 0:
             self._checkpoint()
-        ended = (config.stop_when_solved and counters["solved_step"] is not None) or (
-            0 < config.time_limit_s <= counters["wall_s"]
+        self.ended = self.step >= config.steps or (
+            (config.stop_when_solved and counters["solved_step"] is not None)
+            or (0 < config.time_limit_s <= counters["wall_s"])
         )  # a run resumed after it had already ended (solved, or out of time)
-        while self.step < config.steps and not ended:
-            step = self.step + 1
-            report = self.take_step(step, counters)
-            loss_value, norm_value, finite = report.loss, report.grad_norm, report.finite
-            stop = not finite and config.nonfinite == "raise"
-            self.record.update(step, loss_value, norm_value, report.clipped)
-            if finite:
-                counters["clipped_steps"] += report.clipped
-                counters["streak"] = 0
-            else:
-                counters["nonfinite_steps"] += 1
-                counters["streak"] += 1
-            self.step = step
-            counters["loss"] = loss_value
-            out_of_time = 0 < config.time_limit_s <= time.perf_counter() - start
-            last = step == config.steps or stop or out_of_time
-            evaluated = step % config.eval_every == 0 or last
-            if evaluated and self.validation is not None:
-                # only the planned evaluations may be chosen: a run cut by its time limit
-                # and resumed chooses as the uninterrupted run does
-                planned = step % config.eval_every == 0 or step == config.steps
-                score = self._validate(step, candidate=planned)
-                if counters["solved_step"] is None and self.task.is_solved(score):
-                    counters["solved_step"] = step
-                    last = last or config.stop_when_solved
-            elif evaluated:
-                counters["test_loss"], counters["test_accuracy"] = evaluate(
-                    self.model, self.task, self.x_test, self.y_test, config
-                )
-                if counters["solved_step"] is None and self.task.is_solved(counters["test_loss"]):
-                    counters["solved_step"] = step
-                    last = last or config.stop_when_solved
-            counters["wall_s"] = time.perf_counter() - start
-            tested = evaluated and self.validation is None  # else once, at the end
-            if self.run_dir is not None and (step % config.log_every == 0 or last):
-                row = {
-                    **report.watched,
-                    "step": step,
-                    "loss": loss_value,
-                    "grad_norm": norm_value,
-                    "clip_threshold": self.policy.threshold,
-                    "clipped": report.clipped,
-                    "nonfinite": not finite,
-                    "lr": self.optimizer.param_groups[0].get("lr"),
-                    "test_loss": counters["test_loss"] if tested else None,
-                    "test_accuracy": counters.get("test_accuracy") if tested else None,
-                    "wall_s": round(counters["wall_s"], 4),
-                    "rollbacks": counters["rollbacks"],
-                }
-                if self.validation is not None:
-                    row["val_loss"] = counters["val_loss"] if evaluated else None
-                    row["val_accuracy"] = counters["val_accuracy"] if evaluated else None
-                self.run_dir.log(row)
-                if self.writer is not None:
-                    write_scalars(self.writer, row, step)
-            if stop:
-                self._stop(step, loss_value, norm_value, report.watched)
-            if (
-                self.run_dir is not None
-                and config.diagnose_every
-                and step % config.diagnose_every == 0
-            ):
-                found = diagnose(self.model, self.probe, self.task.dependency_length)
-                record = json_safe({"step": step, **found.to_dict()})
-                self.run_dir.append_json("diagnostics.jsonl", record)
-                if self.writer is not None:
-                    _write_distance_figure(self.writer, found, step)
-            advance(step, loss_value)
-            patience = config.nonfinite_patience
-            if patience and counters["streak"] >= patience and self.checkpoints.last is not None:
-                self._roll_back()
-                continue
-            # a step inside a non-finite streak is no good point to come back to
-            due = step % config.checkpoint_every == 0 or last if checkpointing else False
-            if due and counters["streak"] == 0:
-                self._checkpoint()
-            if last:
-                break
-        return self._summary(time.perf_counter() - start, advance)
+
+    def step_once(self, advance: Callable[..., None], computed: Any = None) -> None:
+        """Take the next step, evaluate, log and checkpoint as due; sets ``ended``.
+
+        ``computed`` is the step's ``(loss, rerun)`` with the gradients already in the
+        parameters' ``.grad`` (the stacked driver's); None: the step rule computes them.
+
+        Raises:
+            RunDirectoryError: a file of the run directory could not be written.
+            NonFiniteError: a non-finite step with ``nonfinite = "raise"``.
+        """
+        config, counters = self.config, self.counters
+        checkpointing = config.checkpoint_every > 0
+        step = self.step + 1
+        report = self.take_step(step, counters, computed)
+        loss_value, norm_value, finite = report.loss, report.grad_norm, report.finite
+        stop = not finite and config.nonfinite == "raise"
+        self.record.update(step, loss_value, norm_value, report.clipped)
+        if finite:
+            counters["clipped_steps"] += report.clipped
+            counters["streak"] = 0
+        else:
+            counters["nonfinite_steps"] += 1
+            counters["streak"] += 1
+        self.step = step
+        counters["loss"] = loss_value
+        out_of_time = 0 < config.time_limit_s <= time.perf_counter() - self._start
+        last = step == config.steps or stop or out_of_time
+        evaluated = step % config.eval_every == 0 or last
+        if evaluated and self.validation is not None:
+            # only the planned evaluations may be chosen: a run cut by its time limit
+            # and resumed chooses as the uninterrupted run does
+            planned = step % config.eval_every == 0 or step == config.steps
+            score = self._validate(step, candidate=planned)
+            if counters["solved_step"] is None and self.task.is_solved(score):
+                counters["solved_step"] = step
+                last = last or config.stop_when_solved
+        elif evaluated:
+            counters["test_loss"], counters["test_accuracy"] = evaluate(
+                self.model, self.task, self.x_test, self.y_test, config
+            )
+            if counters["solved_step"] is None and self.task.is_solved(counters["test_loss"]):
+                counters["solved_step"] = step
+                last = last or config.stop_when_solved
+        counters["wall_s"] = time.perf_counter() - self._start
+        tested = evaluated and self.validation is None  # else once, at the end
+        if self.run_dir is not None and (step % config.log_every == 0 or last):
+            row = {
+                **report.watched,
+                "step": step,
+                "loss": loss_value,
+                "grad_norm": norm_value,
+                "clip_threshold": self.policy.threshold,
+                "clipped": report.clipped,
+                "nonfinite": not finite,
+                "lr": self.optimizer.param_groups[0].get("lr"),
+                "test_loss": counters["test_loss"] if tested else None,
+                "test_accuracy": counters.get("test_accuracy") if tested else None,
+                "wall_s": round(counters["wall_s"], 4),
+                "rollbacks": counters["rollbacks"],
+            }
+            if self.validation is not None:
+                row["val_loss"] = counters["val_loss"] if evaluated else None
+                row["val_accuracy"] = counters["val_accuracy"] if evaluated else None
+            self.run_dir.log(row)
+            if self.writer is not None:
+                write_scalars(self.writer, row, step)
+        if stop:
+            self._stop(step, loss_value, norm_value, report.watched)
+        if self.run_dir is not None and config.diagnose_every and step % config.diagnose_every == 0:
+            found = diagnose(self.model, self.probe, self.task.dependency_length)
+            record = json_safe({"step": step, **found.to_dict()})
+            self.run_dir.append_json("diagnostics.jsonl", record)
+            if self.writer is not None:
+                _write_distance_figure(self.writer, found, step)
+        advance(step, loss_value)
+        patience = config.nonfinite_patience
+        if patience and counters["streak"] >= patience and self.checkpoints.last is not None:
+            self._roll_back()
+            return
+        # a step inside a non-finite streak is no good point to come back to
+        due = step % config.checkpoint_every == 0 or last if checkpointing else False
+        if due and counters["streak"] == 0:
+            self._checkpoint()
+        self.ended = last or self.step >= config.steps
+
+    def finish(self, advance: Callable[..., None]) -> dict[str, Any]:
+        """The summary (and the final diagnosis), once ``ended``."""
+        return self._summary(time.perf_counter() - self._start, advance)
 
     def _validate(self, step: int, candidate: bool = True) -> float:
         """Score the validation set; a ``candidate`` model is kept if it is the best so

@@ -81,12 +81,22 @@ class FirstOrderStep:
         """The configured learning rate, for the summary."""
         return self.config.lr
 
-    def __call__(self, step: int, counters: dict[str, Any]) -> StepReport:
-        """Take step ``step`` (1-based); ``counters`` are the run's (read only)."""
+    def __call__(
+        self, step: int, counters: dict[str, Any], computed: tuple[Tensor, Any] | None = None
+    ) -> StepReport:
+        """Take step ``step`` (1-based); ``counters`` are the run's (read only).
+
+        ``computed``: the step's ``(loss, rerun)`` with its gradients already in the
+        parameters' ``.grad`` (several runs stacked into one backward); None: this
+        draws the batch and backpropagates.
+        """
         config = self.config
-        loss, rerun = self.batches.next()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if computed is None:
+            loss, rerun = self.batches.next()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:
+            loss, rerun = computed
         if self.on_gradients is not None:
             self.on_gradients(step, self.model)
         watched: dict[str, Any] = {}
@@ -132,8 +142,16 @@ class HessianFreeStep:
         """Hessian-free has no learning rate of the config's (damping sets its steps)."""
         return None
 
-    def __call__(self, step: int, counters: dict[str, Any]) -> StepReport:
-        """Take step ``step``; the optimizer's numbers go into the metrics row."""
+    def __call__(
+        self, step: int, counters: dict[str, Any], computed: tuple[Tensor, Any] | None = None
+    ) -> StepReport:
+        """Take step ``step``; the optimizer's numbers go into the metrics row.
+
+        Raises:
+            ValueError: ``computed`` given (Hessian-free evaluates its own closures).
+        """
+        if computed is not None:
+            raise ValueError("a Hessian-free step computes its own gradients")
         x, y = self.batches.sample()
         share = max(1, round(x.shape[0] * self.config.hf_curvature_fraction))
         structural = self.config.hf_mu > 0  # then the hidden states join the outputs
