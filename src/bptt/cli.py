@@ -53,6 +53,7 @@ from bptt.run import (
     plan_seeds,
     run_bench,
     run_esn,
+    train_planned_stacked,
     write_report,
 )
 from bptt.run import resume as resume_training
@@ -214,6 +215,12 @@ def _given(flags: dict[str, Any]) -> dict[str, Any]:
     default=True,
     help="With --seeds: write report.html over the seeds' runs.",
 )
+@click.option(
+    "--stack",
+    is_flag=True,
+    help="With --seeds: train the seeds as one stacked model, one batched matmul a step "
+    "for all (pays where a step is overhead: small batches, a GPU).",
+)
 def train_command(
     config_file: Path | None,
     resume: Path | None,
@@ -223,6 +230,7 @@ def train_command(
     seeds: str | None,
     workers: int,
     report: bool,
+    stack: bool,
     **flags: Any,
 ) -> None:
     """Train one model and write its run directory (flags override --config)."""
@@ -234,6 +242,9 @@ def train_command(
             raise ConfigError("workers", f"must be >= 1, and given with --seeds; got {workers}")
         if not report and seeds is None:
             raise ConfigError("report", "--no-report applies with --seeds only")
+        if stack and (seeds is None or workers != 1):
+            message = "applies with --seeds only, and runs them in one process (no --workers)"
+            raise ConfigError("stack", message)
         if seeds is not None:
             if resume is not None or overwrite:
                 flag = "resume" if resume is not None else "overwrite"
@@ -241,7 +252,7 @@ def train_command(
                 raise ConfigError(flag, message)
             values = load_toml(config_file) if config_file is not None else {}
             values.update(given)
-            _train_seeds(values, parse_seeds(seeds), workers, progress, report)
+            _train_seeds(values, parse_seeds(seeds), workers, progress, report, stack)
             return
         if resume is not None:
             steps = given.pop("steps", None)  # what a resumed run may move: its end,
@@ -281,11 +292,19 @@ def train_command(
 
 
 def _train_seeds(
-    values: dict[str, Any], seeds: list[int], workers: int, progress: bool, report: bool
+    values: dict[str, Any],
+    seeds: list[int],
+    workers: int,
+    progress: bool,
+    report: bool,
+    stack: bool = False,
 ) -> None:
-    """``bptt train --seeds``: each seed's run, executed as a bench's, then the table."""
+    """``bptt train --seeds``: each seed's run, executed as a bench's (or all of them
+    stacked into one model), then the table."""
     runs = plan_seeds(values, seeds)
     out = Path(values["out"])
+    if stack:
+        train_planned_stacked(runs, out, progress=progress)
     rows = run_bench(runs, out, workers=workers, progress=progress, report=report)
     _out.print(leaderboard(rows))
     _out.print(f"results: {out / 'results.csv'}")

@@ -1,5 +1,14 @@
 """Engines that unroll a cell over time and backpropagate through time with taps."""
 
+from bptt.engine._stacked import STACKABLE_CELLS, stackable, unroll_stacked
 from bptt.engine._unroll import ENGINES, EngineName, require_generic, unroll
 
-__all__ = ["ENGINES", "EngineName", "require_generic", "unroll"]
+__all__ = [
+    "ENGINES",
+    "STACKABLE_CELLS",
+    "EngineName",
+    "require_generic",
+    "stackable",
+    "unroll",
+    "unroll_stacked",
+]

@@ -10,7 +10,8 @@
   (profiles of runs, executed here or on Ray, ``results.csv``, the report);
   :data:`LITERATURE_ROWS`: the published long-range results and their recipes;
   :func:`parse_seeds`, :func:`plan_seeds`: ``bptt train --seeds`` (one configuration
-  once per seed, through the bench's executors).
+  once per seed, through the bench's executors); :func:`train_stacked`: runs that
+  differ only in seed trained as one stacked model (``--seeds ... --stack``).
 
 Nothing in the library (cells, engines, clipping, diagnostics, tasks, reservoirs)
 imports this package; the command line (:mod:`bptt.cli`) is built on it.
@@ -47,6 +48,7 @@ from bptt.run._rundir import (
     RunDirectoryError,
 )
 from bptt.run._seeds import parse_seeds, plan_seeds
+from bptt.run._stacked import train_planned_stacked, train_stacked
 from bptt.run._train import TrainResult, load_run, resume, train
 
 __all__ = [
@@ -98,6 +100,8 @@ __all__ = [
     "test_set",
     "train",
     "train_command",
+    "train_planned_stacked",
+    "train_stacked",
     "write_bench_report",
     "write_report",
     "write_run_report",

@@ -48,8 +48,12 @@ class SequenceBatches:
     def next(self) -> tuple[Tensor, Rerun | None]:
         """The next step's loss (its graph built) and its rerun."""
         x, y = self.sample()
+        return self.task.loss(self.model(x, taps=self.taps)[0], y), self.rerun(x, y)
 
-        def rerun(extra: tuple, x: Tensor = x, y: Tensor = y) -> None:
+    def rerun(self, x: Tensor, y: Tensor) -> Rerun:
+        """The rerun of a step on the batch ``(x, y)``."""
+
+        def rerun(extra: tuple) -> None:
             """Repeat the step with extra taps, leaving the gradients as they were."""
             params = list(self.model.parameters())
             kept = [p.grad for p in params]
@@ -59,7 +63,7 @@ class SequenceBatches:
             for p, grad in zip(params, kept, strict=True):
                 p.grad = grad
 
-        return self.task.loss(self.model(x, taps=self.taps)[0], y), rerun
+        return rerun
 
     def state_dict(self) -> dict[str, Any]:
         """The data generator's state."""

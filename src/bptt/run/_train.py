@@ -204,34 +204,58 @@ def resume(
     run_dir = _open(path, resume=True)
     with _environment(config, progress) as advance:
         try:
-            run = Run(config, run_dir)
-            state = _latest_state(run, restart)
-            if state is None and not restart and (path / "summary.json").is_file():
-                message = (
-                    f"{path} finished without a checkpoint (checkpoint_every = "
-                    f"{config.checkpoint_every}): there is nothing to continue from, and "
-                    "starting again would erase it"
-                )
-                raise ConfigError("resume", message)
-            if state is not None:
-                run.load_state_dict(state)
-            elif not restart and _logged_steps(path):
-                warnings.warn(
-                    f"{path} has no checkpoint (checkpoint_every = {config.checkpoint_every}):"
-                    " training it again from step 0",
-                    stacklevel=2,
-                )
-            if run.step > config.steps:
-                message = f"the run has already taken {run.step} steps; give more than that"
-                raise ConfigError("steps", message)
-            run_dir.write_config(config)
-            # the old last step was logged as the last; a longer run logs it only on schedule
-            off_schedule = extending and run.step == budget and budget % config.log_every
-            run_dir.rewind(run.step, metrics_before=run.step if off_schedule else None)
+            run = continued_run(config, run_dir, restart=restart, budget=budget)
             summary = run.run(advance)
         finally:
             run_dir.close()
     return TrainResult(config, summary, run.model, run_dir.path)
+
+
+def continued_run(
+    config: TrainConfig,
+    run_dir: RunDirectory,
+    *,
+    restart: bool = False,
+    budget: int | None = None,
+    on_gradients: Callable[[int, nn.Module], None] | None = None,
+) -> Run:
+    """The run of ``run_dir`` at its newest intact checkpoint, its config.toml rewritten
+    and the rows logged after that checkpoint dropped: ready to go on.
+
+    ``budget``: the step budget the run had before ``config`` (None: the same);
+    ``on_gradients``: as in :func:`train`.
+
+    Raises:
+        bptt.run.ConfigError: as in :func:`resume`.
+    """
+    path = run_dir.path
+    budget = config.steps if budget is None else budget
+    extending = budget != config.steps
+    run = Run(config, run_dir, on_gradients)
+    state = _latest_state(run, restart)
+    if state is None and not restart and (path / "summary.json").is_file():
+        message = (
+            f"{path} finished without a checkpoint (checkpoint_every = "
+            f"{config.checkpoint_every}): there is nothing to continue from, and "
+            "starting again would erase it"
+        )
+        raise ConfigError("resume", message)
+    if state is not None:
+        run.load_state_dict(state)
+    elif not restart and _logged_steps(path):
+        warnings.warn(
+            f"{path} has no checkpoint (checkpoint_every = {config.checkpoint_every}):"
+            " training it again from step 0",
+            stacklevel=2,
+        )
+    if run.step > config.steps:
+        message = f"the run has already taken {run.step} steps; give more than that"
+        raise ConfigError("steps", message)
+    run_dir.write_config(config)
+    # the old last step was logged as the last; a longer run logs it only on schedule
+    off_schedule = extending and run.step == budget and budget % config.log_every
+    run_dir.rewind(run.step, metrics_before=run.step if off_schedule else None)
+    return run
 
 
 def _latest_state(run: Run, restart: bool) -> dict[str, Any] | None:

@@ -1,0 +1,252 @@
+"""K runs of one configuration that differ only in their seed, trained as one stacked
+model: each step, every run draws its own batch from its own generator, one stacked
+forward and backward (:func:`bptt.engine.unroll_stacked`, each recurrent product one
+batched matmul over the K runs' weights) gives each run its own gradients, and then
+each run goes on alone: its monitor, clip policy, optimizer, evaluations, run
+directory, checkpoints and summary, as :func:`bptt.run.train` would give it.
+
+A run that is solved (with ``stop_when_solved``), out of time, or stopped by a
+non-finite step leaves the stack; the others go on. Each run checkpoints its own
+state, so a killed stacked job resumes from the run directories.
+
+Where it pays: a step whose time is per-call overhead rather than arithmetic (small
+batches and hidden sizes on a CPU; a GPU). ``python benchmarks/batched.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from rich.progress import Progress
+from torch import Tensor, nn
+
+from bptt.engine import stackable, unroll_stacked
+from bptt.model import SequenceModel
+from bptt.run._batches import SequenceBatches
+from bptt.run._build import step_taps
+from bptt.run._config import TrainConfig
+from bptt.run._executors import available_cores
+from bptt.run._fields import ConfigError, load_toml
+from bptt.run._loop import NonFiniteError, Run, RunStopped
+from bptt.run._plan import PlannedRun
+from bptt.run._results import is_finished, read_summary
+from bptt.run._rundir import RunDirectory, RunDirectoryError
+from bptt.run._train import (
+    TrainResult,
+    _environment,
+    _open,
+    _progress_bar,
+    continued_run,
+    make_progress,
+)
+
+__all__ = ["train_planned_stacked", "train_stacked"]
+
+# what the runs of one stack may differ in
+_FREE = ("seed", "out", "time_limit_s")
+
+
+def _why_not(configs: Sequence[TrainConfig]) -> str | None:
+    """Why these configs cannot train stacked (None: they can), before building anything."""
+    first = configs[0]
+    same = {k: v for k, v in first.to_dict().items() if k not in _FREE}
+    for config in configs[1:]:
+        theirs = config.to_dict()
+        differ = sorted(k for k, v in same.items() if theirs.get(k) != v)
+        if differ:
+            return f"the runs differ in {', '.join(differ)} (only seed, out and time_limit_s may)"
+    outs = [c.out for c in configs if c.out is not None]
+    if len({str(Path(o).resolve()) for o in outs}) < len(outs):
+        return "two runs share a run directory"
+    if first.optimizer == "hf":
+        return "Hessian-free steps evaluate their own closures"
+    if first.tbptt_k1:
+        return "truncated backprop through time carries each run's stream state"
+    if step_taps(first):
+        return "per-step clipping needs taps, which the stacked engine has not"
+    if first.engine == "generic":
+        return "engine = generic asks for the step-by-step engine"
+    return None
+
+
+def _stacked_predictions(models: Sequence[SequenceModel], x: Tensor) -> Tensor:
+    """Each model's prediction on its own inputs: x (K, B, T, F) -> (K, B, O), or
+    (K, B, T, O) for a readout of every step."""
+    outputs = unroll_stacked([m.cell for m in models], x)  # (K, B, T, H)
+    weight = torch.stack([m.head.weight for m in models]).transpose(1, 2)  # (K, H, O)
+    bias = torch.stack([m.head.bias for m in models])  # (K, O)
+    if models[0].readout == "last":
+        return torch.baddbmm(bias.unsqueeze(1), outputs[:, :, -1], weight)
+    return torch.matmul(outputs, weight.unsqueeze(1)) + bias[:, None, None]
+
+
+def _open_run(
+    config: TrainConfig,
+    on_gradients: Callable[[int, nn.Module], None] | None,
+    overwrite: bool,
+) -> tuple[Run, RunDirectory | None]:
+    """The run of ``config``: new, or continued from its run directory's checkpoint."""
+    if config.out is not None and (Path(config.out) / "config.toml").is_file():
+        run_dir = _open(config.out, resume=True)
+        try:
+            run = continued_run(config, run_dir, on_gradients=on_gradients)
+        except BaseException:
+            run_dir.close()
+            raise
+        return run, run_dir
+    new_dir = None if config.out is None else _open(config.out, overwrite=overwrite)
+    try:
+        run = Run(config, new_dir, on_gradients)
+        if new_dir is not None:
+            new_dir.write_config(config)
+    except BaseException:
+        if new_dir is not None:
+            new_dir.close()
+        raise
+    return run, new_dir
+
+
+def train_stacked(
+    configs: Sequence[TrainConfig | dict[str, Any]],
+    *,
+    progress: bool | Progress = False,
+    overwrite: bool = False,
+    on_gradients: Callable[[int, nn.Module], None] | None = None,
+) -> list[TrainResult]:
+    """Train K runs that differ only in ``seed`` (and ``out``, ``time_limit_s``) as one
+    stacked model; each ends as :func:`bptt.run.train` would end it alone.
+
+    A config whose ``out`` already holds a run goes on from its newest checkpoint (as
+    :func:`bptt.run.resume`), so the same call, repeated after a crash, completes the
+    runs. Each run's steps equal its steps alone up to rounding (the same products in
+    another grouping), and a stacked job killed and resumed ends bit for bit as the
+    uninterrupted one.
+
+    Args:
+        configs: the runs' configurations (or mappings of their fields), K >= 1.
+        progress: True for a progress bar per run, or a ``rich`` Progress to add them to.
+        overwrite: allow a new run in a directory that holds files but no config.toml.
+        on_gradients: as in :func:`bptt.run.train`, called for each run.
+
+    Returns:
+        One :class:`TrainResult` per config, in order.
+
+    Raises:
+        bptt.run.ConfigError: an invalid config, or configs that cannot train stacked
+            (other fields than the seed differ, a cell without a stacked engine, HF,
+            TBPTT, per-step clipping).
+        RunDirectoryBusy, FileExistsError: as in :func:`bptt.run.train`.
+        RunStopped: a run's directory could not be written (the others finished).
+        NonFiniteError: a run's non-finite step with ``nonfinite = "raise"`` (the
+            others finished first).
+    """
+    if isinstance(configs, TrainConfig | dict) or not configs:
+        raise ConfigError("configs", "expected a non-empty list of run configurations")
+    checked = [c if isinstance(c, TrainConfig) else TrainConfig.from_dict(c) for c in configs]
+    reason = _why_not(checked)
+    if reason is not None:
+        raise ConfigError("stack", f"these runs cannot train stacked: {reason}")
+    with contextlib.ExitStack() as stack:
+        runs: list[Run] = []
+        for config in checked:
+            run, run_dir = _open_run(config, on_gradients, overwrite)
+            runs.append(run)
+            if run_dir is not None:
+                stack.callback(run_dir.close)
+            if run.writer is not None:
+                stack.callback(run.writer.close)
+        reason = stackable([run.model.cell for run in runs])
+        if reason is not None or not all(isinstance(r.batches, SequenceBatches) for r in runs):
+            raise ConfigError("stack", f"these runs cannot train stacked: {reason}")
+        display = make_progress() if progress is True else progress
+        if display is not False and progress is True:
+            display.start()
+            stack.callback(display.stop)
+        with _environment(checked[0], False):
+            advances = [stack.enter_context(_progress_bar(display, c)) for c in checked]
+            summaries = _lockstep(runs, advances)
+    errors = [s for s in summaries if isinstance(s, Exception)]
+    if errors:
+        raise errors[0]
+    results = []
+    for run, summary in zip(runs, summaries, strict=True):
+        where = None if run.run_dir is None else run.run_dir.path
+        results.append(TrainResult(run.config, summary, run.model, where))
+    return results
+
+
+def _lockstep(runs: list[Run], advances: list[Callable[..., None]]) -> list[Any]:
+    """Step every unfinished run together until each has ended; each run's summary,
+    or the exception that stopped it."""
+    outcome: list[Any] = [None] * len(runs)
+    for index, run in enumerate(runs):
+        _guarded(index, run, outcome, run.begin)
+    while True:
+        active = [i for i, run in enumerate(runs) if not run.ended and outcome[i] is None]
+        if not active:
+            break
+        sources = [cast(SequenceBatches, runs[i].batches) for i in active]  # checked before
+        batches = [source.sample() for source in sources]  # each from its own generator
+        models = [runs[i].model for i in active]
+        for i in active:
+            runs[i].optimizer.zero_grad(set_to_none=True)
+        predictions = _stacked_predictions(models, torch.stack([x for x, _ in batches]))
+        losses = [
+            runs[i].task.loss(prediction, y)
+            for i, prediction, (_, y) in zip(active, predictions, batches, strict=True)
+        ]
+        # each run's loss reaches only its own parameters: the sum's gradient is theirs
+        torch.stack(losses).sum().backward()
+        for i, source, loss, (x, y) in zip(active, sources, losses, batches, strict=True):
+            computed = (loss.detach(), source.rerun(x, y))
+            _guarded(
+                i, runs[i], outcome, functools.partial(runs[i].step_once, advances[i], computed)
+            )
+    for index, run in enumerate(runs):
+        if outcome[index] is None:
+            _guarded(index, run, outcome, functools.partial(run.finish, advances[index]))
+    return outcome
+
+
+def _guarded(index: int, run: Run, outcome: list[Any], action: Callable[[], Any]) -> None:
+    """Do one run's part; what stops that run (a run directory that cannot be written, a
+    non-finite step told to raise) becomes its outcome instead of stopping the others."""
+    try:
+        result = action()
+    except RunDirectoryError as err:
+        outcome[index] = RunStopped(run._stopped(err))
+        return
+    except NonFiniteError as err:
+        outcome[index] = err
+        return
+    if isinstance(result, dict):
+        outcome[index] = result
+
+
+def train_planned_stacked(
+    runs: Sequence[PlannedRun], out: Path, *, progress: bool | Progress = False
+) -> None:
+    """The unfinished ones of planned runs (``bptt train --seeds ... --stack``) trained
+    as one stack in ``out``: a new run with every core, a begun one with its own
+    config.toml (its threads among it), from its newest checkpoint.
+
+    Raises:
+        as :func:`train_stacked`.
+    """
+    configs = []
+    for run in runs:
+        where = out / run.name
+        if is_finished(run, read_summary(where)):
+            continue
+        if (where / "config.toml").is_file():
+            saved = load_toml(where / "config.toml")
+            configs.append(TrainConfig.from_saved({**saved, "out": str(where)}))
+        else:
+            configs.append(cast(TrainConfig, run.config(str(where), available_cores())))
+    if configs:
+        train_stacked(configs, progress=progress, overwrite=True)

@@ -1,0 +1,98 @@
+"""The stacked engine (K runs in one pass) against each cell run alone by autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bptt
+from bptt.engine import stackable, unroll_stacked
+
+# float64: the stacked engine and the lone runs do the same products in another
+# grouping (batched against single matmuls), a few roundings of 1e-16 per operation
+# over T steps of a contracting or orthogonal recurrence; 1e-9 leaves room for that.
+TOL = 1e-9
+
+
+def _cells(kind: str, k: int, features: int, hidden: int) -> list[torch.nn.Module]:
+    make = {
+        "rnn-tanh": lambda: bptt.cells.RNNCell(features, hidden, dtype=torch.float64),
+        "rnn-relu": lambda: bptt.cells.RNNCell(
+            features, hidden, nonlinearity="relu", dtype=torch.float64
+        ),
+        "lstm": lambda: bptt.cells.LSTMCell(features, hidden, dtype=torch.float64),
+        "gru": lambda: bptt.cells.GRUCell(features, hidden, dtype=torch.float64),
+        "lstm-nobias": lambda: bptt.cells.LSTMCell(
+            features, hidden, bias=False, dtype=torch.float64
+        ),
+        "gru-nobias": lambda: bptt.cells.GRUCell(features, hidden, bias=False, dtype=torch.float64),
+        "orthogonal-modrelu": lambda: bptt.cells.OrthogonalRNNCell(
+            features, hidden, nonlinearity="modrelu", dtype=torch.float64
+        ),
+        "orthogonal-tanh": lambda: bptt.cells.OrthogonalRNNCell(
+            features, hidden, dtype=torch.float64
+        ),
+    }[kind]
+    cells = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        cells.append(make())
+    return cells
+
+
+KINDS = [
+    "rnn-tanh",
+    "rnn-relu",
+    "lstm",
+    "gru",
+    "lstm-nobias",
+    "gru-nobias",
+    "orthogonal-modrelu",
+    "orthogonal-tanh",
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stacked_equals_each_cell_alone(kind: str) -> None:
+    k, batch, steps, features, hidden = 3, 4, 9, 2, 5
+    cells = _cells(kind, k, features, hidden)
+    torch.manual_seed(10)
+    x = torch.randn(k, batch, steps, features, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(k, batch, steps, hidden, dtype=torch.float64)  # a loss of all outputs
+    out = unroll_stacked(cells, x)
+    assert out.shape == (k, batch, steps, hidden)
+    (out * weights).sum().backward()
+    stacked_grads = [[p.grad.clone() for p in c.parameters()] for c in cells]
+    stacked_x_grad = x.grad.clone()
+    for c in cells:
+        c.zero_grad(set_to_none=True)
+    for j, cell in enumerate(cells):
+        xj = x.detach()[j].clone().requires_grad_()
+        alone, _ = bptt.unroll(cell, xj, engine="generic")
+        torch.testing.assert_close(out[j], alone, rtol=TOL, atol=TOL)
+        (alone * weights[j]).sum().backward()
+        for got, (name, p) in zip(stacked_grads[j], cell.named_parameters(), strict=True):
+            torch.testing.assert_close(got, p.grad, rtol=TOL, atol=TOL, msg=name)
+        torch.testing.assert_close(stacked_x_grad[j], xj.grad, rtol=TOL, atol=TOL)
+
+
+def test_stacked_one_step_and_one_run() -> None:
+    cells = _cells("lstm", 1, 3, 4)
+    x = torch.randn(1, 2, 1, 3, dtype=torch.float64)
+    alone, _ = bptt.unroll(cells[0], x[0], engine="generic")
+    torch.testing.assert_close(unroll_stacked(cells, x)[0], alone, rtol=TOL, atol=TOL)
+
+
+def test_stackable_refuses_what_it_cannot_run() -> None:
+    lstm = _cells("lstm", 2, 2, 5)
+    assert stackable(lstm) is None
+    assert "no cells" in stackable([])
+    assert "beside" in stackable([lstm[0], _cells("gru", 1, 2, 5)[0]])
+    assert "sizes" in stackable([lstm[0], _cells("lstm", 1, 2, 6)[0]])
+    assert "nonlinearities" in stackable(_cells("rnn-tanh", 1, 2, 5) + _cells("rnn-relu", 1, 2, 5))
+    assert "no stacked engine" in stackable([bptt.cells.LRUCell(2, 5, 4)])
+    with pytest.raises(ValueError, match="cannot run stacked"):
+        unroll_stacked([bptt.cells.LRUCell(2, 5, 4)], torch.zeros(1, 1, 1, 2))
+    for bad in (torch.zeros(3, 1, 1, 2), torch.zeros(2, 1, 2), torch.zeros(2, 0, 1, 2)):
+        with pytest.raises(ValueError, match="x must be"):
+            unroll_stacked(lstm, bad)

@@ -1,0 +1,193 @@
+"""Runs that differ only in seed, trained as one stacked model: each equal to the same
+run trained alone (float64, to rounding), a stacked job killed and resumed equal bit for
+bit to the uninterrupted one, a run that ends or fails leaving the others undisturbed,
+and every combination that cannot stack refused in one line."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bptt.cli import app
+from bptt.run import ConfigError, NonFiniteError, train, train_stacked
+
+# float64; the stacked and the lone run group the same products differently, a few
+# roundings of 1e-16 per step, carried through a few dozen optimizer steps of a
+# contracting recurrence: 1e-9 is far above that and far below any real difference.
+TOL = 1e-9
+BASE = {
+    "task": "adding",
+    "length": 12,
+    "cell": "lstm",
+    "hidden": 6,
+    "steps": 24,
+    "batch_size": 8,
+    "eval_every": 8,
+    "test_size": 32,
+    "probe_size": 8,
+    "dtype": "float64",
+    "checkpoint_every": 8,
+}
+
+
+def _fields(**fields):
+    """BASE with ``fields`` over it; a field given as None is left out."""
+    return {k: v for k, v in {**BASE, **fields}.items() if v is not None}
+
+
+def _configs(tmp_path, name: str, seeds=(0, 1, 2), **fields):
+    return [{**_fields(**fields), "seed": s, "out": str(tmp_path / name / f"s{s}")} for s in seeds]
+
+
+def _losses(path) -> list[float]:
+    with open(path / "metrics.csv", encoding="utf-8") as handle:
+        return [float(row["loss"]) for row in csv.DictReader(handle)]
+
+
+def _assert_same_params(a, b, tol: float | None = TOL) -> None:
+    theirs = dict(b.named_parameters())
+    for name, p in a.named_parameters():
+        if tol is None:
+            assert torch.equal(p, theirs[name]), name
+        else:
+            torch.testing.assert_close(p, theirs[name], rtol=tol, atol=tol, msg=name)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},  # LSTM, Adam, last-step readout
+        {"cell": "gru", "clip": "norm", "clip_norm": 0.5},
+        {"task": "copy", "length": 6, "method": "exprnn", "cell": None, "hidden": 8},
+        {"cell": "rnn", "optimizer": "sgd", "lr": 0.05, "lr_schedule": "cosine"},
+    ],
+    ids=["lstm", "gru-clipped", "exprnn-copy", "rnn-sgd-cosine"],
+)
+def test_each_stacked_run_is_the_run_trained_alone(tmp_path, fields):
+    if fields.get("method") == "exprnn":
+        fields = {**fields, "rebase_every": 5}  # dtriv: each run's base moved on its own
+    stacked = train_stacked(_configs(tmp_path, "stacked", **fields))
+    for s, result in enumerate(stacked):
+        alone = train({**_fields(**fields), "seed": s, "out": str(tmp_path / f"alone{s}")})
+        _assert_same_params(result.model, alone.model)
+        assert result.summary["steps_done"] == alone.summary["steps_done"] == BASE["steps"]
+        torch.testing.assert_close(
+            result.summary["final_loss"], alone.summary["final_loss"], rtol=TOL, atol=TOL
+        )
+        torch.testing.assert_close(
+            _losses(result.run_dir), _losses(alone.run_dir), rtol=TOL, atol=TOL
+        )
+        assert result.summary["verdict"] == alone.summary["verdict"]
+    finals = [r.summary["final_loss"] for r in stacked]
+    assert len(set(finals)) == 3  # three seeds, three different runs
+
+
+def test_a_killed_stacked_job_resumes_bit_for_bit(tmp_path):
+    whole = train_stacked(_configs(tmp_path, "whole"))
+
+    def crash(step, model):  # the first run's step 13, before its update: a kill
+        if step == 13:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_stacked(_configs(tmp_path, "cut"), on_gradients=crash)
+    resumed = train_stacked(_configs(tmp_path, "cut"))  # from each run's step-8 checkpoint
+    for a, b in zip(whole, resumed, strict=True):
+        _assert_same_params(a.model, b.model, tol=None)
+        assert _losses(a.run_dir) == _losses(b.run_dir)
+        assert a.summary["final_loss"] == b.summary["final_loss"]
+
+
+def test_a_run_that_ends_or_fails_leaves_the_others_undisturbed(tmp_path):
+    whole = train_stacked(_configs(tmp_path, "whole", nonfinite="raise"))
+    configs = _configs(tmp_path, "mixed", nonfinite="raise")  # run 1 stopped by the NaN below
+    configs[0]["time_limit_s"] = 1e-9  # out of time after its first step
+    calls = []
+
+    def poison(step, model):  # run 1's gradient made NaN at step 5 (run 0 has left by then)
+        calls.append(step)
+        if step == 5 and calls.count(5) == 1:
+            next(model.parameters()).grad.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteError, match="step 5"):
+        train_stacked(configs, on_gradients=poison)
+    cut = (tmp_path / "mixed" / "s0" / "summary.json").read_text()
+    assert '"time_limited": true' in cut and '"steps_done": 1,' in cut
+    assert '"error"' in (tmp_path / "mixed" / "s1" / "summary.json").read_text()
+    # run 2 trained on alone for its steps, equal to the stack of three that ran it
+    alone = train({**_fields(nonfinite="raise"), "seed": 2, "out": str(tmp_path / "alone2")})
+    assert _losses(tmp_path / "mixed" / "s2") == pytest.approx(_losses(whole[2].run_dir), rel=TOL)
+    assert _losses(tmp_path / "mixed" / "s2") == pytest.approx(_losses(alone.run_dir), rel=TOL)
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"lr": 0.1}, "differ in lr"),
+        ({"hidden": 5}, "differ in hidden"),
+    ],
+)
+def test_runs_that_differ_beyond_the_seed_are_refused(tmp_path, fields, needle):
+    configs = _configs(tmp_path, "x", seeds=(0, 1))
+    configs[1].update(fields)
+    with pytest.raises(ConfigError, match=needle):
+        train_stacked(configs)
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"optimizer": "hf", "batch_size": 16}, "Hessian-free"),
+        ({"cell": "lru"}, "no stacked engine"),
+        ({"clip_step_norm": 1.0}, "per-step clipping"),
+        ({"engine": "generic"}, "engine = generic"),
+        ({"task": "text", "length": 10, "tbptt_k1": 10}, "truncated"),
+    ],
+)
+def test_what_the_stacked_engine_cannot_run_is_refused(tmp_path, fields, needle):
+    with pytest.raises(ConfigError, match=needle):
+        train_stacked(_configs(tmp_path, "x", seeds=(0, 1), **fields))
+
+
+@pytest.mark.parametrize("bad", [[], {}, {"seed": 1}])
+def test_not_a_list_of_configs_is_refused(bad):
+    with pytest.raises(ConfigError, match="non-empty list"):
+        train_stacked(bad)
+
+
+def test_two_runs_in_one_directory_are_refused(tmp_path):
+    configs = _configs(tmp_path, "x", seeds=(0, 1))
+    configs[1]["out"] = configs[0]["out"]
+    with pytest.raises(ConfigError, match="share a run directory"):
+        train_stacked(configs)
+
+
+def test_cli_stacks_the_seeds_and_tabulates_them(tmp_path):
+    runner = CliRunner()
+    fields = {"task": "adding", "length": 6, "cell": "gru", "hidden": 4, "steps": 5}
+    fields.update(test_size=16, dtype="float64")
+    flags = ["train", "--no-progress", "--no-report"]
+    for name, value in fields.items():
+        flags += ["--" + name.replace("_", "-"), str(value)]
+    out = tmp_path / "seeds"
+    result = runner.invoke(app, [*flags, "--seeds", "0-2", "--stack", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out / "results.csv", newline="") as handle:
+        assert sorted(int(row["seed"]) for row in csv.DictReader(handle)) == [0, 1, 2]
+    for seed in range(3):
+        where = out / f"seeds-adding-T6-gru-s{seed}"
+        state = torch.load(where / "model.pt", weights_only=True)
+        alone = train({**fields, "seed": seed})
+        for name, tensor in alone.model.state_dict().items():
+            torch.testing.assert_close(state[name], tensor, rtol=TOL, atol=TOL, msg=name)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
+    again = runner.invoke(app, [*flags, "--seeds", "0-2", "--stack", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == stamps
+    for extra, needle in ((["--seeds", "0-1", "--workers", "2"], "no --workers"), ([], "--seeds")):
+        bad = runner.invoke(app, [*flags, *extra, "--stack", "--out", str(out / "b")])
+        assert bad.exit_code == 2 and needle in bad.output, bad.output
