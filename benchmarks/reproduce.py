@@ -14,7 +14,9 @@ interrupted one resumed from its checkpoint (every 100 steps), so the long rows 
 run over several sessions. ``--deadline`` stops starting runs (and stops those
 running, which resume next time) after so many seconds;
 ``--time-limit`` ends each run cleanly after so many seconds of training in all, and a
-later call with a larger one continues it.
+later call with a larger one continues it. ``--stack`` trains each row's pending seeds
+as one stacked model in this process (``bptt.run.train_stacked``), which pays where a
+step is overhead rather than arithmetic (small batches, a GPU).
 
     python benchmarks/reproduce.py                      # every row, seeds 0, 1, 2
     python benchmarks/reproduce.py --rows copy:1000,adding:1000 --seeds 0
@@ -43,7 +45,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bptt.run import LITERATURE_ROWS, RECIPES, ConfigError, LiteratureRow, diagnose_run, load_toml
+from bptt.run import (
+    LITERATURE_ROWS,
+    RECIPES,
+    ConfigError,
+    LiteratureRow,
+    TrainConfig,
+    diagnose_run,
+    load_toml,
+    train_stacked,
+)
 
 Row = LiteratureRow
 ROWS = LITERATURE_ROWS
@@ -51,6 +62,23 @@ ROWS = LITERATURE_ROWS
 
 def _run_dir(out: Path, row: Row, seed: int) -> Path:
     return out / f"{row.task}-T{row.length}-{row.method}-s{seed}"
+
+
+def _new_run(
+    row: Row, seed: int, where: Path, args: argparse.Namespace, threads: int
+) -> dict[str, Any]:
+    """The config fields of a row's new run for one seed."""
+    fields: dict[str, Any] = {
+        "task": row.task, "length": row.length, "method": row.method, "seed": seed,
+        "eval_every": args.eval_every, "checkpoint_every": 100, "test_size": 1000,
+        "device": args.device, "threads": threads, "out": str(where),
+        "stop_when_solved": True,  # a row chosen on validation trains on (its settings say)
+    }  # fmt: skip
+    fields.update(row.settings)
+    fields["steps"] = args.steps or row.settings["steps"]
+    if args.time_limit:  # ends the run with its summary (time_limited) at the first step past it
+        fields["time_limit_s"] = args.time_limit
+    return fields
 
 
 def _command(row: Row, seed: int, where: Path, args: argparse.Namespace, threads: int) -> list[str]:
@@ -66,21 +94,33 @@ def _command(row: Row, seed: int, where: Path, args: argparse.Namespace, threads
             *limit,
             "--no-progress",
         ]
-    settings = {**row.settings, "steps": args.steps or row.settings["steps"]}
-    if args.time_limit:  # ends the run with its summary (time_limited) at the first step past it
-        settings["time_limit_s"] = args.time_limit
-    flags = [
-        "--task", row.task, "--length", str(row.length), "--method", row.method,
-        "--seed", str(seed), "--eval-every", str(args.eval_every),
-        "--checkpoint-every", "100", "--test-size", "1000", "--device", args.device,
-        "--threads", str(threads),
-        "--no-progress", "--out", str(where),
-    ]  # fmt: skip
-    if settings.pop("stop_when_solved", True):  # a row chosen on validation trains on
-        flags.append("--stop-when-solved")
-    for name, value in settings.items():
-        flags += ["--" + name.replace("_", "-"), str(value)]
-    return [sys.executable, "-m", "bptt", "train", *flags]
+    flags = []
+    for name, value in _new_run(row, seed, where, args, threads).items():
+        if value is True:
+            flags.append("--" + name.replace("_", "-"))
+        elif value is not False:
+            flags += ["--" + name.replace("_", "-"), str(value)]
+    return [sys.executable, "-m", "bptt", "train", *flags, "--no-progress"]
+
+
+def run_stacked(rows: list[Row], args: argparse.Namespace) -> None:
+    """Each row's pending seeds as one stacked model, in this process, with every core
+    (``--stack``; pays where a step is overhead: small batches, a GPU)."""
+    threads = len(os.sched_getaffinity(0))
+    for row in rows:
+        configs: list[Any] = []
+        for _, seed, where in _pending([row], args):
+            if not (where / "config.toml").is_file():
+                configs.append(_new_run(row, seed, where, args, threads))
+                continue
+            saved = TrainConfig.from_saved({**load_toml(where / "config.toml"), "out": str(where)})
+            if args.time_limit:  # more time for a run that stopped out of it
+                saved = saved.replace(time_limit_s=args.time_limit)
+            configs.append(saved)
+        if configs:
+            seeds = ", ".join(str(c["seed"] if isinstance(c, dict) else c.seed) for c in configs)
+            print(f"{row.key} {row.method} seeds {seeds}: stacked", flush=True)
+            train_stacked(configs, progress=True)
 
 
 _MAY_CHANGE = ("steps", "stop_when_solved", "time_limit_s")
@@ -250,6 +290,11 @@ def main() -> None:
     parser.add_argument(
         "--time-limit", type=float, default=0, help="seconds a run may train (0: no limit)"
     )
+    parser.add_argument(
+        "--stack",
+        action="store_true",
+        help="each row's seeds as one stacked model in this process (small batches, a GPU)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument(
@@ -259,13 +304,17 @@ def main() -> None:
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
+    if args.stack and (args.workers != 1 or args.deadline):
+        parser.error("--stack trains in this process: not with --workers or --deadline")
     wanted = {r for r in args.rows.split(",") if r.strip()}
     rows = [row for row in ROWS if not wanted or any(row.named_by(name) for name in wanted)]
     unknown = {name for name in wanted if not any(row.named_by(name) for row in ROWS)}
     if unknown:
         known = [f"{r.key}:{r.method}" for r in ROWS]
         parser.error(f"unknown rows {sorted(unknown)}; known (the method may be left out): {known}")
-    if not args.table_only:
+    if args.stack and not args.table_only:
+        run_stacked(rows, args)
+    elif not args.table_only:
         run_all(rows, args)
     print(table(rows, args))
     if args.why:

@@ -65,3 +65,23 @@ def test_workers_run_the_pending_seeds_side_by_side_and_skip_the_finished(tmp_pa
     assert {threads for _, threads in launched} == {max(1, len(os.sched_getaffinity(0)) // 2)}
     reproduce.run_all([row], args)  # all finished: nothing launched again
     assert len(launched) == 3
+
+
+def test_stack_trains_a_rows_seeds_as_one_model_and_resumes_them(tmp_path):
+    reproduce = load_benchmark("reproduce")
+    row = LiteratureRow("adding", 6, "gru", "anchor", {"hidden": 4, "steps": 5, "batch_size": 8})
+    args = argparse.Namespace(
+        out=tmp_path, seeds=[0, 1], steps=0, eval_every=5, device="cpu", time_limit=0
+    )
+    command = reproduce._command(row, 0, tmp_path / "x", args, 1)
+    assert "--stop-when-solved" in command and command[command.index("--hidden") + 1] == "4"
+    reproduce.run_stacked([row], args)
+    for seed in (0, 1):
+        where = tmp_path / f"adding-T6-gru-s{seed}"
+        summary = (where / "summary.json").read_text()
+        alone = bptt.train({**reproduce._new_run(row, seed, tmp_path / "a", args, 1), "out": None})
+        assert f'"steps_done": {alone.summary["steps_done"]}' in summary
+        assert reproduce._stale(where, row) is None
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/summary.json")}
+    reproduce.run_stacked([row], args)  # all finished: nothing trained again
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/summary.json")} == stamps
