@@ -191,3 +191,31 @@ def test_cli_stacks_the_seeds_and_tabulates_them(tmp_path):
     for extra, needle in ((["--seeds", "0-1", "--workers", "2"], "no --workers"), ([], "--seeds")):
         bad = runner.invoke(app, [*flags, *extra, "--stack", "--out", str(out / "b")])
         assert bad.exit_code == 2 and needle in bad.output, bad.output
+
+
+def test_bench_stacks_each_configuration_s_seeds_and_leaves_the_rest(tmp_path, monkeypatch):
+    import bptt.run._stacked as stacked_module
+
+    stacked = []
+    original = stacked_module.train_stacked
+
+    def recording(configs, **kwargs):
+        stacked.append(sorted((c.method, c.seed) for c in configs))
+        return original(configs, **kwargs)
+
+    monkeypatch.setattr(stacked_module, "train_stacked", recording)
+    flags = ["bench", "--profile", "matrix", "--tasks", "adding", "--lengths", "6"]
+    flags += ["--methods", "lstm,lru", "--seeds", "0,1", "--steps", "4", "--hidden", "4"]
+    flags += ["--no-report", "--no-progress", "--out", str(tmp_path / "b")]
+    result = CliRunner().invoke(app, [*flags, "--stack"])
+    assert result.exit_code == 0, result.output
+    assert stacked == [[("lstm", 0), ("lstm", 1)]]  # the LRU has no stacked engine
+    with open(tmp_path / "b" / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((r["method"], r["seed"]) for r in rows) == [
+        ("lru", "0"), ("lru", "1"), ("lstm", "0"), ("lstm", "1")
+    ]  # fmt: skip
+    again = CliRunner().invoke(app, [*flags, "--stack"])
+    assert again.exit_code == 0 and len(stacked) == 1  # all finished: nothing stacked again
+    bad = CliRunner().invoke(app, [*flags, "--stack", "--workers", "2"])
+    assert bad.exit_code != 0 and "not with --executor ray or --workers" in bad.output

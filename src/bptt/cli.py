@@ -395,6 +395,12 @@ def _csv_list(text: str, kind: type, name: str) -> tuple:
 @click.option("--address", default=None, help="Ray cluster address (default: a local one).")
 @click.option("--report/--no-report", default=True, help="Write report.html at the end.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option(
+    "--stack",
+    is_flag=True,
+    help="Train the runs that differ only in seed as one stacked model each (here, one "
+    "process); the others as usual.",
+)
 def bench_command(
     profile: str,
     tasks: str,
@@ -409,6 +415,7 @@ def bench_command(
     address: str | None,
     report: bool,
     progress: bool,
+    stack: bool,
 ) -> None:
     """Run a benchmark profile; print the leaderboard and the report's path.
 
@@ -417,6 +424,8 @@ def bench_command(
     """
     if workers < 1:
         raise _Failed(f"workers: must be >= 1; got {workers}")
+    if stack and (executor != "local" or workers != 1):
+        raise _Failed("stack: trains here, in one process: not with --executor ray or --workers")
     try:
         runs = plan_bench(
             profile,
@@ -427,6 +436,9 @@ def bench_command(
             steps=steps,
             hidden=hidden,
         )
+        if stack:
+            out.mkdir(parents=True, exist_ok=True)
+            train_planned_stacked(runs, out, progress=progress, only_stackable=True)
         rows = run_bench(
             runs,
             out,

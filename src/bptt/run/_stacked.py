@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from bptt.engine import stackable, unroll_stacked
 from bptt.model import SequenceModel
 from bptt.run._batches import SequenceBatches
-from bptt.run._build import step_taps
+from bptt.run._build import build_model, step_taps
 from bptt.run._config import TrainConfig
 from bptt.run._executors import available_cores
 from bptt.run._fields import ConfigError, load_toml
@@ -44,8 +45,9 @@ from bptt.run._train import (
     continued_run,
     make_progress,
 )
+from bptt.tasks import make_task
 
-__all__ = ["train_planned_stacked", "train_stacked"]
+__all__ = ["stack_refusal", "train_planned_stacked", "train_stacked"]
 
 # what the runs of one stack may differ in
 _FREE = ("seed", "out", "time_limit_s")
@@ -72,6 +74,20 @@ def _why_not(configs: Sequence[TrainConfig]) -> str | None:
     if first.engine == "generic":
         return "engine = generic asks for the step-by-step engine"
     return None
+
+
+def stack_refusal(configs: Sequence[TrainConfig]) -> str | None:
+    """Why these runs cannot train as one stack (None: they can), decided before any
+    file is written: :func:`_why_not`, then whether the configured cell has a stacked
+    engine (one model built aside, the global RNG left as it was)."""
+    reason = _why_not(configs)
+    if reason is not None:
+        return reason
+    config = configs[0]
+    assert config.length is not None  # validation derives it from the task
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(config, make_task(config.task, config.length))
+    return stackable([model.cell])
 
 
 def _stacked_predictions(models: Sequence[SequenceModel], x: Tensor) -> Tensor:
@@ -148,7 +164,7 @@ def train_stacked(
     if isinstance(configs, TrainConfig | dict) or not configs:
         raise ConfigError("configs", "expected a non-empty list of run configurations")
     checked = [c if isinstance(c, TrainConfig) else TrainConfig.from_dict(c) for c in configs]
-    reason = _why_not(checked)
+    reason = stack_refusal(checked)
     if reason is not None:
         raise ConfigError("stack", f"these runs cannot train stacked: {reason}")
     with contextlib.ExitStack() as stack:
@@ -160,9 +176,9 @@ def train_stacked(
                 stack.callback(run_dir.close)
             if run.writer is not None:
                 stack.callback(run.writer.close)
-        reason = stackable([run.model.cell for run in runs])
-        if reason is not None or not all(isinstance(r.batches, SequenceBatches) for r in runs):
-            raise ConfigError("stack", f"these runs cannot train stacked: {reason}")
+        # refused above, before any file was written; the built runs agree
+        assert stackable([run.model.cell for run in runs]) is None
+        assert all(isinstance(run.batches, SequenceBatches) for run in runs)
         display = make_progress() if progress is True else progress
         if display is not False and progress is True:
             display.start()
@@ -229,24 +245,35 @@ def _guarded(index: int, run: Run, outcome: list[Any], action: Callable[[], Any]
 
 
 def train_planned_stacked(
-    runs: Sequence[PlannedRun], out: Path, *, progress: bool | Progress = False
+    runs: Sequence[PlannedRun],
+    out: Path,
+    *,
+    progress: bool | Progress = False,
+    only_stackable: bool = False,
 ) -> None:
-    """The unfinished ones of planned runs (``bptt train --seeds ... --stack``) trained
-    as one stack in ``out``: a new run with every core, a begun one with its own
-    config.toml (its threads among it), from its newest checkpoint.
+    """The unfinished trainings among planned runs, those that differ only in seed
+    trained together as one stack per configuration, in ``out``: a new run with every
+    core, a begun one with its own config.toml (its threads among it), from its newest
+    checkpoint. ``bptt train --seeds ... --stack`` (one configuration) and ``bptt bench
+    --stack`` (``only_stackable``: a configuration alone or one the stacked engine
+    cannot run is left to the bench's executors).
 
     Raises:
         as :func:`train_stacked`.
     """
-    configs = []
+    groups: dict[str, list[TrainConfig]] = {}
     for run in runs:
         where = out / run.name
-        if is_finished(run, read_summary(where)):
+        if run.kind != "train" or is_finished(run, read_summary(where)):
             continue
         if (where / "config.toml").is_file():
             saved = load_toml(where / "config.toml")
-            configs.append(TrainConfig.from_saved({**saved, "out": str(where)}))
+            config = TrainConfig.from_saved({**saved, "out": str(where)})
         else:
-            configs.append(cast(TrainConfig, run.config(str(where), available_cores())))
-    if configs:
+            config = cast(TrainConfig, run.config(str(where), available_cores()))
+        shared = {k: v for k, v in config.to_dict().items() if k not in _FREE}
+        groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(config)
+    for configs in groups.values():
+        if only_stackable and (len(configs) < 2 or stack_refusal(configs) is not None):
+            continue
         train_stacked(configs, progress=progress, overwrite=True)
