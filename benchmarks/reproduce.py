@@ -53,6 +53,7 @@ from bptt.run import (
     TrainConfig,
     diagnose_run,
     load_toml,
+    stack_refusal,
     train_stacked,
 )
 
@@ -105,22 +106,30 @@ def _command(row: Row, seed: int, where: Path, args: argparse.Namespace, threads
 
 def run_stacked(rows: list[Row], args: argparse.Namespace) -> None:
     """Each row's pending seeds as one stacked model, in this process, with every core
-    (``--stack``; pays where a step is overhead: small batches, a GPU)."""
+    (``--stack``; pays where a step is overhead: small batches, a GPU). A row the
+    stacked engine cannot run (an LRU), a single pending seed, or seeds begun with other
+    threads go one at a time as without ``--stack``."""
     threads = len(os.sched_getaffinity(0))
     for row in rows:
-        configs: list[Any] = []
+        configs: list[TrainConfig] = []
         for _, seed, where in _pending([row], args):
             if not (where / "config.toml").is_file():
-                configs.append(_new_run(row, seed, where, args, threads))
+                configs.append(TrainConfig.from_dict(_new_run(row, seed, where, args, threads)))
                 continue
             saved = TrainConfig.from_saved({**load_toml(where / "config.toml"), "out": str(where)})
             if args.time_limit:  # more time for a run that stopped out of it
                 saved = saved.replace(time_limit_s=args.time_limit)
             configs.append(saved)
-        if configs:
-            seeds = ", ".join(str(c["seed"] if isinstance(c, dict) else c.seed) for c in configs)
-            print(f"{row.key} {row.method} seeds {seeds}: stacked", flush=True)
-            train_stacked(configs, progress=True)
+        if not configs:
+            continue
+        refusal = "one seed" if len(configs) == 1 else stack_refusal(configs)
+        if refusal is not None:
+            print(f"{row.key} {row.method}: not stacked ({refusal})", flush=True)
+            run_all([row], args)
+            continue
+        seeds = ", ".join(str(config.seed) for config in configs)
+        print(f"{row.key} {row.method} seeds {seeds}: stacked", flush=True)
+        train_stacked(configs, progress=True)
 
 
 _MAY_CHANGE = ("steps", "stop_when_solved", "time_limit_s")

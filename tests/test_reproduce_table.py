@@ -70,9 +70,8 @@ def test_workers_run_the_pending_seeds_side_by_side_and_skip_the_finished(tmp_pa
 def test_stack_trains_a_rows_seeds_as_one_model_and_resumes_them(tmp_path):
     reproduce = load_benchmark("reproduce")
     row = LiteratureRow("adding", 6, "gru", "anchor", {"hidden": 4, "steps": 5, "batch_size": 8})
-    args = argparse.Namespace(
-        out=tmp_path, seeds=[0, 1], steps=0, eval_every=5, device="cpu", time_limit=0
-    )
+    args = argparse.Namespace(out=tmp_path, seeds=[0, 1], steps=0, eval_every=5, device="cpu")
+    args.time_limit, args.workers, args.deadline = 0, 1, 0
     command = reproduce._command(row, 0, tmp_path / "x", args, 1)
     assert "--stop-when-solved" in command and command[command.index("--hidden") + 1] == "4"
     reproduce.run_stacked([row], args)
@@ -85,3 +84,14 @@ def test_stack_trains_a_rows_seeds_as_one_model_and_resumes_them(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/summary.json")}
     reproduce.run_stacked([row], args)  # all finished: nothing trained again
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/summary.json")} == stamps
+
+
+def test_stack_leaves_a_row_it_cannot_stack_to_the_one_at_a_time_path(tmp_path, monkeypatch):
+    reproduce = load_benchmark("reproduce")
+    row = LiteratureRow("adding", 6, "lru", "anchor", {"hidden": 4, "steps": 3, "batch_size": 8})
+    args = argparse.Namespace(out=tmp_path, seeds=[0, 1], steps=0, eval_every=5, device="cpu")
+    args.time_limit, args.workers, args.deadline = 0, 1, 0
+    handed = []
+    monkeypatch.setattr(reproduce, "run_all", lambda rows, a: handed.append(rows))
+    reproduce.run_stacked([row], args)
+    assert handed == [[row]] and not list(tmp_path.iterdir())  # nothing written by the stack

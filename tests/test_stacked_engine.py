@@ -32,6 +32,10 @@ def _cells(kind: str, k: int, features: int, hidden: int) -> list[torch.nn.Modul
         "orthogonal-tanh": lambda: bptt.cells.OrthogonalRNNCell(
             features, hidden, dtype=torch.float64
         ),
+        "orthogonal-relu": lambda: bptt.cells.OrthogonalRNNCell(
+            features, hidden, nonlinearity="relu", dtype=torch.float64
+        ),
+        "rnn-nobias": lambda: bptt.cells.RNNCell(features, hidden, bias=False, dtype=torch.float64),
     }[kind]
     cells = []
     for seed in range(k):
@@ -49,6 +53,8 @@ KINDS = [
     "gru-nobias",
     "orthogonal-modrelu",
     "orthogonal-tanh",
+    "orthogonal-relu",
+    "rnn-nobias",
 ]
 
 
@@ -79,8 +85,41 @@ def test_stacked_equals_each_cell_alone(kind: str) -> None:
 def test_stacked_one_step_and_one_run() -> None:
     cells = _cells("lstm", 1, 3, 4)
     x = torch.randn(1, 2, 1, 3, dtype=torch.float64)
+    out = unroll_stacked(cells, x)
+    out.sum().backward()
+    stacked = [p.grad.clone() for p in cells[0].parameters()]
+    cells[0].zero_grad(set_to_none=True)
     alone, _ = bptt.unroll(cells[0], x[0], engine="generic")
-    torch.testing.assert_close(unroll_stacked(cells, x)[0], alone, rtol=TOL, atol=TOL)
+    alone.sum().backward()
+    torch.testing.assert_close(out[0], alone, rtol=TOL, atol=TOL)
+    for got, p in zip(stacked, cells[0].parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru"])
+def test_the_backward_leaves_the_incoming_gradient_as_it_was(kind: str) -> None:
+    k, batch, steps, hidden = 2, 3, 4, 5
+    cells = _cells(kind, k, 2, hidden)
+    out = unroll_stacked(cells, torch.randn(k, batch, steps, 2, dtype=torch.float64))
+    base = torch.randn(steps, k, batch, hidden, dtype=torch.float64)  # time-major storage
+    kept = base.clone()
+    out.backward(base.permute(1, 2, 0, 3))  # (K, B, T, H), its time-major view contiguous
+    assert torch.equal(base, kept)
+
+
+def test_bad_inputs_and_contexts_are_refused() -> None:
+    lstm = _cells("lstm", 2, 2, 5)
+    good = torch.zeros(2, 1, 3, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="must be a tensor"):
+        unroll_stacked(lstm, good.tolist())
+    for bad in (good.float(), good.long(), torch.zeros(2, 1, 3, 4, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"dtype|features"):
+            unroll_stacked(lstm, bad)
+    with bptt.engine.require_generic("a test"), pytest.raises(ValueError, match="a test"):
+        unroll_stacked(lstm, good)
+    with pytest.raises(ValueError, match=r"torch\.func"):
+        torch.func.vmap(lambda v: unroll_stacked(lstm, v))(good[None])
+    assert unroll_stacked(lstm, good).shape == (2, 1, 3, 5)
 
 
 def test_stackable_refuses_what_it_cannot_run() -> None:

@@ -101,16 +101,43 @@ def test_a_killed_stacked_job_resumes_bit_for_bit(tmp_path):
         assert a.summary["final_loss"] == b.summary["final_loss"]
 
 
+def test_runs_resumed_from_different_checkpoints_end_as_the_uninterrupted_ones(tmp_path):
+    whole = train_stacked(_configs(tmp_path, "whole"))
+
+    def crash(step, model):
+        if step == 21:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_stacked(_configs(tmp_path, "cut"), on_gradients=crash)
+    checkpoints = sorted((tmp_path / "cut" / "s1" / "checkpoints").iterdir())
+    checkpoints[-1].unlink()  # as if killed while writing it: run 1 goes on from step 8,
+    with pytest.warns(UserWarning, match="incomplete"):  # the others from step 16
+        resumed = train_stacked(_configs(tmp_path, "cut"))
+    for a, b in zip(whole, resumed, strict=True):
+        _assert_same_params(a.model, b.model)
+        assert _losses(a.run_dir) == pytest.approx(_losses(b.run_dir), rel=TOL)
+
+
+def test_a_directory_holding_another_configuration_is_refused(tmp_path):
+    train_stacked(_configs(tmp_path, "x", seeds=(0,)))
+    configs = _configs(tmp_path, "x", seeds=(0, 1), lr=0.5)
+    with pytest.raises(ConfigError, match=r"another configuration \(differs in lr"):
+        train_stacked(configs)
+    assert not (tmp_path / "x" / "s1").exists()  # refused before anything was written
+
+
 def test_a_run_that_ends_or_fails_leaves_the_others_undisturbed(tmp_path):
     whole = train_stacked(_configs(tmp_path, "whole", nonfinite="raise"))
     configs = _configs(tmp_path, "mixed", nonfinite="raise")  # run 1 stopped by the NaN below
     configs[0]["time_limit_s"] = 1e-9  # out of time after its first step
     calls = []
 
-    def poison(step, model):  # run 1's gradient made NaN at step 5 (run 0 has left by then)
-        calls.append(step)
-        if step == 5 and calls.count(5) == 1:
-            next(model.parameters()).grad.fill_(float("nan"))
+    def poison(step, model):  # run 1's weights made NaN at step 4 (run 0 has left by then):
+        calls.append(step)  # its step 5 is NaN through the stacked forward and backward
+        if step == 4 and calls.count(4) == 1:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
 
     with pytest.raises(NonFiniteError, match="step 5"):
         train_stacked(configs, on_gradients=poison)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from bptt.cells import GRUCell, LSTMCell, OrthogonalRNNCell, RNNCell
+from bptt.engine._unroll import _GENERIC_REQUIRED
 
 __all__ = ["STACKABLE_CELLS", "stackable", "unroll_stacked"]
 
@@ -58,8 +59,10 @@ def _outputs(hs: Tensor) -> Tensor:
 
 
 def _deltas(grad_out: Tensor) -> Tensor:
-    """The gradient reaching each step's output, time-major (T, K, B, H), a new tensor."""
-    return grad_out.permute(2, 0, 1, 3).contiguous()
+    """The gradient reaching each step's output, time-major (T, K, B, H): always a new
+    tensor (the backward writes into it; ``contiguous`` could return grad_out itself)."""
+    k, batch, steps, hidden = grad_out.shape
+    return grad_out.new_empty(steps, k, batch, hidden).copy_(grad_out.permute(2, 0, 1, 3))
 
 
 def _input_grad(needed: bool, d_rows: Tensor, w_ih: Tensor, batch: int) -> Tensor | None:
@@ -310,6 +313,31 @@ def _stacked(cells: Sequence[nn.Module], name: str) -> Tensor | None:
     return torch.stack(cast(list[Tensor], values))
 
 
+def _check_stacked_input(cells: Sequence[nn.Module], x: Tensor) -> None:
+    """What :func:`unroll_stacked` refuses in x and in the context (see there)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor of shape (K, B, T, F), got {type(x).__name__}")
+    k = len(cells)
+    if x.dim() != 4 or x.shape[0] != k or min(x.shape[1:3]) < 1:
+        shape = tuple(x.shape)
+        raise ValueError(f"x must be (K={k}, B, T, F) with B, T >= 1; got {shape}")
+    weight = next(cells[0].parameters())
+    if not torch.is_floating_point(x) or x.dtype != weight.dtype or x.device != weight.device:
+        raise ValueError(
+            f"x must be in the cells' dtype and on their device ({weight.dtype} on "
+            f"{weight.device}); got {x.dtype} on {x.device}"
+        )
+    if x.shape[3] != cells[0].input_size:
+        raise ValueError(f"x has {x.shape[3]} features, the cells {cells[0].input_size}")
+    required = _GENERIC_REQUIRED.get()
+    if required is not None or torch._C._are_functorch_transforms_active():
+        why = required or "torch.func transforms are active"
+        raise ValueError(
+            f"the stacked engine's backward is hand-written, and here it cannot be ({why}): "
+            "run each cell with bptt.unroll"
+        )
+
+
 def unroll_stacked(cells: Sequence[nn.Module], x: Tensor) -> Tensor:
     """Run K cells of one kind, each over its own inputs, from the zero state.
 
@@ -321,14 +349,16 @@ def unroll_stacked(cells: Sequence[nn.Module], x: Tensor) -> Tensor:
         outputs (K, B, T, H); each cell's parameters get their own gradient on backward.
 
     Raises:
-        ValueError: the cells cannot run stacked, or x is not (K, B, T, F) for K cells.
+        TypeError: x is not a tensor.
+        ValueError: the cells cannot run stacked; x is not a floating-point (K, B, T, F)
+            tensor for K cells of input size F, in their dtype and on their device; or
+            the context needs a differentiable backward (torch.func transforms,
+            :func:`bptt.engine.require_generic`), which the hand-written one is not.
     """
     reason = stackable(cells)
     if reason is not None:
         raise ValueError(f"these cells cannot run stacked: {reason}")
-    if x.dim() != 4 or x.shape[0] != len(cells) or min(x.shape[1:3]) < 1:
-        shape = tuple(x.shape)
-        raise ValueError(f"x must be (K={len(cells)}, B, T, F) with B, T >= 1; got {shape}")
+    _check_stacked_input(cells, x)
     first = cells[0]
     hidden = cast(int, first.hidden_size)
     w_ih = cast(Tensor, _stacked(cells, "weight_ih"))

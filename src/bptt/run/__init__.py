@@ -48,7 +48,7 @@ from bptt.run._rundir import (
     RunDirectoryError,
 )
 from bptt.run._seeds import parse_seeds, plan_seeds
-from bptt.run._stacked import train_planned_stacked, train_stacked
+from bptt.run._stacked import stack_refusal, train_planned_stacked, train_stacked
 from bptt.run._train import TrainResult, load_run, resume, train
 
 __all__ = [
@@ -96,6 +96,7 @@ __all__ = [
     "resume",
     "run_bench",
     "run_esn",
+    "stack_refusal",
     "step_taps",
     "test_set",
     "train",

@@ -51,6 +51,8 @@ __all__ = ["stack_refusal", "train_planned_stacked", "train_stacked"]
 
 # what the runs of one stack may differ in
 _FREE = ("seed", "out", "time_limit_s")
+# what a run continued by a stack may differ in from the run in its directory
+_RESUMABLE = ("out", "time_limit_s")
 
 
 def _why_not(configs: Sequence[TrainConfig]) -> str | None:
@@ -101,30 +103,49 @@ def _stacked_predictions(models: Sequence[SequenceModel], x: Tensor) -> Tensor:
     return torch.matmul(outputs, weight.unsqueeze(1)) + bias[:, None, None]
 
 
-def _open_run(
+def _saved_config(config: TrainConfig) -> TrainConfig | None:
+    """The config of the run already in ``config.out`` (None: no run there yet).
+
+    Raises:
+        ConfigError: that run is of another configuration (beyond its time limit).
+    """
+    if config.out is None or not (Path(config.out) / "config.toml").is_file():
+        return None
+    where = Path(config.out)
+    saved = TrainConfig.from_saved({**load_toml(where / "config.toml"), "out": str(where)})
+    theirs = saved.to_dict()
+    differ = sorted(
+        k for k, v in config.to_dict().items() if k not in _RESUMABLE and theirs.get(k) != v
+    )
+    if differ:
+        message = (
+            f"{where} holds a run of another configuration (differs in {', '.join(differ)}): "
+            "continue it with bptt train --resume, or give another out"
+        )
+        raise ConfigError("out", message)
+    return saved
+
+
+def _build_run(
     config: TrainConfig,
+    run_dir: RunDirectory | None,
+    resumed: bool,
     on_gradients: Callable[[int, nn.Module], None] | None,
-    overwrite: bool,
-) -> tuple[Run, RunDirectory | None]:
-    """The run of ``config``: new, or continued from its run directory's checkpoint."""
-    if config.out is not None and (Path(config.out) / "config.toml").is_file():
-        run_dir = _open(config.out, resume=True)
+) -> Run:
+    """The run of ``config`` in its opened directory: new (its config.toml written), or
+    continued from the newest checkpoint there (as :func:`bptt.run.resume`)."""
+    if resumed:
+        assert run_dir is not None  # only a run directory holds a run to continue
+        return continued_run(config, run_dir, on_gradients=on_gradients)
+    run = Run(config, run_dir, on_gradients)
+    if run_dir is not None:
         try:
-            run = continued_run(config, run_dir, on_gradients=on_gradients)
+            run_dir.write_config(config)
         except BaseException:
-            run_dir.close()
+            if run.writer is not None:
+                run.writer.close()
             raise
-        return run, run_dir
-    new_dir = None if config.out is None else _open(config.out, overwrite=overwrite)
-    try:
-        run = Run(config, new_dir, on_gradients)
-        if new_dir is not None:
-            new_dir.write_config(config)
-    except BaseException:
-        if new_dir is not None:
-            new_dir.close()
-        raise
-    return run, new_dir
+    return run
 
 
 def train_stacked(
@@ -137,11 +158,13 @@ def train_stacked(
     """Train K runs that differ only in ``seed`` (and ``out``, ``time_limit_s``) as one
     stacked model; each ends as :func:`bptt.run.train` would end it alone.
 
-    A config whose ``out`` already holds a run goes on from its newest checkpoint (as
-    :func:`bptt.run.resume`), so the same call, repeated after a crash, completes the
-    runs. Each run's steps equal its steps alone up to rounding (the same products in
-    another grouping), and a stacked job killed and resumed ends bit for bit as the
-    uninterrupted one.
+    A config whose ``out`` already holds a run of the same configuration goes on from
+    its newest checkpoint (as :func:`bptt.run.resume`), so the same call, repeated
+    after a crash, completes the runs. Each run's steps equal its steps alone up to
+    rounding (the same products in another grouping); a stacked job killed and resumed
+    with every run at the same checkpoint ends bit for bit as the uninterrupted one.
+    Each run's clock is the stacked job's: its ``wall_s`` and ``time_limit_s`` count
+    the time of every run's steps, not its own alone.
 
     Args:
         configs: the runs' configurations (or mappings of their fields), K >= 1.
@@ -153,9 +176,10 @@ def train_stacked(
         One :class:`TrainResult` per config, in order.
 
     Raises:
-        bptt.run.ConfigError: an invalid config, or configs that cannot train stacked
+        bptt.run.ConfigError: an invalid config, configs that cannot train stacked
             (other fields than the seed differ, a cell without a stacked engine, HF,
-            TBPTT, per-step clipping).
+            TBPTT, per-step clipping), or an ``out`` holding a run of another
+            configuration.
         RunDirectoryBusy, FileExistsError: as in :func:`bptt.run.train`.
         RunStopped: a run's directory could not be written (the others finished).
         NonFiniteError: a run's non-finite step with ``nonfinite = "raise"`` (the
@@ -167,25 +191,34 @@ def train_stacked(
     reason = stack_refusal(checked)
     if reason is not None:
         raise ConfigError("stack", f"these runs cannot train stacked: {reason}")
-    with contextlib.ExitStack() as stack:
-        runs: list[Run] = []
+    display = make_progress() if progress is True else progress
+    with contextlib.ExitStack() as stack, _environment(checked[0], False):
+        # every directory opened (and a begun run's config checked) before any is
+        # written: a busy, taken or different one refuses the whole job
+        opened: list[tuple[RunDirectory | None, bool]] = []
         for config in checked:
-            run, run_dir = _open_run(config, on_gradients, overwrite)
-            runs.append(run)
-            if run_dir is not None:
+            resumed = _saved_config(config) is not None
+            run_dir = None
+            if config.out is not None:
+                run_dir = _open(config.out, overwrite=overwrite, resume=resumed)
                 stack.callback(run_dir.close)
+            opened.append((run_dir, resumed))
+        runs: list[Run] = []
+        for config, (run_dir, resumed) in zip(checked, opened, strict=True):
+            run = _build_run(config, run_dir, resumed, on_gradients)
+            runs.append(run)
             if run.writer is not None:
                 stack.callback(run.writer.close)
         # refused above, before any file was written; the built runs agree
         assert stackable([run.model.cell for run in runs]) is None
         assert all(isinstance(run.batches, SequenceBatches) for run in runs)
-        display = make_progress() if progress is True else progress
         if display is not False and progress is True:
             display.start()
             stack.callback(display.stop)
-        with _environment(checked[0], False):
-            advances = [stack.enter_context(_progress_bar(display, c)) for c in checked]
-            summaries = _lockstep(runs, advances)
+        advances = [
+            stack.enter_context(_progress_bar(display, c, label=f"seed {c.seed}")) for c in checked
+        ]
+        summaries = _lockstep(runs, advances)
     errors = [s for s in summaries if isinstance(s, Exception)]
     if errors:
         raise errors[0]
@@ -231,7 +264,9 @@ def _lockstep(runs: list[Run], advances: list[Callable[..., None]]) -> list[Any]
 
 def _guarded(index: int, run: Run, outcome: list[Any], action: Callable[[], Any]) -> None:
     """Do one run's part; what stops that run (a run directory that cannot be written, a
-    non-finite step told to raise) becomes its outcome instead of stopping the others."""
+    non-finite step told to raise) becomes its outcome instead of stopping the others.
+    Any other exception (an interrupt, a fault in ``on_gradients``) stops every run;
+    each resumes from its own checkpoints."""
     try:
         result = action()
     except RunDirectoryError as err:

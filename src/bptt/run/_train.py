@@ -232,6 +232,19 @@ def continued_run(
     budget = config.steps if budget is None else budget
     extending = budget != config.steps
     run = Run(config, run_dir, on_gradients)
+    try:
+        _continue(run, path, restart, extending, budget)
+    except BaseException:
+        if run.writer is not None:
+            run.writer.close()
+        raise
+    return run
+
+
+def _continue(run: Run, path: Path, restart: bool, extending: bool, budget: int) -> None:
+    """Load the newest intact checkpoint into ``run``, rewrite config.toml, rewind the logs."""
+    config, run_dir = run.config, run.run_dir
+    assert run_dir is not None  # continued_run's
     state = _latest_state(run, restart)
     if state is None and not restart and (path / "summary.json").is_file():
         message = (
@@ -255,7 +268,6 @@ def continued_run(
     # the old last step was logged as the last; a longer run logs it only on schedule
     off_schedule = extending and run.step == budget and budget % config.log_every
     run_dir.rewind(run.step, metrics_before=run.step if off_schedule else None)
-    return run
 
 
 def _latest_state(run: Run, restart: bool) -> dict[str, Any] | None:
@@ -374,15 +386,18 @@ def _threads(count: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _progress_bar(progress: bool | Progress, config: TrainConfig) -> Iterator:
+def _progress_bar(
+    progress: bool | Progress, config: TrainConfig, label: str | None = None
+) -> Iterator:
     """Yields ``advance(step, loss, status=None)``, which shows the run at that step
-    (and what it is doing, if not training)."""
+    (and what it is doing, if not training); ``label`` is added to the bar's name."""
     if progress is False:
         yield lambda step, loss, status=None: None
         return
     owner = progress is True
     display = make_progress() if progress is True else progress
-    label = f"{config.task} T={config.length} {config.method or config.cell}"
+    name = f"{config.task} T={config.length} {config.method or config.cell}"
+    label = name if label is None else f"{name} {label}"
     bar = display.add_task(label, total=config.steps, loss="-")
 
     def advance(step: int, loss: float, status: str | None = None) -> None:
