@@ -244,3 +244,20 @@ def test_ray_gives_the_rows_of_the_local_executor(tmp_path):
     # the report's leaderboard (from the file) and the terminal's (from memory) agree
     from_file = [typed_row(r) for r in read_results(tmp_path / "local" / "results.csv")]
     assert aggregate(from_file) == aggregate(local)
+
+
+def test_a_bench_rerun_with_other_settings_into_the_same_directory_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from bptt.cli import app
+
+    flags = ["bench", "--profile", "matrix", "--tasks", "adding", "--lengths", "6"]
+    flags += ["--methods", "gru", "--hidden", "4", "--no-report", "--no-progress"]
+    flags += ["--out", str(tmp_path / "b")]
+    first = CliRunner().invoke(app, [*flags, "--steps", "3"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, [*flags, "--steps", "4"])
+    assert again.exit_code == 2 and "another configuration (differs in" in again.output
+    assert "steps" in again.output and "use another --out" in again.output
+    same = CliRunner().invoke(app, [*flags, "--steps", "3"])  # the same plan: reused
+    assert same.exit_code == 0, same.output

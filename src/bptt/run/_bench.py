@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bptt.run._executors import EXECUTORS, run_all
-from bptt.run._plan import PlannedRun
+from bptt.run._plan import PlannedRun, refuse_other_configs
 from bptt.run._results import write_results
 from bptt.run._train import make_progress
 
@@ -47,6 +47,8 @@ def run_bench(
     Raises:
         ValueError: an unknown executor or a workers count below 1.
         TypeError: runs that are not planned runs.
+        ConfigError: a run directory in ``out_dir`` holds a run of another
+            configuration than planned (nothing is trained then).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
@@ -55,6 +57,7 @@ def run_bench(
     if not runs or not all(isinstance(run, PlannedRun) for run in runs):
         raise TypeError("runs must be a non-empty list of PlannedRun (from plan_bench)")
     out = Path(out_dir)
+    refuse_other_configs(runs, out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     done: dict[int, dict[str, Any]] = {}

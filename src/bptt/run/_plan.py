@@ -31,15 +31,20 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from bptt.run._config import TrainConfig
 from bptt.run._esn import ESNConfig
-from bptt.run._fields import ConfigError
+from bptt.run._fields import ConfigError, load_toml
 from bptt.run._literature import LITERATURE_ROWS
 from bptt.run._recipes import RECIPES
 
-__all__ = ["CLIP_DEMO", "PROFILES", "PlannedRun", "plan_bench"]
+__all__ = ["CLIP_DEMO", "PROFILES", "PlannedRun", "plan_bench", "refuse_other_configs"]
+
+# what may differ between a planned training and the run found in its directory: where
+# it is, its threads (a begun run keeps its own) and how long it may train
+_NOT_COMPARED = ("out", "threads", "time_limit_s")
 
 PROFILES = ("quick", "full", "matrix")
 
@@ -272,3 +277,35 @@ def plan_bench(
 
 
 _SEEDS = {"quick": (0,), "full": (0, 1, 2)}
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in _NOT_COMPARED}
+
+
+def refuse_other_configs(runs: Sequence[PlannedRun], out: str | Path) -> None:
+    """Refuse a bench directory whose run directories hold trainings of another
+    configuration than planned (a bench rerun with other flags into the same ``out``
+    would otherwise report the old runs as the new ones).
+
+    Raises:
+        ConfigError: (field ``out``) a run directory holds another configuration's run,
+            or an unreadable one; the message names it and the fields that differ.
+    """
+    for run in runs:
+        where = Path(out) / run.name
+        if run.kind != "train" or not (where / "config.toml").is_file():
+            continue
+        try:
+            found = TrainConfig.from_saved(load_toml(where / "config.toml"))
+        except ConfigError as err:
+            raise ConfigError("out", f"{where} holds an unreadable run: {err}") from None
+        planned = _comparable(cast(TrainConfig, run.config(str(where), found.threads)))
+        existing = _comparable(found)
+        if existing != planned:
+            changed = sorted(k for k, v in planned.items() if existing.get(k) != v)
+            message = (
+                f"{where} holds a run of another configuration (differs in "
+                f"{', '.join(changed)}); use another --out"
+            )
+            raise ConfigError("out", message)

@@ -13,18 +13,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from bptt.run._config import TrainConfig
-from bptt.run._fields import ConfigError, load_toml
-from bptt.run._plan import CHECKPOINT_EVERY, PlannedRun
+from bptt.run._fields import ConfigError
+from bptt.run._plan import CHECKPOINT_EVERY, PlannedRun, refuse_other_configs
 
 __all__ = ["MAX_SEEDS", "parse_seeds", "plan_seeds"]
 
 MAX_SEEDS = 1000
 _PART = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
-# what may differ between a planned seed run and the one found in its directory
-_NOT_COMPARED = ("out", "threads", "time_limit_s")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -52,10 +50,6 @@ def parse_seeds(text: str) -> list[int]:
     if repeated:
         raise ConfigError("seeds", f"seed {repeated[0]} is given twice in {text!r}")
     return seeds
-
-
-def _comparable(config: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in _NOT_COMPARED}
 
 
 def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]:
@@ -103,21 +97,5 @@ def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]
             "configuration and seeds again, or another --out"
         )
         raise ConfigError("out", message)
-    for run in runs:
-        where = Path(out) / run.name
-        if not (where / "config.toml").is_file():
-            continue
-        try:
-            found = TrainConfig.from_saved(load_toml(where / "config.toml"))
-        except ConfigError as err:
-            raise ConfigError("out", f"{where} holds an unreadable run: {err}") from None
-        planned = _comparable(cast(TrainConfig, run.config(str(where), found.threads)))
-        existing = _comparable(found)
-        if existing != planned:
-            changed = sorted(k for k, v in planned.items() if existing.get(k) != v)
-            message = (
-                f"{where} holds a run of another configuration (differs in "
-                f"{', '.join(changed)}); use another --out"
-            )
-            raise ConfigError("out", message)
+    refuse_other_configs(runs, out)
     return runs

@@ -34,7 +34,7 @@ from bptt.run._config import TrainConfig
 from bptt.run._executors import available_cores
 from bptt.run._fields import ConfigError, load_toml
 from bptt.run._loop import NonFiniteError, Run, RunStopped
-from bptt.run._plan import PlannedRun
+from bptt.run._plan import PlannedRun, refuse_other_configs
 from bptt.run._results import is_finished, read_summary
 from bptt.run._rundir import RunDirectory, RunDirectoryError
 from bptt.run._train import (
@@ -294,8 +294,10 @@ def train_planned_stacked(
     cannot run is left to the bench's executors).
 
     Raises:
-        as :func:`train_stacked`.
+        ConfigError: as :func:`refuse_other_configs`, or as :func:`train_stacked`.
+        Others: as :func:`train_stacked`.
     """
+    refuse_other_configs(runs, out)
     groups: dict[str, list[TrainConfig]] = {}
     for run in runs:
         where = out / run.name
