@@ -82,6 +82,19 @@ def test_stacked_equals_each_cell_alone(kind: str) -> None:
         torch.testing.assert_close(stacked_x_grad[j], xj.grad, rtol=TOL, atol=TOL)
 
 
+@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru", "orthogonal-modrelu"])
+def test_every_parameter_gets_a_gradient_tensor_of_its_own(kind: str) -> None:
+    # in-place clipping scales each .grad: two parameters sharing one would be scaled twice
+    cells = _cells(kind, 2, 2, 4)
+    unroll_stacked(cells, torch.randn(2, 3, 5, 2, dtype=torch.float64)).sum().backward()
+    grads = [p.grad for cell in cells for p in cell.parameters()]
+    before = [g.clone() for g in grads]
+    for i, grad in enumerate(grads):
+        grad.mul_(2.0)
+        for j, other in enumerate(grads):
+            assert torch.equal(other, before[j] * (2.0 if j <= i else 1.0)), (i, j)
+
+
 def test_stacked_one_step_and_one_run() -> None:
     cells = _cells("lstm", 1, 3, 4)
     x = torch.randn(1, 2, 1, 3, dtype=torch.float64)

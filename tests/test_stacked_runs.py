@@ -85,6 +85,23 @@ def test_each_stacked_run_is_the_run_trained_alone(tmp_path, fields):
     assert len(set(finals)) == 3  # three seeds, three different runs
 
 
+def test_runs_of_other_rates_optimizers_clipping_and_budgets_stack_too(tmp_path):
+    own = [
+        {"lr": 0.05, "steps": 10},
+        {"optimizer": "rmsprop", "lr": 3e-3, "clip": "norm", "clip_norm": 0.1},
+        {"optimizer": "sgd", "lr": 0.1, "lr_schedule": "cosine", "method": "lstm-chrono-adam"},
+    ]
+    configs = _configs(tmp_path, "mixed")
+    for config, fields in zip(configs, own, strict=True):
+        config.update(fields)
+    stacked = train_stacked(configs)
+    for config, result in zip(configs, stacked, strict=True):
+        alone = train({**config, "out": str(tmp_path / f"alone{config['seed']}")})
+        _assert_same_params(result.model, alone.model)
+        assert _losses(result.run_dir) == pytest.approx(_losses(alone.run_dir), rel=TOL)
+    assert [r.summary["steps_done"] for r in stacked] == [10, 24, 24]
+
+
 def test_a_killed_stacked_job_resumes_bit_for_bit(tmp_path):
     whole = train_stacked(_configs(tmp_path, "whole"))
 
@@ -153,11 +170,13 @@ def test_a_run_that_ends_or_fails_leaves_the_others_undisturbed(tmp_path):
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [
-        ({"lr": 0.1}, "differ in lr"),
+        ({"batch_size": 4}, "differ in batch_size"),
         ({"hidden": 5}, "differ in hidden"),
+        ({"length": 13}, "differ in length"),
+        ({"optimizer": "hf"}, "Hessian-free"),
     ],
 )
-def test_runs_that_differ_beyond_the_seed_are_refused(tmp_path, fields, needle):
+def test_runs_that_differ_in_what_a_stack_shares_are_refused(tmp_path, fields, needle):
     configs = _configs(tmp_path, "x", seeds=(0, 1))
     configs[1].update(fields)
     with pytest.raises(ConfigError, match=needle):

@@ -398,8 +398,8 @@ def _csv_list(text: str, kind: type, name: str) -> tuple:
 @click.option(
     "--stack",
     is_flag=True,
-    help="Train the runs that differ only in seed as one stacked model each (here, one "
-    "process); the others as usual.",
+    help="Train the runs that share a model and a task (differing in seed, learning rate, "
+    "clipping, ...) as one stacked model each (here, one process); the others as usual.",
 )
 def bench_command(
     profile: str,

@@ -286,6 +286,20 @@ class StackedGRU(torch.autograd.Function):
         return grad_x, grad_w_ih, grad_w_hh, grad_b_in, grad_b_hn
 
 
+class _Sum(torch.autograd.Function):
+    """a + b, whose backward gives each input a gradient tensor of its own: autograd's
+    add hands both the same tensor, and two biases' ``.grad`` would then be one tensor
+    (in-place clipping would scale it twice)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        return grad, grad.clone()
+
+
 def stackable(cells: Sequence[nn.Module]) -> str | None:
     """Why these cells cannot run stacked (None: they can): one built-in class
     (:data:`STACKABLE_CELLS`, exactly), the same sizes, nonlinearity, bias, dtype and device."""
@@ -364,7 +378,7 @@ def unroll_stacked(cells: Sequence[nn.Module], x: Tensor) -> Tensor:
     w_ih = cast(Tensor, _stacked(cells, "weight_ih"))
     w_hh = cast(Tensor, _stacked(cells, "weight_hh"))  # the orthogonal cell's exp, once each
     b_ih, b_hh = _stacked(cells, "bias_ih"), _stacked(cells, "bias_hh")
-    bias = None if b_ih is None or b_hh is None else b_ih + b_hh
+    bias = None if b_ih is None or b_hh is None else _Sum.apply(b_ih, b_hh)
     if isinstance(first, RNNCell | OrthogonalRNNCell):
         modrelu = first.nonlinearity == "modrelu"
         b_mod = _stacked(cells, "modrelu_bias") if modrelu else None
@@ -379,5 +393,5 @@ def unroll_stacked(cells: Sequence[nn.Module], x: Tensor) -> Tensor:
     b_in = b_hn = None  # GRU: b_hr and b_hz fold into the input side, b_hn stays inside
     if b_ih is not None and b_hh is not None:
         b_hn = b_hh[:, 2 * hidden :]
-        b_in = b_ih + torch.cat([b_hh[:, : 2 * hidden], torch.zeros_like(b_hn)], 1)
+        b_in = _Sum.apply(b_ih, torch.cat([b_hh[:, : 2 * hidden], torch.zeros_like(b_hn)], 1))
     return StackedGRU.apply(x, w_ih, w_hh, b_in, b_hn)

@@ -10,8 +10,9 @@
   (profiles of runs, executed here or on Ray, ``results.csv``, the report);
   :data:`LITERATURE_ROWS`: the published long-range results and their recipes;
   :func:`parse_seeds`, :func:`plan_seeds`: ``bptt train --seeds`` (one configuration
-  once per seed, through the bench's executors); :func:`train_stacked`: runs that
-  differ only in seed trained as one stacked model (``--seeds ... --stack``).
+  once per seed, through the bench's executors); :func:`train_stacked`: runs of one
+  model on one task (seeds, learning rates, clipping...) trained as one stacked model
+  (``--seeds ... --stack``, ``bench --stack``).
 
 Nothing in the library (cells, engines, clipping, diagnostics, tasks, reservoirs)
 imports this package; the command line (:mod:`bptt.cli`) is built on it.
@@ -48,7 +49,12 @@ from bptt.run._rundir import (
     RunDirectoryError,
 )
 from bptt.run._seeds import parse_seeds, plan_seeds
-from bptt.run._stacked import stack_refusal, train_planned_stacked, train_stacked
+from bptt.run._stacked import (
+    SHARED_FIELDS,
+    stack_refusal,
+    train_planned_stacked,
+    train_stacked,
+)
 from bptt.run._train import TrainResult, load_run, resume, train
 
 __all__ = [
@@ -62,6 +68,7 @@ __all__ = [
     "RECIPES",
     "RESULT_FIELDS",
     "RUN_FILES",
+    "SHARED_FIELDS",
     "CheckpointError",
     "Checkpoints",
     "ConfigError",

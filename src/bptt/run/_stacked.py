@@ -1,5 +1,8 @@
-"""K runs of one configuration that differ only in their seed, trained as one stacked
-model: each step, every run draws its own batch from its own generator, one stacked
+"""K runs of one model on one task, trained as one stacked model: runs that share the
+architecture and the shape of the data (task, length, cell, hidden size, batch size,
+dtype, device, threads) and differ in anything a run does after its backward or before
+its first step (seed, learning rate, optimizer, clipping, schedule, step budget,
+initialisation recipe). Each step, every run draws its own batch from its own generator, one stacked
 forward and backward (:func:`bptt.engine.unroll_stacked`, each recurrent product one
 batched matmul over the K runs' weights) gives each run its own gradients, and then
 each run goes on alone: its monitor, clip policy, optimizer, evaluations, run
@@ -47,35 +50,45 @@ from bptt.run._train import (
 )
 from bptt.tasks import make_task
 
-__all__ = ["stack_refusal", "train_planned_stacked", "train_stacked"]
+__all__ = ["SHARED_FIELDS", "stack_refusal", "train_planned_stacked", "train_stacked"]
 
-# what the runs of one stack may differ in
-_FREE = ("seed", "out", "time_limit_s")
+# what the runs of one stack share: the model's shape and the data's, the engine, and
+# the process's environment (threads, flush-to-zero); the rest is each run's own
+SHARED_FIELDS = (
+    "task", "length", "cell", "hidden", "batch_size", "engine", "device", "dtype",
+    "flush_denormal", "threads",
+)  # fmt: skip
 # what a run continued by a stack may differ in from the run in its directory
 _RESUMABLE = ("out", "time_limit_s")
 
 
 def _why_not(configs: Sequence[TrainConfig]) -> str | None:
     """Why these configs cannot train stacked (None: they can), before building anything."""
-    first = configs[0]
-    same = {k: v for k, v in first.to_dict().items() if k not in _FREE}
+    first = _shared(configs[0])
     for config in configs[1:]:
-        theirs = config.to_dict()
-        differ = sorted(k for k, v in same.items() if theirs.get(k) != v)
+        theirs = _shared(config)
+        differ = [k for k in SHARED_FIELDS if theirs[k] != first[k]]
         if differ:
-            return f"the runs differ in {', '.join(differ)} (only seed, out and time_limit_s may)"
+            return f"the runs differ in {', '.join(differ)}, which a stack shares"
     outs = [c.out for c in configs if c.out is not None]
     if len({str(Path(o).resolve()) for o in outs}) < len(outs):
         return "two runs share a run directory"
-    if first.optimizer == "hf":
-        return "Hessian-free steps evaluate their own closures"
-    if first.tbptt_k1:
-        return "truncated backprop through time carries each run's stream state"
-    if step_taps(first):
-        return "per-step clipping needs taps, which the stacked engine has not"
-    if first.engine == "generic":
+    for config in configs:
+        if config.optimizer == "hf":
+            return "Hessian-free steps evaluate their own closures"
+        if config.tbptt_k1:
+            return "truncated backprop through time carries each run's stream state"
+        if step_taps(config):
+            return "per-step clipping needs taps, which the stacked engine has not"
+    if configs[0].engine == "generic":
         return "engine = generic asks for the step-by-step engine"
     return None
+
+
+def _shared(config: TrainConfig) -> dict[str, Any]:
+    """The fields of ``config`` that every run of its stack must share."""
+    values = config.to_dict()
+    return {name: values[name] for name in SHARED_FIELDS}
 
 
 def stack_refusal(configs: Sequence[TrainConfig]) -> str | None:
@@ -155,8 +168,10 @@ def train_stacked(
     overwrite: bool = False,
     on_gradients: Callable[[int, nn.Module], None] | None = None,
 ) -> list[TrainResult]:
-    """Train K runs that differ only in ``seed`` (and ``out``, ``time_limit_s``) as one
-    stacked model; each ends as :func:`bptt.run.train` would end it alone.
+    """Train K runs of one model on one task as one stacked model; each ends as
+    :func:`bptt.run.train` would end it alone. The runs share :data:`SHARED_FIELDS`
+    (the model's and the data's shape, the environment) and may differ in the rest:
+    seeds, learning rates, optimizers, clipping, schedules, step budgets, recipes.
 
     A config whose ``out`` already holds a run of the same configuration goes on from
     its newest checkpoint (as :func:`bptt.run.resume`), so the same call, repeated
@@ -177,9 +192,8 @@ def train_stacked(
 
     Raises:
         bptt.run.ConfigError: an invalid config, configs that cannot train stacked
-            (other fields than the seed differ, a cell without a stacked engine, HF,
-            TBPTT, per-step clipping), or an ``out`` holding a run of another
-            configuration.
+            (a shared field differs, a cell without a stacked engine, HF, TBPTT,
+            per-step clipping), or an ``out`` holding a run of another configuration.
         RunDirectoryBusy, FileExistsError: as in :func:`bptt.run.train`.
         RunStopped: a run's directory could not be written (the others finished).
         NonFiniteError: a run's non-finite step with ``nonfinite = "raise"`` (the
@@ -286,12 +300,12 @@ def train_planned_stacked(
     progress: bool | Progress = False,
     only_stackable: bool = False,
 ) -> None:
-    """The unfinished trainings among planned runs, those that differ only in seed
-    trained together as one stack per configuration, in ``out``: a new run with every
+    """The unfinished trainings among planned runs, those that share
+    :data:`SHARED_FIELDS` trained together as one stack, in ``out``: a new run with every
     core, a begun one with its own config.toml (its threads among it), from its newest
     checkpoint. ``bptt train --seeds ... --stack`` (one configuration) and ``bptt bench
-    --stack`` (``only_stackable``: a configuration alone or one the stacked engine
-    cannot run is left to the bench's executors).
+    --stack`` (``only_stackable``: a run alone in its group, or a group the stacked
+    engine cannot run, is left to the bench's executors).
 
     Raises:
         ConfigError: as :func:`refuse_other_configs`, or as :func:`train_stacked`.
@@ -308,8 +322,8 @@ def train_planned_stacked(
             config = TrainConfig.from_saved({**saved, "out": str(where)})
         else:
             config = cast(TrainConfig, run.config(str(where), available_cores()))
-        shared = {k: v for k, v in config.to_dict().items() if k not in _FREE}
-        groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(config)
+        key = json.dumps(_shared(config), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(config)
     for configs in groups.values():
         if only_stackable and (len(configs) < 2 or stack_refusal(configs) is not None):
             continue
