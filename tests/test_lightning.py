@@ -13,6 +13,12 @@ from bptt.clip import Fixed, Percentile
 pl = pytest.importorskip("lightning.pytorch", reason="Lightning is not installed")
 from bptt.integrations.lightning import GradientCallback, TruncatedBPTTModule  # noqa: E402
 
+# Lightning's advice on workers and logging (UserWarning), and its own use of
+# deprecated torch internals: not this project's to fix
+_LIGHTNING_WARNINGS = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning"
+)
+
 
 class _Recording(torch.optim.SGD):
     """SGD that notes the gradient's norm it steps with: Lightning runs the closure
@@ -73,9 +79,7 @@ def _quiet(monkeypatch):
     monkeypatch.setenv("PL_DISABLE_FORK", "1")
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's advice on workers, logging
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # Lightning's own use of torch internals
+@_LIGHTNING_WARNINGS
 def test_the_callback_clips_what_the_optimizer_steps_with(tmp_path):
     callback = GradientCallback(clip=Fixed(0.1))
     module = Adding()
@@ -92,9 +96,7 @@ def test_the_callback_clips_what_the_optimizer_steps_with(tmp_path):
     assert "bptt/grad_norm" in logged and "bptt/clip_threshold" in logged
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # Lightning's own use of torch internals
+@_LIGHTNING_WARNINGS
 def test_a_resumed_fit_goes_on_with_the_policys_history(tmp_path):
     first = GradientCallback(clip=Percentile(50))
     trainer = _trainer(tmp_path / "a", first, steps=6)
@@ -188,9 +190,7 @@ def _assert_equal(ours, theirs):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.filterwarnings("ignore::FutureWarning")
+@_LIGHTNING_WARNINGS
 def test_truncated_bptt_in_a_trainer_equals_the_plain_loop_and_resumes(tmp_path):
     chunks = _stream_chunks()
     module = Echo(chunks)
@@ -229,9 +229,7 @@ def test_truncated_bptt_refuses_bad_settings():
         TruncatedBPTTModule(model, 2, 4, mse, lr=0)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.filterwarnings("ignore::FutureWarning")
+@_LIGHTNING_WARNINGS
 def test_a_fit_stopped_inside_an_epoch_resumes_at_the_next_with_a_fresh_state(tmp_path):
     chunks = _stream_chunks()
     first = Echo(chunks)
