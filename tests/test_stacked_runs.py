@@ -10,9 +10,19 @@ import csv
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bptt.cli import app
-from bptt.run import ConfigError, NonFiniteError, train, train_stacked
+from bptt.run import (
+    SHARED_FIELDS,
+    ConfigError,
+    NonFiniteError,
+    TrainConfig,
+    stack_refusal,
+    train,
+    train_stacked,
+)
 
 # float64; the stacked and the lone run group the same products differently, a few
 # roundings of 1e-16 per step, carried through a few dozen optimizer steps of a
@@ -265,3 +275,32 @@ def test_bench_stacks_each_configuration_s_seeds_and_leaves_the_rest(tmp_path, m
     assert again.exit_code == 0 and len(stacked) == 1  # all finished: nothing stacked again
     bad = CliRunner().invoke(app, [*flags, "--stack", "--workers", "2"])
     assert bad.exit_code != 0 and "not with --executor ray or --workers" in bad.output
+
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["gru", "rnn", "lru", "hf", "cosine", "norm", "generic", "copy", "text"]),
+)
+
+
+_FIELDS = [f for f in TrainConfig.model_fields if f != "device"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(field=st.sampled_from(_FIELDS), value=_ANY_VALUE)
+def test_any_second_run_stacks_or_is_refused_in_one_line(field, value):
+    base = {k: v for k, v in BASE.items() if k != "checkpoint_every"}
+    first = TrainConfig.from_dict(base)
+    try:
+        second = TrainConfig.from_dict({**base, field: value})
+    except ConfigError:
+        return  # a bad value is the config's to refuse (tests/test_config.py)
+    reason = stack_refusal([first, second])
+    assert reason is None or (isinstance(reason, str) and "\n" not in reason)
+    differ = [k for k in SHARED_FIELDS if getattr(first, k) != getattr(second, k)]
+    if differ:
+        assert reason is not None and differ[0] in reason
