@@ -176,3 +176,16 @@ def test_truncation_shorter_than_the_dependency_is_the_verdict(tmp_path):
     assert again["verdict"] == "truncated"
     longer = bptt.train({**config, "tbptt_k2": 16, "out": None}).summary
     assert longer["verdict"] != "truncated"
+
+
+def test_the_remedies_of_a_run_cut_by_its_time_limit_do_not_carry_the_limit():
+    import bptt
+
+    # a GRU cut after one step is healthy but not learned: "train longer" and "raise the
+    # learning rate", the same run with one change each
+    config = {"task": "adding", "length": 8, "cell": "gru", "hidden": 4, "steps": 50}
+    summary = bptt.train({**config, "test_size": 16, "time_limit_s": 1e-9}).summary
+    assert summary["time_limited"] and summary["steps_done"] == 1
+    assert summary["verdict"] == "healthy but not learned"
+    commands = [r["command"] for r in summary["diagnosis"]["remedies"]]
+    assert commands and not any("--time-limit-s" in command for command in commands)

@@ -59,7 +59,9 @@ def train_command(values: dict[str, Any], out: str | None = None) -> str:
 
 
 def _changed(config: TrainConfig, **changes: Any) -> dict[str, Any]:
-    return {**config.to_dict(), **changes}
+    """The same run with ``changes``, without the time limit that may have cut it (a
+    next run given the same limit would be cut where this one was)."""
+    return {**config.to_dict(), "time_limit_s": 0.0, **changes}
 
 
 def _fresh(config: TrainConfig, **changes: Any) -> dict[str, Any]:
