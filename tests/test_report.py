@@ -69,6 +69,23 @@ def test_a_learned_run_draws_its_threshold_and_jacobian(tmp_path):
     assert "clip threshold" in titles and "Recurrent Jacobian spectral norm" in titles
 
 
+def test_a_page_is_drawn_again_only_when_its_runs_files_changed(tmp_path):
+    out = tmp_path / "run"
+    config = {"task": "adding", "length": 6, "cell": "gru", "hidden": 4, "steps": 5}
+    bptt.train({**config, "test_size": 16, "threads": 1, "out": str(out)})
+    page = write_run_report(out)
+    drawn = page.stat().st_mtime_ns
+    assert write_run_report(out).stat().st_mtime_ns == drawn  # nothing changed: kept
+    summary = out / "summary.json"
+    text = summary.read_text()
+    summary.write_text(text.replace('"task": "adding"', '"task": "adding" '))  # one byte more
+    assert write_run_report(out).stat().st_mtime_ns != drawn
+    redrawn = page.read_text()
+    page.write_text(redrawn.replace("bptt-inputs", "other-inputs"))  # a page of unknown inputs
+    write_run_report(out)
+    assert page.read_text() == redrawn  # drawn again, the same (no date in the figures)
+
+
 def test_an_echo_state_network_has_a_page(tmp_path):
     out = tmp_path / "esn"
     run_esn({"task": "mackey-glass", "units": 50, "out": str(out)})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import json
 import math
@@ -74,6 +75,10 @@ def write_run_report(run_dir: str | Path) -> Path:
     summary = read_summary(where)
     if summary is None:
         raise ConfigError("report", f"{where} holds no readable summary.json")
+    target = where / "report.html"
+    stamp = _inputs_stamp(where)
+    if _stamp_of(target) == stamp:  # drawn from these very files by this code: keep it
+        return target
     metrics = _read_metrics(where / "metrics.csv")
     diagnoses = _read_jsonl(where / "diagnostics.jsonl")
     title = _run_title(summary)
@@ -129,9 +134,43 @@ def write_run_report(run_dir: str | Path) -> Path:
             "ridge-regression readout; no gradient flows through time, so there is no "
             "training curve.</p>"
         )
-    target = where / "report.html"
-    atomic_write_text(target, _page(title, parts))
+    atomic_write_text(target, _page(title, parts, stamp=stamp))
     return target
+
+
+# A run's page is drawn again only when one of these files, or the code that draws it,
+# has changed since (each figure costs about 2 s: a bench rerun would redraw them all).
+_REPORT_INPUTS = ("summary.json", "metrics.csv", "diagnostics.jsonl", "config.toml")
+_STAMP_PREFIX = "<meta name='bptt-inputs' content='"
+
+
+def _inputs_stamp(where: Path) -> str:
+    """A digest of the report code and the size and modification time of the run's files."""
+    digest = hashlib.sha256()
+    for module in (Path(__file__), Path(figures.__file__)):
+        digest.update(module.read_bytes())
+    for name in _REPORT_INPUTS:
+        try:
+            found = (where / name).stat()
+            digest.update(f"{name}:{found.st_size}:{found.st_mtime_ns};".encode())
+        except OSError:
+            digest.update(f"{name}:-;".encode())
+    return digest.hexdigest()[:32]
+
+
+def _stamp_of(page: Path) -> str | None:
+    """The inputs' stamp an existing page was drawn from (None: no page, or unstamped)."""
+    try:
+        with open(page, encoding="utf-8") as handle:
+            head = handle.read(512)
+    except (OSError, UnicodeDecodeError):
+        return None
+    start = head.find(_STAMP_PREFIX)
+    if start < 0:
+        return None
+    start += len(_STAMP_PREFIX)
+    end = head.find("'", start)
+    return head[start:end] if end > start else None
 
 
 def _run_title(summary: dict[str, Any]) -> str:
@@ -429,9 +468,10 @@ def _figure_html(figure: Any, caption: str) -> str:
     )
 
 
-def _page(title: str, parts: Sequence[str]) -> str:
+def _page(title: str, parts: Sequence[str], stamp: str | None = None) -> str:
+    meta = "" if stamp is None else f"{_STAMP_PREFIX}{stamp}'>"
     return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{meta}"
         f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>"
         + "\n".join(parts)
         + "</body></html>\n"
