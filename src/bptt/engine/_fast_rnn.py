@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -21,6 +23,30 @@ from bptt.engine._workspace import WORKSPACE
 from bptt.taps import apply_taps
 
 ACTIVATIONS = ("tanh", "relu", "modrelu")
+
+
+def elman_recurrence(
+    h_steps: Sequence[Tensor],
+    w_hh_t: Tensor,
+    activation: str,
+    b_mod: Tensor | None,
+    product: Callable[[Tensor, Tensor, Tensor], Tensor],
+) -> None:
+    """The recurrence in place: ``h_steps[t + 1]``, holding step t's input projection,
+    becomes f(it + h_t W_hh^T). ``product(out, h, w_t)`` adds h w_t into out in place:
+    ``Tensor.addmm_`` for one run (B, H), ``Tensor.baddbmm_`` for K stacked runs
+    (K, B, H); ``b_mod`` broadcasts against a step's state (modReLU's bias)."""
+    if activation == "modrelu":
+        assert b_mod is not None  # the cell has it when its nonlinearity is modReLU
+        sign = torch.empty_like(h_steps[0])
+        for t in range(len(h_steps) - 1):
+            a = product(h_steps[t + 1], h_steps[t], w_hh_t)
+            torch.sign(a, out=sign)
+            a.abs_().add_(b_mod).relu_().mul_(sign)
+        return
+    activate = torch.relu_ if activation == "relu" else torch.tanh_
+    for t in range(len(h_steps) - 1):
+        activate(product(h_steps[t + 1], h_steps[t], w_hh_t))
 
 
 class RNNSequence(torch.autograd.Function):
@@ -44,17 +70,7 @@ class RNNSequence(torch.autograd.Function):
         # Each step's input projection is written where its state will be, then
         # completed in place: no allocation inside the loop.
         project_inputs(x_rows, w_ih, summed_bias(b_ih, b_hh), out=hs[1:])
-        w_hh_t = w_hh.t()
-        if activation == "modrelu":
-            sign = x.new_empty(batch, hidden)
-            for t in range(steps):
-                a = hs[t + 1].addmm_(hs[t], w_hh_t)
-                torch.sign(a, out=sign)
-                a.abs_().add_(b_mod).relu_().mul_(sign)
-        else:
-            activate = torch.relu_ if activation == "relu" else torch.tanh_
-            for t in range(steps):
-                activate(hs[t + 1].addmm_(hs[t], w_hh_t))
+        elman_recurrence(hs.unbind(0), w_hh.t(), activation, b_mod, Tensor.addmm_)
         ctx.save_for_backward(x_rows, w_ih, w_hh, hs)  # hs: in-place edits are caught
         ctx.taps, ctx.activation = run.taps, activation
         return hs[1:].transpose(0, 1), hs[steps].clone()

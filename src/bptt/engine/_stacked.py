@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from bptt.cells import GRUCell, LSTMCell, OrthogonalRNNCell, RNNCell
+from bptt.engine._fast_rnn import elman_recurrence
 from bptt.engine._unroll import _GENERIC_REQUIRED
 
 __all__ = ["STACKABLE_CELLS", "stackable", "unroll_stacked"]
@@ -88,19 +89,8 @@ class StackedElman(torch.autograd.Function):
         x_rows = _time_major(x)
         hs = x.new_zeros(steps + 1, k, batch, hidden)  # (T+1, K, B, H), hs[0] = 0
         _project(x_rows, w_ih, bias, hs[1:])
-        w_hh_t = w_hh.transpose(1, 2)
-        h_steps = hs.unbind(0)
-        if activation == "modrelu":
-            sign = x.new_empty(k, batch, hidden)
-            shift = b_mod.unsqueeze(1)  # (K, 1, H)
-            for t in range(steps):
-                a = h_steps[t + 1].baddbmm_(h_steps[t], w_hh_t)
-                torch.sign(a, out=sign)
-                a.abs_().add_(shift).relu_().mul_(sign)
-        else:
-            activate = torch.relu_ if activation == "relu" else torch.tanh_
-            for t in range(steps):
-                activate(h_steps[t + 1].baddbmm_(h_steps[t], w_hh_t))
+        shift = None if b_mod is None else b_mod.unsqueeze(1)  # (K, 1, H)
+        elman_recurrence(hs.unbind(0), w_hh.transpose(1, 2), activation, shift, Tensor.baddbmm_)
         ctx.save_for_backward(x_rows, w_ih, w_hh, hs)
         ctx.activation, ctx.batch = activation, batch
         return _outputs(hs)
