@@ -79,7 +79,7 @@ def _assert_same_params(a, b, tol: float | None = TOL) -> None:
 def test_each_stacked_run_is_the_run_trained_alone(tmp_path, fields):
     if fields.get("method") == "exprnn":
         fields = {**fields, "rebase_every": 5}  # dtriv: each run's base moved on its own
-    stacked = train_stacked(_configs(tmp_path, "stacked", **fields))
+    stacked = train_stacked(_configs(tmp_path, "stacked", seeds=(0, 1), **fields))
     for s, result in enumerate(stacked):
         alone = train({**_fields(**fields), "seed": s, "out": str(tmp_path / f"alone{s}")})
         _assert_same_params(result.model, alone.model)
@@ -92,7 +92,7 @@ def test_each_stacked_run_is_the_run_trained_alone(tmp_path, fields):
         )
         assert result.summary["verdict"] == alone.summary["verdict"]
     finals = [r.summary["final_loss"] for r in stacked]
-    assert len(set(finals)) == 3  # three seeds, three different runs
+    assert len(set(finals)) == 2  # two seeds, two different runs
 
 
 def test_runs_of_other_rates_optimizers_clipping_and_budgets_stack_too(tmp_path):
