@@ -35,7 +35,7 @@ from bptt.run._batches import SequenceBatches
 from bptt.run._build import build_model, step_taps
 from bptt.run._config import TrainConfig
 from bptt.run._executors import available_cores
-from bptt.run._fields import ConfigError, load_toml
+from bptt.run._fields import ConfigError
 from bptt.run._loop import NonFiniteError, Run, RunStopped
 from bptt.run._plan import PlannedRun, refuse_other_configs
 from bptt.run._results import is_finished, read_summary
@@ -47,6 +47,7 @@ from bptt.run._train import (
     _progress_bar,
     continued_run,
     make_progress,
+    saved_config,
 )
 from bptt.tasks import make_task
 
@@ -125,7 +126,7 @@ def _saved_config(config: TrainConfig) -> TrainConfig | None:
     if config.out is None or not (Path(config.out) / "config.toml").is_file():
         return None
     where = Path(config.out)
-    saved = TrainConfig.from_saved({**load_toml(where / "config.toml"), "out": str(where)})
+    saved = saved_config(where)
     theirs = saved.to_dict()
     differ = sorted(
         k for k, v in config.to_dict().items() if k not in _RESUMABLE and theirs.get(k) != v
@@ -318,8 +319,7 @@ def train_planned_stacked(
         if run.kind != "train" or is_finished(run, read_summary(where)):
             continue
         if (where / "config.toml").is_file():
-            saved = load_toml(where / "config.toml")
-            config = TrainConfig.from_saved({**saved, "out": str(where)})
+            config = saved_config(where)
         else:
             config = cast(TrainConfig, run.config(str(where), available_cores()))
         key = json.dumps(_shared(config), sort_keys=True, default=str)
