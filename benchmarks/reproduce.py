@@ -116,7 +116,7 @@ def run_stacked(rows: list[Row], args: argparse.Namespace) -> None:
             if not (where / "config.toml").is_file():
                 configs.append(TrainConfig.from_dict(_new_run(row, seed, where, args, threads)))
                 continue
-            saved = TrainConfig.from_saved({**load_toml(where / "config.toml"), "out": str(where)})
+            saved = TrainConfig.saved_in(where)
             if args.time_limit:  # more time for a run that stopped out of it
                 saved = saved.replace(time_limit_s=args.time_limit)
             configs.append(saved)

@@ -127,3 +127,28 @@ def test_a_config_error_survives_pickling():
         TrainConfig.from_dict({"steps": 0})
     again = pickle.loads(pickle.dumps(info.value))
     assert (type(again), again.field, str(again)) == (ConfigError, "steps", str(info.value))
+
+
+def test_differing_fields_names_each_changed_field_and_counts_a_missing_one_at_its_default():
+    config = TrainConfig(task="copy", length=20, cell="gru", optimizer="rmsprop", out="runs/a")
+    assert config.differing_fields(config.replace(out="runs/b")) == ["out"]
+    assert config.differing_fields(config.replace(out="runs/b"), ignore=("out",)) == []
+    other = config.replace(lr=2e-3, hidden=config.hidden + 1)
+    assert config.differing_fields(other) == ["hidden", "lr"]
+    # a checkpoint written before a field existed: the field had its default then
+    saved = config.to_dict()
+    del saved["rmsprop_alpha"]
+    assert config.differing_fields(saved) == []
+    assert config.replace(rmsprop_alpha=0.5).differing_fields(saved) == ["rmsprop_alpha"]
+    assert config.differing_fields({**saved, "retired_field": 1}) == ["retired_field"]
+
+
+def test_saved_in_reads_a_run_directory_and_refuses_a_missing_or_bad_file(tmp_path):
+    config = TrainConfig(task="copy", length=20, cell="gru", out="elsewhere")
+    (tmp_path / "config.toml").write_text(config.to_toml())
+    assert TrainConfig.saved_in(tmp_path) == config.replace(out=str(tmp_path))
+    with pytest.raises(ConfigError, match="config.toml"):
+        TrainConfig.saved_in(tmp_path / "nothing-here")
+    (tmp_path / "config.toml").write_text("hidden = [")
+    with pytest.raises(ConfigError):
+        TrainConfig.saved_in(tmp_path)

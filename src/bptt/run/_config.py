@@ -6,7 +6,9 @@ overriding the one before. Every error names the field and what it accepts.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import torch
@@ -23,6 +25,7 @@ from bptt.run._fields import (
     Int,
     Names,
     Text,
+    load_toml,
 )
 from bptt.run._recipes import RECIPES
 from bptt.tasks import TASKS
@@ -284,6 +287,29 @@ class TrainConfig(ConfigModel):
             return cls.from_dict(values)
         finally:
             _SAVED.reset(token)
+
+    @classmethod
+    def saved_in(cls, path: str | Path) -> TrainConfig:
+        """The configuration of the run in directory ``path`` (its ``config.toml``), with
+        ``out`` set to ``path`` wherever the directory has moved since.
+
+        Raises:
+            ConfigError: the file is missing, not TOML, or not a valid configuration.
+        """
+        return cls.from_saved({**load_toml(Path(path) / "config.toml"), "out": str(path)})
+
+    def differing_fields(
+        self, other: TrainConfig | Mapping[str, Any], ignore: Collection[str] = ()
+    ) -> list[str]:
+        """The fields, sorted, in which this configuration and ``other`` differ, beside
+        those in ``ignore``. ``other`` may be a saved configuration's table (a
+        checkpoint's): a field it lacks was added since, and counts at its default.
+        """
+        defaults = {name: field.default for name, field in type(self).model_fields.items()}
+        theirs = other.to_dict() if isinstance(other, TrainConfig) else {**defaults, **other}
+        mine = self.to_dict()
+        keys = (set(mine) | set(theirs)) - set(ignore)
+        return sorted(k for k in keys if mine.get(k) != theirs.get(k))
 
     @model_validator(mode="before")
     @classmethod

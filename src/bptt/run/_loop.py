@@ -158,17 +158,17 @@ class Run:
         """
         if state.get("format") != _FORMAT:
             raise ConfigError("resume", f"checkpoint format {state.get('format')} is not {_FORMAT}")
-        mine, free = _fingerprint(self.config), _may_differ(self.config)
         # a field added since the checkpoint was written had its default then
-        defaults = {name: f.default for name, f in TrainConfig.model_fields.items()}
-        theirs = {**defaults, **state["config"]}
-        for key in sorted(set(mine) | set(state["config"])):
-            if key not in free and mine.get(key) != theirs.get(key):
-                raise ConfigError(
-                    "resume",
-                    f"the checkpoint belongs to another configuration: {key} is "
-                    f"{theirs.get(key)!r} there and {mine.get(key)!r} here",
-                )
+        differ = self.config.differing_fields(state["config"], ignore=_may_differ(self.config))
+        if differ:
+            key = differ[0]
+            saved = state["config"]
+            theirs = saved[key] if key in saved else TrainConfig.model_fields[key].default
+            raise ConfigError(
+                "resume",
+                f"the checkpoint belongs to another configuration: {key} is "
+                f"{theirs!r} there and {self.config.to_dict().get(key)!r} here",
+            )
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -36,7 +36,7 @@ from typing import Any, cast
 
 from bptt.run._config import TrainConfig
 from bptt.run._esn import ESNConfig
-from bptt.run._fields import ConfigError, load_toml
+from bptt.run._fields import ConfigError
 from bptt.run._literature import LITERATURE_ROWS
 from bptt.run._recipes import RECIPES
 
@@ -279,10 +279,6 @@ def plan_bench(
 _SEEDS = {"quick": (0,), "full": (0, 1, 2)}
 
 
-def _comparable(config: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in _NOT_COMPARED}
-
-
 def refuse_other_configs(runs: Sequence[PlannedRun], out: str | Path) -> None:
     """Refuse a bench directory whose run directories hold trainings of another
     configuration than planned (a bench rerun with other flags into the same ``out``
@@ -297,13 +293,12 @@ def refuse_other_configs(runs: Sequence[PlannedRun], out: str | Path) -> None:
         if run.kind != "train" or not (where / "config.toml").is_file():
             continue
         try:
-            found = TrainConfig.from_saved(load_toml(where / "config.toml"))
+            found = TrainConfig.saved_in(where)
         except ConfigError as err:
             raise ConfigError("out", f"{where} holds an unreadable run: {err}") from None
-        planned = _comparable(cast(TrainConfig, run.config(str(where), found.threads)))
-        existing = _comparable(found)
-        if existing != planned:
-            changed = sorted(k for k, v in planned.items() if existing.get(k) != v)
+        planned = cast(TrainConfig, run.config(str(where), found.threads))
+        changed = planned.differing_fields(found, ignore=_NOT_COMPARED)
+        if changed:
             message = (
                 f"{where} holds a run of another configuration (differs in "
                 f"{', '.join(changed)}); use another --out"

@@ -47,7 +47,6 @@ from bptt.run._train import (
     _progress_bar,
     continued_run,
     make_progress,
-    saved_config,
 )
 from bptt.tasks import make_task
 
@@ -126,11 +125,8 @@ def _saved_config(config: TrainConfig) -> TrainConfig | None:
     if config.out is None or not (Path(config.out) / "config.toml").is_file():
         return None
     where = Path(config.out)
-    saved = saved_config(where)
-    theirs = saved.to_dict()
-    differ = sorted(
-        k for k, v in config.to_dict().items() if k not in _RESUMABLE and theirs.get(k) != v
-    )
+    saved = TrainConfig.saved_in(where)
+    differ = config.differing_fields(saved, ignore=_RESUMABLE)
     if differ:
         message = (
             f"{where} holds a run of another configuration (differs in {', '.join(differ)}): "
@@ -319,7 +315,7 @@ def train_planned_stacked(
         if run.kind != "train" or is_finished(run, read_summary(where)):
             continue
         if (where / "config.toml").is_file():
-            config = saved_config(where)
+            config = TrainConfig.saved_in(where)
         else:
             config = cast(TrainConfig, run.config(str(where), available_cores()))
         key = json.dumps(_shared(config), sort_keys=True, default=str)

@@ -180,7 +180,7 @@ def resume(
     path = Path(path)
     if not (path / "config.toml").is_file():
         raise ConfigError("resume", f"{path} holds no config.toml: not a run directory")
-    config = saved_config(path)
+    config = TrainConfig.saved_in(path)
     budget = config.steps  # the end the run had so far
     extending = steps is not None and steps != config.steps
     if extending:
@@ -209,15 +209,6 @@ def resume(
         finally:
             run_dir.close()
     return TrainResult(config, summary, run.model, run_dir.path)
-
-
-def saved_config(path: Path) -> TrainConfig:
-    """The configuration in ``path/config.toml``, writing to ``path``.
-
-    Raises:
-        ConfigError: the file is missing, not TOML, or not a valid configuration.
-    """
-    return TrainConfig.from_saved({**load_toml(path / "config.toml"), "out": str(path)})
 
 
 def continued_run(
