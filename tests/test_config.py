@@ -147,7 +147,7 @@ def test_saved_in_reads_a_run_directory_and_refuses_a_missing_or_bad_file(tmp_pa
     config = TrainConfig(task="copy", length=20, cell="gru", out="elsewhere")
     (tmp_path / "config.toml").write_text(config.to_toml())
     assert TrainConfig.saved_in(tmp_path) == config.replace(out=str(tmp_path))
-    with pytest.raises(ConfigError, match="config.toml"):
+    with pytest.raises(ConfigError, match=r"config\.toml"):
         TrainConfig.saved_in(tmp_path / "nothing-here")
     (tmp_path / "config.toml").write_text("hidden = [")
     with pytest.raises(ConfigError):

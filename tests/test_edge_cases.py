@@ -189,3 +189,22 @@ def test_the_remedies_of_a_run_cut_by_its_time_limit_do_not_carry_the_limit():
     assert summary["verdict"] == "healthy but not learned"
     commands = [r["command"] for r in summary["diagnosis"]["remedies"]]
     assert commands and not any("--time-limit-s" in command for command in commands)
+
+
+def test_a_solved_run_that_exploded_on_the_way_is_healthy_and_keeps_the_episode_as_history():
+    """As temporal order T=500 seed 2 (benchmarks/reproduce.py): its gradient norm went past
+    1000x its early level at step 237 under clipping, then it solved the task at step
+    3,000. Its verdict is healthy for the solve alone; the explosion is what it came
+    through, not a reason for "healthy"; unsolved, the same record is exploding."""
+    record = RunRecord()
+    for step in range(1, 301):  # the gradient norm rises 1.05x a step from step 40
+        record.update(step, 2.0 / step**0.5, 0.1 * 1.05 ** max(step - 40, 0))
+    solved = judge_run(record, None, final_loss=0.04, baseline=2.08, solved=True)
+    assert solved.verdict == "healthy" and solved.reasons == [
+        "the task is solved (test 0.04, baseline 2.08)"
+    ]
+    assert len(solved.history) == 1 and "gradient norm rose from 0.1" in solved.history[0]
+    assert solved.to_dict()["history"] == solved.history
+    unsolved = judge_run(record, None, final_loss=0.5, baseline=2.08, solved=False)
+    assert unsolved.verdict == "exploding" and unsolved.reasons == solved.history
+    assert unsolved.history == []

@@ -4,6 +4,7 @@ headless browser."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -196,3 +197,18 @@ def test_the_literature_rows_carry_their_published_result(tmp_path):
     assert anchor in (tmp_path / "report.html").read_text()
     board = bptt.run.leaderboard(rows)
     assert [column.header for column in board.columns][-1] == "published"
+
+
+def test_what_a_solved_run_came_through_is_shown_apart_from_its_verdict(tmp_path):
+    out = tmp_path / "run"
+    config = {"task": "adding", "length": 6, "cell": "gru", "hidden": 4, "steps": 5}
+    bptt.train({**config, "test_size": 16, "threads": 1, "out": str(out)})
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["diagnosis"]["history"] == []  # 5 calm steps: nothing to tell
+    page = write_run_report(out).read_text()
+    assert "On the way" not in page
+    event = "the gradient norm rose from 0.1 to 773 (step 237)"
+    summary["diagnosis"]["history"] = [event]
+    (out / "summary.json").write_text(json.dumps(summary))
+    page = write_run_report(out).read_text()
+    assert re.search(r"On the way:</p><ul><li>" + re.escape(event), page)

@@ -285,7 +285,10 @@ def train_command(
         f"(baseline {s['baseline_loss']:.4g}), {verdict} in {s['wall_s']:.1f} s"
     )
     if s.get("verdict") is not None:
-        _print_verdict(s["verdict"], s["diagnosis"]["reasons"], s["diverged"])
+        diagnosis = s["diagnosis"]
+        _print_verdict(
+            s["verdict"], diagnosis["reasons"], s["diverged"], diagnosis.get("history", [])
+        )
         _print_remedies(s["diagnosis"]["remedies"])
     if result.run_dir is not None:
         _out.print(f"run directory: {result.run_dir}")
@@ -518,7 +521,9 @@ def diagnose_command(
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    _print_verdict(found["verdict"], found["reasons"], found.get("diverged"))
+    _print_verdict(
+        found["verdict"], found["reasons"], found.get("diverged"), found.get("history", [])
+    )
     table = Table(title=f"diagnosis of {what}{run_dir}")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -534,12 +539,16 @@ def diagnose_command(
 _COLOURS = {"exploding": "red", "healthy": "green"}
 
 
-def _print_verdict(verdict: str, reasons: list[str], diverged: bool | None) -> None:
+def _print_verdict(
+    verdict: str, reasons: list[str], diverged: bool | None, history: list[str]
+) -> None:
     colour = _COLOURS.get(verdict, "yellow")
     note = " (diverged)" if diverged else ""
     _out.print(f"verdict: [bold {colour}]{escape(verdict)}[/]{note}")
     for reason in reasons:
         _out.print(f"  because {escape(reason)}")
+    for event in history:
+        _out.print(f"  on the way, {escape(event)}")
 
 
 def _print_remedies(remedies: list) -> None:

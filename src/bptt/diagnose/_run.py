@@ -168,12 +168,15 @@ class RunVerdict:
         diverged: the loss ended non-finite or far above its start and the baseline.
         reasons: sentences, each with its numbers and steps.
         evidence: the run's :meth:`RunRecord.evidence` and the probe's numbers.
+        history: what the run came through on its way that did not decide the verdict
+            (a solved run whose gradient norm exploded for a while), one sentence each.
     """
 
     verdict: str
     diverged: bool
     reasons: list[str]
     evidence: dict[str, Any]
+    history: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -181,6 +184,7 @@ class RunVerdict:
             "verdict": self.verdict,
             "diverged": self.diverged,
             "reasons": self.reasons,
+            "history": self.history,
             "evidence": self.evidence,
         }
 
@@ -270,9 +274,9 @@ def judge_run(
         )
     if diverged or ((grew or skipped) and not solved):
         return RunVerdict("exploding", diverged, reasons, evidence)
-    if solved:
-        reasons.append(f"the task is solved (test {final_loss:.3g}, baseline {_g(baseline)})")
-        return RunVerdict("healthy", False, reasons, evidence)
+    if solved:  # what it came through on the way is history, not a reason for "healthy"
+        solved_reason = f"the task is solved (test {final_loss:.3g}, baseline {_g(baseline)})"
+        return RunVerdict("healthy", False, [solved_reason], evidence, history=reasons)
     if probe is not None and probe.verdict == "exploding":
         return RunVerdict("exploding", False, reasons + probe.reasons, evidence)
     dependency = numbers.get("dependency_length")

@@ -462,6 +462,7 @@ class Run:
             verdict=verdict.verdict,
             diagnosis={
                 "reasons": verdict.reasons,
+                "history": verdict.history,
                 "remedies": remedies_for(verdict, config, where),
                 "evidence": json_safe(verdict.evidence),
             },

@@ -226,6 +226,10 @@ def _verdict_section(summary: dict[str, Any]) -> str:
     reasons = diagnosis.get("reasons") or []
     if reasons:
         parts.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>")
+    history = diagnosis.get("history") or []
+    if history:  # what a solved run came through: not a reason for its verdict
+        items = "".join(f"<li>{_e(h)}</li>" for h in history)
+        parts.append(f"<p>On the way:</p><ul>{items}</ul>")
     remedies = diagnosis.get("remedies") or []
     if remedies:
         parts.append("<h2>Remedies</h2><ul>")
