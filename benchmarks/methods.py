@@ -43,6 +43,11 @@ def run(method: str, task: str, length: int, seed: int, budget: int) -> dict:
     return row
 
 
+def _fraction(share: float) -> str:
+    """A final loss as a share of the baseline, as the README's table writes it."""
+    return f"{share:.2f}" if share >= 0.1 else f"{share:.2g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=int, default=10_000)
@@ -77,7 +82,9 @@ def main() -> None:
             ]
             cells.append(
                 " / ".join(
-                    f"{r['solved_step']}" if r["solved_step"] else f"- ({r['final_loss']:.3g})"
+                    f"{r['solved_step']}"
+                    if r["solved_step"]
+                    else f"- ({_fraction(r['final_loss'] / r['baseline'])})"
                     for r in sorted(found, key=lambda r: r["seed"])
                 )
             )
