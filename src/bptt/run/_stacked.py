@@ -36,7 +36,7 @@ from bptt.run._build import build_model, step_taps
 from bptt.run._config import TrainConfig
 from bptt.run._executors import available_cores
 from bptt.run._fields import ConfigError
-from bptt.run._loop import NonFiniteError, Run, RunStopped
+from bptt.run._loop import _NOT_COMPARED, NonFiniteError, Run, RunStopped
 from bptt.run._plan import PlannedRun, refuse_other_configs
 from bptt.run._results import is_finished, read_summary
 from bptt.run._rundir import RunDirectory, RunDirectoryError
@@ -58,8 +58,6 @@ SHARED_FIELDS = (
     "task", "length", "cell", "hidden", "batch_size", "engine", "device", "dtype",
     "flush_denormal", "threads",
 )  # fmt: skip
-# what a run continued by a stack may differ in from the run in its directory
-_RESUMABLE = ("out", "time_limit_s")
 
 
 def _why_not(configs: Sequence[TrainConfig]) -> str | None:
@@ -126,7 +124,7 @@ def _saved_config(config: TrainConfig) -> TrainConfig | None:
         return None
     where = Path(config.out)
     saved = TrainConfig.saved_in(where)
-    differ = config.differing_fields(saved, ignore=_RESUMABLE)
+    differ = config.differing_fields(saved, ignore=_NOT_COMPARED)  # out, time limit
     if differ:
         message = (
             f"{where} holds a run of another configuration (differs in {', '.join(differ)}): "
