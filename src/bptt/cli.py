@@ -289,7 +289,7 @@ def train_command(
         _print_verdict(
             s["verdict"], diagnosis["reasons"], s["diverged"], diagnosis.get("history", [])
         )
-        _print_remedies(s["diagnosis"]["remedies"])
+        _print_remedies(diagnosis["remedies"])
     if result.run_dir is not None:
         _out.print(f"run directory: {result.run_dir}")
 
