@@ -360,11 +360,11 @@ def test_restart_without_resume_is_refused():
     assert refused.returncode == 2 and "--resume" in _one_error_line(refused.stderr)
 
 
-def test_a_killed_run_without_checkpoints_says_it_starts_again(tmp_path):
+def test_a_killed_run_without_checkpoints_keeps_its_record_until_restart_is_asked(tmp_path):
     out = tmp_path / "run"
-    endless = ["--checkpoint-every", "0", "--steps", "100000", "--out", str(out)]
+    endless = ["--checkpoint-every", "0", "--checkpoint-every-s", "0", "--steps", "100000"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "bptt", "train", *FLAGS, *endless],
+        [sys.executable, "-m", "bptt", "train", *FLAGS, *endless, "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -373,6 +373,11 @@ def test_a_killed_run_without_checkpoints_says_it_starts_again(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    with pytest.warns(UserWarning, match="has no checkpoint.*again from step 0"):
+    logged = (out / "metrics.csv").read_bytes()
+    with pytest.raises(bptt.run.ConfigError, match=r"no checkpoint.*--restart"):
         bptt.resume(out, steps=10)
+    refused = _cli("train", "--resume", str(out), "--steps", "10")
+    assert refused.returncode == 2 and "--restart" in _one_error_line(refused.stderr)
+    assert (out / "metrics.csv").read_bytes() == logged  # the record is kept
+    bptt.resume(out, steps=10, restart=True)
     assert json.loads((out / "summary.json").read_text())["steps_done"] == 10

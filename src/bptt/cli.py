@@ -22,6 +22,7 @@ from typing import Any, NoReturn, Union, get_args, get_origin
 
 import click
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -36,6 +37,7 @@ from bptt.diagnose.attractor import (
 from bptt.run import (
     EXECUTORS,
     PROFILES,
+    Checkpoints,
     ConfigError,
     ConfigModel,
     ESNConfig,
@@ -76,6 +78,27 @@ class _RunFailed(_Failed):
     """A message for the user, already one line; exit 1 (the run failed)."""
 
     exit_code = 1
+
+
+class _Interrupted(click.ClickException):
+    """Ctrl-C during a run: one line saying how to go on; exit 130 (as a shell's SIGINT)."""
+
+    exit_code = 130
+
+
+def _interrupted(out: Path | None, *, seeds: bool = False) -> _Interrupted:
+    """What to do after an interrupted run in ``out`` (None: it wrote nothing)."""
+    if out is None:
+        return _Interrupted("interrupted; the run wrote no files (no --out)")
+    if seeds:
+        return _Interrupted(f"interrupted; the same command again completes the seeds in {out}")
+    step = Checkpoints(out / "checkpoints").newest_intact_step()
+    if step is None:
+        return _Interrupted(f"interrupted before the first checkpoint of {out}: nothing to resume")
+    return _Interrupted(
+        f"interrupted; the last checkpoint is step {step}: `bptt train --resume {out}` "
+        "continues from it"
+    )
 
 
 class _OneLineErrors(click.Group):
@@ -147,15 +170,27 @@ def _option(name: str, field: FieldInfo):
     """One flag for one field, as a click decorator: not given by default, so the
     config file and the model's defaults decide."""
     kind = _base_type(field.annotation)
+    described = f"{field.description}{_default_note(field)}"
     if kind is bool:
         flag = f"{_flag(name)}/--no-{_flag(name)[2:]}"
-        return click.option(flag, name, default=None, help=field.description)
+        return click.option(flag, name, default=None, help=described)
     allowed = field_choices(field)
     if allowed is not None:  # listed in the help; the config refuses another name
-        help_text = f"{field.description} One of: {', '.join(allowed)}."
+        help_text = f"{field.description} One of: {', '.join(allowed)}.{_default_note(field)}"
         return click.option(_flag(name), name, metavar="NAME", help=help_text)
     param_type = {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
-    return click.option(_flag(name), name, type=param_type, help=field.description)
+    return click.option(_flag(name), name, type=param_type, help=described)
+
+
+def _default_note(field: FieldInfo) -> str:
+    """`` [default: 128]`` for a field with a fixed default; nothing for one derived at
+    validation (None: from the task, the recipe or another field)."""
+    default = field.default
+    if default is None or default is PydanticUndefined:
+        return ""
+    if isinstance(default, bool):
+        default = str(default).lower()
+    return f" [default: {default}]"
 
 
 def _model_options(model: type[ConfigModel], skip: tuple[str, ...] = ()):
@@ -193,10 +228,16 @@ def _given(flags: dict[str, Any]) -> dict[str, Any]:
 @click.option(
     "--restart",
     is_flag=True,
-    help="With --resume: train the run again from step 0 when none of its checkpoints is intact.",
+    help="With --resume: train the run again from step 0 when it has no intact checkpoint "
+    "(the steps it logged are logged anew).",
 )
 @_model_options(TrainConfig)
 @click.option("--overwrite", is_flag=True, help="Write into a directory holding a run.")
+@click.option(
+    "--no-out",
+    is_flag=True,
+    help="Write no files, even where --config names an out (a run's own config.toml does).",
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option(
     "--seeds",
@@ -226,6 +267,7 @@ def train_command(
     resume: Path | None,
     restart: bool,
     overwrite: bool,
+    no_out: bool,
     progress: bool,
     seeds: str | None,
     workers: int,
@@ -238,6 +280,8 @@ def train_command(
         given = _given(flags)
         if restart and resume is None:
             raise ConfigError("restart", "applies with --resume only")
+        if no_out and (given.get("out") is not None or resume is not None or seeds is not None):
+            raise ConfigError("no_out", "not with --out, --resume or --seeds, which write files")
         if workers < 1 or (workers != 1 and seeds is None):
             raise ConfigError("workers", f"must be >= 1, and given with --seeds; got {workers}")
         if not report and seeds is None:
@@ -252,7 +296,10 @@ def train_command(
                 raise ConfigError(flag, message)
             values = load_toml(config_file) if config_file is not None else {}
             values.update(given)
-            _train_seeds(values, parse_seeds(seeds), workers, progress, report, stack)
+            try:
+                _train_seeds(values, parse_seeds(seeds), workers, progress, report, stack)
+            except KeyboardInterrupt:
+                raise _interrupted(Path(values["out"]), seeds=True) from None
             return
         if resume is not None:
             steps = given.pop("steps", None)  # what a resumed run may move: its end,
@@ -264,16 +311,24 @@ def train_command(
                     "--time-limit-s move its end)"
                 )
                 raise ConfigError(field, message)
-            result = resume_training(
-                resume, steps=steps, progress=progress, restart=restart, time_limit_s=limit
-            )
+            try:
+                result = resume_training(
+                    resume, steps=steps, progress=progress, restart=restart, time_limit_s=limit
+                )
+            except KeyboardInterrupt:
+                raise _interrupted(resume) from None
         else:
             values = load_toml(config_file) if config_file is not None else {}
             values.update(given)
+            if no_out:
+                values.pop("out", None)
             config = TrainConfig.from_dict(values)
             if config.out is None:
                 _err.print("note: no --out given: this run writes no files", highlight=False)
-            result = run_training(config, progress=progress, overwrite=overwrite)
+            try:
+                result = run_training(config, progress=progress, overwrite=overwrite)
+            except KeyboardInterrupt:
+                raise _interrupted(None if config.out is None else Path(config.out)) from None
     except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
         raise _Failed(str(err)) from None
     except (NonFiniteError, RunStopped) as err:
@@ -309,7 +364,7 @@ def _train_seeds(
     if stack:
         train_planned_stacked(runs, out, progress=progress)
     rows = run_bench(runs, out, workers=workers, progress=progress, report=report)
-    _out.print(leaderboard(rows))
+    _out.print(leaderboard(rows, title=f"bptt train --seeds: {out}"))
     _out.print(f"results: {out / 'results.csv'}")
     if report:
         _out.print(f"report: {out / 'report.html'}")
@@ -429,6 +484,8 @@ def bench_command(
         raise _Failed(f"workers: must be >= 1; got {workers}")
     if stack and (executor != "local" or workers != 1):
         raise _Failed("stack: trains here, in one process: not with --executor ray or --workers")
+    if out.exists() and not out.is_dir():
+        raise _Failed(f"out: {out} is a file; the bench writes a directory of runs there")
     try:
         runs = plan_bench(
             profile,
@@ -544,20 +601,20 @@ def _print_verdict(
 ) -> None:
     colour = _COLOURS.get(verdict, "yellow")
     note = " (diverged)" if diverged else ""
-    _out.print(f"verdict: [bold {colour}]{escape(verdict)}[/]{note}")
+    _out.print(f"verdict: [bold {colour}]{escape(verdict)}[/]{note}", soft_wrap=True)
     for reason in reasons:
-        _out.print(f"  because {escape(reason)}")
+        _out.print(f"  because {escape(reason)}", soft_wrap=True)
     for event in history:
-        _out.print(f"  on the way, {escape(event)}")
+        _out.print(f"  on the way, {escape(event)}", soft_wrap=True)
 
 
 def _print_remedies(remedies: list) -> None:
     for remedy in remedies:
         if isinstance(remedy, dict):
-            _out.print(f"  remedy: {escape(remedy['why'])}", highlight=False)
+            _out.print(f"  remedy: {escape(remedy['why'])}", highlight=False, soft_wrap=True)
             _out.print(f"    {escape(remedy['command'])}", highlight=False, soft_wrap=True)
         else:  # a model without a run: the library's general advice
-            _out.print(f"  remedy: {escape(str(remedy))}", highlight=False)
+            _out.print(f"  remedy: {escape(str(remedy))}", highlight=False, soft_wrap=True)
 
 
 # --- bptt attractor --------------------------------------------------------------------------
@@ -575,13 +632,16 @@ def _print_remedies(remedies: list) -> None:
 @click.option(
     "--resolution", default=101, show_default=True, type=int, help="Grid points per side."
 )
-def attractor_command(out: Path, steps: int, resolution: int) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing image.")
+def attractor_command(out: Path, steps: int, resolution: int, overwrite: bool) -> None:
     """Draw the two-basin picture: the gradient vanishes inside a basin, explodes at its edge."""
     path = out / "attractor.png" if out.is_dir() else out
     if path.exists() and not path.is_file():
         raise _Failed(f"out: {out} is neither a directory nor a regular file")
     if not path.suffix:
         path = path.with_suffix(".png")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise _Failed(f"out: {path} exists; give --overwrite to replace it, or another --out")
     try:
         if path.suffix.lstrip(".").lower() not in image_formats():
             known = ", ".join(sorted(image_formats()))

@@ -1,5 +1,6 @@
 """Engines that unroll a cell over time and backpropagate through time with taps."""
 
+from bptt.engine._fast import has_fast_engine
 from bptt.engine._stacked import STACKABLE_CELLS, stackable, unroll_stacked
 from bptt.engine._unroll import ENGINES, EngineName, require_generic, unroll
 
@@ -7,6 +8,7 @@ __all__ = [
     "ENGINES",
     "STACKABLE_CELLS",
     "EngineName",
+    "has_fast_engine",
     "require_generic",
     "stackable",
     "unroll",

@@ -108,6 +108,17 @@ _FAST: dict[type, Callable[..., tuple[Tensor, State]]] = {
 }
 
 
+def has_fast_engine(cell: nn.Module) -> bool:
+    """Whether ``engine="fast"`` can run this cell: its exact class is a built-in one
+    with a hand-written backward (RNN, LSTM, GRU, orthogonal RNN, LRU, deep LRU).
+
+    >>> import bptt
+    >>> has_fast_engine(bptt.cells.GRUCell(1, 2)), has_fast_engine(bptt.cells.SkipRNNCell(1, 2))
+    (True, False)
+    """
+    return type(cell) in _FAST
+
+
 def fast_engine_for(cell: nn.Module, x: Tensor) -> FastEngine | None:
     """The fast engine for this cell and input, or None where only the generic one applies.
 

@@ -11,6 +11,7 @@ pretending there was none. Loading uses ``weights_only=True``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import pickle
@@ -22,11 +23,18 @@ from typing import Any
 import torch
 
 from bptt.run._errors import load_failure
-from bptt.run._io import atomic_write_bytes, atomic_write_text
+from bptt.run._io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    read_bounded,
+    read_bounded_text,
+    tensor_bytes,
+)
 
 __all__ = ["CheckpointError", "Checkpoints"]
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
+_ROLLBACK = "rollback_point"  # in a checkpoint that is not one: the point in effect
 
 
 def _step_of(path: Path) -> int:
@@ -56,23 +64,31 @@ class Checkpoints:
         self.keep = keep
         self.last: tuple[int, bytes] | None = None  # (step, payload) of the newest save
 
-    def save(self, step: int, state: dict[str, Any]) -> Path | None:
+    def save(self, step: int, state: dict[str, Any], *, rollback_point: bool = True) -> Path | None:
         """Write a checkpoint for ``step``; returns its path (None in memory only).
 
-        The newest payload is also kept in memory, so a roll-back needs no disk.
+        A ``rollback_point``'s payload is also kept in memory, so a roll-back needs no
+        disk. Any other checkpoint carries the roll-back point in effect (none, or the
+        last one's payload) inside it, so a run resumed from it rolls back where the
+        uninterrupted run would.
 
         Raises:
             CheckpointError: the write failed (disk full, read-only, ...); the checkpoints
                 already written are untouched.
         """
+        if not rollback_point:
+            point = None if self.last is None else {"step": self.last[0], "payload": self.last[1]}
+            state = {**state, _ROLLBACK: point}
         buffer = io.BytesIO()
         torch.save(state, buffer)
         payload = buffer.getvalue()
-        self.last = (step, payload)
+        if rollback_point:
+            self.last = (step, payload)
         if self.directory is None:
             return None
         path = self.directory / f"step-{step:09d}.pt"
         try:
+            self._refuse_link()
             self.directory.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, payload)
             digest = hashlib.sha256(payload).hexdigest()
@@ -88,9 +104,14 @@ class Checkpoints:
         self._prune()
         return path
 
+    def _refuse_link(self) -> None:
+        """Never write or delete through a link planted where the directory should be."""
+        if self.directory is not None and self.directory.is_symlink():
+            raise OSError(errno.ELOOP, "it is a symbolic link", str(self.directory))
+
     def paths(self) -> list[Path]:
-        """Checkpoint files on disk, newest first."""
-        if self.directory is None or not self.directory.is_dir():
+        """Checkpoint files on disk, newest first (none behind a link)."""
+        if self.directory is None or not self.directory.is_dir() or self.directory.is_symlink():
             return []
         found = [p for p in self.directory.iterdir() if _NAME.match(p.name)]
         return sorted(found, key=lambda p: p.name, reverse=True)
@@ -113,6 +134,9 @@ class Checkpoints:
                 problems.append(str(err))
                 continue
             self.last = (_step_of(path), payload)  # for roll-backs
+            if _ROLLBACK in state:  # a checkpoint of the clock: its roll-back point
+                point = state.pop(_ROLLBACK)
+                self.last = None if point is None else (int(point["step"]), point["payload"])
             for problem in problems:
                 warnings.warn(f"{problem}; using {path.name}", stacklevel=2)
             return state
@@ -131,6 +155,15 @@ class Checkpoints:
                 continue
             return _step_of(path)
         return None
+
+    def drop_after(self, step: int) -> None:
+        """Remove the checkpoints on disk of steps after ``step`` (a future a roll-back
+        to ``step`` abandoned: a resumed run must not continue it)."""
+        for path in self.paths():
+            if _step_of(path) > step:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+                    path.with_name(path.name + ".sha256").unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Remove every checkpoint on disk and in memory."""
@@ -177,8 +210,8 @@ def _read_verified(path: Path) -> bytes:
     """The checkpoint's bytes, after checking them against the checksum beside them."""
     sidecar = path.with_name(path.name + ".sha256")
     try:
-        payload = path.read_bytes()
-        expected = sidecar.read_text(encoding="utf-8").strip()
+        payload = read_bounded(path, tensor_bytes())
+        expected = read_bounded_text(sidecar, 1024).strip()
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise CheckpointError(f"checkpoint {path} is incomplete: {reason}") from err

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal, get_args
 import torch
 from pydantic import Field, model_validator
 
-from bptt.cells import cell_names
-from bptt.engine import EngineName
+from bptt.cells import cell_names, make_cell
+from bptt.engine import EngineName, has_fast_engine
 from bptt.run._errors import first_line
 from bptt.run._fields import (
     Bool,
@@ -221,19 +221,27 @@ class TrainConfig(ConfigModel):
         description="end the run at the first step past this many seconds; 0 for none.",
     )
     checkpoint_every: Int = Field(
-        0,
+        100,
         ge=0,
-        description="steps between checkpoints (also at step 0 and the end); 0 for none.",
+        description="steps between checkpoints (also at step 0 and the end), the points "
+        "nonfinite_patience rolls back to; 0 for none.",
+    )
+    checkpoint_every_s: Float = Field(
+        120.0,
+        ge=0.0,
+        description="seconds between checkpoints, whichever of this and checkpoint_every "
+        "comes first (a killed run loses at most this much); 0 for none.",
     )
     keep_checkpoints: Int = Field(
         3, ge=1, le=1000, description="checkpoints kept on disk, newest first."
     )
     nonfinite_patience: Int = Field(
-        5,
+        0,
         ge=0,
         le=1_000_000,
         description="non-finite steps in a row before a roll-back to the last checkpoint "
-        "with a lower rate; 0 never.",
+        "of checkpoint_every with a lower rate; 0 never (a run's divergence is shown, not "
+        "hidden; the bench's and --seeds runs use 5).",
     )
     rollback_lr_factor: Float = Field(
         0.5, gt=0.0, le=1.0, description="each roll-back multiplies the rate by this."
@@ -282,6 +290,12 @@ class TrainConfig(ConfigModel):
         Raises:
             ConfigError: an unknown key, or a value its field refuses.
         """
+        if isinstance(values, dict) and "units" in values and "hidden" not in values:
+            message = (
+                "this is an echo state network's run (written by bptt esn): it has no "
+                "training to resume or gradients to diagnose; its result is its summary.json"
+            )
+            raise ConfigError("run", message)
         token = _SAVED.set(True)
         try:
             return cls.from_dict(values)
@@ -356,6 +370,9 @@ class TrainConfig(ConfigModel):
                 raise ConfigError("clip", "hf controls its steps by damping; use clip none")
             if self.engine == "fast":
                 raise ConfigError("engine", "hf needs forward-mode AD: engine auto or generic")
+        if self.engine == "fast" and not has_fast_engine(make_cell(self.cell, 1, 2)):
+            message = f"cell {self.cell} has no fast engine: engine auto or generic"
+            raise ConfigError("engine", message)
         self._derive_truncation(task.stream)
         return self
 

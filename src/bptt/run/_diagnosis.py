@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,17 +11,10 @@ from bptt.precision import flush_denormal
 from bptt.run._build import initial_model, json_safe, test_set
 from bptt.run._fields import ConfigError
 from bptt.run._remedies import remedies_for
+from bptt.run._results import read_summary
 from bptt.run._train import load_run, load_run_config
 
 __all__ = ["diagnose_run"]
-
-
-def _summary(path: Path) -> dict[str, Any] | None:
-    try:
-        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
 
 
 def diagnose_run(
@@ -68,7 +60,7 @@ def diagnose_run(
         raise ConfigError("dependency_length", f"must be >= 1; got {length}")
     with flush_denormal(config.flush_denormal):
         found = diagnose(model, x[:probe], length)
-    summary = {} if at_init else _summary(path) or {}
+    summary = {} if at_init else read_summary(path) or {}
     state = summary.get("run_record")
     if not isinstance(state, dict):  # at init, or an older run directory: the probe alone
         return json_safe(

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bptt.reservoir import NilpotentError, Reservoir, Ridge, generate, nrmse
 from bptt.run._fields import ConfigError, ConfigModel, Float, Int, Text
-from bptt.run._rundir import RunDirectory
+from bptt.run._footprint import esn_memory, refuse_oversized
+from bptt.run._rundir import RunDirectory, RunDirectoryError
 from bptt.tasks import japanese_vowels, mackey_glass
 
 __all__ = ["ESN_TASKS", "ESN_TASK_DEFAULTS", "ESNConfig", "run_esn"]
@@ -302,6 +303,8 @@ def _open(out: str, overwrite: bool) -> RunDirectory:
         return RunDirectory(out, overwrite=overwrite)
     except FileExistsError as err:
         raise ConfigError("out", str(err)) from None
+    except RunDirectoryError:
+        raise
     except (OSError, ValueError) as err:  # ValueError: a NUL in the path
         reason = getattr(err, "strerror", None) or str(err)
         raise ConfigError("out", f"cannot write a run directory at {out}: {reason}") from None
@@ -342,6 +345,7 @@ def run_esn(
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}")
+    refuse_oversized(esn_memory(config))
     run_dir = None if config.out is None else _open(config.out, overwrite)
     try:
         start = time.perf_counter()

@@ -33,6 +33,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from bptt.run._io import CONFIG_BYTES, read_bounded_text
+
 __all__ = [
     "Bool",
     "ConfigError",
@@ -80,9 +82,18 @@ def _field(info: ValidationInfo) -> str:
     return cast(str, info.field_name)
 
 
+def _plain_number(value: Any) -> Any:
+    """A NumPy scalar (``np.int64(4)``, ``np.float32(0.5)``) as Python's int or float."""
+    item = getattr(value, "item", None)
+    if type(value).__module__ == "numpy" and callable(item) and getattr(value, "ndim", 1) == 0:
+        return item()
+    return value
+
+
 def _integer(value: Any, info: ValidationInfo) -> Any:
     if value is None:
         return None
+    value = _plain_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(_field(info), f"must be an integer; got {value!r}")
     if isinstance(value, float):
@@ -95,6 +106,7 @@ def _integer(value: Any, info: ValidationInfo) -> Any:
 def _real(value: Any, info: ValidationInfo) -> Any:
     if value is None:
         return None
+    value = _plain_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(_field(info), f"must be a number; got {value!r}")
     try:
@@ -108,6 +120,7 @@ def _real(value: Any, info: ValidationInfo) -> Any:
 
 
 def _boolean(value: Any, info: ValidationInfo) -> Any:
+    value = _plain_number(value)
     if value is not None and not isinstance(value, bool):
         raise ConfigError(_field(info), f"must be true or false; got {value!r}")
     return value
@@ -240,7 +253,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         ConfigError: the file cannot be read or is not valid TOML.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_bounded_text(path, CONFIG_BYTES)  # not /dev/zero, not a huge file
     except OSError as err:
         raise ConfigError("config", f"cannot read {path}: {err.strerror or err}") from err
     except UnicodeDecodeError as err:
@@ -249,3 +262,5 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("config", f"{path} is not valid TOML: {err}") from err
+    except RecursionError:  # tables or arrays nested thousands deep
+        raise ConfigError("config", f"{path} nests tables or arrays too deeply") from None

@@ -40,9 +40,10 @@ from bptt.tasks import make_task
 __all__ = ["NonFiniteError", "Run", "RunStopped"]
 
 _FORMAT = 1  # checkpoint layout version
-# config fields a resumed run may change: where it is, and how long it may take (the
-# time limit decides when a run stops, never what a step computes)
-_NOT_COMPARED = ("out", "time_limit_s")
+# config fields a resumed run may change: where it is, how long it may take (the time
+# limit decides when a run stops, never what a step computes) and how often the clock
+# checkpoints it (a roll-back goes to the last checkpoint of checkpoint_every only)
+_NOT_COMPARED = ("out", "time_limit_s", "checkpoint_every_s")
 
 
 def _may_differ(config: TrainConfig) -> tuple[str, ...]:
@@ -129,6 +130,7 @@ class Run:
         self.record = RunRecord()  # what the whole run saw, for its verdict
         self.ended = False  # set by begin() and step_once()
         self._start = time.perf_counter()  # the loop's clock, less the time trained before
+        self._saved_at = self._start  # when the last checkpoint was written
 
     # --- checkpoints -----------------------------------------------------------------
 
@@ -184,14 +186,20 @@ class Run:
             self.record = RunRecord()
             self.record.load_state_dict(state.get("record", {}))  # older checkpoints: none
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, scheduled: bool = True) -> None:
+        """Save a checkpoint; a ``scheduled`` one (of ``checkpoint_every``) is also the
+        point a roll-back returns to, one of the clock (``checkpoint_every_s``) only a
+        point to resume from, so the clock never changes what a run computes."""
+        self._saved_at = time.perf_counter()
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             warnings.warn(
                 f"step {self.step}: non-finite weights, no checkpoint written", stacklevel=2
             )
             return
+        if self.run_dir is not None:
+            self.run_dir.start()  # an earlier run's checkpoints go before the first is written
         try:
-            self.checkpoints.save(self.step, self.state_dict())
+            self.checkpoints.save(self.step, self.state_dict(), rollback_point=scheduled)
         except CheckpointError as err:
             self.counters["checkpoint_errors"] = self.counters.get("checkpoint_errors", 0) + 1
             warnings.warn(str(err), stacklevel=2)
@@ -201,6 +209,7 @@ class Run:
         state = self.checkpoints.latest_in_memory(map_location=self.config.device)
         assert state is not None  # called only once a checkpoint is kept
         self.load_state_dict(state, keep_counters=True)
+        self.checkpoints.drop_after(self.step)
         self.counters["rollbacks"] += 1
         self.counters["streak"] = 0
         self.take_step.after_rollback(self.counters["rollbacks"])
@@ -232,7 +241,8 @@ class Run:
         assert self.run_dir is not None  # only a run directory raises RunDirectoryError
         resume = f"`bptt train --resume {self.run_dir.path}`"
         if step is None:
-            return f"{message} with no checkpoint written: {resume} trains it again from step 0"
+            again = f"`bptt train --resume {self.run_dir.path} --restart`"
+            return f"{message} with no checkpoint written: {again} trains it again from step 0"
         return (
             f"{message}; its last checkpoint is step {step}: make room, then resume with {resume}"
         )
@@ -251,6 +261,7 @@ class Run:
         """Start (or go on with) the loop: the wall clock, and a first checkpoint."""
         config, counters = self.config, self.counters
         self._start = time.perf_counter() - counters["wall_s"]
+        self._saved_at = time.perf_counter()
         if config.checkpoint_every > 0 and self.step == 0:
             self._checkpoint()
         self.ended = self.step >= config.steps or (
@@ -339,8 +350,10 @@ class Run:
             return
         # a step inside a non-finite streak is no good point to come back to
         due = step % config.checkpoint_every == 0 or last if checkpointing else False
-        if due and counters["streak"] == 0:
-            self._checkpoint()
+        every_s = config.checkpoint_every_s
+        timely = 0 < every_s <= time.perf_counter() - self._saved_at and not last
+        if (due or timely) and counters["streak"] == 0:
+            self._checkpoint(scheduled=due)
         self.ended = last or self.step >= config.steps
 
     def finish(self, advance: Callable[..., None]) -> dict[str, Any]:

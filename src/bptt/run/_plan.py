@@ -99,9 +99,11 @@ ECHO = {"task": "echo", "length": ECHO_DELAY, "cell": "gru", "hidden": 32, "lr":
 ECHO.update({"batch_size": 32, "steps": 800, "tbptt_k1": 4})
 ECHO_K2 = (4, 16)
 
-# Settings every trained run of a bench shares: checkpoints to resume from, and
-# diagnoses during training for the report's gradient-by-distance heatmap.
+# Settings every trained run of a bench shares: checkpoints to resume from and roll
+# back to after ROLLBACK_PATIENCE non-finite steps in a row (the settings its results
+# were measured with), and diagnoses during training for the report's heatmap.
 CHECKPOINT_EVERY = 100
+ROLLBACK_PATIENCE = 5
 DIAGNOSES_PER_RUN = 10
 
 
@@ -153,7 +155,7 @@ class PlannedRun:
 
 def _trained(group: str, method: str, fields: dict[str, Any], published: str | None = None):
     steps = int(fields.get("steps", 1000))
-    every = {"checkpoint_every": CHECKPOINT_EVERY}
+    every = {"checkpoint_every": CHECKPOINT_EVERY, "nonfinite_patience": ROLLBACK_PATIENCE}
     every["diagnose_every"] = max(1, steps // DIAGNOSES_PER_RUN)
     return PlannedRun(group, method, "train", {**every, **fields}, published)
 

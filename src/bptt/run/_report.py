@@ -15,15 +15,17 @@ import base64
 import csv
 import hashlib
 import html
+import io
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bptt.run import _figures as figures
 from bptt.run._fields import ConfigError
-from bptt.run._io import atomic_write_text
+from bptt.run._io import RECORD_BYTES, atomic_write_text, read_bounded_text
 from bptt.run._literature import published_result
 from bptt.run._results import aggregate, entry_texts, read_results, read_summary, typed_row
 
@@ -160,6 +162,8 @@ def _inputs_stamp(where: Path) -> str:
 
 def _stamp_of(page: Path) -> str | None:
     """The inputs' stamp an existing page was drawn from (None: no page, or unstamped)."""
+    if not page.is_file():  # a pipe would block the read
+        return None
     try:
         with open(page, encoding="utf-8") as handle:
             head = handle.read(512)
@@ -272,6 +276,8 @@ def write_bench_report(bench_dir: str | Path, *, wall_s: float | None = None) ->
     """
     where = Path(bench_dir)
     results = [typed_row(row) for row in read_results(where / "results.csv")]
+    if not results:
+        raise ConfigError("report", f"{where / 'results.csv'} lists no runs")
     summaries: dict[str, dict[str, Any]] = {}
     for row in results:
         run_dir = where / row["run_dir"]
@@ -482,20 +488,30 @@ def _page(title: str, parts: Sequence[str], stamp: str | None = None) -> str:
     )
 
 
+def _read_record(path: Path) -> str:
+    """A run's metrics.csv or diagnostics.jsonl ('' when missing; a warning, and '',
+    when it is no regular file of bounded size or not text)."""
+    try:
+        return read_bounded_text(path, RECORD_BYTES)
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        warnings.warn(f"{path} is left out of the report: {reason}", stacklevel=3)
+        return ""
+
+
 def _read_metrics(path: Path) -> list[dict[str, str]]:
     try:
-        with open(path, newline="") as handle:
-            return list(csv.DictReader(handle))
-    except OSError:
+        return list(csv.DictReader(io.StringIO(_read_record(path), newline="")))
+    except csv.Error as err:
+        warnings.warn(f"{path} is left out of the report: {err}", stacklevel=2)
         return []
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     records = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
+    lines = _read_record(path).splitlines()
     for line in lines:
         try:
             record = json.loads(line)

@@ -16,7 +16,8 @@ from typing import Any
 
 from rich.table import Table
 
-from bptt.run._io import atomic_write_text
+from bptt.run._fields import ConfigError
+from bptt.run._io import RECORD_BYTES, atomic_write_text, read_bounded_text
 from bptt.run._plan import PlannedRun
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "write_results",
 ]
 
+_INTEGER_FIELDS = ("length", "seed", "solved_at_step", "steps_done", "nonfinite_steps", "horizon")
+# the columns without which a row names no run (older tables may lack later columns)
+_NAMING_FIELDS = ("group", "task", "length", "method", "seed", "outcome", "run_dir")
 RESULT_FIELDS = (
     "group",
     "task",
@@ -63,9 +67,10 @@ training time; ``run_dir`` the run directory relative to the bench's."""
 
 
 def read_summary(path: Path) -> dict[str, Any] | None:
-    """The run's ``summary.json``, or None if it has none (or a partial one)."""
+    """The run's ``summary.json``, or None if it has none (or a partial one, or a file
+    that is not a regular file of bounded size)."""
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads(read_bounded_text(path / "summary.json", RECORD_BYTES))
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None
@@ -134,9 +139,40 @@ def write_results(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
-    """The rows of a ``results.csv`` as strings (blank for none)."""
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of a bench's ``results.csv`` as strings (blank for none).
+
+    Raises:
+        ConfigError: the file cannot be read, is not a table with the columns that
+            name a run (group, task, length, method, seed, outcome, run_dir), or
+            names a run directory outside the bench's (an absolute path, or one
+            climbing out with ``..``).
+    """
+    try:
+        text = read_bounded_text(path, RECORD_BYTES)
+    except OSError as err:
+        raise ConfigError("results", f"cannot read {path}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError("results", f"{path} is not UTF-8 text: {err.reason}") from err
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except csv.Error as err:
+        raise ConfigError("results", f"{path} is not a CSV table: {err}") from err
+    missing = [f for f in _NAMING_FIELDS if f not in (reader.fieldnames or [])]
+    if missing:
+        message = f"{path} is not a bench's results table: it lacks the column {missing[0]!r}"
+        raise ConfigError("results", message)
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise ConfigError("results", f"{path}, line {number}: not as many cells as columns")
+        where = Path(row["run_dir"])
+        if not row["run_dir"] or where.is_absolute() or ".." in where.parts:
+            message = (
+                f"{path}, line {number}: run_dir {row['run_dir']!r} is not a directory "
+                "inside the bench's"
+            )
+            raise ConfigError("results", message)
+    return rows
 
 
 def _csv(value: Any) -> Any:
@@ -183,24 +219,32 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def typed_row(row: dict[str, str]) -> dict[str, Any]:
-    """A row of ``results.csv`` with its values typed again (None for blank)."""
+    """A row of ``results.csv`` with its values typed again (None for blank).
+
+    Raises:
+        ConfigError: a number column holds something else.
+    """
     typed: dict[str, Any] = dict(row)
-    for name in ("length", "seed", "solved_at_step", "steps_done", "nonfinite_steps", "horizon"):
-        typed[name] = int(row[name]) if row.get(name) else None
-    for name in ("final_metric", "baseline", "accuracy", "wall_seconds"):
-        typed[name] = float(row[name]) if row.get(name) else None
+    numbers: dict[str, type] = dict.fromkeys(_INTEGER_FIELDS, int)
+    numbers.update(dict.fromkeys(("final_metric", "baseline", "accuracy", "wall_seconds"), float))
+    for name, kind in numbers.items():
+        try:
+            typed[name] = kind(row[name]) if row.get(name) else None
+        except ValueError:
+            message = f"{name} {row[name]!r} of run {row.get('run_dir')!r} is not a number"
+            raise ConfigError("results", message) from None
     typed["solved"] = {"True": True, "False": False}.get(row.get("solved", ""))
     typed["verdict"] = row.get("verdict") or None
     return typed
 
 
-def leaderboard(rows: Sequence[dict[str, Any]]) -> Table:
+def leaderboard(rows: Sequence[dict[str, Any]], title: str = "bptt bench: leaderboard") -> Table:
     """Per group, task and length, each method's success rate, median steps and
     seconds to solve, final metric over the baseline, accuracy and verdicts, with the
-    published result beside it where one exists."""
+    published result beside it where one exists; ``title`` over it."""
     entries = aggregate(rows)
     published = any(entry["published"] for entry in entries)
-    table = Table(title="bptt bench: leaderboard")
+    table = Table(title=title)
     columns = [
         ("group", "left"),
         ("task", "left"),

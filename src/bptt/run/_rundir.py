@@ -7,6 +7,9 @@ Layout::
     RUN_DIR/diagnostics.jsonl  diagnoses during training (``diagnose_every``)
     RUN_DIR/summary.json       the outcome (written at the end)
     RUN_DIR/model.pt           the final model's state_dict (load with weights_only=True)
+    RUN_DIR/checkpoints/       step-NNNNNNNNN.pt and its .sha256 (:mod:`bptt.run._checkpoint`)
+    RUN_DIR/tensorboard/       events.out.tfevents.* (``tensorboard = true``)
+    RUN_DIR/report.html        the run's page (``bptt report``)
     RUN_DIR/.lock              held (an OS file lock) by the process writing the run
 
 One process writes a run directory at a time: the lock is taken when the directory is
@@ -14,6 +17,11 @@ opened and released when it is closed or the process dies, and a second writer i
 refused with :class:`RunDirectoryBusy`. A write that fails (a full disk, a read-only
 directory) raises :class:`RunDirectoryError` naming the file; an appended row that
 failed half-way is cut off again, so the file holds whole rows only.
+
+Nothing is written or deleted through a symbolic link: a directory where one of these
+names is a link is refused when it is opened. ``overwrite`` removes an earlier run's
+files by these names only, and only when the new run writes its first file, so a new
+run that cannot start leaves the earlier one whole.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import errno
 import io
 import json
 import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +44,7 @@ from bptt.run._io import append_text, atomic_torch_save, atomic_write_text, lock
 __all__ = [
     "LOCK_FILE",
     "METRIC_FIELDS",
+    "REPORT_FILE",
     "RUN_FILES",
     "RunDirectory",
     "RunDirectoryBusy",
@@ -41,6 +52,12 @@ __all__ = [
 ]
 
 LOCK_FILE = ".lock"
+REPORT_FILE = "report.html"
+# the folders a run writes into, and the names of the files it writes there
+_WRITTEN_IN = {
+    "checkpoints": re.compile(r"^step-\d{9}\.pt(\.sha256)?$"),
+    "tensorboard": re.compile(r"^events\.out\.tfevents\."),
+}
 
 METRIC_FIELDS = (
     "step",
@@ -84,13 +101,17 @@ class RunDirectory:
     Args:
         path: the directory; created if missing.
         overwrite: allow a directory that already holds a run's files; they are
-            removed first, so no file of the earlier run is left beside the new ones.
+            removed (by name, see :func:`written_files`) when the new run writes its
+            first file, so none is left beside the new ones, and a run that fails
+            before that leaves them whole.
         resume: open a run's directory to continue it (see :meth:`rewind`).
 
     Raises:
         RunDirectoryBusy: another process has the directory open (a run writing it).
         FileExistsError: the directory already holds a run and overwrite is False.
         NotADirectoryError: path is an existing file.
+        RunDirectoryError: a name the run writes is a symbolic link, or of another kind
+            (a directory named ``metrics.csv``).
         OSError: the directory cannot be created or written.
     """
 
@@ -98,10 +119,12 @@ class RunDirectory:
         self.path = Path(path)
         self._fields: list[str] | None = None  # metrics.csv's columns, once known
         self._lock: int | None = None
+        self._earlier: list[Path] = []  # an earlier run's files, removed when this one starts
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory", str(path))
         if not resume:
             self.path.mkdir(parents=True, exist_ok=True)
+        _refuse_links(self.path)
         self._lock = lock_file(self.path / LOCK_FILE)
         if self._lock is None:
             raise RunDirectoryBusy(
@@ -110,23 +133,40 @@ class RunDirectory:
             )
         try:
             if not resume:
-                self._claim(overwrite)
+                self._earlier = self._earlier_run(overwrite)
         except BaseException:
             self.close()
             raise
 
-    def _claim(self, overwrite: bool) -> None:
-        """Refuse, or clear (overwrite), a directory that holds an earlier run."""
-        existing = [self.path / name for name in RUN_FILES if (self.path / name).exists()]
-        if self.path.joinpath("checkpoints").is_dir():
-            existing += sorted(self.path.joinpath("checkpoints").iterdir())
+    def _earlier_run(self, overwrite: bool) -> list[Path]:
+        """The files of an earlier run here, by the names a run writes; refused unless
+        ``overwrite``. Nothing is removed yet: see :meth:`start`."""
+        existing = written_files(self.path)
         if existing and not overwrite:
             raise FileExistsError(
                 f"{self.path} already holds a run ({existing[0].name}); choose another "
                 "directory or overwrite it"
             )
-        for stale in existing:
-            stale.unlink()
+        return existing
+
+    def start(self) -> None:
+        """Remove the earlier run's files (``overwrite``), the first time the new run
+        writes: a run that fails before it starts leaves the earlier one whole.
+
+        Only the files found when the directory was opened, by the names a run writes,
+        are removed (never through a link, never a name bptt does not write).
+
+        Raises:
+            RunDirectoryError: one of them could not be removed.
+        """
+        while self._earlier:
+            stale = self._earlier[-1]
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError as err:
+                reason = err.strerror or str(err)
+                raise RunDirectoryError(err.errno or errno.EIO, reason, str(stale)) from err
+            self._earlier.pop()
 
     def rewind(self, step: int, metrics_before: int | None = None) -> None:
         """Forget what was logged after ``step`` (a resumed run logs it again).
@@ -220,6 +260,7 @@ class RunDirectory:
         Raises:
             RunDirectoryError: it could not be written.
         """
+        self.start()
         try:
             atomic_torch_save(state, self.path / "model.pt")
         except OSError as err:
@@ -232,16 +273,56 @@ class RunDirectory:
             self._lock = None
 
     def _write(self, path: Path, text: str) -> None:
+        self.start()
         try:
             atomic_write_text(path, text)
         except OSError as err:
             raise _write_error(path, err) from err
 
     def _append(self, path: Path, text: str, truncate: bool = False) -> None:
+        self.start()
         try:
             append_text(path, text, truncate=truncate)
         except OSError as err:
             raise _write_error(path, err) from err
+
+
+def written_files(path: Path) -> list[Path]:
+    """The files in the run directory ``path`` that a run writes, by name: its
+    :data:`RUN_FILES` and run page, its checkpoints and TensorBoard events. A name bptt
+    does not write, a subdirectory or a link into another directory is not among them."""
+    found = [path / name for name in (*RUN_FILES, REPORT_FILE) if (path / name).is_file()]
+    for folder, pattern in _WRITTEN_IN.items():
+        where = path / folder
+        if where.is_dir() and not where.is_symlink():
+            found += sorted(p for p in where.iterdir() if pattern.match(p.name) and p.is_file())
+    return found
+
+
+def _refuse_links(path: Path) -> None:
+    """Refuse a run directory where a name bptt writes is a symbolic link (or of the
+    wrong kind): a run never writes or deletes through a link.
+
+    Raises:
+        RunDirectoryError: naming the link.
+    """
+    kinds = {name: stat.S_ISREG for name in (*RUN_FILES, REPORT_FILE, LOCK_FILE)}
+    kinds.update({name: stat.S_ISDIR for name in _WRITTEN_IN})
+    for name, is_kind in kinds.items():
+        try:
+            mode = os.lstat(path / name).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(mode):
+            reason = (
+                "it is a symbolic link, and a run never writes or deletes through one: "
+                "remove the link, or choose another directory"
+            )
+            raise RunDirectoryError(errno.ELOOP, reason, str(path / name))
+        if not is_kind(mode):
+            wanted = "regular file" if is_kind is stat.S_ISREG else "directory"
+            reason = f"it is not a {wanted}: remove it, or choose another directory"
+            raise RunDirectoryError(errno.EINVAL, reason, str(path / name))
 
 
 def _csv_value(value: Any) -> Any:

@@ -17,7 +17,12 @@ from typing import Any
 
 from bptt.run._config import TrainConfig
 from bptt.run._fields import ConfigError
-from bptt.run._plan import CHECKPOINT_EVERY, PlannedRun, refuse_other_configs
+from bptt.run._plan import (
+    CHECKPOINT_EVERY,
+    ROLLBACK_PATIENCE,
+    PlannedRun,
+    refuse_other_configs,
+)
 
 __all__ = ["MAX_SEEDS", "parse_seeds", "plan_seeds"]
 
@@ -57,11 +62,12 @@ def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]
     for :class:`TrainConfig`; its ``out`` is the directory of the seed runs).
 
     Every seed's config is validated here; the runs checkpoint every
-    :data:`~bptt.run._plan.CHECKPOINT_EVERY` steps unless ``checkpoint_every`` is
-    given (so an interrupted seed resumes). A seed directory already under ``out``
-    must hold a run of the same configuration (it is then skipped if finished,
-    resumed if not), and ``out`` may hold no seed runs this call does not plan (the
-    table and report would drop them).
+    :data:`~bptt.run._plan.CHECKPOINT_EVERY` steps and roll back after
+    :data:`~bptt.run._plan.ROLLBACK_PATIENCE` non-finite steps in a row, as a bench's
+    runs do, unless ``checkpoint_every`` or ``nonfinite_patience`` is given. A seed
+    directory already under ``out`` must hold a run of the same configuration (it is
+    then skipped if finished, resumed if not), and ``out`` may hold no seed runs this
+    call does not plan (the table and report would drop them).
 
     Raises:
         ConfigError: a field's value, no ``out``, no seeds, a ``seed`` given beside
@@ -78,6 +84,7 @@ def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]
     if fields.get("threads") is not None:
         raise ConfigError("threads", "with --seeds the cores are divided among the --workers")
     fields.setdefault("checkpoint_every", CHECKPOINT_EVERY)
+    fields.setdefault("nonfinite_patience", ROLLBACK_PATIENCE)
     for seed in {min(seeds), max(seeds)}:  # field errors before any run starts
         first = TrainConfig.from_dict({**fields, "seed": seed})
     # the validated task and length name the directories: given or defaulted, the same

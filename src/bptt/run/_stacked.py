@@ -47,6 +47,7 @@ from bptt.run._train import (
     _progress_bar,
     continued_run,
     make_progress,
+    refuse_oversized_runs,
 )
 from bptt.tasks import make_task
 
@@ -200,6 +201,7 @@ def train_stacked(
     reason = stack_refusal(checked)
     if reason is not None:
         raise ConfigError("stack", f"these runs cannot train stacked: {reason}")
+    refuse_oversized_runs(checked)
     display = make_progress() if progress is True else progress
     with contextlib.ExitStack() as stack, _environment(checked[0], False):
         # every directory opened (and a begun run's config checked) before any is

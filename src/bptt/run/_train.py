@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import pickle
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,10 @@ from bptt.run._checkpoint import CheckpointError
 from bptt.run._config import TrainConfig
 from bptt.run._errors import first_line, load_failure
 from bptt.run._fields import ConfigError, load_toml
+from bptt.run._footprint import refuse_oversized, train_memory
+from bptt.run._io import read_bounded, tensor_bytes
 from bptt.run._loop import NonFiniteError, Run, RunStopped
+from bptt.run._results import read_summary
 from bptt.run._rundir import RunDirectory, RunDirectoryBusy, RunDirectoryError
 from bptt.tasks import Task, make_task
 
@@ -122,6 +124,7 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
+    refuse_oversized_runs([config])
     run_dir = None if config.out is None else _open(config.out, overwrite=overwrite)
     with _environment(config, progress) as advance:
         try:
@@ -142,6 +145,7 @@ def resume(
     progress: bool | Progress = False,
     restart: bool = False,
     time_limit_s: float | None = None,
+    on_gradients: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Continue the run in ``path`` from its newest intact checkpoint, to its end.
 
@@ -155,31 +159,30 @@ def resume(
     again), so a run killed at any point and resumed leaves the same files and ends
     with the same parameters, bit for bit on the CPU, as one never interrupted. A
     corrupt or truncated newest checkpoint is skipped with a warning for the one
-    before. A run with no checkpoint yet starts again from step 0 (with a warning when
-    it had logged steps); one whose checkpoints are all corrupt is refused, unless
-    ``restart`` asks to train it again from step 0.
+    before. A run with no checkpoint that logged no step starts from step 0; one that
+    logged steps, or whose checkpoints are all corrupt, is refused (its record is never
+    overwritten to start again), unless ``restart`` asks to train it again from step 0.
 
     Args:
         path: the run directory.
         steps: a new end for the run (None keeps its own).
         progress: as in :func:`train`.
         restart: train again from step 0 when no checkpoint is intact (the
-            corrupt ones are removed).
+            corrupt ones are removed, and the steps logged are logged anew).
         time_limit_s: a new limit on the run's training time, counted from its start
             (0: none); a run that stopped out of time goes on until it is spent.
+        on_gradients: as in :func:`train`.
 
     Raises:
         bptt.run.ConfigError: no run there, its checkpoint belongs to another
             configuration, ``steps`` cannot apply, the run finished without a
             checkpoint (its files are left as they are), or no checkpoint is intact
-            and ``restart`` is False.
+            and ``restart`` is False (its files are left as they are).
         RunDirectoryBusy: another process is writing the run directory.
         RunDirectoryError: its files could not be rewritten (nothing was trained).
         RunStopped, NonFiniteError: as in :func:`train`.
     """
-    path = Path(path)
-    if not (path / "config.toml").is_file():
-        raise ConfigError("resume", f"{path} holds no config.toml: not a run directory")
+    path = _run_directory(path, "resume")
     config = TrainConfig.saved_in(path)
     budget = config.steps  # the end the run had so far
     extending = steps is not None and steps != config.steps
@@ -201,10 +204,13 @@ def resume(
         config = config.replace(steps=steps)
     if time_limit_s is not None:
         config = config.replace(time_limit_s=time_limit_s)
+    refuse_oversized_runs([config])
     run_dir = _open(path, resume=True)
     with _environment(config, progress) as advance:
         try:
-            run = continued_run(config, run_dir, restart=restart, budget=budget)
+            run = continued_run(
+                config, run_dir, restart=restart, budget=budget, on_gradients=on_gradients
+            )
             summary = run.run(advance)
         finally:
             run_dir.close()
@@ -253,14 +259,15 @@ def _continue(run: Run, path: Path, restart: bool, extending: bool, budget: int)
             "starting again would erase it"
         )
         raise ConfigError("resume", message)
+    if state is None and not restart and _logged_steps(path):
+        message = (
+            f"{path} has no checkpoint to continue from (checkpoint_every = "
+            f"{config.checkpoint_every}), and starting again would erase the steps it "
+            "logged: resume with --restart (restart=True) to train it again from step 0"
+        )
+        raise ConfigError("resume", message)
     if state is not None:
         run.load_state_dict(state)
-    elif not restart and _logged_steps(path):
-        warnings.warn(
-            f"{path} has no checkpoint (checkpoint_every = {config.checkpoint_every}):"
-            " training it again from step 0",
-            stacklevel=2,
-        )
     if run.step > config.steps:
         message = f"the run has already taken {run.step} steps; give more than that"
         raise ConfigError("steps", message)
@@ -290,10 +297,10 @@ def _latest_state(run: Run, restart: bool) -> dict[str, Any] | None:
 
 
 def _logged_steps(path: Path) -> bool:
-    """Whether metrics.csv holds at least one row."""
+    """Whether metrics.csv holds at least one row (a header line and more)."""
     try:
-        with open(path / "metrics.csv", encoding="utf-8") as handle:
-            return sum(1 for _ in zip(handle, range(2), strict=False)) > 1
+        with open(path / "metrics.csv", "rb") as handle:
+            return handle.read(1 << 16).count(b"\n") > 1  # the head only: it may be huge
     except OSError:
         return False
 
@@ -301,8 +308,8 @@ def _logged_steps(path: Path) -> bool:
 def _steps_done(path: Path) -> int | None:
     """The steps a finished run took, from its summary; None while it is unfinished."""
     try:
-        return int(json.loads((path / "summary.json").read_text())["steps_done"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int((read_summary(path) or {})["steps_done"])
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -312,9 +319,7 @@ def load_run_config(path: str | Path) -> tuple[TrainConfig, Task]:
     Raises:
         ConfigError: no ``config.toml`` there, or not a valid configuration.
     """
-    path = Path(path)
-    if not (path / "config.toml").is_file():
-        raise ConfigError("run", f"{path} holds no config.toml: not a run directory")
+    path = _run_directory(path, "run")
     config = TrainConfig.from_saved(load_toml(path / "config.toml"))
     assert config.length is not None  # validation derives it from the task
     return config, make_task(config.task, config.length)
@@ -329,14 +334,14 @@ def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
         ConfigError: the directory lacks ``config.toml`` or ``model.pt``, or they are
             not a valid configuration and model.
     """
-    path = Path(path)
-    for name in ("config.toml", "model.pt"):
-        if not (path / name).is_file():
-            raise ConfigError("run", f"{path} holds no {name}: not a finished run directory")
+    path = _run_directory(path, "run")
+    if not (path / "model.pt").is_file():
+        raise ConfigError("run", f"{path} holds no model.pt: not a finished run directory")
     config, task = load_run_config(path)
     model = build_model(config, task)
     try:
-        state = torch.load(path / "model.pt", map_location=config.device, weights_only=True)
+        payload = read_bounded(path / "model.pt", tensor_bytes())
+        state = torch.load(io.BytesIO(payload), map_location=config.device, weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
         raise ConfigError("run", f"{path / 'model.pt'} does not load: {load_failure(err)}") from err
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
@@ -351,10 +356,40 @@ def load_run(path: str | Path) -> tuple[TrainConfig, Task, SequenceModel]:
     return config, task, model
 
 
+def _run_directory(path: str | Path, field: str) -> Path:
+    """``path`` as a run directory: one that exists and holds a config.toml.
+
+    Raises:
+        ConfigError: under ``field``, saying which it is not.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(field, f"{path} does not exist")
+    if not path.is_dir():
+        raise ConfigError(field, f"{path} is a file, not a run directory")
+    if not (path / "config.toml").is_file():
+        raise ConfigError(field, f"{path} holds no config.toml: not a run directory")
+    return path
+
+
+def refuse_oversized_runs(configs: list[TrainConfig]) -> None:
+    """Refuse runs (trained together: stacked) whose memory cannot fit, before any of
+    them allocates or writes a file.
+
+    Raises:
+        ConfigError: naming the fields, the estimate and the memory available.
+    """
+    first = configs[0]
+    assert first.length is not None  # validation derives it from the task
+    task = make_task(first.task, first.length)
+    need = train_memory(first, task.input_size, task.output_size, runs=len(configs))
+    refuse_oversized(need, first.device)
+
+
 def _open(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> RunDirectory:
     try:
         return RunDirectory(path, overwrite=overwrite, resume=resume)
-    except FileExistsError:
+    except (FileExistsError, RunDirectoryError):
         raise
     except OSError as err:
         reason = err.strerror or str(err)
