@@ -278,7 +278,11 @@ class TrainConfig(ConfigModel):
         True, description="flush subnormal floats to zero while training (much faster)."
     )
     threads: Int = Field(
-        0, ge=0, le=1024, description="torch threads for the run; 0 keeps torch's setting."
+        0,
+        ge=0,
+        le=1024,
+        description="torch threads for the run; 0: torch's setting, lowered to the cores "
+        "other processes leave free (a resumed run keeps the count it began with).",
     )
     out: Text | None = Field(None, description="the run directory; none writes no files.")
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bptt.reservoir import NilpotentError, Reservoir, Ridge, generate, nrmse
+from bptt.run._cores import run_threads
 from bptt.run._fields import ConfigError, ConfigModel, Float, Int, Text
 from bptt.run._footprint import esn_memory, refuse_oversized
 from bptt.run._rundir import RunDirectory, RunDirectoryError
@@ -354,7 +355,7 @@ def run_esn(
         else:
             work, total = _japanese_vowels, 1 + 2 * _filled(config.ensemble)
             label = "Japanese Vowels"
-        with _Stages(progress, label, total) as stages:
+        with run_threads(), _Stages(progress, label, total) as stages:
             outcome, reservoir, readout = work(config, stages)
         summary = {"task": config.task, "units": config.units, "seed": config.seed, **outcome}
         summary["wall_s"] = round(time.perf_counter() - start, 3)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bptt.run._config import TrainConfig
+from bptt.run._cores import free_cores
 from bptt.run._esn import ESNConfig, run_esn
 from bptt.run._memory import keep_freed_memory
 from bptt.run._plan import PlannedRun
@@ -35,11 +36,9 @@ EXECUTORS = ("local", "ray")
 
 
 def available_cores() -> int:
-    """The cores this process may use (its affinity mask, else the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """The cores this process may use that other processes leave free (its affinity
+    mask less the cores kept busy, :func:`bptt.run._cores.free_cores`)."""
+    return free_cores()
 
 
 def execute_run(

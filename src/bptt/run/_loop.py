@@ -150,6 +150,7 @@ class Run:
             "counters": dict(self.counters),
             "record": self.record.state_dict(),
             "best": self.best,
+            "threads": torch.get_num_threads(),  # a product may round otherwise on another
         }
 
     def load_state_dict(self, state: dict[str, Any], *, keep_counters: bool = False) -> None:
@@ -172,6 +173,8 @@ class Run:
                 f"{theirs!r} there and {self.config.to_dict().get(key)!r} here",
             )
         self.step = int(state["step"])
+        if self.config.threads == 0 and state.get("threads"):  # the count it began with
+            torch.set_num_threads(int(state["threads"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.policy.load_state_dict(state["policy"])

@@ -19,6 +19,7 @@ from bptt.precision import flush_denormal
 from bptt.run._build import build_model, json_safe, make_clip_policy, step_taps, test_set
 from bptt.run._checkpoint import CheckpointError
 from bptt.run._config import TrainConfig
+from bptt.run._cores import run_threads
 from bptt.run._errors import first_line, load_failure
 from bptt.run._fields import ConfigError, load_toml
 from bptt.run._footprint import refuse_oversized, train_memory
@@ -401,23 +402,10 @@ def _environment(config: TrainConfig, progress: bool | Progress) -> Iterator:
     """Flush-to-zero, threads and the progress bar for the run, restored after it."""
     with (
         flush_denormal(config.flush_denormal),
-        _threads(config.threads),
+        run_threads(config.threads),
         _progress_bar(progress, config) as advance,
     ):
         yield advance
-
-
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    if count <= 0:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
