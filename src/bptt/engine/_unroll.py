@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from bptt.cells import RecurrentCell, State, as_tuple, contract
 from bptt.engine._fast import fast_engine_for, run_fast
 from bptt.engine._generic import unroll_generic
-from bptt.taps import Delta
+from bptt.taps import Delta, as_taps
 
 __all__ = ["ENGINES", "require_generic", "unroll"]
 
@@ -49,7 +49,7 @@ def unroll(
     cell: nn.Module,
     x: Tensor,
     state: State | None = None,
-    taps: Sequence[Callable[[int, Delta], Delta]] = (),
+    taps: Sequence[Callable[[int, Delta], Delta]] | None = (),
     engine: str = "auto",
     *,
     check_finite: bool = False,
@@ -67,7 +67,7 @@ def unroll(
         x: inputs (B, T, F), batch first.
         state: initial state, (B, H) or a tuple of such tensors; None means the
             cell's zero state.
-        taps: callables ``tap(t, delta) -> delta``.
+        taps: callables ``tap(t, delta) -> delta``, in a list or tuple (None: none).
         engine: ``"generic"`` (autograd through the cell, any cell), ``"fast"``
             (built-in cells: input projection for all steps in one matmul, a
             hand-written backward loop, weight gradients as one matmul after it), or
@@ -94,7 +94,8 @@ def unroll(
             NaN or inf (with ``check_finite``; its position is named), the state does
             not match (structure, shape or dtype), or the engine is unknown or does not
             apply.
-        TypeError: a tap is not callable.
+        TypeError: ``taps`` is not a sequence of callables (one tap alone is refused:
+            pass ``[tap]``), or the state is not a tensor or a tuple of tensors.
 
     Example:
         >>> import bptt
@@ -103,10 +104,7 @@ def unroll(
         (torch.Size([4, 10, 8]), torch.Size([4, 8]))
     """
     _check_input(cell, x, check_finite)
-    taps = tuple(taps)
-    for tap in taps:
-        if not callable(tap):
-            raise TypeError(f"a tap must be callable as tap(t, delta), got {type(tap).__name__}")
+    taps = as_taps(taps)
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     required = _GENERIC_REQUIRED.get()
