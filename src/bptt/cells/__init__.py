@@ -18,6 +18,7 @@ from bptt.cells._contract import (
     State,
     as_tuple,
     contract,
+    has_initial_state,
     initial_state,
     state_output,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "as_tuple",
     "cell_names",
     "contract",
+    "has_initial_state",
     "initial_state",
     "make_cell",
     "register_cell",

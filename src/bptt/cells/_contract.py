@@ -7,7 +7,9 @@ and a readout sees :meth:`RecurrentCell.output` of it. The built-in cells subcla
 :class:`RecurrentCell`; :func:`contract` gives any other cell (``torch.nn.RNNCell``,
 ``GRUCell``, ``LSTMCell``, or a module of the user's with an integer ``hidden_size`` or
 an ``initial_state`` method) the same two methods, so the engines ask the contract and
-never probe a cell's attributes.
+never probe a cell's attributes. A module with only ``forward(x_t, state)`` runs from a
+state the caller gives: the contract needs ``hidden_size`` or ``initial_state`` only to
+make the first state itself.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "State",
     "as_tuple",
     "contract",
+    "has_initial_state",
     "initial_state",
     "state_output",
 ]
@@ -98,9 +101,10 @@ class RecurrentCell(nn.Module):
 
 class _Adapted:
     """The contract of a cell that does not state all of it (torch's cells, a user's
-    module): its own ``output`` and ``sequence_step`` where it has them."""
+    module): its own ``output`` and ``sequence_step`` where it has them. ``start``
+    None: the cell states no initial state, and only asking for one is an error."""
 
-    def __init__(self, cell: nn.Module, start: Callable[..., State]) -> None:
+    def __init__(self, cell: nn.Module, start: Callable[..., State] | None) -> None:
         self.cell, self._start = cell, start
         # Unchecked here: a cell with its own initial_state may lack it (None); the
         # model checks it where it needs a width.
@@ -110,7 +114,18 @@ class _Adapted:
         own_step = getattr(cell, "sequence_step", None)
         self._step = own_step if callable(own_step) else (lambda: cell)
 
+    @property
+    def starts(self) -> bool:
+        """Whether the cell has an initial state of its own."""
+        return self._start is not None
+
     def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
+        if self._start is None:
+            raise TypeError(
+                f"{type(self.cell).__name__} has no initial_state(batch_size, *, device, "
+                "dtype) method and no positive integer hidden_size attribute; give it one "
+                "of them, subclass bptt.cells.RecurrentCell, or pass state="
+            )
         return self._start(batch_size, device=device, dtype=dtype)
 
     def output(self, state: State) -> Tensor:
@@ -130,9 +145,13 @@ def contract(cell: nn.Module) -> CellContract:
     integer ``hidden_size``, zeros (B, H). The output is then the state, or its first
     element.
 
+    A module with neither (a plain ``forward(x_t, h) -> h``) has a contract too: it runs
+    from a state the caller gives (``state=``); only asking it for an initial state
+    is an error (:func:`has_initial_state` says which cells can start alone).
+
     Raises:
-        TypeError: the cell has no contract, no ``initial_state`` and no positive
-            integer ``hidden_size``.
+        TypeError: from the adapter's ``initial_state``, when it is called for a cell
+            with no ``initial_state`` and no positive integer ``hidden_size``.
     """
     if isinstance(cell, CellContract):
         return cell
@@ -141,17 +160,20 @@ def contract(cell: nn.Module) -> CellContract:
         return _Adapted(cell, own)
     hidden_size = getattr(cell, "hidden_size", None)
     if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
-        raise TypeError(
-            f"{type(cell).__name__} has no initial_state(batch_size, *, device, dtype) "
-            "method and no positive integer hidden_size attribute; give it one of them, "
-            "subclass bptt.cells.RecurrentCell, or pass state="
-        )
+        return _Adapted(cell, None)  # runs from a given state only
 
     def zeros(batch_size: int, *, device=None, dtype=None) -> State:
         zero = torch.zeros(batch_size, hidden_size, device=device, dtype=dtype)
         return (zero, zero.clone()) if isinstance(cell, nn.LSTMCell) else zero
 
     return _Adapted(cell, zeros)
+
+
+def has_initial_state(cell: nn.Module) -> bool:
+    """Whether :func:`contract` can start ``cell`` from an initial state of its own
+    (else the caller must give the state)."""
+    stated = contract(cell)
+    return not isinstance(stated, _Adapted) or stated.starts
 
 
 def initial_state(
