@@ -43,7 +43,7 @@ def saturation(cell: nn.Module, x: Tensor, state: State | None = None) -> dict[s
         TypeError: a cell without ``activations`` and ``activation_kinds`` (the
             built-in RNN, LSTM and GRU cells have them; a user cell's gates are unknown).
     """
-    cell = cell_of(cell)
+    cell = cell_of(cell, state)
     if not callable(getattr(cell, "activations", None)):
         raise TypeError(
             f"saturation needs a cell that names its activations (the built-in RNN, LSTM "
