@@ -25,6 +25,8 @@ __all__ = [
     "RecurrentCell",
     "State",
     "as_tuple",
+    "check_input",
+    "check_state",
     "contract",
     "has_initial_state",
     "initial_state",
@@ -196,3 +198,79 @@ def state_output(state: State) -> Tensor:
 def as_tuple(state: State) -> tuple[Tensor, ...]:
     """A state as a tuple of tensors (a lone tensor becomes a 1-tuple)."""
     return state if isinstance(state, tuple) else (state,)
+
+
+def check_input(cell: nn.Module, x: Tensor, name: str = "x") -> None:
+    """Inputs (B, T, F) must fit a :class:`RecurrentCell`: F its ``input_size``, the
+    dtype its parameters'. Another cell's sizes and casts are its own affair.
+
+    Raises:
+        ValueError: they do not, with ``name`` (the caller's name for the inputs).
+    """
+    if not isinstance(cell, RecurrentCell):  # a user cell may cast; its sizes are its own
+        return
+    weight = next(cell.parameters(), None)
+    if weight is not None and x.dtype != weight.dtype:
+        raise ValueError(
+            f"{name} has dtype {x.dtype} but the cell's parameters are {weight.dtype}: "
+            f"convert one of them ({name}.to({weight.dtype}) or cell.to({x.dtype}))"
+        )
+    if x.shape[2] != cell.input_size:
+        raise ValueError(
+            f"{name} has {x.shape[2]} features per step but the cell expects input_size="
+            f"{cell.input_size}: expected (B, T, {cell.input_size}), got {tuple(x.shape)}"
+        )
+
+
+def check_state(cell: nn.Module, state: object, x: Tensor) -> None:
+    """A given state must have the cell's structure, the batch of x and x's dtype.
+
+    For a :class:`RecurrentCell` the full shape is known (its zero state); for another
+    cell only the batch size and the dtype are checked.
+
+    Raises:
+        TypeError: ``state`` is not a tensor or a tuple of tensors.
+        ValueError: its structure, shape or dtype does not fit.
+    """
+    given = state if isinstance(state, tuple) else (state,)
+    parts: list[Tensor] = []
+    for part in given:
+        if not isinstance(part, Tensor):
+            raise TypeError(f"state must be a tensor or a tuple of tensors, got {_shown(state)}")
+        parts.append(part)
+    for part in parts:
+        if part.dim() < 1 or part.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"state has shape {tuple(part.shape)} but x holds {x.shape[0]} samples: "
+                f"expected ({x.shape[0]}, H)"
+            )
+        if part.dtype != x.dtype:
+            raise ValueError(f"state has dtype {part.dtype} but x has dtype {x.dtype}")
+    if not isinstance(cell, RecurrentCell):
+        return
+    expected = cell.initial_state(x.shape[0], device="meta", dtype=x.dtype)
+    want = as_tuple(expected)
+    if isinstance(state, tuple) != isinstance(expected, tuple) or len(parts) != len(want):
+        shapes = ", ".join(f"({x.shape[0]}, {cell.hidden_size})" for _ in want)
+        raise ValueError(
+            f"{type(cell).__name__} expects a state of {len(want)} tensor(s) {shapes}"
+            f"{' as a tuple' if isinstance(expected, tuple) else ''}, got "
+            f"{_describe(cast(State, state))}"
+        )
+    for part, ref in zip(parts, want, strict=True):
+        if part.shape != ref.shape:
+            raise ValueError(
+                f"state has shape {tuple(part.shape)}; {type(cell).__name__} expects "
+                f"{tuple(ref.shape)}"
+            )
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
+def _describe(state: State) -> str:
+    if isinstance(state, tuple):
+        return "(" + ", ".join(str(tuple(p.shape)) for p in state) + ")"
+    return f"one tensor {tuple(state.shape)}"

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import RecurrentCell, State, as_tuple, contract
+from bptt.cells import State, check_input, check_state, contract
 from bptt.engine._fast import fast_engine_for, run_fast
 from bptt.engine._generic import unroll_generic
 from bptt.taps import Delta, as_taps
@@ -116,7 +116,7 @@ def unroll(
     if state is None:
         state = stated.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
     else:
-        _check_state(cell, state, x)
+        check_state(cell, state, x)
     for tap in taps:
         begin = getattr(tap, "begin", None)
         if callable(begin):
@@ -152,57 +152,4 @@ def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:
             f"x holds a non-finite value ({value}) at sample {sample}, step {step}, "
             f"feature {feature}"
         )
-    if not isinstance(cell, RecurrentCell):  # a user cell may cast; its sizes are its own
-        return
-    weight = next(cell.parameters(), None)
-    if weight is not None and x.dtype != weight.dtype:
-        raise ValueError(
-            f"x has dtype {x.dtype} but the cell's parameters are {weight.dtype}: "
-            f"convert one of them (x.to({weight.dtype}) or cell.to({x.dtype}))"
-        )
-    if x.shape[2] != cell.input_size:
-        raise ValueError(
-            f"x has {x.shape[2]} features per step but the cell expects input_size="
-            f"{cell.input_size}: expected (B, T, {cell.input_size}), got {tuple(x.shape)}"
-        )
-
-
-def _check_state(cell: nn.Module, state: State, x: Tensor) -> None:
-    """A given state must have the cell's structure, the batch of x and x's dtype.
-
-    For a :class:`bptt.cells.RecurrentCell` the full shape is known (its zero state);
-    for another cell only the batch size and the dtype are checked.
-    """
-    parts = as_tuple(state)
-    for part in parts:
-        if not isinstance(part, Tensor):
-            raise TypeError(f"state must be a tensor or a tuple of tensors, got {state!r}")
-        if part.dim() < 1 or part.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"state has shape {tuple(part.shape)} but x holds {x.shape[0]} samples: "
-                f"expected ({x.shape[0]}, H)"
-            )
-        if part.dtype != x.dtype:
-            raise ValueError(f"state has dtype {part.dtype} but x has dtype {x.dtype}")
-    if not isinstance(cell, RecurrentCell):
-        return
-    expected = cell.initial_state(x.shape[0], device="meta", dtype=x.dtype)
-    want = as_tuple(expected)
-    if isinstance(state, tuple) != isinstance(expected, tuple) or len(parts) != len(want):
-        shapes = ", ".join(f"({x.shape[0]}, {cell.hidden_size})" for _ in want)
-        raise ValueError(
-            f"{type(cell).__name__} expects a state of {len(want)} tensor(s) {shapes}"
-            f"{' as a tuple' if isinstance(expected, tuple) else ''}, got {_describe(state)}"
-        )
-    for part, ref in zip(parts, want, strict=True):
-        if part.shape != ref.shape:
-            raise ValueError(
-                f"state has shape {tuple(part.shape)}; {type(cell).__name__} expects "
-                f"{tuple(ref.shape)}"
-            )
-
-
-def _describe(state: State) -> str:
-    if isinstance(state, tuple):
-        return "(" + ", ".join(str(tuple(p.shape)) for p in state) + ")"
-    return f"one tensor {tuple(state.shape)}"
+    check_input(cell, x)
