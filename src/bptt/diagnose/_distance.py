@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from bptt import _checks
 from bptt.cells import State, as_tuple, contract
-from bptt.diagnose._trajectory import cell_of, generator_seed, probe_batch
+from bptt.diagnose._trajectory import cell_of, generator_seed, probe
 from bptt.engine import unroll
 from bptt.taps import Delta, RecordNorms
 
@@ -118,18 +118,18 @@ def gradient_by_distance(
         (torch.Size([30]), 1.0)
     """
     cell = cell_of(cell, state)
-    x = probe_batch(x)
+    x = probe(cell, x, state)
     seed = generator_seed(seed)
     if loss is None:
         sample_norms, subnormal, zero = _segmented(cell, x, state, seed)
     else:
         _checks.function("loss", loss, "loss(outputs, final_state) -> scalar")
         record, precision = RecordNorms(), RecordPrecision()
-        probe = x.detach().requires_grad_(True)  # the backward must reach step 0
+        leaf = x.detach().requires_grad_(True)  # the backward must reach step 0
         with torch.enable_grad():
-            outputs, final = unroll(cell, probe, state=state, taps=[record, precision])
+            outputs, final = unroll(cell, leaf, state=state, taps=[record, precision])
             value = _scalar_loss(loss(outputs, final))
-            torch.autograd.grad(value, probe, allow_unused=True)
+            torch.autograd.grad(value, leaf, allow_unused=True)
         if precision.subnormal is None or precision.zero is None:  # no tap was reached
             raise ValueError(
                 "loss returned a value that does not depend on the outputs or the final "

@@ -17,7 +17,7 @@ from bptt.diagnose._trajectory import (
     generator_seed,
     iterations,
     previous_states,
-    probe_batch,
+    probe,
     stack_rows,
 )
 
@@ -126,7 +126,7 @@ def jacobian_norms(
             ``iters`` is below 1.
     """
     cell = cell_of(cell, state)
-    x = probe_batch(x)
+    x = probe(cell, x, state)
     iters, seed = iterations(iters), generator_seed(seed)
     batch, steps = x.shape[:2]
     before = previous_states(cell, x, state)
@@ -173,7 +173,7 @@ def jacobian_product_norms(
             not an integer in 1..T.
     """
     cell = cell_of(cell, state)
-    x = probe_batch(x)
+    x = probe(cell, x, state)
     iters, seed = iterations(iters), generator_seed(seed)
     batch, steps = x.shape[:2]
     window = _checks.integer("window", window, 1, steps)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt.cells import State
-from bptt.diagnose._trajectory import cell_of, previous_states
+from bptt.diagnose._trajectory import cell_of, previous_states, probe
 
 __all__ = ["SATURATION", "saturation"]
 
@@ -49,6 +49,7 @@ def saturation(cell: nn.Module, x: Tensor, state: State | None = None) -> dict[s
             f"saturation needs a cell that names its activations (the built-in RNN, LSTM "
             f"and GRU cells do), got {type(cell).__name__}"
         )
+    x = probe(cell, x, state)
     kinds = cast("dict[str, str]", cell.activation_kinds)
     activations = cast("Callable[..., dict[str, Tensor]]", cell.activations)
     series: dict[str, list[Tensor]] = {}

@@ -14,6 +14,8 @@ from bptt.cells import (
     RNNCell,
     State,
     as_tuple,
+    check_input,
+    check_state,
     contract,
     has_initial_state,
     initial_state,
@@ -112,10 +114,27 @@ def _from_layer(source: nn.Module, ours: type) -> nn.Module:
     return _copied(source, ours, "_l0", **_nonlinearity(source))
 
 
+def probe(cell: nn.Module, x: Any, state: Any) -> Tensor:
+    """``x`` as a diagnosis's probe of ``cell``: a floating-point tensor (B, T, F) with
+    B, T >= 1 that fits the cell, every value finite (a NaN input would read as an
+    exploding model: the input is at fault, and no measurement of the model is made on
+    it); a given ``state`` fits the cell and x and is finite too."""
+    x = probe_batch(x)
+    check_input(cell, x)
+    if state is not None:
+        check_state(cell, state, x)
+        for part in as_tuple(state):
+            if not bool(torch.isfinite(part).all()):
+                raise ValueError(
+                    "state holds NaN or inf: the initial state is at fault, not the model; "
+                    "diagnose from a finite state"
+                )
+    return x
+
+
 def probe_batch(x: Any) -> Tensor:
-    """``x`` as a diagnosis's probe: a floating-point tensor (B, T, F) with B, T >= 1,
-    every value finite (a NaN input would read as an exploding model: the input is at
-    fault, and no measurement of the model is made on it)."""
+    """``x`` as a probe batch: a floating-point tensor (B, T, F) with B, T >= 1, every
+    value finite."""
     if not isinstance(x, Tensor):
         raise TypeError(
             f"x must be a probe batch of shape (B, T, F), a tensor, got {_checks.shown(x)}"

@@ -14,7 +14,7 @@ from bptt.cells import GRUCell, LSTMCell, State
 from bptt.diagnose._distance import RATIO, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
 from bptt.diagnose._saturation import saturation
-from bptt.diagnose._trajectory import cell_of, generator_seed, iterations, probe_batch
+from bptt.diagnose._trajectory import cell_of, generator_seed, iterations, probe
 
 __all__ = ["NUMBER_KEYS", "REMEDIES", "Diagnosis", "diagnose"]
 
@@ -145,8 +145,8 @@ def diagnose(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module (a cell or a model), got {model!r}")
-    x = probe_batch(x)
     cell = cell_of(model, state)
+    x = probe(cell, x, state)
     steps = x.shape[1]
     if dependency_length is not None:
         dependency_length = _checks.integer("dependency_length", dependency_length, 1)
@@ -171,7 +171,7 @@ def diagnose(
     if length <= steps:
         at_dependency = float(within[-1])
     elif math.isfinite(gamma) and gamma > 0:
-        at_dependency = float(ratios[-1]) * gamma ** (length - steps)  # extrapolated
+        at_dependency = _extrapolated(float(ratios[-1]), gamma, length - steps)
     else:
         at_dependency = float(ratios[-1])
     horizon = by_distance["horizon"]
@@ -226,6 +226,16 @@ def diagnose(
         )
     remedies = _remedies(verdict, cell)
     return Diagnosis(verdict, reasons, remedies, numbers, by_distance["norms"], jac.mean(0))
+
+
+def _extrapolated(ratio: float, gamma: float, distance: int) -> float:
+    """ratio * gamma ** distance, in log space: inf where it passes float's range, 0
+    where it falls below it (``gamma ** distance`` alone raises OverflowError)."""
+    if ratio == 0 or gamma == 1 or math.isnan(ratio):
+        return ratio
+    steps = math.inf if distance > 2**1000 else float(distance)
+    exponent = math.log(ratio) + steps * math.log(gamma)
+    return math.inf if exponent > 709 else math.exp(exponent)
 
 
 def _remedies(verdict: str, cell: nn.Module) -> list[str]:
