@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
-from bptt.cells import State, as_tuple
+from bptt.cells import State, as_tuple, check_input
 from bptt.model import SequenceModel
 from bptt.taps import Delta, as_taps
 
@@ -112,7 +112,8 @@ class TBPTT:
             )
         if getattr(model, "readout", None) != "all":
             raise ValueError(
-                "TBPTT needs a SequenceModel with readout='all' (a prediction per step)"
+                f"model must be a SequenceModel with readout='all' (TBPTT needs a prediction "
+                f"per step), got {_checks.shown(model)}"
             )
         _checks.function("loss_fn", loss_fn, "loss_fn(predictions, targets) -> scalar")
         if optimizer is not None and not (
@@ -254,6 +255,11 @@ class TBPTT:
     def _check(self, x: Tensor, y: Tensor) -> None:
         if not isinstance(x, Tensor) or x.dim() != 3:
             raise ValueError(f"x_chunk must have shape (B, n, F), got {_shape(x)}")
+        if not x.is_floating_point():
+            raise ValueError(f"x_chunk must be a floating-point tensor, got dtype {x.dtype}")
+        cell = getattr(self.model, "cell", None)
+        if isinstance(cell, nn.Module):
+            check_input(cell, x, "x_chunk")
         if not isinstance(y, Tensor) or y.dim() < 2 or y.shape[:2] != x.shape[:2]:
             raise ValueError(
                 f"y_chunk must have shape (B, n, ...) matching x_chunk's (B, n) = "

@@ -91,6 +91,8 @@ def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor]]]:
 
 
 def _use_foreach(foreach: bool | None, group: list[Tensor], device: torch.device) -> bool:
+    if foreach is not None:
+        foreach = _checks.flag("foreach", foreach)
     native = device.type in ("cpu", "cuda") and all(type(t) is Tensor for t in group)
     if foreach and not native:
         raise RuntimeError(

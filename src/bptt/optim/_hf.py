@@ -378,10 +378,9 @@ class HessianFree(torch.optim.Optimizer):
         _check_loss(loss)
         for name, value in (("lr", lr), ("damping", damping), ("cg_tol", cg_tol)):
             _checks.real(name, value, 0.0, open_low=True)
-        if not mu >= 0:
-            raise ValueError(f"mu must be >= 0, got {mu}")
-        if not 0 <= decay <= 1:
-            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        mu = _checks.real("mu", mu, 0.0)
+        decay = _checks.real("decay", decay, 0.0, 1.0)
+        preconditioner = _checks.flag("preconditioner", preconditioner)
         if isinstance(max_cg, bool) or not isinstance(max_cg, int) or max_cg < 1:
             raise ValueError(f"max_cg must be a positive integer, got {max_cg!r}")
         if module is not None and not isinstance(module, nn.Module):
