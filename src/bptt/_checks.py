@@ -210,6 +210,8 @@ def _device_memory(device: torch.device) -> int | None:
 
 
 def _bytes(count: float) -> str:
+    if math.isinf(count):
+        return "more than any machine has"
     for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= size:
             return f"{count / size:.3g} {unit}"
@@ -232,8 +234,9 @@ def fits_in_memory(
     available = _device_memory(where)
     needed = elements * width
     if available is not None and needed > available:
+        amount = float(needed) if needed < 2**1000 else math.inf  # beyond float: inf
         raise ValueError(
-            f"{sizes} need {needed:.3g} bytes ({_bytes(needed)}) of "
+            f"{sizes} need {amount:.3g} bytes ({_bytes(amount)}) of "
             f"{torch.empty(0, dtype=dtype, device='meta').dtype} parameters, more than the "
             f"{_bytes(available)} of memory this {where.type} device has"
         )

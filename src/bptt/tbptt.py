@@ -104,7 +104,7 @@ class TBPTT:
     ) -> None:
         for name, k in (("k1", k1), ("k2", k2)):
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ValueError(f"{name} must be a positive integer, got {k!r}")
+                raise ValueError(f"{name} must be a positive integer, got {_checks.shown(k)}")
         if k1 > k2:
             raise ValueError(
                 f"k1 = {k1} > k2 = {k2}: the steps between k2 and k1 back would get no "
@@ -253,8 +253,8 @@ class TBPTT:
         return loss
 
     def _check(self, x: Tensor, y: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            raise ValueError(f"x_chunk must have shape (B, n, F), got {_shape(x)}")
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] < 1:
+            raise ValueError(f"x_chunk must have shape (B, n, F) with B >= 1, got {_shape(x)}")
         if not x.is_floating_point():
             raise ValueError(f"x_chunk must be a floating-point tensor, got dtype {x.dtype}")
         cell = getattr(self.model, "cell", None)

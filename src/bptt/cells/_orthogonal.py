@@ -72,7 +72,9 @@ class OrthogonalRNNCell(RecurrentCell):
     ) -> None:
         super().__init__()
         if nonlinearity not in _NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
+            raise ValueError(
+                f"nonlinearity must be one of {_NONLINEARITIES}, got {_checks.shown(nonlinearity)}"
+            )
         input_size = _checks.integer("input_size", input_size, 1)
         hidden_size = _checks.integer("hidden_size", hidden_size, 1)
         _checks.fits_in_memory(  # the skew matrix and the base, W_ih, the biases

@@ -61,7 +61,7 @@ class SkipRNNCell(RecurrentCell):
         super().__init__()
         input_size = _checks.integer("input_size", input_size, 1)
         hidden_size = _checks.integer("hidden_size", hidden_size, 1)
-        if isinstance(skips, (str, bytes)) or not isinstance(skips, Iterable):
+        if isinstance(skips, (str, bytes, Tensor)) or not isinstance(skips, Iterable):
             raise TypeError(
                 f"skips must be a sequence of delays such as (1, 10), got {_checks.shown(skips)}"
             )
@@ -75,7 +75,9 @@ class SkipRNNCell(RecurrentCell):
                 f"skips must be distinct positive integers, got {_checks.shown(skips)}"
             )
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ValueError(
+                f"nonlinearity must be 'tanh' or 'relu', got {_checks.shown(nonlinearity)}"
+            )
         _checks.fits_in_memory(
             f"input_size={input_size}, hidden_size={hidden_size} and {len(skips)} skips",
             hidden_size * (len(skips) * hidden_size + input_size + 1),

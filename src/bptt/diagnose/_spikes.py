@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import math
 import statistics
+import sys
 from typing import Any
 
 from bptt import _checks
@@ -38,7 +39,7 @@ class SpikeDetector:
     def __init__(
         self, window: int = 50, z: float = 6.0, min_history: int = 10, floor: float = 0.05
     ) -> None:
-        window = _checks.integer("window", window, 2)
+        window = _checks.integer("window", window, 2, sys.maxsize)  # a deque's bound
         z = _checks.real("z", z, 0.0, open_low=True)
         min_history = _checks.integer("min_history", min_history, 1, window)
         floor = _checks.real("floor", floor, 0.0, open_low=True)

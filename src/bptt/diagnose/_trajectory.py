@@ -26,11 +26,14 @@ _TORCH_CELLS = {nn.RNNCell: RNNCell, nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell}
 _TORCH_LAYERS = {nn.RNN: RNNCell, nn.LSTM: LSTMCell, nn.GRU: GRUCell}
 
 
-def cell_of(model: nn.Module, state: State | None = None, *, runs: bool = True) -> nn.Module:
+def cell_of(
+    model: nn.Module, state: State | None = None, *, runs: bool = True, name: str = "cell"
+) -> nn.Module:
     """The one-step cell whose gradients a diagnosis follows.
 
     ``runs``: the diagnosis runs the cell, from ``state`` if given, else from the
-    cell's own initial state, which the cell must then have.
+    cell's own initial state, which the cell must then have. ``name``: the caller's
+    name for ``model``, in the error.
 
     * a one-step cell (built-in, or any module with the cell contract): itself;
     * a :class:`bptt.SequenceModel`: its cell;
@@ -50,17 +53,19 @@ def cell_of(model: nn.Module, state: State | None = None, *, runs: bool = True) 
         return model.cell
     adapter = getattr(model, "recurrent_cell", None)  # the documented adapter
     if callable(adapter):
-        return cell_of(adapter(), state, runs=runs)
+        return cell_of(adapter(), state, runs=runs, name=name)
     for kinds, copy in ((_TORCH_LAYERS, _from_layer), (_TORCH_CELLS, _from_cell)):
         for kind, ours in kinds.items():
             if type(model) is kind:
                 return copy(model, ours)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"a diagnosis needs a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.nn.Module (a cell or a model), got {_checks.shown(model)}"
+        )
     if runs and state is None and not has_initial_state(model):
         raise TypeError(
-            f"a diagnosis follows a one-step recurrent cell; {type(model).__name__} is not "
-            "one (no hidden_size or initial_state): pass its cell, a bptt.SequenceModel, a "
+            f"{name}: a diagnosis follows a one-step recurrent cell; {type(model).__name__} "
+            "is not one (no hidden_size or initial_state): pass its cell, a SequenceModel, a "
             "torch.nn.RNN/LSTM/GRU, give it a recurrent_cell() method returning its cell, "
             "or pass state= to run it as a cell from that state"
         )

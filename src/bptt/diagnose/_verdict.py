@@ -144,8 +144,10 @@ def diagnose(
         'vanishing'
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module (a cell or a model), got {model!r}")
-    cell = cell_of(model, state)
+        raise TypeError(
+            f"model must be a torch.nn.Module (a cell or a model), got {_checks.shown(model)}"
+        )
+    cell = cell_of(model, state, name="model")
     x = probe(cell, x, state)
     steps = x.shape[1]
     if dependency_length is not None:

@@ -10,6 +10,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.cells import State, check_input, check_state, contract
 from bptt.engine._fast import fast_engine_for, run_fast
 from bptt.engine._generic import unroll_generic
@@ -106,7 +107,7 @@ def unroll(
     _check_input(cell, x, check_finite)
     taps = as_taps(taps)
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise ValueError(f"engine must be one of {ENGINES}, got {_checks.shown(engine)}")
     required = _GENERIC_REQUIRED.get()
     if required is not None:
         if engine == "fast":

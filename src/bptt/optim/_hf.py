@@ -197,9 +197,10 @@ def conjugate_gradient(
             ``preconditioner`` is not a floating-point tensor, ``product`` returns
             something else than a tensor.
         ValueError: ``b`` is not one-dimensional with N >= 1 or holds NaN or inf, ``x0``
-            or ``preconditioner`` is not (N,) of b's dtype, ``product`` returns another
-            shape, ``max_iters`` or ``min_iters`` is not a positive integer, ``tol`` is
-            not positive.
+            or ``preconditioner`` is not (N,) of b's dtype or not finite (the
+            preconditioner not positive), ``product`` returns another shape or dtype,
+            ``max_iters`` or ``min_iters`` is not a positive integer, ``tol`` is not
+            positive.
     """
     _checks.function("product", product, "product(v) -> A v")
     b = _flat_tensor("b", b)
@@ -209,8 +210,15 @@ def conjugate_gradient(
         raise ValueError("b holds NaN or inf: there is no system to solve")
     if x0 is not None:
         x0 = _flat_tensor("x0", x0, like=b)
+        if not bool(torch.isfinite(x0).all()):
+            raise ValueError("x0 holds NaN or inf: start from a finite point (or None)")
     if preconditioner is not None:
         preconditioner = _flat_tensor("preconditioner", preconditioner, like=b)
+        if not bool((torch.isfinite(preconditioner) & (preconditioner > 0)).all()):
+            raise ValueError(
+                "preconditioner must be the positive, finite diagonal of M^-1, got "
+                f"{_checks.shown(preconditioner)} with an element that is not"
+            )
     if keep is not None:
         _checks.function("keep", keep, "keep(i) -> bool")
     max_iters = _checks.integer("max_iters", max_iters, 1)
@@ -221,10 +229,10 @@ def conjugate_gradient(
         out = product(v)
         if not isinstance(out, Tensor):
             raise TypeError(f"product must return a tensor (N,), got {_checks.shown(out)}")
-        if out.shape != b.shape:
+        if out.shape != b.shape or out.dtype != b.dtype:
             raise ValueError(
-                f"product must return a tensor of b's shape {tuple(b.shape)}, got "
-                f"{tuple(out.shape)}"
+                f"product must return a tensor of b's shape {tuple(b.shape)} and dtype "
+                f"{b.dtype}, got {_checks.shown(out)}"
             )
         return out
 
@@ -376,13 +384,14 @@ class HessianFree(torch.optim.Optimizer):
         module: nn.Module | None = None,
     ) -> None:
         _check_loss(loss)
-        for name, value in (("lr", lr), ("damping", damping), ("cg_tol", cg_tol)):
-            _checks.real(name, value, 0.0, open_low=True)
+        lr = _checks.real("lr", lr, 0.0, open_low=True)
+        damping = _checks.real("damping", damping, 0.0, open_low=True)
+        cg_tol = _checks.real("cg_tol", cg_tol, 0.0, open_low=True)
         mu = _checks.real("mu", mu, 0.0)
         decay = _checks.real("decay", decay, 0.0, 1.0)
         preconditioner = _checks.flag("preconditioner", preconditioner)
         if isinstance(max_cg, bool) or not isinstance(max_cg, int) or max_cg < 1:
-            raise ValueError(f"max_cg must be a positive integer, got {max_cg!r}")
+            raise ValueError(f"max_cg must be a positive integer, got {_checks.shown(max_cg)}")
         if module is not None and not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module or None, got {type(module).__name__}")
         defaults: dict[str, Any] = {
@@ -425,7 +434,9 @@ class HessianFree(torch.optim.Optimizer):
             lr = group["lr"]
             lr = float(lr) if isinstance(lr, Tensor) and lr.numel() == 1 else lr
             if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-                raise TypeError(f"param_groups[{index}]['lr'] must be a number, got {lr!r}")
+                raise TypeError(
+                    f"param_groups[{index}]['lr'] must be a number, got {_checks.shown(lr)}"
+                )
             if not (lr >= 0 and math.isfinite(lr)):
                 raise ValueError(f"param_groups[{index}]['lr'] must be finite and >= 0, got {lr}")
             rates += [(p, lr) for p in group["params"] if p.requires_grad]
