@@ -116,6 +116,21 @@ def test_a_hf_step_whose_line_search_fails_restores_the_parameters_bit_for_bit()
     assert _same_bits(before, model)
 
 
+def test_a_hf_step_whose_trial_raises_leaves_the_parameters_bit_for_bit():
+    model, closure = _regression()
+    calls = []
+
+    def fails_on_trial():  # the first call (with the graph) works, the first trial fails
+        calls.append(1)
+        return closure() if len(calls) == 1 else "no tuple"
+
+    hf = HessianFree(model.parameters())
+    before = _bits(model)
+    _refused(lambda: hf.step(fails_on_trial), TypeError, "closure")
+    assert len(calls) == 2 and _same_bits(before, model)
+    assert hf.param_groups[0]["damping"] == 1.0
+
+
 def test_hf_cross_entropy_refuses_a_regression_closure_before_any_change():
     model, closure = _regression()
     hf = HessianFree(model.parameters(), loss="cross_entropy")

@@ -53,7 +53,9 @@ def real(
     except OverflowError:  # an int beyond float's range
         number = math.inf if value > 0 else -math.inf
     if math.isnan(number) or (math.isinf(number) and not infinite):
-        raise ValueError(f"{name} must be {'a number' if infinite else 'finite'}, got {value!r}")
+        raise ValueError(
+            f"{name} must be {'a number' if infinite else 'finite'}, got {shown(value)}"
+        )
     below = low is not None and (number <= low if open_low else number < low)
     if below or (high is not None and number > high):
         lower = "" if low is None else (f"> {low}" if open_low else f">= {low}")
@@ -228,15 +230,15 @@ def fits_in_memory(
     An unknown device or dtype is left to torch (its own error names it)."""
     try:
         where = torch.device(device) if device is not None else torch.get_default_device()
-        width = torch.empty(0, dtype=dtype, device="meta").element_size()
+        empty = torch.empty(0, dtype=dtype, device="meta")  # the default dtype for None
     except (TypeError, RuntimeError, ValueError):
         return
     available = _device_memory(where)
-    needed = elements * width
+    needed = elements * empty.element_size()
     if available is not None and needed > available:
         amount = float(needed) if needed < 2**1000 else math.inf  # beyond float: inf
         raise ValueError(
-            f"{sizes} need {amount:.3g} bytes ({_bytes(amount)}) of "
-            f"{torch.empty(0, dtype=dtype, device='meta').dtype} parameters, more than the "
-            f"{_bytes(available)} of memory this {where.type} device has"
+            f"{sizes} need {amount:.3g} bytes ({_bytes(amount)}) of {empty.dtype} "
+            f"parameters, more than the {_bytes(available)} of memory this {where.type} "
+            "device has"
         )

@@ -519,37 +519,44 @@ class HessianFree(torch.optim.Optimizer):
                 value = float(self._evaluate(closure, graph=False)[0])
             return value
 
-        # backtracking over the stored CG iterates, from the last
-        chosen_at, chosen, q = stored[-1]
-        chosen_loss = loss_at(chosen)
-        for at, candidate, model_value in reversed(stored[:-1]):
-            value = loss_at(candidate)
-            if not value < chosen_loss:
-                break
-            chosen_at, chosen, chosen_loss, q = at, candidate, value, model_value
-        # reduction ratio: the actual decrease against the damped quadratic model's
-        rho = (chosen_loss - base) / q if q < 0 and math.isfinite(chosen_loss) else -math.inf
-        if rho < 0.25:
-            opts["damping"] = damping * 1.5
-        elif rho > 0.75:
-            opts["damping"] = damping * 2 / 3
-        # line search on the size of the step, each group's part scaled by its lr
-        if scale is None:
-            value = chosen_loss
-        else:
-            chosen = chosen * scale
-            value = loss_at(chosen)
-        alpha, slope = 1.0, float(torch.dot(g, chosen))
-        while not value <= base + 1e-2 * alpha * slope and alpha > 1e-4:
-            alpha *= 0.8
-            value = loss_at(chosen, alpha)
-        # a direction of zeros is no step either (and must not turn -0.0 into 0.0)
-        accepted = value <= base + 1e-2 * alpha * slope and bool(chosen.any())
-        with torch.no_grad():
-            for p, p0, d in zip(params, start, _split(chosen, params), strict=True):
-                # a rejected step puts back the very values it started from (p0 + 0 * d
-                # would differ: -0.0 becomes 0.0, and NaN or inf in d would spread)
-                p.copy_(p0 + alpha * d if accepted else p0)
+        try:  # a trial that raises leaves the parameters as they were too
+            # backtracking over the stored CG iterates, from the last
+            chosen_at, chosen, q = stored[-1]
+            chosen_loss = loss_at(chosen)
+            for at, candidate, model_value in reversed(stored[:-1]):
+                value = loss_at(candidate)
+                if not value < chosen_loss:
+                    break
+                chosen_at, chosen, chosen_loss, q = at, candidate, value, model_value
+            # reduction ratio: the actual decrease against the damped quadratic model's
+            rho = (chosen_loss - base) / q if q < 0 and math.isfinite(chosen_loss) else -math.inf
+            if rho < 0.25:
+                opts["damping"] = damping * 1.5
+            elif rho > 0.75:
+                opts["damping"] = damping * 2 / 3
+            # line search on the size of the step, each group's part scaled by its lr
+            if scale is None:
+                value = chosen_loss
+            else:
+                chosen = chosen * scale
+                value = loss_at(chosen)
+            alpha, slope = 1.0, float(torch.dot(g, chosen))
+            while not value <= base + 1e-2 * alpha * slope and alpha > 1e-4:
+                alpha *= 0.8
+                value = loss_at(chosen, alpha)
+            # a direction of zeros is no step either (and must not turn -0.0 into 0.0)
+            accepted = value <= base + 1e-2 * alpha * slope and bool(chosen.any())
+            with torch.no_grad():
+                for p, p0, d in zip(params, start, _split(chosen, params), strict=True):
+                    # a rejected step puts back the very values it started from (p0 + 0 * d
+                    # would differ: -0.0 becomes 0.0, and NaN or inf in d would spread)
+                    p.copy_(p0 + alpha * d if accepted else p0)
+        except BaseException:
+            opts["damping"] = damping
+            with torch.no_grad():
+                for p, p0 in zip(params, start, strict=True):
+                    p.copy_(p0)
+            raise
         if not accepted:
             alpha, value = 0.0, base
         self._record(g, iterations, chosen_at, opts["damping"], rho, alpha, base, value)
