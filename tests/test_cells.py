@@ -90,11 +90,15 @@ def test_zero_state_default_equals_explicit_zeros(kind, gen):
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
-    [((0, 4), "input_size"), ((3, -1), "hidden_size"), ((3, 2.5), "hidden_size")],
+    ("args", "error", "message"),
+    [
+        ((0, 4), ValueError, "input_size"),
+        ((3, -1), ValueError, "hidden_size"),
+        ((3, 2.5), TypeError, "hidden_size"),  # not an integer: the wrong kind
+    ],
 )
-def test_bad_sizes_are_rejected(args, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_sizes_are_rejected(args, error, message):
+    with pytest.raises(error, match=message):
         bptt.cells.GRUCell(*args)
 
 

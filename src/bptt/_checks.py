@@ -5,6 +5,7 @@ value), never an error from deep inside NumPy or torch."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -41,16 +42,20 @@ def real(
     high: float | None = None,
     *,
     open_low: bool = False,
+    infinite: bool = False,
 ) -> float:
-    """``value`` as a finite float in [low, high] (or (low, high] with ``open_low``)."""
+    """``value`` as a finite float in [low, high] (or (low, high] with ``open_low``);
+    with ``infinite``, inf and -inf are numbers like any other (NaN never is)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, _NUMBER_TYPES):
         raise TypeError(f"{name} must be a real number, got {shown(value)}")
     try:
         number = float(value)
     except OverflowError:  # an int beyond float's range
         number = math.inf if value > 0 else -math.inf
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+    if math.isnan(number) or (math.isinf(number) and not infinite):
+        raise ValueError(
+            f"{name} must be {'a number' if infinite else 'finite'}, got {shown(value)}"
+        )
     below = low is not None and (number <= low if open_low else number < low)
     if below or (high is not None and number > high):
         lower = "" if low is None else (f"> {low}" if open_low else f">= {low}")
@@ -153,3 +158,87 @@ def lengths(name: str, value: Any, batch: int, steps: int) -> np.ndarray | None:
     if bad.any():
         raise ValueError(f"{name} must be in 1..{steps} (the steps given), got {data[bad][0]}")
     return data.astype(np.int64)
+
+
+def function(name: str, value: Any, signature: str) -> Any:
+    """``value``, a callable (``signature`` says how it is called, for the message)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable as {signature}, got {shown(value)}")
+    return value
+
+
+def scalar(name: str, value: Any) -> float:
+    """The one number of ``value``: a real number, or a tensor or array holding one
+    value (any shape with one element), as a float (NaN and inf kept: they are news)."""
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must hold a real number, got {shown(value)}")
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar (one value), got {shown(value)}")
+        return float(value.item())
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must hold a real number, got {shown(value)}")
+        if value.size != 1:
+            raise ValueError(f"{name} must be a scalar (one value), got {shown(value)}")
+        return float(value.item())
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, _NUMBER_TYPES):
+        raise TypeError(f"{name} must be a real number or a one-element tensor, got {shown(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range
+        return math.inf if value > 0 else -math.inf
+
+
+def machine_memory() -> int | None:
+    """The machine's physical memory in bytes (Linux's page size times its pages), or
+    None where the system does not say."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that knows
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def _device_memory(device: torch.device) -> int | None:
+    """The memory of ``device`` in bytes: the machine's for the CPU, the card's for a
+    CUDA device; None where unknown (meta tensors need none)."""
+    if device.type == "cpu":
+        return machine_memory()
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return int(torch.cuda.get_device_properties(index).total_memory)
+    return None
+
+
+def _bytes(count: float) -> str:
+    if math.isinf(count):
+        return "more than any machine has"
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{int(count)} bytes"
+
+
+def fits_in_memory(
+    sizes: str, elements: int, dtype: torch.dtype | None, device: Any = None
+) -> None:
+    """Refuse an allocation of ``elements`` numbers of ``dtype`` on ``device`` (None: the
+    defaults) that exceeds the whole memory of that device (the machine's physical
+    memory for the CPU), before it is tried: a ValueError naming the ``sizes`` (such as
+    ``"hidden_size=10000000"``) and the bytes they need, instead of an allocator's error.
+    An unknown device or dtype is left to torch (its own error names it)."""
+    try:
+        where = torch.device(device) if device is not None else torch.get_default_device()
+        empty = torch.empty(0, dtype=dtype, device="meta")  # the default dtype for None
+    except (TypeError, RuntimeError, ValueError):
+        return
+    available = _device_memory(where)
+    needed = elements * empty.element_size()
+    if available is not None and needed > available:
+        amount = float(needed) if needed < 2**1000 else math.inf  # beyond float: inf
+        raise ValueError(
+            f"{sizes} need {amount:.3g} bytes ({_bytes(amount)}) of {empty.dtype} "
+            f"parameters, more than the {_bytes(available)} of memory this {where.type} "
+            "device has"
+        )

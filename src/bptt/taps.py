@@ -34,7 +34,7 @@ instance serves one unroll per backward pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, overload, runtime_checkable
 
 import torch
@@ -51,6 +51,7 @@ __all__ = [
     "RecordNorms",
     "Tap",
     "apply_taps",
+    "as_taps",
     "per_sample_norm",
 ]
 
@@ -132,6 +133,30 @@ def apply_taps(taps: Sequence[Callable[[int, Delta], Delta]], t: int, delta: Del
             )
         delta = out
     return delta
+
+
+def as_taps(taps: object) -> tuple[Callable[[int, Delta], Delta], ...]:
+    """``taps`` as a tuple of callables: a sequence (list, tuple, any iterable) of taps;
+    None, like an empty list, means none.
+
+    Raises:
+        TypeError: ``taps`` is not an iterable of callables (a lone tap included:
+            pass it as ``[tap]``).
+    """
+    if taps is None:
+        return ()
+    if isinstance(taps, (str, bytes, Tensor)) or not isinstance(taps, Iterable):
+        hint = ": pass one tap as taps=[tap]" if callable(taps) else ""
+        raise TypeError(
+            f"taps must be a sequence of callables tap(t, delta), got {_checks.shown(taps)}{hint}"
+        )
+    out = tuple(taps)
+    for index, tap in enumerate(out):
+        if not callable(tap):
+            raise TypeError(
+                f"taps[{index}] must be callable as tap(t, delta), got {_checks.shown(tap)}"
+            )
+    return out
 
 
 def _describe(value: object) -> str:

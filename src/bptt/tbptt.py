@@ -22,15 +22,18 @@ stream's length, and the stream is never re-run from its beginning.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import State, as_tuple
+from bptt import _checks
+from bptt.cells import State, as_tuple, check_input
 from bptt.model import SequenceModel
-from bptt.taps import Delta
+from bptt.taps import Delta, as_taps
 
 __all__ = ["TBPTT"]
 
@@ -69,12 +72,15 @@ class TBPTT:
 
     Attributes:
         position: stream steps received so far.
-        updates: updates made so far.
+        updates: updates due so far (made or skipped).
+        skipped: updates :meth:`step` skipped for a non-finite loss or gradient.
         state: the detached state at the last update time (None before the first).
 
     Raises:
         ValueError: k1 > k2, a non-positive k, or a model that does not read out
             every step.
+        TypeError: ``loss_fn`` or ``clip`` is not callable, ``optimizer`` is not an
+            optimizer (nor None), ``taps`` is not a sequence of callables.
 
     Example:
         >>> import bptt
@@ -98,7 +104,7 @@ class TBPTT:
     ) -> None:
         for name, k in (("k1", k1), ("k2", k2)):
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ValueError(f"{name} must be a positive integer, got {k!r}")
+                raise ValueError(f"{name} must be a positive integer, got {_checks.shown(k)}")
         if k1 > k2:
             raise ValueError(
                 f"k1 = {k1} > k2 = {k2}: the steps between k2 and k1 back would get no "
@@ -106,14 +112,27 @@ class TBPTT:
             )
         if getattr(model, "readout", None) != "all":
             raise ValueError(
-                "TBPTT needs a SequenceModel with readout='all' (a prediction per step)"
+                f"model must be a SequenceModel with readout='all' (TBPTT needs a prediction "
+                f"per step), got {_checks.shown(model)}"
             )
+        _checks.function("loss_fn", loss_fn, "loss_fn(predictions, targets) -> scalar")
+        if optimizer is not None and not (
+            callable(getattr(optimizer, "step", None))
+            and callable(getattr(optimizer, "zero_grad", None))
+        ):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer (with step() and zero_grad()) "
+                f"or None, got {_checks.shown(optimizer)}"
+            )
+        if clip is not None:
+            _checks.function("clip", clip, "clip(parameters), e.g. a bptt.clip policy")
         self.model, self.k1, self.k2 = model, k1, k2
         self.loss_fn, self.optimizer, self.clip = loss_fn, optimizer, clip
-        self.taps = tuple(taps)
+        self.taps = as_taps(taps)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.position = 0
         self.updates = 0
+        self.skipped = 0
         self.last_window = 0
         self.state: State | None = None
         self._start: State | None = None  # detached state at the next window's start
@@ -136,9 +155,15 @@ class TBPTT:
             x_chunk: inputs (B, n, F).
             y_chunk: targets (B, n, ...), aligned with the inputs.
 
+        An update whose loss or gradient is NaN or inf is skipped, as ``bptt train``
+        skips such steps: no clipping, no optimizer step (the parameters stay as they
+        were), the gradients cleared; it is counted in :attr:`skipped`, and the first
+        one warns (a ``RuntimeWarning``).
+
         Returns:
-            One dict per update made: ``update``, ``time`` (t), ``window`` (steps
-            backpropagated), ``loss``, and ``grad_norm`` when ``clip`` returns a norm.
+            One dict per update due: ``update``, ``time`` (t), ``window`` (steps
+            backpropagated), ``loss``, ``skipped`` (True: non-finite, not applied), and
+            ``grad_norm`` when ``clip`` returns a norm.
         """
         if self.optimizer is None:
             raise ValueError("step() needs an optimizer; without one, iterate losses()")
@@ -146,14 +171,34 @@ class TBPTT:
         for loss in self.losses(x_chunk, y_chunk):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm = self.clip(self.params) if self.clip is not None else None
-            self.optimizer.step()
             row: dict[str, Any] = {"update": self.updates, "time": self.updates * self.k1}
             row.update({"window": self.last_window, "loss": loss.item()})
-            if isinstance(norm, Tensor):
-                row["grad_norm"] = norm.item()
+            finite = math.isfinite(row["loss"]) and _finite_gradients(self.params)
+            if finite:
+                norm = self.clip(self.params) if self.clip is not None else None
+                self.optimizer.step()
+                if isinstance(norm, Tensor):
+                    row["grad_norm"] = norm.item()
+            else:  # as `bptt train` does: no step on NaN or inf, counted
+                self.optimizer.zero_grad(set_to_none=True)
+                self._skip(row)
+            row["skipped"] = not finite
             rows.append(row)
         return rows
+
+    def _skip(self, row: dict[str, Any]) -> None:
+        """Count a skipped update; warn at the first."""
+        self.skipped += 1
+        if self.skipped == 1:
+            warnings.warn(
+                f"TBPTT update {row['update']} (stream step {row['time']}) had a non-finite "
+                f"loss ({row['loss']}) or gradient and was skipped: the parameters are "
+                "unchanged. Later non-finite ones are skipped too, counted in TBPTT.skipped and "
+                "marked 'skipped' in step()'s rows, without another warning. A NaN in the stream "
+                "stays in the carried state: check the inputs.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def losses(self, x_chunk: Tensor, y_chunk: Tensor) -> Iterator[Tensor]:
         """Feed the next steps; yield the loss of each update now due, after its forward.
@@ -208,8 +253,13 @@ class TBPTT:
         return loss
 
     def _check(self, x: Tensor, y: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            raise ValueError(f"x_chunk must have shape (B, n, F), got {_shape(x)}")
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] < 1:
+            raise ValueError(f"x_chunk must have shape (B, n, F) with B >= 1, got {_shape(x)}")
+        if not x.is_floating_point():
+            raise ValueError(f"x_chunk must be a floating-point tensor, got dtype {x.dtype}")
+        cell = getattr(self.model, "cell", None)
+        if isinstance(cell, nn.Module):
+            check_input(cell, x, "x_chunk")
         if not isinstance(y, Tensor) or y.dim() < 2 or y.shape[:2] != x.shape[:2]:
             raise ValueError(
                 f"y_chunk must have shape (B, n, ...) matching x_chunk's (B, n) = "
@@ -221,10 +271,11 @@ class TBPTT:
             )
 
     def state_dict(self) -> dict[str, Any]:
-        """Position, update count, the carried states and the buffered stream."""
+        """Position, update and skip counts, the carried states and the buffered stream."""
         return {
             "position": self.position,
             "updates": self.updates,
+            "skipped": self.skipped,
             "state": self.state,
             "start": self._start,
             "x": self._x,
@@ -234,8 +285,18 @@ class TBPTT:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (the model and optimizer separately)."""
         self.position, self.updates = int(state["position"]), int(state["updates"])
+        self.skipped = int(state.get("skipped", 0))  # a state saved before skipping: none
         self.state, self._start = state["state"], state["start"]
         self._x, self._y = state["x"], state["y"]
+
+
+def _finite_gradients(params: list[nn.Parameter]) -> bool:
+    """Whether every gradient is finite (one check on the host for all of them)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    device = grads[0].device
+    return bool(torch.stack([torch.isfinite(g).all().to(device) for g in grads]).all())
 
 
 def _shape(value: object) -> str:

@@ -7,7 +7,9 @@ and a readout sees :meth:`RecurrentCell.output` of it. The built-in cells subcla
 :class:`RecurrentCell`; :func:`contract` gives any other cell (``torch.nn.RNNCell``,
 ``GRUCell``, ``LSTMCell``, or a module of the user's with an integer ``hidden_size`` or
 an ``initial_state`` method) the same two methods, so the engines ask the contract and
-never probe a cell's attributes.
+never probe a cell's attributes. A module with only ``forward(x_t, state)`` runs from a
+state the caller gives: the contract needs ``hidden_size`` or ``initial_state`` only to
+make the first state itself.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ __all__ = [
     "RecurrentCell",
     "State",
     "as_tuple",
+    "check_input",
+    "check_state",
     "contract",
+    "has_initial_state",
     "initial_state",
     "state_output",
 ]
@@ -98,9 +103,10 @@ class RecurrentCell(nn.Module):
 
 class _Adapted:
     """The contract of a cell that does not state all of it (torch's cells, a user's
-    module): its own ``output`` and ``sequence_step`` where it has them."""
+    module): its own ``output`` and ``sequence_step`` where it has them. ``start``
+    None: the cell states no initial state, and only asking for one is an error."""
 
-    def __init__(self, cell: nn.Module, start: Callable[..., State]) -> None:
+    def __init__(self, cell: nn.Module, start: Callable[..., State] | None) -> None:
         self.cell, self._start = cell, start
         # Unchecked here: a cell with its own initial_state may lack it (None); the
         # model checks it where it needs a width.
@@ -110,7 +116,18 @@ class _Adapted:
         own_step = getattr(cell, "sequence_step", None)
         self._step = own_step if callable(own_step) else (lambda: cell)
 
+    @property
+    def starts(self) -> bool:
+        """Whether the cell has an initial state of its own."""
+        return self._start is not None
+
     def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
+        if self._start is None:
+            raise TypeError(
+                f"{type(self.cell).__name__} has no initial_state(batch_size, *, device, "
+                "dtype) method and no positive integer hidden_size attribute; give it one "
+                "of them, subclass bptt.cells.RecurrentCell, or pass state="
+            )
         return self._start(batch_size, device=device, dtype=dtype)
 
     def output(self, state: State) -> Tensor:
@@ -130,9 +147,13 @@ def contract(cell: nn.Module) -> CellContract:
     integer ``hidden_size``, zeros (B, H). The output is then the state, or its first
     element.
 
+    A module with neither (a plain ``forward(x_t, h) -> h``) has a contract too: it runs
+    from a state the caller gives (``state=``); only asking it for an initial state
+    is an error (:func:`has_initial_state` says which cells can start alone).
+
     Raises:
-        TypeError: the cell has no contract, no ``initial_state`` and no positive
-            integer ``hidden_size``.
+        TypeError: from the adapter's ``initial_state``, when it is called for a cell
+            with no ``initial_state`` and no positive integer ``hidden_size``.
     """
     if isinstance(cell, CellContract):
         return cell
@@ -141,17 +162,20 @@ def contract(cell: nn.Module) -> CellContract:
         return _Adapted(cell, own)
     hidden_size = getattr(cell, "hidden_size", None)
     if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
-        raise TypeError(
-            f"{type(cell).__name__} has no initial_state(batch_size, *, device, dtype) "
-            "method and no positive integer hidden_size attribute; give it one of them, "
-            "subclass bptt.cells.RecurrentCell, or pass state="
-        )
+        return _Adapted(cell, None)  # runs from a given state only
 
     def zeros(batch_size: int, *, device=None, dtype=None) -> State:
         zero = torch.zeros(batch_size, hidden_size, device=device, dtype=dtype)
         return (zero, zero.clone()) if isinstance(cell, nn.LSTMCell) else zero
 
     return _Adapted(cell, zeros)
+
+
+def has_initial_state(cell: nn.Module) -> bool:
+    """Whether :func:`contract` can start ``cell`` from an initial state of its own
+    (else the caller must give the state)."""
+    stated = contract(cell)
+    return not isinstance(stated, _Adapted) or stated.starts
 
 
 def initial_state(
@@ -174,3 +198,79 @@ def state_output(state: State) -> Tensor:
 def as_tuple(state: State) -> tuple[Tensor, ...]:
     """A state as a tuple of tensors (a lone tensor becomes a 1-tuple)."""
     return state if isinstance(state, tuple) else (state,)
+
+
+def check_input(cell: nn.Module, x: Tensor, name: str = "x") -> None:
+    """Inputs (B, T, F) must fit a :class:`RecurrentCell`: F its ``input_size``, the
+    dtype its parameters'. Another cell's sizes and casts are its own affair.
+
+    Raises:
+        ValueError: they do not, with ``name`` (the caller's name for the inputs).
+    """
+    if not isinstance(cell, RecurrentCell):  # a user cell may cast; its sizes are its own
+        return
+    weight = next(cell.parameters(), None)
+    if weight is not None and x.dtype != weight.dtype:
+        raise ValueError(
+            f"{name} has dtype {x.dtype} but the cell's parameters are {weight.dtype}: "
+            f"convert one of them ({name}.to({weight.dtype}) or cell.to({x.dtype}))"
+        )
+    if x.shape[2] != cell.input_size:
+        raise ValueError(
+            f"{name} has {x.shape[2]} features per step but the cell expects input_size="
+            f"{cell.input_size}: expected (B, T, {cell.input_size}), got {tuple(x.shape)}"
+        )
+
+
+def check_state(cell: nn.Module, state: object, x: Tensor) -> None:
+    """A given state must have the cell's structure, the batch of x and x's dtype.
+
+    For a :class:`RecurrentCell` the full shape is known (its zero state); for another
+    cell only the batch size and the dtype are checked.
+
+    Raises:
+        TypeError: ``state`` is not a tensor or a tuple of tensors.
+        ValueError: its structure, shape or dtype does not fit.
+    """
+    given = state if isinstance(state, tuple) else (state,)
+    parts: list[Tensor] = []
+    for part in given:
+        if not isinstance(part, Tensor):
+            raise TypeError(f"state must be a tensor or a tuple of tensors, got {_shown(state)}")
+        parts.append(part)
+    for part in parts:
+        if part.dim() < 1 or part.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"state has shape {tuple(part.shape)} but x holds {x.shape[0]} samples: "
+                f"expected ({x.shape[0]}, H)"
+            )
+        if part.dtype != x.dtype:
+            raise ValueError(f"state has dtype {part.dtype} but x has dtype {x.dtype}")
+    if not isinstance(cell, RecurrentCell):
+        return
+    expected = cell.initial_state(x.shape[0], device="meta", dtype=x.dtype)
+    want = as_tuple(expected)
+    if isinstance(state, tuple) != isinstance(expected, tuple) or len(parts) != len(want):
+        shapes = ", ".join(f"({x.shape[0]}, {cell.hidden_size})" for _ in want)
+        raise ValueError(
+            f"{type(cell).__name__} expects a state of {len(want)} tensor(s) {shapes}"
+            f"{' as a tuple' if isinstance(expected, tuple) else ''}, got "
+            f"{_describe(cast(State, state))}"
+        )
+    for part, ref in zip(parts, want, strict=True):
+        if part.shape != ref.shape:
+            raise ValueError(
+                f"state has shape {tuple(part.shape)}; {type(cell).__name__} expects "
+                f"{tuple(ref.shape)}"
+            )
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
+def _describe(state: State) -> str:
+    if isinstance(state, tuple):
+        return "(" + ", ".join(str(tuple(p.shape)) for p in state) + ")"
+    return f"one tensor {tuple(state.shape)}"

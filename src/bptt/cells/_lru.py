@@ -28,6 +28,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.cells._contract import RecurrentCell, State
 
 __all__ = ["LRUCell"]
@@ -81,6 +82,12 @@ class LRUCell(RecurrentCell):
             raise ValueError(f"need 0 <= r_min < r_max < 1, got r_min={r_min}, r_max={r_max}")
         if not (0.0 < max_phase <= 2 * math.pi):
             raise ValueError(f"max_phase must be in (0, 2 pi], got {max_phase}")
+        _checks.fits_in_memory(
+            f"input_size={input_size}, hidden_size={hidden_size} and state_size={state_size}",
+            state_size * (3 + 2 * input_size + 2 * hidden_size),
+            dtype,
+            device,
+        )
         self.input_size, self.hidden_size, self.state_size = input_size, hidden_size, state_size
         self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
         kw: dict[str, Any] = {"device": device, "dtype": dtype}

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.cells._contract import RecurrentCell
 
 __all__ = ["OrthogonalRNNCell"]
@@ -71,10 +72,17 @@ class OrthogonalRNNCell(RecurrentCell):
     ) -> None:
         super().__init__()
         if nonlinearity not in _NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ValueError(
+                f"nonlinearity must be one of {_NONLINEARITIES}, got {_checks.shown(nonlinearity)}"
+            )
+        input_size = _checks.integer("input_size", input_size, 1)
+        hidden_size = _checks.integer("hidden_size", hidden_size, 1)
+        _checks.fits_in_memory(  # the skew matrix and the base, W_ih, the biases
+            f"input_size={input_size} and hidden_size={hidden_size}",
+            hidden_size * (2 * hidden_size + input_size + 3),
+            dtype,
+            device,
+        )
         self.input_size, self.hidden_size, self.nonlinearity = input_size, hidden_size, nonlinearity
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.skew = nn.Parameter(torch.zeros(hidden_size, hidden_size, **kw))

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bptt import _checks
 from bptt.cells._contract import RecurrentCell
 
 
@@ -23,7 +24,9 @@ class TorchCompatibleCell(RecurrentCell):
         device, dtype: where and in which precision the parameters live.
 
     Raises:
-        ValueError: a size is not a positive integer.
+        TypeError: a size is not an integer.
+        ValueError: a size is below 1, or the parameters would need more memory than
+            the device has (the machine's physical memory for the CPU).
     """
 
     gates: tuple[str, ...] = ()  # names of the stacked blocks, set by each cell
@@ -37,14 +40,19 @@ class TorchCompatibleCell(RecurrentCell):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        input_size = _checks.integer("input_size", input_size, 1)
+        hidden_size = _checks.integer("hidden_size", hidden_size, 1)
+        rows = len(self.gates) * hidden_size
+        _checks.fits_in_memory(
+            f"input_size={input_size} and hidden_size={hidden_size}",
+            rows * (input_size + hidden_size + 2 * bool(bias)),
+            dtype,
+            device,
+        )
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
-        rows = len(self.gates) * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **kw))
         if bias:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.cells._params import TorchCompatibleCell
 
 __all__ = ["RNNCell"]
@@ -50,7 +51,9 @@ class RNNCell(TorchCompatibleCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         if nonlinearity not in _NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
+            raise ValueError(
+                f"nonlinearity must be one of {_NONLINEARITIES}, got {_checks.shown(nonlinearity)}"
+            )
         super().__init__(input_size, hidden_size, bias, device, dtype)
         self.nonlinearity = nonlinearity
 

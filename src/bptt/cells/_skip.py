@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.cells._contract import RecurrentCell
 
 __all__ = ["SkipRNNCell"]
@@ -31,6 +33,12 @@ class SkipRNNCell(RecurrentCell):
         nonlinearity: ``"tanh"`` or ``"relu"``.
         device, dtype: where and in which precision the parameters live.
 
+    Raises:
+        TypeError: a size is not an integer, ``skips`` is not a sequence.
+        ValueError: a size is below 1, ``skips`` holds no delays or ones that are not
+            distinct positive integers, the nonlinearity is unknown, or the parameters
+            would need more memory than the device has.
+
     Example:
         >>> cell = SkipRNNCell(2, 4, skips=(1, 5))
         >>> state = cell(torch.zeros(3, 2), None)
@@ -51,15 +59,31 @@ class SkipRNNCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        input_size = _checks.integer("input_size", input_size, 1)
+        hidden_size = _checks.integer("hidden_size", hidden_size, 1)
+        if isinstance(skips, (str, bytes, Tensor)) or not isinstance(skips, Iterable):
+            raise TypeError(
+                f"skips must be a sequence of delays such as (1, 10), got {_checks.shown(skips)}"
+            )
         skips = tuple(skips)
         if (
             not skips
-            or len(set(skips)) != len(skips)
             or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in skips)
+            or len(set(skips)) != len(skips)
         ):
-            raise ValueError(f"skips must be distinct positive integers, got {skips!r}")
+            raise ValueError(
+                f"skips must be distinct positive integers, got {_checks.shown(skips)}"
+            )
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ValueError(
+                f"nonlinearity must be 'tanh' or 'relu', got {_checks.shown(nonlinearity)}"
+            )
+        _checks.fits_in_memory(
+            f"input_size={input_size}, hidden_size={hidden_size} and {len(skips)} skips",
+            hidden_size * (len(skips) * hidden_size + input_size + 1),
+            dtype,
+            device,
+        )
         self.input_size, self.hidden_size = input_size, hidden_size
         self.skips, self.nonlinearity = tuple(sorted(skips)), nonlinearity
         self.depth = max(skips)

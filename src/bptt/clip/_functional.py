@@ -14,6 +14,8 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from bptt import _checks
+
 _group_tensors_by_device_and_dtype: Callable[..., dict[Any, Any]] | None = None
 try:  # torch's own grouping, in C++; a Python fallback keeps other versions working
     from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
@@ -35,11 +37,44 @@ Parameters = Tensor | Iterable[Tensor]
 EPS = 1e-6
 
 
-def grads_of(parameters: Parameters) -> list[Tensor]:
-    """The existing ``.grad`` tensors of a tensor or an iterable of tensors."""
+def tensors_of(parameters: Any, name: str = "parameters") -> list[Tensor]:
+    """A tensor or an iterable of tensors as a list, or a TypeError naming ``name``."""
     if isinstance(parameters, Tensor):
-        parameters = [parameters]
-    return [p.grad for p in parameters if p.grad is not None]
+        return [parameters]
+    if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
+        raise TypeError(
+            f"{name} must be a tensor or an iterable of tensors, got {_checks.shown(parameters)}"
+        )
+    out = list(parameters)
+    for index, p in enumerate(out):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{name}[{index}] must be a tensor, got {_checks.shown(p)}")
+    return out
+
+
+def grads_of(parameters: Parameters) -> list[Tensor]:
+    """The existing ``.grad`` tensors of a tensor or an iterable of tensors.
+
+    Raises:
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors.
+    """
+    return [p.grad for p in tensors_of(parameters) if p.grad is not None]
+
+
+def _bound(max_norm: Any) -> float | Tensor:
+    """``max_norm`` checked without looking into a tensor (no host synchronisation): a
+    number >= 0, inf for no clipping (0 zeroes the gradient, as in torch; a negative
+    bound would turn it around into ascent, NaN would make it NaN), or a real tensor."""
+    if isinstance(max_norm, Tensor):
+        if max_norm.is_complex() or max_norm.dtype == torch.bool:
+            raise TypeError(f"max_norm must hold real numbers, got {_checks.shown(max_norm)}")
+        return max_norm
+    return _checks.real("max_norm", max_norm, 0.0, infinite=True)
+
+
+def _norm_type(norm_type: Any) -> float:
+    """p of a p-norm: a number > 0, or inf."""
+    return _checks.real("norm_type", norm_type, 0.0, open_low=True, infinite=True)
 
 
 def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor]]]:
@@ -56,6 +91,8 @@ def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor]]]:
 
 
 def _use_foreach(foreach: bool | None, group: list[Tensor], device: torch.device) -> bool:
+    if foreach is not None:
+        foreach = _checks.flag("foreach", foreach)
     native = device.type in ("cpu", "cuda") and all(type(t) is Tensor for t in group)
     if foreach and not native:
         raise RuntimeError(
@@ -133,9 +170,10 @@ def get_total_norm(
 
     Raises:
         RuntimeError: the norm is not finite and ``error_if_nonfinite`` is True.
+        TypeError, ValueError: ``tensors`` are not tensors, ``norm_type`` is not > 0.
     """
-    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
-    norm_type = float(norm_type)
+    tensors = tensors_of(tensors, "tensors")
+    norm_type = _norm_type(norm_type)
     if not tensors:
         return torch.tensor(0.0)
     total = torch.linalg.vector_norm(_stacked_norms(tensors, norm_type, foreach, dtype), norm_type)
@@ -159,7 +197,7 @@ def clip_grads_with_norm_(
     No branch on the coefficient, so no host synchronisation; ``max_norm`` may be a
     tensor (an adaptive threshold) and may be ``inf`` (no clipping).
     """
-    _scale_grads_(grads_of(parameters), max_norm, total_norm, foreach)
+    _scale_grads_(grads_of(parameters), _bound(max_norm), total_norm, foreach)
 
 
 def _scale_grads_(
@@ -208,6 +246,12 @@ def clip_grad_norm_(
     Returns:
         The total norm of the gradients *before* clipping (0-dim tensor).
 
+    Raises:
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors.
+        ValueError: ``max_norm`` is a negative number or NaN (a negative bound would
+            reverse the gradient; 0 zeroes it and inf leaves it, as in torch), or
+            ``norm_type`` is not > 0.
+
     References:
         Pascanu, Mikolov & Bengio (2013), On the difficulty of training recurrent
         neural networks, algorithm 1.
@@ -220,10 +264,8 @@ def clip_grad_norm_(
         >>> w.grad
         tensor([0.6000, 0.8000])
     """
-    if isinstance(parameters, Tensor):
-        parameters = [parameters]
-    parameters = list(parameters)
     grads = grads_of(parameters)
+    max_norm = _bound(max_norm)
     total = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
     _scale_grads_(grads, max_norm, total, foreach)
     return total
@@ -236,9 +278,7 @@ def clip_grad_value_(
 
     The contract of :func:`torch.nn.utils.clip_grad_value_`.
     """
-    clip_value = float(clip_value)
-    if not (clip_value > 0):
-        raise ValueError(f"clip_value must be positive, got {clip_value}")
+    clip_value = _checks.real("clip_value", clip_value, 0.0, open_low=True, infinite=True)
     grads = grads_of(parameters)
     for device, group in _groups(grads):
         if _use_foreach(foreach, group, device):
@@ -271,15 +311,35 @@ def clip_grad_norm_per_parameter_(
 
     Returns:
         Tensor (N,): each gradient's norm before clipping, in order.
+
+    Raises:
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors.
+        ValueError: a bound in ``max_norm`` is negative or NaN (a negative bound would
+            reverse the gradient into ascent; 0 zeroes it and inf leaves it, as in
+            torch's ``clip_grad_norm_``), a tensor of bounds is not (N,), or
+            ``norm_type`` is not > 0.
     """
     grads = grads_of(parameters)
+    max_norm = _bound(max_norm)
+    norm_type = _norm_type(norm_type)
     if not grads:
         return torch.zeros(0)
-    norms = per_tensor_norms(grads, float(norm_type), foreach)
+    if isinstance(max_norm, Tensor):  # the norms are read on the host below anyway
+        if max_norm.dim() > 1 or (max_norm.dim() == 1 and max_norm.shape[0] != len(grads)):
+            raise ValueError(
+                f"max_norm must be a number or a tensor ({len(grads)},) of one bound per "
+                f"gradient, got {_checks.shown(max_norm)}"
+            )
+        if bool(((max_norm < 0) | max_norm.isnan()).any()):
+            raise ValueError(
+                f"max_norm must hold bounds >= 0 (inf: no clipping), got "
+                f"{max_norm.detach().cpu().tolist()}"[:200]
+            )
+    norms = per_tensor_norms(grads, norm_type, foreach)
     first = grads[0].device
     stacked = torch.stack([n.to(first) for n in norms])  # (N,)
     if torch.isinf(stacked).any():  # float32 squares overflowed: a finite gradient, clip it
-        norms = per_tensor_norms(grads, float(norm_type), foreach, dtype=torch.float64)
+        norms = per_tensor_norms(grads, norm_type, foreach, dtype=torch.float64)
         stacked = torch.stack([n.to(first) for n in norms])
     if isinstance(max_norm, Tensor):
         bound = max_norm.to(device=first, dtype=stacked.dtype)

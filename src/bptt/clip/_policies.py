@@ -37,6 +37,7 @@ from bptt.clip._functional import (
     get_total_norm,
     grads_of,
     per_tensor_norms,
+    tensors_of,
 )
 from bptt.taps import ClipNorm, ClipValue
 
@@ -90,7 +91,7 @@ def _fraction(name: str, value: float, low: float, high: float) -> float:
 
 def _count(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {_checks.shown(value)}")
     return value
 
 
@@ -114,8 +115,8 @@ class ClipPolicy:
     """
 
     def __init__(self, norm_type: float = 2.0, foreach: bool | None = None) -> None:
-        self.norm_type = float(norm_type)
-        self.foreach = foreach
+        self.norm_type = _checks.real("norm_type", norm_type, 0.0, open_low=True, infinite=True)
+        self.foreach = None if foreach is None else _checks.flag("foreach", foreach)
         self.threshold = math.inf
         self.clipped = False
         self.calls = 0
@@ -125,7 +126,7 @@ class ClipPolicy:
 
         A call with no gradients at all returns 0, clips nothing and changes no state.
         """
-        params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+        params = tensors_of(parameters)
         grads = grads_of(params)
         if not grads:
             return self._nothing()
@@ -214,7 +215,7 @@ class Value(ClipPolicy):
         self.value = _positive("value", value)
 
     def __call__(self, parameters: Parameters) -> Tensor:
-        params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+        params = tensors_of(parameters)
         grads = grads_of(params)
         if not grads:
             return self._nothing()
@@ -295,7 +296,7 @@ class Percentile(ClipPolicy):
     def __call__(self, parameters: Parameters) -> Tensor:
         if not self.per_parameter:
             return super().__call__(parameters)
-        params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+        params = tensors_of(parameters)
         grads = grads_of(params)
         if not grads:
             return self._nothing()

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.cells import State, as_tuple, contract
-from bptt.diagnose._trajectory import cell_of
+from bptt.diagnose._trajectory import cell_of, generator_seed, probe
 from bptt.engine import unroll
 from bptt.taps import Delta, RecordNorms
 
@@ -92,6 +93,14 @@ def gradient_by_distance(
             over the batch, so every sample's gradient at d = 0 has norm 1.
         seed: the seed of that unit vector.
 
+    Raises:
+        TypeError: ``cell`` is not a cell (nor states none where ``state`` is given),
+            ``x`` is not a floating-point tensor, ``loss`` is not callable or returns
+            something else than a real tensor.
+        ValueError: ``x`` is not (B, T, F) with B, T >= 1 or holds NaN or inf (the input
+            is at fault, not the model); ``loss`` returns more than one value or one that
+            does not depend on the states.
+
     Returns:
         A dict with ``norms`` (tensor (T,), by distance), ``ratios`` (norms / norms[0]),
         ``gamma`` (:func:`fit_rate`), ``horizon`` (the first d whose ratio is below
@@ -108,20 +117,26 @@ def gradient_by_distance(
         >>> out["norms"].shape, round(out["norms"][0].item(), 6)
         (torch.Size([30]), 1.0)
     """
-    cell = cell_of(cell)
-    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] < 1 or x.shape[1] < 1:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a probe batch (B, T, F) with B, T >= 1, got {got}")
+    cell = cell_of(cell, state)
+    x = probe(cell, x, state)
+    seed = generator_seed(seed)
     if loss is None:
         sample_norms, subnormal, zero = _segmented(cell, x, state, seed)
     else:
+        _checks.function("loss", loss, "loss(outputs, final_state) -> scalar")
         record, precision = RecordNorms(), RecordPrecision()
-        probe = x.detach().requires_grad_(True)  # the backward must reach step 0
+        leaf = x.detach().requires_grad_(True)  # the backward must reach step 0
         with torch.enable_grad():
-            outputs, final = unroll(cell, probe, state=state, taps=[record, precision])
-            torch.autograd.grad(loss(outputs, final), probe)
+            outputs, final = unroll(cell, leaf, state=state, taps=[record, precision])
+            value = _scalar_loss(loss(outputs, final))
+            torch.autograd.grad(value, leaf, allow_unused=True)
+        if precision.subnormal is None or precision.zero is None:  # no tap was reached
+            raise ValueError(
+                "loss returned a value that does not depend on the outputs or the final "
+                "state: there is no gradient to follow back"
+            )
         # the backward went through the precision tap at every step
-        subnormal, zero = cast(Tensor, precision.subnormal), cast(Tensor, precision.zero)
+        subnormal, zero = precision.subnormal, precision.zero
         sample_norms = record.norms
     norms = sample_norms.mean(0).flip(0).detach()  # (T,), d = 0 .. T-1
     ratios = norms / norms[0]
@@ -143,6 +158,24 @@ def gradient_by_distance(
         "subnormal_fraction": subnormal.flip(0),
         "zero_fraction": zero.flip(0),
     }
+
+
+def _scalar_loss(value: Any) -> Tensor:
+    """What a ``loss`` callable returned, checked: a real scalar tensor with a graph."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"loss must return a scalar tensor, got {_checks.shown(value)}")
+    if not value.is_floating_point():
+        raise TypeError(
+            f"loss must return a real floating-point scalar, got {_checks.shown(value)}"
+        )
+    if value.numel() != 1:
+        raise ValueError(f"loss must return a scalar (one value), got {_checks.shown(value)}")
+    if not value.requires_grad:
+        raise ValueError(
+            "loss returned a value that does not depend on the outputs or the final state "
+            "(computed under torch.no_grad() or detached?)"
+        )
+    return value.reshape(())
 
 
 SEGMENT = 256  # steps recomputed with a graph at a time: the memory does not grow with T

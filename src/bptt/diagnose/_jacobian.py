@@ -9,8 +9,17 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.cells import State, as_tuple
-from bptt.diagnose._trajectory import as_state, cell_of, previous_states, stack_rows
+from bptt.diagnose._trajectory import (
+    as_state,
+    cell_of,
+    generator_seed,
+    iterations,
+    previous_states,
+    probe,
+    stack_rows,
+)
 
 __all__ = ["jacobian_norms", "jacobian_product_norms", "recurrent_spectrum"]
 
@@ -104,16 +113,21 @@ def jacobian_norms(
         cell: a one-step cell or a :class:`bptt.SequenceModel`.
         x: inputs (B, T, F).
         state: the initial state (None: zeros).
-        iters: power iterations (the estimate approaches sigma_max from below).
+        iters: power iterations, >= 1 (the estimate approaches sigma_max from below).
         seed: seeds the start vectors.
 
     Returns:
         A tensor (B, T).
+
+    Raises:
+        TypeError: ``cell`` is not a cell, ``x`` not a floating-point tensor, ``iters``
+            or ``seed`` not an integer.
+        ValueError: ``x`` is not (B, T, F) with B, T >= 1 or holds NaN or inf;
+            ``iters`` is below 1.
     """
-    cell = cell_of(cell)
-    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] < 1 or x.shape[1] < 1:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a probe batch (B, T, F) with B, T >= 1, got {got}")
+    cell = cell_of(cell, state)
+    x = probe(cell, x, state)
+    iters, seed = iterations(iters), generator_seed(seed)
     batch, steps = x.shape[:2]
     before = previous_states(cell, x, state)
     like = before[0] if len(before[0]) > 1 else before[0][0]
@@ -143,13 +157,26 @@ def jacobian_product_norms(
     For the k-th window of steps [k w, (k+1) w), the norm of ds_{(k+1)w-1}/ds_{kw-1},
     with the inputs fixed: how much the dynamics stretch over w steps.
 
+    Args:
+        cell: a one-step cell or a :class:`bptt.SequenceModel`.
+        x: inputs (B, T, F).
+        window: w, the steps whose Jacobians are multiplied, in 1..T.
+        state: the initial state (None: zeros).
+        iters: power iterations, >= 1.
+        seed: seeds the start vectors.
+
     Returns:
         A tensor (B, T // window).
+
+    Raises:
+        TypeError, ValueError: as :func:`jacobian_norms`, and for a ``window`` that is
+            not an integer in 1..T.
     """
-    cell = cell_of(cell)
+    cell = cell_of(cell, state)
+    x = probe(cell, x, state)
+    iters, seed = iterations(iters), generator_seed(seed)
     batch, steps = x.shape[:2]
-    if not 1 <= window <= steps:
-        raise ValueError(f"window must be in 1..{steps} (the sequence length), got {window}")
+    window = _checks.integer("window", window, 1, steps)
     count = steps // window
     before = previous_states(cell, x, state)
     primal = stack_rows([before[k * window] for k in range(count)])  # (K*B, ...)
@@ -180,7 +207,7 @@ def recurrent_spectrum(cell: nn.Module) -> dict[str, float]:
     ``sigma_<gate>`` (largest singular value); over all: ``rho`` and ``sigma_max``.
     Empty for a cell without ``weight_hh``.
     """
-    cell = cell_of(cell)
+    cell = cell_of(cell, runs=False)
     weight = getattr(cell, "weight_hh", None)
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         return {}

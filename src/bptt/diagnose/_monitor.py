@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.diagnose._spikes import SpikeDetector
 from bptt.taps import RecordNorms
 
@@ -64,6 +65,10 @@ class Monitor:
             (:class:`SpikeDetector`), the same for the loss and the gradient norm.
         locate_steps: provide the always-on tap that finds the non-finite time step.
         writer: where to write each row as scalars (None: nowhere).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, ``writer`` has no ``add_scalar``.
+        TypeError, ValueError: a detector setting is out of range (named).
     """
 
     def __init__(
@@ -77,6 +82,12 @@ class Monitor:
         locate_steps: bool = False,
         writer: Any = None,
     ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"model must be a torch.nn.Module whose gradients are watched, got "
+                f"{_checks.shown(model)}"
+            )
+        locate_steps = _checks.flag("locate_steps", locate_steps)
         if writer is not None and not callable(getattr(writer, "add_scalar", None)):
             raise TypeError(
                 f"writer must have add_scalar(tag, value, step), like SummaryWriter; "
@@ -108,11 +119,29 @@ class Monitor:
     ) -> dict[str, Any]:
         """Measure this step's gradients (call after backward, before clipping).
 
-        ``rerun`` (optional) repeats the step's forward and backward with the given
-        taps; it is called only when the step is non-finite, to locate it in time, and
-        leaves the parameters' gradients as the repeat makes them.
+        Args:
+            step: the training step, an integer >= 0 (the row's ``step``).
+            loss: this step's loss: a number or a tensor of one value (a loss per
+                sample is refused: reduce it first).
+            clip: the clip policy that ran on this step, or None.
+            rerun: (optional) repeats the step's forward and backward with the given
+                taps; it is called only when the step is non-finite, to locate it in
+                time, and leaves the parameters' gradients as the repeat makes them.
+
+        Raises:
+            TypeError: ``loss`` is not a number or a real tensor, ``step`` not an
+                integer, ``rerun`` not callable or ``clip`` not a policy.
+            ValueError: ``loss`` holds more than one value, ``step`` is negative.
         """
-        loss_value = loss.item() if isinstance(loss, Tensor) else float(loss)
+        step = _checks.integer("step", step, 0)
+        loss_value = _checks.scalar("loss", loss)
+        if rerun is not None:
+            _checks.function("rerun", rerun, "rerun(taps)")
+        if clip is not None and not hasattr(clip, "threshold"):
+            raise TypeError(
+                f"clip must be a clip policy (with threshold and clipped), got "
+                f"{_checks.shown(clip)}"
+            )
         norms = self._parameter_norms()
         total = math.sqrt(sum(n * n for n in norms)) if norms else 0.0
         nonfinite = not (math.isfinite(loss_value) and math.isfinite(total))

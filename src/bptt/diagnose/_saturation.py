@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt.cells import State
-from bptt.diagnose._trajectory import cell_of, previous_states
+from bptt.diagnose._trajectory import cell_of, previous_states, probe
 
 __all__ = ["SATURATION", "saturation"]
 
@@ -43,12 +43,13 @@ def saturation(cell: nn.Module, x: Tensor, state: State | None = None) -> dict[s
         TypeError: a cell without ``activations`` and ``activation_kinds`` (the
             built-in RNN, LSTM and GRU cells have them; a user cell's gates are unknown).
     """
-    cell = cell_of(cell)
+    cell = cell_of(cell, state)
     if not callable(getattr(cell, "activations", None)):
         raise TypeError(
             f"saturation needs a cell that names its activations (the built-in RNN, LSTM "
             f"and GRU cells do), got {type(cell).__name__}"
         )
+    x = probe(cell, x, state)
     kinds = cast("dict[str, str]", cell.activation_kinds)
     activations = cast("Callable[..., dict[str, Tensor]]", cell.activations)
     series: dict[str, list[Tensor]] = {}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import collections
 import math
 import statistics
+import sys
 from typing import Any
+
+from bptt import _checks
 
 __all__ = ["SpikeDetector"]
 
@@ -36,14 +39,10 @@ class SpikeDetector:
     def __init__(
         self, window: int = 50, z: float = 6.0, min_history: int = 10, floor: float = 0.05
     ) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise ValueError(f"window must be an integer >= 2, got {window!r}")
-        if not (z > 0 and math.isfinite(z)):
-            raise ValueError(f"z must be positive and finite, got {z!r}")
-        if not 1 <= min_history <= window:
-            raise ValueError(f"min_history must be in 1..window ({window}), got {min_history!r}")
-        if not (floor > 0 and math.isfinite(floor)):
-            raise ValueError(f"floor must be positive and finite, got {floor!r}")
+        window = _checks.integer("window", window, 2, sys.maxsize)  # a deque's bound
+        z = _checks.real("z", z, 0.0, open_low=True)
+        min_history = _checks.integer("min_history", min_history, 1, window)
+        floor = _checks.real("floor", floor, 0.0, open_low=True)
         self.window, self.z, self.min_history, self.floor = window, z, min_history, floor
         self._values: collections.deque[float] = collections.deque(maxlen=window)
 

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import GRUCell, LSTMCell, RNNCell, State, as_tuple, contract, initial_state
+from bptt import _checks
+from bptt.cells import (
+    GRUCell,
+    LSTMCell,
+    RNNCell,
+    State,
+    as_tuple,
+    check_input,
+    check_state,
+    contract,
+    has_initial_state,
+    initial_state,
+)
 from bptt.model import SequenceModel
 
 _TORCH_CELLS = {nn.RNNCell: RNNCell, nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell}
 _TORCH_LAYERS = {nn.RNN: RNNCell, nn.LSTM: LSTMCell, nn.GRU: GRUCell}
 
 
-def cell_of(model: nn.Module) -> nn.Module:
+def cell_of(
+    model: nn.Module, state: State | None = None, *, runs: bool = True, name: str = "cell"
+) -> nn.Module:
     """The one-step cell whose gradients a diagnosis follows.
+
+    ``runs``: the diagnosis runs the cell, from ``state`` if given, else from the
+    cell's own initial state, which the cell must then have. ``name``: the caller's
+    name for ``model``, in the error.
 
     * a one-step cell (built-in, or any module with the cell contract): itself;
     * a :class:`bptt.SequenceModel`: its cell;
@@ -22,7 +42,9 @@ def cell_of(model: nn.Module) -> nn.Module:
       the built-in cell with a copy of its weights (the same function, and the fast
       engine and gate measurements apply);
     * the user's own module: what its ``recurrent_cell()`` method returns (the
-      adapter: give a model that unrolls a cell itself this method).
+      adapter: give a model that unrolls a cell itself this method); without one,
+      the module itself as a cell: one with ``hidden_size`` or ``initial_state``, or
+      any ``forward(x_t, state) -> state`` where the state is given.
 
     Raises:
         TypeError: none of these: the message says what the diagnosis needs.
@@ -31,21 +53,22 @@ def cell_of(model: nn.Module) -> nn.Module:
         return model.cell
     adapter = getattr(model, "recurrent_cell", None)  # the documented adapter
     if callable(adapter):
-        return cell_of(adapter())
+        return cell_of(adapter(), state, runs=runs, name=name)
     for kinds, copy in ((_TORCH_LAYERS, _from_layer), (_TORCH_CELLS, _from_cell)):
         for kind, ours in kinds.items():
             if type(model) is kind:
                 return copy(model, ours)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"a diagnosis needs a torch.nn.Module, got {type(model).__name__}")
-    try:
-        contract(model)
-    except TypeError:
         raise TypeError(
-            f"a diagnosis follows a one-step recurrent cell; {type(model).__name__} is not "
-            "one (no hidden_size or initial_state): pass its cell, a bptt.SequenceModel, a "
-            "torch.nn.RNN/LSTM/GRU, or give it a recurrent_cell() method returning its cell"
-        ) from None
+            f"{name} must be a torch.nn.Module (a cell or a model), got {_checks.shown(model)}"
+        )
+    if runs and state is None and not has_initial_state(model):
+        raise TypeError(
+            f"{name}: a diagnosis follows a one-step recurrent cell; {type(model).__name__} "
+            "is not one (no hidden_size or initial_state): pass its cell, a SequenceModel, a "
+            "torch.nn.RNN/LSTM/GRU, give it a recurrent_cell() method returning its cell, "
+            "or pass state= to run it as a cell from that state"
+        )
     return model
 
 
@@ -94,6 +117,59 @@ def _from_layer(source: nn.Module, ours: type) -> nn.Module:
             f"(B, T, F): build it with batch_first=True (the weights are the same)"
         )
     return _copied(source, ours, "_l0", **_nonlinearity(source))
+
+
+def probe(cell: nn.Module, x: Any, state: Any) -> Tensor:
+    """``x`` as a diagnosis's probe of ``cell``: a floating-point tensor (B, T, F) with
+    B, T >= 1 that fits the cell, every value finite (a NaN input would read as an
+    exploding model: the input is at fault, and no measurement of the model is made on
+    it); a given ``state`` fits the cell and x and is finite too."""
+    x = probe_batch(x)
+    check_input(cell, x)
+    if state is not None:
+        check_state(cell, state, x)
+        for part in as_tuple(state):
+            if not bool(torch.isfinite(part).all()):
+                raise ValueError(
+                    "state holds NaN or inf: the initial state is at fault, not the model; "
+                    "diagnose from a finite state"
+                )
+    return x
+
+
+def probe_batch(x: Any) -> Tensor:
+    """``x`` as a probe batch: a floating-point tensor (B, T, F) with B, T >= 1, every
+    value finite."""
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"x must be a probe batch of shape (B, T, F), a tensor, got {_checks.shown(x)}"
+        )
+    if x.dim() != 3 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(
+            f"x must be a probe batch of shape (B, T, F) with B, T >= 1, got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        sample, step, feature = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"x holds a non-finite value ({x[sample, step, feature].item()}) at sample "
+            f"{sample}, step {step}, feature {feature}: the input is at fault, not the "
+            "model; diagnose on finite input"
+        )
+    return x
+
+
+def iterations(value: Any) -> int:
+    """``iters``, the power iterations of a Jacobian norm: an integer >= 1 (with none,
+    nothing would be measured and every norm would read 0)."""
+    return _checks.integer("iters", value, 1)
+
+
+def generator_seed(value: Any) -> int:
+    """``seed`` for a torch generator: an integer in 0..2**64 - 1."""
+    return _checks.integer("seed", value, 0, 2**64 - 1)
 
 
 @torch.no_grad()

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
 from bptt.cells import GRUCell, LSTMCell, State
 from bptt.diagnose._distance import RATIO, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
 from bptt.diagnose._saturation import saturation
-from bptt.diagnose._trajectory import cell_of
+from bptt.diagnose._trajectory import cell_of, generator_seed, iterations, probe
 
 __all__ = ["NUMBER_KEYS", "REMEDIES", "Diagnosis", "diagnose"]
 
@@ -120,10 +121,19 @@ def diagnose(
     Args:
         model: a cell or a :class:`bptt.SequenceModel`.
         x: a probe batch (B, T, F).
-        dependency_length: how far back the task needs information (None: T).
+        dependency_length: how far back the task needs information, an integer >= 1
+            (None: T; beyond T the gradient is extrapolated with gamma).
         state: the initial state (None: zeros).
-        iters: power iterations for the Jacobian norms.
+        iters: power iterations for the Jacobian norms, >= 1.
         seed: seeds the projection and the power iterations.
+
+    Raises:
+        TypeError: ``model`` is not a module (or has no cell to follow), ``x`` is not
+            a floating-point tensor, ``dependency_length``, ``iters`` or ``seed`` is not
+            an integer.
+        ValueError: ``x`` is not (B, T, F) with B, T >= 1 or holds NaN or inf (the input
+            is at fault, not the model: no verdict is given on it); ``dependency_length``
+            or ``iters`` is below 1.
 
     Example:
         >>> import bptt
@@ -134,15 +144,16 @@ def diagnose(
         'vanishing'
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module (a cell or a model), got {model!r}")
-    if not isinstance(x, Tensor) or x.dim() != 3:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a probe batch of shape (B, T, F), got {got}")
-    cell = cell_of(model)
+        raise TypeError(
+            f"model must be a torch.nn.Module (a cell or a model), got {_checks.shown(model)}"
+        )
+    cell = cell_of(model, state, name="model")
+    x = probe(cell, x, state)
     steps = x.shape[1]
-    length = steps if dependency_length is None else int(dependency_length)
-    if length < 1:
-        raise ValueError(f"dependency_length must be a positive integer, got {dependency_length}")
+    if dependency_length is not None:
+        dependency_length = _checks.integer("dependency_length", dependency_length, 1)
+    length = steps if dependency_length is None else dependency_length
+    iters, seed = iterations(iters), generator_seed(seed)
     broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if broken:  # nothing to measure: every gradient through them is NaN
         reason = (
@@ -162,7 +173,7 @@ def diagnose(
     if length <= steps:
         at_dependency = float(within[-1])
     elif math.isfinite(gamma) and gamma > 0:
-        at_dependency = float(ratios[-1]) * gamma ** (length - steps)  # extrapolated
+        at_dependency = _extrapolated(float(ratios[-1]), gamma, length - steps)
     else:
         at_dependency = float(ratios[-1])
     horizon = by_distance["horizon"]
@@ -217,6 +228,16 @@ def diagnose(
         )
     remedies = _remedies(verdict, cell)
     return Diagnosis(verdict, reasons, remedies, numbers, by_distance["norms"], jac.mean(0))
+
+
+def _extrapolated(ratio: float, gamma: float, distance: int) -> float:
+    """ratio * gamma ** distance, in log space: inf where it passes float's range, 0
+    where it falls below it (``gamma ** distance`` alone raises OverflowError)."""
+    if ratio == 0 or gamma == 1 or math.isnan(ratio):
+        return ratio
+    steps = math.inf if distance > 2**1000 else float(distance)
+    exponent = math.log(ratio) + steps * math.log(gamma)
+    return math.inf if exponent > 709 else math.exp(exponent)
 
 
 def _remedies(verdict: str, cell: nn.Module) -> list[str]:

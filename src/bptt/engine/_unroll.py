@@ -10,10 +10,11 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import RecurrentCell, State, as_tuple, contract
+from bptt import _checks
+from bptt.cells import State, check_input, check_state, contract
 from bptt.engine._fast import fast_engine_for, run_fast
 from bptt.engine._generic import unroll_generic
-from bptt.taps import Delta
+from bptt.taps import Delta, as_taps
 
 __all__ = ["ENGINES", "require_generic", "unroll"]
 
@@ -49,7 +50,7 @@ def unroll(
     cell: nn.Module,
     x: Tensor,
     state: State | None = None,
-    taps: Sequence[Callable[[int, Delta], Delta]] = (),
+    taps: Sequence[Callable[[int, Delta], Delta]] | None = (),
     engine: str = "auto",
     *,
     check_finite: bool = False,
@@ -67,7 +68,7 @@ def unroll(
         x: inputs (B, T, F), batch first.
         state: initial state, (B, H) or a tuple of such tensors; None means the
             cell's zero state.
-        taps: callables ``tap(t, delta) -> delta``.
+        taps: callables ``tap(t, delta) -> delta``, in a list or tuple (None: none).
         engine: ``"generic"`` (autograd through the cell, any cell), ``"fast"``
             (built-in cells: input projection for all steps in one matmul, a
             hand-written backward loop, weight gradients as one matmul after it), or
@@ -94,7 +95,8 @@ def unroll(
             NaN or inf (with ``check_finite``; its position is named), the state does
             not match (structure, shape or dtype), or the engine is unknown or does not
             apply.
-        TypeError: a tap is not callable.
+        TypeError: ``taps`` is not a sequence of callables (one tap alone is refused:
+            pass ``[tap]``), or the state is not a tensor or a tuple of tensors.
 
     Example:
         >>> import bptt
@@ -103,12 +105,9 @@ def unroll(
         (torch.Size([4, 10, 8]), torch.Size([4, 8]))
     """
     _check_input(cell, x, check_finite)
-    taps = tuple(taps)
-    for tap in taps:
-        if not callable(tap):
-            raise TypeError(f"a tap must be callable as tap(t, delta), got {type(tap).__name__}")
+    taps = as_taps(taps)
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise ValueError(f"engine must be one of {ENGINES}, got {_checks.shown(engine)}")
     required = _GENERIC_REQUIRED.get()
     if required is not None:
         if engine == "fast":
@@ -118,7 +117,7 @@ def unroll(
     if state is None:
         state = stated.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
     else:
-        _check_state(cell, state, x)
+        check_state(cell, state, x)
     for tap in taps:
         begin = getattr(tap, "begin", None)
         if callable(begin):
@@ -154,57 +153,4 @@ def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:
             f"x holds a non-finite value ({value}) at sample {sample}, step {step}, "
             f"feature {feature}"
         )
-    if not isinstance(cell, RecurrentCell):  # a user cell may cast; its sizes are its own
-        return
-    weight = next(cell.parameters(), None)
-    if weight is not None and x.dtype != weight.dtype:
-        raise ValueError(
-            f"x has dtype {x.dtype} but the cell's parameters are {weight.dtype}: "
-            f"convert one of them (x.to({weight.dtype}) or cell.to({x.dtype}))"
-        )
-    if x.shape[2] != cell.input_size:
-        raise ValueError(
-            f"x has {x.shape[2]} features per step but the cell expects input_size="
-            f"{cell.input_size}: expected (B, T, {cell.input_size}), got {tuple(x.shape)}"
-        )
-
-
-def _check_state(cell: nn.Module, state: State, x: Tensor) -> None:
-    """A given state must have the cell's structure, the batch of x and x's dtype.
-
-    For a :class:`bptt.cells.RecurrentCell` the full shape is known (its zero state);
-    for another cell only the batch size and the dtype are checked.
-    """
-    parts = as_tuple(state)
-    for part in parts:
-        if not isinstance(part, Tensor):
-            raise TypeError(f"state must be a tensor or a tuple of tensors, got {state!r}")
-        if part.dim() < 1 or part.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"state has shape {tuple(part.shape)} but x holds {x.shape[0]} samples: "
-                f"expected ({x.shape[0]}, H)"
-            )
-        if part.dtype != x.dtype:
-            raise ValueError(f"state has dtype {part.dtype} but x has dtype {x.dtype}")
-    if not isinstance(cell, RecurrentCell):
-        return
-    expected = cell.initial_state(x.shape[0], device="meta", dtype=x.dtype)
-    want = as_tuple(expected)
-    if isinstance(state, tuple) != isinstance(expected, tuple) or len(parts) != len(want):
-        shapes = ", ".join(f"({x.shape[0]}, {cell.hidden_size})" for _ in want)
-        raise ValueError(
-            f"{type(cell).__name__} expects a state of {len(want)} tensor(s) {shapes}"
-            f"{' as a tuple' if isinstance(expected, tuple) else ''}, got {_describe(state)}"
-        )
-    for part, ref in zip(parts, want, strict=True):
-        if part.shape != ref.shape:
-            raise ValueError(
-                f"state has shape {tuple(part.shape)}; {type(cell).__name__} expects "
-                f"{tuple(ref.shape)}"
-            )
-
-
-def _describe(state: State) -> str:
-    if isinstance(state, tuple):
-        return "(" + ", ".join(str(tuple(p.shape)) for p in state) + ")"
-    return f"one tensor {tuple(state.shape)}"
+    check_input(cell, x)

@@ -53,8 +53,50 @@ def _vjp(targets, params: Sequence[Tensor], cotangents=None) -> list[Tensor]:
 
 
 def _check_loss(loss: str) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    _checks.choice("loss", loss, LOSSES)
+
+
+def _flat_tensor(name: str, value: Any, like: Tensor | None = None) -> Tensor:
+    """A floating-point tensor (N,) (of ``like``'s shape and dtype if given)."""
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (N,), got {_checks.shown(value)}")
+    if value.dim() != 1:
+        raise ValueError(f"{name} must be a flat tensor (N,), got shape {tuple(value.shape)}")
+    if like is not None and (value.shape != like.shape or value.dtype != like.dtype):
+        raise ValueError(
+            f"{name} must have b's shape {tuple(like.shape)} and dtype {like.dtype}, got "
+            f"{_checks.shown(value)}"
+        )
+    return value
+
+
+def _check_cross_entropy(name: str, loss: Tensor, outputs: Tensor) -> None:
+    """For ``loss="cross_entropy"``: the closure's outputs are class scores on their last
+    dimension and its loss is a softmax cross-entropy of them. Its gradient over each
+    row of scores, softmax minus the target distribution (over the rows), sums to 0,
+    whatever the targets, weights, ignored rows or smoothing; a regression loss's does
+    not. A mismatch would make every Gauss-Newton product wrong."""
+    if outputs.dim() < 1 or outputs.shape[-1] < 2:
+        raise ValueError(
+            f"loss='cross_entropy' needs class scores (at least 2) on the last dimension of "
+            f"{name}'s outputs, got outputs of shape {tuple(outputs.shape)}: a regression "
+            f"closure? use loss='mse'"
+        )
+    (grad,) = torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
+    if grad is None:
+        raise ValueError(f"{name}'s loss does not depend on its outputs: HessianFree needs it to")
+    rows = grad.detach().reshape(-1, grad.shape[-1]).double()
+    sums, sizes = rows.sum(-1).abs(), rows.abs().sum(-1)
+    slack = 1e-3 * sizes + 1e-6 * float(sizes.max())
+    bad = (sums > slack).nonzero()
+    if bad.numel():
+        row = int(bad[0])
+        raise ValueError(
+            f"loss='cross_entropy' but {name}'s loss is no softmax cross-entropy of its "
+            f"outputs' last dimension (its gradient over a row of class scores sums to 0; "
+            f"in row {row} to {float(rows[row].sum()):.3g}): a regression closure "
+            f"(float targets)? use loss='mse'"
+        )
 
 
 def _jvp(outputs: Tensor, params: Sequence[Tensor], vector: Sequence[Tensor]) -> Tensor:
@@ -147,18 +189,55 @@ def conjugate_gradient(
         ``(x, stored, iterations)``: the last iterate (N,), ``[(i, x_i, q(x_i)), ...]``
         the stored ones (the last always included), and how many iterations ran.
 
+    A non-positive or NaN curvature p^T A p along a search direction stops the
+    iteration where it is (a product that overflows cannot make the iterate NaN).
+
     Raises:
-        ValueError: b is not one-dimensional, ``max_iters`` is not a positive integer or
-            ``tol`` is not positive.
+        TypeError: ``product`` or ``keep`` is not callable, ``b``, ``x0`` or
+            ``preconditioner`` is not a floating-point tensor, ``product`` returns
+            something else than a tensor.
+        ValueError: ``b`` is not one-dimensional with N >= 1 or holds NaN or inf, ``x0``
+            or ``preconditioner`` is not (N,) of b's dtype or not finite (the
+            preconditioner not positive), ``product`` returns another shape or dtype,
+            ``max_iters`` or ``min_iters`` is not a positive integer, ``tol`` is not
+            positive.
     """
-    if not isinstance(b, Tensor) or b.dim() != 1:
-        raise ValueError(f"b must be a flat tensor (N,), got {getattr(b, 'shape', b)!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
+    _checks.function("product", product, "product(v) -> A v")
+    b = _flat_tensor("b", b)
+    if b.numel() < 1:
+        raise ValueError("b must hold at least one element, got an empty tensor")
+    if not bool(torch.isfinite(b).all()):
+        raise ValueError("b holds NaN or inf: there is no system to solve")
+    if x0 is not None:
+        x0 = _flat_tensor("x0", x0, like=b)
+        if not bool(torch.isfinite(x0).all()):
+            raise ValueError("x0 holds NaN or inf: start from a finite point (or None)")
+    if preconditioner is not None:
+        preconditioner = _flat_tensor("preconditioner", preconditioner, like=b)
+        if not bool((torch.isfinite(preconditioner) & (preconditioner > 0)).all()):
+            raise ValueError(
+                "preconditioner must be the positive, finite diagonal of M^-1, got "
+                f"{_checks.shown(preconditioner)} with an element that is not"
+            )
+    if keep is not None:
+        _checks.function("keep", keep, "keep(i) -> bool")
+    max_iters = _checks.integer("max_iters", max_iters, 1)
+    min_iters = _checks.integer("min_iters", min_iters, 1)
+    tol = _checks.real("tol", tol, 0.0, open_low=True)
+
+    def apply(v: Tensor) -> Tensor:
+        out = product(v)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"product must return a tensor (N,), got {_checks.shown(out)}")
+        if out.shape != b.shape or out.dtype != b.dtype:
+            raise ValueError(
+                f"product must return a tensor of b's shape {tuple(b.shape)} and dtype "
+                f"{b.dtype}, got {_checks.shown(out)}"
+            )
+        return out
+
     x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - product(x)
+    r = b - apply(x)
     m = r if preconditioner is None else r * preconditioner
     p = m.clone()
     rm = torch.dot(r, m)
@@ -166,9 +245,9 @@ def conjugate_gradient(
     stored: list[tuple[int, Tensor, float]] = []
     i = 0
     for i in range(1, max_iters + 1):
-        ap = product(p)
+        ap = apply(p)
         curvature = torch.dot(p, ap)
-        if curvature <= 0:  # not positive definite along p: stop where we are
+        if not curvature > 0:  # not positive definite along p (or NaN): stop where we are
             i -= 1
             break
         alpha = rm / curvature
@@ -184,7 +263,7 @@ def conjugate_gradient(
                 break
         m = r if preconditioner is None else r * preconditioner
         rm_new = torch.dot(r, m)
-        if rm_new.abs() < torch.finfo(b.dtype).tiny:
+        if not rm_new.abs() >= torch.finfo(b.dtype).tiny:  # vanished (or NaN)
             break
         p = m + (rm_new / rm) * p
         rm = rm_new
@@ -214,7 +293,13 @@ class HessianFree(torch.optim.Optimizer):
     4. Levenberg-Marquardt: with rho = (f(theta + d) - f(theta)) / q(d), lambda is
        multiplied by 3/2 if rho < 1/4 and by 2/3 if rho > 3/4;
     5. the step is each group's ``lr`` times d, and a backtracking line search on its
-       size (x 0.8) runs until the loss decreases (Armijo with 1e-2); no step if none does.
+       size (x 0.8) runs until the loss decreases (Armijo with 1e-2); no step if none
+       does: the parameters are then put back bit for bit (``alpha`` 0).
+
+    A loss or gradient that is NaN or inf gives nothing to judge a step by: the step is
+    rejected at once (parameters untouched, damping kept, ``alpha`` 0, the CG warm
+    start dropped). A direction holding NaN or inf (CG overflowing under a huge
+    damping, say) is never tried nor applied.
 
     The closure contract. ``closure()`` takes no argument and returns ``(loss, outputs)``,
     or ``(loss, outputs, hidden)`` for structural damping: ``loss`` the scalar mean loss
@@ -299,14 +384,14 @@ class HessianFree(torch.optim.Optimizer):
         module: nn.Module | None = None,
     ) -> None:
         _check_loss(loss)
-        for name, value in (("lr", lr), ("damping", damping), ("cg_tol", cg_tol)):
-            _checks.real(name, value, 0.0, open_low=True)
-        if not mu >= 0:
-            raise ValueError(f"mu must be >= 0, got {mu}")
-        if not 0 <= decay <= 1:
-            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        lr = _checks.real("lr", lr, 0.0, open_low=True)
+        damping = _checks.real("damping", damping, 0.0, open_low=True)
+        cg_tol = _checks.real("cg_tol", cg_tol, 0.0, open_low=True)
+        mu = _checks.real("mu", mu, 0.0)
+        decay = _checks.real("decay", decay, 0.0, 1.0)
+        preconditioner = _checks.flag("preconditioner", preconditioner)
         if isinstance(max_cg, bool) or not isinstance(max_cg, int) or max_cg < 1:
-            raise ValueError(f"max_cg must be a positive integer, got {max_cg!r}")
+            raise ValueError(f"max_cg must be a positive integer, got {_checks.shown(max_cg)}")
         if module is not None and not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module or None, got {type(module).__name__}")
         defaults: dict[str, Any] = {
@@ -349,7 +434,9 @@ class HessianFree(torch.optim.Optimizer):
             lr = group["lr"]
             lr = float(lr) if isinstance(lr, Tensor) and lr.numel() == 1 else lr
             if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-                raise TypeError(f"param_groups[{index}]['lr'] must be a number, got {lr!r}")
+                raise TypeError(
+                    f"param_groups[{index}]['lr'] must be a number, got {_checks.shown(lr)}"
+                )
             if not (lr >= 0 and math.isfinite(lr)):
                 raise ValueError(f"param_groups[{index}]['lr'] must be finite and >= 0, got {lr}")
             rates += [(p, lr) for p in group["params"] if p.requires_grad]
@@ -372,8 +459,11 @@ class HessianFree(torch.optim.Optimizer):
             TypeError: a closure is not callable or returns something else than
                 ``(loss, outputs)`` or ``(loss, outputs, hidden)`` tensors.
             ValueError: a closure calls ``backward()``, returns a loss that is no scalar
-                or tensors that do not depend on the parameters; a group's ``lr`` is
-                negative or not finite.
+                or tensors that do not depend on the parameters; with
+                ``loss="cross_entropy"``, returns outputs without class scores on their
+                last dimension or a loss that is no softmax cross-entropy of them (a
+                regression closure); a group's ``lr`` is negative or not finite. Raised
+                before any parameter changes.
         """
         _check_callable(closure, "closure")
         if curvature_closure is not None:
@@ -383,11 +473,17 @@ class HessianFree(torch.optim.Optimizer):
         scale = self._step_scale()
         loss, outputs, hidden = self._evaluate(closure, graph=True)
         g = _flat(_vjp(loss, params)).detach()
+        base = float(loss.detach())
+        damping = opts["damping"]
+        # nothing to judge a step by: the parameters stay exactly as they are
+        if not (math.isfinite(base) and bool(torch.isfinite(g).all())):
+            self._forget_solution(params)
+            self._record(g, 0, 0, damping, math.nan, 0.0, base, base)
+            return loss.detach()
         if curvature_closure is not None:
             product = self._curvature(curvature_closure, "curvature_closure")
         else:  # the gradient batch's graph serves
             product = self._product(closure, outputs, hidden)
-        damping = opts["damping"]
 
         previous = [self.state[p].get("cg_solution") for p in params]
         x0 = None
@@ -404,10 +500,17 @@ class HessianFree(torch.optim.Optimizer):
             preconditioner=pre,
             keep=lambda i: i in marks,
         )
-        for p, s in zip(params, _split(solution.detach(), params), strict=True):
-            self.state[p]["cg_solution"] = s.clone()
+        if bool(torch.isfinite(solution).all()):
+            for p, s in zip(params, _split(solution.detach(), params), strict=True):
+                self.state[p]["cg_solution"] = s.clone()
+        else:  # a warm start from it would poison every later solve
+            self._forget_solution(params)
+        # a direction holding NaN or inf is never tried, let alone applied
+        stored = [entry for entry in stored if bool(torch.isfinite(entry[1]).all())]
+        if not stored:
+            self._record(g, iterations, 0, damping, -math.inf, 0.0, base, base)
+            return loss.detach()
         start = [p.detach().clone() for p in params]
-        base = float(loss.detach())
 
         def loss_at(direction: Tensor, size: float = 1.0) -> float:
             with torch.no_grad():
@@ -416,48 +519,78 @@ class HessianFree(torch.optim.Optimizer):
                 value = float(self._evaluate(closure, graph=False)[0])
             return value
 
-        # backtracking over the stored CG iterates, from the last
-        chosen_at, chosen, q = stored[-1]
-        chosen_loss = loss_at(chosen)
-        for at, candidate, model_value in reversed(stored[:-1]):
-            value = loss_at(candidate)
-            if not value < chosen_loss:
-                break
-            chosen_at, chosen, chosen_loss, q = at, candidate, value, model_value
-        # reduction ratio: the actual decrease against the damped quadratic model's
-        rho = (chosen_loss - base) / q if q < 0 else -math.inf
-        if rho < 0.25:
-            opts["damping"] = damping * 1.5
-        elif rho > 0.75:
-            opts["damping"] = damping * 2 / 3
-        # line search on the size of the step, each group's part scaled by its lr
-        if scale is None:
-            value = chosen_loss
-        else:
-            chosen = chosen * scale
-            value = loss_at(chosen)
-        alpha, slope = 1.0, float(torch.dot(g, chosen))
-        while not value <= base + 1e-2 * alpha * slope and alpha > 1e-4:
-            alpha *= 0.8
-            value = loss_at(chosen, alpha)
-        if not value <= base + 1e-2 * alpha * slope:
+        try:  # a trial that raises leaves the parameters as they were too
+            # backtracking over the stored CG iterates, from the last
+            chosen_at, chosen, q = stored[-1]
+            chosen_loss = loss_at(chosen)
+            for at, candidate, model_value in reversed(stored[:-1]):
+                value = loss_at(candidate)
+                if not value < chosen_loss:
+                    break
+                chosen_at, chosen, chosen_loss, q = at, candidate, value, model_value
+            # reduction ratio: the actual decrease against the damped quadratic model's
+            rho = (chosen_loss - base) / q if q < 0 and math.isfinite(chosen_loss) else -math.inf
+            if rho < 0.25:
+                opts["damping"] = damping * 1.5
+            elif rho > 0.75:
+                opts["damping"] = damping * 2 / 3
+            # line search on the size of the step, each group's part scaled by its lr
+            if scale is None:
+                value = chosen_loss
+            else:
+                chosen = chosen * scale
+                value = loss_at(chosen)
+            alpha, slope = 1.0, float(torch.dot(g, chosen))
+            while not value <= base + 1e-2 * alpha * slope and alpha > 1e-4:
+                alpha *= 0.8
+                value = loss_at(chosen, alpha)
+            # a direction of zeros is no step either (and must not turn -0.0 into 0.0)
+            accepted = value <= base + 1e-2 * alpha * slope and bool(chosen.any())
+            with torch.no_grad():
+                for p, p0, d in zip(params, start, _split(chosen, params), strict=True):
+                    # a rejected step puts back the very values it started from (p0 + 0 * d
+                    # would differ: -0.0 becomes 0.0, and NaN or inf in d would spread)
+                    p.copy_(p0 + alpha * d if accepted else p0)
+        except BaseException:
+            opts["damping"] = damping
+            with torch.no_grad():
+                for p, p0 in zip(params, start, strict=True):
+                    p.copy_(p0)
+            raise
+        if not accepted:
             alpha, value = 0.0, base
-        with torch.no_grad():
-            for p, p0, d in zip(params, start, _split(chosen, params), strict=True):
-                p.copy_(p0 + alpha * d)
+        self._record(g, iterations, chosen_at, opts["damping"], rho, alpha, base, value)
+        return loss.detach()
+
+    def _forget_solution(self, params: list[Tensor]) -> None:
+        """Drop the stored CG solution: the next step starts its solve from zero."""
+        for p in params:
+            self.state[p].pop("cg_solution", None)
+
+    def _record(
+        self,
+        g: Tensor,
+        iterations: int,
+        chosen_at: int,
+        damping: float,
+        rho: float,
+        alpha: float,
+        before: float,
+        after: float,
+    ) -> None:
+        """``self.last``, and the damping shared by every group."""
         for group in self.param_groups[1:]:
-            group["damping"] = opts["damping"]
+            group["damping"] = self._options["damping"]
         self.last = {
             "grad_norm": float(torch.linalg.vector_norm(g)),
             "cg_iters": iterations,
             "cg_chosen": chosen_at,
-            "damping": opts["damping"],
+            "damping": damping,
             "rho": rho,
             "alpha": alpha,
-            "loss_before": base,
-            "loss_after": value,
+            "loss_before": before,
+            "loss_after": after,
         }
-        return loss.detach()
 
     def curvature_product(self, closure: Closure) -> Callable[[Tensor], Tensor]:
         """v -> (G + lambda I + lambda mu S) v on the closure's batch, at the current
@@ -551,7 +684,10 @@ class HessianFree(torch.optim.Optimizer):
                 f"returns itself, several times; return (loss, outputs) without calling "
                 f"backward()"
             )
-        return _checked(result, name, graph)
+        checked = _checked(result, name, graph)
+        if self._options["loss"] == "cross_entropy":
+            _check_cross_entropy(name, checked[0], checked[1])
+        return checked
 
 
 def _check_callable(closure: Any, name: str) -> None:
