@@ -99,7 +99,7 @@ def test_diagnose_a_run_as_a_table_and_as_json(tmp_path):
     assert found["verdict"] in RUN_VERDICTS and found["reasons"]
     assert len(found["norms"]) == 6 and found["remedies"] is not None
     missing = runner.invoke(app, ["diagnose", str(tmp_path / "nothing")])
-    assert missing.exit_code == 2 and "config.toml" in missing.output
+    assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
 def test_attractor_writes_its_figure(tmp_path):

@@ -364,7 +364,7 @@ def _train_seeds(
     if stack:
         train_planned_stacked(runs, out, progress=progress)
     rows = run_bench(runs, out, workers=workers, progress=progress, report=report)
-    _out.print(leaderboard(rows, title=f"bptt train --seeds: {out}"))
+    _out.print(leaderboard(rows, title=f"bptt train --seeds: leaderboard of {out}"))
     _out.print(f"results: {out / 'results.csv'}")
     if report:
         _out.print(f"report: {out / 'report.html'}")

@@ -20,6 +20,8 @@ from typing import Protocol, cast, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from bptt._checks import shown
+
 __all__ = [
     "CellContract",
     "RecurrentCell",
@@ -236,7 +238,7 @@ def check_state(cell: nn.Module, state: object, x: Tensor) -> None:
     parts: list[Tensor] = []
     for part in given:
         if not isinstance(part, Tensor):
-            raise TypeError(f"state must be a tensor or a tuple of tensors, got {_shown(state)}")
+            raise TypeError(f"state must be a tensor or a tuple of tensors, got {shown(state)}")
         parts.append(part)
     for part in parts:
         if part.dim() < 1 or part.shape[0] != x.shape[0]:
@@ -263,11 +265,6 @@ def check_state(cell: nn.Module, state: object, x: Tensor) -> None:
                 f"state has shape {tuple(part.shape)}; {type(cell).__name__} expects "
                 f"{tuple(ref.shape)}"
             )
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"a {type(value).__name__}"
 
 
 def _describe(state: State) -> str:

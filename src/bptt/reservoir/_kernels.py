@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import types
 from typing import Any
 
 import numba
@@ -142,11 +143,20 @@ def _drive_one(
     state[:] = previous
 
 
+def _renamed(function: Any, name: str) -> Any:
+    """A copy of ``function`` under another name: numba's disk cache files a build
+    under its function's name, so the serial build gets a cache file of its own
+    instead of being handed the parallel one."""
+    copy = types.FunctionType(function.__code__, function.__globals__, name)
+    copy.__qualname__, copy.__doc__ = name, function.__doc__
+    return copy
+
+
 drive_one = njit(parallel=True, **_OPTIONS)(_drive_one)
-# The same loop on one thread, for a process forked after the parallel one ran: GNU
-# OpenMP cannot run in such a child (numba terminates it). Not cached: numba's disk
-# cache keys on the Python function, and would hand back the parallel build.
-drive_one_serial = njit(**{**_OPTIONS, "cache": False})(_drive_one)
+# The same loop on one thread: where one thread is asked for (a busy machine), and in
+# a process forked after the parallel one ran (GNU OpenMP cannot run in such a child;
+# numba terminates it). Cached under its own name (compiling it takes about 3 s).
+drive_one_serial = njit(**_OPTIONS)(_renamed(_drive_one, "_drive_one_serial"))
 _parallel_used = False
 _forked_after_parallel = False
 
@@ -161,15 +171,22 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def run_one(*args) -> None:
     """:func:`drive_one` on ``torch.get_num_threads()`` threads (numba's setting is
-    restored afterwards), or on one thread in a process forked after a parallel run."""
+    restored afterwards), or :func:`drive_one_serial` on this thread alone: where one
+    thread is asked for, and in a process forked after a parallel run.
+
+    One thread runs the serial build, not the parallel one on a pool of one: numba's
+    pool hands each step to a worker thread and waits for it, and a worker that shares
+    a busy core with a niced process barely runs (measured: ``bptt esn --units 1000``
+    niced beside a busy core took 142 s on a pool of one, against 5.5 s idle)."""
     global _parallel_used
-    if _forked_after_parallel:
+    # numba.config sets its NUMBA_* attributes at run time, unseen by type checkers
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    threads = max(1, min(torch.get_num_threads(), most))
+    if _forked_after_parallel or threads == 1:
         drive_one_serial(*args)
         return
     before = numba.get_num_threads()
-    # numba.config sets its NUMBA_* attributes at run time, unseen by type checkers
-    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), most)))
+    numba.set_num_threads(threads)
     try:
         _parallel_used = True
         drive_one(*args)

@@ -11,11 +11,11 @@ measured peak's size, within about a fifth. A run that passes may still need mor
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
+from bptt._checks import machine_memory
 from bptt.run._fields import ConfigError
 
 __all__ = ["MemoryNeed", "available_memory", "esn_memory", "refuse_oversized", "train_memory"]
@@ -68,10 +68,7 @@ def available_memory(device: str | torch.device = "cpu") -> int:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 1 << 62  # nothing known: refuse nothing
+    return machine_memory() or 1 << 62  # nothing known: refuse nothing
 
 
 def train_memory(config, input_size: int, output_size: int, runs: int = 1) -> MemoryNeed:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from bptt._checks import machine_memory
+
 # The most this package reads of each kind of file (a bound, not an expectation): a
 # configuration; a record that grows with the run (metrics.csv, diagnostics.jsonl,
 # results.csv, summary.json); tensors (model.pt, checkpoints), which must fit in memory.
@@ -30,11 +32,9 @@ RECORD_BYTES = 1 << 30
 
 
 def tensor_bytes() -> int:
-    """The bound on a file of tensors: the machine's physical memory."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):  # not on Linux: no bound known, 64 GiB
-        return 1 << 36
+    """The bound on a file of tensors: the machine's physical memory (64 GiB where the
+    system does not say)."""
+    return machine_memory() or 1 << 36
 
 
 def _default_mode() -> int:
