@@ -61,7 +61,7 @@ WORKLOADS = {
     "bptt train (adding T=100, LSTM 64, 300 steps)": TRAIN.split(),
     "torch.nn.LSTM alone (the same training)": ["-c", TORCH_LSTM],
 }
-BENCH = {"bptt bench (quick profile)": ["-m", "bptt", "bench", "--no-progress", "--no-report"]}
+BENCH = {"bptt bench (quick profile)": ["-m", "bptt", "bench", "--no-progress"]}
 CONDITIONS = ("idle", "one core busy", "niced, one core busy")
 
 
@@ -105,10 +105,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--before", type=Path, help="another source tree to time beside")
     parser.add_argument("--repeats", type=int, default=3, help="medians of this many runs")
     parser.add_argument("--bench", action="store_true", help="also time bptt bench (minutes)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="time only the workloads whose name holds one of these (esn,bench)",
+    )
     parser.add_argument("--limit-s", type=float, default=1800, help="stop a run past this")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args(argv)
     workloads = {**WORKLOADS, **(BENCH if args.bench else {})}
+    if args.only:
+        wanted = args.only.split(",")
+        workloads = {k: v for k, v in workloads.items() if any(w in k for w in wanted)}
     sources = {"after": HERE, **({"before": args.before.resolve()} if args.before else {})}
     rows = []
     console = Console()
