@@ -335,7 +335,7 @@ def test_a_state_saved_before_groups_had_lr_loads_with_lr_one():
         ({"mu": -1}, ValueError, "mu"),
         ({"decay": 2}, ValueError, "decay"),
         ({"max_cg": 0}, ValueError, "max_cg"),
-        ({"max_cg": 2.5}, ValueError, "max_cg"),
+        ({"max_cg": 2.5}, TypeError, "max_cg"),
         ({"module": "model"}, TypeError, "module"),
     ],
 )
@@ -469,7 +469,7 @@ def test_closures_that_break_the_contract_are_refused_by_name(gen):
         (lambda: (good()[0] * torch.ones(3), good()[1]), ValueError, "scalar"),
         (lambda: (good()[0], good()[1].detach()), ValueError, "outputs does not depend"),
         (backpropagates, ValueError, "closure called backward"),
-        ("not callable", TypeError, "closure must be a callable"),
+        ("not callable", TypeError, "closure must be callable"),
     ]
     for closure, error, message in cases:
         with pytest.raises(error, match=message):

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import bptt
 from bptt.cli import app
-from bptt.run import ConfigError, ESNConfig, TrainConfig, write_report
+from bptt.run import ConfigError, ESNConfig, RunDirectoryError, TrainConfig, write_report
 from bptt.run._footprint import (
     MemoryNeed,
     available_memory,
@@ -58,7 +58,11 @@ def finished(tmp_path_factory) -> Path:
         (["--test-size", "10000000", "--length", "1000000"], "test_size"),
     ],
 )
-def test_a_run_too_big_for_the_machine_is_refused_before_it_writes(tmp_path, flags, field):
+def test_a_run_too_big_for_the_machine_is_refused_before_it_writes(
+    tmp_path, flags, field, monkeypatch
+):
+    # 16 GiB available, whatever this machine has: the estimate refuses these
+    monkeypatch.setattr("bptt.run._footprint.available_memory", lambda device="cpu": 16 << 30)
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", *flags, "--steps", "1", "--out", str(out)])
     line = _one_error(result)
@@ -136,6 +140,16 @@ def test_a_run_file_linked_to_dev_zero_neither_hangs_report_nor_resume(tmp_path,
         timeout=120,
     )
     assert done.returncode == 2 and "symbolic link" in done.stderr, done.stderr
+
+
+def test_a_resumed_run_reads_its_records_within_their_bound(tmp_path, finished, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "summary.json").unlink()
+    size = (run / "metrics.csv").stat().st_size
+    monkeypatch.setattr("bptt.run._rundir.RECORD_BYTES", size - 1)  # one byte too many
+    with pytest.raises(RunDirectoryError, match=r"metrics\.csv.*more than the"):
+        bptt.resume(run)
 
 
 # --- 8: a bench table that lists nothing, or names a directory outside -----------------------

@@ -50,7 +50,7 @@ def test_a_config_copied_from_a_run_can_be_run_without_output(tmp_path):
     assert done.exit_code == 0, done.output
     assert "writes no files" in done.output
     both = runner.invoke(app, ["train", *TINY, "--no-out", "--out", str(tmp_path / "x")])
-    assert "no_out" in _one_error(both)
+    assert "--no-out" in _one_error(both)
 
 
 def test_an_esn_run_given_to_train_or_diagnose_is_named_as_such(tmp_path):

@@ -60,6 +60,11 @@ def _refused(call, error: type[Exception], name: str) -> str:
 def _regression(dtype=torch.float32):
     torch.manual_seed(0)
     model = bptt.SequenceModel(bptt.cells.RNNCell(2, 8, dtype=dtype), 1)
+    return model, _closure_for(model, dtype)
+
+
+def _closure_for(model: nn.Module, dtype=torch.float32):
+    """The regression closure of :func:`_regression` for ``model`` (the same data)."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(16, 6, 2, generator=gen, dtype=dtype)
     y = x.sum((1, 2)).unsqueeze(1)  # (B, 1)
@@ -68,7 +73,7 @@ def _regression(dtype=torch.float32):
         prediction = model(x)[0]
         return nn.functional.mse_loss(prediction, y) * scale, prediction
 
-    return model, closure
+    return closure
 
 
 def test_a_hf_step_on_a_nan_closure_leaves_the_parameters_bit_for_bit():
@@ -128,7 +133,39 @@ def test_a_hf_step_whose_trial_raises_leaves_the_parameters_bit_for_bit():
     before = _bits(model)
     _refused(lambda: hf.step(fails_on_trial), TypeError, "closure")
     assert len(calls) == 2 and _same_bits(before, model)
-    assert hf.param_groups[0]["damping"] == 1.0
+
+
+def test_a_hf_step_whose_last_trial_raises_puts_back_the_damping_and_the_warm_start():
+    def first_step():  # the same model and optimizer after one step, each time
+        model, closure = _regression()
+        hf = HessianFree(model.parameters())
+        hf.step(closure)  # stores a warm start
+        return model, closure, hf
+
+    # a rehearsal: how many calls the second step makes, and that it moves the damping
+    # before its last trial (so the restore below is put to the test)
+    model, closure, hf = first_step()
+    damping = hf.param_groups[0]["damping"]
+    count = []
+    hf.step(lambda: count.append(1) or closure())
+    assert hf.param_groups[0]["damping"] != damping
+    model, closure, hf = first_step()
+    assert hf.param_groups[0]["damping"] == damping
+    warm = [hf.state[p]["cg_solution"].clone() for p in model.parameters()]
+    calls = []
+
+    def fails_last():
+        calls.append(1)
+        if len(calls) == len(count):
+            raise RuntimeError("the closure failed at the trial parameters")
+        return closure()
+
+    before = _bits(model)
+    with pytest.raises(RuntimeError, match="trial parameters"):
+        hf.step(fails_last)
+    assert _same_bits(before, model) and hf.param_groups[0]["damping"] == damping
+    for p, w in zip(model.parameters(), warm, strict=True):
+        assert torch.equal(hf.state[p]["cg_solution"], w)
 
 
 def test_hf_cross_entropy_refuses_a_regression_closure_before_any_change():

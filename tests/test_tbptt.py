@@ -129,11 +129,12 @@ def test_taps_see_window_steps_and_clip_per_step():
 
 
 @pytest.mark.parametrize(
-    ("k1", "k2", "message"), [(5, 3, "k1 <= k2"), (0, 3, "k1"), (2, 2.5, "k2")]
+    ("k1", "k2", "error", "message"),
+    [(5, 3, ValueError, "k1 <= k2"), (0, 3, ValueError, "k1"), (2, 2.5, TypeError, "k2")],
 )
-def test_bad_truncations_are_refused(k1, k2, message):
+def test_bad_truncations_are_refused(k1, k2, error, message):
     model = _model("rnn-tanh")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         bptt.TBPTT(model, k1, k2, nn.functional.mse_loss, torch.optim.SGD(model.parameters(), 0.1))
 
 

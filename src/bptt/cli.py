@@ -13,6 +13,7 @@ a full disk) with one line and exit code 1; never a traceback.
 from __future__ import annotations
 
 import json
+import time
 import types
 import warnings
 from collections.abc import Sequence
@@ -86,15 +87,31 @@ class _Interrupted(click.ClickException):
     exit_code = 130
 
 
-def _interrupted(out: Path | None, *, seeds: bool = False) -> _Interrupted:
-    """What to do after an interrupted run in ``out`` (None: it wrote nothing)."""
+def _interrupted(
+    out: Path | None, *, since: float | None = None, seeds: bool = False
+) -> _Interrupted:
+    """What to do after a run in ``out`` (None: it wrote nothing) was interrupted; a new
+    run's files are those written ``since`` it started (an earlier run's, which
+    ``--overwrite`` had not yet removed, are not its own)."""
     if out is None:
         return _Interrupted("interrupted; the run wrote no files (no --out)")
     if seeds:
         return _Interrupted(f"interrupted; the same command again completes the seeds in {out}")
+
+    def ours(path: Path) -> bool:
+        try:
+            return since is None or path.stat().st_mtime >= since
+        except OSError:
+            return False
+
+    if not ours(out / "config.toml"):
+        return _Interrupted(f"interrupted before the run wrote anything: {out} is as it was")
     step = Checkpoints(out / "checkpoints").newest_intact_step()
-    if step is None:
-        return _Interrupted(f"interrupted before the first checkpoint of {out}: nothing to resume")
+    if step is None or not ours(out / "checkpoints" / f"step-{step:09d}.pt"):
+        return _Interrupted(
+            f"interrupted before the first checkpoint: `bptt train --resume {out} --restart` "
+            "trains it again from step 0"
+        )
     return _Interrupted(
         f"interrupted; the last checkpoint is step {step}: `bptt train --resume {out}` "
         "continues from it"
@@ -281,7 +298,7 @@ def train_command(
         if restart and resume is None:
             raise ConfigError("restart", "applies with --resume only")
         if no_out and (given.get("out") is not None or resume is not None or seeds is not None):
-            raise ConfigError("no_out", "not with --out, --resume or --seeds, which write files")
+            raise ConfigError("--no-out", "not with --out, --resume or --seeds, which write files")
         if workers < 1 or (workers != 1 and seeds is None):
             raise ConfigError("workers", f"must be >= 1, and given with --seeds; got {workers}")
         if not report and seeds is None:
@@ -299,7 +316,8 @@ def train_command(
             try:
                 _train_seeds(values, parse_seeds(seeds), workers, progress, report, stack)
             except KeyboardInterrupt:
-                raise _interrupted(Path(values["out"]), seeds=True) from None
+                out = values.get("out")
+                raise _interrupted(None if out is None else Path(out), seeds=True) from None
             return
         if resume is not None:
             steps = given.pop("steps", None)  # what a resumed run may move: its end,
@@ -325,10 +343,12 @@ def train_command(
             config = TrainConfig.from_dict(values)
             if config.out is None:
                 _err.print("note: no --out given: this run writes no files", highlight=False)
+            started = time.time()
             try:
                 result = run_training(config, progress=progress, overwrite=overwrite)
             except KeyboardInterrupt:
-                raise _interrupted(None if config.out is None else Path(config.out)) from None
+                out = None if config.out is None else Path(config.out)
+                raise _interrupted(out, since=started) from None
     except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
         raise _Failed(str(err)) from None
     except (NonFiniteError, RunStopped) as err:

@@ -102,9 +102,7 @@ class TBPTT:
         clip: Callable[[Sequence[nn.Parameter]], Any] | None = None,
         taps: Sequence[Callable[[int, Delta], Delta]] = (),
     ) -> None:
-        for name, k in (("k1", k1), ("k2", k2)):
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ValueError(f"{name} must be a positive integer, got {_checks.shown(k)}")
+        k1, k2 = _checks.integer("k1", k1, 1), _checks.integer("k2", k2, 1)
         if k1 > k2:
             raise ValueError(
                 f"k1 = {k1} > k2 = {k2}: the steps between k2 and k1 back would get no "

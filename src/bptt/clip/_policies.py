@@ -90,9 +90,7 @@ def _fraction(name: str, value: float, low: float, high: float) -> float:
 
 
 def _count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {_checks.shown(value)}")
-    return value
+    return _checks.integer(name, value, minimum)
 
 
 class ClipPolicy:

@@ -137,7 +137,7 @@ class Monitor:
         loss_value = _checks.scalar("loss", loss)
         if rerun is not None:
             _checks.function("rerun", rerun, "rerun(taps)")
-        if clip is not None and not hasattr(clip, "threshold"):
+        if clip is not None and not (hasattr(clip, "threshold") and hasattr(clip, "clipped")):
             raise TypeError(
                 f"clip must be a clip policy (with threshold and clipped), got "
                 f"{_checks.shown(clip)}"

@@ -19,6 +19,7 @@ __all__ = ["HessianFree", "conjugate_gradient", "gauss_newton_product"]
 
 Closure = Callable[[], tuple]  # () -> (loss, outputs) or (loss, outputs, hidden)
 LOSSES = ("mse", "cross_entropy")
+_CLOSURE = "closure() -> (loss, outputs) or (loss, outputs, hidden)"
 
 _WHY_GENERIC = (
     "Hessian-free differentiates the closure's graph more than once (the gradient, then "
@@ -390,8 +391,7 @@ class HessianFree(torch.optim.Optimizer):
         mu = _checks.real("mu", mu, 0.0)
         decay = _checks.real("decay", decay, 0.0, 1.0)
         preconditioner = _checks.flag("preconditioner", preconditioner)
-        if isinstance(max_cg, bool) or not isinstance(max_cg, int) or max_cg < 1:
-            raise ValueError(f"max_cg must be a positive integer, got {_checks.shown(max_cg)}")
+        max_cg = _checks.integer("max_cg", max_cg, 1)
         if module is not None and not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module or None, got {type(module).__name__}")
         defaults: dict[str, Any] = {
@@ -465,9 +465,9 @@ class HessianFree(torch.optim.Optimizer):
                 regression closure); a group's ``lr`` is negative or not finite. Raised
                 before any parameter changes.
         """
-        _check_callable(closure, "closure")
+        _checks.function("closure", closure, _CLOSURE)
         if curvature_closure is not None:
-            _check_callable(curvature_closure, "curvature_closure")
+            _checks.function("curvature_closure", curvature_closure, _CLOSURE)
         params = self._params()
         opts = self._options
         scale = self._step_scale()
@@ -489,7 +489,9 @@ class HessianFree(torch.optim.Optimizer):
         x0 = None
         if all(s is not None for s in previous):
             x0 = opts["decay"] * _flat(previous)
-        pre = (g.square() + damping).pow(-0.75) if opts["preconditioner"] else None
+        pre = None
+        if opts["preconditioner"]:  # kept positive: g^2 + damping may overflow float32
+            pre = (g.square() + damping).pow(-0.75).clamp_min(torch.finfo(g.dtype).tiny)
         marks = {math.ceil(1.3**j) for j in range(60)}
         solution, stored, iterations = conjugate_gradient(
             product,
@@ -556,6 +558,11 @@ class HessianFree(torch.optim.Optimizer):
             with torch.no_grad():
                 for p, p0 in zip(params, start, strict=True):
                     p.copy_(p0)
+            for p, s in zip(params, previous, strict=True):  # and the warm start it had
+                if s is None:
+                    self.state[p].pop("cg_solution", None)
+                else:
+                    self.state[p]["cg_solution"] = s
             raise
         if not accepted:
             alpha, value = 0.0, base
@@ -600,7 +607,7 @@ class HessianFree(torch.optim.Optimizer):
         parameter-group order). The closure runs once now (and, with ``module``, once
         per product in forward mode).
         """
-        _check_callable(closure, "closure")
+        _checks.function("closure", closure, _CLOSURE)
         return self._curvature(closure, "closure")
 
     def _curvature(self, closure: Closure, name: str) -> Callable[[Tensor], Tensor]:
@@ -688,14 +695,6 @@ class HessianFree(torch.optim.Optimizer):
         if self._options["loss"] == "cross_entropy":
             _check_cross_entropy(name, checked[0], checked[1])
         return checked
-
-
-def _check_callable(closure: Any, name: str) -> None:
-    if not callable(closure):
-        raise TypeError(
-            f"{name} must be a callable returning (loss, outputs) or (loss, outputs, hidden), "
-            f"got {type(closure).__name__}"
-        )
 
 
 def _checked(result: Any, name: str, graph: bool) -> tuple[Tensor, Tensor, Tensor | None]:

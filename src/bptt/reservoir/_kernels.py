@@ -177,7 +177,8 @@ def run_one(*args) -> None:
     One thread runs the serial build, not the parallel one on a pool of one: numba's
     pool hands each step to a worker thread and waits for it, and a worker that shares
     a busy core with a niced process barely runs (measured: ``bptt esn --units 1000``
-    niced beside a busy core took 142 s on a pool of one, against 5.5 s idle)."""
+    niced beside a busy core took 141.6 s on a pool of one, against 4.6 s idle, and 5.3 s
+    on this thread alone)."""
     global _parallel_used
     # numba.config sets its NUMBA_* attributes at run time, unseen by type checkers
     most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]

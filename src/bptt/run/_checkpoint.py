@@ -54,7 +54,8 @@ class Checkpoints:
     Args:
         directory: where they live (created on first save); None keeps the latest one
             in memory only (for roll-backs in a run without a run directory).
-        keep: how many to keep on disk, newest first (>= 1).
+        keep: how many to keep on disk, newest first (>= 1); the roll-back point in
+            effect (:meth:`save`) is kept beside them.
     """
 
     def __init__(self, directory: str | Path | None, keep: int = 3) -> None:
@@ -182,7 +183,13 @@ class Checkpoints:
         return torch.load(io.BytesIO(self.last[1]), map_location=map_location, weights_only=True)
 
     def _prune(self) -> None:
+        """Keep the newest ``keep`` checkpoints, and the roll-back point in effect: clock
+        checkpoints may outnumber the scheduled ones, and a roll-back drops every
+        checkpoint after its point, which must then still be on disk to resume from."""
+        point = None if self.last is None else self.last[0]
         for old in self.paths()[self.keep :]:
+            if _step_of(old) == point:
+                continue
             with contextlib.suppress(OSError):  # an old checkpoint left behind harms nothing
                 old.unlink(missing_ok=True)
                 old.with_name(old.name + ".sha256").unlink(missing_ok=True)

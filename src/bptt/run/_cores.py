@@ -4,9 +4,11 @@ processes leave free.
 A user's machine is rarely idle. With one of two cores held by another process,
 PyTorch's OpenMP pool (and numba's, in the echo state network's compiled loop) meets
 at a barrier every time step, and every thread then waits for the one that shares
-its core: run at equal priority that cost 1.2-1.5x, and run niced (a background job,
-``nice -n 19``) 26-27x, since the niced thread on the busy core barely runs. One
-thread per free core never waits on a starved one. So the application counts the
+its core. Measured with ``benchmarks/busy_machine.py`` (a 2-core VM): on both cores
+beside a busy loop a short ``bptt train`` took 2.4x its idle time at equal priority
+and over 29x niced (``nice -n 19``, a background job), since the niced thread on the
+busy core barely runs; ``bptt esn`` 1.7x and 34x. One thread per free core never
+waits on a starved one: 1.1x and 1.1x, 1.2x and 1.2x. So the application counts the
 cores of its affinity mask that were mostly idle over a short sample of
 ``/proc/stat`` and uses that many threads (at least one); on systems without
 ``/proc/stat`` it uses the whole mask.

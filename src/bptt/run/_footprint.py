@@ -5,8 +5,9 @@ naming the fields, instead of ending in the allocator's error with a half-made r
 directory.
 
 For training the estimate counts only the largest arrays a run certainly makes (a
-lower bound: a run refused could not have fit); for an echo state network it is the
-measured peak's size, within about a fifth. A run that passes may still need more.
+lower bound: a run refused could not have fit in the memory available when it
+started, the system's ``MemAvailable``); for an echo state network it is the measured
+peak's size, within about a fifth. A run that passes may still need more.
 """
 
 from __future__ import annotations

@@ -39,7 +39,14 @@ from typing import Any
 from torch import nn
 
 from bptt.run._fields import ConfigModel
-from bptt.run._io import append_text, atomic_torch_save, atomic_write_text, lock_file
+from bptt.run._io import (
+    RECORD_BYTES,
+    append_text,
+    atomic_torch_save,
+    atomic_write_text,
+    lock_file,
+    read_bounded_text,
+)
 
 __all__ = [
     "LOCK_FILE",
@@ -177,15 +184,14 @@ class RunDirectory:
         row cut short (by a crash or a full disk) is dropped.
 
         Raises:
-            RunDirectoryError: a file could not be rewritten.
+            RunDirectoryError: a file could not be read within its bound, or rewritten.
         """
         last_row = step if metrics_before is None else min(step, metrics_before - 1)
         metrics = self.path / "metrics.csv"
         if metrics.exists():
-            with open(metrics, newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                fields = list(reader.fieldnames or [])
-                rows = [row for row in reader if _whole(row) and int(row["step"]) <= last_row]
+            reader = csv.DictReader(io.StringIO(self._read(metrics), newline=""))
+            fields = list(reader.fieldnames or [])
+            rows = [row for row in reader if _whole(row) and int(row["step"]) <= last_row]
             text = io.StringIO()
             writer = csv.DictWriter(text, fieldnames=fields)
             writer.writeheader()
@@ -196,7 +202,7 @@ class RunDirectory:
         if diagnostics.exists():
             kept = [
                 line
-                for line in diagnostics.read_text(encoding="utf-8").splitlines()
+                for line in self._read(diagnostics).splitlines()
                 if (found := _json_step(line)) is not None and found <= step
             ]
             self._write(diagnostics, "".join(line + "\n" for line in kept))
@@ -271,6 +277,23 @@ class RunDirectory:
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor releases the lock
             self._lock = None
+
+    def _read(self, path: Path) -> str:
+        """A record of the run (metrics.csv, diagnostics.jsonl), read within its bound.
+
+        Raises:
+            RunDirectoryError: it is larger than :data:`~bptt.run._io.RECORD_BYTES`, not
+                a regular file, not UTF-8, or unreadable.
+        """
+        try:
+            return read_bounded_text(path, RECORD_BYTES)
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise RunDirectoryError(err.errno or errno.EIO, reason, str(path)) from err
+        except UnicodeDecodeError as err:
+            raise RunDirectoryError(
+                errno.EILSEQ, f"not UTF-8 text ({err.reason})", str(path)
+            ) from err
 
     def _write(self, path: Path, text: str) -> None:
         self.start()

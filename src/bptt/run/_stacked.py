@@ -309,6 +309,7 @@ def train_planned_stacked(
         Others: as :func:`train_stacked`.
     """
     refuse_other_configs(runs, out)
+    threads = available_cores()  # once: a run's threads are a field its stack shares
     groups: dict[str, list[TrainConfig]] = {}
     for run in runs:
         where = out / run.name
@@ -317,7 +318,7 @@ def train_planned_stacked(
         if (where / "config.toml").is_file():
             config = TrainConfig.saved_in(where)
         else:
-            config = cast(TrainConfig, run.config(str(where), available_cores()))
+            config = cast(TrainConfig, run.config(str(where), threads))
         key = json.dumps(_shared(config), sort_keys=True, default=str)
         groups.setdefault(key, []).append(config)
     for configs in groups.values():

@@ -93,16 +93,21 @@ def train(
     optimizer step. A step whose loss or gradient is not finite is skipped (its
     gradients dropped) and counted, or raises :class:`NonFiniteError` when
     ``nonfinite = "raise"``; after ``nonfinite_patience`` such steps in a row the run
-    rolls back to its last checkpoint with a lower learning rate. Checkpoints
-    (``checkpoint_every``) let :func:`resume` continue a killed run bit for bit. The
+    rolls back to its last checkpoint of ``checkpoint_every`` with a lower learning
+    rate. Checkpoints (every ``checkpoint_every`` steps or ``checkpoint_every_s``
+    seconds, whichever comes first) let :func:`resume` continue a killed run bit for
+    bit. The
     test set is evaluated every ``eval_every`` steps and at the end;
     ``summary["final_loss"]`` is the final test loss. With ``monitor`` on, every logged
     row carries the columns of :class:`bptt.diagnose.Monitor` and the final model is
     diagnosed into ``summary["verdict"]``; ``diagnose_every`` adds diagnoses during
     training to ``diagnostics.jsonl``.
 
-    The same config and seed give the same metrics (on the same device and build).
-    The flush-to-zero mode and thread count are set for the run and restored after it.
+    The same config and seed give the same metrics (on the same device and build, with
+    the same thread count: ``threads = 0`` takes the cores other processes leave free
+    when the run starts, and a product may round otherwise on another count; the
+    count used is in ``summary["threads"]``, and a resumed run keeps it). The
+    flush-to-zero mode and thread count are set for the run and restored after it.
 
     Args:
         config: a :class:`TrainConfig` or a mapping of its fields.
