@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import bptt.run
 from bptt.cli import app
 from bptt.diagnose import RUN_VERDICTS
+from cli_output import exit_2_in_one_line as _exit_2_in_one_line
 
 runner = CliRunner()
 TINY = ["--task", "adding", "--length", "6", "--cell", "gru", "--hidden", "4", "--steps", "5"]
@@ -127,13 +128,6 @@ def test_a_run_without_out_says_it_writes_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "no --out given: this run writes no files" in done.stderr
     assert list(tmp_path.iterdir()) == []
-
-
-def _exit_2_in_one_line(result) -> None:
-    assert "Traceback" not in result.output, result.output
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_attractor_refuses_bad_output_paths_in_one_line(tmp_path):

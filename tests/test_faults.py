@@ -25,6 +25,7 @@ from bptt.run import (
     RunDirectoryError,
     RunStopped,
 )
+from cli_output import one_error_line as _one_error_line
 from run_files import assert_same_run, params
 
 RUN = {"task": "adding", "length": 8, "cell": "lstm", "hidden": 8, "steps": 40, "threads": 1}
@@ -37,14 +38,6 @@ FLAGS += ["--test-size", "50", "--threads", "1", "--no-progress"]
 def _cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "bptt", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def _one_error_line(stderr: str) -> str:
-    """The CLI's error: exactly one line starting with 'error:', and no traceback."""
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,11 @@ from bptt.run._footprint import (
     train_memory,
 )
 from bptt.run._io import FileTooLarge, read_bounded
+from cli_output import exit_2_in_one_line as _one_error
 
 runner = CliRunner()
 RUN = {"task": "adding", "length": 8, "cell": "gru", "hidden": 8, "steps": 6, "threads": 1}
 RUN.update({"checkpoint_every": 3, "test_size": 16, "log_every": 1})
-
-
-def _one_error(result) -> str:
-    assert "Traceback" not in result.output, result.output
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,11 @@ from click.testing import CliRunner
 
 from bptt.cli import app
 from bptt.run import ConfigError, TrainConfig
+from cli_output import exit_2_in_one_line as _one_error
 
 runner = CliRunner()
 TINY = ["--task", "adding", "--length", "6", "--cell", "gru", "--hidden", "4", "--steps", "3"]
 TINY += ["--test-size", "16", "--threads", "1", "--no-progress"]
-
-
-def _one_error(result) -> str:
-    assert "Traceback" not in result.output, result.output
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    return lines[0]
 
 
 def test_the_help_shows_each_fields_default():

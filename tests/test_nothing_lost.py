@@ -19,6 +19,7 @@ import pytest
 
 import bptt
 from bptt.run import Checkpoints, ConfigError, RunDirectory, RunDirectoryError, TrainConfig
+from cli_output import one_error_line as _error_line
 from run_files import assert_same_run
 
 RUN = {"task": "adding", "length": 8, "cell": "lstm", "hidden": 8, "steps": 30, "threads": 1}
@@ -31,13 +32,6 @@ FLAGS += ["--test-size", "50", "--threads", "1", "--no-progress"]
 def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "bptt", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
-
-
-def _error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
 
 
 def _victim(tmp_path: Path) -> tuple[Path, bytes]:
