@@ -16,7 +16,7 @@ from bptt.diagnose._trajectory import cell_of, generator_seed, probe
 from bptt.engine import unroll
 from bptt.taps import Delta, RecordNorms
 
-__all__ = ["RecordPrecision", "fit_rate", "gradient_by_distance"]
+__all__ = ["RecordPrecision", "by_distance", "fit_rate", "gradient_by_distance"]
 
 RATIO = 1e-3  # the horizon: where the gradient has fallen to this fraction of d = 0
 
@@ -138,12 +138,26 @@ def gradient_by_distance(
         # the backward went through the precision tap at every step
         subnormal, zero = precision.subnormal, precision.zero
         sample_norms = record.norms
+    return by_distance(sample_norms, subnormal, zero, x.dtype)
+
+
+def by_distance(
+    sample_norms: Tensor, subnormal: Tensor, zero: Tensor, dtype: torch.dtype
+) -> dict[str, Any]:
+    """The numbers of :func:`gradient_by_distance` from what the taps recorded.
+
+    Args:
+        sample_norms: per-sample norms of dL/ds_t (B, T), by step in the order the
+            unroll ran (its last step nearest the loss).
+        subnormal, zero: the shares of subnormal and zero elements (T,), by step.
+        dtype: the working precision (its smallest normal number bounds the fit).
+    """
     norms = sample_norms.mean(0).flip(0).detach()  # (T,), d = 0 .. T-1
     ratios = norms / norms[0]
-    gamma = fit_rate(norms, x.dtype)
+    gamma = fit_rate(norms, dtype)
     below = (ratios < RATIO).nonzero()
     underflow = (sample_norms.flip(1) == 0).all(0).nonzero()
-    tiny = torch.finfo(x.dtype).tiny  # the working precision, not the norms' float64
+    tiny = torch.finfo(dtype).tiny  # the working precision, not the norms' float64
     start = norms[0].item()
     projected = None
     if 0 < gamma < 1 and start > 0:

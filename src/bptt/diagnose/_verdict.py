@@ -164,9 +164,34 @@ def diagnose(
         numbers.update(length=steps, dependency_length=length)
         nans = torch.full((steps,), math.nan, dtype=torch.float64)
         return Diagnosis("exploding", [reason], list(REMEDIES["exploding"]), numbers, nans)
-    by_distance = gradient_by_distance(cell, x, state, seed=seed)
-    ratios = by_distance["ratios"]
-    gamma = by_distance["gamma"]
+    measured = gradient_by_distance(cell, x, state, seed=seed)
+    jac = jacobian_norms(cell, x, state, iters=iters, seed=seed)
+    verdict, reasons, numbers = judge_distance(measured, length)
+    numbers.update(jacobian_mean=float(jac.mean()), jacobian_max=float(jac.max()))
+    numbers.update({k: v for k, v in recurrent_spectrum(cell).items() if k in ("rho", "sigma_max")})
+    try:
+        numbers.update(
+            {f"saturation/{k}": float(v.mean()) for k, v in saturation(cell, x, state).items()}
+        )
+    except TypeError:
+        pass  # a user cell: its gates are unknown
+    remedies = _remedies(verdict, cell)
+    return Diagnosis(verdict, reasons, remedies, numbers, measured["norms"], jac.mean(0))
+
+
+def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str], dict[str, Any]]:
+    """The verdict on one gradient-by-distance curve (:func:`gradient_by_distance`'s
+    numbers) for a dependency of ``length`` steps: ``exploding`` if it is non-finite
+    or grows by more than 1e3 within the dependency, ``vanishing`` if it falls below
+    1e-3 of its value at the loss before it, else ``healthy`` (beyond the curve's T
+    steps extrapolated with gamma).
+
+    Returns:
+        The verdict, its reasons, and the numbers of :data:`NUMBER_KEYS` it measured
+        (the others None).
+    """
+    ratios, gamma = measured["ratios"], measured["gamma"]
+    steps = ratios.shape[0]
     within = ratios[: min(length, steps)]
     finite = bool(torch.isfinite(ratios).all())
     growth = float(within.max()) if finite else math.inf
@@ -176,30 +201,21 @@ def diagnose(
         at_dependency = _extrapolated(float(ratios[-1]), gamma, length - steps)
     else:
         at_dependency = float(ratios[-1])
-    horizon = by_distance["horizon"]
-    jac = jacobian_norms(cell, x, state, iters=iters, seed=seed)
-    numbers = {
-        "length": steps,
-        "dependency_length": length,
-        "gamma": gamma,
-        "horizon": horizon,
-        "growth": growth,
-        "ratio_at_dependency": at_dependency,
-        "underflow_at": by_distance["underflow_at"],
-        "underflow_distance": by_distance["underflow_distance"],
-        "subnormal_max": float(by_distance["subnormal_fraction"].max()),
-        "jacobian_mean": float(jac.mean()),
-        "jacobian_max": float(jac.max()),
-    }
-    numbers.update({k: v for k, v in recurrent_spectrum(cell).items() if k in ("rho", "sigma_max")})
-    try:
-        numbers.update(
-            {f"saturation/{k}": float(v.mean()) for k, v in saturation(cell, x, state).items()}
-        )
-    except TypeError:
-        pass  # a user cell: its gates are unknown
-
-    numbers = {**dict.fromkeys(NUMBER_KEYS), **numbers}  # a user cell has no rho
+    horizon = measured["horizon"]
+    numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
+    numbers.update(
+        {
+            "length": steps,
+            "dependency_length": length,
+            "gamma": gamma,
+            "horizon": horizon,
+            "growth": growth,
+            "ratio_at_dependency": at_dependency,
+            "underflow_at": measured["underflow_at"],
+            "underflow_distance": measured["underflow_distance"],
+            "subnormal_max": float(measured["subnormal_fraction"].max()),
+        }
+    )
     reasons: list[str] = []
     if not finite:
         verdict = "exploding"
@@ -218,16 +234,15 @@ def diagnose(
             f"dependency length {length} (gamma = {gamma:.4g}, ratio at {length}: "
             f"{at_dependency:.3g})".replace("  ", " ")
         )
-        if by_distance["underflow_at"] is not None:
-            reasons.append(f"it is exactly zero from distance {by_distance['underflow_at']} on")
+        if measured["underflow_at"] is not None:
+            reasons.append(f"it is exactly zero from distance {measured['underflow_at']} on")
     else:
         verdict = "healthy"
         reasons.append(
             f"the gradient keeps {at_dependency:.3g} of its size over {length} steps "
             f"(gamma = {gamma:.4g})"
         )
-    remedies = _remedies(verdict, cell)
-    return Diagnosis(verdict, reasons, remedies, numbers, by_distance["norms"], jac.mean(0))
+    return verdict, reasons, numbers
 
 
 def _extrapolated(ratio: float, gamma: float, distance: int) -> float:
