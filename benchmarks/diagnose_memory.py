@@ -4,9 +4,12 @@
 measured in a fresh process so that its peak resident memory is its own (and the
 baseline, a process that imports torch and bptt and builds the model, beside it).
 The diagnosis should need memory for the states of the trajectory, not for T steps of
-autograd graph:
+autograd graph. With ``--layers N`` the model is a ``torch.nn.LSTM`` of N layers (batch
+first), diagnosed layer by layer (``bptt.diagnose.gradient_by_layer``; the goal for
+N = 2, H = 256, T = 1000: under 1.5 GB and 60 s):
 
     python benchmarks/diagnose_memory.py [--lengths 500,2000,5000] [--hidden 128]
+    python benchmarks/diagnose_memory.py --layers 2 --hidden 256 --lengths 1000
 """
 
 from __future__ import annotations
@@ -22,17 +25,20 @@ from rich.console import Console
 from rich.table import Table
 
 
-def _measure(length: int, hidden: int, probe: int, diagnose: bool) -> dict:
+def _measure(length: int, hidden: int, probe: int, diagnose: bool, layers: int = 0) -> dict:
     import torch
 
     import bptt
     from bptt.diagnose import diagnose as run_diagnosis
 
     torch.manual_seed(0)
-    cell = bptt.cells.LSTMCell(2, hidden)
+    if layers:
+        model = torch.nn.LSTM(2, hidden, num_layers=layers, batch_first=True)
+    else:
+        model = bptt.cells.LSTMCell(2, hidden)
     x = torch.randn(probe, length, 2)
     start = time.perf_counter()
-    verdict = run_diagnosis(cell, x, length).verdict if diagnose else None
+    verdict = run_diagnosis(model, x, length).verdict if diagnose else None
     return {
         "length": length,
         "seconds": time.perf_counter() - start,
@@ -46,13 +52,16 @@ def main() -> None:
     parser.add_argument("--lengths", default="500,2000,5000")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--probe", type=int, default=32)
+    parser.add_argument("--layers", type=int, default=0, help="a torch.nn.LSTM of N layers")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(_measure(args.child, args.hidden, args.probe, not args.baseline)))
+        found = _measure(args.child, args.hidden, args.probe, not args.baseline, args.layers)
+        print(json.dumps(found))
         return
-    table = Table(title=f"diagnose(): LSTM H={args.hidden}, probe of {args.probe}")
+    what = f"torch.nn.LSTM, {args.layers} layers" if args.layers else "LSTM cell"
+    table = Table(title=f"diagnose(): {what}, H={args.hidden}, probe of {args.probe}")
     for column in ("T", "peak RSS (MB)", "above the baseline (MB)", "seconds", "verdict"):
         table.add_column(column, justify="right")
     lengths = [int(v) for v in args.lengths.split(",")]
@@ -60,6 +69,7 @@ def main() -> None:
     def child(length: int, baseline: bool) -> dict:
         command = [sys.executable, __file__, "--child", str(length)]
         command += ["--hidden", str(args.hidden), "--probe", str(args.probe)]
+        command += ["--layers", str(args.layers)]
         done = subprocess.run(
             command + (["--baseline"] if baseline else []),
             capture_output=True,

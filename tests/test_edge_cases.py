@@ -148,9 +148,16 @@ def test_a_user_cell_is_asked_for_its_own_start_and_output(gen):
     assert found["norms"].shape == (7,)
 
 
-def test_a_torch_layer_that_is_not_batch_first_is_refused(gen):
-    with pytest.raises(TypeError, match="batch_first=False"):
-        diagnose(torch.nn.GRU(2, 4), torch.randn(3, 5, 2, generator=gen))
+def test_a_time_major_torch_layer_is_diagnosed_as_its_batch_first_twin(gen):
+    time_major = torch.nn.GRU(2, 4)
+    batch_first = torch.nn.GRU(2, 4, batch_first=True)
+    batch_first.load_state_dict(time_major.state_dict())
+    x = torch.randn(3, 5, 2, generator=gen)  # (B, T, F)
+    found = diagnose(time_major, x.transpose(0, 1))  # read (T, B, F), as it reads it
+    twin = diagnose(batch_first, x)  # one batch-first layer: a cell's diagnosis
+    assert [layer.name for layer in found.layers] == ["gru layer 0"]
+    assert found.verdict == twin.verdict
+    torch.testing.assert_close(found.norms, twin.norms, rtol=1e-5, atol=0)
 
 
 def test_a_remedy_command_survives_a_run_directory_with_a_space(tmp_path):

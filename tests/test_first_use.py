@@ -145,12 +145,16 @@ def test_torch_recurrent_layers_are_diagnosed_through_a_copy_of_their_cell(kind,
 
 def test_what_cannot_be_diagnosed_says_what_is_needed(gen):
     x = torch.randn(2, 5, 2, generator=gen)
-    with pytest.raises(TypeError, match=r"num_layers=2.*one layer at a time"):
-        diagnose(torch.nn.LSTM(2, 4, num_layers=2, batch_first=True), x)
-    with pytest.raises(TypeError, match="bidirectional=True"):
-        diagnose(torch.nn.GRU(2, 4, bidirectional=True, batch_first=True), x)
     with pytest.raises(TypeError, match=r"recurrent_cell\(\) method"):
         diagnose(torch.nn.Linear(2, 4), x)
+
+
+def test_stacked_and_bidirectional_torch_layers_are_diagnosed_layer_by_layer(gen):
+    x = torch.randn(2, 5, 2, generator=gen)
+    stacked = diagnose(torch.nn.LSTM(2, 4, num_layers=2, batch_first=True), x)
+    assert [layer.name for layer in stacked.layers] == ["lstm layer 0", "lstm layer 1"]
+    both = diagnose(torch.nn.GRU(2, 4, bidirectional=True, batch_first=True), x)
+    assert [layer.name for layer in both.layers] == ["gru layer 0", "gru layer 0 backward"]
 
 
 def test_a_users_model_gives_its_cell_through_the_adapter(gen):

@@ -9,8 +9,12 @@
   recurrent Jacobian along a trajectory (power iteration with torch.func);
   :func:`recurrent_spectrum` - eigenvalues and singular values of W_hh.
 * :func:`saturation` - saturated gates and dead ReLUs per step.
+* :func:`gradient_by_layer` - the same for every layer and direction of the user's
+  own network (``torch.nn.RNN``/``LSTM``/``GRU`` modules of any depth, bidirectional,
+  time-major, inside their module, under their loss); :func:`recurrent_layers` finds
+  them.
 * :func:`diagnose` - the verdict on a model (``exploding``, ``vanishing``,
-  ``healthy``), its reasons and remedies.
+  ``healthy``), its reasons and remedies; for the user's network, layer by layer.
 * :class:`RunRecord`, :func:`judge_run` - the verdict over a whole training run:
   what it saw (growth of the loss and gradient norm over the run, non-finite and
   clipped steps) with the probe of its final model; ``exploding``, ``truncated``,
@@ -20,8 +24,9 @@
   basin and explode at its boundary.
 """
 
-from bptt.diagnose._distance import RecordPrecision, fit_rate, gradient_by_distance
+from bptt.diagnose._distance import RecordPrecision, by_distance, fit_rate, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, jacobian_product_norms, recurrent_spectrum
+from bptt.diagnose._layers import LayerPass, gradient_by_layer, recurrent_layers
 from bptt.diagnose._monitor import Monitor, write_scalars
 from bptt.diagnose._run import RUN_VERDICTS, RunRecord, RunVerdict, judge_run
 from bptt.diagnose._saturation import saturation
@@ -33,17 +38,21 @@ __all__ = [
     "REMEDIES",
     "RUN_VERDICTS",
     "Diagnosis",
+    "LayerPass",
     "Monitor",
     "RecordPrecision",
     "RunRecord",
     "RunVerdict",
     "SpikeDetector",
+    "by_distance",
     "diagnose",
     "fit_rate",
     "gradient_by_distance",
+    "gradient_by_layer",
     "jacobian_norms",
     "jacobian_product_norms",
     "judge_run",
+    "recurrent_layers",
     "recurrent_spectrum",
     "saturation",
     "write_scalars",

@@ -128,7 +128,7 @@ def gradient_by_distance(
         leaf = x.detach().requires_grad_(True)  # the backward must reach step 0
         with torch.enable_grad():
             outputs, final = unroll(cell, leaf, state=state, taps=[record, precision])
-            value = _scalar_loss(loss(outputs, final))
+            value = scalar_loss(loss(outputs, final))
             torch.autograd.grad(value, leaf, allow_unused=True)
         if precision.subnormal is None or precision.zero is None:  # no tap was reached
             raise ValueError(
@@ -151,20 +151,30 @@ def by_distance(
             unroll ran (its last step nearest the loss).
         subnormal, zero: the shares of subnormal and zero elements (T,), by step.
         dtype: the working precision (its smallest normal number bounds the fit).
+
+    The curve starts where the gradient enters, ``entry``: the first distance whose
+    norm is not zero (0 when the loss reads the last step; later for a layer the loss
+    reaches only there, such as the backward direction of a bidirectional layer read
+    at the last step; None when it is zero everywhere). ``ratios`` are over the norm
+    at the entry, and ``horizon`` and ``underflow_at`` count from it.
     """
     norms = sample_norms.mean(0).flip(0).detach()  # (T,), d = 0 .. T-1
-    ratios = norms / norms[0]
+    reached = (norms != 0).nonzero()  # NaN counts as reached: it is news
+    entry = int(reached[0]) if reached.numel() else None
+    start = entry or 0
+    ratios = norms / norms[start]
     gamma = fit_rate(norms, dtype)
-    below = (ratios < RATIO).nonzero()
-    underflow = (sample_norms.flip(1) == 0).all(0).nonzero()
+    below = (ratios[start:] < RATIO).nonzero()
+    underflow = (sample_norms.flip(1)[:, start:] == 0).all(0).nonzero()
     tiny = torch.finfo(dtype).tiny  # the working precision, not the norms' float64
-    start = norms[0].item()
+    level = norms[start].item()
     projected = None
-    if 0 < gamma < 1 and start > 0:
-        projected = math.log(tiny / start) / math.log(gamma)
+    if 0 < gamma < 1 and level > 0:
+        projected = math.log(tiny / level) / math.log(gamma)
     return {
         "norms": norms,
         "ratios": ratios,
+        "entry": entry,
         "gamma": gamma,
         "horizon": int(below[0]) if below.numel() else None,
         "underflow_at": int(underflow[0]) if underflow.numel() else None,
@@ -174,7 +184,7 @@ def by_distance(
     }
 
 
-def _scalar_loss(value: Any) -> Tensor:
+def scalar_loss(value: Any) -> Tensor:
     """What a ``loss`` callable returned, checked: a real scalar tensor with a graph."""
     if not isinstance(value, Tensor):
         raise TypeError(f"loss must return a scalar tensor, got {_checks.shown(value)}")

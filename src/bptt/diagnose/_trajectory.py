@@ -72,12 +72,13 @@ def cell_of(
     return model
 
 
-def _copied(source: nn.Module, ours: type, suffix: str, **kwargs) -> nn.Module:
-    """A built-in cell holding a copy of a torch module's weights (names + ``suffix``)."""
+def copied_cell(source: nn.Module, ours: type, suffix: str, **kwargs) -> nn.Module:
+    """A built-in cell holding a copy of a torch module's weights (names + ``suffix``:
+    ``""`` for a cell, ``"_l1_reverse"`` for a layer's direction)."""
     weight = getattr(source, f"weight_ih{suffix}")
     bias = getattr(source, f"bias_ih{suffix}", None) is not None
     cell = ours(
-        source.input_size,
+        weight.shape[1],  # a layer above the first reads the one below: not input_size
         source.hidden_size,
         bias=bias,
         device=weight.device,
@@ -97,7 +98,7 @@ def _nonlinearity(source: nn.Module) -> dict:
 
 
 def _from_cell(source: nn.Module, ours: type) -> nn.Module:
-    return _copied(source, ours, "", **_nonlinearity(source))
+    return copied_cell(source, ours, "", **_nonlinearity(source))
 
 
 def _from_layer(source: nn.Module, ours: type) -> nn.Module:
@@ -116,7 +117,7 @@ def _from_layer(source: nn.Module, ours: type) -> nn.Module:
             f"this torch.nn.{name} has batch_first=False; bptt's probes are batch first "
             f"(B, T, F): build it with batch_first=True (the weights are the same)"
         )
-    return _copied(source, ours, "_l0", **_nonlinearity(source))
+    return copied_cell(source, ours, "_l0", **_nonlinearity(source))
 
 
 def probe(cell: nn.Module, x: Any, state: Any) -> Tensor:

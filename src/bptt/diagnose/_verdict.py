@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +14,10 @@ from bptt import _checks
 from bptt.cells import GRUCell, LSTMCell, State
 from bptt.diagnose._distance import RATIO, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
+from bptt.diagnose._layers import gradient_by_layer, recurrent_layers
 from bptt.diagnose._saturation import saturation
 from bptt.diagnose._trajectory import cell_of, generator_seed, iterations, probe
+from bptt.model import SequenceModel
 
 __all__ = ["NUMBER_KEYS", "REMEDIES", "Diagnosis", "diagnose"]
 
@@ -70,6 +73,11 @@ class Diagnosis:
         jacobian: the spectral norm of ds_t/ds_{t-1} at each step t of the probe's
             trajectory, averaged over the probe, tensor (T,) (None where it was not
             measured: NaN weights).
+        layers: for a network of torch recurrent modules, one diagnosis per layer and
+            direction (in the order the forward ran them), each with its ``name``
+            (``"lstm layer 1 backward"``); the verdict above is the worst of theirs,
+            and its numbers, norms and Jacobian are those of the layer that decided it.
+        name: the layer a diagnosis in ``layers`` is of (None for the whole).
     """
 
     verdict: str
@@ -78,10 +86,15 @@ class Diagnosis:
     numbers: dict[str, Any]
     norms: Tensor = field(repr=False)
     jacobian: Tensor | None = field(default=None, repr=False)
+    layers: list[Diagnosis] = field(default_factory=list, repr=False)
+    name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: verdict, reasons, remedies, numbers and the norms by distance."""
-        return {
+        """JSON-ready: verdict, reasons, remedies, numbers and the norms by distance
+        (and, for a network of several recurrent layers, each layer's, under
+        ``layers``)."""
+        found = {
+            **({} if self.name is None else {"name": self.name}),
             "verdict": self.verdict,
             "reasons": self.reasons,
             "remedies": self.remedies,
@@ -91,6 +104,9 @@ class Diagnosis:
             if self.jacobian is None
             else [_finite_or_none(v) for v in self.jacobian.tolist()],
         }
+        if self.layers:
+            found["layers"] = [layer.to_dict() for layer in self.layers]
+        return found
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -103,6 +119,8 @@ def diagnose(
     dependency_length: int | None = None,
     state: State | None = None,
     *,
+    y: Any = None,
+    loss_fn: Callable[..., Tensor] | None = None,
     iters: int = 20,
     seed: int = 0,
 ) -> Diagnosis:
@@ -118,12 +136,25 @@ def diagnose(
       (the horizon is shorter than L; beyond T extrapolated with gamma);
     * ``healthy`` otherwise.
 
+    A network of the user's (any module holding ``torch.nn.RNN``/``LSTM``/``GRU``
+    modules: several layers, bidirectional, time-major), or any model given ``y`` or
+    ``loss_fn``, is diagnosed layer by layer under the user's loss
+    (:func:`bptt.diagnose.gradient_by_layer`): each layer and direction gets its own
+    verdict, numbers and remedies in ``layers``, and the verdict is the worst of
+    theirs, naming the layer. Its weights, ``.grad``, buffers and mode are left as
+    they were.
+
     Args:
-        model: a cell or a :class:`bptt.SequenceModel`.
-        x: a probe batch (B, T, F).
+        model: a cell, a :class:`bptt.SequenceModel`, or any module holding torch
+            recurrent modules.
+        x: a probe batch (B, T, F); for a network of the user's, what its forward
+            takes.
         dependency_length: how far back the task needs information, an integer >= 1
             (None: T; beyond T the gradient is extrapolated with gamma).
-        state: the initial state (None: zeros).
+        state: the initial state (None: zeros); not for a network of the user's.
+        y: the targets of ``loss_fn`` (a network of the user's only).
+        loss_fn: ``loss_fn(model(x), y) -> scalar`` (``loss_fn(model(x))`` without
+            ``y``); None: the output projected on a fixed random unit vector.
         iters: power iterations for the Jacobian norms, >= 1.
         seed: seeds the projection and the power iterations.
 
@@ -147,6 +178,12 @@ def diagnose(
         raise TypeError(
             f"model must be a torch.nn.Module (a cell or a model), got {_checks.shown(model)}"
         )
+    if _by_layer(model, y, loss_fn):
+        if state is not None:
+            raise ValueError(
+                "state applies to a cell; a network of the user's starts as its forward says"
+            )
+        return _diagnose_layers(model, x, dependency_length, y, loss_fn, iters, seed)
     cell = cell_of(model, state, name="model")
     x = probe(cell, x, state)
     steps = x.shape[1]
@@ -190,19 +227,24 @@ def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str
         The verdict, its reasons, and the numbers of :data:`NUMBER_KEYS` it measured
         (the others None).
     """
-    ratios, gamma = measured["ratios"], measured["gamma"]
-    steps = ratios.shape[0]
-    within = ratios[: min(length, steps)]
+    gamma, steps = measured["gamma"], measured["ratios"].shape[0]
+    entry = measured.get("entry", 0)
+    numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
+    if entry is None:
+        numbers.update(length=steps, dependency_length=length, gamma=gamma)
+        return "vanishing", ["the gradient is exactly zero at every step"], numbers
+    ratios = measured["ratios"][entry:]  # the curve from where the gradient enters
+    available = ratios.shape[0]
+    within = ratios[: min(length, available)]
     finite = bool(torch.isfinite(ratios).all())
     growth = float(within.max()) if finite else math.inf
-    if length <= steps:
+    if length <= available:
         at_dependency = float(within[-1])
     elif math.isfinite(gamma) and gamma > 0:
-        at_dependency = _extrapolated(float(ratios[-1]), gamma, length - steps)
+        at_dependency = _extrapolated(float(ratios[-1]), gamma, length - available)
     else:
         at_dependency = float(ratios[-1])
     horizon = measured["horizon"]
-    numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
     numbers.update(
         {
             "length": steps,
@@ -217,7 +259,13 @@ def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str
         }
     )
     reasons: list[str] = []
-    if not finite:
+    if available < 2 and finite and entry > 0:
+        verdict = "healthy"
+        reasons.append(
+            f"the loss reaches it only at distance {entry}, its first step: no gradient "
+            "travels through its recurrence under this loss"
+        )
+    elif not finite:
         verdict = "exploding"
         reasons.append("the hidden-state gradient became non-finite within the sequence")
     elif growth > GROWTH or at_dependency > GROWTH:
@@ -243,6 +291,101 @@ def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str
             f"(gamma = {gamma:.4g})"
         )
     return verdict, reasons, numbers
+
+
+def _by_layer(model: nn.Module, y: Any, loss_fn: Any) -> bool:
+    """Whether ``model`` is diagnosed layer by layer: it holds torch recurrent modules
+    and is not one a cell's diagnosis takes whole (a one-layer, one-direction,
+    batch-first ``torch.nn.RNN``/``LSTM``/``GRU`` given no loss of its own), or it is
+    given a loss."""
+    if y is not None or loss_fn is not None:
+        return True
+    if isinstance(model, SequenceModel) or callable(getattr(model, "recurrent_cell", None)):
+        return False
+    if isinstance(model, nn.RNNBase) and type(model) in (nn.RNN, nn.LSTM, nn.GRU):
+        one = model.num_layers == 1 and not model.bidirectional and not model.proj_size
+        return not (one and model.batch_first)
+    return bool(recurrent_layers(model))
+
+
+def _diagnose_layers(
+    model: nn.Module,
+    x: Any,
+    dependency_length: int | None,
+    y: Any,
+    loss_fn: Callable[..., Tensor] | None,
+    iters: int,
+    seed: int,
+) -> Diagnosis:
+    """:func:`diagnose` of a network of the user's, layer by layer."""
+    if dependency_length is not None:
+        dependency_length = _checks.integer("dependency_length", dependency_length, 1)
+    iters, seed = iterations(iters), generator_seed(seed)
+    if isinstance(x, Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        where = tuple(int(i) for i in (~torch.isfinite(x)).nonzero()[0])
+        raise ValueError(
+            f"x holds a non-finite value at index {where}: the input is at fault, not the "
+            "model; diagnose on finite input"
+        )
+    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:
+        reason = (
+            f"the weights hold NaN or inf ({', '.join(broken)}): the training diverged "
+            "and the gradient overflowed before this"
+        )
+        numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
+        nans = torch.full((1,), math.nan, dtype=torch.float64)
+        return Diagnosis("exploding", [reason], list(REMEDIES["exploding"]), numbers, nans)
+    layers = []
+    for passed, measured in gradient_by_layer(model, x, y, loss_fn, seed=seed):
+        steps = passed.inputs.shape[1]
+        length = steps if dependency_length is None else dependency_length
+        verdict, reasons, numbers = judge_distance(measured, length)
+        cell, inputs, state = passed.cell, passed.inputs, passed.state
+        jac = jacobian_norms(cell, inputs, state, iters=iters, seed=seed)
+        numbers.update(jacobian_mean=float(jac.mean()), jacobian_max=float(jac.max()))
+        spectrum = recurrent_spectrum(cell)
+        numbers.update({k: v for k, v in spectrum.items() if k in ("rho", "sigma_max")})
+        numbers.update(
+            {f"saturation/{k}": float(v.mean()) for k, v in saturation(cell, inputs, state).items()}
+        )
+        remedies = _remedies(verdict, cell)
+        layers.append(
+            Diagnosis(
+                verdict,
+                reasons,
+                remedies,
+                numbers,
+                measured["norms"],
+                jac.mean(0),
+                name=passed.name,
+            )
+        )
+    verdict = min((layer.verdict for layer in layers), key=_SEVERITY.index)
+    # the layer where it happens soonest first: a layer whose gradient reaches it only
+    # through a vanishing one above it vanishes too, later
+    named = sorted((layer for layer in layers if layer.verdict == verdict), key=_soonest)
+    worst = named[0]
+    reasons = [f"{layer.name}: {reason}" for layer in named for reason in layer.reasons]
+    remedies = [f"{worst.name}: {remedy}" for remedy in worst.remedies]
+    return Diagnosis(
+        worst.verdict, reasons, remedies, dict(worst.numbers), worst.norms, worst.jacobian, layers
+    )
+
+
+_SEVERITY = ("exploding", "vanishing", "healthy")
+
+
+def _soonest(layer: Diagnosis) -> tuple[float, float]:
+    """Order layers of one verdict: a shorter horizon, then a gradient that falls (or
+    grows) faster, first."""
+    numbers = layer.numbers
+    horizon = numbers["horizon"] if numbers["horizon"] is not None else math.inf
+    gamma = numbers["gamma"] if numbers["gamma"] is not None else math.nan
+    if layer.verdict == "exploding":
+        growth = numbers["growth"] if numbers["growth"] is not None else math.inf
+        return (-growth, -gamma if math.isfinite(gamma) else -math.inf)
+    return (horizon, gamma if math.isfinite(gamma) else math.inf)
 
 
 def _extrapolated(ratio: float, gamma: float, distance: int) -> float:

@@ -1,0 +1,303 @@
+"""The gradient through every recurrent layer of the user's own network, under the
+user's own loss.
+
+A network people train holds ``torch.nn.RNN``/``LSTM``/``GRU`` modules of several
+layers, often bidirectional, batch first or time-major, inside a module of their own
+with a head and a loss of their own. torch runs each such module as one call: the
+hidden states between its layers and steps never appear. To see them, each module
+found in the model (:func:`recurrent_layers`) is run, for the probe's one forward
+pass, as the same function unrolled by bptt: every layer and direction a built-in
+cell holding a copy of its weights, unrolled with a tap that records dL/ds_t at every
+step. The user's forward and loss run as written around it, and the backward of their
+loss reaches each layer through their head and through the layers above.
+
+Nothing of the model changes: the modules' forwards are put back, its parameters'
+``.grad`` are untouched (the gradients are asked of the copies), its buffers (a batch
+norm's running statistics) are restored, its mode (train or eval) is the one it had,
+and the random number generators are restored (dropout in train mode draws from
+them).
+
+Direction: a backward direction reads the sequence from its end, so its "last step",
+where distance 0 is, is the sequence's first. Distances are counted in each
+direction's own order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from bptt import _checks
+from bptt.cells import GRUCell, LSTMCell, RNNCell, as_tuple
+from bptt.diagnose._distance import RecordPrecision, by_distance, scalar_loss
+from bptt.diagnose._trajectory import copied_cell, generator_seed
+from bptt.engine import unroll
+from bptt.taps import Delta, RecordNorms
+
+__all__ = ["LayerPass", "gradient_by_layer", "recurrent_layers"]
+
+_OURS = {nn.RNN: RNNCell, nn.LSTM: LSTMCell, nn.GRU: GRUCell}
+
+
+def recurrent_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The ``torch.nn.RNN``/``LSTM``/``GRU`` modules inside ``model`` (itself
+    included), with their names in ``model.named_modules()`` (``""`` for the model)."""
+    return [(name, module) for name, module in model.named_modules() if type(module) in _OURS]
+
+
+@dataclass
+class LayerPass:
+    """One layer, in one direction, of a recurrent module, as the probe went through it.
+
+    Attributes:
+        module: the module's name in the model (``""``: the model itself).
+        layer: the layer's index in the module (0 reads the module's input).
+        direction: ``"forward"``, or ``"backward"`` for the second direction of a
+            bidirectional module.
+        cell: a built-in cell holding a copy of the layer's weights.
+        inputs: what the layer read, batch first and in its own order (B, T, F_l),
+            detached (the backward direction's is the sequence reversed).
+        state: the state it started from (detached).
+        norms: per-sample norms of dL/ds_t (B, T) in its own order, after the backward.
+        subnormal, zero: shares of dL/ds_t's elements that are subnormal or zero (T,).
+    """
+
+    module: str
+    layer: int
+    direction: str
+    cell: nn.Module = field(repr=False)
+    inputs: Tensor = field(repr=False)
+    state: Any = field(repr=False)
+    record: RecordNorms = field(repr=False, default_factory=RecordNorms)
+    precision: RecordPrecision = field(repr=False, default_factory=RecordPrecision)
+
+    @property
+    def name(self) -> str:
+        """How the report names it: ``encoder.lstm layer 1 backward``."""
+        where = self.module or type(self.cell).__name__.removesuffix("Cell").lower()
+        return f"{where} layer {self.layer}" + (" backward" if self.direction == "backward" else "")
+
+
+def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> Callable:
+    """``module.forward`` computed as bptt unrolls of copies of its layers, each with a
+    tap; the same outputs as torch's (up to rounding), the passes appended to
+    ``passes``."""
+    ours = _OURS[type(module)]
+    lstm = ours is LSTMCell
+    extra = {"nonlinearity": module.nonlinearity} if hasattr(module, "nonlinearity") else {}
+    directions = 2 if module.bidirectional else 1
+
+    def forward(data: Any, hx: Any = None) -> tuple[Tensor, Any]:
+        if isinstance(data, PackedSequence):
+            raise TypeError(
+                f"{name or 'the model'}: a PackedSequence input is not diagnosed yet; give "
+                "the probe as a padded tensor"
+            )
+        if getattr(module, "proj_size", 0):
+            raise TypeError(
+                f"{name or 'the model'}: an LSTM with proj_size={module.proj_size} is not "
+                "diagnosed yet"
+            )
+        single = data.dim() == 2  # one sequence (T, F), as torch allows
+        x = data.unsqueeze(0) if single else (data if module.batch_first else data.transpose(0, 1))
+        batch, hidden = x.shape[0], module.hidden_size
+        if hx is None:
+            zeros = x.new_zeros(module.num_layers * directions, batch, hidden)
+            h0, c0 = zeros, zeros
+        else:
+            h0, c0 = hx if lstm else (hx, None)
+            if single:
+                h0 = h0.unsqueeze(1)
+                c0 = None if c0 is None else c0.unsqueeze(1)
+        finals_h: list[Tensor] = []
+        finals_c: list[Tensor] = []
+        layer_input = x
+        for layer in range(module.num_layers):
+            outputs = []
+            for direction in range(directions):
+                index = layer * directions + direction
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                cell = copied_cell(module, ours, suffix, **extra)
+                inputs = layer_input.flip(1) if direction else layer_input
+                state = (h0[index], c0[index]) if lstm else h0[index]
+                start = tuple(s.detach() for s in as_tuple(state))
+                passed = LayerPass(
+                    name,
+                    layer,
+                    "backward" if direction else "forward",
+                    cell,
+                    inputs.detach(),
+                    start if lstm else start[0],
+                )
+                taps: list[Callable[[int, Delta], Delta]] = [passed.record, passed.precision]
+                out, final = unroll(cell, inputs, state=state, taps=taps)
+                passes.append(passed)
+                outputs.append(out.flip(1) if direction else out)
+                parts = as_tuple(final)  # (h,) or (h, c)
+                finals_h.append(parts[0])
+                if lstm:
+                    finals_c.append(parts[1])
+            layer_input = torch.cat(outputs, dim=-1)
+            if module.dropout and module.training and layer < module.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, module.dropout, training=True)
+        h_n = torch.stack(finals_h)
+        c_n = torch.stack(finals_c) if lstm else None
+        output = layer_input
+        if single:
+            output, h_n = output.squeeze(0), h_n.squeeze(1)
+            c_n = None if c_n is None else c_n.squeeze(1)
+        elif not module.batch_first:
+            output = output.transpose(0, 1)
+        return output, ((h_n, c_n) if lstm else h_n)
+
+    return forward
+
+
+@contextlib.contextmanager
+def _tapped(model: nn.Module) -> Iterator[list[LayerPass]]:
+    """Within: every recurrent module of ``model`` runs as tapped bptt unrolls (the
+    passes of the last forward are in the yielded list); after: as before."""
+    passes: list[LayerPass] = []
+    found = recurrent_layers(model)
+    try:
+        for name, module in found:
+            tapped = _tapped_forward(cast(nn.RNNBase, module), name, passes)
+            module.forward = tapped  # type: ignore[method-assign]
+        yield passes
+    finally:
+        for _, module in found:
+            module.__dict__.pop("forward", None)  # the class's forward again
+
+
+@contextlib.contextmanager
+def _untouched(model: nn.Module) -> Iterator[None]:
+    """The model's buffers and mode, and the random generators, as they were."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    devices = sorted({b.device for b in (*model.parameters(), *model.buffers())}, key=str)
+    cuda = [d for d in devices if d.type == "cuda"]
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            for module, training in modes:
+                module.training = training
+
+
+def _first_tensor(value: Any) -> Tensor | None:
+    """The first tensor in what a model returned (a tensor, or tuples, lists and dicts
+    of them, depth first)."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _last_step(model: nn.Module, output: Any) -> Any:
+    """For a torch recurrent module given alone, its output at the last step (the
+    loss of a cell's diagnosis); a network of the user's: its output as it is."""
+    if not isinstance(model, nn.RNNBase):
+        return output
+    sequence = output[0]
+    if sequence.dim() == 2:  # unbatched (T, H)
+        return sequence[-1]
+    return sequence[:, -1] if model.batch_first else sequence[-1]
+
+
+def _projection(output: Any, seed: int) -> Tensor:
+    """The default loss: the model's output projected on a fixed random unit vector
+    over its last dimension, summed (every output element's gradient set by the seed)."""
+    first = _first_tensor(output)
+    if first is None or not first.is_floating_point():
+        raise TypeError(
+            "the model's output holds no floating-point tensor to project: give loss_fn"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(first.shape[-1], generator=gen, dtype=torch.float64)
+    direction = (direction / direction.norm()).to(device=first.device, dtype=first.dtype)
+    return (first * direction).sum()
+
+
+def gradient_by_layer(
+    model: nn.Module,
+    x: Any,
+    y: Any = None,
+    loss_fn: Callable[..., Tensor] | None = None,
+    *,
+    seed: int = 0,
+) -> list[tuple[LayerPass, dict[str, Any]]]:
+    """The hidden-state gradient of every recurrent layer and direction of ``model``,
+    by distance, under the user's loss.
+
+    ``model(x)`` runs as the user wrote it, its ``torch.nn.RNN``/``LSTM``/``GRU``
+    modules (any ``num_layers``, bidirectional, ``batch_first`` either way) as tapped
+    bptt unrolls of copies of their weights; then the loss, ``loss_fn(model(x), y)``
+    (``loss_fn(model(x))`` without ``y``; by default the output projected on a fixed
+    random unit vector), is backpropagated, and each layer's taps record the norm of
+    dL/ds_t at every step. The model's weights, ``.grad``, buffers and mode, and the
+    random generators, are as they were afterwards.
+
+    Args:
+        model: any module holding recurrent layers; the probe runs on its device.
+        x: what ``model`` takes (a tensor, time-major if the model reads it so).
+        y: the targets for ``loss_fn`` (None: none).
+        loss_fn: ``loss_fn(output, y) -> scalar`` (or ``loss_fn(output)``); None: the
+            projection (for a torch recurrent module given alone, of its output at the
+            last step, as a cell's diagnosis does).
+        seed: seeds the projection.
+
+    Returns:
+        For each layer and direction, in the order the forward ran them: its
+        :class:`LayerPass` and the numbers of
+        :func:`bptt.diagnose.gradient_by_distance` (``norms`` by distance, ``ratios``,
+        ``gamma``, ``horizon``, ...).
+
+    Raises:
+        TypeError: ``model`` is not a module or holds no recurrent layer, ``loss_fn`` is
+            not callable, the loss is not a real scalar tensor, or the model's output
+            holds no floating-point tensor for the default loss.
+        ValueError: ``y`` without ``loss_fn``; the loss is not one value or does not
+            depend on the recurrent layers.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {_checks.shown(model)}")
+    if not recurrent_layers(model):
+        raise TypeError(f"model: {type(model).__name__} holds no torch.nn.RNN, LSTM or GRU module")
+    if loss_fn is not None:
+        _checks.function("loss_fn", loss_fn, "loss_fn(output, y) -> scalar")
+    elif y is not None:
+        raise ValueError("y is given without loss_fn: give the loss that compares them")
+    seed = generator_seed(seed)
+    with _untouched(model), _tapped(model) as passes, torch.enable_grad():
+        output = model(x)
+        if loss_fn is None:
+            loss = _projection(_last_step(model, output), seed)
+        else:
+            loss = loss_fn(output, y) if y is not None else loss_fn(output)
+        value = scalar_loss(loss)
+        copies = [p for layer in passes for p in layer.cell.parameters()]
+        torch.autograd.grad(value, copies, allow_unused=True)
+    results = []
+    for layer in passes:
+        if layer.precision.subnormal is None or layer.precision.zero is None:
+            raise ValueError(f"the loss does not depend on {layer.name}: no gradient reaches it")
+        measured = by_distance(
+            layer.record.norms, layer.precision.subnormal, layer.precision.zero, layer.inputs.dtype
+        )
+        results.append((layer, measured))
+    return results

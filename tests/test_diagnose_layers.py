@@ -1,0 +1,230 @@
+"""The diagnosis of the user's own network: torch recurrent modules of several layers,
+bidirectional, time-major, inside a module of theirs, under their loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from bptt.diagnose import diagnose, gradient_by_layer, recurrent_layers
+from bptt.diagnose._layers import _tapped
+from helpers import DT
+
+KINDS = {
+    "rnn-tanh": lambda **kw: nn.RNN(nonlinearity="tanh", **kw),
+    "rnn-relu": lambda **kw: nn.RNN(nonlinearity="relu", **kw),
+    "lstm": nn.LSTM,
+    "gru": nn.GRU,
+}
+
+
+def _module(kind: str, **kwargs) -> nn.RNNBase:
+    torch.manual_seed(0)
+    return KINDS[kind](input_size=3, hidden_size=5, dtype=DT, **kwargs)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_tapped_layers_compute_what_torch_computes(kind, batch_first, bidirectional):
+    module = _module(
+        kind, num_layers=2, batch_first=batch_first, bidirectional=bidirectional, dropout=0.3
+    )
+    module.eval()  # dropout between layers off: torch's and ours then agree exactly
+    gen = torch.Generator().manual_seed(1)
+    shape = (4, 7, 3) if batch_first else (7, 4, 3)
+    x = torch.randn(*shape, generator=gen, dtype=DT)
+    h0 = torch.randn(4 if bidirectional else 2, 4, 5, generator=gen, dtype=DT)
+    hx = (h0, torch.randn_like(h0)) if kind == "lstm" else h0
+    weights = torch.randn(*shape[:2], 10 if bidirectional else 5, generator=gen, dtype=DT)
+
+    def run(tapped: bool):
+        leaf = x.clone().requires_grad_(True)
+        if tapped:
+            with _tapped(module) as passes:
+                out, final = module(leaf, hx)
+            assert len(passes) == (4 if bidirectional else 2)
+        else:
+            out, final = module(leaf, hx)
+        (grad,) = torch.autograd.grad((out * weights).sum(), leaf)
+        return out, final, grad
+
+    ours, theirs = run(True), run(False)
+    # float64, 2 layers of 7 steps: rounding stays within a few units of 1e-16
+    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours[1], theirs[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours[2], theirs[2], rtol=1e-12, atol=1e-12)
+    assert "forward" not in module.__dict__  # the class's forward again
+
+
+def test_an_unbatched_sequence_runs_as_torch_runs_it():
+    module = _module("gru", num_layers=2)
+    x = torch.randn(6, 3, dtype=DT)
+    with _tapped(module):
+        ours, final = module(x)
+    theirs, expected = module(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final, expected, rtol=1e-12, atol=1e-12)
+
+
+def _reference_norms(module: nn.RNNBase, x: torch.Tensor, weights: torch.Tensor):
+    """||dL/dh_t|| of every layer (one direction, batch first), by a plain autograd loop
+    over torch.nn cells with the module's weights: h_t kept, its .grad read."""
+    kind = nn.GRUCell if isinstance(module, nn.GRU) else nn.RNNCell
+    extra = {} if kind is nn.GRUCell else {"nonlinearity": module.nonlinearity}
+    layer_input, kept = x, []
+    for layer in range(module.num_layers):
+        cell = kind(layer_input.shape[-1], module.hidden_size, dtype=DT, **extra)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(module, f"{name}_l{layer}"))
+        h = x.new_zeros(x.shape[0], module.hidden_size)
+        states = []
+        for t in range(x.shape[1]):
+            h = cell(layer_input[:, t], h)
+            h.retain_grad()
+            states.append(h)
+        kept.append(states)
+        layer_input = torch.stack(states, 1)
+    (layer_input * weights).sum().backward()
+    return [torch.stack([h.grad.norm(dim=1) for h in states], 1) for states in kept]  # (B, T)
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "gru"])
+def test_each_layers_gradient_is_the_total_gradient_autograd_gives(kind):
+    module = _module(kind, num_layers=3, batch_first=True)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 9, 3, generator=gen, dtype=DT)
+    weights = torch.randn(4, 9, 5, generator=gen, dtype=DT)
+    measured = gradient_by_layer(module, x, loss_fn=lambda out: (out[0] * weights).sum())
+    expected = _reference_norms(module, x, weights)
+    assert [passed.name for passed, _ in measured] == [f"{kind[:3]} layer {i}" for i in range(3)]
+    for (passed, numbers), reference in zip(measured, expected, strict=True):
+        torch.testing.assert_close(passed.record.norms, reference, rtol=1e-10, atol=1e-14)
+        # by distance: the batch's mean, the last step first
+        torch.testing.assert_close(numbers["norms"], reference.mean(0).flip(0), rtol=1e-10, atol=0)
+
+
+class _Classifier(nn.Module):
+    """A user's module: a batch norm, a time-major 2-layer bidirectional LSTM, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(3)
+        self.encoder = nn.LSTM(3, 8, num_layers=2, bidirectional=True, dropout=0.5)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (T, B, 3)
+        x = self.norm(x.permute(1, 2, 0)).permute(2, 0, 1)
+        out, _ = self.encoder(x)
+        return self.head(out[-1])
+
+
+def test_a_users_network_is_left_as_it_was():
+    torch.manual_seed(0)
+    model = _Classifier().train()  # dropout and the batch norm's statistics live
+    x, y = torch.randn(30, 6, 3), torch.randint(0, 4, (6,))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    found = diagnose(model, x, y=y, loss_fn=nn.functional.cross_entropy)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
+    assert model.training and all(m.training for m in model.modules())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert "forward" not in model.encoder.__dict__
+    names = [layer.name for layer in found.layers]
+    assert names == [
+        "encoder layer 0",
+        "encoder layer 0 backward",
+        "encoder layer 1",
+        "encoder layer 1 backward",
+    ]
+    assert found.verdict in ("exploding", "vanishing", "healthy")
+    assert found.to_dict()["layers"][3]["name"] == "encoder layer 1 backward"
+
+
+def _rnn_with_layer_scaled(layer: int, scale: float, direction: str = "") -> nn.RNN:
+    module = _module("rnn-tanh", num_layers=2, batch_first=True, bidirectional=bool(direction))
+    with torch.no_grad():
+        for name, weight in module.named_parameters():
+            if name.startswith("weight_hh"):
+                nn.init.orthogonal_(weight)  # gradients kept: a healthy start
+        getattr(module, f"weight_hh_l{layer}{direction}").mul_(scale)
+    return module
+
+
+def test_the_verdict_names_the_layer_where_the_gradient_vanishes():
+    module = _rnn_with_layer_scaled(1, 0.05)  # the second layer forgets at once
+    x = torch.randn(8, 60, 3, dtype=DT, generator=torch.Generator().manual_seed(3))
+    found = diagnose(module, x)
+    by_name = {layer.name: layer.verdict for layer in found.layers}
+    assert by_name["rnn layer 1"] == "vanishing"
+    assert found.verdict == "vanishing" and found.reasons[0].startswith("rnn layer 1:")
+    assert found.remedies and all(r.startswith("rnn layer 1:") for r in found.remedies)
+
+
+def test_the_verdict_names_the_direction_that_explodes():
+    module = _rnn_with_layer_scaled(0, 3.0, "_reverse")  # only the backward direction
+    x = 0.01 * torch.randn(8, 40, 3, dtype=DT, generator=torch.Generator().manual_seed(4))
+    found = diagnose(module, x)
+    verdicts = {layer.name: layer.verdict for layer in found.layers}
+    assert verdicts["rnn layer 0 backward"] == "exploding"
+    assert verdicts["rnn layer 0"] != "exploding"
+    assert found.verdict == "exploding" and "rnn layer 0 backward" in found.reasons[0]
+    # read at the last step, the top layer's backward direction gets its gradient at its
+    # first step only: nothing travels through its recurrence, and it is said so
+    top = next(layer for layer in found.layers if layer.name == "rnn layer 1 backward")
+    assert top.verdict == "healthy" and "only at distance 39, its first step" in top.reasons[0]
+
+
+def test_a_curve_starts_where_the_gradient_enters():
+    from bptt.diagnose import by_distance
+
+    norms = torch.tensor([[0.5, 1.0, 0.0, 0.0]], dtype=DT)  # by step; the last two unreached
+    measured = by_distance(norms, torch.zeros(4), torch.zeros(4), DT)
+    assert measured["entry"] == 2 and measured["ratios"][2:].tolist() == [1.0, 0.5]
+    assert measured["horizon"] is None and measured["underflow_at"] is None
+    nothing = by_distance(torch.zeros(1, 3, dtype=DT), torch.zeros(3), torch.zeros(3), DT)
+    assert nothing["entry"] is None
+
+
+def test_a_one_layer_batch_first_module_is_still_diagnosed_as_a_cell():
+    module = _module("gru", batch_first=True)
+    found = diagnose(module, torch.randn(4, 20, 3, dtype=DT))
+    assert found.layers == [] and found.name is None
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "needle"),
+    [
+        (lambda m, x: diagnose(m, x, y=x), ValueError, "y is given without loss_fn"),
+        (lambda m, x: diagnose(m, x * math.nan), ValueError, "non-finite"),
+        (lambda m, x: diagnose(m, x, state=x[0]), ValueError, "state applies to a cell"),
+        (lambda m, x: diagnose(m, x, loss_fn=5), TypeError, "loss_fn"),
+        (lambda m, x: diagnose(m, x, loss_fn=lambda out: out[0]), ValueError, "scalar"),
+        (
+            lambda m, x: diagnose(m, pack_padded_sequence(x, [5, 4], batch_first=True)),
+            TypeError,
+            "PackedSequence",
+        ),
+    ],
+)
+def test_what_the_layered_diagnosis_cannot_take_is_named(call, error, needle):
+    module = _module("lstm", num_layers=2, batch_first=True)
+    with pytest.raises(error, match=needle):
+        call(module, torch.randn(2, 5, 3, dtype=DT))
+    assert "forward" not in module.__dict__
+
+
+def test_recurrent_layers_finds_each_module_by_name():
+    model = _Classifier()
+    assert [name for name, _ in recurrent_layers(model)] == ["encoder"]
+    assert recurrent_layers(nn.Linear(2, 2)) == []
+    with pytest.raises(TypeError, match=r"holds no torch\.nn\.RNN"):
+        gradient_by_layer(nn.Linear(2, 2), torch.randn(2, 2))
