@@ -228,3 +228,11 @@ def test_recurrent_layers_finds_each_module_by_name():
     assert recurrent_layers(nn.Linear(2, 2)) == []
     with pytest.raises(TypeError, match=r"holds no torch\.nn\.RNN"):
         gradient_by_layer(nn.Linear(2, 2), torch.randn(2, 2))
+
+
+def test_a_network_whose_weights_hold_nan_is_exploding_naming_them():
+    model = _Classifier()
+    with torch.no_grad():
+        model.encoder.weight_hh_l1[0, 0] = math.nan
+    found = diagnose(model, torch.randn(10, 3, 3))
+    assert found.verdict == "exploding" and "encoder.weight_hh_l1" in found.reasons[0]

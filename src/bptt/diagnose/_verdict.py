@@ -191,16 +191,9 @@ def diagnose(
         dependency_length = _checks.integer("dependency_length", dependency_length, 1)
     length = steps if dependency_length is None else dependency_length
     iters, seed = iterations(iters), generator_seed(seed)
-    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
-    if broken:  # nothing to measure: every gradient through them is NaN
-        reason = (
-            f"the weights hold NaN or inf ({', '.join(broken)}): the training diverged "
-            "and the gradient overflowed before this"
-        )
-        numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
-        numbers.update(length=steps, dependency_length=length)
-        nans = torch.full((steps,), math.nan, dtype=torch.float64)
-        return Diagnosis("exploding", [reason], list(REMEDIES["exploding"]), numbers, nans)
+    diverged = _nonfinite_weights(model, steps, length)
+    if diverged is not None:  # nothing to measure: every gradient through them is NaN
+        return diverged
     measured = gradient_by_distance(cell, x, state, seed=seed)
     jac = jacobian_norms(cell, x, state, iters=iters, seed=seed)
     verdict, reasons, numbers = judge_distance(measured, length)
@@ -293,6 +286,23 @@ def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str
     return verdict, reasons, numbers
 
 
+def _nonfinite_weights(model: nn.Module, steps: int | None, length: int | None) -> Diagnosis | None:
+    """The verdict on a model whose weights hold NaN or inf (exploding: the training
+    diverged), or None when they are finite. ``steps``: the probe's length, for the
+    numbers (None: not known)."""
+    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if not broken:
+        return None
+    reason = (
+        f"the weights hold NaN or inf ({', '.join(broken)}): the training diverged "
+        "and the gradient overflowed before this"
+    )
+    numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
+    numbers.update(length=steps, dependency_length=length)
+    nans = torch.full((steps or 1,), math.nan, dtype=torch.float64)
+    return Diagnosis("exploding", [reason], list(REMEDIES["exploding"]), numbers, nans)
+
+
 def _by_layer(model: nn.Module, y: Any, loss_fn: Any) -> bool:
     """Whether ``model`` is diagnosed layer by layer: it holds torch recurrent modules
     and is not one a cell's diagnosis takes whole (a one-layer, one-direction,
@@ -327,15 +337,9 @@ def _diagnose_layers(
             f"x holds a non-finite value at index {where}: the input is at fault, not the "
             "model; diagnose on finite input"
         )
-    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
-    if broken:
-        reason = (
-            f"the weights hold NaN or inf ({', '.join(broken)}): the training diverged "
-            "and the gradient overflowed before this"
-        )
-        numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
-        nans = torch.full((1,), math.nan, dtype=torch.float64)
-        return Diagnosis("exploding", [reason], list(REMEDIES["exploding"]), numbers, nans)
+    diverged = _nonfinite_weights(model, None, dependency_length)
+    if diverged is not None:
+        return diverged
     layers = []
     for passed, measured in gradient_by_layer(model, x, y, loss_fn, seed=seed):
         steps = passed.inputs.shape[1]
