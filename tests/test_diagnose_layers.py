@@ -236,3 +236,28 @@ def test_a_network_whose_weights_hold_nan_is_exploding_naming_them():
         model.encoder.weight_hh_l1[0, 0] = math.nan
     found = diagnose(model, torch.randn(10, 3, 3))
     assert found.verdict == "exploding" and "encoder.weight_hh_l1" in found.reasons[0]
+
+
+class _Regressor(nn.Module):
+    """A 2-layer LSTM read at the last step by a linear head of the user's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm = nn.LSTM(3, 8, num_layers=2, batch_first=True)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def test_a_head_that_overflows_is_blamed_not_the_recurrence():
+    model = _Regressor()
+    with torch.no_grad():
+        model.head.weight.fill_(3e38)  # float32's largest is 3.4e38: the output overflows
+    x, y = torch.randn(4, 20, 3), torch.randn(4, 1)
+    found = diagnose(model, x, y=y, loss_fn=nn.functional.mse_loss)
+    assert found.verdict == "exploding" and "the head or the loss" in found.reasons[0]
+    assert "head" in found.remedies[0] and len(found.layers) == 2
+    sound = _Regressor()  # the same network with its head as initialised
+    assert "the head" not in diagnose(sound, x, y=y, loss_fn=nn.functional.mse_loss).reasons[0]

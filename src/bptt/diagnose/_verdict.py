@@ -53,6 +53,13 @@ REMEDIES = {
     ],
     "healthy": [],
 }
+# an overflow above the recurrent layers (in the user's head or loss)
+HEAD_REMEDIES = (
+    "look at the head and the loss: their output or gradient overflows before any "
+    "recurrent layer is reached (weights grown huge, a log or division of zero)",
+    "lower the learning rate",
+    "clip the gradient norm (bptt train --clip norm --clip-norm 1, or --clip percentile)",
+)
 
 
 @dataclass
@@ -341,7 +348,10 @@ def _diagnose_layers(
     if diverged is not None:
         return diverged
     layers = []
+    arrived_nonfinite = []  # per layer: whether the gradient reached it non-finite
     for passed, measured in gradient_by_layer(model, x, y, loss_fn, seed=seed):
+        entry = measured["entry"] or 0
+        arrived_nonfinite.append(not math.isfinite(float(measured["norms"][entry])))
         steps = passed.inputs.shape[1]
         length = steps if dependency_length is None else dependency_length
         verdict, reasons, numbers = judge_distance(measured, length)
@@ -364,6 +374,21 @@ def _diagnose_layers(
                 jac.mean(0),
                 name=passed.name,
             )
+        )
+    if all(arrived_nonfinite):  # the recurrence never saw a finite gradient
+        reason = (
+            "the gradient reaches every recurrent layer already non-finite: the head or the "
+            "loss above them overflows, not the recurrence"
+        )
+        worst = layers[0]
+        return Diagnosis(
+            "exploding",
+            [reason],
+            list(HEAD_REMEDIES),
+            dict(worst.numbers),
+            worst.norms,
+            worst.jacobian,
+            layers,
         )
     verdict = min((layer.verdict for layer in layers), key=_SEVERITY.index)
     # the layer where it happens soonest first: a layer whose gradient reaches it only
