@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bptt.diagnose import diagnose, gradient_by_layer, recurrent_layers
 from bptt.diagnose._layers import _tapped
@@ -59,6 +59,56 @@ def test_the_tapped_layers_compute_what_torch_computes(kind, batch_first, bidire
     torch.testing.assert_close(ours[1], theirs[1], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours[2], theirs[2], rtol=1e-12, atol=1e-12)
     assert "forward" not in module.__dict__  # the class's forward again
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("lengths", [[7, 5, 5, 2], [5, 7, 2, 5]])  # sorted, and not
+def test_packed_sequences_run_as_torch_runs_them(kind, bidirectional, lengths):
+    module = _module(kind, num_layers=2, batch_first=True, bidirectional=bidirectional)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 7, 3, generator=gen, dtype=DT)
+    weights = torch.randn(4, 7, 10 if bidirectional else 5, generator=gen, dtype=DT)
+    ordered = lengths == sorted(lengths, reverse=True)
+
+    def run(tapped: bool):
+        leaf = x.clone().requires_grad_(True)
+        packed = pack_padded_sequence(leaf, lengths, batch_first=True, enforce_sorted=ordered)
+        if tapped:
+            with _tapped(module) as passes:
+                out, final = module(packed)
+            assert all(torch.equal(p.lengths.cpu(), torch.tensor(lengths)) for p in passes)
+        else:
+            out, final = module(packed)
+        padded, _ = pad_packed_sequence(out, batch_first=True)
+        states = torch.cat(final) if isinstance(final, tuple) else final
+        loss = (padded * weights).sum() + states.sum()  # the outputs and final states
+        (grad,) = torch.autograd.grad(loss, leaf)
+        return padded, states, grad
+
+    for ours, theirs in zip(run(True), run(False), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_a_packed_batch_is_measured_from_each_sequences_own_end():
+    module = _module("gru", batch_first=True, bidirectional=True)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 30, 3, generator=gen, dtype=DT)
+    lengths = [30, 20, 10, 25]
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    measured = dict((p.name, m) for p, m in gradient_by_layer(module, packed))
+    forward, backward = measured["gru layer 0"], measured["gru layer 0 backward"]
+    # read at each sequence's own last step: the forward direction from there back, as
+    # far as the longest; the backward direction only at its first step
+    assert forward["entered_at"] == 0 and forward["norms"].shape == (30,)
+    alone = []
+    for b, length in enumerate(lengths):  # each sequence by itself, unpadded
+        found = gradient_by_layer(module, x[b : b + 1, :length])[0][1]["norms"]
+        alone.append(torch.nn.functional.pad(found, (0, 30 - length), value=math.nan))
+    stacked = torch.stack(alone)
+    expected = stacked.nan_to_num(0).sum(0) / (~stacked.isnan()).sum(0)
+    torch.testing.assert_close(forward["norms"], expected, rtol=1e-10, atol=0)
+    assert backward["entered_at"] == 9 and backward["norms"].shape == (1,)
 
 
 def test_an_unbatched_sequence_runs_as_torch_runs_it():
@@ -180,7 +230,7 @@ def test_the_verdict_names_the_direction_that_explodes():
     # read at the last step, the top layer's backward direction gets its gradient at its
     # first step only: nothing travels through its recurrence, and it is said so
     top = next(layer for layer in found.layers if layer.name == "rnn layer 1 backward")
-    assert top.verdict == "healthy" and "only at distance 39, its first step" in top.reasons[0]
+    assert top.verdict == "healthy" and "at one step only (distance 39" in top.reasons[0]
 
 
 def test_a_curve_starts_where_the_gradient_enters():
@@ -208,11 +258,7 @@ def test_a_one_layer_batch_first_module_is_still_diagnosed_as_a_cell():
         (lambda m, x: diagnose(m, x, state=x[0]), ValueError, "state applies to a cell"),
         (lambda m, x: diagnose(m, x, loss_fn=5), TypeError, "loss_fn"),
         (lambda m, x: diagnose(m, x, loss_fn=lambda out: out[0]), ValueError, "scalar"),
-        (
-            lambda m, x: diagnose(m, pack_padded_sequence(x, [5, 4], batch_first=True)),
-            TypeError,
-            "PackedSequence",
-        ),
+        (lambda m, x: diagnose(nn.LSTM(3, 4, proj_size=2), x), TypeError, "proj_size=2"),
     ],
 )
 def test_what_the_layered_diagnosis_cannot_take_is_named(call, error, needle):

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from bptt import _checks
 from bptt.cells import GRUCell, LSTMCell, RNNCell, as_tuple
@@ -64,6 +64,8 @@ class LayerPass:
         inputs: what the layer read, batch first and in its own order (B, T, F_l),
             detached (the backward direction's is the sequence reversed).
         state: the state it started from (detached).
+        lengths: each sequence's length (B,) for a packed input (padded past it; the
+            backward direction reads each sequence from its own end), else None.
         norms: per-sample norms of dL/ds_t (B, T) in its own order, after the backward.
         subnormal, zero: shares of dL/ds_t's elements that are subnormal or zero (T,).
     """
@@ -74,6 +76,7 @@ class LayerPass:
     cell: nn.Module = field(repr=False)
     inputs: Tensor = field(repr=False)
     state: Any = field(repr=False)
+    lengths: Tensor | None = field(repr=False, default=None)
     record: RecordNorms = field(repr=False, default_factory=RecordNorms)
     precision: RecordPrecision = field(repr=False, default_factory=RecordPrecision)
 
@@ -82,6 +85,42 @@ class LayerPass:
         """How the report names it: ``encoder.lstm layer 1 backward``."""
         where = self.module or type(self.cell).__name__.removesuffix("Cell").lower()
         return f"{where} layer {self.layer}" + (" backward" if self.direction == "backward" else "")
+
+
+def _valid(lengths: Tensor, like: Tensor) -> Tensor:
+    """1 at each sequence's steps, 0 past its end: (B, T, 1) in ``like``'s dtype."""
+    steps = torch.arange(like.shape[1], device=like.device)
+    return (steps[None, :] < lengths[:, None]).to(like.dtype).unsqueeze(-1)
+
+
+def _reversed(sequence: Tensor, lengths: Tensor | None) -> Tensor:
+    """(B, T, F) with each sequence's steps in reverse order and its padding in place
+    (its own inverse): what a backward direction reads."""
+    if lengths is None:
+        return sequence.flip(1)
+    steps = torch.arange(sequence.shape[1], device=sequence.device)
+    back = lengths[:, None] - 1 - steps[None, :]  # (B, T)
+    index = torch.where(back >= 0, back, steps[None, :].expand_as(back))
+    return sequence.gather(1, index.unsqueeze(-1).expand_as(sequence))
+
+
+class _Frozen(nn.Module):
+    """A cell whose state stays as it is where the input's last feature (the mask of
+    :func:`_valid`) is 0: a packed sequence's state at its end, kept through the
+    padding that follows it."""
+
+    def __init__(self, cell: nn.Module) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x_t: Tensor, state: Any) -> Any:
+        valid = x_t[:, -1:]  # (B, 1)
+        stepped = self.cell(x_t[:, :-1], state)
+        if isinstance(state, tuple):
+            return tuple(
+                torch.where(valid > 0, new, old) for new, old in zip(stepped, state, strict=True)
+            )
+        return torch.where(valid > 0, stepped, state)
 
 
 def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> Callable:
@@ -93,20 +132,23 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
     extra = {"nonlinearity": module.nonlinearity} if hasattr(module, "nonlinearity") else {}
     directions = 2 if module.bidirectional else 1
 
-    def forward(data: Any, hx: Any = None) -> tuple[Tensor, Any]:
-        if isinstance(data, PackedSequence):
-            raise TypeError(
-                f"{name or 'the model'}: a PackedSequence input is not diagnosed yet; give "
-                "the probe as a padded tensor"
-            )
+    def forward(data: Any, hx: Any = None) -> tuple[Any, Any]:
         if getattr(module, "proj_size", 0):
             raise TypeError(
                 f"{name or 'the model'}: an LSTM with proj_size={module.proj_size} is not "
                 "diagnosed yet"
             )
-        single = data.dim() == 2  # one sequence (T, F), as torch allows
-        x = data.unsqueeze(0) if single else (data if module.batch_first else data.transpose(0, 1))
+        lengths = None
+        if isinstance(data, PackedSequence):  # padded here, in the batch's own order
+            x, lengths = pad_packed_sequence(data, batch_first=True)
+            lengths = lengths.to(x.device)
+            single = False
+        else:
+            single = data.dim() == 2  # one sequence (T, F), as torch allows
+            x = data.unsqueeze(0) if single else data
+            x = x if single or module.batch_first else x.transpose(0, 1)
         batch, hidden = x.shape[0], module.hidden_size
+        c0: Tensor | None
         if hx is None:
             zeros = x.new_zeros(module.num_layers * directions, batch, hidden)
             h0, c0 = zeros, zeros
@@ -124,8 +166,8 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
                 index = layer * directions + direction
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 cell = copied_cell(module, ours, suffix, **extra)
-                inputs = layer_input.flip(1) if direction else layer_input
-                state = (h0[index], c0[index]) if lstm else h0[index]
+                inputs = _reversed(layer_input, lengths) if direction else layer_input
+                state = (h0[index], cast(Tensor, c0)[index]) if lstm else h0[index]
                 start = tuple(s.detach() for s in as_tuple(state))
                 passed = LayerPass(
                     name,
@@ -134,11 +176,17 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
                     cell,
                     inputs.detach(),
                     start if lstm else start[0],
+                    lengths=lengths,
                 )
                 taps: list[Callable[[int, Delta], Delta]] = [passed.record, passed.precision]
-                out, final = unroll(cell, inputs, state=state, taps=taps)
+                if lengths is None:
+                    out, final = unroll(cell, inputs, state=state, taps=taps)
+                else:  # the state stays where each sequence ends; no output past it
+                    masked = torch.cat([inputs, _valid(lengths, inputs)], dim=-1)
+                    out, final = unroll(_Frozen(cell), masked, state=state, taps=taps)
+                    out = out * _valid(lengths, out)
                 passes.append(passed)
-                outputs.append(out.flip(1) if direction else out)
+                outputs.append(_reversed(out, lengths) if direction else out)
                 parts = as_tuple(final)  # (h,) or (h, c)
                 finals_h.append(parts[0])
                 if lstm:
@@ -148,8 +196,12 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
                 layer_input = nn.functional.dropout(layer_input, module.dropout, training=True)
         h_n = torch.stack(finals_h)
         c_n = torch.stack(finals_c) if lstm else None
-        output = layer_input
-        if single:
+        output: Any = layer_input
+        if lengths is not None:
+            output = pack_padded_sequence(
+                output, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+        elif single:
             output, h_n = output.squeeze(0), h_n.squeeze(1)
             c_n = None if c_n is None else c_n.squeeze(1)
         elif not module.batch_first:
@@ -208,12 +260,51 @@ def _first_tensor(value: Any) -> Tensor | None:
     return None
 
 
+def _aligned(norms: Tensor, lengths: Tensor | None) -> tuple[Tensor, int | None]:
+    """Per-sample norms (B, T), by step in the direction's order, as one curve (1, T')
+    by step in that order whose last column is where the gradient enters each
+    sequence: the mean over the sequences that reach each distance from their own
+    entry (a NaN kept: it is news). A packed sequence's padding is left out, and a
+    sequence the loss reads at one step only (a backward direction read at the last
+    step) adds that one point.
+
+    Returns:
+        The curve, and the earliest distance (from a sequence's own end) at which the
+        gradient enters any sequence (None: it enters none).
+    """
+    batch, steps = norms.shape
+    own = lengths.to(norms.device) if lengths is not None else norms.new_full((batch,), steps)
+    own = own.long()
+    distance = torch.arange(steps, device=norms.device)
+    # by distance from each sequence's own last step (padding beyond its start: missing)
+    back = own[:, None] - 1 - distance[None, :]
+    by_distance = norms.gather(1, back.clamp_min(0))
+    present = back >= 0
+    reached = present & (by_distance != 0)  # NaN != 0: a NaN is reached too
+    has = reached.any(1)
+    if not bool(has.any()):
+        return norms.new_zeros(1, 1), None
+    entries = torch.where(has, reached.float().argmax(1), own)  # first reached distance
+    source = entries[:, None] + distance[None, :]  # the entry first, then farther back
+    keep = (source < own[:, None]) & has[:, None]
+    shifted = by_distance.gather(1, source.clamp_max(steps - 1))
+    total = torch.where(keep, shifted, torch.zeros_like(shifted)).sum(0)
+    count = keep.sum(0)
+    reach = int(count.nonzero().max()) + 1
+    curve = total[:reach] / count[:reach]
+    return curve.flip(0).unsqueeze(0), int(entries[has].min())
+
+
 def _last_step(model: nn.Module, output: Any) -> Any:
     """For a torch recurrent module given alone, its output at the last step (the
     loss of a cell's diagnosis); a network of the user's: its output as it is."""
     if not isinstance(model, nn.RNNBase):
         return output
     sequence = output[0]
+    if isinstance(sequence, PackedSequence):  # each sequence at its own last step
+        padded, lengths = pad_packed_sequence(sequence, batch_first=True)
+        last = (lengths - 1).to(padded.device)
+        return padded[torch.arange(padded.shape[0], device=padded.device), last]
     if sequence.dim() == 2:  # unbatched (T, H)
         return sequence[-1]
     return sequence[:, -1] if model.batch_first else sequence[-1]
@@ -265,7 +356,10 @@ def gradient_by_layer(
         For each layer and direction, in the order the forward ran them: its
         :class:`LayerPass` and the numbers of
         :func:`bptt.diagnose.gradient_by_distance` (``norms`` by distance, ``ratios``,
-        ``gamma``, ``horizon``, ...).
+        ``gamma``, ``horizon``, ...), counted for each sequence from where the gradient
+        enters it (its last step for a loss read there; a packed sequence's own last
+        step, its padding left out), with ``entered_at``: the earliest distance from a
+        sequence's end at which it enters (0 for a loss at the last step).
 
     Raises:
         TypeError: ``model`` is not a module or holds no recurrent layer, ``loss_fn`` is
@@ -296,8 +390,10 @@ def gradient_by_layer(
     for layer in passes:
         if layer.precision.subnormal is None or layer.precision.zero is None:
             raise ValueError(f"the loss does not depend on {layer.name}: no gradient reaches it")
+        norms, entered = _aligned(layer.record.norms, layer.lengths)
         measured = by_distance(
-            layer.record.norms, layer.precision.subnormal, layer.precision.zero, layer.inputs.dtype
+            norms, layer.precision.subnormal, layer.precision.zero, layer.inputs.dtype
         )
+        measured["entered_at"] = entered
         results.append((layer, measured))
     return results

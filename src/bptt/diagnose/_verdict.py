@@ -259,11 +259,13 @@ def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str
         }
     )
     reasons: list[str] = []
-    if available < 2 and finite and entry > 0:
+    entered = measured.get("entered_at", entry)
+    if available < 2 and finite and (entry > 0 or (entered or 0) > 0):
         verdict = "healthy"
         reasons.append(
-            f"the loss reaches it only at distance {entry}, its first step: no gradient "
-            "travels through its recurrence under this loss"
+            f"the loss reaches it at one step only (distance {entered or entry} from its "
+            "end, its first step): no gradient travels through its recurrence under "
+            "this loss"
         )
     elif not finite:
         verdict = "exploding"
