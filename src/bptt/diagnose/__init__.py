@@ -13,6 +13,8 @@
   own network (``torch.nn.RNN``/``LSTM``/``GRU`` modules of any depth, bidirectional,
   time-major, inside their module, under their loss); :func:`recurrent_layers` finds
   them.
+* :func:`input_horizon` - for any sequence model (a Transformer, a parallel scan, no
+  hidden state to tap): the norm of dL/dx_t by distance from the loss.
 * :func:`diagnose` - the verdict on a model (``exploding``, ``vanishing``,
   ``healthy``), its reasons and remedies; for the user's network, layer by layer.
 * :class:`RunRecord`, :func:`judge_run` - the verdict over a whole training run:
@@ -25,6 +27,7 @@
 """
 
 from bptt.diagnose._distance import RecordPrecision, by_distance, fit_rate, gradient_by_distance
+from bptt.diagnose._horizon import input_horizon
 from bptt.diagnose._jacobian import jacobian_norms, jacobian_product_norms, recurrent_spectrum
 from bptt.diagnose._layers import LayerPass, gradient_by_layer, recurrent_layers
 from bptt.diagnose._monitor import Monitor, write_scalars
@@ -49,6 +52,7 @@ __all__ = [
     "fit_rate",
     "gradient_by_distance",
     "gradient_by_layer",
+    "input_horizon",
     "jacobian_norms",
     "jacobian_product_norms",
     "judge_run",

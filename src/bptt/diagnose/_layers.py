@@ -228,7 +228,7 @@ def _tapped(model: nn.Module) -> Iterator[list[LayerPass]]:
 
 
 @contextlib.contextmanager
-def _untouched(model: nn.Module) -> Iterator[None]:
+def untouched(model: nn.Module) -> Iterator[None]:
     """The model's buffers and mode, and the random generators, as they were."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     modes = [(m, m.training) for m in model.modules()]
@@ -245,7 +245,7 @@ def _untouched(model: nn.Module) -> Iterator[None]:
                 module.training = training
 
 
-def _first_tensor(value: Any) -> Tensor | None:
+def first_tensor(value: Any) -> Tensor | None:
     """The first tensor in what a model returned (a tensor, or tuples, lists and dicts
     of them, depth first)."""
     if isinstance(value, Tensor):
@@ -254,7 +254,7 @@ def _first_tensor(value: Any) -> Tensor | None:
         value = list(value.values())
     if isinstance(value, (tuple, list)):
         for item in value:
-            found = _first_tensor(item)
+            found = first_tensor(item)
             if found is not None:
                 return found
     return None
@@ -310,10 +310,10 @@ def _last_step(model: nn.Module, output: Any) -> Any:
     return sequence[:, -1] if model.batch_first else sequence[-1]
 
 
-def _projection(output: Any, seed: int) -> Tensor:
+def projected_loss(output: Any, seed: int) -> Tensor:
     """The default loss: the model's output projected on a fixed random unit vector
     over its last dimension, summed (every output element's gradient set by the seed)."""
-    first = _first_tensor(output)
+    first = first_tensor(output)
     if first is None or not first.is_floating_point():
         raise TypeError(
             "the model's output holds no floating-point tensor to project: give loss_fn"
@@ -377,10 +377,10 @@ def gradient_by_layer(
     elif y is not None:
         raise ValueError("y is given without loss_fn: give the loss that compares them")
     seed = generator_seed(seed)
-    with _untouched(model), _tapped(model) as passes, torch.enable_grad():
+    with untouched(model), _tapped(model) as passes, torch.enable_grad():
         output = model(x)
         if loss_fn is None:
-            loss = _projection(_last_step(model, output), seed)
+            loss = projected_loss(_last_step(model, output), seed)
         else:
             loss = loss_fn(output, y) if y is not None else loss_fn(output)
         value = scalar_loss(loss)
