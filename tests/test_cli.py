@@ -213,12 +213,12 @@ def test_diagnose_refuses_bad_arguments_in_one_line(tmp_path):
 def test_diagnose_of_a_run_with_nan_weights_says_it_diverged(tmp_path):
     out = _run_dir_with(tmp_path)
     state = torch.load(out / "model.pt", weights_only=True)
-    state["cell.weight_hh"][0, 0] = float("nan")
+    state["cells.0.weight_hh"][0, 0] = float("nan")
     torch.save(state, out / "model.pt")
     result = runner.invoke(app, ["diagnose", str(out), "--json"])
     assert result.exit_code == 0, result.output
     found = json.loads(result.output)
-    assert found["verdict"] == "exploding" and "cell.weight_hh" in found["reasons"][0]
+    assert found["verdict"] == "exploding" and "cells.0.weight_hh" in found["reasons"][0]
 
 
 def test_train_help_at_80_columns_names_every_task_cell_and_recipe():

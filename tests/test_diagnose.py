@@ -177,9 +177,9 @@ def test_monitor_rows_and_the_nonfinite_locator(gen):
         row = monitor.step(step, loss)
         keys = keys or list(row)
         assert list(row) == keys  # stable keys
-    assert "grad_norm/cell.weight_hh" in row
+    assert "grad_norm/cells.0.weight_hh" in row
     assert row["nonfinite"] and row["nonfinite_step"] == 4
-    assert row["nonfinite_param"] == "cell.weight_ih"  # the first in named_parameters order
+    assert row["nonfinite_param"] == "cells.0.weight_ih"  # the first in named_parameters order
     assert monitor.summary()["nonfinite"] == 1
 
     # without the always-on tap, a rerun locates it, and only on the non-finite step

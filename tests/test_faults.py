@@ -109,7 +109,7 @@ def test_two_runs_started_at_once_on_one_directory_exactly_one_runs(tmp_path):
     assert "being written by another run" in _one_error_line(refused)
     hidden = json.loads((out / "summary.json").read_text())["hidden"]
     assert f"hidden = {hidden}\n" in (out / "config.toml").read_text()
-    assert params(out)["cell.weight_hh"].shape == (4 * hidden, hidden)
+    assert params(out)["cells.0.weight_hh"].shape == (4 * hidden, hidden)
 
 
 # --- a full disk, injected on every write path --------------------------------------------

@@ -48,7 +48,7 @@ def test_a_model_with_nan_weights_is_diagnosed_as_exploding_not_a_linalg_error(g
         model.head.weight[0, 0] = math.inf
     found = diagnose(model, torch.randn(4, 10, 2, generator=gen), 5)
     assert found.verdict == "exploding"
-    assert "cell.weight_hh" in found.reasons[0] and "head.weight" in found.reasons[0]
+    assert "cells.0.weight_hh" in found.reasons[0] and "head.weight" in found.reasons[0]
     assert set(NUMBER_KEYS) <= set(found.numbers) and found.numbers["dependency_length"] == 5
     assert found.remedies and found.norms.shape == (10,) and found.norms.isnan().all()
     assert found.to_dict()["norms"] == [None] * 10  # JSON-ready

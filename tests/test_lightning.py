@@ -91,7 +91,7 @@ def test_the_callback_clips_what_the_optimizer_steps_with(tmp_path):
         expected = min(row["grad_norm"], 0.1)
         assert seen == pytest.approx(expected, rel=1e-5)
         assert row["clipped"] == (row["grad_norm"] > 0.1)
-        assert "grad_norm/model.cell.weight_hh" in row
+        assert "grad_norm/model.cells.0.weight_hh" in row
     logged = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     assert "bptt/grad_norm" in logged and "bptt/clip_threshold" in logged
 

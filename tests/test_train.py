@@ -37,7 +37,7 @@ def test_a_run_writes_its_directory(tmp_path):
     rows = _metrics(run)
     columns = list(rows[0])
     assert columns[: len(METRIC_FIELDS)] == list(METRIC_FIELDS)
-    assert {"grad_norm/cell.weight_hh", "loss_spike", "grad_spike", "nonfinite_step"} <= set(
+    assert {"grad_norm/cells.0.weight_hh", "loss_spike", "grad_spike", "nonfinite_step"} <= set(
         columns
     )
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30]
@@ -204,7 +204,7 @@ def test_the_schedule_changes_the_steps_taken():
     config = {"task": "adding", "length": 6, "cell": "rnn", "hidden": 4, "steps": 20, "lr": 0.02}
     constant = bptt.train(config).model.state_dict()
     cosine = bptt.train({**config, "lr_schedule": "cosine"}).model.state_dict()
-    assert not torch.equal(constant["cell.weight_hh"], cosine["cell.weight_hh"])
+    assert not torch.equal(constant["cells.0.weight_hh"], cosine["cells.0.weight_hh"])
 
 
 def test_schedule_settings_are_refused_where_nothing_reads_them():
@@ -249,7 +249,7 @@ def test_a_separate_rate_for_the_recurrence_reaches_its_parameters_and_resumes_b
     run.run(lambda *a, **k: None)
     # plain SGD: each parameter moved by its own rate times its gradient
     for name, p in run.model.named_parameters():
-        rate = 0.01 if name == "cell.skew" else 0.1
+        rate = 0.01 if name == "cells.0.skew" else 0.1
         torch.testing.assert_close(before[name] - rate * p.grad, p.detach(), rtol=0, atol=1e-7)
     bptt.train({**config, "steps": 40, "out": str(tmp_path / "long")})
     bptt.train({**config, "steps": 20, "out": str(tmp_path / "short")})

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
-from bptt.cells import State, as_tuple, check_input
+from bptt.cells import State, check_input
 from bptt.model import SequenceModel
 from bptt.taps import Delta, as_taps
 
@@ -49,9 +49,12 @@ class _Shifted:
         return self.tap(t + self.offset, delta)
 
 
-def _detach(state: State) -> State:
-    parts = tuple(p.detach() for p in as_tuple(state))
-    return parts if isinstance(state, tuple) else parts[0]
+def _detach(state: Any) -> Any:
+    """The state detached: a tensor, or a tuple of them (a tuple state; a state per
+    layer of a :class:`bptt.SequenceModel` of several)."""
+    if isinstance(state, tuple):
+        return tuple(_detach(part) for part in state)
+    return state.detach()
 
 
 class TBPTT:
@@ -112,6 +115,11 @@ class TBPTT:
             raise ValueError(
                 f"model must be a SequenceModel with readout='all' (TBPTT needs a prediction "
                 f"per step), got {_checks.shown(model)}"
+            )
+        if getattr(model, "bidirectional", False):
+            raise ValueError(
+                "a bidirectional model reads each step's future, which a stream read "
+                "chunk by chunk does not have: truncated BPTT needs forward-only layers"
             )
         _checks.function("loss_fn", loss_fn, "loss_fn(predictions, targets) -> scalar")
         if optimizer is not None and not (
@@ -255,7 +263,8 @@ class TBPTT:
             raise ValueError(f"x_chunk must have shape (B, n, F) with B >= 1, got {_shape(x)}")
         if not x.is_floating_point():
             raise ValueError(f"x_chunk must be a floating-point tensor, got dtype {x.dtype}")
-        cell = getattr(self.model, "cell", None)
+        cells = getattr(self.model, "cells", None)  # a SequenceModel's first layer reads x
+        cell = cells[0] if isinstance(cells, nn.ModuleList) else getattr(self.model, "cell", None)
         if isinstance(cell, nn.Module):
             check_input(cell, x, "x_chunk")
         if not isinstance(y, Tensor) or y.dim() < 2 or y.shape[:2] != x.shape[:2]:

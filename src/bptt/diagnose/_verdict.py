@@ -319,7 +319,9 @@ def _by_layer(model: nn.Module, y: Any, loss_fn: Any) -> bool:
     given a loss."""
     if y is not None or loss_fn is not None:
         return True
-    if isinstance(model, SequenceModel) or callable(getattr(model, "recurrent_cell", None)):
+    if isinstance(model, SequenceModel):
+        return len(model.unrolls) > 1  # one cell: the cell's diagnosis, Jacobians and all
+    if callable(getattr(model, "recurrent_cell", None)):
         return False
     if isinstance(model, nn.RNNBase) and type(model) in (nn.RNN, nn.LSTM, nn.GRU):
         one = model.num_layers == 1 and not model.bidirectional and not model.proj_size

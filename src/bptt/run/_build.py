@@ -37,9 +37,25 @@ _EVAL_CHUNK = 1000  # test sequences per forward pass
 def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     """The model a config describes, initialised from the global RNG (and by its method)."""
     dtype = config.torch_dtype
-    cell = make_cell(config.cell, task.input_size, config.hidden, device=config.device, dtype=dtype)
+    directions = 2 if config.bidirectional else 1
+
+    def cells() -> list[torch.nn.Module]:  # one per layer, each reading the layer below
+        sizes = [task.input_size] + [directions * config.hidden] * (config.layers - 1)
+        return [
+            make_cell(config.cell, size, config.hidden, device=config.device, dtype=dtype)
+            for size in sizes
+        ]
+
+    forward = cells()
     # Hessian-free runs its closures under bptt.engine.require_generic itself
-    model = SequenceModel(cell, task.output_size, readout=task.readout, engine=config.engine)
+    model = SequenceModel(
+        forward,
+        task.output_size,
+        readout=task.readout,
+        engine=config.engine,
+        reverse=cells() if config.bidirectional else None,
+        dropout=config.dropout,
+    )
     method = RECIPES.get(config.method) if config.method else None
     if method is not None and method.initialise is not None:
         method.initialise(model, task)
@@ -116,10 +132,12 @@ def parameter_groups(config: TrainConfig, model: SequenceModel) -> list[dict[str
     """
     if config.lr_recurrent is None and not config.weight_decay:
         return [{"params": list(model.parameters()), "lr_scale": 1.0}]
-    names = set(getattr(model.cell, "recurrent_parameters", ()))
     # by the last part of the name, so that a stacked cell's layers are found too
     recurrent = {
-        id(p) for name, p in model.cell.named_parameters() if name.rsplit(".", 1)[-1] in names
+        id(p)
+        for cell in model.recurrent_cells()
+        for name, p in cell.named_parameters()
+        if name.rsplit(".", 1)[-1] in set(getattr(cell, "recurrent_parameters", ()))
     }
     params = list(model.parameters())
     if not recurrent:

@@ -80,6 +80,24 @@ class TrainConfig(ConfigModel):
         "lstm", description="the recurrent cell (bptt.cells; register_cell adds yours)."
     )
     hidden: Int = Field(128, ge=1, le=65_536, description="hidden units H.")
+    layers: Int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="recurrent layers, each reading the outputs of the one below.",
+    )
+    bidirectional: Bool = Field(
+        False,
+        description="every layer also runs a cell backward in time (sequence tasks; a "
+        "stream's future is not there to read).",
+    )
+    dropout: Float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dropout on the inputs of layers 2 .. L in training (torch.nn.LSTM's "
+        "dropout); layers >= 2 only.",
+    )
     steps: Int = Field(2000, ge=1, le=100_000_000, description="optimizer steps.")
     batch_size: Int = Field(50, ge=1, le=1_000_000, description="sequences per step.")
     lr: Float = Field(3e-3, gt=0.0, le=10.0, description="learning rate.")
@@ -375,6 +393,9 @@ class TrainConfig(ConfigModel):
                 raise ConfigError("clip", "hf controls its steps by damping; use clip none")
             if self.engine == "fast":
                 raise ConfigError("engine", "hf needs forward-mode AD: engine auto or generic")
+        if self.bidirectional and task.stream:
+            message = f"task {self.task} is a stream: a step's future is not there to read"
+            raise ConfigError("bidirectional", message)
         if self.engine == "fast" and not _fast_cell(self.cell):
             message = f"cell {self.cell} has no fast engine: engine auto or generic"
             raise ConfigError("engine", message)
@@ -438,6 +459,7 @@ class TrainConfig(ConfigModel):
             "hf_preconditioner": hessian_free,
             "spike_window": (self.monitor, "monitor on"),
             "spike_z": (self.monitor, "monitor on"),
+            "dropout": (self.layers >= 2, "layers >= 2 (it falls between layers)"),
         }
         fields = type(self).model_fields
         for name, (used, where) in used_by.items():

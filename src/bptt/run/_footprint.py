@@ -80,7 +80,12 @@ def train_memory(config, input_size: int, output_size: int, runs: int = 1) -> Me
     size = torch.tensor([], dtype=config.torch_dtype).element_size()
     hidden, batch, gates = config.hidden, config.batch_size, _GATES.get(config.cell, 1)
     steps = config.tbptt_k2 if config.tbptt_k2 else config.length  # what backward keeps
-    weights = gates * hidden * (input_size + hidden + 2) + output_size * (hidden + 1)
+    directions = 2 if getattr(config, "bidirectional", False) else 1
+    units = directions * getattr(config, "layers", 1)  # unrolls: each keeps its states
+    below = directions * hidden  # what layers 2 .. L read
+    weights = directions * gates * hidden * (input_size + hidden + 2)
+    weights += (units - directions) * gates * hidden * (below + hidden + 2)
+    weights += output_size * (directions * hidden + 1)
     tensors = 2 + _OPTIMIZER_STATE.get(config.optimizer, 2)  # weights, gradients, state
     tested = min(config.test_size, _EVAL_CHUNK)
     parts = (
@@ -88,14 +93,18 @@ def train_memory(config, input_size: int, output_size: int, runs: int = 1) -> Me
         (
             "the states a training batch keeps for backward",
             "batch_size, length and hidden",
-            runs * batch * steps * hidden * (gates + 1) * size,
+            runs * units * batch * steps * hidden * (gates + 1) * size,
         ),
         (
             "the test set",
             "test_size and length",
             config.test_size * config.length * input_size * size,
         ),
-        ("the test set's states", "length and hidden", tested * config.length * hidden * size),
+        (
+            "the test set's states",
+            "length and hidden",
+            units * tested * config.length * hidden * size,
+        ),
     )
     return MemoryNeed(parts)
 

@@ -90,51 +90,58 @@ class Recipe:
 
 
 def _lstm_forget(model: SequenceModel, task: Task) -> None:
-    init.forget_bias_(model.cell, 1.0)
+    for cell in model.recurrent_cells():
+        init.forget_bias_(cell, 1.0)
 
 
 def _lstm_chrono(model: SequenceModel, task: Task) -> None:
-    init.chrono_(model.cell, max(task.dependency_length, 2))
+    for cell in model.recurrent_cells():
+        init.chrono_(cell, max(task.dependency_length, 2))
 
 
 def _lstm_chrono_paper(model: SequenceModel, task: Task) -> None:
     # Tallec & Ollivier 2018, section 3: T_max = 3T/2 on copy ("a bit larger than the
     # input length", T + 20), the dependency length T on adding
     span = 3 * task.length // 2 if task.name == "copy" else task.dependency_length
-    init.chrono_(model.cell, max(span, 2))
+    for cell in model.recurrent_cells():
+        init.chrono_(cell, max(span, 2))
 
 
 def _skip_orthogonal(model: SequenceModel, task: Task) -> None:
-    cell = cast(SkipRNNCell, model.cell)  # the recipe's cell
-    with torch.no_grad():
-        for weight, k in zip(cell.weight_skips, cell.skips, strict=True):
-            if k == 1:
-                init.orthogonal_(weight)
-            else:
-                weight.zero_()  # the shortcut starts closed; training opens it
+    for cell in model.recurrent_cells():
+        skip = cast(SkipRNNCell, cell)  # the recipe's cell
+        with torch.no_grad():
+            for weight, k in zip(skip.weight_skips, skip.skips, strict=True):
+                if k == 1:
+                    init.orthogonal_(weight)
+                else:
+                    weight.zero_()  # the shortcut starts closed; training opens it
 
 
 def _exprnn(model: SequenceModel, task: Task) -> None:
-    cell = cast(OrthogonalRNNCell, model.cell)  # the recipe's cell, with modReLU
     with torch.no_grad():
-        nn.init.kaiming_normal_(cell.weight_ih, nonlinearity="relu")
-        cell.modrelu_bias.uniform_(-0.01, 0.01)
-        cell.bias_ih.zero_()
-        cell.bias_hh.zero_()
+        for each in model.recurrent_cells():
+            cell = cast(OrthogonalRNNCell, each)  # the recipe's cell, with modReLU
+            nn.init.kaiming_normal_(cell.weight_ih, nonlinearity="relu")
+            cell.modrelu_bias.uniform_(-0.01, 0.01)
+            cell.bias_ih.zero_()
+            cell.bias_hh.zero_()
         nn.init.kaiming_normal_(model.head.weight, nonlinearity="relu")
         model.head.bias.zero_()
 
 
 def _dtriv(model: SequenceModel, task: Task) -> None:
     _exprnn(model, task)
-    cast(OrthogonalRNNCell, model.cell).rebase()  # their first rebase, before step 1
+    for cell in model.recurrent_cells():
+        cast(OrthogonalRNNCell, cell).rebase()  # their first rebase, before step 1
 
 
 def _reservoir(model: SequenceModel, task: Task) -> None:
-    cell = cast(RNNCell, model.cell)  # the recipe's cell
     with torch.no_grad():
-        init.sparse_reservoir_(cell.weight_hh, density=0.1, rho=1.1)
-        cell.weight_ih.mul_(0.1 / cell.weight_ih.abs().max())
+        for each in model.recurrent_cells():
+            cell = cast(RNNCell, each)  # the recipe's cell
+            init.sparse_reservoir_(cell.weight_hh, density=0.1, rho=1.1)
+            cell.weight_ih.mul_(0.1 / cell.weight_ih.abs().max())
 
 
 RECIPES: dict[str, Recipe] = {

@@ -232,7 +232,7 @@ class RunDirectory:
         writer = csv.DictWriter(text, fieldnames=fields)
         if fresh:
             writer.writeheader()
-        writer.writerow({k: _csv_value(row.get(k)) for k in fields})
+        writer.writerow({k: _csv_value(row.get(k, row.get(_renamed(k)))) for k in fields})
         self._append(self.path / "metrics.csv", text.getvalue(), truncate=fresh)
         self._fields = fields
 
@@ -356,6 +356,14 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)
     return value
+
+
+def _renamed(column: str) -> str:
+    """A column of a run begun before models held layers (``grad_norm/cell.weight_hh``)
+    under the name it has since (``grad_norm/cells.0.weight_hh``), so that such a run
+    resumed goes on filling it."""
+    old = "grad_norm/cell."
+    return "grad_norm/cells.0." + column[len(old) :] if column.startswith(old) else column
 
 
 def _whole(row: dict[str, Any]) -> bool:

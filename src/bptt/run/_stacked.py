@@ -56,8 +56,8 @@ __all__ = ["SHARED_FIELDS", "stack_refusal", "train_planned_stacked", "train_sta
 # what the runs of one stack share: the model's shape and the data's, the engine, and
 # the process's environment (threads, flush-to-zero); the rest is each run's own
 SHARED_FIELDS = (
-    "task", "length", "cell", "hidden", "batch_size", "engine", "device", "dtype",
-    "flush_denormal", "threads",
+    "task", "length", "cell", "hidden", "layers", "bidirectional", "batch_size", "engine",
+    "device", "dtype", "flush_denormal", "threads",
 )  # fmt: skip
 
 
@@ -79,6 +79,8 @@ def _why_not(configs: Sequence[TrainConfig]) -> str | None:
             return "truncated backprop through time carries each run's stream state"
         if step_taps(config):
             return "per-step clipping needs taps, which the stacked engine has not"
+        if config.dropout:
+            return "dropout between layers draws each run's masks from its own generator"
     if configs[0].engine == "generic":
         return "engine = generic asks for the step-by-step engine"
     return None
@@ -101,13 +103,26 @@ def stack_refusal(configs: Sequence[TrainConfig]) -> str | None:
     assert config.length is not None  # validation derives it from the task
     with torch.random.fork_rng(devices=[]):
         model = build_model(config, make_task(config.task, config.length))
-    return stackable([model.cell])
+    return stackable(model.recurrent_cells())
 
 
 def _stacked_predictions(models: Sequence[SequenceModel], x: Tensor) -> Tensor:
     """Each model's prediction on its own inputs: x (K, B, T, F) -> (K, B, O), or
-    (K, B, T, O) for a readout of every step."""
-    outputs = unroll_stacked([m.cell for m in models], x)  # (K, B, T, H)
+    (K, B, T, O) for a readout of every step. Layer by layer, each layer's K cells
+    (each direction's) stacked (no dropout: a stack refuses it)."""
+    first = models[0]
+    outputs = x
+    for layer in range(first.num_layers):
+        forward = unroll_stacked([m.cells[layer] for m in models], outputs)  # (K, B, T, H)
+        if first.bidirectional:
+            cells = [m.reverse_cells[layer] for m in models]
+            backward = unroll_stacked(cells, outputs.flip(2)).flip(2)
+            forward = torch.cat([forward, backward], dim=-1)
+        outputs = forward
+    if first.readout == "last" and first.bidirectional:  # the backward cells end at step 0
+        half = outputs.shape[-1] - first.reverse_cells[-1].hidden_size
+        last = torch.cat([outputs[:, :, -1, :half], outputs[:, :, 0, half:]], dim=-1)
+        outputs = last.unsqueeze(2)  # (K, B, 1, W)
     weight = torch.stack([m.head.weight for m in models]).transpose(1, 2)  # (K, H, O)
     bias = torch.stack([m.head.bias for m in models])  # (K, O)
     if models[0].readout == "last":
@@ -221,7 +236,7 @@ def train_stacked(
             if run.writer is not None:
                 stack.callback(run.writer.close)
         # refused above, before any file was written; the built runs agree
-        assert stackable([run.model.cell for run in runs]) is None
+        assert stackable([c for run in runs for c in run.model.recurrent_cells()]) is None
         assert all(isinstance(run.batches, SequenceBatches) for run in runs)
         if display is not False and progress is True:
             display.start()

@@ -113,7 +113,8 @@ class FirstOrderStep:
                 group["lr"] = rate * group.get("lr_scale", 1.0)  # older checkpoints: none
             self.optimizer.step()
             if config.rebase_every and step % config.rebase_every == 0:
-                cast(OrthogonalRNNCell, self.model.cell).rebase()  # the config checked the cell
+                for cell in self.model.recurrent_cells():  # the config checked the cell
+                    cast(OrthogonalRNNCell, cell).rebase()
         else:
             self.optimizer.zero_grad(set_to_none=True)
         return StepReport(loss_value, norm_value, finite, finite and self.policy.clipped, watched)

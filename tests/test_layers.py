@@ -1,0 +1,316 @@
+"""SequenceModel with several layers and both directions: held to torch.nn.RNN/LSTM/GRU
+of as many layers with copied weights (float64), outputs, final states and every
+gradient; taps per layer against autograd; state, dropout, loading and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import bptt
+from bptt.model import SequenceModel
+from bptt.run import ConfigError, TrainConfig
+from bptt.taps import RecordNorms
+from helpers import DT, rounding_tol
+
+TORCH_LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+OURS = {"rnn": bptt.cells.RNNCell, "lstm": bptt.cells.LSTMCell, "gru": bptt.cells.GRUCell}
+F, H, O = 3, 5, 2
+
+
+def _pair(kind: str, layers: int, bidirectional: bool, readout: str, engine: str = "auto"):
+    """A torch layer of ``layers`` layers and our model with its weights copied."""
+    torch.manual_seed(0)
+    theirs = TORCH_LAYERS[kind](
+        F, H, num_layers=layers, batch_first=True, bidirectional=bidirectional, dtype=DT
+    )
+    directions = 2 if bidirectional else 1
+
+    def copy(layer: int, suffix: str) -> nn.Module:
+        cell = OURS[kind](F if layer == 0 else directions * H, H, dtype=DT)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(theirs, f"{name}_l{layer}{suffix}"))
+        return cell
+
+    forward = [copy(layer, "") for layer in range(layers)]
+    reverse = [copy(layer, "_reverse") for layer in range(layers)] if bidirectional else None
+    ours = SequenceModel(forward, O, readout=readout, engine=engine, reverse=reverse)
+    return theirs, ours
+
+
+def _their_prediction(theirs: nn.Module, head: nn.Linear, x, readout: str, bidirectional: bool):
+    out, _ = theirs(x)  # (B, T, D H)
+    if readout == "all":
+        return head(out)
+    if bidirectional:  # the backward direction has read the whole sequence at step 0
+        return head(torch.cat([out[:, -1, :H], out[:, 0, H:]], dim=-1))
+    return head(out[:, -1])
+
+
+def _final_hidden(state, kind: str) -> list[torch.Tensor]:
+    """Our final state (one per unroll) as torch's h_n rows."""
+    states = state if isinstance(state, tuple) and isinstance(state[0], (tuple, torch.Tensor)) else (state,)
+    return [s[0] if kind == "lstm" else s for s in states]
+
+
+@pytest.mark.parametrize("engine", ["generic", "fast"])
+@pytest.mark.parametrize("readout", ["last", "all"])
+@pytest.mark.parametrize(
+    ("kind", "layers", "bidirectional"),
+    [("lstm", 2, False), ("lstm", 2, True), ("gru", 3, False), ("gru", 2, True), ("rnn", 2, True)],
+)
+def test_outputs_states_and_every_gradient_equal_torchs_layers(
+    kind, layers, bidirectional, readout, engine
+):
+    theirs, ours = _pair(kind, layers, bidirectional, readout, engine)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 9, F, dtype=DT, generator=gen)
+    target_shape = (4, O) if readout == "last" else (4, 9, O)
+    weights = torch.randn(target_shape, dtype=DT, generator=gen)
+    x_ours, x_theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+
+    y, state = ours(x_ours)
+    expected = _their_prediction(theirs, ours.head, x_theirs, readout, bidirectional)
+    _, h_n = theirs(x)
+    h_n = h_n[0] if kind == "lstm" else h_n  # (L D, B, H), the order of ours.unrolls
+    # float64, 3 layers of 9 steps of sums of about 10 terms each: far below 1e-12
+    tol = rounding_tol(layers * 9 * 12, 10.0)
+    torch.testing.assert_close(y, expected, rtol=0, atol=tol)
+    finals = _final_hidden(state, kind)
+    assert len(finals) == len(ours.unrolls) == h_n.shape[0]
+    for unit, ((layer, direction), h) in enumerate(zip(ours.unrolls, finals, strict=True)):
+        torch.testing.assert_close(h, h_n[unit], rtol=0, atol=tol, msg=f"{layer}, {direction}")
+
+    (y * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=0, atol=tol)
+    for unit, cell in zip(ours.unrolls, ours.recurrent_cells(), strict=True):
+        layer, direction = unit
+        suffix = "_reverse" if direction else ""
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            mine = getattr(cell, name).grad
+            torch.testing.assert_close(
+                mine, getattr(theirs, f"{name}_l{layer}{suffix}").grad, rtol=0, atol=tol
+            )
+
+
+def test_a_state_carried_over_continues_the_sequence_as_one_pass():
+    _, ours = _pair("lstm", 2, False, "all")
+    x = torch.randn(3, 12, F, dtype=DT, generator=torch.Generator().manual_seed(2))
+    whole, final = ours(x)
+    first, middle = ours(x[:, :5])
+    second, end = ours(x[:, 5:], state=middle)
+    tol = rounding_tol(2 * 12 * 12, 10.0)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=tol)
+    for a, b in zip(final, end, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=tol)
+    with pytest.raises(ValueError, match="one state per unroll"):
+        ours(x, state=middle[:1])
+
+
+def _states_by_hand(ours: SequenceModel, x: torch.Tensor):
+    """The two layers run step by step with every state kept as a graph node, and the
+    prediction: the reference for what the taps see (dL/dh_t of each layer)."""
+    states, inputs = [], x
+    for cell in ours.cells:
+        h = torch.zeros(x.shape[0], H, dtype=DT)
+        layer = []
+        for t in range(x.shape[1]):
+            h = cell(inputs[:, t], h)
+            layer.append(h)
+        states.append(layer)
+        inputs = torch.stack(layer, dim=1)
+    return states, ours.head(inputs[:, -1])
+
+
+def test_taps_given_per_layer_see_each_layers_own_gradient():
+    _, ours = _pair("gru", 2, False, "last")
+    x = torch.randn(4, 8, F, dtype=DT, generator=torch.Generator().manual_seed(3))
+    records = {(0, 0): RecordNorms(), (1, 0): RecordNorms()}
+    y, _ = ours(x, taps={unit: [tap] for unit, tap in records.items()})
+    y.sum().backward()
+    states, expected = _states_by_hand(ours, x)
+    grads = torch.autograd.grad(expected.sum(), [h for layer in states for h in layer])
+    tol = rounding_tol(2 * 8 * 12, 10.0)
+    for layer in (0, 1):
+        by_hand = torch.stack([g.norm(dim=1) for g in grads[layer * 8 : (layer + 1) * 8]], 1)
+        torch.testing.assert_close(records[(layer, 0)].norms, by_hand, rtol=0, atol=tol)
+
+
+def test_a_shared_tap_runs_in_every_unroll_and_a_recording_one_must_be_given_per_unroll():
+    _, ours = _pair("lstm", 2, True, "last")
+    x = torch.randn(2, 6, F, dtype=DT)
+    seen: list[int] = []
+    y, _ = ours(x, taps=[lambda t, delta: seen.append(t) or delta])
+    y.sum().backward()
+    assert len(seen) == 4 * 6  # every step of every layer and direction
+    with pytest.raises(ValueError, match="give it to one"):
+        ours(x, taps=[RecordNorms()])
+    with pytest.raises(ValueError, match=r"names unrolls this model has not: \[\(2, 0\)\]"):
+        ours(x, taps={(2, 0): []})
+
+
+def test_dropout_falls_between_layers_in_training_only():
+    torch.manual_seed(0)
+    cells = [bptt.cells.LSTMCell(F, H, dtype=DT), bptt.cells.LSTMCell(H, H, dtype=DT)]
+    ours = SequenceModel(cells, O, readout="all", dropout=0.5)  # the fast engine
+    x = torch.randn(3, 7, F, dtype=DT)
+
+    def by_hand(training: bool) -> torch.Tensor:  # the same draws from the same generator
+        first, _ = bptt.unroll(cells[0], x, engine="generic")
+        dropped = nn.functional.dropout(first, 0.5, training)
+        return ours.head(bptt.unroll(cells[1], dropped, engine="generic")[0])
+
+    for training in (True, False):
+        ours.train(training)
+        torch.manual_seed(5)
+        mine = ours(x)[0]
+        torch.manual_seed(5)
+        # the same elements dropped whatever the engine's layout: rounding alone differs
+        tol = rounding_tol(2 * 7 * 12, 10.0)
+        torch.testing.assert_close(mine, by_hand(training), rtol=0, atol=tol)
+    ours.train()
+    torch.manual_seed(5)
+    dropped = ours(x)[0]
+    ours.eval()
+    assert not torch.equal(dropped, ours(x)[0])
+
+
+def test_a_one_cell_model_saved_before_layers_loads():
+    torch.manual_seed(0)
+    model = SequenceModel(bptt.cells.RNNCell(F, H), O)
+    old = {k.replace("cells.0.", "cell."): v.clone() for k, v in model.state_dict().items()}
+    assert "cell.weight_hh" in old
+    fresh = SequenceModel(bptt.cells.RNNCell(F, H), O)
+    fresh.load_state_dict(old)
+    for name, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+    assert fresh.cell is fresh.cells[0]
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "needle"),
+    [
+        (lambda: SequenceModel([], O), TypeError, "non-empty sequence of cells"),
+        (lambda: SequenceModel("lstm", O), TypeError, "non-empty sequence of cells"),
+        (lambda: SequenceModel([bptt.cells.RNNCell(F, H), 3], O), TypeError, "must hold cells"),
+        (
+            lambda: SequenceModel([bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(F, H)], O),
+            ValueError,
+            "layer 1's RNNCell reads 3 features, but layer 0 writes 5",
+        ),
+        (
+            lambda: SequenceModel(
+                [bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)],
+                O,
+                reverse=[bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)],
+            ),
+            ValueError,
+            "layer 1's RNNCell reads 5 features, but layer 0 writes 10",
+        ),
+        (
+            lambda: SequenceModel([bptt.cells.RNNCell(F, H)], O, reverse=[]),
+            TypeError,
+            "non-empty",
+        ),
+        (
+            lambda: SequenceModel(
+                [bptt.cells.RNNCell(F, H)], O, reverse=[bptt.cells.RNNCell(F, H)] * 2
+            ),
+            ValueError,
+            "one cell per layer",
+        ),
+        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), O, dropout=1.0), ValueError, "below 1"),
+        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), O, dropout=-0.1), ValueError, ">= 0"),
+        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), O, dropout="x"), TypeError, "real"),
+    ],
+)
+def test_bad_layers_are_refused_with_what_is_wrong(build, error, needle):
+    with pytest.raises(error, match=needle):
+        build()
+
+
+def test_the_one_cell_name_of_a_model_of_several_says_what_to_use():
+    model = SequenceModel([bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)], O)
+    with pytest.raises(TypeError, match="model.cells"):
+        _ = model.cell
+    assert model.num_layers == 2 and not model.bidirectional
+    assert model.unrolls == [(0, 0), (1, 0)]
+
+
+# --- in a training config and on the command line ----------------------------------------
+
+RUN = {"task": "adding", "length": 8, "hidden": 6, "steps": 6, "batch_size": 8}
+
+
+def test_a_config_of_layers_builds_them_each_reading_the_one_below():
+    from bptt.run import build_model
+    from bptt.tasks import make_task
+
+    config = TrainConfig(**RUN, cell="gru", layers=3, bidirectional=True, dropout=0.2)
+    model = build_model(config, make_task("adding", 8))
+    assert model.num_layers == 3 and model.bidirectional and model.dropout == 0.2
+    assert [c.input_size for c in model.cells] == [2, 12, 12]
+    assert model.head.in_features == 12
+    assert config.differing_fields(TrainConfig(**RUN, cell="gru")) == [
+        "bidirectional",
+        "dropout",
+        "layers",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"layers": 0}, "layers"),
+        ({"layers": 65}, "layers"),
+        ({"layers": 2, "dropout": 1.0}, "dropout"),
+        ({"dropout": 0.1}, "dropout"),  # one layer: nothing between layers
+        ({"task": "echo", "bidirectional": True}, "bidirectional"),
+    ],
+)
+def test_bad_layer_settings_name_their_field(fields, field):
+    with pytest.raises(ConfigError) as found:
+        TrainConfig(**{**RUN, **fields})
+    assert found.value.field == field
+
+
+def test_a_recipe_initialises_every_layer_and_a_recurrent_rate_reaches_every_layer():
+    from bptt.run import build_model
+    from bptt.run._build import make_optimizer
+    from bptt.tasks import make_task
+
+    config = TrainConfig(**RUN, method="lstm-chrono-adam", layers=2, bidirectional=True)
+    model = build_model(config, make_task("adding", 8))
+    hidden = config.hidden
+    for cell in model.recurrent_cells():  # chrono: the input gates' bias is -(forget's)
+        forget = cell.bias_ih[hidden : 2 * hidden] + cell.bias_hh[hidden : 2 * hidden]
+        assert bool((forget > 0).all()) and not torch.equal(forget, torch.zeros(hidden))
+    rates = TrainConfig(**RUN, cell="rnn", layers=2, lr_recurrent=1e-4)
+    model = build_model(rates, make_task("adding", 8))
+    groups = make_optimizer(rates, model).param_groups
+    recurrent = {id(p) for p in groups[1]["params"]}
+    assert recurrent == {id(c.weight_hh) for c in model.cells}
+
+
+def test_two_layers_train_by_truncated_bptt_on_a_stream():
+    result = bptt.train(
+        {"task": "echo", "length": 200, "hidden": 8, "steps": 4, "layers": 2, "monitor": False}
+    )
+    assert result.summary["steps_done"] == 4 and result.model.num_layers == 2
+
+
+def test_the_command_line_trains_layers_and_refuses_bad_ones_in_one_line():
+    from click.testing import CliRunner
+
+    from bptt.cli import app
+
+    runner = CliRunner()
+    args = ["train", "--task", "adding", "--length", "8", "--hidden", "6", "--steps", "3"]
+    fine = runner.invoke(app, [*args, "--layers", "2", "--bidirectional", "--no-out"])
+    assert fine.exit_code == 0, fine.output
+    for bad in (["--layers", "0"], ["--layers", "x"], ["--layers", "2", "--dropout", "1"]):
+        result = runner.invoke(app, [*args, *bad, "--no-out"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
