@@ -23,6 +23,9 @@ KINDS = {
 }
 
 
+KINDS["lstm-proj"] = lambda **kw: nn.LSTM(proj_size=2, **kw)  # h (B, 2), c (B, 5)
+
+
 def _module(kind: str, **kwargs) -> nn.RNNBase:
     torch.manual_seed(0)
     return KINDS[kind](input_size=3, hidden_size=5, dtype=DT, **kwargs)
@@ -39,9 +42,11 @@ def test_the_tapped_layers_compute_what_torch_computes(kind, batch_first, bidire
     gen = torch.Generator().manual_seed(1)
     shape = (4, 7, 3) if batch_first else (7, 4, 3)
     x = torch.randn(*shape, generator=gen, dtype=DT)
-    h0 = torch.randn(4 if bidirectional else 2, 4, 5, generator=gen, dtype=DT)
-    hx = (h0, torch.randn_like(h0)) if kind == "lstm" else h0
-    weights = torch.randn(*shape[:2], 10 if bidirectional else 5, generator=gen, dtype=DT)
+    width = 2 if kind == "lstm-proj" else 5  # what h holds: the projection's P, or H
+    h0 = torch.randn(4 if bidirectional else 2, 4, width, generator=gen, dtype=DT)
+    c0 = torch.randn(4 if bidirectional else 2, 4, 5, generator=gen, dtype=DT)
+    hx = (h0, c0) if kind.startswith("lstm") else h0
+    weights = torch.randn(*shape[:2], width * (1 + bidirectional), generator=gen, dtype=DT)
 
     def run(tapped: bool):
         leaf = x.clone().requires_grad_(True)
@@ -62,14 +67,15 @@ def test_the_tapped_layers_compute_what_torch_computes(kind, batch_first, bidire
     assert "forward" not in module.__dict__  # the class's forward again
 
 
-@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru", "lstm-proj"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("lengths", [[7, 5, 5, 2], [5, 7, 2, 5]])  # sorted, and not
 def test_packed_sequences_run_as_torch_runs_them(kind, bidirectional, lengths):
     module = _module(kind, num_layers=2, batch_first=True, bidirectional=bidirectional)
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(4, 7, 3, generator=gen, dtype=DT)
-    weights = torch.randn(4, 7, 10 if bidirectional else 5, generator=gen, dtype=DT)
+    width = 2 if kind == "lstm-proj" else 5
+    weights = torch.randn(4, 7, width * (1 + bidirectional), generator=gen, dtype=DT)
     ordered = lengths == sorted(lengths, reverse=True)
 
     def run(tapped: bool):
@@ -82,7 +88,7 @@ def test_packed_sequences_run_as_torch_runs_them(kind, bidirectional, lengths):
         else:
             out, final = module(packed)
         padded, _ = pad_packed_sequence(out, batch_first=True)
-        states = torch.cat(final) if isinstance(final, tuple) else final
+        states = torch.cat([f.flatten() for f in final]) if isinstance(final, tuple) else final
         loss = (padded * weights).sum() + states.sum()  # the outputs and final states
         (grad,) = torch.autograd.grad(loss, leaf)
         return padded, states, grad
@@ -259,7 +265,6 @@ def test_a_one_layer_batch_first_module_is_still_diagnosed_as_a_cell():
         (lambda m, x: diagnose(m, x, state=x[0]), ValueError, "state applies to a cell"),
         (lambda m, x: diagnose(m, x, loss_fn=5), TypeError, "loss_fn"),
         (lambda m, x: diagnose(m, x, loss_fn=lambda out: out[0]), ValueError, "scalar"),
-        (lambda m, x: diagnose(nn.LSTM(3, 4, proj_size=2), x), TypeError, "proj_size=2"),
     ],
 )
 def test_what_the_layered_diagnosis_cannot_take_is_named(call, error, needle):
@@ -489,3 +494,29 @@ def test_a_sequence_model_given_a_loss_is_diagnosed_by_its_cell_path():
     assert not any(k.startswith("saturation/") for k in found.layers[0].numbers)
     # an orthogonal recurrence keeps the gradient: no layer is said to lose it
     assert found.verdict == "healthy"
+
+
+def test_an_lstm_with_a_projection_is_diagnosed_layer_by_layer():
+    module = _module("lstm-proj", num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(3, 12, 3, dtype=DT)
+    found = diagnose(module, x)
+    assert [layer.name for layer in found.layers] == [
+        "lstm layer 0",
+        "lstm layer 0 backward",
+        "lstm layer 1",
+        "lstm layer 1 backward",
+    ]
+    numbers = found.layers[0].numbers
+    assert numbers["rho"] is not None and "saturation/f" in numbers
+    assert "forward" not in module.__dict__
+    # the projected cell's step is torch's: one step of a one-layer module
+    from bptt.diagnose._projected import projected_copy
+
+    one = _module("lstm-proj", batch_first=True)
+    cell = projected_copy(one, "_l0")
+    h, c = cell(x[:, 0], cell.initial_state(3, dtype=DT))
+    _, (h_n, c_n) = one(x[:, :1])
+    torch.testing.assert_close(h, h_n[0], rtol=0, atol=rounding_tol(40, 1.0))
+    torch.testing.assert_close(c, c_n[0], rtol=0, atol=rounding_tol(40, 1.0))
+    with pytest.raises(ValueError, match="proj_size must be"):
+        type(cell)(3, 4, 4)

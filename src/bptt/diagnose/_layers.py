@@ -60,6 +60,7 @@ from bptt.cells import (
     initial_state,
 )
 from bptt.diagnose._distance import RecordPrecision, by_distance, scalar_loss
+from bptt.diagnose._projected import projected_copy
 from bptt.diagnose._trajectory import copied_cell, generator_seed
 from bptt.engine import _watch_unrolls, unroll
 from bptt.taps import Delta, RecordNorms
@@ -103,8 +104,9 @@ class LayerPass:
         direction: ``"forward"``, or ``"backward"`` for the second direction of a
             bidirectional module (a bptt cell's pass is ``"forward"``: the direction
             of the unroll it ran).
-        cell: a built-in cell holding a copy of the layer's weights; for a bptt cell,
-            the model's cell itself.
+        cell: a built-in cell holding a copy of the layer's weights (for an LSTM with
+            ``proj_size``, a private LSTM cell with the projection, its state h (B, P)
+            and c (B, H)); for a bptt cell, the model's cell itself.
         inputs: what the layer read, batch first and in its own order (B, T, F_l),
             detached (the backward direction's is the sequence reversed).
         state: the state it started from (detached).
@@ -134,7 +136,8 @@ class LayerPass:
         """How the report names it: ``encoder.lstm layer 1 backward`` for a torch
         module's layer, ``cells.0`` for a bptt cell, with ``[call k]`` after it where
         the forward ran it more than once."""
-        where = self.module or type(self.cell).__name__.removesuffix("Cell").lower()
+        kind = type(self.cell).__name__.removesuffix("Cell").removeprefix("Projected")
+        where = self.module or kind.lower()  # the torch module's kind: lstm
         if self.layer is not None:
             where += f" layer {self.layer}" + (" backward" if self.direction == "backward" else "")
         return where if self.call is None else f"{where}[call {self.call}]"
@@ -185,12 +188,9 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
     extra = {"nonlinearity": module.nonlinearity} if hasattr(module, "nonlinearity") else {}
     directions = 2 if module.bidirectional else 1
 
+    projected = getattr(module, "proj_size", 0)  # h is then (B, P), c (B, H)
+
     def forward(data: Any, hx: Any = None) -> tuple[Any, Any]:
-        if getattr(module, "proj_size", 0):
-            raise TypeError(
-                f"{name or 'the model'}: an LSTM with proj_size={module.proj_size} is not "
-                "diagnosed yet"
-            )
         lengths = None
         if isinstance(data, PackedSequence):  # padded here, in the batch's own order
             x, lengths = pad_packed_sequence(data, batch_first=True)
@@ -203,8 +203,8 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
         batch, hidden = x.shape[0], module.hidden_size
         c0: Tensor | None
         if hx is None:
-            zeros = x.new_zeros(module.num_layers * directions, batch, hidden)
-            h0, c0 = zeros, zeros
+            h0 = x.new_zeros(module.num_layers * directions, batch, projected or hidden)
+            c0 = x.new_zeros(module.num_layers * directions, batch, hidden)
         else:
             h0, c0 = hx if lstm else (hx, None)
             if single:
@@ -218,7 +218,10 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
             for direction in range(directions):
                 index = layer * directions + direction
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                cell = copied_cell(module, ours, suffix, **extra)
+                if projected:
+                    cell: nn.Module = projected_copy(cast(nn.LSTM, module), suffix)
+                else:
+                    cell = copied_cell(module, ours, suffix, **extra)
                 inputs = _reversed(layer_input, lengths) if direction else layer_input
                 state = (h0[index], cast(Tensor, c0)[index]) if lstm else h0[index]
                 start = tuple(s.detach() for s in as_tuple(state))
@@ -432,15 +435,16 @@ def gradient_by_layer(
     by distance, under the user's loss.
 
     ``model(x)`` runs as the user wrote it, its ``torch.nn.RNN``/``LSTM``/``GRU``
-    modules (any ``num_layers``, bidirectional, ``batch_first`` either way) as tapped
-    bptt unrolls of copies of their weights, and every :func:`bptt.unroll` of a cell
-    it holds (bptt cells stacked by hand, a :class:`bptt.SequenceModel`, a cell of the
-    user's) with taps of the probe's added (one pass per call; see the module's
-    documentation for a cell unrolled more than once); then the loss, ``loss_fn(model(x), y)``
-    (``loss_fn(model(x))`` without ``y``; by default the output projected on a fixed
-    random unit vector), is backpropagated, and each layer's taps record the norm of
-    dL/ds_t at every step. The model's weights, ``.grad``, buffers and mode, and the
-    random generators, are as they were afterwards.
+    modules (any ``num_layers``, bidirectional, ``batch_first`` either way, packed, an
+    LSTM with ``proj_size``) as tapped bptt unrolls of copies of their weights, and
+    every :func:`bptt.unroll` of a cell it holds (bptt cells stacked by hand, a
+    :class:`bptt.SequenceModel`, a cell of the user's) with taps of the probe's added
+    (one pass per call; see the module's documentation for a cell unrolled more than
+    once); then the loss, ``loss_fn(model(x), y)`` (``loss_fn(model(x))`` without ``y``;
+    by default the output projected on a fixed random unit vector), is backpropagated,
+    and each layer's taps record the norm of dL/ds_t at every step. The model's
+    weights, ``.grad``, buffers and mode, and the random generators, are as they were
+    afterwards.
 
     Args:
         model: any module holding recurrent layers; the probe runs on its device.

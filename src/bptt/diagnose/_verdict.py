@@ -15,6 +15,7 @@ from bptt.cells import GRUCell, LSTMCell, RecurrentCell, State
 from bptt.diagnose._distance import RATIO, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
 from bptt.diagnose._layers import gradient_by_layer, recurrent_layers
+from bptt.diagnose._projected import ProjectedLSTMCell
 from bptt.diagnose._saturation import saturation
 from bptt.diagnose._trajectory import cell_of, generator_seed, iterations, probe
 from bptt.model import SequenceModel
@@ -439,7 +440,7 @@ def _extrapolated(ratio: float, gamma: float, distance: int) -> float:
 def _remedies(verdict: str, cell: nn.Module) -> list[str]:
     """The general remedies of a verdict, less those the cell already follows."""
     remedies = list(REMEDIES[verdict])
-    if verdict == "vanishing" and isinstance(cell, (LSTMCell, GRUCell)):
+    if verdict == "vanishing" and isinstance(cell, (LSTMCell, GRUCell, ProjectedLSTMCell)):
         remedies[0] = (
             "initialise the forget gates for the dependency length (chrono "
             "initialisation, bptt.init.chrono_) or raise their bias"
