@@ -205,10 +205,15 @@ def recurrent_spectrum(cell: nn.Module) -> dict[str, float]:
     For a cell with ``weight_hh`` of shape (G*H, H) (G gate blocks, named by the
     cell's ``gates``), per block: ``rho_<gate>`` (largest |eigenvalue|) and
     ``sigma_<gate>`` (largest singular value); over all: ``rho`` and ``sigma_max``.
-    Empty for a cell without ``weight_hh``.
+    Empty for a cell without ``weight_hh``. For the probe's copy of an LSTM layer with
+    ``proj_size`` P, each block is the gate's map from h back to h's space through the
+    projection, W_hr W_hh^gate (P, P).
     """
     cell = cell_of(cell, runs=False)
     weight = getattr(cell, "weight_hh", None)
+    own = getattr(cell, "recurrent_blocks", None)  # an LSTM with a projection
+    if callable(own):
+        weight = cast(Tensor, own()).flatten(0, 1)  # (G*P, P): W_hr W_hh^gate stacked
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         return {}
     hidden = weight.shape[1]

@@ -20,6 +20,21 @@ them).
 Direction: a backward direction reads the sequence from its end, so its "last step",
 where distance 0 is, is the sequence's first. Distances are counted in each
 direction's own order.
+
+bptt cells inside the user's module (a :class:`bptt.cells.RecurrentCell`, or any
+module of the model's that its forward passes to :func:`bptt.unroll`: two
+``LSTMCell`` stacked by hand, a :class:`bptt.SequenceModel`) are layers too, named by
+their path in the model (``cells.0``, ``encoder.cell``). They are not copied: while
+the probe's forward runs, every ``unroll`` of a cell the model holds gets the taps of
+its own pass, appended after the caller's taps (through a private hook of the
+engine), and its input a zero with a graph (the same values) so that the backward
+reaches every step even where no weight asks for a gradient. Each ``unroll`` call is
+a pass: a cell unrolled more than once in one forward (the same cell on the flipped
+input for a backward direction, or a sequence in chunks) gives one pass per call,
+named ``cells.0[call 0]``, ``cells.0[call 1]``, ... in the order they ran (a torch
+module called more than once is numbered the same way). A pass's curve is by distance
+along that unroll's own time axis: a cell the user runs on a flipped input cannot be
+known as a backward direction, and its "last step" is the last it read.
 """
 
 from __future__ import annotations
@@ -34,10 +49,20 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from bptt import _checks
-from bptt.cells import GRUCell, LSTMCell, RNNCell, as_tuple
+from bptt.cells import (
+    GRUCell,
+    LSTMCell,
+    RecurrentCell,
+    RNNCell,
+    State,
+    as_tuple,
+    has_initial_state,
+    initial_state,
+)
 from bptt.diagnose._distance import RecordPrecision, by_distance, scalar_loss
+from bptt.diagnose._projected import projected_copy
 from bptt.diagnose._trajectory import copied_cell, generator_seed
-from bptt.engine import unroll
+from bptt.engine import _watch_unrolls, unroll
 from bptt.taps import Delta, RecordNorms
 
 __all__ = ["LayerPass", "gradient_by_layer", "recurrent_layers"]
@@ -46,9 +71,26 @@ _OURS = {nn.RNN: RNNCell, nn.LSTM: LSTMCell, nn.GRU: GRUCell}
 
 
 def recurrent_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The ``torch.nn.RNN``/``LSTM``/``GRU`` modules inside ``model`` (itself
-    included), with their names in ``model.named_modules()`` (``""`` for the model)."""
-    return [(name, module) for name, module in model.named_modules() if type(module) in _OURS]
+    """The recurrent modules inside ``model`` (itself included), with their names in
+    ``model.named_modules()`` (``""`` for the model), in that order: the
+    ``torch.nn.RNN``/``LSTM``/``GRU`` modules, and the bptt cells
+    (:class:`bptt.cells.RecurrentCell`; not those inside another cell, such as a
+    ``DeepLRUCell``'s units).
+
+    A module of the user's that its model passes to :func:`bptt.unroll` without
+    subclassing ``RecurrentCell`` is not listed here, and is still diagnosed as a layer
+    by :func:`gradient_by_layer` when the forward unrolls it."""
+    found: list[tuple[str, nn.Module]] = []
+    cells: list[str] = []  # the names of the cells found: what lies inside them is theirs
+    for name, module in model.named_modules():
+        if any(not cell or name.startswith(cell + ".") for cell in cells):
+            continue
+        if type(module) in _OURS:
+            found.append((name, module))
+        elif isinstance(module, RecurrentCell):
+            found.append((name, module))
+            cells.append(name)
+    return found
 
 
 @dataclass
@@ -57,13 +99,19 @@ class LayerPass:
 
     Attributes:
         module: the module's name in the model (``""``: the model itself).
-        layer: the layer's index in the module (0 reads the module's input).
+        layer: the layer's index in the module (0 reads the module's input); None for
+            a bptt cell the model unrolls itself (the cell is the layer).
         direction: ``"forward"``, or ``"backward"`` for the second direction of a
-            bidirectional module.
-        cell: a built-in cell holding a copy of the layer's weights.
+            bidirectional module (a bptt cell's pass is ``"forward"``: the direction
+            of the unroll it ran).
+        cell: a built-in cell holding a copy of the layer's weights (for an LSTM with
+            ``proj_size``, a private LSTM cell with the projection, its state h (B, P)
+            and c (B, H)); for a bptt cell, the model's cell itself.
         inputs: what the layer read, batch first and in its own order (B, T, F_l),
             detached (the backward direction's is the sequence reversed).
         state: the state it started from (detached).
+        call: which call of the same layer in one forward this pass is (0, 1, ...),
+            where the forward ran it more than once; None where it ran it once.
         lengths: each sequence's length (B,) for a packed input (padded past it; the
             backward direction reads each sequence from its own end), else None.
         norms: per-sample norms of dL/ds_t (B, T) in its own order, after the backward.
@@ -71,20 +119,28 @@ class LayerPass:
     """
 
     module: str
-    layer: int
+    layer: int | None
     direction: str
     cell: nn.Module = field(repr=False)
     inputs: Tensor = field(repr=False)
     state: Any = field(repr=False)
     lengths: Tensor | None = field(repr=False, default=None)
+    call: int | None = None
     record: RecordNorms = field(repr=False, default_factory=RecordNorms)
     precision: RecordPrecision = field(repr=False, default_factory=RecordPrecision)
+    # what the gradient is asked of: the copy's weights, or the zero added to the input
+    anchors: list[Tensor] = field(repr=False, default_factory=list)
 
     @property
     def name(self) -> str:
-        """How the report names it: ``encoder.lstm layer 1 backward``."""
-        where = self.module or type(self.cell).__name__.removesuffix("Cell").lower()
-        return f"{where} layer {self.layer}" + (" backward" if self.direction == "backward" else "")
+        """How the report names it: ``encoder.lstm layer 1 backward`` for a torch
+        module's layer, ``cells.0`` for a bptt cell, with ``[call k]`` after it where
+        the forward ran it more than once."""
+        kind = type(self.cell).__name__.removesuffix("Cell").removeprefix("Projected")
+        where = self.module or kind.lower()  # the torch module's kind: lstm
+        if self.layer is not None:
+            where += f" layer {self.layer}" + (" backward" if self.direction == "backward" else "")
+        return where if self.call is None else f"{where}[call {self.call}]"
 
 
 def _valid(lengths: Tensor, like: Tensor) -> Tensor:
@@ -132,12 +188,9 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
     extra = {"nonlinearity": module.nonlinearity} if hasattr(module, "nonlinearity") else {}
     directions = 2 if module.bidirectional else 1
 
+    projected = getattr(module, "proj_size", 0)  # h is then (B, P), c (B, H)
+
     def forward(data: Any, hx: Any = None) -> tuple[Any, Any]:
-        if getattr(module, "proj_size", 0):
-            raise TypeError(
-                f"{name or 'the model'}: an LSTM with proj_size={module.proj_size} is not "
-                "diagnosed yet"
-            )
         lengths = None
         if isinstance(data, PackedSequence):  # padded here, in the batch's own order
             x, lengths = pad_packed_sequence(data, batch_first=True)
@@ -150,8 +203,8 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
         batch, hidden = x.shape[0], module.hidden_size
         c0: Tensor | None
         if hx is None:
-            zeros = x.new_zeros(module.num_layers * directions, batch, hidden)
-            h0, c0 = zeros, zeros
+            h0 = x.new_zeros(module.num_layers * directions, batch, projected or hidden)
+            c0 = x.new_zeros(module.num_layers * directions, batch, hidden)
         else:
             h0, c0 = hx if lstm else (hx, None)
             if single:
@@ -165,7 +218,10 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
             for direction in range(directions):
                 index = layer * directions + direction
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                cell = copied_cell(module, ours, suffix, **extra)
+                if projected:
+                    cell: nn.Module = projected_copy(cast(nn.LSTM, module), suffix)
+                else:
+                    cell = copied_cell(module, ours, suffix, **extra)
                 inputs = _reversed(layer_input, lengths) if direction else layer_input
                 state = (h0[index], cast(Tensor, c0)[index]) if lstm else h0[index]
                 start = tuple(s.detach() for s in as_tuple(state))
@@ -177,6 +233,7 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
                     inputs.detach(),
                     start if lstm else start[0],
                     lengths=lengths,
+                    anchors=list(cell.parameters()),
                 )
                 taps: list[Callable[[int, Delta], Delta]] = [passed.record, passed.precision]
                 if lengths is None:
@@ -211,20 +268,62 @@ def _tapped_forward(module: nn.RNNBase, name: str, passes: list[LayerPass]) -> C
     return forward
 
 
+def _watcher(model: nn.Module, passes: list[LayerPass]) -> Callable:
+    """The engine's watch (``bptt.engine._watch_unrolls``) over the cells ``model``
+    holds: each ``unroll`` of one is a pass, appended to ``passes``, whose taps are
+    added to the call's and whose input gets a zero with a graph."""
+    names = {id(module): name for name, module in model.named_modules()}
+
+    def watch(cell: nn.Module, x: Tensor, state: State | None) -> Any:
+        name = names.get(id(cell))
+        if name is None:  # not the model's (a copy of a torch layer's, or another model's)
+            return None
+        start = state
+        if start is None and has_initial_state(cell):  # else unroll says what is missing
+            start = initial_state(cell, x.shape[0], device=x.device, dtype=x.dtype)
+        parts = None if start is None else tuple(p.detach() for p in as_tuple(start))
+        zero = torch.zeros((), device=x.device, dtype=x.dtype, requires_grad=True)
+        passed = LayerPass(
+            name,
+            None,
+            "forward",
+            cell,
+            x.detach(),
+            parts if parts is None or isinstance(start, tuple) else parts[0],
+            anchors=[zero],
+        )
+        passes.append(passed)
+        return x + zero, [passed.record, passed.precision]  # x + 0: the same values
+
+    return watch
+
+
 @contextlib.contextmanager
 def _tapped(model: nn.Module) -> Iterator[list[LayerPass]]:
-    """Within: every recurrent module of ``model`` runs as tapped bptt unrolls (the
-    passes of the last forward are in the yielded list); after: as before."""
+    """Within: every torch recurrent module of ``model`` runs as tapped bptt unrolls,
+    and every :func:`bptt.unroll` of a cell it holds is tapped (the passes, in the
+    order the forward ran them, are in the yielded list); after: as before."""
     passes: list[LayerPass] = []
-    found = recurrent_layers(model)
+    found = [(n, m) for n, m in recurrent_layers(model) if type(m) in _OURS]
     try:
         for name, module in found:
             tapped = _tapped_forward(cast(nn.RNNBase, module), name, passes)
             module.forward = tapped  # type: ignore[method-assign]
-        yield passes
+        with _watch_unrolls(_watcher(model, passes)):
+            yield passes
     finally:
         for _, module in found:
             module.__dict__.pop("forward", None)  # the class's forward again
+
+
+def _number_calls(passes: list[LayerPass]) -> None:
+    """Number the passes of a layer the forward ran more than once: ``call`` 0, 1, ..."""
+    seen: dict[tuple[str, int | None, str], list[LayerPass]] = {}
+    for passed in passes:
+        seen.setdefault((passed.module, passed.layer, passed.direction), []).append(passed)
+    for same in seen.values():
+        for k, passed in enumerate(same):
+            passed.call = k if len(same) > 1 else None
 
 
 @contextlib.contextmanager
@@ -336,12 +435,16 @@ def gradient_by_layer(
     by distance, under the user's loss.
 
     ``model(x)`` runs as the user wrote it, its ``torch.nn.RNN``/``LSTM``/``GRU``
-    modules (any ``num_layers``, bidirectional, ``batch_first`` either way) as tapped
-    bptt unrolls of copies of their weights; then the loss, ``loss_fn(model(x), y)``
-    (``loss_fn(model(x))`` without ``y``; by default the output projected on a fixed
-    random unit vector), is backpropagated, and each layer's taps record the norm of
-    dL/ds_t at every step. The model's weights, ``.grad``, buffers and mode, and the
-    random generators, are as they were afterwards.
+    modules (any ``num_layers``, bidirectional, ``batch_first`` either way, packed, an
+    LSTM with ``proj_size``) as tapped bptt unrolls of copies of their weights, and
+    every :func:`bptt.unroll` of a cell it holds (bptt cells stacked by hand, a
+    :class:`bptt.SequenceModel`, a cell of the user's) with taps of the probe's added
+    (one pass per call; see the module's documentation for a cell unrolled more than
+    once); then the loss, ``loss_fn(model(x), y)`` (``loss_fn(model(x))`` without ``y``;
+    by default the output projected on a fixed random unit vector), is backpropagated,
+    and each layer's taps record the norm of dL/ds_t at every step. The model's
+    weights, ``.grad``, buffers and mode, and the random generators, are as they were
+    afterwards.
 
     Args:
         model: any module holding recurrent layers; the probe runs on its device.
@@ -353,8 +456,8 @@ def gradient_by_layer(
         seed: seeds the projection.
 
     Returns:
-        For each layer and direction, in the order the forward ran them: its
-        :class:`LayerPass` and the numbers of
+        For each layer and direction (and each unroll of a bptt cell), in the order
+        the forward ran them: its :class:`LayerPass` and the numbers of
         :func:`bptt.diagnose.gradient_by_distance` (``norms`` by distance, ``ratios``,
         ``gamma``, ``horizon``, ...), counted for each sequence from where the gradient
         enters it (its last step for a loss read there; a packed sequence's own last
@@ -362,7 +465,8 @@ def gradient_by_layer(
         sequence's end at which it enters (0 for a loss at the last step).
 
     Raises:
-        TypeError: ``model`` is not a module or holds no recurrent layer, ``loss_fn`` is
+        TypeError: ``model`` is not a module, or holds no torch recurrent module and its
+            forward unrolls no cell of its own with :func:`bptt.unroll`, ``loss_fn`` is
             not callable, the loss is not a real scalar tensor, or the model's output
             holds no floating-point tensor for the default loss.
         ValueError: ``y`` without ``loss_fn``; the loss is not one value or does not
@@ -370,8 +474,6 @@ def gradient_by_layer(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {_checks.shown(model)}")
-    if not recurrent_layers(model):
-        raise TypeError(f"model: {type(model).__name__} holds no torch.nn.RNN, LSTM or GRU module")
     if loss_fn is not None:
         _checks.function("loss_fn", loss_fn, "loss_fn(output, y) -> scalar")
     elif y is not None:
@@ -383,9 +485,15 @@ def gradient_by_layer(
             loss = projected_loss(_last_step(model, output), seed)
         else:
             loss = loss_fn(output, y) if y is not None else loss_fn(output)
+        if not passes:
+            raise TypeError(
+                f"model: {type(model).__name__} holds no torch.nn.RNN, LSTM or GRU module "
+                "and its forward ran no bptt.unroll of a cell it holds"
+            )
         value = scalar_loss(loss)
-        copies = [p for layer in passes for p in layer.cell.parameters()]
-        torch.autograd.grad(value, copies, allow_unused=True)
+        anchors = [a for layer in passes for a in layer.anchors]
+        torch.autograd.grad(value, anchors, allow_unused=True)
+    _number_calls(passes)
     results = []
     for layer in passes:
         if layer.precision.subnormal is None or layer.precision.zero is None:

@@ -109,8 +109,9 @@ def _from_layer(source: nn.Module, ours: type) -> nn.Module:
             f"a diagnosis follows one recurrent layer in one direction; this torch.nn.{name} "
             f"has num_layers={source.num_layers}, bidirectional={source.bidirectional}"
             f"{', proj_size=' + str(proj_size) if proj_size else ''}"
-            f": diagnose one layer at a time (bptt.cells.{ours.__name__} with its weights), "
-            "or give your model a recurrent_cell() method"
+            f": bptt.diagnose.diagnose(module, x) and gradient_by_layer take it whole, layer "
+            f"by layer; or diagnose one layer at a time (bptt.cells.{ours.__name__} with its "
+            "weights), or give your model a recurrent_cell() method"
         )
     if not source.batch_first:  # the probe would be read (T, B, F) as (B, T, F)
         raise TypeError(

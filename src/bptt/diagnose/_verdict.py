@@ -11,10 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
-from bptt.cells import GRUCell, LSTMCell, State
+from bptt.cells import GRUCell, LSTMCell, RecurrentCell, State
 from bptt.diagnose._distance import RATIO, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
 from bptt.diagnose._layers import gradient_by_layer, recurrent_layers
+from bptt.diagnose._projected import ProjectedLSTMCell
 from bptt.diagnose._saturation import saturation
 from bptt.diagnose._trajectory import cell_of, generator_seed, iterations, probe
 from bptt.model import SequenceModel
@@ -144,7 +145,9 @@ def diagnose(
     * ``healthy`` otherwise.
 
     A network of the user's (any module holding ``torch.nn.RNN``/``LSTM``/``GRU``
-    modules: several layers, bidirectional, time-major), or any model given ``y`` or
+    modules: several layers, bidirectional, time-major; or bptt cells it unrolls with
+    :func:`bptt.unroll`, such as cells stacked by hand or a ``SequenceModel`` of
+    several cells, each named by its path, ``cells.0``), or any model given ``y`` or
     ``loss_fn``, is diagnosed layer by layer under the user's loss
     (:func:`bptt.diagnose.gradient_by_layer`): each layer and direction gets its own
     verdict, numbers and remedies in ``layers``, and the verdict is the worst of
@@ -153,7 +156,7 @@ def diagnose(
 
     Args:
         model: a cell, a :class:`bptt.SequenceModel`, or any module holding torch
-            recurrent modules.
+            recurrent modules or bptt cells.
         x: a probe batch (B, T, F); for a network of the user's, what its forward
             takes.
         dependency_length: how far back the task needs information, an integer >= 1
@@ -319,14 +322,15 @@ def _by_layer(model: nn.Module, y: Any, loss_fn: Any) -> bool:
     given a loss."""
     if y is not None or loss_fn is not None:
         return True
-    if isinstance(model, SequenceModel):
-        return len(model.unrolls) > 1  # one cell: the cell's diagnosis, Jacobians and all
-    if callable(getattr(model, "recurrent_cell", None)):
-        return False
+    if isinstance(model, RecurrentCell) or callable(getattr(model, "recurrent_cell", None)):
+        return False  # a cell, or a model that names the cell to follow
     if isinstance(model, nn.RNNBase) and type(model) in (nn.RNN, nn.LSTM, nn.GRU):
         one = model.num_layers == 1 and not model.bidirectional and not model.proj_size
         return not (one and model.batch_first)
-    return bool(recurrent_layers(model))
+    found = recurrent_layers(model)
+    if isinstance(model, SequenceModel):  # one cell: a cell's diagnosis; several: by layer
+        return len(found) > 1
+    return bool(found)
 
 
 def _diagnose_layers(
@@ -364,9 +368,11 @@ def _diagnose_layers(
         numbers.update(jacobian_mean=float(jac.mean()), jacobian_max=float(jac.max()))
         spectrum = recurrent_spectrum(cell)
         numbers.update({k: v for k, v in spectrum.items() if k in ("rho", "sigma_max")})
-        numbers.update(
-            {f"saturation/{k}": float(v.mean()) for k, v in saturation(cell, inputs, state).items()}
-        )
+        try:
+            saturated = saturation(cell, inputs, state)
+        except TypeError:
+            saturated = {}  # a user's cell: its gates are unknown
+        numbers.update({f"saturation/{k}": float(v.mean()) for k, v in saturated.items()})
         remedies = _remedies(verdict, cell)
         layers.append(
             Diagnosis(
@@ -434,7 +440,7 @@ def _extrapolated(ratio: float, gamma: float, distance: int) -> float:
 def _remedies(verdict: str, cell: nn.Module) -> list[str]:
     """The general remedies of a verdict, less those the cell already follows."""
     remedies = list(REMEDIES[verdict])
-    if verdict == "vanishing" and isinstance(cell, (LSTMCell, GRUCell)):
+    if verdict == "vanishing" and isinstance(cell, (LSTMCell, GRUCell, ProjectedLSTMCell)):
         remedies[0] = (
             "initialise the forget gates for the dependency length (chrono "
             "initialisation, bptt.init.chrono_) or raise their bias"

@@ -24,6 +24,29 @@ ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 # Why the generic engine is required in the current context (None: it is not).
 _GENERIC_REQUIRED: ContextVar[str | None] = ContextVar("bptt_generic_required", default=None)
 
+# A diagnosis's watch over the cells of a model (private to bptt.diagnose; None: none).
+# While set, every :func:`unroll` first calls ``watch(cell, x, state)``: None leaves the
+# call as it is; a pair ``(x', taps')`` runs it on ``x'`` (the same values; the watcher
+# may give it a graph so that the backward reaches every step) with ``taps'`` appended
+# after the caller's taps (they record what each step's backward uses, after any
+# clipping of the caller's). The engine is chosen as for any call with taps: every
+# engine accepts them. Per thread (a forward run in other threads is not watched).
+Watch = Callable[[nn.Module, Tensor, State | None], tuple[Tensor, Sequence[Callable]] | None]
+_EXTRA_TAPS: ContextVar[Watch | None] = ContextVar("bptt_extra_taps", default=None)
+
+
+@contextlib.contextmanager
+def _watch_unrolls(watch: Watch) -> Iterator[None]:
+    """Inside it, every :func:`unroll` asks ``watch(cell, x, state)`` first (see
+    ``_EXTRA_TAPS``). Private: the hook through which :func:`bptt.diagnose.diagnose`
+    taps the cells a user's module unrolls itself; not for users. Per thread; an inner
+    watch replaces an outer one until it ends."""
+    token = _EXTRA_TAPS.set(watch)
+    try:
+        yield
+    finally:
+        _EXTRA_TAPS.reset(token)
+
 
 @contextlib.contextmanager
 def require_generic(reason: str) -> Iterator[None]:
@@ -106,6 +129,11 @@ def unroll(
     """
     _check_input(cell, x, check_finite)
     taps = as_taps(taps)
+    watch = _EXTRA_TAPS.get()
+    watched = None if watch is None else watch(cell, x, state)
+    if watched is not None:  # a diagnosis follows this cell (bptt.diagnose)
+        x, extra = watched
+        taps = (*taps, *extra)
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {_checks.shown(engine)}")
     required = _GENERIC_REQUIRED.get()
