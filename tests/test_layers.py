@@ -16,7 +16,7 @@ from helpers import DT, rounding_tol
 
 TORCH_LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 OURS = {"rnn": bptt.cells.RNNCell, "lstm": bptt.cells.LSTMCell, "gru": bptt.cells.GRUCell}
-F, H, O = 3, 5, 2
+F, H, OUT = 3, 5, 2
 
 
 def _pair(kind: str, layers: int, bidirectional: bool, readout: str, engine: str = "auto"):
@@ -36,7 +36,7 @@ def _pair(kind: str, layers: int, bidirectional: bool, readout: str, engine: str
 
     forward = [copy(layer, "") for layer in range(layers)]
     reverse = [copy(layer, "_reverse") for layer in range(layers)] if bidirectional else None
-    ours = SequenceModel(forward, O, readout=readout, engine=engine, reverse=reverse)
+    ours = SequenceModel(forward, OUT, readout=readout, engine=engine, reverse=reverse)
     return theirs, ours
 
 
@@ -51,8 +51,7 @@ def _their_prediction(theirs: nn.Module, head: nn.Linear, x, readout: str, bidir
 
 def _final_hidden(state, kind: str) -> list[torch.Tensor]:
     """Our final state (one per unroll) as torch's h_n rows."""
-    states = state if isinstance(state, tuple) and isinstance(state[0], (tuple, torch.Tensor)) else (state,)
-    return [s[0] if kind == "lstm" else s for s in states]
+    return [s[0] if kind == "lstm" else s for s in state]  # every model here has several
 
 
 @pytest.mark.parametrize("engine", ["generic", "fast"])
@@ -67,7 +66,7 @@ def test_outputs_states_and_every_gradient_equal_torchs_layers(
     theirs, ours = _pair(kind, layers, bidirectional, readout, engine)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(4, 9, F, dtype=DT, generator=gen)
-    target_shape = (4, O) if readout == "last" else (4, 9, O)
+    target_shape = (4, OUT) if readout == "last" else (4, 9, OUT)
     weights = torch.randn(target_shape, dtype=DT, generator=gen)
     x_ours, x_theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
 
@@ -155,7 +154,7 @@ def test_a_shared_tap_runs_in_every_unroll_and_a_recording_one_must_be_given_per
 def test_dropout_falls_between_layers_in_training_only():
     torch.manual_seed(0)
     cells = [bptt.cells.LSTMCell(F, H, dtype=DT), bptt.cells.LSTMCell(H, H, dtype=DT)]
-    ours = SequenceModel(cells, O, readout="all", dropout=0.5)  # the fast engine
+    ours = SequenceModel(cells, OUT, readout="all", dropout=0.5)  # the fast engine
     x = torch.randn(3, 7, F, dtype=DT)
 
     def by_hand(training: bool) -> torch.Tensor:  # the same draws from the same generator
@@ -180,10 +179,10 @@ def test_dropout_falls_between_layers_in_training_only():
 
 def test_a_one_cell_model_saved_before_layers_loads():
     torch.manual_seed(0)
-    model = SequenceModel(bptt.cells.RNNCell(F, H), O)
+    model = SequenceModel(bptt.cells.RNNCell(F, H), OUT)
     old = {k.replace("cells.0.", "cell."): v.clone() for k, v in model.state_dict().items()}
     assert "cell.weight_hh" in old
-    fresh = SequenceModel(bptt.cells.RNNCell(F, H), O)
+    fresh = SequenceModel(bptt.cells.RNNCell(F, H), OUT)
     fresh.load_state_dict(old)
     for name, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[name], value), name
@@ -193,38 +192,38 @@ def test_a_one_cell_model_saved_before_layers_loads():
 @pytest.mark.parametrize(
     ("build", "error", "needle"),
     [
-        (lambda: SequenceModel([], O), TypeError, "non-empty sequence of cells"),
-        (lambda: SequenceModel("lstm", O), TypeError, "non-empty sequence of cells"),
-        (lambda: SequenceModel([bptt.cells.RNNCell(F, H), 3], O), TypeError, "must hold cells"),
+        (lambda: SequenceModel([], OUT), TypeError, "non-empty sequence of cells"),
+        (lambda: SequenceModel("lstm", OUT), TypeError, "non-empty sequence of cells"),
+        (lambda: SequenceModel([bptt.cells.RNNCell(F, H), 3], OUT), TypeError, "must hold cells"),
         (
-            lambda: SequenceModel([bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(F, H)], O),
+            lambda: SequenceModel([bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(F, H)], OUT),
             ValueError,
             "layer 1's RNNCell reads 3 features, but layer 0 writes 5",
         ),
         (
             lambda: SequenceModel(
                 [bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)],
-                O,
+                OUT,
                 reverse=[bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)],
             ),
             ValueError,
             "layer 1's RNNCell reads 5 features, but layer 0 writes 10",
         ),
         (
-            lambda: SequenceModel([bptt.cells.RNNCell(F, H)], O, reverse=[]),
+            lambda: SequenceModel([bptt.cells.RNNCell(F, H)], OUT, reverse=[]),
             TypeError,
             "non-empty",
         ),
         (
             lambda: SequenceModel(
-                [bptt.cells.RNNCell(F, H)], O, reverse=[bptt.cells.RNNCell(F, H)] * 2
+                [bptt.cells.RNNCell(F, H)], OUT, reverse=[bptt.cells.RNNCell(F, H)] * 2
             ),
             ValueError,
             "one cell per layer",
         ),
-        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), O, dropout=1.0), ValueError, "below 1"),
-        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), O, dropout=-0.1), ValueError, ">= 0"),
-        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), O, dropout="x"), TypeError, "real"),
+        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), OUT, dropout=1.0), ValueError, "below 1"),
+        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), OUT, dropout=-0.1), ValueError, ">= 0"),
+        (lambda: SequenceModel(bptt.cells.RNNCell(F, H), OUT, dropout="x"), TypeError, "real"),
     ],
 )
 def test_bad_layers_are_refused_with_what_is_wrong(build, error, needle):
@@ -233,8 +232,8 @@ def test_bad_layers_are_refused_with_what_is_wrong(build, error, needle):
 
 
 def test_the_one_cell_name_of_a_model_of_several_says_what_to_use():
-    model = SequenceModel([bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)], O)
-    with pytest.raises(TypeError, match="model.cells"):
+    model = SequenceModel([bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)], OUT)
+    with pytest.raises(TypeError, match=r"model\.cells"):
         _ = model.cell
     assert model.num_layers == 2 and not model.bidirectional
     assert model.unrolls == [(0, 0), (1, 0)]
@@ -314,3 +313,19 @@ def test_the_command_line_trains_layers_and_refuses_bad_ones_in_one_line():
     for bad in (["--layers", "0"], ["--layers", "x"], ["--layers", "2", "--dropout", "1"]):
         result = runner.invoke(app, [*args, *bad, "--no-out"])
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+
+
+def test_a_run_of_layers_is_diagnosed_and_reported_per_layer(tmp_path):
+    from bptt.run import write_report
+
+    out = tmp_path / "run"
+    config = {**RUN, "length": 12, "steps": 5, "layers": 2, "bidirectional": True}
+    result = bptt.train({**config, "out": str(out)})
+    curves = result.summary["probe"]["layers"]
+    assert list(curves) == ["cells.0", "reverse_cells.0", "cells.1", "reverse_cells.1"]
+    assert all(len(norms) == 12 for norms in curves.values())
+    for remedy in result.summary["diagnosis"]["remedies"]:  # a remedy keeps the layers
+        if remedy["command"].startswith("bptt train"):
+            assert "--layers 2 --bidirectional" in remedy["command"]
+    html = write_report(out).read_text(encoding="utf-8")
+    assert "reverse_cells.1" in html and "each layer and direction" in html

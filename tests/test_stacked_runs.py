@@ -73,8 +73,9 @@ def _assert_same_params(a, b, tol: float | None = TOL) -> None:
         {"cell": "gru", "clip": "norm", "clip_norm": 0.5},
         {"task": "copy", "length": 6, "method": "exprnn", "cell": None, "hidden": 8},
         {"cell": "rnn", "optimizer": "sgd", "lr": 0.05, "lr_schedule": "cosine"},
+        {"cell": "gru", "layers": 2, "bidirectional": True},
     ],
-    ids=["lstm", "gru-clipped", "exprnn-copy", "rnn-sgd-cosine"],
+    ids=["lstm", "gru-clipped", "exprnn-copy", "rnn-sgd-cosine", "gru-2-layers-bidirectional"],
 )
 def test_each_stacked_run_is_the_run_trained_alone(tmp_path, fields):
     if fields.get("method") == "exprnn":
@@ -202,6 +203,7 @@ def test_runs_that_differ_in_what_a_stack_shares_are_refused(tmp_path, fields, n
         ({"clip_step_norm": 1.0}, "per-step clipping"),
         ({"engine": "generic"}, "engine = generic"),
         ({"task": "text", "length": 10, "tbptt_k1": 10}, "truncated"),
+        ({"layers": 2, "dropout": 0.1}, "dropout between layers"),
     ],
 )
 def test_what_the_stacked_engine_cannot_run_is_refused(tmp_path, fields, needle):

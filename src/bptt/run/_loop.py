@@ -532,6 +532,11 @@ def _write_distance_figure(writer: Any, found: Any, step: int) -> None:
 
 def _probe_curves(probe: Any) -> dict[str, Any]:
     """The final probe's curves for the report: the norm of dL/ds_{T-1-d} at each
-    distance d and the Jacobian's spectral norm at each step (lists of length T)."""
+    distance d and the Jacobian's spectral norm at each step (lists of length T); for
+    a model of several layers or directions, each one's norms under ``layers`` (its
+    name: its list), the worst one's at the top."""
     found = probe.to_dict()
-    return {"norms": found["norms"], "jacobian": found["jacobian"]}
+    curves = {"norms": found["norms"], "jacobian": found["jacobian"]}
+    if probe.layers:
+        curves["layers"] = {layer.name: layer.to_dict()["norms"] for layer in probe.layers}
+    return curves

@@ -22,7 +22,10 @@ from bptt.run._recipes import RECIPES
 __all__ = ["Remedy", "remedies_for", "train_command"]
 
 Remedy = dict[str, str]  # {"why": ..., "command": ...}
-_KEPT = ("task", "length", "hidden", "steps", "batch_size", "seed", "dtype", "device", "threads")
+_KEPT = (
+    "task", "length", "hidden", "layers", "bidirectional", "dropout", "steps", "batch_size",
+    "seed", "dtype", "device", "threads",
+)  # fmt: skip
 _GATED = ("lstm", "gru")
 
 

@@ -114,7 +114,19 @@ def write_run_report(run_dir: str | Path) -> Path:
             )
         )
     probe = summary.get("probe") or {}
-    if probe.get("norms"):
+    layers = probe.get("layers") if isinstance(probe.get("layers"), dict) else None
+    if layers:  # a model of several layers or directions: a curve each
+        curves = [(str(k), v) for k, v in layers.items() if isinstance(v, list) and v]
+        parts.append(
+            _figure_html(
+                figures.distance_curves(curves, dependency=dependency),
+                "The norm of dL/ds at each distance from the loss, over its value where "
+                "it enters the layer, for each layer and direction of the final model "
+                "(named as in the model: cells.0 the first layer, reverse_cells.0 its "
+                "backward cell) on a probe batch of test sequences.",
+            )
+        )
+    elif probe.get("norms"):
         parts.append(
             _figure_html(
                 figures.distance_curves([("final model", probe["norms"])], dependency=dependency),

@@ -29,6 +29,7 @@ import torch
 from rich.progress import Progress
 from torch import Tensor, nn
 
+from bptt.cells import contract
 from bptt.engine import stackable, unroll_stacked
 from bptt.model import SequenceModel
 from bptt.run._batches import SequenceBatches
@@ -103,7 +104,8 @@ def stack_refusal(configs: Sequence[TrainConfig]) -> str | None:
     assert config.length is not None  # validation derives it from the task
     with torch.random.fork_rng(devices=[]):
         model = build_model(config, make_task(config.task, config.length))
-    return stackable(model.recurrent_cells())
+    # each layer and direction runs stacked with its twins of the other runs
+    return next(filter(None, (stackable([cell]) for cell in model.recurrent_cells())), None)
 
 
 def _stacked_predictions(models: Sequence[SequenceModel], x: Tensor) -> Tensor:
@@ -120,7 +122,7 @@ def _stacked_predictions(models: Sequence[SequenceModel], x: Tensor) -> Tensor:
             forward = torch.cat([forward, backward], dim=-1)
         outputs = forward
     if first.readout == "last" and first.bidirectional:  # the backward cells end at step 0
-        half = outputs.shape[-1] - first.reverse_cells[-1].hidden_size
+        half = outputs.shape[-1] - contract(first.reverse_cells[-1]).hidden_size
         last = torch.cat([outputs[:, :, -1, :half], outputs[:, :, 0, half:]], dim=-1)
         outputs = last.unsqueeze(2)  # (K, B, 1, W)
     weight = torch.stack([m.head.weight for m in models]).transpose(1, 2)  # (K, H, O)
@@ -236,7 +238,8 @@ def train_stacked(
             if run.writer is not None:
                 stack.callback(run.writer.close)
         # refused above, before any file was written; the built runs agree
-        assert stackable([c for run in runs for c in run.model.recurrent_cells()]) is None
+        by_unroll = zip(*(run.model.recurrent_cells() for run in runs), strict=True)
+        assert all(stackable(list(twins)) is None for twins in by_unroll)
         assert all(isinstance(run.batches, SequenceBatches) for run in runs)
         if display is not False and progress is True:
             display.start()
