@@ -249,3 +249,70 @@ def test_a_fit_stopped_inside_an_epoch_resumes_at_the_next_with_a_fresh_state(tm
     # the plain-loop reference is 4 chunks, then a whole pass from a fresh state
     model, _ = _plain_loop([chunks[:4], chunks])
     _assert_equal(resumed.model, model)
+
+
+class _Diagnosed(Adding):
+    """Adding with a forward: what the diagnosis runs, as loss_fn(module(x), y)."""
+
+    def forward(self, x):
+        return self.model(x)[0]
+
+
+@_LIGHTNING_WARNINGS
+def test_the_callback_diagnoses_every_n_steps_and_logs_each_layer(tmp_path):
+    plain = _Diagnosed()
+    _trainer(tmp_path / "plain", GradientCallback(), steps=6).fit(plain)
+    callback = GradientCallback(diagnose_every=3, loss_fn=torch.nn.functional.mse_loss)
+    module = _Diagnosed()
+    _trainer(tmp_path / "diag", callback, steps=6).fit(module)
+    assert [step for step, _ in callback.diagnoses] == [3, 6]
+    for _, found in callback.diagnoses:
+        assert [layer.name for layer in found.layers] == ["model.cell"]
+        assert found.verdict in ("exploding", "vanishing", "healthy")
+    # the diagnosis leaves the fit as it was: the optimizer stepped with the same
+    # gradients as without it
+    assert module.norms == plain.norms
+    logged = (tmp_path / "diag" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
+    header = logged.splitlines()[0]
+    assert "bptt/diagnose/model.cell/gamma" in header
+    assert "bptt/diagnose/model.cell/verdict" in header and "bptt/diagnose/verdict" in header
+
+
+class _Dict(_Diagnosed):
+    """A module whose batches are dicts: it says how to read (x, y) from them."""
+
+    def training_step(self, batch, index):
+        return super().training_step((batch["x"], batch["y"]), index)
+
+    def diagnose_batch(self, batch):
+        return batch["x"], batch["y"]
+
+    def train_dataloader(self):
+        x, y = bptt.tasks.adding_problem(10, 64, seed=0)
+        pairs = [{"x": a, "y": b} for a, b in zip(x, y, strict=True)]
+        return torch.utils.data.DataLoader(pairs, batch_size=16)
+
+
+@_LIGHTNING_WARNINGS
+def test_the_module_can_say_how_a_batch_gives_x_and_y(tmp_path):
+    callback = GradientCallback(diagnose_every=2, loss_fn=torch.nn.functional.mse_loss)
+    _trainer(tmp_path, callback, steps=2).fit(_Dict())
+    assert [step for step, _ in callback.diagnoses] == [2]
+
+
+def test_bad_diagnosis_settings_are_refused():
+    with pytest.raises(ValueError, match="diagnose_every"):
+        GradientCallback(diagnose_every=0)
+    with pytest.raises(TypeError, match="diagnose_every"):
+        GradientCallback(diagnose_every=1.5)
+    with pytest.raises(TypeError, match="loss_fn"):
+        GradientCallback(diagnose_every=1, loss_fn=3)
+    with pytest.raises(ValueError, match="give diagnose_every too"):
+        GradientCallback(loss_fn=torch.nn.functional.mse_loss)
+
+
+def test_a_batch_that_gives_no_x_and_y_is_named():
+    callback = GradientCallback(diagnose_every=1)
+    callback._batch = torch.zeros(3)  # what on_train_batch_start kept
+    with pytest.raises(TypeError, match=r"diagnose_batch\(batch\) -> \(x, y\)"):
+        callback._diagnose(1, _Diagnosed())

@@ -462,7 +462,8 @@ def gradient_by_layer(
         ``gamma``, ``horizon``, ...), counted for each sequence from where the gradient
         enters it (its last step for a loss read there; a packed sequence's own last
         step, its padding left out), with ``entered_at``: the earliest distance from a
-        sequence's end at which it enters (0 for a loss at the last step).
+        sequence's end at which it enters (0 for a loss at the last step), and
+        ``loss``: the loss's value (a float; NaN and inf kept).
 
     Raises:
         TypeError: ``model`` is not a module, or holds no torch recurrent module and its
@@ -491,6 +492,7 @@ def gradient_by_layer(
                 "and its forward ran no bptt.unroll of a cell it holds"
             )
         value = scalar_loss(loss)
+        loss_value = float(value.detach())
         anchors = [a for layer in passes for a in layer.anchors]
         torch.autograd.grad(value, anchors, allow_unused=True)
     _number_calls(passes)
@@ -503,5 +505,6 @@ def gradient_by_layer(
             norms, layer.precision.subnormal, layer.precision.zero, layer.inputs.dtype
         )
         measured["entered_at"] = entered
+        measured["loss"] = loss_value
         results.append((layer, measured))
     return results

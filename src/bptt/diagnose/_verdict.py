@@ -18,6 +18,7 @@ from bptt.diagnose._layers import gradient_by_layer, recurrent_layers
 from bptt.diagnose._projected import ProjectedLSTMCell
 from bptt.diagnose._saturation import saturation
 from bptt.diagnose._trajectory import cell_of, generator_seed, iterations, probe
+from bptt.engine import unroll
 from bptt.model import SequenceModel
 
 __all__ = ["NUMBER_KEYS", "REMEDIES", "Diagnosis", "diagnose"]
@@ -152,7 +153,12 @@ def diagnose(
     (:func:`bptt.diagnose.gradient_by_layer`): each layer and direction gets its own
     verdict, numbers and remedies in ``layers``, and the verdict is the worst of
     theirs, naming the layer. Its weights, ``.grad``, buffers and mode are left as
-    they were.
+    they were. An overflow above the recurrence is blamed on the head or the loss
+    (with remedies of their own): when the gradient reaches every recurrent layer
+    already non-finite, or when the loss is non-finite while every recurrent layer's
+    output on the probe is finite. A head that is huge but still finite is not told
+    apart: the size of dL/ds_t at the loss depends on the loss's own scale, and the
+    verdicts read its ratios.
 
     Args:
         model: a cell, a :class:`bptt.SequenceModel`, or any module holding torch
@@ -357,9 +363,15 @@ def _diagnose_layers(
         return diverged
     layers = []
     arrived_nonfinite = []  # per layer: whether the gradient reached it non-finite
+    outputs_finite = []  # per layer: whether what it computed on the probe is finite
+    loss = math.nan
     for passed, measured in gradient_by_layer(model, x, y, loss_fn, seed=seed):
         entry = measured["entry"] or 0
         arrived_nonfinite.append(not math.isfinite(float(measured["norms"][entry])))
+        loss = measured["loss"]
+        with torch.no_grad():
+            computed, _ = unroll(passed.cell, passed.inputs, state=passed.state)
+        outputs_finite.append(bool(torch.isfinite(computed).all()))
         steps = passed.inputs.shape[1]
         length = steps if dependency_length is None else dependency_length
         verdict, reasons, numbers = judge_distance(measured, length)
@@ -385,11 +397,19 @@ def _diagnose_layers(
                 name=passed.name,
             )
         )
-    if all(arrived_nonfinite):  # the recurrence never saw a finite gradient
-        reason = (
-            "the gradient reaches every recurrent layer already non-finite: the head or the "
-            "loss above them overflows, not the recurrence"
-        )
+    overflowed = not math.isfinite(loss) and all(outputs_finite)
+    if all(arrived_nonfinite) or overflowed:  # the recurrence is not where it overflows
+        if all(arrived_nonfinite):  # the recurrence never saw a finite gradient
+            reason = (
+                "the gradient reaches every recurrent layer already non-finite: the head or "
+                "the loss above them overflows, not the recurrence"
+            )
+        else:  # finite in, finite through every recurrent layer, non-finite out
+            reason = (
+                f"the loss is {loss} while every recurrent layer's output on the probe is "
+                "finite (the weights too): the head or the loss above them overflows, not the "
+                "recurrence"
+            )
         worst = layers[0]
         return Diagnosis(
             "exploding",

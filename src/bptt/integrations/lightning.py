@@ -14,11 +14,23 @@ Each step logs ``bptt/grad_norm`` (before clipping), ``bptt/clip_threshold``,
 through the module's logger; :attr:`GradientCallback.rows` keeps every step's full
 monitor row (per-parameter norms, z-scores). The monitor's and the policy's state go
 into Lightning's checkpoints, so a resumed fit goes on with the same statistics.
+
+With ``diagnose_every=N`` it also runs :func:`bptt.diagnose.diagnose` every N optimizer
+steps on that step's batch, under the callback's ``loss_fn``, and logs each recurrent
+layer's numbers:
+
+    GradientCallback(diagnose_every=100, loss_fn=torch.nn.functional.mse_loss)
+
+The module's ``forward(x)`` is what is diagnosed, as ``loss_fn(module(x), y)``; x and
+y come from the batch: ``module.diagnose_batch(batch) -> (x, y)`` where the module
+defines it, else the batch itself, which must then be ``(x, y)``.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Callable
 from typing import Any, cast
 
 try:
@@ -30,14 +42,17 @@ except ImportError as err:  # the extra is optional
 
 import torch
 
+from bptt import _checks
 from bptt.clip import ClipPolicy
-from bptt.diagnose import Monitor
+from bptt.diagnose import Diagnosis, Monitor, diagnose
 from bptt.model import SequenceModel
 from bptt.tbptt import TBPTT
 
-__all__ = ["GradientCallback", "TruncatedBPTTModule"]
+__all__ = ["VERDICT_CODES", "GradientCallback", "TruncatedBPTTModule"]
 
 LOGGED = ("grad_norm", "clip_threshold", "clipped", "loss_spike", "grad_spike", "nonfinite")
+# how a logged verdict reads: bptt/diagnose/<layer>/verdict is its index here
+VERDICT_CODES = ("healthy", "vanishing", "exploding")
 
 
 class GradientCallback(pl.Callback):
@@ -50,17 +65,52 @@ class GradientCallback(pl.Callback):
             non-finite values); False logs only the clip policy's numbers.
         keep_rows: keep every step's monitor row in :attr:`rows` (memory grows with
             the steps; the logger has the numbers either way).
+        diagnose_every: run :func:`bptt.diagnose.diagnose` every this many optimizer
+            steps (an integer >= 1; None: never), on the step's batch, before the
+            optimizer steps (the model, its ``.grad``, mode and random generators are
+            left as they were). Each recurrent layer's numbers are logged as
+            ``bptt/diagnose/<layer>/gamma``, ``.../horizon`` (where finite) and
+            ``.../verdict`` (the index in :data:`VERDICT_CODES`: 0 healthy, 1
+            vanishing, 2 exploding), the layer named as in
+            :attr:`bptt.diagnose.Diagnosis.layers` with spaces as ``_``
+            (``lstm_layer_1``); the whole model's as ``bptt/diagnose/verdict``.
+        loss_fn: the loss of the diagnosis, ``loss_fn(module(x), y) -> scalar``; None:
+            the module's output projected on a fixed random unit vector (y unused).
+            x and y come from ``module.diagnose_batch(batch)`` where the module
+            defines it, else from the batch itself, which must be ``(x, y)``.
 
     Attributes:
         rows: the monitor's row of every optimizer step (with ``keep_rows``).
+        diagnoses: ``(step, Diagnosis)`` for every diagnosis made.
+
+    Raises:
+        TypeError: ``clip`` is not a policy, ``diagnose_every`` not an integer,
+            ``loss_fn`` not callable.
+        ValueError: ``diagnose_every`` below 1, or ``loss_fn`` without it.
     """
 
     def __init__(
-        self, clip: ClipPolicy | None = None, monitor: bool = True, keep_rows: bool = True
+        self,
+        clip: ClipPolicy | None = None,
+        monitor: bool = True,
+        keep_rows: bool = True,
+        *,
+        diagnose_every: int | None = None,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
     ):
         super().__init__()
         if clip is not None and not isinstance(clip, ClipPolicy):
             raise TypeError(f"clip must be a bptt.clip policy or None, got {type(clip).__name__}")
+        if diagnose_every is not None:
+            diagnose_every = _checks.integer("diagnose_every", diagnose_every, 1)
+        if loss_fn is not None:
+            _checks.function("loss_fn", loss_fn, "loss_fn(module(x), y) -> scalar")
+            if diagnose_every is None:
+                raise ValueError("loss_fn is the diagnosis's loss: give diagnose_every too")
+        self.diagnose_every = diagnose_every
+        self.loss_fn = loss_fn
+        self.diagnoses: list[tuple[int, Diagnosis]] = []
+        self._batch: Any = None
         self.clip = clip
         self.use_monitor = bool(monitor)
         self.keep_rows = bool(keep_rows)
@@ -72,10 +122,43 @@ class GradientCallback(pl.Callback):
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss) -> None:
         self._losses.append(float(loss.detach()))
 
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.diagnose_every is not None:
+            self._batch = batch  # the step's (last micro-)batch, for the diagnosis
+
+    def _diagnose(self, step: int, pl_module: pl.LightningModule) -> None:
+        """:func:`bptt.diagnose.diagnose` on the kept batch, its numbers logged."""
+        hook = getattr(pl_module, "diagnose_batch", None)
+        pair = hook(self._batch) if callable(hook) else self._batch
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(
+                "GradientCallback(diagnose_every=...) needs (x, y) from the batch: got "
+                f"{_checks.shown(pair)}; give the module diagnose_batch(batch) -> (x, y)"
+            )
+        x, y = pair
+        if self.loss_fn is None:
+            found = diagnose(pl_module, x)
+        else:
+            found = diagnose(pl_module, x, y=y, loss_fn=self.loss_fn)
+        self.diagnoses.append((step, found))
+        logged = {"bptt/diagnose/verdict": float(VERDICT_CODES.index(found.verdict))}
+        for layer in found.layers:
+            key = f"bptt/diagnose/{(layer.name or '').replace(' ', '_')}"
+            logged[f"{key}/verdict"] = float(VERDICT_CODES.index(layer.verdict))
+            for number in ("gamma", "horizon"):
+                value = layer.numbers.get(number)
+                if value is not None and math.isfinite(value):
+                    logged[f"{key}/{number}"] = float(value)
+        pl_module.log_dict(logged, on_step=True, on_epoch=False)
+
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         step = trainer.global_step + 1
+        if self.diagnose_every is not None and step % self.diagnose_every == 0:
+            self._diagnose(step, pl_module)
         # the mean of the accumulated micro-batches' losses: what this step optimised
         loss = sum(self._losses) / len(self._losses) if self._losses else float("nan")
         self._losses = []
