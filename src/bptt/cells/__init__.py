@@ -30,6 +30,7 @@ from bptt.cells._gru import GRUCell
 from bptt.cells._irnn import IRNNCell
 from bptt.cells._lru import LRUCell
 from bptt.cells._lstm import LSTMCell
+from bptt.cells._min import MinGRUCell, MinLSTMCell
 from bptt.cells._orthogonal import OrthogonalRNNCell
 from bptt.cells._rnn import RNNCell
 from bptt.cells._skip import SkipRNNCell
@@ -41,6 +42,8 @@ __all__ = [
     "IRNNCell",
     "LRUCell",
     "LSTMCell",
+    "MinGRUCell",
+    "MinLSTMCell",
     "OrthogonalRNNCell",
     "RNNCell",
     "RecurrentCell",

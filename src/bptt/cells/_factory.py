@@ -12,6 +12,7 @@ from bptt.cells._gru import GRUCell
 from bptt.cells._irnn import IRNNCell
 from bptt.cells._lru import LRUCell
 from bptt.cells._lstm import LSTMCell
+from bptt.cells._min import MinGRUCell, MinLSTMCell
 from bptt.cells._orthogonal import OrthogonalRNNCell
 from bptt.cells._rnn import RNNCell
 from bptt.cells._skip import SkipRNNCell
@@ -29,6 +30,8 @@ _BUILDERS: dict[str, CellBuilder] = {
     "skip": lambda i, h, **kw: SkipRNNCell(i, h, skips=(1, 10), **kw),
     "lru": LRUCell,
     "deep-lru": DeepLRUCell,  # two LRU layers with position-wise mixing
+    "mingru": MinGRUCell,  # Feng et al. 2024: gates of the input alone, a log-space scan
+    "minlstm": MinLSTMCell,
 }
 
 
@@ -68,7 +71,8 @@ def make_cell(
     """A new cell by name: ``rnn`` (tanh), ``rnn-relu``, ``lstm``, ``gru``, ``irnn``,
     ``orthogonal`` (tanh), ``orthogonal-modrelu``, ``skip`` (delays 1 and 10), ``lru``
     (a linear recurrent unit, N = H), ``deep-lru`` (two LRUs with nonlinear mixing),
-    or a registered one.
+    ``mingru``, ``minlstm`` (the minimal GRU and LSTM of Feng et al. 2024), or a
+    registered one.
 
     Example:
         >>> make_cell("gru", 2, 8)

@@ -7,13 +7,23 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import DeepLRUCell, GRUCell, LRUCell, LSTMCell, OrthogonalRNNCell, RNNCell, State
+from bptt.cells import (
+    DeepLRUCell,
+    GRUCell,
+    LRUCell,
+    LSTMCell,
+    MinGRUCell,
+    MinLSTMCell,
+    OrthogonalRNNCell,
+    RNNCell,
+    State,
+)
 from bptt.engine._fast_common import Pass
 from bptt.engine._fast_gru import GRUSequence
 from bptt.engine._fast_lstm import LSTMSequence
 from bptt.engine._fast_rnn import RNNSequence
 from bptt.engine._generic import unroll_generic
-from bptt.engine._scan import LinearScan
+from bptt.engine._scan import GatedLogScan, LinearScan
 
 FastEngine = Callable[[nn.Module, Tensor, State, Sequence], tuple[Tensor, State]]
 
@@ -83,6 +93,17 @@ def _run_deep_lru(
     return cell.run_layers(x, state, _scan_unit, last_only=last_only)
 
 
+def _run_min(
+    cell: MinGRUCell | MinLSTMCell, x: Tensor, state: Tensor, taps: Sequence
+) -> tuple[Tensor, Tensor]:
+    """minGRU and minLSTM by the paper's log-space scan: log a_t and log b_t of every
+    step in one matmul, the states by a chunked log-space scan, taps in its backward
+    (dL/dh_{t-1} = a_t dL/dh_t, a loop; without taps a reverse scan)."""
+    log_a, log_b = cell.log_coefficients(x)  # (B, T, H) each
+    states = GatedLogScan.apply(log_a, log_b, state, tuple(taps))
+    return states, states[:, -1]
+
+
 def run_fast(
     run: FastEngine, cell: nn.Module, x: Tensor, state: State, taps: Sequence, last_only: bool
 ) -> tuple[Tensor, State]:
@@ -105,12 +126,15 @@ _FAST: dict[type, Callable[..., tuple[Tensor, State]]] = {
     LSTMCell: _run_lstm,
     GRUCell: _run_gru,
     OrthogonalRNNCell: _run_elman,
+    MinGRUCell: _run_min,
+    MinLSTMCell: _run_min,
 }
 
 
 def has_fast_engine(cell: nn.Module) -> bool:
     """Whether ``engine="fast"`` can run this cell: its exact class is a built-in one
-    with a hand-written backward (RNN, LSTM, GRU, orthogonal RNN, LRU, deep LRU).
+    with a hand-written backward (RNN, LSTM, GRU, orthogonal RNN, LRU, deep LRU,
+    minGRU, minLSTM).
 
     >>> import bptt
     >>> has_fast_engine(bptt.cells.GRUCell(1, 2)), has_fast_engine(bptt.cells.SkipRNNCell(1, 2))

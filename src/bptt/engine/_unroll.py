@@ -154,7 +154,8 @@ def unroll(
     fast = fast_engine_for(cell, x) if engine != "generic" else None
     if engine == "fast" and fast is None:
         raise ValueError(
-            f"engine='fast' applies to the built-in RNN, LSTM and GRU cells on floating "
+            f"engine='fast' applies to the built-in cells bptt.engine.has_fast_engine names "
+            f"(RNN, LSTM, GRU, orthogonal, LRU, minGRU, minLSTM) on floating "
             f"inputs of their dtype outside torch.func transforms; got {type(cell).__name__} "
             f"with x of dtype {x.dtype}. Use engine='generic' or 'auto'."
         )

@@ -54,6 +54,11 @@ recipe's settings; any field given explicitly overrides them, except the cell.
   script (``--mode dtriv --K 100``; Lezcano-Casado 2019, "Trivializations for
   gradient-based optimization on manifolds"): every 100 steps W is folded into the
   base and A restarts at 0, the first time before the first step.
+* ``mingru``: the minimal GRU of Feng et al. 2024 ("Were RNNs All We Needed?", arXiv
+  2410.01201), one layer, in the paper's log-space form (g activation, h_0 = g(0)),
+  trained by the parallel scan; torch.nn.Linear's initialisation (the paper's
+  layers); Adam lr 3e-3 with global-norm clipping at 1 (our choice: the paper trains
+  deeper stacks with per-task settings, not this single layer under a readout).
 """
 
 from __future__ import annotations
@@ -224,5 +229,9 @@ RECIPES: dict[str, Recipe] = {
             "lr_schedule": "cosine",
             "weight_decay": 0.05,
         },
+    ),
+    "mingru": Recipe(
+        "minimal GRU (Feng et al. 2024), trained by its log-space scan, Adam lr 3e-3, clip 1",
+        {"cell": "mingru", "lr": 3e-3, "clip_norm": 1.0},
     ),
 }
