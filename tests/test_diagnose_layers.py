@@ -490,7 +490,7 @@ def test_a_sequence_model_given_a_loss_is_diagnosed_by_its_cell_path():
     model = bptt.SequenceModel(bptt.cells.OrthogonalRNNCell(3, 6, dtype=DT), 1)
     x, y = torch.randn(4, 15, 3, dtype=DT), torch.randn(4, 1, dtype=DT)
     found = diagnose(model, x, y=y, loss_fn=lambda out, y: nn.functional.mse_loss(out[0], y))
-    assert [layer.name for layer in found.layers] == ["cell"]
+    assert [layer.name for layer in found.layers] == ["cells.0"]
     assert not any(k.startswith("saturation/") for k in found.layers[0].numbers)
     # an orthogonal recurrence keeps the gradient: no layer is said to lose it
     assert found.verdict == "healthy"

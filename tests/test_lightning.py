@@ -267,15 +267,15 @@ def test_the_callback_diagnoses_every_n_steps_and_logs_each_layer(tmp_path):
     _trainer(tmp_path / "diag", callback, steps=6).fit(module)
     assert [step for step, _ in callback.diagnoses] == [3, 6]
     for _, found in callback.diagnoses:
-        assert [layer.name for layer in found.layers] == ["model.cell"]
+        assert [layer.name for layer in found.layers] == ["model.cells.0"]
         assert found.verdict in ("exploding", "vanishing", "healthy")
     # the diagnosis leaves the fit as it was: the optimizer stepped with the same
     # gradients as without it
     assert module.norms == plain.norms
     logged = (tmp_path / "diag" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     header = logged.splitlines()[0]
-    assert "bptt/diagnose/model.cell/gamma" in header
-    assert "bptt/diagnose/model.cell/verdict" in header and "bptt/diagnose/verdict" in header
+    assert "bptt/diagnose/model.cells.0/gamma" in header
+    assert "bptt/diagnose/model.cells.0/verdict" in header and "bptt/diagnose/verdict" in header
 
 
 class _Dict(_Diagnosed):
