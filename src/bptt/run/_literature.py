@@ -56,6 +56,9 @@ NO_LRU_ANCHOR = "- (the LRU paper reports neither; compare the rows above)"
 DIGITS = {"hidden": 64, "batch_size": 32, "steps": 2000, "validation_share": 0.15}
 DIGITS["stop_when_solved"] = False  # "solved" (CE < 0.2) comes long before the best model
 DIGITS_GOAL = "goal: >= 97% test accuracy, chosen on validation (no published 8x8 result)"
+# the minimal GRU at the chrono LSTM's size and budget (about 33,000 parameters at H=128)
+MINGRU = {"hidden": 128, "batch_size": 128, "steps": 4000}
+NO_MINGRU_ANCHOR = "- (Feng et al. 2024 report neither task; compare the rows above)"
 
 LITERATURE_ROWS: tuple[LiteratureRow, ...] = (
     LiteratureRow("copy", 200, "exprnn", "solved (nnRNN release: expRNN, H=128)", EXPRNN),
@@ -97,6 +100,10 @@ LITERATURE_ROWS: tuple[LiteratureRow, ...] = (
         "source's figure, not checked against the paper)",
         LRU,
     ),
+    LiteratureRow("adding", 200, "mingru", NO_MINGRU_ANCHOR, MINGRU),
+    LiteratureRow("adding", 1000, "mingru", NO_MINGRU_ANCHOR, MINGRU),
+    LiteratureRow("copy", 200, "mingru", NO_MINGRU_ANCHOR, MINGRU),
+    LiteratureRow("copy", 1000, "mingru", NO_MINGRU_ANCHOR, MINGRU),
 )
 
 

@@ -57,8 +57,10 @@ recipe's settings; any field given explicitly overrides them, except the cell.
 * ``mingru``: the minimal GRU of Feng et al. 2024 ("Were RNNs All We Needed?", arXiv
   2410.01201), one layer, in the paper's log-space form (g activation, h_0 = g(0)),
   trained by the parallel scan; torch.nn.Linear's initialisation (the paper's
-  layers); Adam lr 3e-3 with global-norm clipping at 1 (our choice: the paper trains
-  deeper stacks with per-task settings, not this single layer under a readout).
+  layers); Adam lr 1e-2 with global-norm clipping at 1 (our choice: the paper trains
+  deeper stacks with per-task settings, not this single layer under a readout). The
+  rate was chosen on adding T=200, seed 0, 1,500 steps: lr 1e-2 solved it (test MSE
+  0.0021), lr 3e-3 reached 0.026 (0.15 of the baseline).
 """
 
 from __future__ import annotations
@@ -231,7 +233,7 @@ RECIPES: dict[str, Recipe] = {
         },
     ),
     "mingru": Recipe(
-        "minimal GRU (Feng et al. 2024), trained by its log-space scan, Adam lr 3e-3, clip 1",
-        {"cell": "mingru", "lr": 3e-3, "clip_norm": 1.0},
+        "minimal GRU (Feng et al. 2024), trained by its log-space scan, Adam lr 1e-2, clip 1",
+        {"cell": "mingru", "lr": 1e-2, "clip_norm": 1.0},
     ),
 }
