@@ -75,6 +75,7 @@ def test_the_full_profile_is_the_literature_table():
         ("copy", 1000, "exprnn"),
         ("copy", 1000, "dtriv"),  # expRNN's code's default beside its static mode
         ("copy", 1000, "lru"),  # the LRU beside the best first-wave method
+        ("copy", 1000, "mingru"),  # and the minimal GRU (Feng et al. 2024)
     ]
     lru = plan_bench("full", methods=["lru"], seeds=[0])
     assert sorted((r.task, r.length) for r in lru) == [

@@ -37,7 +37,7 @@ def test_a_run_writes_its_metrics_and_diagnoses_to_tensorboard(tmp_path):
     events = _events(tmp_path / "tensorboard")
     tags = set(events.Tags()["scalars"])
     assert {"loss", "grad_norm", "clip_threshold", "clipped", "lr", "test_loss"} <= tags
-    assert "grad_norm/cell.weight_hh" in tags and "grad_spike" in tags
+    assert "grad_norm/cells.0.weight_hh" in tags and "grad_spike" in tags
     with open(tmp_path / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     written = {e.step: e.value for e in events.Scalars("loss")}
