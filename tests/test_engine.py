@@ -393,3 +393,26 @@ def test_an_input_of_another_dtype_than_the_cell_is_a_clear_error(engine):
     cell = bptt.cells.GRUCell(3, 4)
     with pytest.raises(ValueError, match=r"x has dtype torch.float64 but the cell's parameters"):
         bptt.unroll(cell, torch.zeros(1, 1, 3, dtype=torch.float64), engine=engine)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        bptt.cells.LSTMCell(2, 4, dtype=torch.float64),
+        bptt.cells.GRUCell(2, 4, dtype=torch.float64),
+        bptt.cells.RNNCell(2, 4, dtype=torch.float64),
+        bptt.cells.LRUCell(2, 4, dtype=torch.float64),
+        bptt.cells.MinGRUCell(2, 4, dtype=torch.float64),
+    ],
+    ids=lambda c: type(c).__name__,
+)
+def test_a_second_derivative_through_a_fast_engine_is_refused_not_silently_wrong(cell):
+    x = torch.randn(2, 5, 2, dtype=torch.float64, requires_grad=True)
+    outputs, _ = bptt.unroll(cell, x)
+    # a loss linear in the outputs: torch's once_differentiable alone would let this
+    # through and treat the backward's result as a constant
+    with pytest.raises(RuntimeError, match="no derivative of its own"):
+        torch.autograd.grad(outputs.sum(), x, create_graph=True)
+    generic, _ = bptt.unroll(cell, x, engine="generic")
+    (grad,) = torch.autograd.grad(generic.sum(), x, create_graph=True)
+    assert grad.requires_grad  # the generic engine differentiates twice

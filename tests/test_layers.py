@@ -210,11 +210,6 @@ def test_a_one_cell_model_saved_before_layers_loads():
             "layer 1's RNNCell reads 5 features, but layer 0 writes 10",
         ),
         (
-            lambda: SequenceModel([bptt.cells.RNNCell(F, H)], OUT, reverse=[]),
-            TypeError,
-            "non-empty",
-        ),
-        (
             lambda: SequenceModel(
                 [bptt.cells.RNNCell(F, H)], OUT, reverse=[bptt.cells.RNNCell(F, H)] * 2
             ),
@@ -233,8 +228,19 @@ def test_bad_layers_are_refused_with_what_is_wrong(build, error, needle):
 
 def test_the_one_cell_name_of_a_model_of_several_says_what_to_use():
     model = SequenceModel([bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)], OUT)
-    with pytest.raises(TypeError, match=r"model\.cells"):
+    with pytest.raises(AttributeError, match=r"no single cell: use model\.cells"):
         _ = model.cell
+    assert not hasattr(model, "cell")
+    with pytest.raises(AttributeError, match="no single cell"):
+        model.cell = bptt.cells.RNNCell(F, H)
+    one = SequenceModel(bptt.cells.RNNCell(F, H), OUT, reverse=[])  # empty: forward only
+    replacement = bptt.cells.RNNCell(F, H)
+    one.cell = replacement  # replaces the cell, registers nothing beside it
+    assert one.cell is replacement and one.cells[0] is replacement
+    assert sorted(one.state_dict()) == sorted(
+        [f"cells.0.{n}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        + ["head.weight", "head.bias"]
+    )
     assert model.num_layers == 2 and not model.bidirectional
     assert model.unrolls == [(0, 0), (1, 0)]
 
@@ -268,6 +274,7 @@ def test_a_config_of_layers_builds_them_each_reading_the_one_below():
         ({"layers": 2, "dropout": 1.0}, "dropout"),
         ({"dropout": 0.1}, "dropout"),  # one layer: nothing between layers
         ({"task": "echo", "bidirectional": True}, "bidirectional"),
+        ({"layers": 2, "dropout": 0.1, "optimizer": "hf", "clip": "none"}, "dropout"),
     ],
 )
 def test_bad_layer_settings_name_their_field(fields, field):
@@ -329,3 +336,75 @@ def test_a_run_of_layers_is_diagnosed_and_reported_per_layer(tmp_path):
             assert "--layers 2 --bidirectional" in remedy["command"]
     html = write_report(out).read_text(encoding="utf-8")
     assert "reverse_cells.1" in html and "each layer and direction" in html
+
+
+def test_scores_and_probes_run_without_dropout_and_leave_the_mode_as_it_was():
+    from bptt.run import build_model, evaluate, test_set
+    from bptt.tasks import make_task
+
+    config = TrainConfig(**RUN, cell="gru", layers=2, dropout=0.5, test_size=50)
+    task = make_task("adding", 8)
+    model = build_model(config, task)
+    x, y = test_set(config, task)
+    rng = torch.get_rng_state()
+    first, second = evaluate(model, task, x, y, config), evaluate(model, task, x, y, config)
+    assert first == second and model.training  # no masks drawn, training mode kept
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_nonfinite_step_of_a_model_of_layers_is_located_with_the_steps_own_masks():
+    from bptt.diagnose import Monitor
+    from bptt.run import build_model
+    from bptt.run._batches import SequenceBatches
+    from bptt.tasks import make_task
+
+    config = TrainConfig(**RUN, cell="gru", layers=2, bidirectional=True, dropout=0.5)
+    task = make_task("adding", 8)
+    model = build_model(config, task)
+    loss, rerun = SequenceBatches(config, task, model, (), seed=0).next()
+    loss.backward()
+    records = [RecordNorms(), RecordNorms()]
+    rng = torch.get_rng_state()
+    for record in records:
+        rerun((record,))
+    assert torch.equal(torch.get_rng_state(), rng)  # the generators as they were
+    torch.testing.assert_close(records[0].norms, records[1].norms, rtol=0, atol=0)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    row = Monitor(model).step(1, float("nan"), rerun=rerun)
+    # the top layer's forward cell, where the NaN enters: at the readout's step
+    assert row["nonfinite"] and row["nonfinite_step"] == 7
+
+
+def test_truncated_bptt_refuses_a_record_shared_by_the_layers():
+    from bptt.tbptt import TBPTT
+
+    model = SequenceModel(
+        [bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)], OUT, readout="all"
+    )
+    with pytest.raises(ValueError, match="keeps a record of one unroll"):
+        TBPTT(model, 4, 4, nn.functional.mse_loss, None, taps=[RecordNorms()])
+
+
+class _UsersCell(nn.Module):
+    """A user's own tanh cell: no bptt base class, a hidden size and a zero state."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.linear = nn.Linear(input_size + hidden_size, hidden_size, dtype=DT)
+
+    def initial_state(self, batch_size, *, device=None, dtype=None):
+        return torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+
+    def forward(self, x_t, h):
+        return torch.tanh(self.linear(torch.cat([x_t, h], dim=1)))
+
+
+def test_a_model_of_the_users_own_cells_in_layers_is_diagnosed_layer_by_layer():
+    from bptt.diagnose import diagnose
+
+    model = SequenceModel([_UsersCell(F, H), _UsersCell(H, H)], OUT)
+    found = diagnose(model, torch.randn(4, 10, F, dtype=DT))
+    assert [layer.name for layer in found.layers] == ["cells.0", "cells.1"]
+    assert all(layer.norms.shape == (10,) for layer in found.layers)

@@ -268,7 +268,8 @@ def test_the_callback_diagnoses_every_n_steps_and_logs_each_layer(tmp_path):
     assert [step for step, _ in callback.diagnoses] == [3, 6]
     for _, found in callback.diagnoses:
         assert [layer.name for layer in found.layers] == ["model.cells.0"]
-        assert found.verdict in ("exploding", "vanishing", "healthy")
+        assert found.layers[0].numbers["length"] == found.norms.shape[0]  # a measured curve
+        assert bool(torch.isfinite(found.norms).all())
     # the diagnosis leaves the fit as it was: the optimizer stepped with the same
     # gradients as without it
     assert module.norms == plain.norms

@@ -73,7 +73,8 @@ class SequenceModel(nn.Module):
     ) -> None:
         super().__init__()
         forward_cells = _cell_list("cell", cell)
-        reverse_cells = _cell_list("reverse", reverse) if reverse is not None else []
+        none = reverse is None or (isinstance(reverse, (list, tuple)) and not reverse)
+        reverse_cells = [] if none else _cell_list("reverse", reverse)
         if reverse_cells and len(reverse_cells) != len(forward_cells):
             raise ValueError(
                 f"reverse needs one cell per layer: {len(forward_cells)} layers, "
@@ -104,20 +105,44 @@ class SequenceModel(nn.Module):
     @property
     def cell(self) -> nn.Module:
         """The cell of a one-layer, forward-only model (what recipes and the one-cell
-        diagnosis act on).
+        diagnosis act on); assigning it replaces that cell.
 
         Raises:
-            TypeError: the model has more than one cell: use ``cells`` and
-                ``reverse_cells`` (or :meth:`recurrent_cells`). (Not an AttributeError,
-                which ``torch.nn.Module`` would turn into "has no attribute 'cell'".)
+            AttributeError: the model has more than one cell (``hasattr(model, "cell")``
+                is then False): use ``cells`` and ``reverse_cells`` (or
+                :meth:`recurrent_cells`).
         """
-        if len(self.cells) != 1 or len(self.reverse_cells):
-            raise TypeError(
-                f"this model has {self.num_layers} layers"
-                f"{', bidirectional' if self.bidirectional else ''}: use model.cells, "
-                "model.reverse_cells or model.recurrent_cells()"
-            )
-        return self.cells[0]
+        return self.cells[0] if self._one_cell() else self._no_single_cell()
+
+    @cell.setter
+    def cell(self, value: nn.Module) -> None:
+        self._replace_cell(value)
+
+    def _replace_cell(self, value: nn.Module) -> None:
+        if not self._one_cell():
+            self._no_single_cell()
+        self.cells[0] = _cell_list("cell", value)[0]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "cell":  # torch.nn.Module would register a module "cell" beside cells
+            self._replace_cell(value)
+            return
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "cell":  # the property refused: say why, not "has no attribute"
+            self._no_single_cell()
+        return super().__getattr__(name)
+
+    def _one_cell(self) -> bool:
+        return len(self.cells) == 1 and not len(self.reverse_cells)
+
+    def _no_single_cell(self) -> Any:
+        raise AttributeError(
+            f"this model has {self.num_layers} layers"
+            f"{', bidirectional' if self.bidirectional else ''}, no single cell: use "
+            "model.cells, model.reverse_cells or model.recurrent_cells()"
+        )
 
     @property
     def num_layers(self) -> int:

@@ -135,6 +135,14 @@ class TBPTT:
         self.model, self.k1, self.k2 = model, k1, k2
         self.loss_fn, self.optimizer, self.clip = loss_fn, optimizer, clip
         self.taps = as_taps(taps)
+        recording = [tap for tap in self.taps if callable(getattr(tap, "begin", None))]
+        if recording and len(getattr(model, "unrolls", ())) > 1:
+            raise ValueError(
+                f"{recording[0]!r} keeps a record of one unroll and this model runs "
+                f"{len(model.unrolls)} (layers and directions): truncated BPTT shares its "
+                "taps among them; record with a one-layer model, or unroll the model's "
+                "cells yourself"
+            )
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.position = 0
         self.updates = 0

@@ -19,7 +19,7 @@ scan over time, which :func:`bptt.unroll` runs in log space (log a_t, log b_t co
 without ever forming a_t or b_t: softplus and ``log_g``), as the paper's
 ``parallel_scan_log`` does; with taps, the taps run inside the scan's backward
 (dL/dh_{t-1} = a_t dL/dh_t). ``forward`` is the plain (not log) step of the
-paper's sequential mode, for inference, taps and ``engine="generic"``.
+paper's sequential mode, for inference step by step and ``engine="generic"``.
 
 The state is h itself (B, H), any real values for the step. The paper's log-space
 mode starts from log_g(h_0) (its h_0 argument passed through g); with its h_0 = 0 that

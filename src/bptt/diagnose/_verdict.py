@@ -333,10 +333,9 @@ def _by_layer(model: nn.Module, y: Any, loss_fn: Any) -> bool:
     if isinstance(model, nn.RNNBase) and type(model) in (nn.RNN, nn.LSTM, nn.GRU):
         one = model.num_layers == 1 and not model.bidirectional and not model.proj_size
         return not (one and model.batch_first)
-    found = recurrent_layers(model)
     if isinstance(model, SequenceModel):  # one cell: a cell's diagnosis; several: by layer
-        return len(found) > 1
-    return bool(found)
+        return len(model.recurrent_cells()) > 1  # the user's own cells counted too
+    return bool(recurrent_layers(model))
 
 
 def _diagnose_layers(

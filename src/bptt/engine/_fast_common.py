@@ -10,10 +10,14 @@ one matmul over the stacked per-step pre-activation gradients after the loop.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from bptt.engine._workspace import WORKSPACE
 
@@ -65,6 +69,27 @@ def output_grads(grad_out: Tensor, grad_final: Tensor) -> Tensor:
     rows.copy_(grad_out.transpose(0, 1))
     rows[-1].add_(grad_final)
     return rows
+
+
+def first_derivative_only(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """A hand-written backward that has no derivative of its own: torch's
+    ``once_differentiable``, and a clear error for ``create_graph=True``, which
+    ``once_differentiable`` lets through when the incoming gradient is a constant (a
+    loss linear in the outputs), treating this backward's result as one: a second
+    derivative that would be silently wrong."""
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, *grads: Any) -> Any:
+        if torch.is_grad_enabled():  # backward runs in grad mode only under create_graph
+            raise RuntimeError(
+                "the fast engine's backward has no derivative of its own (create_graph="
+                "True): use bptt.unroll(..., engine='generic'), or run inside "
+                "bptt.engine.require_generic"
+            )
+        return inner(ctx, *grads)
+
+    return wrapper
 
 
 def start_backward(ctx) -> None:

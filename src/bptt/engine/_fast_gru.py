@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from bptt.engine._fast_common import (
     Pass,
     backward_chunks,
+    first_derivative_only,
     input_grad,
     output_grads,
     parameter_grads,
@@ -66,7 +66,7 @@ class GRUSequence(torch.autograd.Function):
         return hs[1:].transpose(0, 1), hs[steps].clone()
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only
     def backward(ctx, grad_out: Tensor, grad_final: Tensor):
         start_backward(ctx)
         x_rows, w_ih, w_hh, hs = ctx.saved_tensors

@@ -12,11 +12,11 @@ from typing import overload
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from bptt.engine._fast_common import (
     Pass,
     backward_chunks,
+    first_derivative_only,
     input_grad,
     output_grads,
     parameter_grads,
@@ -85,7 +85,7 @@ class LSTMSequence(torch.autograd.Function):
         return hs[1:].transpose(0, 1), hs[steps].clone(), c_last
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only
     def backward(ctx, grad_out: Tensor, grad_h_final: Tensor, grad_c_final: Tensor):
         start_backward(ctx)
         x_rows, w_ih_in, w_hh_in, hs = ctx.saved_tensors

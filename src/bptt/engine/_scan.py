@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from bptt.engine._fast_common import first_derivative_only
 from bptt.taps import apply_taps
 
 __all__ = ["GatedLogScan", "LinearScan", "gated_scan_reverse", "linear_scan", "log_linear_scan"]
@@ -117,6 +118,7 @@ class LinearScan(torch.autograd.Function):
         return states
 
     @staticmethod
+    @first_derivative_only
     def backward(ctx, grad_states):
         lam_re, lam_im, h0, states = ctx.saved_tensors
         back = torch.complex(lam_re, -lam_im)  # conj(lambda): the adjoint of the step
@@ -235,6 +237,7 @@ class GatedLogScan(torch.autograd.Function):
         return states
 
     @staticmethod
+    @first_derivative_only  # a second derivative: bptt.unroll(..., engine="generic")
     def backward(ctx, grad_states):
         log_a, log_b, h0, states = ctx.saved_tensors
         a = log_a.exp()  # (B, T, N)

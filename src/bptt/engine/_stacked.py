@@ -21,9 +21,9 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from bptt.cells import GRUCell, LSTMCell, OrthogonalRNNCell, RNNCell
+from bptt.engine._fast_common import first_derivative_only
 from bptt.engine._fast_rnn import elman_recurrence
 from bptt.engine._unroll import _GENERIC_REQUIRED
 
@@ -96,7 +96,7 @@ class StackedElman(torch.autograd.Function):
         return _outputs(hs)
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only
     def backward(ctx, grad_out: Tensor):
         x_rows, w_ih, w_hh, hs = ctx.saved_tensors
         steps = hs.shape[0] - 1
@@ -161,7 +161,7 @@ class StackedLSTM(torch.autograd.Function):
         return _outputs(hs)
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only
     def backward(ctx, grad_out: Tensor):
         x_rows, w_ih, w_hh, hs, gates, cs, tanh_c = ctx.saved_tensors
         steps, k, batch, hidden = tanh_c.shape
@@ -233,7 +233,7 @@ class StackedGRU(torch.autograd.Function):
         return _outputs(hs)
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only
     def backward(ctx, grad_out: Tensor):
         x_rows, w_ih, w_hh, hs, gates, hh = ctx.saved_tensors
         steps, k, batch = gates.shape[:3]

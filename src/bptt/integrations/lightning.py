@@ -144,8 +144,10 @@ class GradientCallback(pl.Callback):
             found = diagnose(pl_module, x, y=y, loss_fn=self.loss_fn)
         self.diagnoses.append((step, found))
         logged = {"bptt/diagnose/verdict": float(VERDICT_CODES.index(found.verdict))}
-        for layer in found.layers:
-            key = f"bptt/diagnose/{(layer.name or '').replace(' ', '_')}"
+        # each layer's numbers; a diagnosis of one cell (no layers) has its own
+        parts = [(f"/{(p.name or '').replace(' ', '_')}", p) for p in found.layers] or [("", found)]
+        for suffix, layer in parts:
+            key = f"bptt/diagnose{suffix}"
             logged[f"{key}/verdict"] = float(VERDICT_CODES.index(layer.verdict))
             for number in ("gamma", "horizon"):
                 value = layer.numbers.get(number)

@@ -6,7 +6,8 @@ the next step's loss.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import torch
@@ -48,18 +49,31 @@ class SequenceBatches:
     def next(self) -> tuple[Tensor, Rerun | None]:
         """The next step's loss (its graph built) and its rerun."""
         x, y = self.sample()
-        return self.task.loss(self.model(x, taps=self.taps)[0], y), self.rerun(x, y)
+        masks = _generator_states(x.device) if self.model.dropout else None
+        loss = self.task.loss(self.model(x, taps=self.taps)[0], y)
+        return loss, self.rerun(x, y, masks)
 
-    def rerun(self, x: Tensor, y: Tensor) -> Rerun:
-        """The rerun of a step on the batch ``(x, y)``."""
+    def rerun(self, x: Tensor, y: Tensor, masks: Any = None) -> Rerun:
+        """The rerun of a step on the batch ``(x, y)``; ``masks``: the random
+        generators' states before the step's forward, so that the rerun drops what the
+        step dropped (None: the model has no dropout)."""
 
         def rerun(extra: tuple) -> None:
-            """Repeat the step with extra taps, leaving the gradients as they were."""
+            """Repeat the step with extra taps, leaving the gradients and the random
+            generators as they were. In a model of several layers or directions the
+            extra taps (a record of one unroll) see the top layer's forward unroll,
+            where the loss's gradient enters the recurrence."""
+            units = self.model.unrolls
+            taps: Any = self.taps + extra
+            if len(units) > 1:
+                top = (self.model.num_layers - 1, 0)
+                taps = {unit: self.taps + (extra if unit == top else ()) for unit in units}
             params = list(self.model.parameters())
             kept = [p.grad for p in params]
             for p in params:
                 p.grad = None
-            self.task.loss(self.model(x, taps=self.taps + extra)[0], y).backward()
+            with _replayed(masks, x.device):
+                self.task.loss(self.model(x, taps=taps)[0], y).backward()
             for p, grad in zip(params, kept, strict=True):
                 p.grad = grad
 
@@ -107,6 +121,27 @@ class StreamBatches:
         self.generator.set_state(state["generator"])
         self.stream.load_state_dict(state["stream"])
         self.trainer.load_state_dict(state["tbptt"])
+
+
+def _generator_states(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The CPU generator's state and the accelerator's (None on the CPU)."""
+    accelerator = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), accelerator
+
+
+@contextlib.contextmanager
+def _replayed(states: Any, device: torch.device) -> Iterator[None]:
+    """Inside, the generators as ``states`` had them (nothing when None); afterwards as
+    they were before."""
+    if states is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.set_rng_state(states[0])
+        if states[1] is not None:
+            torch.cuda.set_rng_state(states[1], device)
+        yield
 
 
 def make_batches(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -20,6 +22,7 @@ from bptt.tasks import StreamTask, Task
 __all__ = [
     "build_model",
     "evaluate",
+    "evaluation_mode",
     "initial_model",
     "json_safe",
     "learning_rate",
@@ -204,12 +207,32 @@ def learning_rate(config: TrainConfig, step: int, rollbacks: int = 0) -> float:
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode inside (no dropout between layers: a score or a probe of
+    the model itself, and no draw from the generator the training masks come from), its
+    mode as it was afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def evaluate(
     model: SequenceModel, task: Task, x: Tensor, y: Tensor, config: TrainConfig
 ) -> tuple[float, float | None]:
     """The task's test metric (over the whole test set, weighted by chunk size, or for
     a stream task over its held-out stream) and, for a task scored by accuracy, the
-    share of right answers (None otherwise)."""
+    share of right answers (None otherwise); in eval mode (:func:`evaluation_mode`)."""
+    with evaluation_mode(model):
+        return _evaluate(model, task, x, y, config)
+
+
+def _evaluate(
+    model: SequenceModel, task: Task, x: Tensor, y: Tensor, config: TrainConfig
+) -> tuple[float, float | None]:
     if task.stream:
         stream = cast(StreamTask, task)
         return stream.evaluate(model, device=config.device, dtype=config.torch_dtype), None

@@ -393,6 +393,12 @@ class TrainConfig(ConfigModel):
                 raise ConfigError("clip", "hf controls its steps by damping; use clip none")
             if self.engine == "fast":
                 raise ConfigError("engine", "hf needs forward-mode AD: engine auto or generic")
+            if self.dropout:
+                message = (
+                    "hf evaluates each step's closure several times (gradient, curvature, "
+                    "its reduction ratio): dropout would draw another network each time"
+                )
+                raise ConfigError("dropout", message)
         if self.bidirectional and task.stream:
             message = f"task {self.task} is a stream: a step's future is not there to read"
             raise ConfigError("bidirectional", message)

@@ -8,7 +8,7 @@ from typing import Any
 
 from bptt.diagnose import RunRecord, diagnose, judge_run
 from bptt.precision import flush_denormal
-from bptt.run._build import initial_model, json_safe, test_set
+from bptt.run._build import evaluation_mode, initial_model, json_safe, test_set
 from bptt.run._fields import ConfigError
 from bptt.run._remedies import remedies_for
 from bptt.run._results import read_summary
@@ -58,7 +58,7 @@ def diagnose_run(
     length = task.dependency_length if dependency_length is None else dependency_length
     if length < 1:
         raise ConfigError("dependency_length", f"must be >= 1; got {length}")
-    with flush_denormal(config.flush_denormal):
+    with flush_denormal(config.flush_denormal), evaluation_mode(model):
         found = diagnose(model, x[:probe], length)
     summary = {} if at_init else read_summary(path) or {}
     state = summary.get("run_record")

@@ -21,8 +21,10 @@ from bptt.run._fields import ConfigError
 
 __all__ = ["MemoryNeed", "available_memory", "esn_memory", "refuse_oversized", "train_memory"]
 
-# gate blocks of a cell's weights (W_ih and W_hh are (g H, F) and (g H, H))
-_GATES = {"lstm": 4, "gru": 3}
+# gate blocks of a cell's weights (W_ih and W_hh are (g H, F) and (g H, H)), and the
+# (B, T, H) tensors a step keeps for backward beside its states; the minimal cells have
+# no W_hh but keep log coefficients, states and the scan's padded copies
+_GATES = {"lstm": 4, "gru": 3, "mingru": 4, "minlstm": 5}
 # tensors of the parameters' size an optimizer holds beside them and their gradients
 _OPTIMIZER_STATE = {"adam": 2, "rmsprop": 2, "sgd": 1, "hf": 4}
 _EVAL_CHUNK = 1000  # test sequences per forward pass (bptt.run._build)

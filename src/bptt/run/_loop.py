@@ -20,6 +20,7 @@ from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run, write_scalars
 from bptt.run._batches import make_batches
 from bptt.run._build import (
     evaluate,
+    evaluation_mode,
     initial_model,
     json_safe,
     make_clip_policy,
@@ -341,7 +342,8 @@ class Run:
         if stop:
             self._stop(step, loss_value, norm_value, report.watched)
         if self.run_dir is not None and config.diagnose_every and step % config.diagnose_every == 0:
-            found = diagnose(self.model, self.probe, self.task.dependency_length)
+            with evaluation_mode(self.model):
+                found = diagnose(self.model, self.probe, self.task.dependency_length)
             record = json_safe({"step": step, **found.to_dict()})
             self.run_dir.append_json("diagnostics.jsonl", record)
             if self.writer is not None:
@@ -461,7 +463,8 @@ class Run:
         probe = None
         if self.monitor is not None and weights_finite:
             advance(self.step, counters["loss"], "diagnosing the final model")
-            probe = diagnose(model, self.probe, task.dependency_length)
+            with evaluation_mode(model):
+                probe = diagnose(model, self.probe, task.dependency_length)
             advance(self.step, counters["loss"])  # done: the bar shows the run again
         verdict = judge_run(
             self.record,
