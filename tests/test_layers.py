@@ -339,7 +339,8 @@ def test_a_run_of_layers_is_diagnosed_and_reported_per_layer(tmp_path):
 
 
 def test_scores_and_probes_run_without_dropout_and_leave_the_mode_as_it_was():
-    from bptt.run import build_model, evaluate, test_set
+    from bptt.run import build_model, test_set
+    from bptt.run._build import evaluate
     from bptt.tasks import make_task
 
     config = TrainConfig(**RUN, cell="gru", layers=2, dropout=0.5, test_size=50)
