@@ -380,9 +380,7 @@ def test_a_nonfinite_step_of_a_model_of_layers_is_located_with_the_steps_own_mas
 def test_truncated_bptt_refuses_a_record_shared_by_the_layers():
     from bptt.tbptt import TBPTT
 
-    model = SequenceModel(
-        [bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)], OUT, readout="all"
-    )
+    model = SequenceModel([bptt.cells.RNNCell(F, H), bptt.cells.RNNCell(H, H)], OUT, readout="all")
     with pytest.raises(ValueError, match="keeps a record of one unroll"):
         TBPTT(model, 4, 4, nn.functional.mse_loss, None, taps=[RecordNorms()])
 

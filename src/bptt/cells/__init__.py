@@ -29,7 +29,7 @@ from bptt.cells._factory import cell_names, make_cell, register_cell
 from bptt.cells._gru import GRUCell
 from bptt.cells._irnn import IRNNCell
 from bptt.cells._lru import LRUCell
-from bptt.cells._lstm import LSTMCell
+from bptt.cells._lstm import LSTMCell, lstm_update
 from bptt.cells._min import MinGRUCell, MinLSTMCell
 from bptt.cells._orthogonal import OrthogonalRNNCell
 from bptt.cells._rnn import RNNCell
@@ -56,6 +56,7 @@ __all__ = [
     "contract",
     "has_initial_state",
     "initial_state",
+    "lstm_update",
     "make_cell",
     "register_cell",
     "state_output",

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from bptt.cells._params import TorchCompatibleCell
 
-__all__ = ["LSTMCell"]
+__all__ = ["LSTMCell", "lstm_update"]
 
 
 class LSTMCell(TorchCompatibleCell):
@@ -90,9 +90,15 @@ class LSTMCell(TorchCompatibleCell):
         pre = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
             h, self.weight_hh, self.bias_hh
         )  # (B, 4H)
-        i, f, g, o = pre.chunk(4, dim=1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
-        tanh_c = torch.tanh(c)
-        h = o * tanh_c
-        return (h, c), {"i": i, "f": f, "g": g, "o": o, "tanh_c": tanh_c}
+        c, activations = lstm_update(pre, c)
+        return (activations["o"] * activations["tanh_c"], c), activations
+
+
+def lstm_update(pre: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The LSTM's step from its pre-activations (B, 4H), blocks (i, f, g, o) as torch
+    orders them, and c_{t-1} (B, H): c_t and the nonlinearities' outputs, each (B, H)
+    (h_t = o * tanh_c, projected or not by the caller)."""
+    i, f, g, o = pre.chunk(4, dim=1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + i * g
+    return c, {"i": i, "f": f, "g": g, "o": o, "tanh_c": torch.tanh(c)}

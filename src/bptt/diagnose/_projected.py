@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import RecurrentCell
+from bptt.cells import RecurrentCell, lstm_update
 
 __all__ = ["ProjectedLSTMCell", "projected_copy"]
 
@@ -99,12 +99,9 @@ class ProjectedLSTMCell(RecurrentCell):
         pre = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
             h, self.weight_hh, self.bias_hh
         )  # (B, 4H)
-        i, f, g, o = pre.chunk(4, dim=1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g  # (B, H)
-        tanh_c = torch.tanh(c)
-        h = nn.functional.linear(o * tanh_c, self.weight_hr)  # (B, P)
-        return (h, c), {"i": i, "f": f, "g": g, "o": o, "tanh_c": tanh_c}
+        c, activations = lstm_update(pre, c)  # c (B, H)
+        h = nn.functional.linear(activations["o"] * activations["tanh_c"], self.weight_hr)
+        return (h, c), activations  # h (B, P)
 
 
 def projected_copy(source: nn.LSTM, suffix: str) -> ProjectedLSTMCell:
