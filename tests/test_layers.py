@@ -407,3 +407,13 @@ def test_a_model_of_the_users_own_cells_in_layers_is_diagnosed_layer_by_layer():
     found = diagnose(model, torch.randn(4, 10, F, dtype=DT))
     assert [layer.name for layer in found.layers] == ["cells.0", "cells.1"]
     assert all(layer.norms.shape == (10,) for layer in found.layers)
+
+
+@pytest.mark.parametrize("readout", ["last", "all"])
+def test_the_prediction_with_hidden_outputs_is_the_forward_prediction(readout):
+    _, ours = _pair("gru", 2, True, readout)
+    x = torch.randn(3, 7, F, dtype=DT, generator=torch.Generator().manual_seed(4))
+    prediction, hidden = ours.predict_with_hidden(x)
+    tol = rounding_tol(2 * 7 * 12, 10.0)
+    torch.testing.assert_close(prediction, ours(x)[0], rtol=0, atol=tol)
+    assert hidden.shape == (3, 7, 2 * H)

@@ -189,13 +189,36 @@ class SequenceModel(nn.Module):
             final state in the form of ``state``.
         """
         units = self.unrolls
-        starts = self._starts(state, units)
-        per_unit = self._taps(taps, units)
-        last_only = self.readout == "last"
+        top_steps, finals = self._run_layers(
+            x, self._starts(state, units), self._taps(taps, units), self.readout == "last"
+        )
+        final_state = finals[0] if len(finals) == 1 else tuple(finals)
+        return self._read(top_steps), final_state
+
+    def predict_with_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The prediction and every step's output of the top layer (B, T, H_top), from
+        the zero state: what Hessian-free's structural damping penalises the change
+        of."""
+        units = self.unrolls
+        hidden, _ = self._run_layers(x, [None] * len(units), dict.fromkeys(units, ()), False)
+        if self.readout == "last" and self.bidirectional:
+            # the steps the readout reads: forward at T-1, the backward cell's last at 0
+            half = hidden.shape[-1] - contract(self.reverse_cells[-1]).hidden_size
+            last = torch.cat([hidden[:, -1:, :half], hidden[:, :1, half:]], dim=-1)
+            return self._read(last), hidden
+        return self._read(hidden), hidden
+
+    def _run_layers(
+        self, x: Tensor, starts: list[Any], taps: dict[Unroll, tuple], last_only: bool
+    ) -> tuple[Tensor, list[State]]:
+        """Every layer and direction over x (B, T, F): the top layer's outputs (B, T, W),
+        or with ``last_only`` only the steps a last-step readout reads (B, 1, W), and
+        each unroll's final state in the order of :attr:`unrolls`."""
+        units = self.unrolls
         finals: list[State] = []
         inputs = x
         for layer in range(self.num_layers):
-            top = layer == self.num_layers - 1
+            only_last = last_only and layer == self.num_layers - 1
             if layer > 0 and self.dropout > 0:
                 inputs = _dropout(inputs, self.dropout, self.training)
             outputs = []
@@ -206,37 +229,14 @@ class SequenceModel(nn.Module):
                     self._cell_of(unit),
                     sequence,
                     state=starts[units.index(unit)],
-                    taps=per_unit[unit],
+                    taps=taps[unit],
                     engine=self.engine,
-                    last_only=top and last_only,  # the steps the readout reads
+                    last_only=only_last,  # the steps the readout reads
                 )
-                outputs.append(out.flip(1) if direction and not (top and last_only) else out)
+                outputs.append(out.flip(1) if direction and not only_last else out)
                 finals.append(final)
             inputs = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-        final_state = finals[0] if len(finals) == 1 else tuple(finals)
-        return self._read(inputs), final_state
-
-    def predict_with_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The prediction and every step's output of the top layer (B, T, H_top), from
-        the zero state: what Hessian-free's structural damping penalises the change
-        of."""
-        inputs = x
-        for layer in range(self.num_layers):
-            if layer > 0 and self.dropout > 0:
-                inputs = _dropout(inputs, self.dropout, self.training)
-            outputs = []
-            for direction in range(2 if self.bidirectional else 1):
-                sequence = inputs.flip(1) if direction else inputs
-                out, _ = unroll(self._cell_of((layer, direction)), sequence, engine=self.engine)
-                outputs.append(out.flip(1) if direction else out)
-            inputs = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-        if self.readout == "last":
-            last = inputs[:, -1]
-            if self.bidirectional:  # the backward cell's last step is step 0
-                half = inputs.shape[-1] - contract(self.reverse_cells[-1]).hidden_size
-                last = torch.cat([inputs[:, -1, :half], inputs[:, 0, half:]], dim=-1)
-            return self.head(last), inputs
-        return self.head(inputs), inputs
+        return inputs, finals
 
     def _read(self, outputs: Tensor) -> Tensor:
         """The readout of the top layer's outputs: (B, T or 1, W) -> (B, O) or (B, T, O).
