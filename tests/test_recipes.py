@@ -97,3 +97,62 @@ def test_a_remedys_command_line_gives_back_the_same_configuration(values):
     given = {k: v for k, v in parsed.params.items() if k in TrainConfig.model_fields}
     again = TrainConfig.from_dict({k: v for k, v in given.items() if v is not None})
     assert again.to_dict() == TrainConfig.from_dict(values).to_dict(), line
+
+
+def _lstm_biases(values: dict) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.nn.Module]:
+    """Per layer: the summed input-gate and forget-gate biases of the initial model."""
+    config = TrainConfig.from_dict({"task": "adding", "length": 200, **values})
+    model = initial_model(config, make_task("adding", 200))
+    inputs, forgets = [], []
+    for cell in model.recurrent_cells():
+        h = cell.hidden_size
+        total = cell.bias_ih + cell.bias_hh
+        inputs.append(total[:h])
+        forgets.append(total[h : 2 * h])  # torch's gate order (i, f, g, o)
+    return inputs, forgets, model
+
+
+def test_an_lstm_without_a_method_starts_from_chrono_in_every_layer():
+    # no method: the forget biases are log u, u ~ U[1, T - 1] (T = 199 on adding T=200),
+    # the input biases their negatives; the weights are those of torch's init
+    inputs, forgets, model = _lstm_biases({"cell": "lstm", "layers": 2})
+    _, _, plain = _lstm_biases({"cell": "lstm", "layers": 2, "lstm_init": "torch"})
+    for i, f in zip(inputs, forgets, strict=True):
+        assert f.min() >= -1e-6 and f.max() <= math.log(199) + 1e-5
+        assert f.exp().mean() > 50  # U[1, 199] has mean 100: not the torch init's ~1
+        assert torch.allclose(i, -f)
+    for name, tensor in plain.named_parameters():
+        if "bias" not in name:
+            assert torch.equal(tensor, model.get_parameter(name)), name
+    _, ones, _ = _lstm_biases({"cell": "lstm", "lstm_init": "forget-bias-1"})
+    assert torch.allclose(ones[0], torch.ones_like(ones[0]))
+    # a method's own initialisation wins: the lstm recipe's forget bias 1
+    _, recipe, _ = _lstm_biases({"method": "lstm"})
+    assert torch.allclose(recipe[0], torch.ones_like(recipe[0]))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"cell": "gru", "lstm_init": "torch"},
+        {"method": "lstm-chrono-adam", "lstm_init": "forget-bias-1"},
+        {"cell": "lstm", "lstm_init": "zeros"},
+    ],
+)
+def test_lstm_init_is_refused_where_nothing_reads_it(values):
+    with pytest.raises(ConfigError, match="lstm_init"):
+        TrainConfig.from_dict({"task": "adding", "length": 10, **values})
+
+
+def test_a_run_saved_before_lstm_init_existed_keeps_torchs_init():
+    # an LSTM run without an initialising method started from torch's init then: its
+    # config.toml and checkpoints lack the field, and read back as it was made
+    saved = TrainConfig(task="adding", length=10, cell="lstm", lstm_init="torch").to_dict()
+    del saved["lstm_init"]
+    old = TrainConfig.from_saved(saved)
+    assert old.lstm_init == "torch"
+    assert old.differing_fields(saved) == []
+    assert TrainConfig(task="adding", length=10).differing_fields(saved) == ["lstm_init"]
+    recipe = TrainConfig.from_dict({"task": "adding", "length": 10, "method": "lstm"}).to_dict()
+    del recipe["lstm_init"]
+    assert TrainConfig.from_saved(recipe).lstm_init == "chrono"  # the method initialised it

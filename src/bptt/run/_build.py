@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bptt import clip
+from bptt import clip, init
 from bptt.cells import make_cell
 from bptt.model import SequenceModel
 from bptt.run._config import TrainConfig
@@ -62,7 +62,18 @@ def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     method = RECIPES.get(config.method) if config.method else None
     if method is not None and method.initialise is not None:
         method.initialise(model, task)
+    elif config.cell == "lstm":
+        _initialise_lstm(model, config.lstm_init, task)
     return model
+
+
+def _initialise_lstm(model: SequenceModel, how: str, task: Task) -> None:
+    """``config.lstm_init`` on every LSTM cell of ``model`` (torch: left as built)."""
+    for cell in model.recurrent_cells():
+        if how == "chrono":
+            init.chrono_(cell, max(task.dependency_length, 2))
+        elif how == "forget-bias-1":
+            init.forget_bias_(cell, 1.0)
 
 
 def initial_model(config: TrainConfig, task: Task) -> SequenceModel:

@@ -152,11 +152,13 @@ def remedies_for(
             )
     elif kind == "vanishing":
         if config.method not in ("lstm-chrono", "lstm-chrono-adam"):
-            why = (
-                "chrono initialisation: forget gates set for the dependency length"
-                if config.cell == "lstm"
-                else "a gated cell whose forget gates keep the gradient over the dependency"
-            )
+            if config.cell != "lstm":
+                why = "a gated cell whose forget gates keep the gradient over the dependency"
+            elif config.method is None and config.lstm_init == "chrono":  # had the init
+                why = "chrono initialisation with the optimizer tuned for it (Adam 1e-2, "
+                why += "cosine schedule, clip 1)"
+            else:
+                why = "chrono initialisation: forget gates set for the dependency length"
             options.append(("chrono", why, _fresh(config, method="lstm-chrono-adam")))
         if config.cell not in _GATED:
             for recipe, why in (
