@@ -10,13 +10,14 @@ so their results are torch's. Here is only what torch lacks:
 * a norm measured in a wider dtype than the gradients (``get_total_norm(...,
   dtype=torch.float64)``: float32 squares overflow beyond about 1.8e19), and a
   coefficient from it that flush-to-zero cannot lose;
-* per-tensor clipping: :func:`clip_grad_norm_per_parameter_` (Keras's ``clipnorm``).
+* per-tensor clipping: :func:`clip_grad_norm_per_parameter_` (Keras's ``clipnorm``)
+  and :func:`adaptive_clip_grad_` (AGC, unit by unit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ from bptt import _checks
 from bptt._torch_compat import foreach_mul_, foreach_norm
 
 __all__ = [
+    "adaptive_clip_grad_",
     "clip_grad_norm_",
     "clip_grad_norm_per_parameter_",
     "clip_grad_value_",
@@ -364,3 +366,123 @@ def clip_grad_norm_per_parameter_(
     coefs = torch.where(stacked > bound, torch.div(bound, stacked), torch.ones_like(stacked))
     _mul_(grads, list(coefs.unbind()), foreach)
     return stacked
+
+
+class UnitClip(NamedTuple):
+    """What :func:`adaptive_clip_grad_` saw, as 0-dim tensors on the first gradient's
+    device (no host synchronisation to make them)."""
+
+    norm: Tensor  # the gradients' total p-norm before clipping
+    allowed: Tensor  # the p-norm of every unit's bound: the most a clipped gradient can have
+    clipped: Tensor  # bool: whether a unit's gradient was scaled
+
+
+def unit_norms(x: Tensor, norm_type: float = 2.0, dtype: torch.dtype | None = None) -> Tensor:
+    """The norm of each unit of ``x``: (U, 1, ..., 1) over all dims but the first for
+    ``x`` of shape (U, ...), one norm (0-dim) for a tensor of 0 or 1 dims."""
+    if x.dim() <= 1:
+        return torch.linalg.vector_norm(x, norm_type, dtype=dtype)
+    return torch.linalg.vector_norm(
+        x, norm_type, dim=tuple(range(1, x.dim())), keepdim=True, dtype=dtype
+    )
+
+
+def adaptive_clip_grad_(
+    parameters: Parameters, clipping: float, eps: float = 1e-3, norm_type: float = 2.0
+) -> Tensor:
+    r"""Adaptive gradient clipping (AGC): clip each unit's gradient to a fraction of
+    the norm of its own weights, in place.
+
+    For every unit u of every parameter W with gradient g,
+
+    .. math:: g_u \leftarrow
+        \begin{cases} g_u \, \dfrac{\lambda \max(\|W_u\|, \epsilon)}{\|g_u\|}
+        & \text{if } \|g_u\| > \lambda \max(\|W_u\|, \epsilon) \\
+        g_u & \text{otherwise,} \end{cases}
+
+    with λ = ``clipping`` and ε = ``eps``: a unit is a row, the slice along the first
+    dim (a weight (out, in) has ``out`` units, one per output, as in PyTorch's layout;
+    a cell's stacked gate weights (G*H, F) one per gate and hidden unit), and a tensor
+    of 0 or 1 dims (a bias, a gain) is one unit. ε keeps zero-initialised weights
+    movable. These are timm's conventions (``timm.utils.agc.adaptive_clip_grad``,
+    tested equal); Optax's ``adaptive_grad_clip`` computes the same rule for JAX's
+    (in, out) layout. A unit's gradient norm that overflows float32 (elements beyond
+    about 1.8e19) is measured again in float64, so a finite gradient is clipped, not
+    zeroed; telling costs one read of a flag on the host. Brock et al. leave the final
+    (readout) layer unclipped: pass only the parameters to clip.
+
+    Args:
+        parameters: a tensor or an iterable of tensors, each (U, ...) or of 0 or 1
+            dims, whose ``.grad`` is clipped against the tensor's own values.
+        clipping: λ > 0, the largest ratio of a unit's gradient norm to its weight norm.
+        eps: ε > 0, the least weight norm a unit counts with.
+        norm_type: p of the p-norms, any positive float or ``inf``.
+
+    Returns:
+        The gradients' total p-norm before clipping (0-dim tensor), as
+        :func:`clip_grad_norm_` returns it.
+
+    Raises:
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors, or a
+            number is not a number.
+        ValueError: ``clipping``, ``eps`` or ``norm_type`` is not > 0 (or is NaN).
+
+    References:
+        Brock, De, Smith & Simonyan (2021), High-performance large-scale image
+        recognition without normalization, section 4.1.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+        >>> w.grad = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> adaptive_clip_grad_(w, clipping=0.1)  # bounds 0.1 * 5 and 0.1 * 1e-3
+        tensor(1.4142)
+        >>> w.grad
+        tensor([[5.0000e-01, 0.0000e+00],
+                [0.0000e+00, 1.0000e-04]])
+    """
+    params = tensors_of(parameters)
+    clipping = _checks.real("clipping", clipping, 0.0, open_low=True)
+    eps = _checks.real("eps", eps, 0.0, open_low=True)
+    return unit_clip_(params, clipping, eps, _norm_type(norm_type)).norm
+
+
+# The dtype a norm that overflows is measured in again (a complex norm is real).
+_WIDER = {
+    torch.float16: torch.float64,
+    torch.bfloat16: torch.float64,
+    torch.float32: torch.float64,
+    torch.complex64: torch.complex128,
+}
+
+
+@torch.no_grad()
+def unit_clip_(params: list[Tensor], clipping: float, eps: float, norm_type: float) -> UnitClip:
+    """The body of :func:`adaptive_clip_grad_` on checked arguments, with what it saw."""
+    pairs = [(p.detach(), p.grad) for p in params if p.grad is not None and p.grad.numel()]
+    if not pairs:
+        zero = torch.tensor(0.0)
+        return UnitClip(zero, zero, torch.tensor(False))
+    first = pairs[0][1].device
+    grad_norms = [unit_norms(g, norm_type) for _, g in pairs]
+    overflowed = torch.stack([n.isinf().any().to(first) for n in grad_norms]).tolist()
+    wide = [_WIDER.get(g.dtype) if o else None for o, (_, g) in zip(overflowed, pairs, strict=True)]
+    for k, (_, g) in enumerate(pairs):
+        if wide[k] is not None:  # its squares overflowed: a finite gradient, measured wider
+            grad_norms[k] = unit_norms(g, norm_type, wide[k])
+    bounds, scaled = [], []
+    for (w, g), g_norm, wider in zip(pairs, grad_norms, wide, strict=True):
+        bound = unit_norms(w, norm_type).clamp(min=eps).mul(clipping).to(g_norm.dtype)
+        over = g_norm > bound  # (U, 1, ...) or ()
+        factor = torch.where(over, bound / g_norm, 1.0)
+        if wider is not None:  # scaled in the wider dtype and rounded once: no factor flushes
+            g.copy_(g.to(wider) * factor)
+        else:
+            g.mul_(factor)
+        bounds.append(bound.reshape(-1).to(first))
+        scaled.append(over.any().to(first))
+    flat = torch.cat([n.reshape(-1).to(first) for n in grad_norms])
+    return UnitClip(
+        torch.linalg.vector_norm(flat, norm_type),
+        torch.linalg.vector_norm(torch.cat(bounds), norm_type),
+        torch.stack(scaled).any(),
+    )
