@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[vowels]"
 	touch $(STAMP)
 
-# What the tests need beside: pytest, ruff, mypy, ReservoirPy, Ray, Playwright's client.
+# What the tests need beside: pytest, ruff, mypy, ReservoirPy, Ray, Playwright's client,
+# and timm, whose timm/utils/agc.py is the AGC reference (the tests load that one file).
+# timm goes in without its dependencies: its torchvision would replace the CPU torch above.
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,vowels]"
+	$(BIN)/python -m pip install --quiet --no-deps timm==1.0.31
 	touch $(DEV_STAMP)
 
 # Debian's Chromium for the report's browser test (Playwright drives it; its own

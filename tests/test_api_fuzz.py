@@ -1,4 +1,4 @@
-"""Bad arguments to the library's API (Hessian-free, the diagnoses, clipping, TBPTT,
+"""Bad arguments to the library's API (Hessian-free, the diagnoses, clipping, AGC, TBPTT,
 the cells, the monitor, the taps): a result, or exactly a ValueError or TypeError whose
 one-line message names the argument, never an error from deep inside torch or NumPy.
 Where a call succeeds, what it returns is checked to be usable (finite)."""
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import bptt
-from bptt.clip import Fixed, clip_grad_norm_per_parameter_
+from bptt.clip import AdaptiveClip, Fixed, adaptive_clip_grad_, clip_grad_norm_per_parameter_
 from bptt.diagnose import Monitor, diagnose, gradient_by_distance, jacobian_norms
 from bptt.optim import HessianFree, conjugate_gradient
 
@@ -282,6 +282,47 @@ def test_a_fixed_policy_answers_any_bound_and_parameters(max_norm, parameters):
     norm = _answer(lambda: policy(params), "parameters", "parameters[0]", "parameters[1]")
     if norm is not None:
         assert isinstance(norm, torch.Tensor) and norm.numel() == 1
+
+
+_AGC_VALID = {"parameters": None, "clipping": 0.01, "eps": 1e-3, "norm_type": 2.0}
+
+
+@FUZZ
+@given(
+    name=st.sampled_from(sorted(_AGC_VALID)),
+    value=st.one_of(anything, tensors(max_dims=2), st.just(10**400)),
+)
+def test_adaptive_clipping_answers_any_argument(name, value):
+    params = _params_with_grads()
+    params[0].data = torch.tensor([0.6, -0.8], dtype=DT)  # one unit with weights, one without
+    kwargs = {**_AGC_VALID, "parameters": params, name: value}
+    norm = _answer(lambda: adaptive_clip_grad_(**kwargs), name, "parameters[0]")
+    if norm is None:
+        assert [p.grad.tolist() for p in params] == [[3.0, 4.0], [0.1, 0.2, 0.2]]
+        return
+    assert isinstance(norm, torch.Tensor) and norm.numel() == 1
+    if name != "parameters":  # (the norm itself may overflow: p = 1e-12 is a norm_type)
+        for p, before in zip(params, [[3.0, 4.0], [0.1, 0.2, 0.2]], strict=True):
+            # finite, and never turned around: each element keeps its sign (or becomes 0)
+            assert torch.isfinite(p.grad).all()
+            assert (p.grad * torch.tensor(before, dtype=DT) >= 0).all()
+
+
+@FUZZ
+@given(
+    name=st.sampled_from(["clipping", "eps", "norm_type", "foreach"]),
+    value=anything,
+    parameters=st.one_of(anything, st.just("params")),
+)
+def test_an_adaptive_policy_answers_any_setting_and_parameters(name, value, parameters):
+    policy = _answer(lambda: AdaptiveClip(**{name: value}), name)
+    if policy is None:
+        return
+    params = _params_with_grads() if parameters == "params" else parameters
+    norm = _answer(lambda: policy(params), "parameters", "parameters[0]", "parameters[1]")
+    if norm is not None:
+        assert isinstance(norm, torch.Tensor) and norm.numel() == 1
+        assert isinstance(policy.threshold, float) and isinstance(policy.clipped, bool)
 
 
 # --- TBPTT ---------------------------------------------------------------------------------

@@ -11,7 +11,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bptt.clip import Calibrate, Fixed, NoClip, Percentile, PerStep, Value, ZScore
+from bptt.clip import (
+    AdaptiveClip,
+    Calibrate,
+    Fixed,
+    NoClip,
+    Percentile,
+    PerStep,
+    Value,
+    ZScore,
+    adaptive_clip_grad_,
+)
 from bptt.taps import ClipNorm, ClipValue
 
 DT = torch.float64
@@ -160,6 +170,7 @@ def test_per_parameter_percentile_keeps_one_history_per_tensor(gen):
         lambda: Calibrate(5, 0.8),
         lambda: Fixed(2.0),
         lambda: NoClip(),
+        lambda: AdaptiveClip(0.05),
     ],
 )
 def test_state_survives_a_save_and_a_safe_load(make):
@@ -204,6 +215,10 @@ def test_per_step_holds_the_taps():
         lambda: Calibrate(steps=0),
         lambda: Calibrate(quantile=0),
         lambda: Value(-2),
+        lambda: AdaptiveClip(0),
+        lambda: AdaptiveClip(math.nan),
+        lambda: AdaptiveClip(0.01, eps=0),
+        lambda: AdaptiveClip(0.01, eps=-1e-3),
     ],
 )
 def test_bad_settings_are_rejected(make):
@@ -213,7 +228,12 @@ def test_bad_settings_are_rejected(make):
 
 def test_calls_without_gradients_change_nothing():
     bare = torch.zeros(2, dtype=DT, requires_grad=True)
-    for make in (lambda: Percentile(10), lambda: Calibrate(1), lambda: ZScore(warmup=2)):
+    for make in (
+        lambda: Percentile(10),
+        lambda: Calibrate(1),
+        lambda: ZScore(warmup=2),
+        lambda: AdaptiveClip(),
+    ):
         policy, reference = make(), make()
         assert policy([bare]).item() == 0 and not policy.clipped
         assert math.isinf(policy.threshold)
@@ -237,6 +257,7 @@ def test_a_loaded_history_keeps_its_window():
         lambda: Percentile(50.0),
         lambda: ZScore(2.5, 0.97, 1, max_norm=1.0),
         lambda: Percentile(50.0, per_parameter=True),
+        lambda: AdaptiveClip(0.01),
     ],
 )
 def test_a_finite_gradient_whose_float32_norm_overflows_is_clipped_not_skipped(make, gen):
@@ -274,3 +295,42 @@ def test_a_norm_beyond_float32_is_clipped_even_when_subnormals_flush_to_zero():
         Fixed(1.0)([w])
     assert torch.isfinite(w.grad).all() and (w.grad > 0).all()
     assert torch.linalg.vector_norm(w.grad.double()).item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_adaptive_clip_is_the_function_and_reports_the_bounds_it_allowed(gen):
+    weights = [torch.randn(4, 3, generator=gen, dtype=DT), torch.zeros(3, dtype=DT)]
+    grads = [torch.randn(4, 3, generator=gen, dtype=DT), torch.randn(3, generator=gen, dtype=DT)]
+    grads[0][2] *= 1e-4  # one unit well within its bound
+
+    def params():
+        made = [torch.nn.Parameter(w.clone()) for w in weights]
+        for p, g in zip(made, grads, strict=True):
+            p.grad = g.clone()
+        return made
+
+    policy, ours, reference = AdaptiveClip(0.1, eps=1e-2), params(), params()
+    norm = policy(ours)
+    expected = adaptive_clip_grad_(reference, 0.1, eps=1e-2)
+    torch.testing.assert_close(norm, expected, rtol=0, atol=0)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+    bounds = [0.1 * max(row.norm().item(), 1e-2) for row in weights[0]] + [0.1 * 1e-2]
+    assert policy.threshold == pytest.approx(math.hypot(*bounds), rel=1e-12)
+    assert policy.clipped and policy.calls == 1
+    assert norm.item() == pytest.approx(math.hypot(*(g.norm().item() for g in grads)), rel=1e-12)
+    # everything within its bound: nothing clipped, nothing changed
+    calm = AdaptiveClip(100.0, eps=1.0)
+    kept = params()
+    calm(kept)
+    assert not calm.clipped
+    assert all(torch.equal(p.grad, g) for p, g in zip(kept, grads, strict=True))
+    with pytest.raises(NotImplementedError, match="each unit"):
+        policy.decide(1.0)
+
+
+def test_adaptive_clip_reports_a_nonfinite_gradient_as_not_clipped(gen):
+    p = torch.nn.Parameter(torch.ones(2, 3, dtype=DT))
+    p.grad = torch.randn(2, 3, generator=gen, dtype=DT) * 100
+    p.grad[0, 1] = math.nan
+    policy = AdaptiveClip(0.01)
+    assert math.isnan(policy([p]).item()) and not policy.clipped

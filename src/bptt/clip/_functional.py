@@ -1,28 +1,32 @@
-"""Clipping functions with PyTorch's contract, built from two small primitives.
+"""Clipping functions with PyTorch's contract, on PyTorch's own primitives.
 
-``clip_grad_norm_`` is :func:`get_total_norm` then :func:`clip_grads_with_norm_`:
-the norm is computed once, the gradients are scaled by a clamped coefficient with no
-branch and no host synchronisation, and the norm *before* clipping is returned.
-The threshold may be a tensor, so adaptive policies never leave the device.
+:func:`clip_grad_norm_`, :func:`clip_grad_value_`, :func:`get_total_norm` and
+:func:`clip_grads_with_norm_` check their arguments (an error names the one that is
+wrong) and hand the work to the functions of the same names in :mod:`torch.nn.utils`,
+so their results are torch's. Here is only what torch lacks:
+
+* a tensor threshold applied on its device: torch's ``clip_grads_with_norm_`` takes
+  ``float(max_norm)``, which waits for the device to read it;
+* a norm measured in a wider dtype than the gradients (``get_total_norm(...,
+  dtype=torch.float64)``: float32 squares overflow beyond about 1.8e19), and a
+  coefficient from it that flush-to-zero cannot lose;
+* per-tensor clipping: :func:`clip_grad_norm_per_parameter_` (Keras's ``clipnorm``)
+  and :func:`adaptive_clip_grad_` (AGC, unit by unit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, cast
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from bptt import _checks
-
-_group_tensors_by_device_and_dtype: Callable[..., dict[Any, Any]] | None = None
-try:  # torch's own grouping, in C++; a Python fallback keeps other versions working
-    from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
-except ImportError:  # pragma: no cover - depends on the torch build
-    pass
+from bptt._torch_compat import foreach_mul_, foreach_norm
 
 __all__ = [
+    "adaptive_clip_grad_",
     "clip_grad_norm_",
     "clip_grad_norm_per_parameter_",
     "clip_grad_value_",
@@ -77,22 +81,20 @@ def _norm_type(norm_type: Any) -> float:
     return _checks.real("norm_type", norm_type, 0.0, open_low=True, infinite=True)
 
 
-def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor]]]:
-    """Tensors grouped by (device, dtype), each group with its device."""
-    if not tensors:
-        return []
-    if _group_tensors_by_device_and_dtype is not None:
-        grouped = _group_tensors_by_device_and_dtype([tensors])
-        return [(device, group) for (device, _), ([group], _) in grouped.items()]
-    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-    for t in tensors:
-        groups.setdefault((t.device, t.dtype), []).append(t)
-    return [(device, group) for (device, _), group in groups.items()]
+def _foreach(foreach: Any) -> bool | None:
+    """``foreach``: None (where available), True or False."""
+    return None if foreach is None else _checks.flag("foreach", foreach)
+
+
+def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[int]]]:
+    """The tensors' positions grouped by (device, dtype): one foreach kernel a group."""
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for k, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(k)
+    return [(device, positions) for (device, _), positions in groups.items()]
 
 
 def _use_foreach(foreach: bool | None, group: list[Tensor], device: torch.device) -> bool:
-    if foreach is not None:
-        foreach = _checks.flag("foreach", foreach)
     native = device.type in ("cpu", "cuda") and all(type(t) is Tensor for t in group)
     if foreach and not native:
         raise RuntimeError(
@@ -110,44 +112,27 @@ def per_tensor_norms(
 ) -> list[Tensor]:
     """The norm of each tensor, in the order given (0-dim tensors on their devices),
     computed in ``dtype`` if given (float64: no overflow of float32 squares)."""
-    return _norms(tensors, _groups(tensors), norm_type, foreach, dtype)
-
-
-def _norms(
-    tensors: list[Tensor],
-    groups: list[tuple[torch.device, list[Tensor]]],
-    norm_type: float,
-    foreach: bool | None,
-    dtype: torch.dtype | None = None,
-) -> list[Tensor]:
-    if not tensors:
-        return []
-
-    def norms_of(device: torch.device, group: list[Tensor]) -> list[Tensor]:
+    norms: dict[int, Tensor] = {}
+    for device, positions in _groups(tensors):
+        group = [tensors[k] for k in positions]
         if _use_foreach(foreach, group, device):
-            return list(torch._foreach_norm(group, norm_type, dtype=dtype))
-        return [torch.linalg.vector_norm(t, norm_type, dtype=dtype) for t in group]
-
-    if len(groups) == 1:
-        return norms_of(*groups[0])
-    index = {id(t): k for k, t in enumerate(tensors)}
-    norms: list[Tensor | None] = [None] * len(tensors)
-    for device, group in groups:
-        for t, value in zip(group, norms_of(device, group), strict=True):
-            norms[index[id(t)]] = value
-    return cast("list[Tensor]", norms)  # every tensor's slot filled
+            found = foreach_norm(group, norm_type, dtype=dtype)
+        else:
+            found = [torch.linalg.vector_norm(t, norm_type, dtype=dtype) for t in group]
+        norms.update(zip(positions, found, strict=True))
+    return [norms[k] for k in range(len(tensors))]
 
 
-def _stacked_norms(
-    tensors: list[Tensor], norm_type: float, foreach: bool | None, dtype: torch.dtype | None
-) -> Tensor:
-    """Each tensor's norm, stacked (N,) on the first tensor's device."""
-    groups = _groups(tensors)
-    norms = _norms(tensors, groups, norm_type, foreach, dtype)
-    first = tensors[0].device
-    if all(device == first for device, _ in groups):
-        return torch.stack(norms)
-    return torch.stack([n.to(first) for n in norms])
+def _mul_(tensors: list[Tensor], factors: list[Tensor], foreach: bool | None) -> None:
+    """``tensors[k] *= factors[k]`` in place, each factor (0-dim) moved to its tensor."""
+    for device, positions in _groups(tensors):
+        group = [tensors[k] for k in positions]
+        here = [factors[k].to(device=device, dtype=tensors[k].dtype) for k in positions]
+        if _use_foreach(foreach, group, device):
+            foreach_mul_(group, here)
+        else:
+            for t, f in zip(group, here, strict=True):
+                t.mul_(f)
 
 
 def get_total_norm(
@@ -158,6 +143,9 @@ def get_total_norm(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """The norm of all tensors seen as one vector (0-dim, on the first tensor's device).
+
+    :func:`torch.nn.utils.get_total_norm` computes it; with ``dtype``, which torch
+    does not take, the tensors' norms are measured in that dtype instead.
 
     Args:
         tensors: the tensors (usually gradients).
@@ -170,13 +158,22 @@ def get_total_norm(
 
     Raises:
         RuntimeError: the norm is not finite and ``error_if_nonfinite`` is True.
-        TypeError, ValueError: ``tensors`` are not tensors, ``norm_type`` is not > 0.
+        TypeError, ValueError: ``tensors`` are not tensors, ``norm_type`` is not > 0,
+            ``dtype`` is not a floating-point dtype.
     """
     tensors = tensors_of(tensors, "tensors")
     norm_type = _norm_type(norm_type)
+    foreach = _foreach(foreach)
+    if dtype is None:
+        return torch.nn.utils.get_total_norm(tensors, norm_type, error_if_nonfinite, foreach)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {_checks.shown(dtype)}")
     if not tensors:
         return torch.tensor(0.0)
-    total = torch.linalg.vector_norm(_stacked_norms(tensors, norm_type, foreach, dtype), norm_type)
+    first = tensors[0].device
+    with torch.no_grad():
+        norms = per_tensor_norms(tensors, norm_type, foreach, dtype)
+        total = torch.linalg.vector_norm(torch.stack([n.to(first) for n in norms]), norm_type)
     if error_if_nonfinite and not bool(torch.isfinite(total)):
         raise RuntimeError(
             f"the total norm of order {norm_type} of the gradients is non-finite, so it "
@@ -194,34 +191,46 @@ def clip_grads_with_norm_(
 ) -> None:
     r"""Scale gradients in place given their total norm: ``g *= min(max_norm / (norm + 1e-6), 1)``.
 
-    No branch on the coefficient, so no host synchronisation; ``max_norm`` may be a
-    tensor (an adaptive threshold) and may be ``inf`` (no clipping).
+    :func:`torch.nn.utils.clip_grads_with_norm_` does it for a number ``max_norm`` and
+    a norm in the gradients' dtype. A tensor ``max_norm`` (an adaptive threshold; inf:
+    no clipping) is applied here without leaving the device, and a norm measured wider
+    than the gradients (``get_total_norm(..., dtype=torch.float64)``) gives a
+    coefficient that is applied in two factors where one would be below the gradients'
+    smallest normal number (flush-to-zero would make it 0).
+
+    Raises:
+        TypeError: ``parameters`` or ``total_norm`` is not what it must be.
+        ValueError: ``max_norm`` is a negative number or NaN.
     """
-    _scale_grads_(grads_of(parameters), _bound(max_norm), total_norm, foreach)
+    params = tensors_of(parameters)
+    max_norm = _bound(max_norm)
+    foreach = _foreach(foreach)
+    if not isinstance(total_norm, Tensor):
+        raise TypeError(f"total_norm must be a tensor, got {_checks.shown(total_norm)}")
+    grads = [p.grad for p in params if p.grad is not None]
+    if isinstance(max_norm, Tensor) or any(g.dtype != total_norm.dtype for g in grads):
+        _scale_grads_(grads, max_norm, total_norm, foreach)
+    else:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total_norm, foreach)
 
 
+@torch.no_grad()
 def _scale_grads_(
     grads: list[Tensor], max_norm: float | Tensor, total_norm: Tensor, foreach: bool | None
 ) -> None:
-    """The body of :func:`clip_grads_with_norm_`, on gradients already gathered."""
+    """torch's scaling by a clamped coefficient, for a tensor bound or a wider norm."""
     if not grads:
         return
     coef = torch.clamp(max_norm / (total_norm + EPS), max=1.0)
-    for device, group in _groups(grads):
-        dtype = group[0].dtype
-        # A norm measured wider than the gradients (a policy's float64 fallback) can
-        # need a coefficient below their smallest normal number, which flush-to-zero
-        # would make 0: it is then applied as two factors, each representable.
-        factors = [coef]
-        if coef.dtype != dtype and coef.item() < torch.finfo(dtype).tiny:
-            factors = [coef.sqrt()] * 2
-        for factor in factors:
-            here = factor.to(device=device, dtype=dtype)
-            if _use_foreach(foreach, group, device):
-                torch._foreach_mul_(group, here)
-            else:
-                for g in group:
-                    g.mul_(here)
+    factors = [coef]
+    # A norm measured wider than the gradients (a policy's float64 re-measure) can need
+    # a coefficient below their smallest normal number, which flush-to-zero would make
+    # 0: it is then applied as two factors, each representable.
+    narrower = [torch.finfo(g.dtype).tiny for g in grads if g.dtype != coef.dtype]
+    if narrower and coef.item() < max(narrower):
+        factors = [coef.sqrt()] * 2
+    for factor in factors:
+        _mul_(grads, [factor] * len(grads), foreach)
 
 
 def clip_grad_norm_(
@@ -233,8 +242,8 @@ def clip_grad_norm_(
 ) -> Tensor:
     """Clip the gradients' global norm to ``max_norm``, keeping their direction.
 
-    The same contract and results as :func:`torch.nn.utils.clip_grad_norm_`; also
-    accepts a tensor ``max_norm``.
+    :func:`torch.nn.utils.clip_grad_norm_` after checking the arguments: the same
+    contract and results. A tensor ``max_norm`` is also taken, and stays on its device.
 
     Args:
         parameters: a tensor or an iterable of tensors whose ``.grad`` is clipped.
@@ -264,9 +273,16 @@ def clip_grad_norm_(
         >>> w.grad
         tensor([0.6000, 0.8000])
     """
-    grads = grads_of(parameters)
+    params = tensors_of(parameters)
     max_norm = _bound(max_norm)
-    total = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
+    norm_type = _norm_type(norm_type)
+    foreach = _foreach(foreach)
+    if not isinstance(max_norm, Tensor):
+        return torch.nn.utils.clip_grad_norm_(
+            params, max_norm, norm_type, error_if_nonfinite, foreach
+        )
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
     _scale_grads_(grads, max_norm, total, foreach)
     return total
 
@@ -276,17 +292,17 @@ def clip_grad_value_(
 ) -> None:
     """Clamp every gradient element to [-clip_value, clip_value] in place.
 
-    The contract of :func:`torch.nn.utils.clip_grad_value_`.
+    :func:`torch.nn.utils.clip_grad_value_` after checking the arguments.
+
+    Raises:
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors.
+        ValueError: ``clip_value`` is not > 0.
     """
+    params = tensors_of(parameters)
     clip_value = _checks.real("clip_value", clip_value, 0.0, open_low=True, infinite=True)
-    grads = grads_of(parameters)
-    for device, group in _groups(grads):
-        if _use_foreach(foreach, group, device):
-            torch._foreach_clamp_min_(group, -clip_value)
-            torch._foreach_clamp_max_(group, clip_value)
-        else:
-            for g in group:
-                g.clamp_(min=-clip_value, max=clip_value)
+    foreach = _foreach(foreach)
+    if any(p.grad is not None for p in params):  # torch's raises on no gradient at all
+        torch.nn.utils.clip_grad_value_(params, clip_value, foreach)
 
 
 def clip_grad_norm_per_parameter_(
@@ -322,6 +338,7 @@ def clip_grad_norm_per_parameter_(
     grads = grads_of(parameters)
     max_norm = _bound(max_norm)
     norm_type = _norm_type(norm_type)
+    foreach = _foreach(foreach)
     if not grads:
         return torch.zeros(0)
     if isinstance(max_norm, Tensor):  # the norms are read on the host below anyway
@@ -347,12 +364,125 @@ def clip_grad_norm_per_parameter_(
         bound = torch.tensor(float(max_norm), device=first, dtype=stacked.dtype)
     # exactly 1 within the bound, and for an infinite bound; NaN norms pass NaN through
     coefs = torch.where(stacked > bound, torch.div(bound, stacked), torch.ones_like(stacked))
-    factor_of = dict(zip(map(id, grads), coefs.unbind(), strict=True))
-    for device, group in _groups(grads):
-        factors = [factor_of[id(g)].to(device=device, dtype=g.dtype) for g in group]
-        if _use_foreach(foreach, group, device):
-            torch._foreach_mul_(group, factors)
-        else:
-            for g, f in zip(group, factors, strict=True):
-                g.mul_(f)
+    _mul_(grads, list(coefs.unbind()), foreach)
     return stacked
+
+
+class UnitClip(NamedTuple):
+    """What :func:`adaptive_clip_grad_` saw, as 0-dim tensors on the first gradient's
+    device (no host synchronisation to make them)."""
+
+    norm: Tensor  # the gradients' total p-norm before clipping
+    allowed: Tensor  # the p-norm of every unit's bound: the most a clipped gradient can have
+    clipped: Tensor  # bool: whether a unit's gradient was scaled
+
+
+def unit_norms(x: Tensor, norm_type: float = 2.0, dtype: torch.dtype | None = None) -> Tensor:
+    """The norm of each unit of ``x``: (U, 1, ..., 1) over all dims but the first for
+    ``x`` of shape (U, ...), one norm (0-dim) for a tensor of 0 or 1 dims."""
+    if x.dim() <= 1:
+        return torch.linalg.vector_norm(x, norm_type, dtype=dtype)
+    return torch.linalg.vector_norm(
+        x, norm_type, dim=tuple(range(1, x.dim())), keepdim=True, dtype=dtype
+    )
+
+
+def adaptive_clip_grad_(
+    parameters: Parameters, clipping: float, eps: float = 1e-3, norm_type: float = 2.0
+) -> Tensor:
+    r"""Adaptive gradient clipping (AGC): clip each unit's gradient to a fraction of
+    the norm of its own weights, in place.
+
+    For every unit u of every parameter W with gradient g,
+
+    .. math:: g_u \leftarrow
+        \begin{cases} g_u \, \dfrac{\lambda \max(\|W_u\|, \epsilon)}{\|g_u\|}
+        & \text{if } \|g_u\| > \lambda \max(\|W_u\|, \epsilon) \\
+        g_u & \text{otherwise,} \end{cases}
+
+    with λ = ``clipping`` and ε = ``eps``: a unit is a row, the slice along the first
+    dim (a weight (out, in) has ``out`` units, one per output, as in PyTorch's layout;
+    a cell's stacked gate weights (G*H, F) one per gate and hidden unit), and a tensor
+    of 0 or 1 dims (a bias, a gain) is one unit. ε keeps zero-initialised weights
+    movable. These are timm's conventions (``timm.utils.agc.adaptive_clip_grad``,
+    tested equal); Optax's ``adaptive_grad_clip`` computes the same rule for JAX's
+    (in, out) layout. A unit's gradient norm that overflows float32 (elements beyond
+    about 1.8e19) is measured again in float64, so a finite gradient is clipped, not
+    zeroed; telling costs one read of a flag on the host. Brock et al. leave the final
+    (readout) layer unclipped: pass only the parameters to clip.
+
+    Args:
+        parameters: a tensor or an iterable of tensors, each (U, ...) or of 0 or 1
+            dims, whose ``.grad`` is clipped against the tensor's own values.
+        clipping: λ > 0, the largest ratio of a unit's gradient norm to its weight norm.
+        eps: ε > 0, the least weight norm a unit counts with.
+        norm_type: p of the p-norms, any positive float or ``inf``.
+
+    Returns:
+        The gradients' total p-norm before clipping (0-dim tensor), as
+        :func:`clip_grad_norm_` returns it.
+
+    Raises:
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors, or a
+            number is not a number.
+        ValueError: ``clipping``, ``eps`` or ``norm_type`` is not > 0 (or is NaN).
+
+    References:
+        Brock, De, Smith & Simonyan (2021), High-performance large-scale image
+        recognition without normalization, section 4.1.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+        >>> w.grad = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> adaptive_clip_grad_(w, clipping=0.1)  # bounds 0.1 * 5 and 0.1 * 1e-3
+        tensor(1.4142)
+        >>> w.grad
+        tensor([[5.0000e-01, 0.0000e+00],
+                [0.0000e+00, 1.0000e-04]])
+    """
+    params = tensors_of(parameters)
+    clipping = _checks.real("clipping", clipping, 0.0, open_low=True)
+    eps = _checks.real("eps", eps, 0.0, open_low=True)
+    return unit_clip_(params, clipping, eps, _norm_type(norm_type)).norm
+
+
+# The dtype a norm that overflows is measured in again (a complex norm is real).
+_WIDER = {
+    torch.float16: torch.float64,
+    torch.bfloat16: torch.float64,
+    torch.float32: torch.float64,
+    torch.complex64: torch.complex128,
+}
+
+
+@torch.no_grad()
+def unit_clip_(params: list[Tensor], clipping: float, eps: float, norm_type: float) -> UnitClip:
+    """The body of :func:`adaptive_clip_grad_` on checked arguments, with what it saw."""
+    pairs = [(p.detach(), p.grad) for p in params if p.grad is not None and p.grad.numel()]
+    if not pairs:
+        zero = torch.tensor(0.0)
+        return UnitClip(zero, zero, torch.tensor(False))
+    first = pairs[0][1].device
+    grad_norms = [unit_norms(g, norm_type) for _, g in pairs]
+    overflowed = torch.stack([n.isinf().any().to(first) for n in grad_norms]).tolist()
+    wide = [_WIDER.get(g.dtype) if o else None for o, (_, g) in zip(overflowed, pairs, strict=True)]
+    for k, (_, g) in enumerate(pairs):
+        if wide[k] is not None:  # its squares overflowed: a finite gradient, measured wider
+            grad_norms[k] = unit_norms(g, norm_type, wide[k])
+    bounds, scaled = [], []
+    for (w, g), g_norm, wider in zip(pairs, grad_norms, wide, strict=True):
+        bound = unit_norms(w, norm_type).clamp(min=eps).mul(clipping).to(g_norm.dtype)
+        over = g_norm > bound  # (U, 1, ...) or ()
+        factor = torch.where(over, bound / g_norm, 1.0)
+        if wider is not None:  # scaled in the wider dtype and rounded once: no factor flushes
+            g.copy_(g.to(wider) * factor)
+        else:
+            g.mul_(factor)
+        bounds.append(bound.reshape(-1).to(first))
+        scaled.append(over.any().to(first))
+    flat = torch.cat([n.reshape(-1).to(first) for n in grad_norms])
+    return UnitClip(
+        torch.linalg.vector_norm(flat, norm_type),
+        torch.linalg.vector_norm(torch.cat(bounds), norm_type),
+        torch.stack(scaled).any(),
+    )

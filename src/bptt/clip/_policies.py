@@ -38,10 +38,12 @@ from bptt.clip._functional import (
     grads_of,
     per_tensor_norms,
     tensors_of,
+    unit_clip_,
 )
 from bptt.taps import ClipNorm, ClipValue
 
 __all__ = [
+    "AdaptiveClip",
     "Calibrate",
     "ClipPolicy",
     "Fixed",
@@ -481,3 +483,65 @@ class PerStep(NoClip):
         if max_norm is not None:
             taps.append(ClipNorm(max_norm))
         self.taps = tuple(taps)
+
+
+class AdaptiveClip(ClipPolicy):
+    r"""AGC: clip each unit's gradient to a fraction of the norm of its own weights.
+
+    The rule of :func:`bptt.clip.adaptive_clip_grad_`, unit by unit (a unit is a row
+    of a weight (U, ...), or a whole tensor of 0 or 1 dims):
+
+    .. math:: \|g_u\| \le \lambda \max(\|W_u\|, \epsilon)
+
+    so the bound moves with the weights: a unit with small weights cannot take a large
+    step, whatever the other units' gradients. There is no history: the state is the
+    number of calls. After a call ``threshold`` is the total norm the units' bounds
+    allow together (the p-norm of all of them: the largest total norm a clipped
+    gradient can have), ``clipped`` whether any unit was scaled (False where the
+    gradient is non-finite), and the return value the total norm before clipping.
+
+    Args:
+        clipping: λ > 0, the largest ratio of a unit's gradient norm to its weight
+            norm; 0.01 is timm's default (the paper tunes it with the batch size).
+        eps: ε > 0, the least weight norm a unit counts with, so zero-initialised
+            weights (biases) can move.
+        norm_type: p of the norms.
+
+    References:
+        Brock, De, Smith & Simonyan (2021), High-performance large-scale image
+        recognition without normalization, section 4.1; timm's
+        ``timm.utils.agc.adaptive_clip_grad`` (the conventions, tested equal).
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+        >>> w.grad = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> policy = AdaptiveClip(0.1)
+        >>> policy([w]), policy.clipped
+        (tensor(1.4142), True)
+        >>> round(policy.threshold, 6)  # hypot(0.5, 1e-4)
+        0.5
+    """
+
+    def __init__(self, clipping: float = 0.01, eps: float = 1e-3, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.clipping = _positive("clipping", clipping)
+        self.eps = _positive("eps", eps)
+
+    def __call__(self, parameters: Parameters) -> Tensor:
+        params = tensors_of(parameters)
+        if not grads_of(params):
+            return self._nothing()
+        seen = unit_clip_(params, self.clipping, self.eps, self.norm_type)
+        norm, allowed, clipped = torch.stack(
+            [seen.norm.double(), seen.allowed.double(), seen.clipped.double()]
+        ).tolist()  # one read on the host
+        self.threshold = allowed
+        self.clipped = math.isfinite(norm) and clipped > 0
+        self.calls += 1
+        return seen.norm
+
+    def decide(self, norm: float) -> float:
+        raise NotImplementedError(
+            "AdaptiveClip bounds each unit by its own weights; a total norm alone "
+            "decides nothing: call the policy on the parameters"
+        )

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
+from bptt._torch_compat import foreach_norm
 from bptt.diagnose._spikes import SpikeDetector
 from bptt.taps import RecordNorms
 
@@ -176,7 +177,7 @@ class Monitor:
         1.8e19 and would call a finite gradient non-finite."""
         grads = [p.grad for p in self.parameters]
         present = [g for g in grads if g is not None]
-        norms = torch._foreach_norm(present, 2, dtype=torch.float64) if present else []
+        norms = foreach_norm(present, 2, dtype=torch.float64) if present else []
         values = iter(torch.stack([n.cpu() for n in norms]).tolist() if present else [])
         return [next(values) if g is not None else 0.0 for g in grads]
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from bptt._torch_compat import functorch_transforms_active
 from bptt.cells import (
     DeepLRUCell,
     GRUCell,
@@ -152,7 +153,7 @@ def fast_engine_for(cell: nn.Module, x: Tensor) -> FastEngine | None:
     hand-written backward has no forward-mode rule).
     """
     run = _FAST.get(type(cell))
-    if run is None or torch._C._are_functorch_transforms_active():
+    if run is None or functorch_transforms_active():
         return None
     weight = next(cell.parameters())
     if x.dtype != weight.dtype or x.device != weight.device:

@@ -22,6 +22,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from bptt._torch_compat import functorch_transforms_active
 from bptt.cells import GRUCell, LSTMCell, OrthogonalRNNCell, RNNCell
 from bptt.engine._fast_common import first_derivative_only
 from bptt.engine._fast_rnn import elman_recurrence
@@ -334,7 +335,7 @@ def _check_stacked_input(cells: Sequence[nn.Module], x: Tensor) -> None:
     if x.shape[3] != cells[0].input_size:
         raise ValueError(f"x has {x.shape[3]} features, the cells {cells[0].input_size}")
     required = _GENERIC_REQUIRED.get()
-    if required is not None or torch._C._are_functorch_transforms_active():
+    if required is not None or functorch_transforms_active():
         why = required or "torch.func transforms are active"
         raise ValueError(
             f"the stacked engine's backward is hand-written, and here it cannot be ({why}): "

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
+from bptt._torch_compat import functorch_transforms_active
 from bptt.cells import State, check_input, check_state, contract
 from bptt.engine._fast import fast_engine_for, run_fast
 from bptt.engine._generic import unroll_generic
@@ -174,7 +175,7 @@ def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:
         raise ValueError(f"x must hold at least one sample and one step, got {tuple(x.shape)}")
     if not torch.is_floating_point(x):
         raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    transformed = torch._C._are_functorch_transforms_active()  # no data-dependent checks there
+    transformed = functorch_transforms_active()  # no data-dependent checks there
     if check_finite and not transformed and not bool(torch.isfinite(x).all()):
         sample, step, feature = (int(i) for i in (~torch.isfinite(x)).nonzero()[0])
         value = x[sample, step, feature].item()
