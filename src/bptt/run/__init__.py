@@ -31,7 +31,7 @@ from bptt.run._checkpoint import CheckpointError, Checkpoints, load_checkpoint
 from bptt.run._config import TrainConfig
 from bptt.run._diagnosis import diagnose_run
 from bptt.run._esn import ESN_TASK_DEFAULTS, ESN_TASKS, ESNConfig, run_esn
-from bptt.run._executors import EXECUTORS
+from bptt.run._executors import EXECUTORS, train_planned_stacked
 from bptt.run._fields import ConfigError, ConfigModel, field_choices, load_toml
 from bptt.run._literature import LITERATURE_ROWS, LiteratureRow
 from bptt.run._loop import NonFiniteError, RunStopped
@@ -49,12 +49,7 @@ from bptt.run._rundir import (
     RunDirectoryError,
 )
 from bptt.run._seeds import parse_seeds, plan_seeds
-from bptt.run._stacked import (
-    SHARED_FIELDS,
-    stack_refusal,
-    train_planned_stacked,
-    train_stacked,
-)
+from bptt.run._stacked import SHARED_FIELDS, stack_refusal, train_stacked
 from bptt.run._train import TrainResult, load_run, resume, train
 
 __all__ = [

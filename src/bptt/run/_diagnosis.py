@@ -11,7 +11,7 @@ from bptt.precision import flush_denormal
 from bptt.run._build import evaluation_mode, initial_model, json_safe, test_set
 from bptt.run._fields import ConfigError
 from bptt.run._remedies import remedies_for
-from bptt.run._results import read_summary
+from bptt.run._rundir import read_summary
 from bptt.run._train import load_run, load_run_config
 
 __all__ = ["diagnose_run"]

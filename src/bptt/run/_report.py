@@ -27,7 +27,8 @@ from bptt.run import _figures as figures
 from bptt.run._fields import ConfigError
 from bptt.run._io import RECORD_BYTES, atomic_write_text, read_bounded_text
 from bptt.run._literature import published_result
-from bptt.run._results import aggregate, entry_texts, read_results, read_summary, typed_row
+from bptt.run._results import aggregate, entry_texts, read_results, typed_row
+from bptt.run._rundir import read_summary
 
 __all__ = ["write_bench_report", "write_report", "write_run_report"]
 

@@ -56,6 +56,7 @@ __all__ = [
     "RunDirectory",
     "RunDirectoryBusy",
     "RunDirectoryError",
+    "read_summary",
 ]
 
 LOCK_FILE = ".lock"
@@ -378,3 +379,13 @@ def _json_step(line: str) -> int | None:
     except (ValueError, AttributeError):
         return None
     return step if isinstance(step, int) else None
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """The run's ``summary.json``, or None if it has none (or a partial one, or a file
+    that is not a regular file of bounded size)."""
+    try:
+        summary = json.loads(read_bounded_text(path / "summary.json", RECORD_BYTES))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None

@@ -25,8 +25,7 @@ from bptt.run._fields import ConfigError, load_toml
 from bptt.run._footprint import refuse_oversized, train_memory
 from bptt.run._io import read_bounded, tensor_bytes
 from bptt.run._loop import NonFiniteError, Run, RunStopped
-from bptt.run._results import read_summary
-from bptt.run._rundir import RunDirectory, RunDirectoryBusy, RunDirectoryError
+from bptt.run._rundir import RunDirectory, RunDirectoryBusy, RunDirectoryError, read_summary
 from bptt.tasks import Task, make_task
 
 __all__ = [
