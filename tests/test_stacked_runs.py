@@ -252,7 +252,7 @@ def test_cli_stacks_the_seeds_and_tabulates_them(tmp_path):
 
 
 def test_bench_stacks_each_configuration_s_seeds_and_leaves_the_rest(tmp_path, monkeypatch):
-    import bptt.run._executors as executors
+    import bptt.run.bench._executors as executors
 
     stacked = []
     original = executors.train_stacked

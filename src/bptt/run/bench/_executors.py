@@ -26,15 +26,20 @@ from typing import Any, cast
 
 from rich.progress import Progress
 
-from bptt.run._config import TrainConfig
-from bptt.run._cores import free_cores
-from bptt.run._esn import ESNConfig, run_esn
-from bptt.run._memory import keep_freed_memory
-from bptt.run._plan import PlannedRun, refuse_other_configs
-from bptt.run._results import is_finished, result_row
-from bptt.run._rundir import read_summary
-from bptt.run._stacked import shared_settings, stack_refusal, train_stacked
-from bptt.run._train import resume, train
+from bptt.run.bench._plan import PlannedRun, refuse_other_configs
+from bptt.run.bench._results import is_finished, result_row
+from bptt.run.esn import ESNConfig, run_esn
+from bptt.run.training import (
+    TrainConfig,
+    free_cores,
+    keep_freed_memory,
+    read_summary,
+    resume,
+    shared_settings,
+    stack_refusal,
+    train,
+    train_stacked,
+)
 
 __all__ = ["EXECUTORS", "available_cores", "execute_run", "run_all", "train_planned_stacked"]
 
@@ -43,7 +48,7 @@ EXECUTORS = ("local", "ray")
 
 def available_cores() -> int:
     """The cores this process may use that other processes leave free (its affinity
-    mask less the cores kept busy, :func:`bptt.run._cores.free_cores`)."""
+    mask less the cores kept busy, :func:`bptt.run.training.free_cores`)."""
     return free_cores()
 
 

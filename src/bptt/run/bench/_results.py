@@ -15,9 +15,8 @@ from typing import Any
 
 from rich.table import Table
 
-from bptt.run._fields import ConfigError
-from bptt.run._io import RECORD_BYTES, atomic_write_text, read_bounded_text
-from bptt.run._plan import PlannedRun
+from bptt.run.bench._plan import PlannedRun
+from bptt.run.training import RECORD_BYTES, ConfigError, atomic_write_text, read_bounded_text
 
 __all__ = [
     "RESULT_FIELDS",

@@ -31,13 +31,13 @@ from torch import Tensor, nn
 from bptt.cells import contract
 from bptt.engine import stackable, unroll_stacked
 from bptt.model import SequenceModel
-from bptt.run._batches import SequenceBatches
-from bptt.run._build import build_model, step_taps
-from bptt.run._config import TrainConfig
-from bptt.run._fields import ConfigError
-from bptt.run._loop import _NOT_COMPARED, NonFiniteError, Run, RunStopped
-from bptt.run._rundir import RunDirectory, RunDirectoryError
-from bptt.run._train import (
+from bptt.run.training._batches import SequenceBatches
+from bptt.run.training._build import build_model, step_taps
+from bptt.run.training._config import TrainConfig
+from bptt.run.training._fields import ConfigError
+from bptt.run.training._loop import _NOT_COMPARED, NonFiniteError, Run, RunStopped
+from bptt.run.training._rundir import RunDirectory, RunDirectoryError
+from bptt.run.training._train import (
     TrainResult,
     _environment,
     _open,
