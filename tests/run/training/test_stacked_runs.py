@@ -300,7 +300,7 @@ def test_any_second_run_stacks_or_is_refused_in_one_line(field, value):
     try:
         second = TrainConfig.from_dict({**base, field: value})
     except ConfigError:
-        return  # a bad value is the config's to refuse (tests/test_config.py)
+        return  # a bad value is the config's to refuse (tests/run/training/test_config.py)
     reason = stack_refusal([first, second])
     assert reason is None or (isinstance(reason, str) and "\n" not in reason)
     differ = [k for k in SHARED_FIELDS if getattr(first, k) != getattr(second, k)]
