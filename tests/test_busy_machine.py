@@ -14,7 +14,7 @@ import torch
 
 import bptt
 from bptt.reservoir import _kernels
-from bptt.run import _cores
+from bptt.run.training import _cores
 from run_files import assert_same_run
 
 

@@ -255,7 +255,7 @@ def test_the_application_keeps_freed_memory_for_the_next_step(monkeypatch):
         "x = bytearray(b'\\x01') * 2**28; before = rss(); del x\n"  # 256 MB, every page written
         "print(kept, before - rss())\n"
     )
-    module = str(Path(bptt.run.__file__).parent / "_memory.py")
+    module = str(Path(bptt.run.__file__).parent / "training" / "_memory.py")
     dropped = {}
     for mode in ("default", "keep"):
         out = subprocess.run(

@@ -117,11 +117,11 @@ def test_two_runs_started_at_once_on_one_directory_exactly_one_runs(tmp_path):
 # Every write of a run directory goes through these (checked below against a real
 # full file system as well).
 WRITERS = (
-    ("bptt.run._rundir", "append_text"),
-    ("bptt.run._rundir", "atomic_write_text"),
-    ("bptt.run._rundir", "atomic_torch_save"),
-    ("bptt.run._checkpoint", "atomic_write_bytes"),
-    ("bptt.run._checkpoint", "atomic_write_text"),
+    ("bptt.run.training._rundir", "append_text"),
+    ("bptt.run.training._rundir", "atomic_write_text"),
+    ("bptt.run.training._rundir", "atomic_torch_save"),
+    ("bptt.run.training._checkpoint", "atomic_write_bytes"),
+    ("bptt.run.training._checkpoint", "atomic_write_text"),
 )
 
 

@@ -18,14 +18,14 @@ from click.testing import CliRunner
 import bptt
 from bptt.cli import app
 from bptt.run import ConfigError, ESNConfig, RunDirectoryError, TrainConfig, write_report
-from bptt.run._footprint import (
+from bptt.run.training._footprint import (
     MemoryNeed,
     available_memory,
     esn_memory,
     refuse_oversized,
     train_memory,
 )
-from bptt.run._io import FileTooLarge, read_bounded
+from bptt.run.training._io import FileTooLarge, read_bounded
 from cli_output import exit_2_in_one_line as _one_error
 
 runner = CliRunner()
@@ -55,7 +55,9 @@ def test_a_run_too_big_for_the_machine_is_refused_before_it_writes(
     tmp_path, flags, field, monkeypatch
 ):
     # 16 GiB available, whatever this machine has: the estimate refuses these
-    monkeypatch.setattr("bptt.run._footprint.available_memory", lambda device="cpu": 16 << 30)
+    monkeypatch.setattr(
+        "bptt.run.training._footprint.available_memory", lambda device="cpu": 16 << 30
+    )
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", *flags, "--steps", "1", "--out", str(out)])
     line = _one_error(result)
@@ -64,7 +66,9 @@ def test_a_run_too_big_for_the_machine_is_refused_before_it_writes(
 
 
 def test_an_esn_too_big_for_the_machine_is_refused_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr("bptt.run._footprint.available_memory", lambda device="cpu": 16 << 30)
+    monkeypatch.setattr(
+        "bptt.run.training._footprint.available_memory", lambda device="cpu": 16 << 30
+    )
     args = ["esn", "--units", "20000", "--density", "1", "--out", str(tmp_path / "e")]
     line = _one_error(runner.invoke(app, args))
     assert "units" in line and "needs about 17.9 GiB" in line and "16.0 GiB available" in line
@@ -140,7 +144,7 @@ def test_a_resumed_run_reads_its_records_within_their_bound(tmp_path, finished, 
     shutil.copytree(finished, run)
     (run / "summary.json").unlink()
     size = (run / "metrics.csv").stat().st_size
-    monkeypatch.setattr("bptt.run._rundir.RECORD_BYTES", size - 1)  # one byte too many
+    monkeypatch.setattr("bptt.run.training._rundir.RECORD_BYTES", size - 1)  # one byte too many
     with pytest.raises(RunDirectoryError, match=r"metrics\.csv.*more than the"):
         bptt.resume(run)
 

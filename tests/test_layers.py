@@ -285,7 +285,7 @@ def test_bad_layer_settings_name_their_field(fields, field):
 
 def test_a_recipe_initialises_every_layer_and_a_recurrent_rate_reaches_every_layer():
     from bptt.run import build_model
-    from bptt.run._build import make_optimizer
+    from bptt.run.training._build import make_optimizer
     from bptt.tasks import make_task
 
     config = TrainConfig(**RUN, method="lstm-chrono-adam", layers=2, bidirectional=True)
@@ -340,7 +340,7 @@ def test_a_run_of_layers_is_diagnosed_and_reported_per_layer(tmp_path):
 
 def test_scores_and_probes_run_without_dropout_and_leave_the_mode_as_it_was():
     from bptt.run import build_model, test_set
-    from bptt.run._build import evaluate
+    from bptt.run.training._build import evaluate
     from bptt.tasks import make_task
 
     config = TrainConfig(**RUN, cell="gru", layers=2, dropout=0.5, test_size=50)
@@ -356,7 +356,7 @@ def test_scores_and_probes_run_without_dropout_and_leave_the_mode_as_it_was():
 def test_a_nonfinite_step_of_a_model_of_layers_is_located_with_the_steps_own_masks():
     from bptt.diagnose import Monitor
     from bptt.run import build_model
-    from bptt.run._batches import SequenceBatches
+    from bptt.run.training._batches import SequenceBatches
     from bptt.tasks import make_task
 
     config = TrainConfig(**RUN, cell="gru", layers=2, bidirectional=True, dropout=0.5)

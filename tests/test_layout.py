@@ -1,5 +1,7 @@
 """The layout's rule, read from the code's imports: the library never imports the
-application, no package imports another's private module, and packages form no cycle."""
+application, no package imports another's private module, and packages form no cycle.
+Inside the application, :mod:`bptt.run` is built in parts that import each other only
+through their packages and in one direction."""
 
 from __future__ import annotations
 
@@ -10,6 +12,25 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 APPLICATION = ("bptt.run", "bptt.cli", "bptt.__main__")  # and the root, which names them
+
+# The parts of bptt.run, and the parts each may import (through the package only).
+# Training is the base every other part builds on (config, run directory, the loop);
+# the bench plans and executes trainings and ESN runs; the report reads run
+# directories and the bench's results.csv and literature rows.
+PART_IMPORTS: dict[str, set[str]] = {
+    "bptt.run.training": set(),
+    "bptt.run.esn": {"bptt.run.training"},
+    "bptt.run.diagnosis": {"bptt.run.training"},
+    "bptt.run.bench": {"bptt.run.training", "bptt.run.esn"},
+    "bptt.run.report": {"bptt.run.training", "bptt.run.bench"},
+}
+PARTS = tuple(PART_IMPORTS)
+# bptt.run's modules outside the parts: one below them that imports none of bptt.run
+# (the figures, drawn by training's TensorBoard log and by the report's pages) and one
+# above them that imports their packages (run_bench: the bench's runs, then the
+# report's page; in the bench it would make bench -> report -> bench a cycle).
+RUN_BELOW = ("bptt.run._figures",)
+RUN_ABOVE = ("bptt.run._bench",)
 
 
 def _module_name(path: Path) -> str:
@@ -62,14 +83,46 @@ def _foreign_private(importer: str, imported: str) -> bool:
     return not (importer == owner or importer.startswith(owner + "."))
 
 
+def _part(module: str) -> str | None:
+    """The part of bptt.run a module belongs to (None: outside the parts)."""
+    return next((p for p in PARTS if _in(module, (p,))), None)
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """A cycle in a graph of imports (None: there is none)."""
+    path: list[str] = []
+    done: set[str] = set()
+
+    def visit(unit: str) -> list[str] | None:
+        if unit in path:
+            return [*path[path.index(unit) :], unit]
+        if unit in done:
+            return None
+        path.append(unit)
+        for target in sorted(edges.get(unit, ())):
+            found = visit(target)
+            if found:
+                return found
+        path.pop()
+        done.add(unit)
+        return None
+
+    return next(filter(None, (visit(unit) for unit in sorted(edges))), None)
+
+
 def test_the_layout_is_read_whole():
-    assert {"bptt.cells", "bptt.engine._unroll", "bptt.run._loop", "bptt.cli"} <= set(MODULES)
+    modules = {"bptt.cells", "bptt.engine._unroll", "bptt.run.training._loop", "bptt.cli"}
+    assert modules <= set(MODULES)
     assert {"bptt.engine._fast", "bptt.cells"} <= _imports("bptt.engine._unroll")
     assert "bptt._checks" in _imports("bptt.reservoir._ridge")  # `from bptt import _checks`
-    assert _foreign_private("bptt.cli", "bptt.run._build")
+    assert "bptt.run._figures" in _imports("bptt.run.report._report")  # `import a.b as c`
+    assert _foreign_private("bptt.cli", "bptt.run.training._build")
+    assert _foreign_private("bptt.run.bench._plan", "bptt.run.training._config")
     assert _foreign_private("bptt.engine._fast", "bptt.cells._lstm")
-    assert not _foreign_private("bptt.run._loop", "bptt.run._build")
+    assert not _foreign_private("bptt.run.training._loop", "bptt.run.training._build")
     assert not _foreign_private("bptt.tasks._series", "bptt._checks")  # the root's: shared
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b", "c"}, "b": {"c"}}) is None
 
 
 @pytest.mark.parametrize("name", [m for m in MODULES if m != "bptt" and not _in(m, APPLICATION)])
@@ -91,23 +144,82 @@ def test_the_packages_form_no_cycle():
             continue
         targets = {_unit(m) for m in _imports(name) if m != "bptt"} - {_unit(name)}
         edges.setdefault(_unit(name), set()).update(targets)
-    path: list[str] = []
-    done: set[str] = set()
+    cycle = _cycle(edges)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
 
-    def visit(unit: str) -> None:
-        if unit in path:
-            cycle = [*path[path.index(unit) :], unit]
-            raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
-        if unit in done:
-            return
-        path.append(unit)
-        for target in sorted(edges.get(unit, ())):
-            visit(target)
-        path.pop()
-        done.add(unit)
 
-    for unit in sorted(edges):
-        visit(unit)
+def test_every_module_of_the_application_has_its_place():
+    run = [m for m in MODULES if _in(m, ("bptt.run",)) and m != "bptt.run"]
+    unplaced = sorted(m for m in run if _part(m) is None and m not in RUN_BELOW + RUN_ABOVE)
+    assert not unplaced, f"in no part of bptt.run: {unplaced}"
+    for part in PARTS:  # each part is a package
+        assert MODULES[part].name == "__init__.py", f"{part} is not a package"
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_part_states_its_public_api(part):
+    """A docstring, imports from the part's own modules, and ``__all__``: nothing else."""
+    import importlib
+
+    tree = ast.parse(MODULES[part].read_text())
+    assert ast.get_docstring(tree), f"{part}/__init__.py says nothing of what the part does"
+    for node in tree.body[1:]:
+        own = isinstance(node, ast.ImportFrom) and (node.module or "").startswith(part + "._")
+        listed = isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__"
+        assert own or listed, f"{part}/__init__.py line {node.lineno} is no re-export"
+    package = importlib.import_module(part)
+    missing = [name for name in package.__all__ if not hasattr(package, name)]
+    assert not missing, f"{part}.__all__ names what it lacks: {missing}"
+
+
+def test_bptt_run_re_exports_the_parts():
+    import importlib
+
+    import bptt.run
+
+    sources = [importlib.import_module(m) for m in (*PARTS, *RUN_ABOVE)]
+    for name in bptt.run.__all__:
+        value = getattr(bptt.run, name)
+        assert any(getattr(m, name, None) is value for m in sources), name
+
+
+@pytest.mark.parametrize("name", [m for m in MODULES if _part(m) is not None])
+def test_a_part_imports_another_only_through_its_package(name):
+    """No private module of another part, nor bptt.run or the module above the parts."""
+    wrong = []
+    for imported in _imports(name):
+        if not _in(imported, ("bptt.run",)) or _part(imported) == _part(name):
+            continue
+        if imported in RUN_BELOW:
+            continue
+        if imported not in PARTS:  # bptt.run, run_bench's module, a part's private module
+            wrong.append(imported)
+    assert not wrong, f"{name} imports {sorted(wrong)}"
+
+
+def test_the_parts_import_each_other_in_one_direction():
+    edges: dict[str, set[str]] = {part: set() for part in PARTS}
+    for name in MODULES:
+        part = _part(name)
+        if part is not None:
+            edges[part].update(p for p in map(_part, _imports(name)) if p not in (None, part))
+    for part, targets in edges.items():
+        extra = sorted(targets - PART_IMPORTS[part])
+        assert not extra, f"{part} imports {extra}, against the parts' direction"
+    assert _cycle(PART_IMPORTS) is None
+
+
+def test_the_modules_beside_the_parts_keep_their_level():
+    def run_imports(name: str) -> set[str]:
+        return {m for m in _imports(name) if _in(m, ("bptt.run",))}
+
+    for name in RUN_BELOW:  # below the parts: nothing of bptt.run
+        assert not run_imports(name), f"{name} imports {sorted(run_imports(name))}"
+    for name in RUN_ABOVE:  # above them: their packages (bptt.run itself imports these)
+        wrong = sorted(run_imports(name) - set(PARTS))
+        assert not wrong, f"{name} imports {wrong}"
+    wrong = sorted(run_imports("bptt.cli") - {"bptt.run", *PARTS})
+    assert not wrong, f"bptt.cli imports {wrong}: only bptt.run and its parts' packages"
 
 
 def test_importing_the_library_does_not_load_the_application():

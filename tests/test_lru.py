@@ -211,7 +211,7 @@ def test_bad_stacks_are_refused():
 
 def test_a_stacked_lru_gives_every_layers_eigenvalues_gamma_and_b_their_own_rate():
     from bptt.run import TrainConfig, build_model
-    from bptt.run._build import parameter_groups
+    from bptt.run.training._build import parameter_groups
     from bptt.tasks import make_task
 
     config = TrainConfig.from_dict(
@@ -231,7 +231,7 @@ def test_a_stacked_lru_gives_every_layers_eigenvalues_gamma_and_b_their_own_rate
 
 def test_the_lru_recipe_is_minimal_lrus_settings():
     from bptt.run import TrainConfig, build_model
-    from bptt.run._build import make_optimizer
+    from bptt.run.training._build import make_optimizer
     from bptt.tasks import make_task
 
     config = TrainConfig.from_dict({"task": "adding", "length": 5, "method": "lru", "hidden": 4})

@@ -217,7 +217,7 @@ def test_bad_inputs_and_states_are_refused_with_both_values(kind):
 
 def test_the_mingru_recipe_and_its_refusal_of_a_recurrent_rate():
     from bptt.run import ConfigError, TrainConfig, build_model
-    from bptt.run._build import parameter_groups
+    from bptt.run.training._build import parameter_groups
     from bptt.tasks import make_task
 
     config = TrainConfig.from_dict({"task": "adding", "length": 5, "method": "mingru"})

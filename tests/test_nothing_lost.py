@@ -103,7 +103,7 @@ def test_no_file_of_a_run_is_written_through_a_link(tmp_path, name):
 
 
 def test_appends_and_locks_refuse_a_link_planted_after_the_directory_was_opened(tmp_path):
-    from bptt.run._io import append_text, lock_file
+    from bptt.run.training._io import append_text, lock_file
 
     victim, before = _victim(tmp_path)
     link = tmp_path / "metrics.csv"
@@ -171,7 +171,7 @@ def test_overwrite_leaves_the_earlier_run_whole_when_the_new_one_cannot_start(
     def cannot_build(*args, **kwargs):
         raise MemoryError("no room for the model")
 
-    monkeypatch.setattr("bptt.run._loop.initial_model", cannot_build)
+    monkeypatch.setattr("bptt.run.training._loop.initial_model", cannot_build)
     with pytest.raises(MemoryError):
         bptt.train({**RUN, "seed": 1, "out": str(run)}, overwrite=True)
     assert _snapshot(run) == earlier

@@ -137,7 +137,7 @@ def test_any_truncation_of_a_checkpoint_is_detected(tmp_path_factory, cut):
 
 
 def test_a_failed_checkpoint_write_keeps_the_earlier_ones_and_is_reported(tmp_path, monkeypatch):
-    import bptt.run._checkpoint as checkpoint
+    import bptt.run.training._checkpoint as checkpoint
 
     real = checkpoint.atomic_write_bytes
     calls = {"n": 0}

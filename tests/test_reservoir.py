@@ -800,7 +800,7 @@ def test_a_reservoir_with_no_cycle_names_the_setting_to_change():
 def test_run_esn_shows_each_stage_when_asked(monkeypatch):
     from rich.progress import Progress
 
-    from bptt.run import _esn
+    from bptt.run.esn import _esn
 
     shown, finished = [], []
 

@@ -1,7 +1,7 @@
 """K runs of one architecture in one pass: the fast engines' arithmetic with a leading
 run dimension, every recurrent product one batched matmul over the K stacked weights.
 
-Seed-parallel training (:mod:`bptt.run._stacked`) stacks the weights of K models of
+Seed-parallel training (:func:`bptt.run.train_stacked`) stacks the weights of K models of
 the same cell class and size, runs each on its own batch, and backpropagates the sum
 of their losses: each run's parameters receive their own gradient, as if trained
 alone. Inside, the layout is time-major, (T, K, B, G), so each step's rows of all K

@@ -16,46 +16,71 @@
 
 Nothing in the library (cells, engines, clipping, diagnostics, tasks, reservoirs)
 imports this package; the command line (:mod:`bptt.cli`) is built on it.
+
+It is built in parts, each a package that states its public API and imports another
+only through that API: :mod:`bptt.run.training` (config, recipes, building a run, the
+loop, run directory, checkpoints, stacked runs), which every other part builds on;
+:mod:`bptt.run.esn` (the ESN runner); :mod:`bptt.run.diagnosis` (a run directory's
+verdict); :mod:`bptt.run.bench` (plans, executors, results, the literature's rows,
+seeds); :mod:`bptt.run.report` (the pages). Two modules sit outside the parts:
+``_figures`` below them (drawn by training's TensorBoard log and by the report) and
+``_bench`` above them (:func:`run_bench`: the bench's runs, then the report's page).
 """
 
 from bptt.run._bench import run_bench
-from bptt.run._build import (
-    build_model,
-    initial_model,
-    json_safe,
-    make_clip_policy,
-    step_taps,
-    test_set,
+from bptt.run.bench import (
+    CLIP_DEMO,
+    EXECUTORS,
+    LITERATURE_ROWS,
+    PROFILES,
+    RESULT_FIELDS,
+    LiteratureRow,
+    PlannedRun,
+    leaderboard,
+    parse_seeds,
+    plan_bench,
+    plan_seeds,
+    read_results,
+    train_planned_stacked,
 )
-from bptt.run._checkpoint import CheckpointError, Checkpoints, load_checkpoint
-from bptt.run._config import TrainConfig
-from bptt.run._diagnosis import diagnose_run
-from bptt.run._esn import ESN_TASK_DEFAULTS, ESN_TASKS, ESNConfig, run_esn
-from bptt.run._executors import EXECUTORS
-from bptt.run._fields import ConfigError, ConfigModel, field_choices, load_toml
-from bptt.run._literature import LITERATURE_ROWS, LiteratureRow
-from bptt.run._loop import NonFiniteError, RunStopped
-from bptt.run._memory import keep_freed_memory
-from bptt.run._plan import CLIP_DEMO, PROFILES, PlannedRun, plan_bench
-from bptt.run._recipes import RECIPES, Recipe
-from bptt.run._remedies import remedies_for, train_command
-from bptt.run._report import write_bench_report, write_report, write_run_report
-from bptt.run._results import RESULT_FIELDS, leaderboard, read_results
-from bptt.run._rundir import (
+from bptt.run.diagnosis import diagnose_run
+from bptt.run.esn import ESN_TASK_DEFAULTS, ESN_TASKS, ESNConfig, run_esn
+from bptt.run.report import write_bench_report, write_report, write_run_report
+from bptt.run.training import (
     METRIC_FIELDS,
+    RECIPES,
     RUN_FILES,
+    SHARED_FIELDS,
+    CheckpointError,
+    Checkpoints,
+    ConfigError,
+    ConfigModel,
+    NonFiniteError,
+    Recipe,
     RunDirectory,
     RunDirectoryBusy,
     RunDirectoryError,
-)
-from bptt.run._seeds import parse_seeds, plan_seeds
-from bptt.run._stacked import (
-    SHARED_FIELDS,
+    RunStopped,
+    TrainConfig,
+    TrainResult,
+    build_model,
+    field_choices,
+    initial_model,
+    json_safe,
+    keep_freed_memory,
+    load_checkpoint,
+    load_run,
+    load_toml,
+    make_clip_policy,
+    remedies_for,
+    resume,
     stack_refusal,
-    train_planned_stacked,
+    step_taps,
+    test_set,
+    train,
+    train_command,
     train_stacked,
 )
-from bptt.run._train import TrainResult, load_run, resume, train
 
 __all__ = [
     "CLIP_DEMO",

@@ -1,10 +1,13 @@
 """``bptt bench``: a profile's runs, executed, tabulated and reported.
 
-:func:`run_bench` plans the runs (:mod:`bptt.run._plan`), executes them
-(:mod:`bptt.run._executors`: finished runs skipped, interrupted ones resumed), writes
-``results.csv`` as each run finishes (:mod:`bptt.run._results`) and, at the end,
-``report.html`` (:mod:`bptt.run._report`). Each run keeps its own run directory
-under the bench directory.
+:func:`run_bench` takes the runs planned by the bench (:mod:`bptt.run.bench`),
+executes them (finished runs skipped, interrupted ones resumed), writes
+``results.csv`` as each run finishes and, at the end, ``report.html``
+(:mod:`bptt.run.report`). Each run keeps its own run directory under the bench
+directory.
+
+It lives here, above the parts, because it joins two of them: the report reads the
+bench's results and the literature's rows, so the bench cannot import the report.
 """
 
 from __future__ import annotations
@@ -14,10 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bptt.run._executors import EXECUTORS, run_all
-from bptt.run._plan import PlannedRun, refuse_other_configs
-from bptt.run._results import write_results
-from bptt.run._train import make_progress
+from bptt.run.bench import EXECUTORS, PlannedRun, refuse_other_configs, run_all, write_results
+from bptt.run.training import make_progress
 
 __all__ = ["run_bench"]
 
@@ -37,12 +38,12 @@ def run_bench(
     Args:
         runs: from :func:`bptt.run.plan_bench`.
         out_dir: the bench directory (one run directory per run inside it).
-        executor, workers, address: as in :func:`bptt.run._executors.run_all`.
+        executor, workers, address: as in :func:`bptt.run.bench.run_all`.
         progress: show a progress bar per run (one at a time) or a line per run.
         report: write ``report.html`` (and each run's own) at the end.
 
     Returns:
-        The results rows (:data:`bptt.run._results.RESULT_FIELDS`), in plan order.
+        The results rows (:data:`bptt.run.RESULT_FIELDS`), in plan order.
 
     Raises:
         ValueError: an unknown executor or a workers count below 1.
@@ -85,7 +86,7 @@ def run_bench(
         if display is not None:
             display.stop()
     if report:
-        from bptt.run._report import write_bench_report
+        from bptt.run.report import write_bench_report
 
         write_bench_report(out, wall_s=time.perf_counter() - start)
     return rows

@@ -15,9 +15,9 @@ import shlex
 from typing import Any
 
 from bptt.diagnose import RunVerdict
-from bptt.run._config import TrainConfig
-from bptt.run._fields import ConfigError
-from bptt.run._recipes import RECIPES
+from bptt.run.training._config import TrainConfig
+from bptt.run.training._fields import ConfigError
+from bptt.run.training._recipes import RECIPES
 
 __all__ = ["Remedy", "remedies_for", "train_command"]
 

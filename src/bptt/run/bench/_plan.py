@@ -15,7 +15,7 @@
     steps ago learns it with k2 = 16 and stays at chance with k2 = 4 < d;
   - ``reservoir``: an echo state network fits Mackey-Glass in seconds.
 
-* ``full``: the long-range table of :data:`bptt.run._literature.LITERATURE_ROWS`
+* ``full``: the long-range table of :data:`bptt.run.bench._literature.LITERATURE_ROWS`
   (lengths to 2,000, seeds 0, 1, 2), each run until solved or out of steps: hours
   on two cores (a copy step at T=1000 takes about 0.7 s).
 
@@ -34,11 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from bptt.run._config import TrainConfig
-from bptt.run._esn import ESNConfig
-from bptt.run._fields import ConfigError
-from bptt.run._literature import LITERATURE_ROWS
-from bptt.run._recipes import RECIPES
+from bptt.run.bench._literature import LITERATURE_ROWS
+from bptt.run.esn import ESNConfig
+from bptt.run.training import RECIPES, ConfigError, TrainConfig
 
 __all__ = ["CLIP_DEMO", "PROFILES", "PlannedRun", "plan_bench", "refuse_other_configs"]
 

@@ -10,11 +10,13 @@ its share of CPUs (``num_cpus``) and the run sets its thread count to the same s
 Every executor calls :func:`execute_run` for each run: a finished run is skipped (its
 row read from its summary), an interrupted one resumed from its newest checkpoint
 (bit for bit on the CPU), a new one trained; so a bench killed at any point and
-started again completes only what is missing.
+started again completes only what is missing. :func:`train_planned_stacked` trains the
+planned runs that share a model as one stacked model instead (``--stack``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,22 +24,31 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, cast
 
-from bptt.run._config import TrainConfig
-from bptt.run._cores import free_cores
-from bptt.run._esn import ESNConfig, run_esn
-from bptt.run._memory import keep_freed_memory
-from bptt.run._plan import PlannedRun
-from bptt.run._results import is_finished, read_summary, result_row
-from bptt.run._train import resume, train
+from rich.progress import Progress
 
-__all__ = ["EXECUTORS", "available_cores", "execute_run", "run_all"]
+from bptt.run.bench._plan import PlannedRun, refuse_other_configs
+from bptt.run.bench._results import is_finished, result_row
+from bptt.run.esn import ESNConfig, run_esn
+from bptt.run.training import (
+    TrainConfig,
+    free_cores,
+    keep_freed_memory,
+    read_summary,
+    resume,
+    shared_settings,
+    stack_refusal,
+    train,
+    train_stacked,
+)
+
+__all__ = ["EXECUTORS", "available_cores", "execute_run", "run_all", "train_planned_stacked"]
 
 EXECUTORS = ("local", "ray")
 
 
 def available_cores() -> int:
     """The cores this process may use that other processes leave free (its affinity
-    mask less the cores kept busy, :func:`bptt.run._cores.free_cores`)."""
+    mask less the cores kept busy, :func:`bptt.run.training.free_cores`)."""
     return free_cores()
 
 
@@ -177,3 +188,41 @@ def _on_ray(
 def _ray_task(run: PlannedRun, out_dir: str, threads: int) -> dict[str, Any]:
     _limit_threads(threads)
     return execute_run(run, out_dir, threads)
+
+
+def train_planned_stacked(
+    runs: Sequence[PlannedRun],
+    out: Path,
+    *,
+    progress: bool | Progress = False,
+    only_stackable: bool = False,
+) -> None:
+    """The unfinished trainings among planned runs, those that share
+    :data:`~bptt.run.SHARED_FIELDS` trained together as one stack, in ``out``: a new run with every
+    core, a begun one with its own config.toml (its threads among it), from its newest
+    checkpoint. ``bptt train --seeds ... --stack`` (one configuration) and ``bptt bench
+    --stack`` (``only_stackable``: a run alone in its group, or a group the stacked
+    engine cannot run, is left to the bench's executors).
+
+    Raises:
+        ConfigError: as :func:`refuse_other_configs`, or as
+            :func:`~bptt.run.train_stacked`.
+        Others: as :func:`~bptt.run.train_stacked`.
+    """
+    refuse_other_configs(runs, out)
+    threads = available_cores()  # once: a run's threads are a field its stack shares
+    groups: dict[str, list[TrainConfig]] = {}
+    for run in runs:
+        where = out / run.name
+        if run.kind != "train" or is_finished(run, read_summary(where)):
+            continue
+        if (where / "config.toml").is_file():
+            config = TrainConfig.saved_in(where)
+        else:
+            config = cast(TrainConfig, run.config(str(where), threads))
+        key = json.dumps(shared_settings(config), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(config)
+    for configs in groups.values():
+        if only_stackable and (len(configs) < 2 or stack_refusal(configs) is not None):
+            continue
+        train_stacked(configs, progress=progress, overwrite=True)

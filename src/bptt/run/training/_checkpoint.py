@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from bptt.run._errors import load_failure
-from bptt.run._io import (
+from bptt.run.training._errors import load_failure
+from bptt.run.training._io import (
     atomic_write_bytes,
     atomic_write_text,
     read_bounded,

@@ -252,16 +252,16 @@ def test_cli_stacks_the_seeds_and_tabulates_them(tmp_path):
 
 
 def test_bench_stacks_each_configuration_s_seeds_and_leaves_the_rest(tmp_path, monkeypatch):
-    import bptt.run._stacked as stacked_module
+    import bptt.run.bench._executors as executors
 
     stacked = []
-    original = stacked_module.train_stacked
+    original = executors.train_stacked
 
     def recording(configs, **kwargs):
         stacked.append(sorted((c.method, c.seed) for c in configs))
         return original(configs, **kwargs)
 
-    monkeypatch.setattr(stacked_module, "train_stacked", recording)
+    monkeypatch.setattr(executors, "train_stacked", recording)
     flags = ["bench", "--profile", "matrix", "--tasks", "adding", "--lengths", "6"]
     flags += ["--methods", "lstm,lru", "--seeds", "0,1", "--steps", "4", "--hidden", "4"]
     flags += ["--no-report", "--no-progress", "--out", str(tmp_path / "b")]
@@ -300,7 +300,7 @@ def test_any_second_run_stacks_or_is_refused_in_one_line(field, value):
     try:
         second = TrainConfig.from_dict({**base, field: value})
     except ConfigError:
-        return  # a bad value is the config's to refuse (tests/test_config.py)
+        return  # a bad value is the config's to refuse (tests/run/training/test_config.py)
     reason = stack_refusal([first, second])
     assert reason is None or (isinstance(reason, str) and "\n" not in reason)
     differ = [k for k in SHARED_FIELDS if getattr(first, k) != getattr(second, k)]

@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from bptt.run._io import CONFIG_BYTES, read_bounded_text
+from bptt.run.training._io import CONFIG_BYTES, read_bounded_text
 
 __all__ = [
     "Bool",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bptt.run import ConfigError, TrainConfig, initial_model
-from bptt.run._build import make_optimizer
+from bptt.run.training._build import make_optimizer
 from bptt.tasks import make_task
 
 

@@ -16,8 +16,8 @@ from pydantic import Field, model_validator
 
 from bptt.cells import cell_names, make_cell
 from bptt.engine import EngineName, has_fast_engine
-from bptt.run._errors import first_line
-from bptt.run._fields import (
+from bptt.run.training._errors import first_line
+from bptt.run.training._fields import (
     Bool,
     ConfigError,
     ConfigModel,
@@ -27,7 +27,7 @@ from bptt.run._fields import (
     Text,
     load_toml,
 )
-from bptt.run._recipes import RECIPES
+from bptt.run.training._recipes import RECIPES
 from bptt.tasks import TASKS
 
 __all__ = ["CLIPS", "DTYPES", "LR_SCHEDULES", "NONFINITE", "OPTIMIZERS", "TrainConfig"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Any
 
 from rich.table import Table
 
-from bptt.run._fields import ConfigError
-from bptt.run._io import RECORD_BYTES, atomic_write_text, read_bounded_text
-from bptt.run._plan import PlannedRun
+from bptt.run.bench._plan import PlannedRun
+from bptt.run.training import RECORD_BYTES, ConfigError, atomic_write_text, read_bounded_text
 
 __all__ = [
     "RESULT_FIELDS",
@@ -64,16 +62,6 @@ metric named by ``metric`` at the end, ``baseline`` the trivial predictor's;
 ``horizon`` is the distance at which the final model's gradient fell below 1e-3 of
 its value at the loss (blank: it never did within T); ``wall_seconds`` the run's
 training time; ``run_dir`` the run directory relative to the bench's."""
-
-
-def read_summary(path: Path) -> dict[str, Any] | None:
-    """The run's ``summary.json``, or None if it has none (or a partial one, or a file
-    that is not a regular file of bounded size)."""
-    try:
-        summary = json.loads(read_bounded_text(path / "summary.json", RECORD_BYTES))
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
 
 
 def is_finished(run: PlannedRun, summary: dict[str, Any] | None) -> bool:

@@ -1,8 +1,8 @@
 """The training loop of one run, with checkpoints, roll-backs and resumption.
 
 Everything that differs between runs was chosen when the run was built: the batch
-source (sequences or a stream, :mod:`bptt.run._batches`) and the step rule (first
-order or Hessian-free, :mod:`bptt.run._steps`). The loop itself is the same for all.
+source (sequences or a stream, :mod:`bptt.run.training._batches`) and the step rule (first
+order or Hessian-free, :mod:`bptt.run.training._steps`). The loop itself is the same for all.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run, write_scalars
-from bptt.run._batches import make_batches
-from bptt.run._build import (
+from bptt.run.training._batches import make_batches
+from bptt.run.training._build import (
     evaluate,
     evaluation_mode,
     initial_model,
@@ -30,12 +30,12 @@ from bptt.run._build import (
     test_set,
     where_nonfinite,
 )
-from bptt.run._checkpoint import CheckpointError, Checkpoints
-from bptt.run._config import TrainConfig
-from bptt.run._fields import ConfigError
-from bptt.run._remedies import remedies_for
-from bptt.run._rundir import RunDirectory, RunDirectoryError
-from bptt.run._steps import make_step_rule
+from bptt.run.training._checkpoint import CheckpointError, Checkpoints
+from bptt.run.training._config import TrainConfig
+from bptt.run.training._fields import ConfigError
+from bptt.run.training._remedies import remedies_for
+from bptt.run.training._rundir import RunDirectory, RunDirectoryError
+from bptt.run.training._steps import make_step_rule
 from bptt.tasks import make_task
 
 __all__ = ["NonFiniteError", "Run", "RunStopped"]
@@ -258,7 +258,7 @@ class Run:
         return self.finish(advance)
 
     # The loop in three parts, so that a driver of several runs in lockstep
-    # (:mod:`bptt.run._stacked`) can give each step its gradients: begin, then
+    # (:mod:`bptt.run.training._stacked`) can give each step its gradients: begin, then
     # step_once until ``ended``, then finish.
 
     def begin(self) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from bptt._checks import machine_memory
-from bptt.run._fields import ConfigError
+from bptt.run.training._fields import ConfigError
 
 __all__ = ["MemoryNeed", "available_memory", "esn_memory", "refuse_oversized", "train_memory"]
 
@@ -27,7 +27,7 @@ __all__ = ["MemoryNeed", "available_memory", "esn_memory", "refuse_oversized", "
 _GATES = {"lstm": 4, "gru": 3, "mingru": 4, "minlstm": 5}
 # tensors of the parameters' size an optimizer holds beside them and their gradients
 _OPTIMIZER_STATE = {"adam": 2, "rmsprop": 2, "sgd": 1, "hf": 4}
-_EVAL_CHUNK = 1000  # test sequences per forward pass (bptt.run._build)
+_EVAL_CHUNK = 1000  # test sequences per forward pass (bptt.run.training._build)
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,21 @@ from torch import nn
 
 from bptt.model import SequenceModel
 from bptt.precision import flush_denormal
-from bptt.run._build import build_model, json_safe, make_clip_policy, step_taps, test_set
-from bptt.run._checkpoint import CheckpointError
-from bptt.run._config import TrainConfig
-from bptt.run._cores import run_threads
-from bptt.run._errors import first_line, load_failure
-from bptt.run._fields import ConfigError, load_toml
-from bptt.run._footprint import refuse_oversized, train_memory
-from bptt.run._io import read_bounded, tensor_bytes
-from bptt.run._loop import NonFiniteError, Run, RunStopped
-from bptt.run._results import read_summary
-from bptt.run._rundir import RunDirectory, RunDirectoryBusy, RunDirectoryError
+from bptt.run.training._build import build_model, json_safe, make_clip_policy, step_taps, test_set
+from bptt.run.training._checkpoint import CheckpointError
+from bptt.run.training._config import TrainConfig
+from bptt.run.training._cores import run_threads
+from bptt.run.training._errors import first_line, load_failure
+from bptt.run.training._fields import ConfigError, load_toml
+from bptt.run.training._footprint import refuse_oversized, train_memory
+from bptt.run.training._io import read_bounded, tensor_bytes
+from bptt.run.training._loop import NonFiniteError, Run, RunStopped
+from bptt.run.training._rundir import (
+    RunDirectory,
+    RunDirectoryBusy,
+    RunDirectoryError,
+    read_summary,
+)
 from bptt.tasks import Task, make_task
 
 __all__ = [

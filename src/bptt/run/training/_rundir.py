@@ -7,7 +7,7 @@ Layout::
     RUN_DIR/diagnostics.jsonl  diagnoses during training (``diagnose_every``)
     RUN_DIR/summary.json       the outcome (written at the end)
     RUN_DIR/model.pt           the final model's state_dict (load with weights_only=True)
-    RUN_DIR/checkpoints/       step-NNNNNNNNN.pt and its .sha256 (:mod:`bptt.run._checkpoint`)
+    RUN_DIR/checkpoints/       step-NNNNNNNNN.pt and its .sha256 (:mod:`._checkpoint`)
     RUN_DIR/tensorboard/       events.out.tfevents.* (``tensorboard = true``)
     RUN_DIR/report.html        the run's page (``bptt report``)
     RUN_DIR/.lock              held (an OS file lock) by the process writing the run
@@ -38,8 +38,8 @@ from typing import Any
 
 from torch import nn
 
-from bptt.run._fields import ConfigModel
-from bptt.run._io import (
+from bptt.run.training._fields import ConfigModel
+from bptt.run.training._io import (
     RECORD_BYTES,
     append_text,
     atomic_torch_save,
@@ -56,6 +56,7 @@ __all__ = [
     "RunDirectory",
     "RunDirectoryBusy",
     "RunDirectoryError",
+    "read_summary",
 ]
 
 LOCK_FILE = ".lock"
@@ -282,7 +283,7 @@ class RunDirectory:
         """A record of the run (metrics.csv, diagnostics.jsonl), read within its bound.
 
         Raises:
-            RunDirectoryError: it is larger than :data:`~bptt.run._io.RECORD_BYTES`, not
+            RunDirectoryError: it is larger than :data:`~bptt.run.training._io.RECORD_BYTES`, not
                 a regular file, not UTF-8, or unreadable.
         """
         try:
@@ -378,3 +379,13 @@ def _json_step(line: str) -> int | None:
     except (ValueError, AttributeError):
         return None
     return step if isinstance(step, int) else None
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """The run's ``summary.json``, or None if it has none (or a partial one, or a file
+    that is not a regular file of bounded size)."""
+    try:
+        summary = json.loads(read_bounded_text(path / "summary.json", RECORD_BYTES))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None

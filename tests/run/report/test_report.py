@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import bptt
 from bptt.cli import app
 from bptt.run import CLIP_DEMO, ConfigError, plan_bench, run_bench, run_esn
-from bptt.run._report import write_report, write_run_report
+from bptt.run.report._report import write_report, write_run_report
 
 runner = CliRunner()
 

@@ -1,7 +1,7 @@
 """``bptt train --seeds 0-7``: one configuration trained once per seed.
 
 Each seed is a run directory of its own under the given ``out`` (named as the bench
-names its runs), executed by the bench's executors (:mod:`bptt.run._executors`): one
+names its runs), executed by the bench's executors (:mod:`bptt.run.bench._executors`): one
 run at a time with every core, or ``workers`` runs at once sharing the cores so that
 threads never exceed them. A finished seed is skipped and an interrupted one resumed,
 so the same command, run again, completes only what is missing; a directory that
@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bptt.run._config import TrainConfig
-from bptt.run._fields import ConfigError
-from bptt.run._plan import (
+from bptt.run.bench._plan import (
     CHECKPOINT_EVERY,
     ROLLBACK_PATIENCE,
     PlannedRun,
     refuse_other_configs,
 )
+from bptt.run.training import ConfigError, TrainConfig
 
 __all__ = ["MAX_SEEDS", "parse_seeds", "plan_seeds"]
 
@@ -62,8 +61,8 @@ def plan_seeds(values: dict[str, Any], seeds: Sequence[int]) -> list[PlannedRun]
     for :class:`TrainConfig`; its ``out`` is the directory of the seed runs).
 
     Every seed's config is validated here; the runs checkpoint every
-    :data:`~bptt.run._plan.CHECKPOINT_EVERY` steps and roll back after
-    :data:`~bptt.run._plan.ROLLBACK_PATIENCE` non-finite steps in a row, as a bench's
+    :data:`~bptt.run.bench._plan.CHECKPOINT_EVERY` steps and roll back after
+    :data:`~bptt.run.bench._plan.ROLLBACK_PATIENCE` non-finite steps in a row, as a bench's
     runs do, unless ``checkpoint_every`` or ``nonfinite_patience`` is given. A seed
     directory already under ``out`` must hold a run of the same configuration (it is
     then skipped if finished, resumed if not), and ``out`` may hold no seed runs this

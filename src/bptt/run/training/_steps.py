@@ -19,9 +19,9 @@ from bptt.cells import OrthogonalRNNCell
 from bptt.clip import ClipPolicy
 from bptt.diagnose import Monitor
 from bptt.model import SequenceModel
-from bptt.run._batches import SequenceBatches, StreamBatches
-from bptt.run._build import learning_rate
-from bptt.run._config import TrainConfig
+from bptt.run.training._batches import SequenceBatches, StreamBatches
+from bptt.run.training._build import learning_rate
+from bptt.run.training._config import TrainConfig
 from bptt.tasks import Task
 
 if TYPE_CHECKING:

@@ -241,7 +241,7 @@ def test_a_separate_rate_for_the_recurrence_reaches_its_parameters_and_resumes_b
     config.update({"optimizer": "sgd", "momentum": 0.0, "lr": 0.1, "lr_recurrent": 0.01})
     config.update({"checkpoint_every": 10, "eval_every": 10, "log_every": 5, "clip_norm": None})
     config["clip"] = "none"
-    run = bptt.run._loop.Run(TrainConfig.from_dict({**config, "steps": 1}), None)
+    run = bptt.run.training._loop.Run(TrainConfig.from_dict({**config, "steps": 1}), None)
     groups = run.optimizer.param_groups
     assert [g["lr"] for g in groups] == [0.1, 0.01]
     assert groups[1]["params"] == [run.model.cell.skew]  # the orthogonal cell's A alone
@@ -292,17 +292,17 @@ def test_a_validation_split_chooses_the_model_and_the_test_set_is_scored_once(tm
     config.update({"eval_every": 10, "log_every": 10, "lr": 1e-2, "validation_share": 0.2})
     config.update({"checkpoint_every": 20})
     scored = []
-    real_evaluate = bptt.run._loop.evaluate
+    real_evaluate = bptt.run.training._loop.evaluate
 
     def spy(model, task, x, y, run_config):  # which set each evaluation scores
         scored.append(x.shape[0])
         return real_evaluate(model, task, x, y, run_config)
 
-    bptt.run._loop.evaluate = spy
+    bptt.run.training._loop.evaluate = spy
     try:
         result = bptt.train({**config, "out": str(tmp_path / "run")})
     finally:
-        bptt.run._loop.evaluate = real_evaluate
+        bptt.run.training._loop.evaluate = real_evaluate
     summary = result.summary
     validation, test = 287, 360  # 20% of the 1,437 training images; the 360 held out
     assert scored == [validation] * 6 + [test]  # six validations, then the test set once
@@ -358,7 +358,7 @@ def test_a_validation_split_is_fixed_disjoint_and_refused_where_data_is_generate
 
 
 def test_weight_decay_is_decoupled_and_spares_the_recurrences_own_group():
-    from bptt.run._build import make_optimizer
+    from bptt.run.training._build import make_optimizer
 
     config = TrainConfig.from_dict(
         {"task": "adding", "length": 5, "method": "lru", "hidden": 4, "weight_decay": 0.1}

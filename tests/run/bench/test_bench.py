@@ -24,10 +24,10 @@ from bptt.run import (
     read_results,
     run_bench,
 )
-from bptt.run._executors import threads_per_worker
-from bptt.run._literature import published_result
-from bptt.run._plan import QUICK_METHODS
-from bptt.run._results import aggregate, typed_row
+from bptt.run.bench._executors import threads_per_worker
+from bptt.run.bench._literature import published_result
+from bptt.run.bench._plan import QUICK_METHODS
+from bptt.run.bench._results import aggregate, typed_row
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from bptt.model import SequenceModel
-from bptt.run._config import TrainConfig
+from bptt.run.training._config import TrainConfig
 from bptt.tasks import StreamTask, Task
 from bptt.tbptt import TBPTT
 

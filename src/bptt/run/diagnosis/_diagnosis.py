@@ -8,11 +8,17 @@ from typing import Any
 
 from bptt.diagnose import RunRecord, diagnose, judge_run
 from bptt.precision import flush_denormal
-from bptt.run._build import evaluation_mode, initial_model, json_safe, test_set
-from bptt.run._fields import ConfigError
-from bptt.run._remedies import remedies_for
-from bptt.run._results import read_summary
-from bptt.run._train import load_run, load_run_config
+from bptt.run.training import (
+    ConfigError,
+    evaluation_mode,
+    initial_model,
+    json_safe,
+    load_run,
+    load_run_config,
+    read_summary,
+    remedies_for,
+    test_set,
+)
 
 __all__ = ["diagnose_run"]
 

@@ -14,9 +14,9 @@ from torch import Tensor
 from bptt import clip, init
 from bptt.cells import make_cell
 from bptt.model import SequenceModel
-from bptt.run._config import TrainConfig
-from bptt.run._fields import ConfigError
-from bptt.run._recipes import RECIPES
+from bptt.run.training._config import TrainConfig
+from bptt.run.training._fields import ConfigError
+from bptt.run.training._recipes import RECIPES
 from bptt.tasks import StreamTask, Task
 
 __all__ = [

@@ -12,10 +12,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bptt.reservoir import NilpotentError, Reservoir, Ridge, generate, nrmse
-from bptt.run._cores import run_threads
-from bptt.run._fields import ConfigError, ConfigModel, Float, Int, Text
-from bptt.run._footprint import esn_memory, refuse_oversized
-from bptt.run._rundir import RunDirectory, RunDirectoryError
+from bptt.run.training import (
+    ConfigError,
+    ConfigModel,
+    Float,
+    Int,
+    RunDirectory,
+    RunDirectoryError,
+    Text,
+    esn_memory,
+    refuse_oversized,
+    run_threads,
+)
 from bptt.tasks import japanese_vowels, mackey_glass
 
 __all__ = ["ESN_TASKS", "ESN_TASK_DEFAULTS", "ESNConfig", "run_esn"]

@@ -23,11 +23,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bptt.run import _figures as figures
-from bptt.run._fields import ConfigError
-from bptt.run._io import RECORD_BYTES, atomic_write_text, read_bounded_text
-from bptt.run._literature import published_result
-from bptt.run._results import aggregate, entry_texts, read_results, read_summary, typed_row
+import bptt.run._figures as figures
+from bptt.run.bench import aggregate, entry_texts, published_result, read_results, typed_row
+from bptt.run.training import (
+    RECORD_BYTES,
+    ConfigError,
+    atomic_write_text,
+    read_bounded_text,
+    read_summary,
+)
 
 __all__ = ["write_bench_report", "write_report", "write_run_report"]
 

@@ -59,7 +59,7 @@ def test_any_text_is_a_seed_list_or_a_config_error(text):
 def test_each_seed_is_the_run_trained_alone_and_a_second_call_trains_nothing(tmp_path):
     out = tmp_path / "seeds"
     args = ["train", *TINY, "--seeds", "0-2", "--out", str(out), "--no-report"]
-    # in this process (worker processes: tests/test_bench.py's Ray test; the report too)
+    # in this process (worker processes: tests/run/bench/test_bench.py's Ray test; the report too)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "leaderboard" in result.output and not (out / "report.html").exists()

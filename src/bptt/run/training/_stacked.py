@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -32,16 +31,13 @@ from torch import Tensor, nn
 from bptt.cells import contract
 from bptt.engine import stackable, unroll_stacked
 from bptt.model import SequenceModel
-from bptt.run._batches import SequenceBatches
-from bptt.run._build import build_model, step_taps
-from bptt.run._config import TrainConfig
-from bptt.run._executors import available_cores
-from bptt.run._fields import ConfigError
-from bptt.run._loop import _NOT_COMPARED, NonFiniteError, Run, RunStopped
-from bptt.run._plan import PlannedRun, refuse_other_configs
-from bptt.run._results import is_finished, read_summary
-from bptt.run._rundir import RunDirectory, RunDirectoryError
-from bptt.run._train import (
+from bptt.run.training._batches import SequenceBatches
+from bptt.run.training._build import build_model, step_taps
+from bptt.run.training._config import TrainConfig
+from bptt.run.training._fields import ConfigError
+from bptt.run.training._loop import _NOT_COMPARED, NonFiniteError, Run, RunStopped
+from bptt.run.training._rundir import RunDirectory, RunDirectoryError
+from bptt.run.training._train import (
     TrainResult,
     _environment,
     _open,
@@ -52,7 +48,7 @@ from bptt.run._train import (
 )
 from bptt.tasks import make_task
 
-__all__ = ["SHARED_FIELDS", "stack_refusal", "train_planned_stacked", "train_stacked"]
+__all__ = ["SHARED_FIELDS", "shared_settings", "stack_refusal", "train_stacked"]
 
 # what the runs of one stack share: the model's shape and the data's, the engine, and
 # the process's environment (threads, flush-to-zero); the rest is each run's own
@@ -64,9 +60,9 @@ SHARED_FIELDS = (
 
 def _why_not(configs: Sequence[TrainConfig]) -> str | None:
     """Why these configs cannot train stacked (None: they can), before building anything."""
-    first = _shared(configs[0])
+    first = shared_settings(configs[0])
     for config in configs[1:]:
-        theirs = _shared(config)
+        theirs = shared_settings(config)
         differ = [k for k in SHARED_FIELDS if theirs[k] != first[k]]
         if differ:
             return f"the runs differ in {', '.join(differ)}, which a stack shares"
@@ -87,7 +83,7 @@ def _why_not(configs: Sequence[TrainConfig]) -> str | None:
     return None
 
 
-def _shared(config: TrainConfig) -> dict[str, Any]:
+def shared_settings(config: TrainConfig) -> dict[str, Any]:
     """The fields of ``config`` that every run of its stack must share."""
     values = config.to_dict()
     return {name: values[name] for name in SHARED_FIELDS}
@@ -306,40 +302,3 @@ def _guarded(index: int, run: Run, outcome: list[Any], action: Callable[[], Any]
         return
     if isinstance(result, dict):
         outcome[index] = result
-
-
-def train_planned_stacked(
-    runs: Sequence[PlannedRun],
-    out: Path,
-    *,
-    progress: bool | Progress = False,
-    only_stackable: bool = False,
-) -> None:
-    """The unfinished trainings among planned runs, those that share
-    :data:`SHARED_FIELDS` trained together as one stack, in ``out``: a new run with every
-    core, a begun one with its own config.toml (its threads among it), from its newest
-    checkpoint. ``bptt train --seeds ... --stack`` (one configuration) and ``bptt bench
-    --stack`` (``only_stackable``: a run alone in its group, or a group the stacked
-    engine cannot run, is left to the bench's executors).
-
-    Raises:
-        ConfigError: as :func:`refuse_other_configs`, or as :func:`train_stacked`.
-        Others: as :func:`train_stacked`.
-    """
-    refuse_other_configs(runs, out)
-    threads = available_cores()  # once: a run's threads are a field its stack shares
-    groups: dict[str, list[TrainConfig]] = {}
-    for run in runs:
-        where = out / run.name
-        if run.kind != "train" or is_finished(run, read_summary(where)):
-            continue
-        if (where / "config.toml").is_file():
-            config = TrainConfig.saved_in(where)
-        else:
-            config = cast(TrainConfig, run.config(str(where), threads))
-        key = json.dumps(_shared(config), sort_keys=True, default=str)
-        groups.setdefault(key, []).append(config)
-    for configs in groups.values():
-        if only_stackable and (len(configs) < 2 or stack_refusal(configs) is not None):
-            continue
-        train_stacked(configs, progress=progress, overwrite=True)
