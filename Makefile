@@ -41,7 +41,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 
 test: lint browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/bptt bench
