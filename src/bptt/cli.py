@@ -47,6 +47,7 @@ from bptt.run import (
     RunDirectoryError,
     RunStopped,
     TrainConfig,
+    TrainResult,
     diagnose_run,
     field_choices,
     leaderboard,
@@ -295,17 +296,7 @@ def train_command(
     """Train one model and write its run directory (flags override --config)."""
     try:
         given = _given(flags)
-        if restart and resume is None:
-            raise ConfigError("restart", "applies with --resume only")
-        if no_out and (given.get("out") is not None or resume is not None or seeds is not None):
-            raise ConfigError("--no-out", "not with --out, --resume or --seeds, which write files")
-        if workers < 1 or (workers != 1 and seeds is None):
-            raise ConfigError("workers", f"must be >= 1, and given with --seeds; got {workers}")
-        if not report and seeds is None:
-            raise ConfigError("report", "--no-report applies with --seeds only")
-        if stack and (seeds is None or workers != 1):
-            message = "applies with --seeds only, and runs them in one process (no --workers)"
-            raise ConfigError("stack", message)
+        _refuse_train_flag_mix(given, resume, restart, no_out, seeds, workers, report, stack)
         if seeds is not None:
             if resume is not None or overwrite:
                 flag = "resume" if resume is not None else "overwrite"
@@ -320,39 +311,86 @@ def train_command(
                 raise _interrupted(None if out is None else Path(out), seeds=True) from None
             return
         if resume is not None:
-            steps = given.pop("steps", None)  # what a resumed run may move: its end,
-            limit = given.pop("time_limit_s", None)  # and its time
-            if given or config_file is not None:
-                field = next(iter(given), "config")
-                message = (
-                    "--resume continues a run with its own config.toml (only --steps and "
-                    "--time-limit-s move its end)"
-                )
-                raise ConfigError(field, message)
-            try:
-                result = resume_training(
-                    resume, steps=steps, progress=progress, restart=restart, time_limit_s=limit
-                )
-            except KeyboardInterrupt:
-                raise _interrupted(resume) from None
+            result = _resume_run(resume, given, config_file, progress, restart)
         else:
-            values = load_toml(config_file) if config_file is not None else {}
-            values.update(given)
-            if no_out:
-                values.pop("out", None)
-            config = TrainConfig.from_dict(values)
-            if config.out is None:
-                _err.print("note: no --out given: this run writes no files", highlight=False)
-            started = time.time()
-            try:
-                result = run_training(config, progress=progress, overwrite=overwrite)
-            except KeyboardInterrupt:
-                out = None if config.out is None else Path(config.out)
-                raise _interrupted(out, since=started) from None
+            result = _new_run(given, config_file, no_out, progress, overwrite)
     except (ConfigError, FileExistsError, RunDirectoryBusy, RunDirectoryError) as err:
         raise _Failed(str(err)) from None
     except (NonFiniteError, RunStopped) as err:
         raise _RunFailed(str(err)) from None
+    _print_run_result(result)
+
+
+def _refuse_train_flag_mix(
+    given: dict[str, Any],
+    resume: Path | None,
+    restart: bool,
+    no_out: bool,
+    seeds: str | None,
+    workers: int,
+    report: bool,
+    stack: bool,
+) -> None:
+    """Refuse the flags of ``bptt train`` that do not go together."""
+    if restart and resume is None:
+        raise ConfigError("restart", "applies with --resume only")
+    if no_out and (given.get("out") is not None or resume is not None or seeds is not None):
+        raise ConfigError("--no-out", "not with --out, --resume or --seeds, which write files")
+    if workers < 1 or (workers != 1 and seeds is None):
+        raise ConfigError("workers", f"must be >= 1, and given with --seeds; got {workers}")
+    if not report and seeds is None:
+        raise ConfigError("report", "--no-report applies with --seeds only")
+    if stack and (seeds is None or workers != 1):
+        message = "applies with --seeds only, and runs them in one process (no --workers)"
+        raise ConfigError("stack", message)
+
+
+def _resume_run(
+    resume: Path, given: dict[str, Any], config_file: Path | None, progress: bool, restart: bool
+) -> TrainResult:
+    """``bptt train --resume``: only --steps and --time-limit-s may move the run's end."""
+    steps = given.pop("steps", None)  # what a resumed run may move: its end,
+    limit = given.pop("time_limit_s", None)  # and its time
+    if given or config_file is not None:
+        field = next(iter(given), "config")
+        message = (
+            "--resume continues a run with its own config.toml (only --steps and "
+            "--time-limit-s move its end)"
+        )
+        raise ConfigError(field, message)
+    try:
+        return resume_training(
+            resume, steps=steps, progress=progress, restart=restart, time_limit_s=limit
+        )
+    except KeyboardInterrupt:
+        raise _interrupted(resume) from None
+
+
+def _new_run(
+    given: dict[str, Any],
+    config_file: Path | None,
+    no_out: bool,
+    progress: bool,
+    overwrite: bool,
+) -> TrainResult:
+    """``bptt train`` from flags over an optional --config file."""
+    values = load_toml(config_file) if config_file is not None else {}
+    values.update(given)
+    if no_out:
+        values.pop("out", None)
+    config = TrainConfig.from_dict(values)
+    if config.out is None:
+        _err.print("note: no --out given: this run writes no files", highlight=False)
+    started = time.time()
+    try:
+        return run_training(config, progress=progress, overwrite=overwrite)
+    except KeyboardInterrupt:
+        out = None if config.out is None else Path(config.out)
+        raise _interrupted(out, since=started) from None
+
+
+def _print_run_result(result: TrainResult) -> None:
+    """The run's outcome, its verdict and remedies, and where its files are."""
     s = result.summary
     verdict = "[green]solved[/]" if s["solved"] else "[yellow]not solved[/]"
     _out.print(

@@ -12,10 +12,13 @@ bench's results and the literature's rows, so the bench cannot import the report
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from rich.progress import Progress
 
 from bptt.run.bench import EXECUTORS, PlannedRun, refuse_other_configs, run_all, write_results
 from bptt.run.training import make_progress
@@ -51,12 +54,7 @@ def run_bench(
         ConfigError: a run directory in ``out_dir`` holds a run of another
             configuration than planned (nothing is trained then).
     """
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
-    if not runs or not all(isinstance(run, PlannedRun) for run in runs):
-        raise TypeError("runs must be a non-empty list of PlannedRun (from plan_bench)")
+    _check_bench_arguments(runs, executor, workers)
     out = Path(out_dir)
     refuse_other_configs(runs, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,10 +67,8 @@ def run_bench(
         if progress and (executor != "local" or workers > 1):
             print(f"[{len(done)}/{len(runs)}] {row['run_dir']}: {row['outcome']}", flush=True)
 
-    display = make_progress() if progress and executor == "local" and workers == 1 else None
-    if display is not None:
-        display.start()
-    try:
+    one_by_one = progress and executor == "local" and workers == 1
+    with _progress_display(one_by_one) as display:
         rows = run_all(
             runs,
             out,
@@ -82,11 +78,32 @@ def run_bench(
             progress=display or False,
             on_row=finished,
         )
-    finally:
-        if display is not None:
-            display.stop()
     if report:
         from bptt.run.report import write_bench_report
 
         write_bench_report(out, wall_s=time.perf_counter() - start)
     return rows
+
+
+def _check_bench_arguments(runs: Sequence[PlannedRun], executor: str, workers: int) -> None:
+    """Refuse an unknown executor, a worker count below 1 and runs not planned."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
+    if not runs or not all(isinstance(run, PlannedRun) for run in runs):
+        raise TypeError("runs must be a non-empty list of PlannedRun (from plan_bench)")
+
+
+@contextlib.contextmanager
+def _progress_display(shown: bool) -> Iterator[Progress | None]:
+    """One progress bar per run, one run at a time (None where not ``shown``), stopped
+    however the runs end."""
+    display = make_progress() if shown else None
+    if display is not None:
+        display.start()
+    try:
+        yield display
+    finally:
+        if display is not None:
+            display.stop()

@@ -237,17 +237,7 @@ def plan_bench(
         ConfigError: an unknown profile or method, a bad value, an empty selection, or
             a run listed twice.
     """
-    if profile not in PROFILES:
-        raise ConfigError("profile", f"must be one of {', '.join(PROFILES)}; got {profile!r}")
-    for name, values in (("seeds", seeds), ("lengths", lengths)):
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(name, f"must be integers >= 0; got {value!r}")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ConfigError("steps", f"must be an integer >= 1; got {steps!r}")
-    unknown = [m for m in methods if m not in RECIPES]
-    if unknown and profile == "matrix":
-        raise ConfigError("methods", f"unknown {unknown}; known: {', '.join(RECIPES)}")
+    _check_plan_arguments(profile, seeds, lengths, steps, methods)
     if profile == "matrix":
         runs = _matrix(tasks, lengths, methods, seeds or (0,), steps)
     else:
@@ -266,6 +256,35 @@ def plan_bench(
             else r
             for r in runs
         ]
+    _check_planned(runs)
+    return runs
+
+
+def _check_plan_arguments(
+    profile: str,
+    seeds: Sequence[int],
+    lengths: Sequence[int],
+    steps: int | None,
+    methods: Sequence[str],
+) -> None:
+    """Refuse an unknown profile, a bad seed, length or step count, and (for a matrix,
+    whose methods are recipes) an unknown method."""
+    if profile not in PROFILES:
+        raise ConfigError("profile", f"must be one of {', '.join(PROFILES)}; got {profile!r}")
+    for name, values in (("seeds", seeds), ("lengths", lengths)):
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(name, f"must be integers >= 0; got {value!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError("steps", f"must be an integer >= 1; got {steps!r}")
+    unknown = [m for m in methods if m not in RECIPES]
+    if unknown and profile == "matrix":
+        raise ConfigError("methods", f"unknown {unknown}; known: {', '.join(RECIPES)}")
+
+
+def _check_planned(runs: list[PlannedRun]) -> None:
+    """Refuse an empty selection, a run listed twice, and any run whose configuration
+    is invalid: every error before anything runs."""
     if not runs:
         raise ConfigError("bench", "no run of the profile matches the given tasks/lengths/methods")
     names = set()
@@ -273,8 +292,7 @@ def plan_bench(
         if run.name in names:
             raise ConfigError("bench", f"the run {run.name} is listed twice")
         names.add(run.name)
-        run.config(None, 0)  # every error before anything runs
-    return runs
+        run.config(None, 0)
 
 
 _SEEDS = {"quick": (0,), "full": (0, 1, 2)}

@@ -6,10 +6,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bptt.diagnose import RunRecord, diagnose, judge_run
+from bptt.diagnose import Diagnosis, RunRecord, diagnose, judge_run
 from bptt.precision import flush_denormal
 from bptt.run.training import (
     ConfigError,
+    TrainConfig,
     evaluation_mode,
     initial_model,
     json_safe,
@@ -19,6 +20,7 @@ from bptt.run.training import (
     remedies_for,
     test_set,
 )
+from bptt.tasks import Task
 
 __all__ = ["diagnose_run"]
 
@@ -55,17 +57,7 @@ def diagnose_run(
     path = Path(path)
     if isinstance(probe, bool) or not isinstance(probe, int) or probe < 1:
         raise ConfigError("probe", f"must be >= 1; got {probe}")
-    if at_init:
-        config, task = load_run_config(path)
-        model = initial_model(config, task)
-    else:
-        config, task, model = load_run(path)
-    x, _ = test_set(config, task)
-    length = task.dependency_length if dependency_length is None else dependency_length
-    if length < 1:
-        raise ConfigError("dependency_length", f"must be >= 1; got {length}")
-    with flush_denormal(config.flush_denormal), evaluation_mode(model):
-        found = diagnose(model, x[:probe], length)
+    config, task, found = _probe(path, probe, dependency_length, at_init)
     summary = {} if at_init else read_summary(path) or {}
     state = summary.get("run_record")
     if not isinstance(state, dict):  # at init, or an older run directory: the probe alone
@@ -91,3 +83,21 @@ def diagnose_run(
             "remedies": remedies_for(verdict, config, str(path)),
         }
     )
+
+
+def _probe(
+    path: Path, probe: int, dependency_length: int | None, at_init: bool
+) -> tuple[TrainConfig, Task, Diagnosis]:
+    """The run's config and task, and the diagnosis of its final (or initial) model on
+    the first ``probe`` sequences of its test set."""
+    if at_init:
+        config, task = load_run_config(path)
+        model = initial_model(config, task)
+    else:
+        config, task, model = load_run(path)
+    x, _ = test_set(config, task)
+    length = task.dependency_length if dependency_length is None else dependency_length
+    if length < 1:
+        raise ConfigError("dependency_length", f"must be >= 1; got {length}")
+    with flush_denormal(config.flush_denormal), evaluation_mode(model):
+        return config, task, diagnose(model, x[:probe], length)

@@ -89,35 +89,58 @@ def write_run_report(run_dir: str | Path) -> Path:
     diagnoses = _read_jsonl(where / "diagnostics.jsonl")
     title = _run_title(summary)
     parts = [f"<h1>{_e(title)}</h1>", _run_facts(summary), _verdict_section(summary)]
-    if metrics:
-        metric = summary.get("metric") or "loss"
-        parts.append(
-            _figure_html(
-                figures.learning_curve(
-                    metrics, metric=metric, baseline=summary.get("baseline_loss")
-                ),
-                "Training loss of each logged batch and the test metric at "
-                "each evaluation; the dashed line is the trivial predictor.",
-            )
-        )
-        parts.append(
-            _figure_html(
-                figures.gradient_norm_figure(metrics),
-                "The norm of the whole gradient before clipping; the red line is the "
-                "threshold a step's gradient was clipped to.",
-            )
-        )
+    parts += _training_figures(summary, metrics)
     dependency = _dependency(summary)
-    with_norms = [d for d in diagnoses if isinstance(d.get("norms"), list) and d["norms"]]
-    if with_norms:
+    parts += _heatmap(diagnoses, dependency)
+    parts += _probe_figures(summary.get("probe") or {}, dependency)
+    if summary.get("nrmse") is not None:
         parts.append(
-            _figure_html(
-                figures.distance_heatmap(with_norms, dependency),
-                "How far back the loss's gradient reaches at each diagnosis during "
-                "training: dark below the dependency length means it vanished there.",
-            )
+            "<p class='note'>An echo state network: a fixed random reservoir and a "
+            "ridge-regression readout; no gradient flows through time, so there is no "
+            "training curve.</p>"
         )
-    probe = summary.get("probe") or {}
+    atomic_write_text(target, _page(title, parts, stamp=stamp))
+    return target
+
+
+def _training_figures(summary: dict[str, Any], metrics: list[dict[str, str]]) -> list[str]:
+    """The learning curve and the gradient norm over the run's steps (none without
+    logged steps)."""
+    if not metrics:
+        return []
+    metric = summary.get("metric") or "loss"
+    return [
+        _figure_html(
+            figures.learning_curve(metrics, metric=metric, baseline=summary.get("baseline_loss")),
+            "Training loss of each logged batch and the test metric at "
+            "each evaluation; the dashed line is the trivial predictor.",
+        ),
+        _figure_html(
+            figures.gradient_norm_figure(metrics),
+            "The norm of the whole gradient before clipping; the red line is the "
+            "threshold a step's gradient was clipped to.",
+        ),
+    ]
+
+
+def _heatmap(diagnoses: list[dict[str, Any]], dependency: int | None) -> list[str]:
+    """The gradient by distance at each diagnosis during training, as a heatmap."""
+    with_norms = [d for d in diagnoses if isinstance(d.get("norms"), list) and d["norms"]]
+    if not with_norms:
+        return []
+    return [
+        _figure_html(
+            figures.distance_heatmap(with_norms, dependency),
+            "How far back the loss's gradient reaches at each diagnosis during "
+            "training: dark below the dependency length means it vanished there.",
+        )
+    ]
+
+
+def _probe_figures(probe: dict[str, Any], dependency: int | None) -> list[str]:
+    """The final model's gradient by distance (a curve per layer and direction where
+    there are several) and its Jacobian norms along the probe's trajectory."""
+    parts = []
     layers = probe.get("layers") if isinstance(probe.get("layers"), dict) else None
     if layers:  # a model of several layers or directions: a curve each
         curves = [(str(k), v) for k, v in layers.items() if isinstance(v, list) and v]
@@ -146,14 +169,7 @@ def write_run_report(run_dir: str | Path) -> Path:
                 "before; below 1 it shrinks.",
             )
         )
-    if summary.get("nrmse") is not None:
-        parts.append(
-            "<p class='note'>An echo state network: a fixed random reservoir and a "
-            "ridge-regression readout; no gradient flows through time, so there is no "
-            "training curve.</p>"
-        )
-    atomic_write_text(target, _page(title, parts, stamp=stamp))
-    return target
+    return parts
 
 
 # A run's page is drawn again only when one of these files, or the code that draws it,
