@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -81,7 +82,7 @@ def test_verdicts_for_the_classic_cases(gen):
     result = diagnose(relu, positive)
     assert result.verdict == "exploding"
     assert abs(result.numbers["gamma"] - 1.5) < 0.01
-    assert any("clip" in remedy for remedy in result.remedies)
+    assert any(remedy.change == "clip_norm" for remedy in result.remedies)
 
     lstm = bptt.cells.LSTMCell(1, 32)
     with torch.no_grad():
@@ -273,3 +274,20 @@ def test_a_diagnosis_at_t_2000_needs_memory_for_its_states_not_for_t_steps_of_gr
     # 547 -> 2330 MB), now by about 54 MB (387 -> 441 MB).
     growth = _peak_mb(2000) - _peak_mb(200)
     assert growth < 200, f"peak memory grew by {growth:.0f} MB from T=200 to T=2000"
+
+
+def test_verdicts_and_remedies_are_data_the_library_states_without_the_applications_flags():
+    from bptt.diagnose import REMEDIES, RUN_VERDICTS, Remedy, Verdict
+    from bptt.diagnose._verdict import HEAD_REMEDIES
+
+    # a verdict is its string: compared, formatted, a key, and written to JSON as it
+    assert Verdict.EXPLODING == "exploding" and {"vanishing": 1}[Verdict.VANISHING] == 1
+    assert json.loads(json.dumps({"v": Verdict.HEALTHY_NOT_LEARNED})) == {
+        "v": "healthy but not learned"
+    }
+    assert RUN_VERDICTS[0] == "exploding" and RUN_VERDICTS[-1] == "healthy"
+    # what to change, by a key, and why in the library's terms: no command-line flag
+    remedies = [r for found in REMEDIES.values() for r in found] + list(HEAD_REMEDIES)
+    assert all(isinstance(r, Remedy) and r.change and r.why for r in remedies)
+    assert not [r.why for r in remedies if "--" in r.why or "bptt train" in r.why]
+    assert set(REMEDIES) == {Verdict.EXPLODING, Verdict.VANISHING, Verdict.HEALTHY}

@@ -223,7 +223,8 @@ def test_the_verdict_names_the_layer_where_the_gradient_vanishes():
     by_name = {layer.name: layer.verdict for layer in found.layers}
     assert by_name["rnn layer 1"] == "vanishing"
     assert found.verdict == "vanishing" and found.reasons[0].startswith("rnn layer 1:")
-    assert found.remedies and all(r.startswith("rnn layer 1:") for r in found.remedies)
+    assert found.remedies and all(str(r).startswith("rnn layer 1: ") for r in found.remedies)
+    assert all(r.layer == "rnn layer 1" for r in found.remedies)
 
 
 def test_the_verdict_names_the_direction_that_explodes():
@@ -310,7 +311,7 @@ def test_a_head_that_overflows_is_blamed_not_the_recurrence():
     x, y = torch.randn(4, 20, 3), torch.randn(4, 1)
     found = diagnose(model, x, y=y, loss_fn=nn.functional.mse_loss)
     assert found.verdict == "exploding" and "the head or the loss" in found.reasons[0]
-    assert "head" in found.remedies[0] and len(found.layers) == 2
+    assert found.remedies[0].change == "inspect_head" and len(found.layers) == 2
     sound = _Regressor()  # the same network with its head as initialised
     assert "the head" not in diagnose(sound, x, y=y, loss_fn=nn.functional.mse_loss).reasons[0]
 

@@ -57,7 +57,7 @@ def test_a_second_layer_whose_gates_saturate_is_named_not_the_first():
     assert found.verdict == "vanishing" and second.verdict == "vanishing"
     assert found.reasons[0].startswith("lstm layer 1:")
     assert second.numbers["horizon"] == 1
-    assert all(remedy.startswith("lstm layer 1:") for remedy in found.remedies)
+    assert all(remedy.layer == "lstm layer 1" for remedy in found.remedies)
     # the first layer is vanishing too, but only because nothing comes down through the
     # second (exactly zero at every step: float32's sigmoid' underflows there); it is
     # listed after the second
@@ -154,7 +154,8 @@ def test_a_head_that_explodes_in_a_real_run_is_blamed_not_the_recurrence():
     assert found.verdict == "exploding"
     assert "the head or the loss above them overflows" in found.reasons[0]
     assert found.reasons[0].startswith("the loss is inf")
-    assert found.remedies[0].startswith("look at the head and the loss")
+    assert found.remedies[0].change == "inspect_head"
+    assert found.remedies[0].why.startswith("look at the head and the loss")
     assert [layer.name for layer in found.layers] == ["lstm layer 0", "lstm layer 1"]
     # Not caught: a head huge but still finite. Diagnosed one step earlier (loss ~7e34,
     # finite in float32), the same run is judged "vanishing" at lstm layer 1 (saturated

@@ -667,12 +667,16 @@ def _print_verdict(
 
 
 def _print_remedies(remedies: list) -> None:
+    """Each remedy's reason, and for a run's its ``bptt train`` command; a model
+    without a run gets the library's (what to change and why, and in which layer)."""
     for remedy in remedies:
-        if isinstance(remedy, dict):
-            _out.print(f"  remedy: {escape(remedy['why'])}", highlight=False, soft_wrap=True)
-            _out.print(f"    {escape(remedy['command'])}", highlight=False, soft_wrap=True)
-        else:  # a model without a run: the library's general advice
-            _out.print(f"  remedy: {escape(str(remedy))}", highlight=False, soft_wrap=True)
+        why = remedy.get("why", "") if isinstance(remedy, dict) else str(remedy)
+        layer = remedy.get("layer") if isinstance(remedy, dict) else None
+        text = why if layer is None else f"{layer}: {why}"
+        _out.print(f"  remedy: {escape(text)}", highlight=False, soft_wrap=True)
+        command = remedy.get("command") if isinstance(remedy, dict) else None
+        if command is not None:
+            _out.print(f"    {escape(command)}", highlight=False, soft_wrap=True)
 
 
 # --- bptt attractor --------------------------------------------------------------------------

@@ -22,6 +22,9 @@
   clipped steps) with the probe of its final model; ``exploding``, ``truncated``,
   ``overfitting``, ``dead units``, ``saturated``, ``vanishing``, ``healthy but not
   learned`` or ``healthy``.
+* :class:`Verdict` (a string enum: what a diagnosis can say), :class:`Remedy` (what
+  to change and why, as data; the command line turns a run's into ``bptt train``
+  commands).
 * :mod:`bptt.diagnose.attractor` - the two-basin picture: gradients vanish inside a
   basin and explode at its boundary.
 """
@@ -29,6 +32,7 @@
 from bptt.diagnose._distance import RecordPrecision, by_distance, fit_rate, gradient_by_distance
 from bptt.diagnose._horizon import input_horizon
 from bptt.diagnose._jacobian import jacobian_norms, jacobian_product_norms, recurrent_spectrum
+from bptt.diagnose._kinds import Remedy, Verdict
 from bptt.diagnose._layers import LayerPass, gradient_by_layer, recurrent_layers
 from bptt.diagnose._monitor import Monitor, write_scalars
 from bptt.diagnose._run import RUN_VERDICTS, RunRecord, RunVerdict, judge_run
@@ -44,9 +48,11 @@ __all__ = [
     "LayerPass",
     "Monitor",
     "RecordPrecision",
+    "Remedy",
     "RunRecord",
     "RunVerdict",
     "SpikeDetector",
+    "Verdict",
     "by_distance",
     "diagnose",
     "fit_rate",

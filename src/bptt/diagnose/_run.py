@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from bptt.diagnose._kinds import Verdict
 from bptt.diagnose._verdict import Diagnosis, _finite_or_none
 
 __all__ = ["EARLY_STEPS", "RUN_VERDICTS", "RunRecord", "RunVerdict", "judge_run"]
@@ -28,17 +29,7 @@ NONFINITE_SHARE = 0.1  # a tenth of the steps skipped as NaN or inf
 LATE_STEPS = 20  # the last finite steps set a run's late training-loss level
 OVERFIT_GAP = 5.0  # a test loss this far above the late training loss: memorised
 
-RUN_VERDICTS = (
-    "exploding",
-    "dead units",
-    "saturated",
-    "vanishing",
-    "truncated",  # truncated BPTT backpropagates fewer steps than the dependency spans
-    "overfitting",  # a fixed training set learned, the held-out set not
-    "healthy but not learned",
-    "not learned",  # and the model's gradient not measured (monitor off)
-    "healthy",
-)
+RUN_VERDICTS = tuple(Verdict)  # worst first; each equal to its string
 
 
 @dataclass
@@ -164,7 +155,7 @@ class RunVerdict:
     """One verdict over a run, its reasons and the evidence behind them.
 
     Attributes:
-        verdict: one of :data:`RUN_VERDICTS`.
+        verdict: a :class:`Verdict` (one of :data:`RUN_VERDICTS`; equal to its string).
         diverged: the loss ended non-finite or far above its start and the baseline.
         reasons: sentences, each with its numbers and steps.
         evidence: the run's :meth:`RunRecord.evidence` and the probe's numbers.
@@ -172,7 +163,7 @@ class RunVerdict:
             (a solved run whose gradient norm exploded for a while), one sentence each.
     """
 
-    verdict: str
+    verdict: Verdict
     diverged: bool
     reasons: list[str]
     evidence: dict[str, Any]
@@ -238,7 +229,7 @@ def judge_run(
         >>> for step in range(1, 61):
         ...     record.update(step, loss=1.5 * 2.0**step, grad_norm=3.0 * 1.5**step)
         >>> judge_run(record, None, final_loss=1e18, baseline=0.17, solved=False).verdict
-        'exploding'
+        <Verdict.EXPLODING: 'exploding'>
     """
     evidence: dict[str, Any] = record.evidence()
     numbers = {} if probe is None else probe.numbers
@@ -273,12 +264,12 @@ def judge_run(
             f"at step {record.first_nonfinite}"
         )
     if diverged or ((grew or skipped) and not solved):
-        return RunVerdict("exploding", diverged, reasons, evidence)
+        return RunVerdict(Verdict.EXPLODING, diverged, reasons, evidence)
     if solved:  # what it came through on the way is history, not a reason for "healthy"
         solved_reason = f"the task is solved (test {final_loss:.3g}, baseline {_g(baseline)})"
-        return RunVerdict("healthy", False, [solved_reason], evidence, history=reasons)
-    if probe is not None and probe.verdict == "exploding":
-        return RunVerdict("exploding", False, reasons + probe.reasons, evidence)
+        return RunVerdict(Verdict.HEALTHY, False, [solved_reason], evidence, history=reasons)
+    if probe is not None and probe.verdict == Verdict.EXPLODING:
+        return RunVerdict(Verdict.EXPLODING, False, reasons + probe.reasons, evidence)
     dependency = numbers.get("dependency_length")
     if truncation is not None and isinstance(dependency, int) and truncation < dependency:
         evidence["truncation"] = truncation
@@ -287,7 +278,7 @@ def judge_run(
             f"length {dependency}: no update sees the gradient that ties an output to its "
             f"cause (test {final_loss:.3g}, baseline {_g(baseline)})"
         )
-        return RunVerdict("truncated", False, reasons, evidence)
+        return RunVerdict(Verdict.TRUNCATED, False, reasons, evidence)
     late = record.late_loss_level
     below_baseline = baseline is None or final_loss < baseline
     if training_set and late is not None and below_baseline and final_loss > OVERFIT_GAP * late:
@@ -296,29 +287,29 @@ def judge_run(
             f" steps), the test loss at {final_loss:.3g}: {final_loss / max(late, 1e-300):.0f}x"
             " higher; the model learned its training set, not the task"
         )
-        return RunVerdict("overfitting", False, reasons, evidence)
+        return RunVerdict(Verdict.OVERFITTING, False, reasons, evidence)
     dead = numbers.get("saturation/dead")
     if isinstance(dead, float) and dead >= DEAD:
         reasons.append(f"{dead:.0%} of the ReLU units are at exactly 0 on average: dead")
-        return RunVerdict("dead units", False, reasons, evidence)
+        return RunVerdict(Verdict.DEAD_UNITS, False, reasons, evidence)
     saturated = _largest(numbers, ("saturation/tanh", "saturation/g", "saturation/n"))
     if saturated >= SATURATED:
         reasons.append(f"{saturated:.0%} of the tanh units are beyond |0.99| on average")
-        return RunVerdict("saturated", False, reasons, evidence)
-    if probe is not None and probe.verdict == "vanishing":
-        return RunVerdict("vanishing", False, reasons + probe.reasons, evidence)
+        return RunVerdict(Verdict.SATURATED, False, reasons, evidence)
+    if probe is not None and probe.verdict == Verdict.VANISHING:
+        return RunVerdict(Verdict.VANISHING, False, reasons + probe.reasons, evidence)
     if probe is None:
         reasons.append(
             f"the task is not solved (test {final_loss:.3g}, baseline {_g(baseline)}); the "
             "model's gradient was not measured (the monitor was off)"
         )
-        return RunVerdict("not learned", False, reasons, evidence)
+        return RunVerdict(Verdict.NOT_LEARNED, False, reasons, evidence)
     reasons += probe.reasons
     reasons.append(
         f"the task is not solved (test {final_loss:.3g}, baseline {_g(baseline)}) though the "
         "gradient reaches the dependency: the optimisation budget or the learning rate"
     )
-    return RunVerdict("healthy but not learned", False, reasons, evidence)
+    return RunVerdict(Verdict.HEALTHY_NOT_LEARNED, False, reasons, evidence)
 
 
 def _g(value: float | None) -> str:

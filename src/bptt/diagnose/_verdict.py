@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from bptt import _checks
 from bptt.cells import GRUCell, LSTMCell, RecurrentCell, State
 from bptt.diagnose._distance import RATIO, gradient_by_distance
 from bptt.diagnose._jacobian import jacobian_norms, recurrent_spectrum
+from bptt.diagnose._kinds import Remedy, Verdict
 from bptt.diagnose._layers import gradient_by_layer, recurrent_layers
 from bptt.diagnose._projected import ProjectedLSTMCell
 from bptt.diagnose._saturation import saturation
@@ -40,27 +41,51 @@ NUMBER_KEYS = (
     "sigma_max",
 )
 
-REMEDIES = {
-    "exploding": [
-        "clip the gradient norm (bptt train --clip norm --clip-norm 1, or --clip percentile)",
-        "clip the hidden-state gradient per time step (--clip-step-norm)",
-        "truncate backprop through time (TBPTT with k2 below the growth horizon)",
-        "lower the learning rate",
-    ],
-    "vanishing": [
-        "use a gated cell (lstm, gru), with a forget-gate bias or chrono initialisation",
-        "initialise the recurrent matrix orthogonal or as the identity (IRNN)",
-        "add skip connections between hidden states several steps apart",
-        "use an echo state network (fixed reservoir, trained readout)",
-    ],
-    "healthy": [],
+_CLIP_NORM = Remedy(
+    "clip_norm",
+    "clip the gradient norm near its typical size (bptt.clip.Fixed), or at a percentile "
+    "of the run's own history of norms (bptt.clip.Percentile, AutoClip)",
+)
+_LOWER_LR = Remedy("lower_lr", "lower the learning rate")
+REMEDIES: dict[Verdict, tuple[Remedy, ...]] = {
+    Verdict.EXPLODING: (
+        _CLIP_NORM,
+        Remedy("clip_step", "clip the hidden-state gradient per time step (bptt.taps.ClipNorm)"),
+        Remedy(
+            "truncate", "truncate backprop through time (TBPTT with k2 below the growth horizon)"
+        ),
+        _LOWER_LR,
+    ),
+    Verdict.VANISHING: (
+        Remedy(
+            "gated_cell",
+            "use a gated cell (lstm, gru), with a forget-gate bias or chrono initialisation",
+        ),
+        Remedy(
+            "orthogonal_init",
+            "initialise the recurrent matrix orthogonal or as the identity (IRNN)",
+        ),
+        Remedy(
+            "skip_connections", "add skip connections between hidden states several steps apart"
+        ),
+        Remedy("reservoir", "use an echo state network (fixed reservoir, trained readout)"),
+    ),
+    Verdict.HEALTHY: (),
 }
 # an overflow above the recurrent layers (in the user's head or loss)
 HEAD_REMEDIES = (
-    "look at the head and the loss: their output or gradient overflows before any "
-    "recurrent layer is reached (weights grown huge, a log or division of zero)",
-    "lower the learning rate",
-    "clip the gradient norm (bptt train --clip norm --clip-norm 1, or --clip percentile)",
+    Remedy(
+        "inspect_head",
+        "look at the head and the loss: their output or gradient overflows before any "
+        "recurrent layer is reached (weights grown huge, a log or division of zero)",
+    ),
+    _LOWER_LR,
+    _CLIP_NORM,
+)
+_CHRONO = Remedy(
+    "chrono_init",
+    "initialise the forget gates for the dependency length (chrono initialisation, "
+    "bptt.init.chrono_) or raise their bias",
 )
 
 
@@ -69,9 +94,11 @@ class Diagnosis:
     """The verdict and the numbers behind it.
 
     Attributes:
-        verdict: ``exploding``, ``vanishing`` or ``healthy``.
+        verdict: :attr:`Verdict.EXPLODING`, ``VANISHING`` or ``HEALTHY`` (equal to
+            the strings ``"exploding"``, ``"vanishing"``, ``"healthy"``).
         reasons: sentences saying which numbers decided it.
-        remedies: what fits the verdict.
+        remedies: what fits the verdict, as data (:class:`Remedy`: what to change and
+            why; for a network of several layers, each names the layer).
         numbers: flat dict with stable keys (:data:`NUMBER_KEYS`: ``length``,
             ``dependency_length``, ``gamma``, ``horizon``, ``growth``,
             ``ratio_at_dependency``, ``underflow_at``, ``underflow_distance``,
@@ -89,9 +116,9 @@ class Diagnosis:
         name: the layer a diagnosis in ``layers`` is of (None for the whole).
     """
 
-    verdict: str
+    verdict: Verdict
     reasons: list[str]
-    remedies: list[str]
+    remedies: list[Remedy]
     numbers: dict[str, Any]
     norms: Tensor = field(repr=False)
     jacobian: Tensor | None = field(default=None, repr=False)
@@ -106,7 +133,7 @@ class Diagnosis:
             **({} if self.name is None else {"name": self.name}),
             "verdict": self.verdict,
             "reasons": self.reasons,
-            "remedies": self.remedies,
+            "remedies": [remedy.to_dict() for remedy in self.remedies],
             **self.numbers,
             "norms": [_finite_or_none(v) for v in self.norms.tolist()],
             "jacobian": None
@@ -188,7 +215,7 @@ def diagnose(
         >>> with torch.no_grad():
         ...     _ = cell.weight_hh.mul_(0.1)
         >>> diagnose(cell, torch.randn(8, 60, 1)).verdict
-        'vanishing'
+        <Verdict.VANISHING: 'vanishing'>
     """
     if not isinstance(model, nn.Module):
         raise TypeError(
@@ -225,7 +252,9 @@ def diagnose(
     return Diagnosis(verdict, reasons, remedies, numbers, measured["norms"], jac.mean(0))
 
 
-def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str], dict[str, Any]]:
+def judge_distance(
+    measured: dict[str, Any], length: int
+) -> tuple[Verdict, list[str], dict[str, Any]]:
     """The verdict on one gradient-by-distance curve (:func:`gradient_by_distance`'s
     numbers) for a dependency of ``length`` steps: ``exploding`` if it is non-finite
     or grows by more than 1e3 within the dependency, ``vanishing`` if it falls below
@@ -241,7 +270,7 @@ def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str
     numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
     if entry is None:
         numbers.update(length=steps, dependency_length=length, gamma=gamma)
-        return "vanishing", ["the gradient is exactly zero at every step"], numbers
+        return Verdict.VANISHING, ["the gradient is exactly zero at every step"], numbers
     ratios = measured["ratios"][entry:]  # the curve from where the gradient enters
     available = ratios.shape[0]
     within = ratios[: min(length, available)]
@@ -270,23 +299,23 @@ def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str
     reasons: list[str] = []
     entered = measured.get("entered_at", entry)
     if available < 2 and finite and (entry > 0 or (entered or 0) > 0):
-        verdict = "healthy"
+        verdict = Verdict.HEALTHY
         reasons.append(
             f"the loss reaches it at one step only (distance {entered or entry} from its "
             "end, its first step): no gradient travels through its recurrence under "
             "this loss"
         )
     elif not finite:
-        verdict = "exploding"
+        verdict = Verdict.EXPLODING
         reasons.append("the hidden-state gradient became non-finite within the sequence")
     elif growth > GROWTH or at_dependency > GROWTH:
-        verdict = "exploding"
+        verdict = Verdict.EXPLODING
         reasons.append(
             f"the gradient grows by {max(growth, at_dependency):.3g}x within {length} steps "
             f"(per-step rate gamma = {gamma:.4g})"
         )
     elif (horizon is not None and horizon < length) or at_dependency < RATIO:
-        verdict = "vanishing"
+        verdict = Verdict.VANISHING
         where = f"at distance {horizon}" if horizon is not None and horizon < length else ""
         reasons.append(
             f"the gradient falls below {RATIO:g} of its value at the loss {where} before the "
@@ -296,7 +325,7 @@ def judge_distance(measured: dict[str, Any], length: int) -> tuple[str, list[str
         if measured["underflow_at"] is not None:
             reasons.append(f"it is exactly zero from distance {measured['underflow_at']} on")
     else:
-        verdict = "healthy"
+        verdict = Verdict.HEALTHY
         reasons.append(
             f"the gradient keeps {at_dependency:.3g} of its size over {length} steps "
             f"(gamma = {gamma:.4g})"
@@ -318,7 +347,7 @@ def _nonfinite_weights(model: nn.Module, steps: int | None, length: int | None) 
     numbers: dict[str, Any] = dict.fromkeys(NUMBER_KEYS)
     numbers.update(length=steps, dependency_length=length)
     nans = torch.full((steps or 1,), math.nan, dtype=torch.float64)
-    return Diagnosis("exploding", [reason], list(REMEDIES["exploding"]), numbers, nans)
+    return Diagnosis(Verdict.EXPLODING, [reason], list(REMEDIES[Verdict.EXPLODING]), numbers, nans)
 
 
 def _by_layer(model: nn.Module, y: Any, loss_fn: Any) -> bool:
@@ -411,7 +440,7 @@ def _diagnose_layers(
             )
         worst = layers[0]
         return Diagnosis(
-            "exploding",
+            Verdict.EXPLODING,
             [reason],
             list(HEAD_REMEDIES),
             dict(worst.numbers),
@@ -425,13 +454,13 @@ def _diagnose_layers(
     named = sorted((layer for layer in layers if layer.verdict == verdict), key=_soonest)
     worst = named[0]
     reasons = [f"{layer.name}: {reason}" for layer in named for reason in layer.reasons]
-    remedies = [f"{worst.name}: {remedy}" for remedy in worst.remedies]
+    remedies = [replace(remedy, layer=worst.name) for remedy in worst.remedies]
     return Diagnosis(
         worst.verdict, reasons, remedies, dict(worst.numbers), worst.norms, worst.jacobian, layers
     )
 
 
-_SEVERITY = ("exploding", "vanishing", "healthy")
+_SEVERITY = (Verdict.EXPLODING, Verdict.VANISHING, Verdict.HEALTHY)
 
 
 def _soonest(layer: Diagnosis) -> tuple[float, float]:
@@ -440,7 +469,7 @@ def _soonest(layer: Diagnosis) -> tuple[float, float]:
     numbers = layer.numbers
     horizon = numbers["horizon"] if numbers["horizon"] is not None else math.inf
     gamma = numbers["gamma"] if numbers["gamma"] is not None else math.nan
-    if layer.verdict == "exploding":
+    if layer.verdict == Verdict.EXPLODING:
         growth = numbers["growth"] if numbers["growth"] is not None else math.inf
         return (-growth, -gamma if math.isfinite(gamma) else -math.inf)
     return (horizon, gamma if math.isfinite(gamma) else math.inf)
@@ -456,12 +485,10 @@ def _extrapolated(ratio: float, gamma: float, distance: int) -> float:
     return math.inf if exponent > 709 else math.exp(exponent)
 
 
-def _remedies(verdict: str, cell: nn.Module) -> list[str]:
+def _remedies(verdict: Verdict, cell: nn.Module) -> list[Remedy]:
     """The general remedies of a verdict, less those the cell already follows."""
     remedies = list(REMEDIES[verdict])
-    if verdict == "vanishing" and isinstance(cell, (LSTMCell, GRUCell, ProjectedLSTMCell)):
-        remedies[0] = (
-            "initialise the forget gates for the dependency length (chrono "
-            "initialisation, bptt.init.chrono_) or raise their bias"
-        )
+    gated = isinstance(cell, (LSTMCell, GRUCell, ProjectedLSTMCell))
+    if verdict == Verdict.VANISHING and gated:
+        remedies[0] = _CHRONO
     return remedies

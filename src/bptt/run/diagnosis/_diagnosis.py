@@ -61,9 +61,8 @@ def diagnose_run(
     summary = {} if at_init else read_summary(path) or {}
     state = summary.get("run_record")
     if not isinstance(state, dict):  # at init, or an older run directory: the probe alone
-        return json_safe(
-            {**found.to_dict(), "diverged": None, "evidence": {}, "remedies": found.remedies}
-        )
+        # the library's remedies: what to change and why (no run to make a command of)
+        return json_safe({**found.to_dict(), "diverged": None, "evidence": {}})
     record = RunRecord()
     record.load_state_dict(state)
     final = summary.get("final_loss")

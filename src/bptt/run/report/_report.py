@@ -272,6 +272,8 @@ def _verdict_section(summary: dict[str, Any]) -> str:
         for remedy in remedies:
             if isinstance(remedy, dict):
                 why, command = remedy.get("why", ""), remedy.get("command")
+                if remedy.get("layer"):  # the library's, for one layer of several
+                    why = f"{remedy['layer']}: {why}"
                 line = _e(why) + (f"<br><code>{_e(command)}</code>" if command else "")
             else:
                 line = _e(str(remedy))
