@@ -292,17 +292,17 @@ def test_a_validation_split_chooses_the_model_and_the_test_set_is_scored_once(tm
     config.update({"eval_every": 10, "log_every": 10, "lr": 1e-2, "validation_share": 0.2})
     config.update({"checkpoint_every": 20})
     scored = []
-    real_evaluate = bptt.run.training._loop.evaluate
+    real_evaluate = bptt.run.training._evaluation.evaluate
 
     def spy(model, task, x, y, run_config):  # which set each evaluation scores
         scored.append(x.shape[0])
         return real_evaluate(model, task, x, y, run_config)
 
-    bptt.run.training._loop.evaluate = spy
+    bptt.run.training._evaluation.evaluate = spy
     try:
         result = bptt.train({**config, "out": str(tmp_path / "run")})
     finally:
-        bptt.run.training._loop.evaluate = real_evaluate
+        bptt.run.training._evaluation.evaluate = real_evaluate
     summary = result.summary
     validation, test = 287, 360  # 20% of the 1,437 training images; the 360 held out
     assert scored == [validation] * 6 + [test]  # six validations, then the test set once

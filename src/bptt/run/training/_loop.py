@@ -1,25 +1,27 @@
 """The training loop of one run, with checkpoints, roll-backs and resumption.
 
 Everything that differs between runs was chosen when the run was built: the batch
-source (sequences or a stream, :mod:`bptt.run.training._batches`) and the step rule (first
-order or Hessian-free, :mod:`bptt.run.training._steps`). The loop itself is the same for all.
+source (sequences or a stream, :mod:`bptt.run.training._batches`) and the step rule
+(first order or Hessian-free, :mod:`bptt.run.training._steps`). The loop itself is the
+same for all, and composed of three parts: the scores (:class:`Evaluation`: test,
+validation, the best model), what it writes while it trains (:class:`RunLog`: metrics
+rows, TensorBoard, diagnostics.jsonl) and its recovery (:class:`Recovery`: checkpoints,
+the non-finite streak, roll-backs).
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run, write_scalars
+from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run
 from bptt.run.training._batches import make_batches
 from bptt.run.training._build import (
-    evaluate,
     evaluation_mode,
     initial_model,
     json_safe,
@@ -27,15 +29,17 @@ from bptt.run.training._build import (
     make_optimizer,
     seeds,
     step_taps,
-    test_set,
     where_nonfinite,
 )
-from bptt.run.training._checkpoint import CheckpointError, Checkpoints
+from bptt.run.training._checkpoint import Checkpoints
 from bptt.run.training._config import TrainConfig
+from bptt.run.training._evaluation import Evaluation
 from bptt.run.training._fields import ConfigError
+from bptt.run.training._recovery import Recovery
 from bptt.run.training._remedies import remedies_for
 from bptt.run.training._rundir import RunDirectory, RunDirectoryError
-from bptt.run.training._steps import make_step_rule
+from bptt.run.training._runlog import RunLog
+from bptt.run.training._steps import StepReport, make_step_rule
 from bptt.tasks import make_task
 
 __all__ = ["NonFiniteError", "Run", "RunStopped"]
@@ -90,16 +94,13 @@ class Run:
         _, data_seed, _ = seeds(config.seed)
         self.model = initial_model(config, self.task)
         self.optimizer = make_optimizer(config, self.model)
-        self.x_test, self.y_test = test_set(config, self.task)
-        # taken out of the training set before the batches are drawn from it
-        self.validation = _validation_set(config, self.task) if config.validation_share else None
-        self.best: dict[str, Any] | None = None  # with validation: the best model so far
+        self.evaluation = Evaluation(config, self.task)  # before the batches draw
         self.policy = make_clip_policy(config)
         self.monitor = None
         if config.monitor:
             self.monitor = Monitor(self.model, window=config.spike_window, z=config.spike_z)
-        self.probe = self.x_test[: config.probe_size]
-        self.writer = _tensorboard_writer(config, run_dir)
+        self.probe = self.evaluation.x_test[: config.probe_size]
+        self.log = RunLog(config, run_dir, self.probe, self.task.dependency_length)
         self.batches = make_batches(config, self.task, self.model, step_taps(config), data_seed)
         self.take_step = make_step_rule(
             config,
@@ -111,8 +112,7 @@ class Run:
             self.monitor,
             on_gradients,
         )
-        directory = None if run_dir is None else run_dir.path / "checkpoints"
-        self.checkpoints = Checkpoints(directory, config.keep_checkpoints)
+        self.recovery = Recovery(config, run_dir)
         self.step = 0
         self.counters: dict[str, Any] = {
             "nonfinite_steps": 0,
@@ -131,7 +131,15 @@ class Run:
         self.record = RunRecord()  # what the whole run saw, for its verdict
         self.ended = False  # set by begin() and step_once()
         self._start = time.perf_counter()  # the loop's clock, less the time trained before
-        self._saved_at = self._start  # when the last checkpoint was written
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        """The run's checkpoints (its :class:`Recovery`'s)."""
+        return self.recovery.checkpoints
+
+    def close(self) -> None:
+        """Close what the run holds open (its TensorBoard event file)."""
+        self.log.close()
 
     # --- checkpoints -----------------------------------------------------------------
 
@@ -150,7 +158,7 @@ class Run:
             "torch_rng": torch.get_rng_state(),
             "counters": dict(self.counters),
             "record": self.record.state_dict(),
-            "best": self.best,
+            "best": self.evaluation.best,
             "threads": torch.get_num_threads(),  # a product may round otherwise on another
         }
 
@@ -183,30 +191,16 @@ class Run:
             self.monitor.load_state_dict(state["monitor"])
         self.batches.load_state_dict(state["batches"])
         torch.set_rng_state(state["torch_rng"])
-        if self.validation is not None and not keep_counters:
-            self.best = state.get("best")  # a roll-back keeps the best model seen since
+        if self.evaluation.validation is not None and not keep_counters:
+            self.evaluation.best = state.get("best")  # a roll-back keeps the best seen since
         if not keep_counters:
             self.counters = dict(state["counters"])
             self.record = RunRecord()
             self.record.load_state_dict(state.get("record", {}))  # older checkpoints: none
 
     def _checkpoint(self, scheduled: bool = True) -> None:
-        """Save a checkpoint; a ``scheduled`` one (of ``checkpoint_every``) is also the
-        point a roll-back returns to, one of the clock (``checkpoint_every_s``) only a
-        point to resume from, so the clock never changes what a run computes."""
-        self._saved_at = time.perf_counter()
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            warnings.warn(
-                f"step {self.step}: non-finite weights, no checkpoint written", stacklevel=2
-            )
-            return
-        if self.run_dir is not None:
-            self.run_dir.start()  # an earlier run's checkpoints go before the first is written
-        try:
-            self.checkpoints.save(self.step, self.state_dict(), rollback_point=scheduled)
-        except CheckpointError as err:
-            self.counters["checkpoint_errors"] = self.counters.get("checkpoint_errors", 0) + 1
-            warnings.warn(str(err), stacklevel=2)
+        """Save a checkpoint of this step (see :meth:`Recovery.save`)."""
+        self.recovery.save(self.step, self.state_dict, self.model, self.counters, scheduled)
 
     def _roll_back(self) -> None:
         """Back to the last checkpoint, with the learning rate lowered (HF: damping raised)."""
@@ -235,8 +229,7 @@ class Run:
         except RunDirectoryError as err:
             raise RunStopped(self._stopped(err)) from err
         finally:
-            if self.writer is not None:
-                self.writer.close()  # flushes the event file
+            self.close()  # flushes the event file
 
     def _stopped(self, err: RunDirectoryError) -> str:
         """One line: what failed, where the run stopped, and how to go on."""
@@ -265,7 +258,7 @@ class Run:
         """Start (or go on with) the loop: the wall clock, and a first checkpoint."""
         config, counters = self.config, self.counters
         self._start = time.perf_counter() - counters["wall_s"]
-        self._saved_at = time.perf_counter()
+        self.recovery.saved_at = time.perf_counter()
         if config.checkpoint_every > 0 and self.step == 0:
             self._checkpoint()
         self.ended = self.step >= config.steps or (
@@ -283,121 +276,80 @@ class Run:
             RunDirectoryError: a file of the run directory could not be written.
             NonFiniteError: a non-finite step with ``nonfinite = "raise"``.
         """
-        config, counters = self.config, self.counters
-        checkpointing = config.checkpoint_every > 0
+        config = self.config
         step = self.step + 1
-        report = self.take_step(step, counters, computed)
-        loss_value, norm_value, finite = report.loss, report.grad_norm, report.finite
-        stop = not finite and config.nonfinite == "raise"
-        self.record.update(step, loss_value, norm_value, report.clipped)
-        if finite:
+        report = self.take_step(step, self.counters, computed)
+        self._count(step, report)
+        stop = not report.finite and config.nonfinite == "raise"
+        out_of_time = 0 < config.time_limit_s <= time.perf_counter() - self._start
+        last = step == config.steps or stop or out_of_time
+        evaluated = self.evaluation.due(step, last)
+        if evaluated and self._solved_now(step):
+            last = last or config.stop_when_solved
+        self.counters["wall_s"] = time.perf_counter() - self._start
+        if self.log.due(step, last):
+            self.log.write_row(self._row(step, report, evaluated))
+        if stop:
+            self._stop(step, report.loss, report.grad_norm, report.watched)
+        self.log.diagnose_if_due(self.model, step)
+        advance(step, report.loss)
+        if self.recovery.should_roll_back(self.counters):
+            self._roll_back()
+            return
+        due, scheduled = self.recovery.due(step, last, self.counters)
+        if due:
+            self._checkpoint(scheduled=scheduled)
+        self.ended = last or self.step >= config.steps
+
+    def _count(self, step: int, report: StepReport) -> None:
+        """The step in the run's record and counters; ``self.step`` moves to it."""
+        counters = self.counters
+        self.record.update(step, report.loss, report.grad_norm, report.clipped)
+        if report.finite:
             counters["clipped_steps"] += report.clipped
             counters["streak"] = 0
         else:
             counters["nonfinite_steps"] += 1
             counters["streak"] += 1
         self.step = step
-        counters["loss"] = loss_value
-        out_of_time = 0 < config.time_limit_s <= time.perf_counter() - self._start
-        last = step == config.steps or stop or out_of_time
-        evaluated = step % config.eval_every == 0 or last
-        if evaluated and self.validation is not None:
-            # only the planned evaluations may be chosen: a run cut by its time limit
-            # and resumed chooses as the uninterrupted run does
-            planned = step % config.eval_every == 0 or step == config.steps
-            score = self._validate(step, candidate=planned)
-            if counters["solved_step"] is None and self.task.is_solved(score):
-                counters["solved_step"] = step
-                last = last or config.stop_when_solved
-        elif evaluated:
-            counters["test_loss"], counters["test_accuracy"] = evaluate(
-                self.model, self.task, self.x_test, self.y_test, config
-            )
-            if counters["solved_step"] is None and self.task.is_solved(counters["test_loss"]):
-                counters["solved_step"] = step
-                last = last or config.stop_when_solved
-        counters["wall_s"] = time.perf_counter() - self._start
-        tested = evaluated and self.validation is None  # else once, at the end
-        if self.run_dir is not None and (step % config.log_every == 0 or last):
-            row = {
-                **report.watched,
-                "step": step,
-                "loss": loss_value,
-                "grad_norm": norm_value,
-                "clip_threshold": self.policy.threshold,
-                "clipped": report.clipped,
-                "nonfinite": not finite,
-                "lr": self.optimizer.param_groups[0].get("lr"),
-                "test_loss": counters["test_loss"] if tested else None,
-                "test_accuracy": counters.get("test_accuracy") if tested else None,
-                "wall_s": round(counters["wall_s"], 4),
-                "rollbacks": counters["rollbacks"],
-            }
-            if self.validation is not None:
-                row["val_loss"] = counters["val_loss"] if evaluated else None
-                row["val_accuracy"] = counters["val_accuracy"] if evaluated else None
-            self.run_dir.log(row)
-            if self.writer is not None:
-                write_scalars(self.writer, row, step)
-        if stop:
-            self._stop(step, loss_value, norm_value, report.watched)
-        if self.run_dir is not None and config.diagnose_every and step % config.diagnose_every == 0:
-            with evaluation_mode(self.model):
-                found = diagnose(self.model, self.probe, self.task.dependency_length)
-            record = json_safe({"step": step, **found.to_dict()})
-            self.run_dir.append_json("diagnostics.jsonl", record)
-            if self.writer is not None:
-                _write_distance_figure(self.writer, found, step)
-        advance(step, loss_value)
-        patience = config.nonfinite_patience
-        if patience and counters["streak"] >= patience and self.checkpoints.last is not None:
-            self._roll_back()
-            return
-        # a step inside a non-finite streak is no good point to come back to
-        due = step % config.checkpoint_every == 0 or last if checkpointing else False
-        every_s = config.checkpoint_every_s
-        timely = 0 < every_s <= time.perf_counter() - self._saved_at and not last
-        if (due or timely) and counters["streak"] == 0:
-            self._checkpoint(scheduled=due)
-        self.ended = last or self.step >= config.steps
+        counters["loss"] = report.loss
+
+    def _solved_now(self, step: int) -> bool:
+        """Score the model (validation or test set); whether the task is first judged
+        solved at this step (then recorded as the run's ``solved_step``)."""
+        score = self.evaluation.score(self.model, step, self.counters)
+        if self.counters["solved_step"] is None and self.task.is_solved(score):
+            self.counters["solved_step"] = step
+            return True
+        return False
+
+    def _row(self, step: int, report: StepReport, evaluated: bool) -> dict[str, Any]:
+        """The metrics row of this step: the step's numbers, and the scores where it
+        was evaluated (with validation, the test set is scored once, at the end)."""
+        counters = self.counters
+        tested = evaluated and self.evaluation.validation is None
+        row = {
+            **report.watched,
+            "step": step,
+            "loss": report.loss,
+            "grad_norm": report.grad_norm,
+            "clip_threshold": self.policy.threshold,
+            "clipped": report.clipped,
+            "nonfinite": not report.finite,
+            "lr": self.optimizer.param_groups[0].get("lr"),
+            "test_loss": counters["test_loss"] if tested else None,
+            "test_accuracy": counters.get("test_accuracy") if tested else None,
+            "wall_s": round(counters["wall_s"], 4),
+            "rollbacks": counters["rollbacks"],
+        }
+        if self.evaluation.validation is not None:
+            row["val_loss"] = counters["val_loss"] if evaluated else None
+            row["val_accuracy"] = counters["val_accuracy"] if evaluated else None
+        return row
 
     def finish(self, advance: Callable[..., None]) -> dict[str, Any]:
         """The summary (and the final diagnosis), once ``ended``."""
         return self._summary(time.perf_counter() - self._start, advance)
-
-    def _validate(self, step: int, candidate: bool = True) -> float:
-        """Score the validation set; a ``candidate`` model is kept if it is the best so
-        far (accuracy, then loss). Returns the validation loss."""
-        counters = self.counters
-        assert self.validation is not None  # called only with a validation set
-        x_val, y_val = self.validation
-        loss, accuracy = evaluate(self.model, self.task, x_val, y_val, self.config)
-        counters["val_loss"], counters["val_accuracy"] = loss, accuracy
-        score = (accuracy if accuracy is not None else -math.inf, -loss)
-        better = self.best is None or score > tuple(self.best["score"])
-        if candidate and math.isfinite(loss) and better:
-            model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.best = {"step": step, "score": list(score), "model": model}
-        return loss
-
-    def _select_best(self) -> dict[str, Any]:
-        """With validation: load the best model, score the test set once on it; the
-        summary's fields on the choice."""
-        if self.validation is None:
-            return {}
-        chosen = {"selected_step": None, "val_loss": None, "val_accuracy": None}
-        if self.best is not None:
-            self.model.load_state_dict(self.best["model"])
-            accuracy, negative_loss = self.best["score"]
-            chosen = {
-                "selected_step": self.best["step"],
-                "val_loss": -negative_loss,
-                "val_accuracy": None if accuracy == -math.inf else accuracy,
-            }
-        self.counters["test_loss"], self.counters["test_accuracy"] = evaluate(
-            self.model, self.task, self.x_test, self.y_test, self.config
-        )
-        return {**chosen, "validation_share": self.config.validation_share}
 
     def _stop(self, step: int, loss_value: float, norm_value: float, watched: dict) -> None:
         message = (
@@ -413,11 +365,23 @@ class Run:
     def _summary(self, wall: float, advance: Callable[..., None]) -> dict[str, Any]:
         """The outcome: written with the model first, then again with the verdict, so a
         diagnosis that fails or is killed never costs the trained model."""
+        summary = self._outcome(wall)
+        if self.run_dir is not None:
+            self.run_dir.save_model(self.model)
+            self.run_dir.write_summary(json_safe(summary))
+        summary.update(self._judged(summary, advance))
+        if self.run_dir is not None:
+            self.run_dir.write_summary(json_safe(summary))
+        return summary
+
+    def _outcome(self, wall: float) -> dict[str, Any]:
+        """What the run reached after ``wall`` seconds of its loop, before its verdict."""
         config, counters, task, model = self.config, self.counters, self.task, self.model
-        chosen = self._select_best()  # the test set is scored here when validation chose
+        # the test set is scored here when validation chose
+        chosen = self.evaluation.select_best(model, counters)
         test_loss = counters["test_loss"]
         weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-        summary = {
+        return {
             "task": config.task,
             "length": config.length,
             "method": config.method,
@@ -452,85 +416,46 @@ class Run:
             "checkpoint_errors": counters.get("checkpoint_errors", 0),
             "spikes": None if self.monitor is None else self.monitor.spikes,
             "diverged": not (math.isfinite(test_loss) and weights_finite),
-            "verdict": None,  # until the diagnosis below has run
+            "verdict": None,  # until the diagnosis has run
             "threads": torch.get_num_threads(),  # results depend on it in the last bits
             "wall_s": round(wall, 3),  # the training loop, evaluations included
         }
-        if self.run_dir is not None:
-            self.run_dir.save_model(model)
-            self.run_dir.write_summary(json_safe(summary))
+
+    def _judged(self, summary: dict[str, Any], advance: Callable[..., None]) -> dict[str, Any]:
+        """The run's verdict over what it saw and a probe of its final model (none with
+        the monitor off or non-finite weights), with its remedies as commands."""
+        config, task, model = self.config, self.task, self.model
+        weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
         started = time.perf_counter()
         probe = None
         if self.monitor is not None and weights_finite:
-            advance(self.step, counters["loss"], "diagnosing the final model")
+            advance(self.step, self.counters["loss"], "diagnosing the final model")
             with evaluation_mode(model):
                 probe = diagnose(model, self.probe, task.dependency_length)
-            advance(self.step, counters["loss"])  # done: the bar shows the run again
+            advance(self.step, self.counters["loss"])  # done: the bar shows the run again
         verdict = judge_run(
             self.record,
             probe,
-            final_loss=test_loss if weights_finite else math.nan,
+            final_loss=summary["final_loss"] if weights_finite else math.nan,
             baseline=task.baseline_loss,
             solved=summary["solved"],
             truncation=config.tbptt_k2 or None,
             training_set=task.has_training_set,
         )
         where = None if self.run_dir is None else str(self.run_dir.path)
-        summary.update(
-            diverged=verdict.diverged,
-            verdict=verdict.verdict,
-            diagnosis={
+        return {
+            "diverged": verdict.diverged,
+            "verdict": verdict.verdict,
+            "diagnosis": {
                 "reasons": verdict.reasons,
                 "history": verdict.history,
                 "remedies": remedies_for(verdict, config, where),
                 "evidence": json_safe(verdict.evidence),
             },
-            run_record=self.record.state_dict(),
-            probe=None if probe is None else _probe_curves(probe),
-            diagnose_s=round(time.perf_counter() - started, 3),
-        )
-        if self.run_dir is not None:
-            self.run_dir.write_summary(json_safe(summary))
-        return summary
-
-
-def _validation_set(config: TrainConfig, task: Any) -> tuple[Tensor, Tensor]:
-    """The task's validation split, on the run's device and dtype.
-
-    Raises:
-        ConfigError: the share is too small to take a single example.
-    """
-    try:
-        x, y = task.hold_out(config.validation_share)
-    except ValueError as err:
-        raise ConfigError("validation_share", str(err)) from None
-    return x.to(device=config.device, dtype=config.torch_dtype), y.to(config.device)
-
-
-def _tensorboard_writer(config: TrainConfig, run_dir: RunDirectory | None) -> Any:
-    """A SummaryWriter on RUN_DIR/tensorboard when the config asks for one."""
-    if not config.tensorboard:
-        return None
-    if run_dir is None:
-        raise ConfigError("tensorboard", "needs a run directory: give --out")
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        message = "needs the tensorboard package: pip install 'bptt[tensorboard]'"
-        raise ConfigError("tensorboard", message) from None
-    return SummaryWriter(str(run_dir.path / "tensorboard"), flush_secs=5)
-
-
-def _write_distance_figure(writer: Any, found: Any, step: int) -> None:
-    """A diagnosis's gradient by distance as a TensorBoard figure."""
-    from bptt.run._figures import distance_curves
-
-    numbers = found.numbers
-    figure = distance_curves(
-        [(f"step {step}: {found.verdict}", found.to_dict()["norms"])],
-        dependency=numbers.get("dependency_length"),
-    )
-    writer.add_figure("gradient_by_distance", figure, step)
+            "run_record": self.record.state_dict(),
+            "probe": None if probe is None else _probe_curves(probe),
+            "diagnose_s": round(time.perf_counter() - started, 3),
+        }
 
 
 def _probe_curves(probe: Any) -> dict[str, Any]:

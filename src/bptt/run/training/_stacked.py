@@ -164,8 +164,7 @@ def _build_run(
         try:
             run_dir.write_config(config)
         except BaseException:
-            if run.writer is not None:
-                run.writer.close()
+            run.close()
             raise
     return run
 
@@ -231,8 +230,7 @@ def train_stacked(
         for config, (run_dir, resumed) in zip(checked, opened, strict=True):
             run = _build_run(config, run_dir, resumed, on_gradients)
             runs.append(run)
-            if run.writer is not None:
-                stack.callback(run.writer.close)
+            stack.callback(run.close)
         # refused above, before any file was written; the built runs agree
         by_unroll = zip(*(run.model.recurrent_cells() for run in runs), strict=True)
         assert all(stackable(list(twins)) is None for twins in by_unroll)

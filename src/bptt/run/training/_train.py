@@ -251,8 +251,7 @@ def continued_run(
     try:
         _continue(run, path, restart, extending, budget)
     except BaseException:
-        if run.writer is not None:
-            run.writer.close()
+        run.close()
         raise
     return run
 
