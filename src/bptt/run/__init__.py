@@ -4,7 +4,8 @@
   field), :data:`RECIPES` (``--method``), :func:`train`, :func:`resume`,
   :func:`load_run`: one training run, its checkpoints, its directory.
 * :class:`RunDirectory`, :class:`Checkpoints`: what a run leaves, written so that a
-  crash, a full disk or a second writer loses nothing.
+  crash, a full disk or a second writer loses nothing; :class:`RunSummary`, the typed
+  record of its ``summary.json`` (validated when written and read).
 * :class:`ESNConfig`, :func:`run_esn`: ``bptt esn``.
 * :func:`plan_bench`, :func:`run_bench`, :func:`leaderboard`: ``bptt bench``
   (profiles of runs, executed here or on Ray, ``results.csv``, the report);
@@ -61,6 +62,7 @@ from bptt.run.training import (
     RunDirectoryBusy,
     RunDirectoryError,
     RunStopped,
+    RunSummary,
     TrainConfig,
     TrainResult,
     build_model,
@@ -107,6 +109,7 @@ __all__ = [
     "RunDirectoryBusy",
     "RunDirectoryError",
     "RunStopped",
+    "RunSummary",
     "TrainConfig",
     "TrainResult",
     "build_model",

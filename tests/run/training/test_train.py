@@ -408,3 +408,33 @@ def test_a_run_cut_off_the_evaluation_grid_chooses_as_the_uninterrupted_run(tmp_
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     with pytest.raises(ConfigError, match="validation_share"):
         bptt.train({**config, "validation_share": 1e-5})  # not a single image
+
+
+def test_summary_json_is_a_typed_record_checked_when_written_and_read(tmp_path):
+    from bptt.run import RunDirectory, RunSummary
+    from bptt.run.training import read_summary
+
+    config = {"task": "adding", "length": 5, "cell": "rnn", "hidden": 4, "steps": 4}
+    result = bptt.train({**config, "threads": 1, "eval_every": 2, "out": str(tmp_path / "r")})
+    record = RunSummary.model_validate(read_summary(tmp_path / "r"))
+    assert record.verdict == result.summary["verdict"] and record.steps_done == 4
+    assert record.diagnosis is not None and record.diagnosis.reasons
+    # a file whose values are not of their kind reads as no summary, as a torn one does
+    path = tmp_path / "r" / "summary.json"
+    broken = {**json.loads(path.read_text()), "steps_done": "four"}
+    path.write_text(json.dumps(broken))
+    assert read_summary(tmp_path / "r") is None
+    path.write_text(json.dumps({**broken, "steps_done": 4, "verdict": "fine, thanks"}))
+    assert read_summary(tmp_path / "r") is None
+    # keys of a later version are kept; an echo state network's scores are extra keys
+    path.write_text(json.dumps({"task": "mackey-glass", "units": 10, "nrmse": 0.1, "new": 1}))
+    assert read_summary(tmp_path / "r") == {
+        "task": "mackey-glass",
+        "units": 10,
+        "nrmse": 0.1,
+        "new": 1,
+    }
+    # the run itself never writes an invalid one: a bug is refused before the file
+    with pytest.raises(ValueError, match="final_loss"):
+        RunDirectory(tmp_path / "other").write_summary({"task": "adding", "final_loss": "low"})
+    assert not (tmp_path / "other" / "summary.json").exists()

@@ -9,6 +9,7 @@
   :func:`train`, :func:`resume`, :func:`load_run` (``_train``); :func:`train_stacked`,
   K runs of one model trained as one stacked model (``_stacked``).
 * What a run leaves: :class:`RunDirectory` and :func:`read_summary` (``_rundir``),
+  the typed record of its ``summary.json``, :class:`RunSummary` (``_summary``),
   :class:`Checkpoints` (``_checkpoint``), written with the atomic writes and bounded
   reads of ``_io`` (:func:`atomic_write_text`, :func:`read_bounded_text`,
   :data:`RECORD_BYTES`).
@@ -67,6 +68,7 @@ from bptt.run.training._stacked import (
     stack_refusal,
     train_stacked,
 )
+from bptt.run.training._summary import RemedyCommand, RunDiagnosis, RunSummary
 from bptt.run.training._train import (
     TrainResult,
     load_run,
@@ -90,10 +92,13 @@ __all__ = [
     "Int",
     "NonFiniteError",
     "Recipe",
+    "RemedyCommand",
+    "RunDiagnosis",
     "RunDirectory",
     "RunDirectoryBusy",
     "RunDirectoryError",
     "RunStopped",
+    "RunSummary",
     "Text",
     "TrainConfig",
     "TrainResult",

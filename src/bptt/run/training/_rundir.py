@@ -47,6 +47,7 @@ from bptt.run.training._io import (
     lock_file,
     read_bounded_text,
 )
+from bptt.run.training._summary import summary_problem
 
 __all__ = [
     "LOCK_FILE",
@@ -246,11 +247,15 @@ class RunDirectory:
         self._append(self.path / name, json.dumps(record) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """Save ``summary.json``.
+        """Save ``summary.json``, a valid :class:`RunSummary`.
 
         Raises:
+            ValueError: the summary is not a valid record (a bug: nothing is written).
             RunDirectoryError: it could not be written.
         """
+        problem = summary_problem(summary)
+        if problem is not None:
+            raise ValueError(f"summary.json would not be a valid run summary: {problem}")
         self._write(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
 
     def save_model(self, model: nn.Module) -> None:
@@ -382,10 +387,11 @@ def _json_step(line: str) -> int | None:
 
 
 def read_summary(path: Path) -> dict[str, Any] | None:
-    """The run's ``summary.json``, or None if it has none (or a partial one, or a file
-    that is not a regular file of bounded size)."""
+    """The run's ``summary.json``, or None if it has none (or a partial one, one that
+    is not a valid :class:`RunSummary`, or a file that is not a regular file of bounded
+    size)."""
     try:
         summary = json.loads(read_bounded_text(path / "summary.json", RECORD_BYTES))
     except (OSError, ValueError):
         return None
-    return summary if isinstance(summary, dict) else None
+    return summary if summary_problem(summary) is None else None
