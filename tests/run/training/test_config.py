@@ -233,6 +233,18 @@ def test_a_flat_setting_the_kind_does_not_read_is_refused_as_before(values, mess
     assert str(info.value).startswith(message)
 
 
+def _base(annotation):
+    """``int``, ``float``, ``bool`` or ``str`` under Annotated and ``| None``; else None."""
+    import typing
+
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1:
+        return _base(args[0])
+    return annotation if annotation in (int, float, bool, str) else None
+
+
 def test_the_defaults_are_the_library_classes_own():
     import inspect
 
@@ -260,6 +272,9 @@ def test_the_defaults_are_the_library_classes_own():
         "rmsprop_alpha": default(__import__("torch").optim.RMSprop, "alpha"),
     }
     assert {k: defaults[k] for k in expected} == expected
+    for key, value in defaults.items():  # typed as their fields: a float is a float
+        kind = _base(TrainConfig.flag_fields()[key].annotation)
+        assert value is None or kind is None or type(value) is kind, key
     # today's values, which runs saved without these keys had in effect
     assert (defaults["clip_percentile"], defaults["clip_z"], defaults["spike_z"]) == (10, 2.5, 6)
 

@@ -276,7 +276,7 @@ class OptimizerAdam(FirstOrder):
     kind: Literal["adam"] = "adam"
     summary: ClassVar[str] = "adam"
     weight_decay: Annotated[Float, Flag("weight_decay")] = Field(
-        default_of(torch.optim.Adam, "weight_decay"),
+        float(default_of(torch.optim.Adam, "weight_decay")),  # torch writes an int 0
         ge=0.0,
         le=10.0,
         description="decoupled weight decay (Adam becomes AdamW, Loshchilov & Hutter 2019), "
