@@ -176,6 +176,16 @@ def test_the_nested_settings_are_tables_of_config_toml_and_read_back_flat_or_nes
     assert TrainConfig(**nested) == config
 
 
+def test_differing_fields_compares_flat_and_nested_tables_key_by_key():
+    config = TrainConfig(optimizer="sgd", lr=0.1, clip="zscore", clip_z=3.0)
+    assert config.differing_fields(config.model_dump()) == []  # a nested table
+    assert config.differing_fields(config.flat()) == []  # a checkpoint's flat table
+    other = config.replace(clip_z=2.0, momentum=0.5).model_dump()
+    assert config.differing_fields(other) == ["clip_z", "momentum"]
+    before_agc = {k: v for k, v in config.flat().items() if not k.startswith("clip_agc")}
+    assert config.differing_fields(before_agc) == []  # keys added since: at their defaults
+
+
 def test_a_flat_key_beside_a_table_overrides_the_tables_setting():
     table = {"clip": {"kind": "percentile", "p": 5.0}, "optimizer": {"kind": "sgd", "lr": 0.5}}
     config = TrainConfig.from_dict({**table, "clip_percentile": 20, "lr": 0.1})
