@@ -268,3 +268,51 @@ def test_the_application_keeps_freed_memory_for_the_next_step(monkeypatch):
 
     monkeypatch.setenv("BPTT_MALLOC", "default")
     assert keep_freed_memory() is False  # the opt-out: malloc left as it is
+
+
+# the flat keys of bptt train before the nested config (commit 998cda6), each still a flag
+_FLAT_KEYS_BEFORE = """
+method task length cell hidden lstm_init layers bidirectional dropout steps batch_size lr
+lr_recurrent weight_decay optimizer lr_schedule lr_end_factor momentum rmsprop_alpha
+rebase_every hf_damping hf_max_cg hf_mu hf_curvature_fraction hf_preconditioner clip
+clip_norm clip_value clip_percentile clip_history clip_z clip_alpha clip_warmup
+clip_calibrate_steps clip_quantile clip_step_norm clip_step_value nonfinite monitor
+spike_window spike_z diagnose_every tensorboard probe_size stop_when_solved
+validation_share time_limit_s checkpoint_every checkpoint_every_s keep_checkpoints
+nonfinite_patience rollback_lr_factor tbptt_k1 tbptt_k2 seed test_size eval_every
+log_every engine device dtype flush_denormal threads out
+""".split()
+
+
+def test_train_help_lists_every_flat_key_with_its_description():
+    import re
+
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"-\s+", "-", " ".join(result.output.split()))  # undo the wrapping
+    fields = bptt.run.TrainConfig.flag_fields()
+    assert set(fields) == {*_FLAT_KEYS_BEFORE, "clip_agc_ratio", "clip_agc_eps"}
+    for key, field in fields.items():
+        flag = re.escape("--" + key.replace("_", "-"))
+        described = re.sub(r"-\s+", "-", " ".join(field.description.split()))
+        option = rf"{flag}(?: ?/ ?--no-[a-z-]+)?(?: [A-Z]+)? {re.escape(described[:50])}"
+        assert re.search(option, text), key
+    assert "calibrate or agc (adaptive" in text  # the kinds, from the clip models
+
+
+def test_clip_agc_from_the_command_line(tmp_path):
+    out = tmp_path / "agc"
+    args = ["train", *TINY, "--clip", "agc", "--clip-agc-ratio", "0.05", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        '[clip]\nkind = "agc"\nclipping = 0.05\neps = 0.001\n' in (out / "config.toml").read_text()
+    )
+    import csv
+
+    with open(out / "metrics.csv", newline="") as handle:
+        thresholds = [float(row["clip_threshold"]) for row in csv.DictReader(handle)]
+    assert thresholds and all(0 < t < float("inf") for t in thresholds)  # the units' bounds
+    result = runner.invoke(app, ["train", *TINY, "--clip-agc-ratio", "0.05"])
+    line = _exit_2_in_one_line(result)
+    assert "clip_agc_ratio: is used only with clip agc, not none" in line

@@ -128,7 +128,7 @@ def test_at_initialisation_the_remedies_reach_200_steps_back():
 
 def test_methods_fill_unset_fields_and_refuse_another_cell():
     config = TrainConfig.from_dict({"method": "irnn", "lr": 5e-4})
-    assert (config.cell, config.lr, config.clip_norm) == ("irnn", 5e-4, 1.0)
+    assert (config.cell, config.optimizer.lr, config.clip.max_norm) == ("irnn", 5e-4, 1.0)
     with pytest.raises(bptt.run.ConfigError) as info:
         TrainConfig.from_dict({"method": "irnn", "cell": "lstm"})
     assert info.value.field == "cell"

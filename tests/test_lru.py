@@ -235,7 +235,8 @@ def test_the_lru_recipe_is_minimal_lrus_settings():
     from bptt.tasks import make_task
 
     config = TrainConfig.from_dict({"task": "adding", "length": 5, "method": "lru", "hidden": 4})
-    assert (config.cell, config.optimizer, config.lr_schedule) == ("deep-lru", "adam", "cosine")
+    kinds = (config.optimizer.kind, config.schedule.kind)
+    assert (config.cell, *kinds) == ("deep-lru", "adam", "cosine")
     optimizer = make_optimizer(config, build_model(config, make_task("adding", 5)))
     assert [group["lr"] for group in optimizer.param_groups] == [1e-3, 5e-4]
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.05, 0.0]

@@ -221,7 +221,7 @@ def test_the_mingru_recipe_and_its_refusal_of_a_recurrent_rate():
     from bptt.tasks import make_task
 
     config = TrainConfig.from_dict({"task": "adding", "length": 5, "method": "mingru"})
-    assert (config.cell, config.lr, config.clip_norm) == ("mingru", 1e-2, 1.0)
+    assert (config.cell, config.optimizer.lr, config.clip.max_norm) == ("mingru", 1e-2, 1.0)
     bad = TrainConfig.from_dict(
         {"task": "adding", "length": 5, "method": "mingru", "hidden": 4, "lr_recurrent": 1e-4}
     )

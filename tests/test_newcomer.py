@@ -24,7 +24,7 @@ TINY += ["--test-size", "16", "--threads", "1", "--no-progress"]
 def test_the_help_shows_each_fields_default():
     text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
     for flag, default in (("hidden", 128), ("steps", 2000), ("lr", 0.003), ("batch-size", 50)):
-        field = TrainConfig.model_fields[flag.replace("-", "_")]
+        field = TrainConfig.flag_fields()[flag.replace("-", "_")]
         assert field.default == default
         start = text.index(f"--{flag} ")
         assert f"[default: {default}]" in text[start : start + 400], flag
@@ -97,7 +97,7 @@ def test_attractor_never_replaces_an_image_unasked(tmp_path):
 
 def test_numpy_numbers_are_numbers_to_the_config():
     config = TrainConfig.from_dict({"hidden": np.int64(16), "lr": np.float32(0.5)})
-    assert config.hidden == 16 and type(config.hidden) is int and config.lr == 0.5
+    assert config.hidden == 16 and type(config.hidden) is int and config.optimizer.lr == 0.5
     with pytest.raises(ConfigError, match="hidden: must be an integer"):
         TrainConfig.from_dict({"hidden": np.float64(16.5)})
 

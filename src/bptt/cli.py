@@ -212,15 +212,22 @@ def _default_note(field: FieldInfo) -> str:
 
 
 def _model_options(model: type[ConfigModel], skip: tuple[str, ...] = ()):
-    """A decorator adding one flag per field of ``model`` (but ``skip``), in order."""
+    """A decorator adding one flag per key of ``model``'s flat form (but ``skip``), in
+    order: a nested setting's kind and each of its settings is a flag of its own."""
 
     def add(command):
-        for name, field in reversed(model.model_fields.items()):
+        for name, field in reversed(model.flag_fields().items()):
             if name not in skip:
                 command = _option(name, field)(command)
         return command
 
     return add
+
+
+def _config_file(path: Path | None) -> dict[str, Any]:
+    """The flat keys of a ``--config`` file (its nested tables flattened), which flags
+    override key by key."""
+    return TrainConfig.flatten(load_toml(path)) if path is not None else {}
 
 
 def _given(flags: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +309,7 @@ def train_command(
                 flag = "resume" if resume is not None else "overwrite"
                 message = "not with --seeds (run the same command again to complete its seeds)"
                 raise ConfigError(flag, message)
-            values = load_toml(config_file) if config_file is not None else {}
+            values = _config_file(config_file)
             values.update(given)
             try:
                 _train_seeds(values, parse_seeds(seeds), workers, progress, report, stack)
@@ -374,7 +381,7 @@ def _new_run(
     overwrite: bool,
 ) -> TrainResult:
     """``bptt train`` from flags over an optional --config file."""
-    values = load_toml(config_file) if config_file is not None else {}
+    values = _config_file(config_file)
     values.update(given)
     if no_out:
         values.pop("out", None)

@@ -64,7 +64,7 @@ def test_unreadable_or_invalid_toml_is_a_config_error(tmp_path):
         load_toml(bad)
 
 
-_FIELDS = [f for f in TrainConfig.model_fields if f != "device"]
+_FIELDS = [f for f in TrainConfig.flag_fields() if f != "device"]
 _ANY_VALUE = st.one_of(
     st.none(),
     st.booleans(),
@@ -83,7 +83,7 @@ def test_any_single_value_gives_a_valid_config_or_an_error_naming_it(field, valu
     except ConfigError as err:
         assert err.field == field
         return
-    stored = getattr(config, field)
+    stored = config.flat()[field]
     if value is None:
         derived = {("clip", "none"), ("length", 100)}  # fields with a derived default
         assert stored is None or (field, stored) in derived
@@ -152,3 +152,162 @@ def test_saved_in_reads_a_run_directory_and_refuses_a_missing_or_bad_file(tmp_pa
     (tmp_path / "config.toml").write_text("hidden = [")
     with pytest.raises(ConfigError):
         TrainConfig.saved_in(tmp_path)
+
+
+# --- the nested settings and their flat form ----------------------------------------------
+
+
+def test_the_nested_settings_are_tables_of_config_toml_and_read_back_flat_or_nested(tmp_path):
+    flat = {"clip": "percentile", "clip_percentile": 5, "optimizer": "sgd", "lr": 0.5}
+    flat.update({"momentum": 0.5, "lr_schedule": "cosine", "lr_end_factor": 0.1})
+    config = TrainConfig.from_dict(flat)
+    text = config.to_toml()
+    assert '[clip]\nkind = "percentile"\np = 5.0\n' in text
+    assert '[optimizer]\nkind = "sgd"\nlr = 0.5\n' in text and "momentum = 0.5" in text
+    assert '[schedule]\nkind = "cosine"\nend_factor = 0.1\n' in text
+    assert "clip_percentile" not in text and "lr_schedule" not in text
+    (tmp_path / "c.toml").write_text(text)
+    assert TrainConfig.from_dict(load_toml(tmp_path / "c.toml")) == config
+    assert TrainConfig.from_dict(config.model_dump()) == config
+    assert TrainConfig.from_dict(config.flat()) == config
+    assert {k: config.flat()[k] for k in flat} == {**flat, "clip_percentile": 5.0}
+    nested = {"clip": {"kind": "percentile", "p": 5}, "optimizer": config.optimizer}
+    nested["schedule"] = {"kind": "cosine", "end_factor": 0.1}
+    assert TrainConfig(**nested) == config
+
+
+def test_differing_fields_compares_flat_and_nested_tables_key_by_key():
+    config = TrainConfig(optimizer="sgd", lr=0.1, clip="zscore", clip_z=3.0)
+    assert config.differing_fields(config.model_dump()) == []  # a nested table
+    assert config.differing_fields(config.flat()) == []  # a checkpoint's flat table
+    other = config.replace(clip_z=2.0, momentum=0.5).model_dump()
+    assert config.differing_fields(other) == ["clip_z", "momentum"]
+    before_agc = {k: v for k, v in config.flat().items() if not k.startswith("clip_agc")}
+    assert config.differing_fields(before_agc) == []  # keys added since: at their defaults
+
+
+def test_a_flat_key_beside_a_table_overrides_the_tables_setting():
+    table = {"clip": {"kind": "percentile", "p": 5.0}, "optimizer": {"kind": "sgd", "lr": 0.5}}
+    config = TrainConfig.from_dict({**table, "clip_percentile": 20, "lr": 0.1})
+    assert (config.clip.p, config.optimizer.lr) == (20.0, 0.1)
+    # a file's tables under flags (bptt train --config): merged key by key, flat, so a
+    # shared setting stays (the file's lr under another optimizer) and one the new kind
+    # does not read is refused, as in a flat file
+    merged = {**TrainConfig.flatten(table), "optimizer": "rmsprop", "momentum": 0.0}
+    assert TrainConfig.from_dict(merged).optimizer.lr == 0.5
+    with pytest.raises(ConfigError, match=r"^clip_percentile: is used only with clip percentile"):
+        TrainConfig.from_dict({**TrainConfig.flatten(table), "clip": "norm", "clip_norm": 2.0})
+
+
+def test_a_tables_unknown_key_or_kind_is_refused_naming_it():
+    with pytest.raises(ConfigError, match=r"^clip: unknown key 'q'; known keys are kind, "):
+        TrainConfig.from_dict({"clip": {"kind": "calibrate", "q": 0.5}})
+    with pytest.raises(ConfigError, match=r"^optimizer: must be one of adam, sgd, rmsprop, hf"):
+        TrainConfig.from_dict({"optimizer": {"kind": "lbfgs"}})
+    with pytest.raises(ConfigError, match=r"^schedule: must be a table"):
+        TrainConfig.from_dict({"schedule": "cosine"})
+    with pytest.raises(ConfigError, match=r"^clip_percentile: must be <= 100"):
+        TrainConfig.from_dict({"clip": {"kind": "percentile", "p": 200}})
+    with pytest.raises(ConfigError, match=r"^hf_max_cg: must be an integer"):
+        TrainConfig.from_dict({"optimizer": {"kind": "hf", "max_cg": 2.5}})
+
+
+_ONLY = "is used only with"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"optimizer": "adam", "momentum": 0.5}, f"momentum: {_ONLY} optimizer sgd or rmsprop"),
+        ({"optimizer": "sgd", "weight_decay": 0.1}, f"weight_decay: {_ONLY} optimizer adam"),
+        ({"optimizer": "hf", "lr": 0.1}, f"lr: {_ONLY} optimizer adam, sgd or rmsprop"),
+        (
+            {"optimizer": "hf", "lr_schedule": "cosine"},
+            f"lr_schedule: {_ONLY} optimizer adam, sgd or rmsprop",
+        ),
+        ({"lr_end_factor": 0.5}, f"lr_end_factor: {_ONLY} lr_schedule cosine, not constant"),
+        (
+            {"clip": "percentile", "clip_norm": 1.0},
+            f"clip_norm: {_ONLY} clip norm or zscore, not percentile",
+        ),
+        ({"clip": "norm", "clip_value": 1.0}, f"clip_value: {_ONLY} clip value, not norm"),
+        ({"clip": "norm"}, "clip_norm: must be given when clip is norm"),
+        ({"clip": "value"}, "clip_value: must be given when clip is value"),
+        ({"clip_agc_ratio": 0.1}, f"clip_agc_ratio: {_ONLY} clip agc, not none"),
+        ({"clip": "agc", "clip_agc_ratio": 0}, "clip_agc_ratio: must be > 0"),
+    ],
+)
+def test_a_flat_setting_the_kind_does_not_read_is_refused_as_before(values, message):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(values)
+    assert str(info.value).startswith(message)
+
+
+def _base(annotation):
+    """``int``, ``float``, ``bool`` or ``str`` under Annotated and ``| None``; else None."""
+    import typing
+
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1:
+        return _base(args[0])
+    return annotation if annotation in (int, float, bool, str) else None
+
+
+def test_the_defaults_are_the_library_classes_own():
+    import inspect
+
+    from bptt import clip
+    from bptt.diagnose import Monitor
+    from bptt.optim import HessianFree
+
+    def default(cls, name):
+        return inspect.signature(cls).parameters[name].default
+
+    defaults = TrainConfig.flat_defaults()
+    expected = {
+        "clip_percentile": default(clip.Percentile, "p"),
+        "clip_z": default(clip.ZScore, "z"),
+        "clip_alpha": default(clip.ZScore, "alpha"),
+        "clip_warmup": default(clip.ZScore, "warmup"),
+        "clip_calibrate_steps": default(clip.Calibrate, "steps"),
+        "clip_quantile": default(clip.Calibrate, "quantile"),
+        "clip_agc_ratio": default(clip.AdaptiveClip, "clipping"),
+        "clip_agc_eps": default(clip.AdaptiveClip, "eps"),
+        "spike_window": default(Monitor, "window"),
+        "spike_z": default(Monitor, "z"),
+        "hf_damping": default(HessianFree, "damping"),
+        "hf_mu": default(HessianFree, "mu"),
+        "rmsprop_alpha": default(__import__("torch").optim.RMSprop, "alpha"),
+    }
+    assert {k: defaults[k] for k in expected} == expected
+    for key, value in defaults.items():  # typed as their fields: a float is a float
+        kind = _base(TrainConfig.flag_fields()[key].annotation)
+        assert value is None or kind is None or type(value) is kind, key
+    # today's values, which runs saved without these keys had in effect
+    assert (defaults["clip_percentile"], defaults["clip_z"], defaults["spike_z"]) == (10, 2.5, 6)
+
+
+def test_each_kind_builds_what_it_describes():
+    from bptt import clip
+    from bptt.run import make_clip_policy
+    from bptt.run.training._config import CLIPS
+
+    policies = {
+        "none": ({}, clip.NoClip),
+        "norm": ({"clip_norm": 2.0}, clip.Fixed),
+        "value": ({"clip_value": 0.5}, clip.Value),
+        "percentile": ({"clip_percentile": 20, "clip_history": 7}, clip.Percentile),
+        "zscore": ({"clip_z": 3.0, "clip_norm": 9.0}, clip.ZScore),
+        "calibrate": ({"clip_calibrate_steps": 5}, clip.Calibrate),
+        "agc": ({"clip_agc_ratio": 0.05, "clip_agc_eps": 1e-4}, clip.AdaptiveClip),
+    }
+    assert set(policies) == set(CLIPS)
+    for kind, (values, cls) in policies.items():
+        policy = make_clip_policy(TrainConfig(clip=kind, **values))
+        assert type(policy) is cls, kind
+    assert make_clip_policy(TrainConfig(clip="percentile", clip_history=7)).history == 7
+    assert make_clip_policy(TrainConfig(clip="percentile")).history is None  # 0: all of it
+    agc = make_clip_policy(TrainConfig(clip="agc", clip_agc_ratio=0.05))
+    assert (agc.clipping, agc.eps) == (0.05, 1e-3)

@@ -289,7 +289,7 @@ _ANY_VALUE = st.one_of(
 )
 
 
-_FIELDS = [f for f in TrainConfig.model_fields if f != "device"]
+_FIELDS = [f for f in TrainConfig.flag_fields() if f != "device"]
 
 
 @settings(max_examples=150, deadline=None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from bptt.precision import flushing_denormals
 from bptt.run import METRIC_FIELDS, ConfigError, TrainConfig, build_model, json_safe
 from bptt.run import test_set as held_out_set
 from bptt.tasks import make_task
+from run_files import assert_same_run
 
 SMALL = {"task": "adding", "length": 8, "cell": "rnn", "hidden": 8, "steps": 30, "log_every": 5}
 SMALL.update({"eval_every": 10, "test_size": 64, "batch_size": 16, "threads": 1})
@@ -438,3 +441,31 @@ def test_summary_json_is_a_typed_record_checked_when_written_and_read(tmp_path):
     with pytest.raises(ValueError, match="final_loss"):
         RunDirectory(tmp_path / "other").write_summary({"task": "adding", "final_loss": "low"})
     assert not (tmp_path / "other" / "summary.json").exists()
+
+
+# Written by the code before the nested config (commit 998cda6), then cut back to its
+# step-10 checkpoint (checkpoints/ without step 20's, no model.pt, no summary.json):
+#   bptt train --task adding --length 10 --cell lstm --hidden 8 --steps 20 --batch-size 16
+#     --test-size 64 --probe-size 16 --eval-every 10 --log-every 5 --checkpoint-every 10
+#     --checkpoint-every-s 0 --threads 1 --optimizer rmsprop --lr 0.01 --momentum 0.5
+#     --rmsprop-alpha 0.9 --lr-schedule cosine --lr-end-factor 0.1 --clip percentile
+#     --clip-percentile 20 --clip-history 8 --seed 3 --out tests/fixtures/run_v0
+FLAT_RUN = Path(__file__).resolve().parents[2] / "fixtures" / "run_v0"
+
+
+def test_a_run_written_with_the_flat_config_resumes_bit_for_bit(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(FLAT_RUN, old)
+    assert "clip_percentile = 20" in (old / "config.toml").read_text()  # flat, as written
+    config = TrainConfig.saved_in(old)
+    assert config.clip.model_dump() == {"kind": "percentile", "p": 20.0, "history": 8}
+    assert config.optimizer.model_dump() == {
+        "kind": "rmsprop", "lr": 0.01, "lr_recurrent": None, "alpha": 0.9, "momentum": 0.5
+    }  # fmt: skip
+    assert config.schedule.model_dump() == {"kind": "cosine", "end_factor": 0.1}
+    bptt.resume(old)  # its checkpoints' config tables are flat too
+    fresh = tmp_path / "fresh"
+    bptt.train(config.replace(out=str(fresh)))
+    assert_same_run(old, fresh)
+    assert TrainConfig.saved_in(fresh) == config.replace(out=str(fresh))
+    assert '[clip]\nkind = "percentile"\np = 20.0\n' in (fresh / "config.toml").read_text()

@@ -3,7 +3,9 @@
 * The config: :class:`TrainConfig` (``_config``), a :class:`ConfigModel` whose errors
   are :class:`ConfigError` naming the field (``_fields``: also the field types
   :data:`Int`, :data:`Float`, :data:`Text` other configs declare with, and
-  :func:`load_toml`); :data:`RECIPES` for ``--method`` (``_recipes``).
+  :func:`load_toml`); :data:`RECIPES` for ``--method`` (``_recipes``). Its clip
+  policy, optimizer and schedule are nested models, one per kind, each building its
+  object, with the flat flags converted to them (``_settings``).
 * Building and running it: the model, optimizer, clip policy and test set (``_build``),
   the batches (``_batches``), the step rule (``_steps``), the loop (``_loop``),
   :func:`train`, :func:`resume`, :func:`load_run` (``_train``); :func:`train_stacked`,

@@ -17,6 +17,7 @@ from bptt.model import SequenceModel
 from bptt.run.training._config import TrainConfig
 from bptt.run.training._fields import ConfigError
 from bptt.run.training._recipes import RECIPES
+from bptt.run.training._settings import FirstOrder
 from bptt.tasks import StreamTask, Task
 
 __all__ = [
@@ -87,21 +88,9 @@ def initial_model(config: TrainConfig, task: Task) -> SequenceModel:
 
 
 def make_clip_policy(config: TrainConfig) -> clip.ClipPolicy:
-    """The parameter-gradient clipping policy a config describes."""
-    if config.clip == "norm":
-        assert config.clip_norm is not None  # validation requires it with clip norm
-        return clip.Fixed(config.clip_norm)
-    if config.clip == "value":
-        assert config.clip_value is not None  # validation requires it with clip value
-        return clip.Value(config.clip_value)
-    if config.clip == "percentile":
-        history = config.clip_history or None
-        return clip.Percentile(config.clip_percentile, history=history)
-    if config.clip == "zscore":
-        return clip.ZScore(config.clip_z, config.clip_alpha, config.clip_warmup, config.clip_norm)
-    if config.clip == "calibrate":
-        return clip.Calibrate(config.clip_calibrate_steps, config.clip_quantile)
-    return clip.NoClip()
+    """The parameter-gradient clipping policy a config describes (its ``clip``'s kind
+    builds it)."""
+    return config.clip.build()
 
 
 def step_taps(config: TrainConfig) -> tuple:
@@ -144,7 +133,8 @@ def parameter_groups(config: TrainConfig, model: SequenceModel) -> list[dict[str
     Raises:
         ConfigError: ``lr_recurrent`` for a cell that names no recurrent parameters.
     """
-    if config.lr_recurrent is None and not config.weight_decay:
+    optimizer = _first_order(config)
+    if optimizer.lr_recurrent is None and not optimizer.decay:
         return [{"params": list(model.parameters()), "lr_scale": 1.0}]
     # by the last part of the name, so that a stacked cell's layers are found too
     recurrent = {
@@ -155,66 +145,47 @@ def parameter_groups(config: TrainConfig, model: SequenceModel) -> list[dict[str
     }
     params = list(model.parameters())
     if not recurrent:
-        if config.lr_recurrent is None:  # weight decay alone: nothing to spare
+        if optimizer.lr_recurrent is None:  # weight decay alone: nothing to spare
             return [{"params": params, "lr_scale": 1.0}]
         message = f"cell {config.cell} names no recurrent parameters to give a rate of their own"
         raise ConfigError("lr_recurrent", message)
-    rate = config.lr if config.lr_recurrent is None else config.lr_recurrent
+    rate = optimizer.lr if optimizer.lr_recurrent is None else optimizer.lr_recurrent
     return [
         {"params": [p for p in params if id(p) not in recurrent], "lr_scale": 1.0},
         {
             "params": [p for p in params if id(p) in recurrent],
             "lr": rate,
-            "lr_scale": rate / config.lr,
+            "lr_scale": rate / optimizer.lr,
         },
     ]
 
 
-def make_optimizer(config: TrainConfig, model: SequenceModel) -> torch.optim.Optimizer:
-    """Adam (AdamW with ``weight_decay``), RMSprop or SGD (Nesterov when momentum > 0)
-    over the model's parameter groups (:func:`parameter_groups`)."""
-    if config.optimizer != "hf":
-        params = parameter_groups(config, model)
-    if config.optimizer == "adam" and config.weight_decay:
-        params[0]["weight_decay"] = config.weight_decay  # the recurrence's group: none
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
-    if config.optimizer == "hf":
-        from bptt.optim import HessianFree
+def _first_order(config: TrainConfig) -> FirstOrder:
+    if not isinstance(config.optimizer, FirstOrder):
+        raise TypeError(f"optimizer {config.optimizer.kind} has no learning rate")
+    return config.optimizer
 
-        loss = "mse" if _is_regression(config) else "cross_entropy"
-        return HessianFree(
-            model.parameters(),
-            loss=loss,
-            damping=config.hf_damping,
-            mu=config.hf_mu,
-            max_cg=config.hf_max_cg,
-            preconditioner=config.hf_preconditioner,
-            module=model,  # forward-mode J v: half the cost of the reverse-mode trick
-        )
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=config.lr, alpha=config.rmsprop_alpha, momentum=config.momentum
-        )
-    nesterov = config.momentum > 0
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=nesterov)
+
+def make_optimizer(config: TrainConfig, model: SequenceModel) -> torch.optim.Optimizer:
+    """The optimizer a config describes (its ``optimizer``'s kind builds it): Adam (AdamW
+    with ``weight_decay``), RMSprop or SGD (Nesterov when momentum > 0) over the model's
+    parameter groups (:func:`parameter_groups`), or Hessian-free."""
+    if isinstance(config.optimizer, FirstOrder):
+        return config.optimizer.build(parameter_groups(config, model))
+    loss = "mse" if _is_regression(config) else "cross_entropy"
+    return config.optimizer.build(model, loss)
 
 
 def learning_rate(config: TrainConfig, step: int, rollbacks: int = 0) -> float:
-    """The learning rate of optimizer step ``step`` (1-based): ``config.lr`` shaped by
-    the schedule, times ``rollback_lr_factor`` per roll-back so far.
+    """The learning rate of optimizer step ``step`` (1-based): the optimizer's ``lr``
+    shaped by the schedule, times ``rollback_lr_factor`` per roll-back so far.
 
     >>> config = TrainConfig(lr=1.0, steps=3, lr_schedule="cosine", lr_end_factor=0.5)
     >>> [learning_rate(config, step) for step in (1, 2, 3)]
     [1.0, 0.75, 0.5]
     """
     scale = config.rollback_lr_factor**rollbacks
-    if config.lr_schedule == "constant" or config.steps == 1:
-        return config.lr * scale
-    progress = min(step - 1, config.steps - 1) / (config.steps - 1)
-    end = config.lr_end_factor
-    return config.lr * scale * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return config.schedule.rate(_first_order(config).lr * scale, step, config.steps)
 
 
 @torch.no_grad()

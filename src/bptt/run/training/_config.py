@@ -2,19 +2,30 @@
 
 A configuration comes from defaults, then a TOML file, then command-line flags, each
 overriding the one before. Every error names the field and what it accepts.
+
+The clip policy, the optimizer and the learning-rate schedule are nested models, one
+per kind (``bptt.run.training._settings``), saved as the tables ``[clip]``,
+``[optimizer]`` and ``[schedule]`` of ``config.toml``. The flat form of the command
+line and of the runs written before the nesting (``clip = "percentile"``,
+``clip_percentile = 10``, ``lr = 1e-3``) is read too: :meth:`TrainConfig.flat` gives
+it back, one key a flag.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from contextvars import ContextVar
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+import tomli_w
 import torch
 from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
 
 from bptt.cells import cell_names, make_cell
+from bptt.diagnose import Monitor
 from bptt.engine import EngineName, has_fast_engine
 from bptt.run.training._errors import first_line
 from bptt.run.training._fields import (
@@ -28,26 +39,38 @@ from bptt.run.training._fields import (
     load_toml,
 )
 from bptt.run.training._recipes import RECIPES
+from bptt.run.training._settings import (
+    CHOICES,
+    CLIP,
+    OPTIMIZER,
+    SCHEDULE,
+    ClipNone,
+    ClipSettings,
+    FirstOrder,
+    Kind,
+    OptimizerAdam,
+    OptimizerSettings,
+    ScheduleConstant,
+    ScheduleSettings,
+    default_of,
+)
 from bptt.tasks import TASKS
 
 __all__ = ["CLIPS", "DTYPES", "LR_SCHEDULES", "NONFINITE", "OPTIMIZERS", "TrainConfig"]
 
-OptimizerName = Literal["adam", "sgd", "rmsprop", "hf"]
 DtypeName = Literal["float32", "float64"]
-ClipName = Literal["none", "norm", "value", "percentile", "zscore", "calibrate"]
 NonfiniteName = Literal["skip", "raise"]
-LRScheduleName = Literal["constant", "cosine"]
 LSTMInitName = Literal["chrono", "forget-bias-1", "torch"]
 
 # The value a run written before a field existed had in effect (its config.toml and
 # checkpoints lack the field): such a run resumes, and is compared, as it was made.
 # (lstm_init: an LSTM with no initialising method started from torch's init.)
 _BEFORE_FIELD: dict[str, Any] = {"lstm_init": "torch"}
-OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
+OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER.kinds)
 DTYPES: tuple[DtypeName, ...] = get_args(DtypeName)
-CLIPS: tuple[ClipName, ...] = get_args(ClipName)
+CLIPS: tuple[str, ...] = tuple(CLIP.kinds)
 NONFINITE: tuple[NonfiniteName, ...] = get_args(NonfiniteName)
-LR_SCHEDULES: tuple[LRScheduleName, ...] = get_args(LRScheduleName)
+LR_SCHEDULES: tuple[str, ...] = tuple(SCHEDULE.kinds)
 
 Task = Annotated[Text, Names(lambda: TASKS)]
 Cell = Annotated[Text, Names(cell_names)]
@@ -56,17 +79,24 @@ RecipeName = Annotated[Text, Names(lambda: RECIPES)]
 # Set while a run's own config.toml is read: complete already, its recipe not reapplied.
 _SAVED: ContextVar[bool] = ContextVar("bptt_saved_config", default=False)
 
+# Settings read only by a first-order optimizer (one with a learning rate), beside its own.
+_FIRST_ORDER_ONLY = ("lr_schedule", "lr_end_factor", "rebase_every")
+
 
 class TrainConfig(ConfigModel):
     """Everything that defines one training run; saved as the run's ``config.toml``.
 
-    Each field's description is its ``--help`` text; :meth:`from_dict` takes a TOML
-    table or flags. Fields left None are derived: ``clip`` from ``clip_norm``,
-    ``length`` from the task, ``tbptt_k1``/``tbptt_k2`` for a stream.
+    Each flag's description is its ``--help`` text (:meth:`flag_fields`);
+    :meth:`from_dict` takes a TOML table (nested or flat) or flags. Fields left None are
+    derived: ``clip`` from ``clip_norm``, ``length`` from the task,
+    ``tbptt_k1``/``tbptt_k2`` for a stream.
 
     Example:
-        >>> TrainConfig(task="copy", length=50, cell="gru").clip
-        'none'
+        >>> config = TrainConfig(task="copy", length=50, clip="percentile", clip_percentile=5)
+        >>> config.clip
+        ClipPercentile(kind='percentile', p=5.0, history=0)
+        >>> config.flat()["clip_percentile"], config.optimizer.kind
+        (5.0, 'adam')
     """
 
     method: RecipeName | None = Field(
@@ -117,42 +147,14 @@ class TrainConfig(ConfigModel):
     )
     steps: Int = Field(2000, ge=1, le=100_000_000, description="optimizer steps.")
     batch_size: Int = Field(50, ge=1, le=1_000_000, description="sequences per step.")
-    lr: Float = Field(3e-3, gt=0.0, le=10.0, description="learning rate.")
-    lr_recurrent: Float | None = Field(
-        None,
-        gt=0.0,
-        le=10.0,
-        description="learning rate of the recurrence's own parameters (W_hh; the orthogonal "
-        "cell's A), as expRNN gives them (10x below lr); default: lr. Scheduled as lr is.",
+    optimizer: OptimizerSettings = Field(
+        default_factory=lambda: OptimizerAdam.model_validate({}),
+        description="the optimizer and its settings (flat: optimizer, lr, momentum, hf_damping, "
+        "...).",
     )
-    weight_decay: Float = Field(
-        0.0,
-        ge=0.0,
-        le=10.0,
-        description="decoupled weight decay (Adam becomes AdamW, Loshchilov & Hutter 2019), "
-        "on every parameter but the recurrence's own (W_hh; the LRU's eigenvalues, gamma "
-        "and B, which its authors' code leaves undecayed); adam only.",
-    )
-    optimizer: OptimizerName = Field(
-        "adam", description="adam, sgd, rmsprop, or hf (Hessian-free, bptt.optim)."
-    )
-    lr_schedule: LRScheduleName = Field(
-        "constant",
-        description="constant, or cosine: a half cosine from lr at step 1 to "
-        "lr * lr_end_factor at the last step (a fixed function of the step).",
-    )
-    lr_end_factor: Float = Field(
-        0.0, ge=0.0, le=1.0, description="the cosine schedule's last rate, over lr."
-    )
-    momentum: Float = Field(
-        0.9, ge=0.0, le=0.999999, description="momentum of sgd (Nesterov) and rmsprop."
-    )
-    rmsprop_alpha: Float = Field(
-        0.99,
-        gt=0.0,
-        lt=1.0,
-        description="rmsprop: the moving average's weight of past squared gradients "
-        "(torch's alpha; the chrono paper's 0.9).",
+    schedule: ScheduleSettings = Field(
+        default_factory=ScheduleConstant,
+        description="the learning-rate schedule (flat: lr_schedule, lr_end_factor).",
     )
     rebase_every: Int = Field(
         0,
@@ -161,43 +163,10 @@ class TrainConfig(ConfigModel):
         description="orthogonal cells: every so many steps, fold exp(A - A^T) into the "
         "base and restart A at 0 (dynamic trivialization, dtriv); 0: never (expRNN).",
     )
-    hf_damping: Float = Field(
-        1.0, gt=0.0, le=1e9, description="Hessian-free: initial Levenberg-Marquardt damping."
-    )
-    hf_max_cg: Int = Field(
-        100, ge=1, le=100_000, description="Hessian-free: conjugate-gradient iterations a step."
-    )
-    hf_mu: Float = Field(
-        0.0, ge=0.0, le=1e9, description="Hessian-free: structural damping weight."
-    )
-    hf_curvature_fraction: Float = Field(
-        1.0, gt=0.0, le=1.0, description="Hessian-free: share of the batch for curvature."
-    )
-    hf_preconditioner: Bool = Field(
-        False, description="Hessian-free: use the diagonal preconditioner."
-    )
-    clip: ClipName | None = Field(
-        None,
-        description="clipping of the parameters' gradient: none, norm (global norm at "
-        "clip_norm), value, percentile (AutoClip), zscore (ZClip) or calibrate; "
-        "default: norm if clip_norm is given, else none.",
-    )
-    clip_norm: Float | None = Field(
-        None, gt=0.0, description="the global-norm threshold (norm) or cap (zscore)."
-    )
-    clip_value: Float | None = Field(None, gt=0.0, description="the element bound of value.")
-    clip_percentile: Float = Field(10.0, gt=0.0, le=100.0, description="AutoClip's percentile p.")
-    clip_history: Int = Field(
-        0, ge=0, description="AutoClip's window of past norms; 0 keeps them all."
-    )
-    clip_z: Float = Field(2.5, gt=0.0, description="ZClip's z-score threshold.")
-    clip_alpha: Float = Field(0.97, gt=0.0, le=0.999999, description="ZClip's EMA factor.")
-    clip_warmup: Int = Field(25, ge=1, description="ZClip's warm-up steps.")
-    clip_calibrate_steps: Int = Field(
-        200, ge=1, description="unclipped steps before calibrate fixes its threshold."
-    )
-    clip_quantile: Float = Field(
-        0.9, gt=0.0, le=1.0, description="the quantile of those norms that becomes it."
+    clip: ClipSettings = Field(
+        default_factory=ClipNone,
+        description="the clip policy of the parameters' gradient and its settings (flat: "
+        "clip, clip_norm, clip_percentile, ...).",
     )
     clip_step_norm: Float | None = Field(
         None,
@@ -219,10 +188,15 @@ class TrainConfig(ConfigModel):
         "non-finite value starts) and diagnose the final model.",
     )
     spike_window: Int = Field(
-        50, ge=2, le=100_000, description="steps in the spike detectors' window."
+        default_of(Monitor, "window"),
+        ge=2,
+        le=100_000,
+        description="steps in the spike detectors' window.",
     )
     spike_z: Float = Field(
-        6.0, gt=0.0, description="robust z-score above which a value is a spike."
+        default_of(Monitor, "z"),
+        gt=0.0,
+        description="robust z-score above which a value is a spike.",
     )
     diagnose_every: Int = Field(
         0,
@@ -324,8 +298,9 @@ class TrainConfig(ConfigModel):
 
     @classmethod
     def from_saved(cls, values: dict[str, Any]) -> TrainConfig:
-        """A run's own ``config.toml``: complete already (its recipe was applied when the
-        run was made), so a field it leaves out is None, not the recipe's value.
+        """A run's own ``config.toml`` (nested, or flat as written before the nesting):
+        complete already (its recipe was applied when the run was made), so a field it
+        leaves out is None, not the recipe's value.
 
         Raises:
             ConfigError: an unknown key, or a value its field refuses.
@@ -352,47 +327,101 @@ class TrainConfig(ConfigModel):
         """
         return cls.from_saved({**load_toml(Path(path) / "config.toml"), "out": str(path)})
 
+    @classmethod
+    def flag_fields(cls) -> dict[str, FieldInfo]:
+        """The flat keys (one a flag of ``bptt train``), in order, each with its field:
+        a nested setting's kind and each of its kinds' settings in its place."""
+        return dict(_flag_fields())
+
+    @classmethod
+    def flat_defaults(cls) -> dict[str, Any]:
+        """Each flat key at its default (None: derived or not given)."""
+        return {key: field.default for key, field in _flag_fields().items()}
+
+    @classmethod
+    def error_field(cls, loc: tuple[int | str, ...]) -> str:
+        """The flat key of a nested setting's error (``clip.percentile.p`` is
+        ``clip_percentile``), as the command line and flat configurations name it."""
+        for choice in CHOICES:
+            if loc and loc[0] == choice.field:
+                if len(loc) >= 3 and loc[1] in choice.kinds:
+                    keys = {v: k for k, v in choice.kinds[str(loc[1])].flags().items()}
+                    return keys.get(str(loc[2]), choice.flag)
+                return choice.flag
+        return super().error_field(loc)
+
+    @classmethod
+    def flatten(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A configuration's table (a TOML file's) in the flat form, not yet validated:
+        what flags are merged into, key by key (``bptt train --config FILE --lr ...``).
+
+        Raises:
+            ConfigError: a nested table's key that no kind of its setting has.
+        """
+        return _flatten(values)
+
+    def flat(self) -> dict[str, Any]:
+        """The flat form, as today's command line and runs written before the nesting
+        have it: every flat key, a kind's settings at their values, the settings of the
+        kinds not chosen at their defaults. :meth:`from_dict` reads it back."""
+        values: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            choice = _CHOICE_OF.get(name)
+            if choice is None:
+                values[name] = getattr(self, name)
+            else:
+                values.update(choice.flat(getattr(self, name)))
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form (:meth:`flat`): what command lines, checkpoints and comparisons
+        use; ``model_dump()`` is the nested one."""
+        return self.flat()
+
+    def to_toml(self) -> str:
+        """TOML text of the config, the nested settings as tables; None is left out."""
+        return tomli_w.dumps(_without_none(self.model_dump()))
+
     def differing_fields(
         self, other: TrainConfig | Mapping[str, Any], ignore: Collection[str] = ()
     ) -> list[str]:
-        """The fields, sorted, in which this configuration and ``other`` differ, beside
+        """The flat keys, sorted, in which this configuration and ``other`` differ, beside
         those in ``ignore``. ``other`` may be a saved configuration's table (a
-        checkpoint's): a field it lacks was added since, and counts at its default.
+        checkpoint's, nested or flat): a key it lacks was added since, and counts at its
+        default.
         """
-        defaults = {name: field.default for name, field in type(self).model_fields.items()}
         if isinstance(other, TrainConfig):
-            theirs = other.to_dict()
+            theirs = other.flat()
         else:
-            theirs = {**defaults, **_as_before(other), **other}
-        mine = self.to_dict()
+            theirs = {**self.flat_defaults(), **_as_before(other), **_flatten(other)}
+        mine = self.flat()
         keys = (set(mine) | set(theirs)) - set(ignore)
         return sorted(k for k in keys if mine.get(k) != theirs.get(k))
 
     @model_validator(mode="before")
     @classmethod
-    def _recipe_first(cls, values: Any) -> Any:
-        """A recipe's settings fill the fields not given; another cell is refused."""
-        if _SAVED.get() or not isinstance(values, dict) or values.get("method") is None:
+    def _nested(cls, values: Any) -> Any:
+        """Flat keys and nested tables alike to the nested form: tables flattened (a flat
+        key given beside a table wins), the recipe's settings filled in, then each
+        nested setting's flat keys gathered into its table (:class:`Choice` refuses a
+        setting its kind does not read)."""
+        if not isinstance(values, dict):
             return values
-        name = values["method"]
-        if not isinstance(name, str) or name not in RECIPES:
-            raise ConfigError("method", f"must be one of {', '.join(RECIPES)}; got {name!r}")
-        settings = RECIPES[name].settings
-        cell = values.get("cell")
-        if cell is not None and cell != settings["cell"]:
-            raise ConfigError("cell", f"method {name} uses cell {settings['cell']}, not {cell}")
-        merged = {**settings, **values}
-        # a recipe's setting for what the user replaced (its RMSprop's momentum under
-        # --optimizer adam, its clip_norm under --clip none) is dropped, not refused
-        return {
-            k: v for k, v in merged.items() if k in values or _recipe_setting_applies(k, merged)
-        }
+        flat = _flatten(values)
+        if not _SAVED.get() and flat.get("method") is not None:
+            flat = _recipe_first(flat)
+        schedule = SCHEDULE.kind_of(flat)
+        if _first_order(flat) is False and isinstance(schedule, str) and schedule != "constant":
+            message = f"is used only with optimizer {_either(_FIRST_ORDER)}, not hf"
+            raise ConfigError("lr_schedule", message)  # hf: no rate to schedule
+        for choice in CHOICES:
+            choice.nest(flat)
+        return flat
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         self.check_names()  # the task must be known before it is asked anything
         _check_device(self.device)
-        self._derive_clip()
         task = TASKS[self.task]
         fixed = task.fixed_length
         if self.length is None:
@@ -406,10 +435,10 @@ class TrainConfig(ConfigModel):
         if self.validation_share and not task.has_training_set:
             message = f"task {self.task} generates fresh data: it has no training set to split"
             raise ConfigError("validation_share", message)
-        if self.optimizer == "hf":
+        if self.optimizer.kind == "hf":
             if task.stream:
                 raise ConfigError("optimizer", "hf trains sequence tasks, not streams")
-            if self.clip != "none" or self.clip_step_norm or self.clip_step_value:
+            if self.clip.kind != "none" or self.clip_step_norm or self.clip_step_value:
                 raise ConfigError("clip", "hf controls its steps by damping; use clip none")
             if self.engine == "fast":
                 raise ConfigError("engine", "hf needs forward-mode AD: engine auto or generic")
@@ -428,20 +457,6 @@ class TrainConfig(ConfigModel):
         self._derive_truncation(task.stream)
         return self
 
-    def _derive_clip(self) -> None:
-        if self.clip is None:
-            self.clip = "norm" if self.clip_norm is not None else "none"
-        if self.clip == "norm" and self.clip_norm is None:
-            raise ConfigError("clip_norm", "must be given when clip is norm")
-        if self.clip == "value" and self.clip_value is None:
-            raise ConfigError("clip_value", "must be given when clip is value")
-        if self.clip_norm is not None and self.clip not in ("norm", "zscore"):
-            raise ConfigError(
-                "clip_norm", f"is used only with clip norm or zscore, not {self.clip}"
-            )
-        if self.clip_value is not None and self.clip != "value":
-            raise ConfigError("clip_value", f"is used only with clip value, not {self.clip}")
-
     def _derive_truncation(self, stream: bool) -> None:
         if not stream:
             if self.tbptt_k1 or self.tbptt_k2:
@@ -456,33 +471,13 @@ class TrainConfig(ConfigModel):
             raise ConfigError("tbptt_k1", message)
 
     def _refuse_unused_settings(self) -> None:
-        """A setting changed from its default where nothing reads it is a mistake."""
-        first_order = (self.optimizer != "hf", "optimizer adam, sgd or rmsprop")
-        hessian_free = (self.optimizer == "hf", "optimizer hf")
+        """A setting changed from its default where nothing reads it is a mistake (the
+        nested settings' own are refused by their kinds, :class:`Choice`)."""
         used_by = {
-            "clip_percentile": (self.clip == "percentile", "clip percentile"),
-            "clip_history": (self.clip == "percentile", "clip percentile"),
-            "clip_z": (self.clip == "zscore", "clip zscore"),
-            "clip_alpha": (self.clip == "zscore", "clip zscore"),
-            "clip_warmup": (self.clip == "zscore", "clip zscore"),
-            "clip_calibrate_steps": (self.clip == "calibrate", "clip calibrate"),
-            "clip_quantile": (self.clip == "calibrate", "clip calibrate"),
-            "momentum": (self.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop"),
-            "rmsprop_alpha": (self.optimizer == "rmsprop", "optimizer rmsprop"),
             "rebase_every": (
-                self.cell.startswith("orthogonal") and self.optimizer != "hf",
+                self.cell.startswith("orthogonal") and isinstance(self.optimizer, FirstOrder),
                 "an orthogonal cell and optimizer adam, sgd or rmsprop",
             ),
-            "lr": first_order,
-            "lr_recurrent": first_order,
-            "weight_decay": (self.optimizer == "adam", "optimizer adam"),
-            "lr_schedule": first_order,
-            "lr_end_factor": (self.lr_schedule == "cosine", "lr_schedule cosine"),
-            "hf_damping": hessian_free,
-            "hf_max_cg": hessian_free,
-            "hf_mu": hessian_free,
-            "hf_curvature_fraction": hessian_free,
-            "hf_preconditioner": hessian_free,
             "spike_window": (self.monitor, "monitor on"),
             "spike_z": (self.monitor, "monitor on"),
             "dropout": (self.layers >= 2, "layers >= 2 (it falls between layers)"),
@@ -499,7 +494,80 @@ class TrainConfig(ConfigModel):
     @property
     def torch_dtype(self) -> torch.dtype:
         """``dtype`` as a torch dtype."""
-        return getattr(torch, self.dtype)
+        dtype: torch.dtype = getattr(torch, self.dtype)
+        return dtype
+
+
+_CHOICE_OF = {choice.field: choice for choice in CHOICES}
+_FIRST_ORDER = [name for name, kind in OPTIMIZER.kinds.items() if issubclass(kind, FirstOrder)]
+
+
+@cache
+def _flag_fields() -> dict[str, FieldInfo]:
+    fields: dict[str, FieldInfo] = {}
+    for name, field in TrainConfig.model_fields.items():
+        choice = _CHOICE_OF.get(name)
+        fields.update({name: field} if choice is None else choice.flag_fields())
+    return fields
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _without_none(table: dict[str, Any]) -> dict[str, Any]:
+    """A table without its None values, nested tables too (TOML has no null)."""
+    return {
+        k: _without_none(v) if isinstance(v, dict) else v for k, v in table.items() if v is not None
+    }
+
+
+def _flatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration's keys, its nested settings (tables or models) as flat keys; a
+    flat key given beside a table wins over the table's."""
+    flat: dict[str, Any] = {}
+    given: dict[str, Any] = {}
+    for key, value in values.items():
+        choice = _CHOICE_OF.get(str(key))
+        if choice is not None and isinstance(value, Kind):
+            value = value.model_dump()
+        if choice is not None and isinstance(value, Mapping):
+            flat.update(choice.flatten(value))
+        elif choice is not None and choice.flag != choice.field:  # [schedule]: a table only
+            message = f"must be a table (kind = one of {', '.join(choice.kinds)}); got {value!r}"
+            raise ConfigError(choice.field, message)
+        else:
+            given[str(key)] = value
+    return {**flat, **given}
+
+
+def _first_order(flat: Mapping[str, Any]) -> bool | None:
+    """Whether the optimizer the flat values name has a learning rate (None: unknown)."""
+    kind = OPTIMIZER.kind_of(flat)
+    return kind in _FIRST_ORDER if isinstance(kind, str) and kind in OPTIMIZER.kinds else None
+
+
+def _recipe_first(values: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's settings fill the keys not given; another cell is refused. A recipe's
+    setting for what the user replaced (its RMSprop's momentum under ``optimizer adam``,
+    its clip_norm under ``clip none``) is dropped, not refused."""
+    name = values["method"]
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ConfigError("method", f"must be one of {', '.join(RECIPES)}; got {name!r}")
+    settings = RECIPES[name].settings
+    cell = values.get("cell")
+    if cell is not None and cell != settings["cell"]:
+        raise ConfigError("cell", f"method {name} uses cell {settings['cell']}, not {cell}")
+    merged = {**settings, **values}
+    return {k: v for k, v in merged.items() if k in values or _setting_applies(k, merged)}
+
+
+def _setting_applies(key: str, merged: Mapping[str, Any]) -> bool:
+    """Whether the flat key ``key`` is read under the merged values (its kind reads it;
+    a schedule and a rebase need a first-order optimizer)."""
+    if key in _FIRST_ORDER_ONLY and _first_order(merged) is False:
+        return False
+    return all(choice.reads(key, merged) for choice in CHOICES)
 
 
 def _initialises(method: str | None) -> bool:
@@ -519,23 +587,6 @@ def _as_before(saved: Mapping[str, Any]) -> dict[str, Any]:
     return {
         name: value for name, value in _BEFORE_FIELD.items() if name not in saved and applies[name]
     }
-
-
-def _recipe_setting_applies(name: str, merged: dict[str, Any]) -> bool:
-    """Whether a recipe's setting is read under the merged values (as
-    ``_refuse_unused_settings`` and ``_derive_clip`` decide for given ones)."""
-    optimizer = merged.get("optimizer", "adam")
-    if name == "momentum":
-        return optimizer in ("sgd", "rmsprop")
-    if name == "rmsprop_alpha":
-        return optimizer == "rmsprop"
-    if name == "weight_decay":
-        return optimizer == "adam"
-    if name in ("lr", "lr_recurrent", "lr_schedule", "rebase_every"):
-        return optimizer != "hf"
-    if name == "clip_norm":
-        return merged.get("clip") in (None, "norm", "zscore")
-    return True
 
 
 def _check_device(device: str) -> None:

@@ -62,7 +62,8 @@ class ConfigError(ValueError):
         self.field = field_name
         self.message = message
 
-    def __reduce__(self):  # picklable: it crosses process pools (benchmarks, Ray)
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        # picklable: it crosses process pools (benchmarks, Ray)
         return type(self), (self.field, self.message)
 
 
@@ -187,6 +188,16 @@ class ConfigModel(BaseModel):
             raise ConfigError("config", f"must be a table of settings; got {values!r}")
         return cls(**{str(k): v for k, v in values.items()})
 
+    @classmethod
+    def flag_fields(cls) -> dict[str, FieldInfo]:
+        """The keys of the flat form (one a command-line flag), each with its field."""
+        return dict(cls.model_fields)
+
+    @classmethod
+    def error_field(cls, loc: tuple[int | str, ...]) -> str:
+        """The key an error at pydantic's location ``loc`` is reported under."""
+        return str(loc[0]) if loc else "config"
+
     def replace(self: _Config, **changes: Any) -> _Config:
         """A validated copy with some fields changed (None values are ignored)."""
         kept = {k: v for k, v in changes.items() if v is not None}
@@ -222,12 +233,17 @@ def config_error(err: ValidationError, model: type[ConfigModel]) -> ConfigError:
     """The first problem pydantic found, as a ConfigError naming its field."""
     first = err.errors(include_url=False)[0]
     context = first.get("ctx") or {}
-    if isinstance(context.get("error"), ConfigError):  # raised by our own validators
-        return context["error"]
-    field_name = str(first["loc"][0]) if first["loc"] else "config"
+    loc = tuple(first["loc"])
+    found = context.get("error")
+    if isinstance(found, ConfigError):  # raised by our own validators
+        if len(loc) <= 1:
+            return found
+        # a nested model's, which named its own field: named as the outer model names it
+        return ConfigError(model.error_field((*loc, found.field)), found.message)
+    field_name = model.error_field(loc)
     value, kind = first.get("input"), first["type"]
     if kind == "extra_forbidden":
-        known = ", ".join(sorted(model.model_fields))
+        known = ", ".join(sorted(model.flag_fields()))
         return ConfigError(field_name, f"unknown key; known keys are {known}")
     if kind == "missing":
         return ConfigError(field_name, "must be given")
@@ -240,7 +256,8 @@ def config_error(err: ValidationError, model: type[ConfigModel]) -> ConfigError:
     if kind in bounds:
         return ConfigError(field_name, f"must be {bounds[kind].format(**context)}; got {value!r}")
     if kind == "literal_error":
-        allowed = field_choices(model.model_fields[field_name]) or ()
+        field = model.flag_fields().get(field_name)
+        allowed = (field_choices(field) if field is not None else None) or ()
         return ConfigError(field_name, f"must be one of {', '.join(allowed)}; got {value!r}")
     message = first["msg"].removeprefix("Value error, ")
     return ConfigError(field_name, f"{message[:1].lower()}{message[1:]}; got {value!r}")

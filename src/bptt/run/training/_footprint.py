@@ -74,6 +74,11 @@ def available_memory(device: str | torch.device = "cpu") -> int:
     return machine_memory() or 1 << 62  # nothing known: refuse nothing
 
 
+def _kind(optimizer: object) -> str:
+    """An optimizer setting's kind (a nested setting's, or a flat name)."""
+    return str(getattr(optimizer, "kind", optimizer))
+
+
 def train_memory(config, input_size: int, output_size: int, runs: int = 1) -> MemoryNeed:
     """The largest allocations of training ``config`` (a validated
     :class:`~bptt.run.TrainConfig`) on a task of ``input_size`` features and
@@ -88,7 +93,7 @@ def train_memory(config, input_size: int, output_size: int, runs: int = 1) -> Me
     weights = directions * gates * hidden * (input_size + hidden + 2)
     weights += (units - directions) * gates * hidden * (below + hidden + 2)
     weights += output_size * (directions * hidden + 1)
-    tensors = 2 + _OPTIMIZER_STATE.get(config.optimizer, 2)  # weights, gradients, state
+    tensors = 2 + _OPTIMIZER_STATE.get(_kind(config.optimizer), 2)  # weights, gradients, state
     tested = min(config.test_size, _EVAL_CHUNK)
     parts = (
         ("weights, gradients and optimizer state", "hidden", runs * weights * tensors * size),

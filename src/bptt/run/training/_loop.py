@@ -55,7 +55,7 @@ def _may_differ(config: TrainConfig) -> tuple[str, ...]:
     """Fields a checkpoint's config may differ in: the output directory, and the step
     budget unless the learning rate is scheduled over it (then the steps taken so far
     depended on it)."""
-    return _NOT_COMPARED + (("steps",) if config.lr_schedule == "constant" else ())
+    return _NOT_COMPARED + (("steps",) if config.schedule.kind == "constant" else ())
 
 
 class NonFiniteError(RuntimeError):
@@ -69,7 +69,7 @@ class RunStopped(RuntimeError):
 
 
 def _fingerprint(config: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in _NOT_COMPARED}
+    return {k: v for k, v in config.flat().items() if k not in _NOT_COMPARED}
 
 
 class Run:
@@ -175,11 +175,11 @@ class Run:
         if differ:
             key = differ[0]
             saved = state["config"]
-            theirs = saved[key] if key in saved else TrainConfig.model_fields[key].default
+            theirs = saved[key] if key in saved else TrainConfig.flat_defaults().get(key)
             raise ConfigError(
                 "resume",
                 f"the checkpoint belongs to another configuration: {key} is "
-                f"{theirs!r} there and {self.config.to_dict().get(key)!r} here",
+                f"{theirs!r} there and {self.config.flat().get(key)!r} here",
             )
         self.step = int(state["step"])
         if self.config.threads == 0 and state.get("threads"):  # the count it began with
@@ -387,10 +387,10 @@ class Run:
             "method": config.method,
             "cell": config.cell,
             "hidden": config.hidden,
-            "optimizer": config.optimizer,
+            "optimizer": config.optimizer.kind,
             "lr": self.take_step.reported_lr,
-            "clip": config.clip,
-            "clip_norm": config.clip_norm,
+            "clip": config.clip.kind,
+            "clip_norm": getattr(config.clip, "max_norm", None),
             "clip_step_norm": config.clip_step_norm,
             "clipped_steps": counters["clipped_steps"],
             "batch_size": config.batch_size,

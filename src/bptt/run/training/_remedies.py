@@ -42,8 +42,8 @@ def train_command(values: dict[str, Any], out: str | None = None) -> str:
         ConfigError: the values are not a valid configuration.
     """
     config = TrainConfig.from_dict({k: v for k, v in values.items() if k != "out"})
-    defaults = {name: f.default for name, f in TrainConfig.model_fields.items()}
-    given = config.to_dict()
+    defaults = TrainConfig.flat_defaults()
+    given = config.flat()
     if values.get("method") is not None:  # the recipe fills its own fields
         given = {k: v for k, v in values.items() if k != "out"}
         defaults.update(RECIPES[values["method"]].settings)  # what it fills, left out
@@ -64,12 +64,12 @@ def train_command(values: dict[str, Any], out: str | None = None) -> str:
 def _changed(config: TrainConfig, **changes: Any) -> dict[str, Any]:
     """The same run with ``changes``, without the time limit that may have cut it (a
     next run given the same limit would be cut where this one was)."""
-    return {**config.to_dict(), "time_limit_s": 0.0, **changes}
+    return {**config.flat(), "time_limit_s": 0.0, **changes}
 
 
 def _fresh(config: TrainConfig, **changes: Any) -> dict[str, Any]:
     """A new run of the same task and budget with other settings (e.g. a recipe)."""
-    kept = {k: v for k, v in config.to_dict().items() if k in _KEPT}
+    kept = {k: v for k, v in config.flat().items() if k in _KEPT}
     return {**kept, **changes}
 
 
@@ -86,13 +86,14 @@ def remedies_for(
     Returns:
         Dicts with ``why`` (a sentence) and ``command`` (a ``bptt train`` line).
     """
-    first_order = config.optimizer != "hf"
-    lr_down, lr_up = _round(config.lr / 10, 3), _round(config.lr * 3, 3)
+    values = config.flat()
+    first_order = config.optimizer.kind != "hf"
+    lr_down, lr_up = _round(values["lr"] / 10, 3), _round(values["lr"] * 3, 3)
     options: list[tuple[str, str, dict[str, Any]]] = []  # (tag, why, values)
     kind = verdict.verdict
     if kind == "exploding":
         early = verdict.evidence.get("early_grad_norm")
-        unclipped = config.clip == "none" and config.clip_step_norm is None
+        unclipped = config.clip.kind == "none" and config.clip_step_norm is None
         if unclipped and first_order and early is not None and math.isfinite(early) and early > 0:
             threshold = _round(early)
             options.append(
@@ -115,7 +116,7 @@ def remedies_for(
                 ("lr", f"lower the learning rate to {lr_down:g}", _changed(config, lr=lr_down))
             )
         else:
-            damping = config.hf_damping * 10
+            damping = values["hf_damping"] * 10
             options.append(
                 (
                     "damping",
@@ -200,8 +201,8 @@ def remedies_for(
                     _fresh(config, method="lru", validation_share=config.validation_share),
                 )
             )
-        if config.optimizer == "adam":
-            decay = _round(max(0.05, 10 * config.weight_decay))
+        if config.optimizer.kind == "adam":
+            decay = _round(max(0.05, 10 * values["weight_decay"]))
             options.append(
                 (
                     "decay",

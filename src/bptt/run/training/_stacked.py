@@ -70,7 +70,7 @@ def _why_not(configs: Sequence[TrainConfig]) -> str | None:
     if len({str(Path(o).resolve()) for o in outs}) < len(outs):
         return "two runs share a run directory"
     for config in configs:
-        if config.optimizer == "hf":
+        if config.optimizer.kind == "hf":
             return "Hessian-free steps evaluate their own closures"
         if config.tbptt_k1:
             return "truncated backprop through time carries each run's stream state"
@@ -85,7 +85,7 @@ def _why_not(configs: Sequence[TrainConfig]) -> str | None:
 
 def shared_settings(config: TrainConfig) -> dict[str, Any]:
     """The fields of ``config`` that every run of its stack must share."""
-    values = config.to_dict()
+    values = config.flat()
     return {name: values[name] for name in SHARED_FIELDS}
 
 

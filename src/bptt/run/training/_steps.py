@@ -22,6 +22,7 @@ from bptt.model import SequenceModel
 from bptt.run.training._batches import SequenceBatches, StreamBatches
 from bptt.run.training._build import learning_rate
 from bptt.run.training._config import TrainConfig
+from bptt.run.training._settings import FirstOrder, OptimizerHF
 from bptt.tasks import Task
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class FirstOrderStep:
     @property
     def reported_lr(self) -> float:
         """The configured learning rate, for the summary."""
-        return self.config.lr
+        return cast(FirstOrder, self.config.optimizer).lr  # what built the optimizer
 
     def __call__(
         self, step: int, counters: dict[str, Any], computed: tuple[Tensor, Any] | None = None
@@ -154,8 +155,9 @@ class HessianFreeStep:
         if computed is not None:
             raise ValueError("a Hessian-free step computes its own gradients")
         x, y = self.batches.sample()
-        share = max(1, round(x.shape[0] * self.config.hf_curvature_fraction))
-        structural = self.config.hf_mu > 0  # then the hidden states join the outputs
+        settings = cast(OptimizerHF, self.config.optimizer)  # what built the optimizer
+        share = max(1, round(x.shape[0] * settings.curvature_fraction))
+        structural = settings.mu > 0  # then the hidden states join the outputs
 
         def closure(x: Tensor = x, y: Tensor = y) -> tuple[Tensor, ...]:
             if structural:
@@ -180,7 +182,9 @@ class HessianFreeStep:
         """Back at a checkpoint: a trust region shrunk by more damping."""
         scale = self.config.rollback_lr_factor**rollbacks
         for group in self.optimizer.param_groups:
-            group["damping"] = max(group["damping"], self.config.hf_damping / scale)
+            group["damping"] = max(
+                group["damping"], cast(OptimizerHF, self.config.optimizer).damping / scale
+            )
 
 
 def make_step_rule(
@@ -194,7 +198,7 @@ def make_step_rule(
     on_gradients: GradientHook | None = None,
 ) -> FirstOrderStep | HessianFreeStep:
     """The step rule the config's optimizer needs."""
-    if config.optimizer == "hf":
+    if isinstance(config.optimizer, OptimizerHF):
         # make_optimizer's HessianFree; the config refuses hf for a stream task
         hf, sequences = cast("HessianFree", optimizer), cast(SequenceBatches, batches)
         return HessianFreeStep(config, task, model, hf, sequences)

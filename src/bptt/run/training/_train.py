@@ -205,9 +205,9 @@ def resume(
                 "start would have ended there too; train a new run instead"
             )
             raise ConfigError("steps", message)
-        if config.lr_schedule != "constant":
+        if config.schedule.kind != "constant":
             message = (
-                f"the {config.lr_schedule} learning-rate schedule is spread over the run's "
+                f"the {config.schedule.kind} learning-rate schedule is spread over the run's "
                 f"{config.steps} steps; a run with another budget must start again"
             )
             raise ConfigError("steps", message)
