@@ -39,6 +39,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy
+	$(BIN)/mypy --strict src/bptt/run/training  # the config, the run records, the loop
 
 test: lint browser
 	$(BIN)/python -m pytest -n auto --dist worksteal

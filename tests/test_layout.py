@@ -234,3 +234,28 @@ def test_importing_the_library_does_not_load_the_application():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# A function of the application a reader takes in at once: its code (the docstring
+# aside) within a screen.
+LONGEST_FUNCTION = 60
+
+
+def test_no_function_of_the_application_runs_past_a_screen():
+    def code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+        lines = node.end_lineno - node.lineno + 1
+        first = node.body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            if isinstance(first.value.value, str):  # the docstring
+                lines -= first.end_lineno - first.lineno + 1
+        return lines
+
+    long = []
+    for name, path in MODULES.items():
+        if not (name.startswith("bptt.run") or name == "bptt.cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if code_lines(node) > LONGEST_FUNCTION:
+                    long.append(f"{name}.{node.name}: {code_lines(node)} lines")
+    assert not long, long

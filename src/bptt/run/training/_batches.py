@@ -20,7 +20,7 @@ from bptt.tbptt import TBPTT
 
 __all__ = ["Rerun", "SequenceBatches", "StreamBatches", "make_batches"]
 
-Rerun = Callable[[tuple], None]  # repeat a step's backward with extra taps
+Rerun = Callable[[tuple[Any, ...]], None]  # repeat a step's backward with extra taps
 
 
 class SequenceBatches:
@@ -32,7 +32,12 @@ class SequenceBatches:
     """
 
     def __init__(
-        self, config: TrainConfig, task: Task, model: SequenceModel, taps: tuple, seed: int
+        self,
+        config: TrainConfig,
+        task: Task,
+        model: SequenceModel,
+        taps: tuple[Any, ...],
+        seed: int,
     ) -> None:
         self.config, self.task, self.model, self.taps = config, task, model, taps
         self.generator = torch.Generator().manual_seed(seed)
@@ -58,7 +63,7 @@ class SequenceBatches:
         generators' states before the step's forward, so that the rerun drops what the
         step dropped (None: the model has no dropout)."""
 
-        def rerun(extra: tuple) -> None:
+        def rerun(extra: tuple[Any, ...]) -> None:
             """Repeat the step with extra taps, leaving the gradients and the random
             generators as they were. In a model of several layers or directions the
             extra taps (a record of one unroll) see the top layer's forward unroll,
@@ -73,7 +78,7 @@ class SequenceBatches:
             for p in params:
                 p.grad = None
             with _replayed(masks, x.device):
-                self.task.loss(self.model(x, taps=taps)[0], y).backward()
+                torch.autograd.backward(self.task.loss(self.model(x, taps=taps)[0], y))
             for p, grad in zip(params, kept, strict=True):
                 p.grad = grad
 
@@ -93,7 +98,12 @@ class StreamBatches:
     parallel streams. No rerun: the window's state has moved on. Checkpointable."""
 
     def __init__(
-        self, config: TrainConfig, task: Task, model: SequenceModel, taps: tuple, seed: int
+        self,
+        config: TrainConfig,
+        task: Task,
+        model: SequenceModel,
+        taps: tuple[Any, ...],
+        seed: int,
     ) -> None:
         self.config = config
         self.generator = torch.Generator().manual_seed(seed)
@@ -145,7 +155,7 @@ def _replayed(states: Any, device: torch.device) -> Iterator[None]:
 
 
 def make_batches(
-    config: TrainConfig, task: Task, model: SequenceModel, taps: tuple, seed: int
+    config: TrainConfig, task: Task, model: SequenceModel, taps: tuple[Any, ...], seed: int
 ) -> SequenceBatches | StreamBatches:
     """The batch source of a run: a stream task's windows, or a sequence task's batches."""
     source = StreamBatches if task.stream else SequenceBatches

@@ -93,7 +93,7 @@ def make_clip_policy(config: TrainConfig) -> clip.ClipPolicy:
     return config.clip.build()
 
 
-def step_taps(config: TrainConfig) -> tuple:
+def step_taps(config: TrainConfig) -> tuple[Any, ...]:
     """The per-time-step hidden-state gradient taps a config asks for (may be empty)."""
     if config.clip_step_norm is None and config.clip_step_value is None:
         return ()

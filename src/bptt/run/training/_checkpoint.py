@@ -18,7 +18,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -32,6 +32,9 @@ from bptt.run.training._io import (
 )
 
 __all__ = ["CheckpointError", "Checkpoints"]
+
+# where torch.load puts the tensors it reads (None: where they were saved)
+MapLocation = str | torch.device | None
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 _ROLLBACK = "rollback_point"  # in a checkpoint that is not one: the point in effect
@@ -176,11 +179,12 @@ class Checkpoints:
             raise CheckpointError(f"cannot remove {err.filename}: {err.strerror}") from err
         self.last = None
 
-    def latest_in_memory(self, map_location=None) -> dict[str, Any] | None:
+    def latest_in_memory(self, map_location: MapLocation = None) -> dict[str, Any] | None:
         """The newest saved state, from memory (the same as on disk)."""
         if self.last is None:
             return None
-        return torch.load(io.BytesIO(self.last[1]), map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(self.last[1]), map_location=map_location, weights_only=True)
+        return cast(dict[str, Any], state)
 
     def _prune(self) -> None:
         """Keep the newest ``keep`` checkpoints, and the roll-back point in effect: clock
@@ -195,7 +199,7 @@ class Checkpoints:
                 old.with_name(old.name + ".sha256").unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: MapLocation = None) -> dict[str, Any]:
     """Load one checkpoint after checking its checksum.
 
     Raises:
@@ -206,9 +210,10 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
     return _load(path, _read_verified(path), map_location)
 
 
-def _load(path: Path, payload: bytes, map_location) -> dict[str, Any]:
+def _load(path: Path, payload: bytes, map_location: MapLocation) -> dict[str, Any]:
     try:
-        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+        return cast(dict[str, Any], state)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} does not load: {load_failure(err)}") from err
 

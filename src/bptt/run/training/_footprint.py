@@ -13,11 +13,15 @@ peak's size, within about a fifth. A run that passes may still need more.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from bptt._checks import machine_memory
 from bptt.run.training._fields import ConfigError
+
+if TYPE_CHECKING:  # the config imports this module
+    from bptt.run.training._config import TrainConfig
 
 __all__ = ["MemoryNeed", "available_memory", "esn_memory", "refuse_oversized", "train_memory"]
 
@@ -79,14 +83,18 @@ def _kind(optimizer: object) -> str:
     return str(getattr(optimizer, "kind", optimizer))
 
 
-def train_memory(config, input_size: int, output_size: int, runs: int = 1) -> MemoryNeed:
+def train_memory(
+    config: TrainConfig, input_size: int, output_size: int, runs: int = 1
+) -> MemoryNeed:
     """The largest allocations of training ``config`` (a validated
     :class:`~bptt.run.TrainConfig`) on a task of ``input_size`` features and
     ``output_size`` outputs; ``runs`` stacked runs hold ``runs`` times the model and
     batch."""
     size = torch.tensor([], dtype=config.torch_dtype).element_size()
     hidden, batch, gates = config.hidden, config.batch_size, _GATES.get(config.cell, 1)
-    steps = config.tbptt_k2 if config.tbptt_k2 else config.length  # what backward keeps
+    length = config.length
+    assert length is not None  # validation derives it from the task
+    steps = config.tbptt_k2 if config.tbptt_k2 else length  # what backward keeps
     directions = 2 if getattr(config, "bidirectional", False) else 1
     units = directions * getattr(config, "layers", 1)  # unrolls: each keeps its states
     below = directions * hidden  # what layers 2 .. L read
@@ -105,18 +113,18 @@ def train_memory(config, input_size: int, output_size: int, runs: int = 1) -> Me
         (
             "the test set",
             "test_size and length",
-            config.test_size * config.length * input_size * size,
+            config.test_size * length * input_size * size,
         ),
         (
             "the test set's states",
             "length and hidden",
-            units * tested * config.length * hidden * size,
+            units * tested * length * hidden * size,
         ),
     )
     return MemoryNeed(parts)
 
 
-def esn_memory(config) -> MemoryNeed:
+def esn_memory(config: Any) -> MemoryNeed:
     """About the peak memory of building and fitting the reservoir of ``config`` (a
     validated :class:`~bptt.run.ESNConfig`): W drawn dense in float64 (uniforms, mask,
     values, then scaled copies and compressed rows) and the readout's normal equations,

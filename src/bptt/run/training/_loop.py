@@ -351,7 +351,9 @@ class Run:
         """The summary (and the final diagnosis), once ``ended``."""
         return self._summary(time.perf_counter() - self._start, advance)
 
-    def _stop(self, step: int, loss_value: float, norm_value: float, watched: dict) -> None:
+    def _stop(
+        self, step: int, loss_value: float, norm_value: float, watched: dict[str, Any]
+    ) -> None:
         message = (
             f"step {step}: non-finite loss ({loss_value}) or gradient norm ({norm_value})"
             f'{where_nonfinite(watched)}; set nonfinite = "skip" to skip such steps'

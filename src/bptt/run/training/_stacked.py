@@ -273,7 +273,7 @@ def _lockstep(runs: list[Run], advances: list[Callable[..., None]]) -> list[Any]
             for i, prediction, (_, y) in zip(active, predictions, batches, strict=True)
         ]
         # each run's loss reaches only its own parameters: the sum's gradient is theirs
-        torch.stack(losses).sum().backward()
+        torch.autograd.backward(torch.stack(losses).sum())
         for i, source, loss, (x, y) in zip(active, sources, losses, batches, strict=True):
             computed = (loss.detach(), source.rerun(x, y))
             _guarded(

@@ -95,7 +95,7 @@ class FirstOrderStep:
         if computed is None:
             loss, rerun = self.batches.next()
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
         else:
             loss, rerun = computed
         if self.on_gradients is not None:

@@ -406,7 +406,7 @@ def _open(path: str | Path, *, overwrite: bool = False, resume: bool = False) ->
 
 
 @contextlib.contextmanager
-def _environment(config: TrainConfig, progress: bool | Progress) -> Iterator:
+def _environment(config: TrainConfig, progress: bool | Progress) -> Iterator[Callable[..., None]]:
     """Flush-to-zero, threads and the progress bar for the run, restored after it."""
     with (
         flush_denormal(config.flush_denormal),
@@ -419,7 +419,7 @@ def _environment(config: TrainConfig, progress: bool | Progress) -> Iterator:
 @contextlib.contextmanager
 def _progress_bar(
     progress: bool | Progress, config: TrainConfig, label: str | None = None
-) -> Iterator:
+) -> Iterator[Callable[..., None]]:
     """Yields ``advance(step, loss, status=None)``, which shows the run at that step
     (and what it is doing, if not training); ``label`` is added to the bar's name."""
     if progress is False:
