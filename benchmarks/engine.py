@@ -19,6 +19,7 @@ at T = 1000).
     python benchmarks/engine.py --orthogonal-only
     python benchmarks/engine.py --lru-only
     python benchmarks/engine.py --lru-only --keep-freed-memory   # as `bptt train` runs
+    python benchmarks/engine.py --main-only --hidden 64,128      # the first table alone
 """
 
 from __future__ import annotations
@@ -231,6 +232,9 @@ def main() -> None:
     )
     parser.add_argument("--lru-only", action="store_true", help="only the LRU's table")
     parser.add_argument(
+        "--main-only", action="store_true", help="only the first table (RNN, LSTM, GRU)"
+    )
+    parser.add_argument(
         "--keep-freed-memory",
         action="store_true",
         help="as bptt's command line does: freed memory kept by malloc for the next step",
@@ -274,6 +278,8 @@ def main() -> None:
                 )
                 console.print(f"{kind} H={hidden}: {ratio:.2f}x", highlight=False)
         console.print(table)
+        if args.main_only:
+            return
         console.print(orthogonal_table(args.repeats))
         console.print(lru_table(args.repeats))
     if not args.no_subnormal:
