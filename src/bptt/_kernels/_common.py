@@ -132,9 +132,10 @@ class Runs:
         """(K, N, M) @ (K, M, P) -> (K, N, P), a plain matrix product for K = 1."""
         return torch.mm(a[0], b[0]).unsqueeze(0) if self.k == 1 else torch.bmm(a, b)
 
-    def taps(self, run: Pass) -> Callable[[int, Delta], Delta] | None:
-        """The pass's taps as one call on a step's delta (as the loops hold it), or None
-        where no run has taps. For K > 1 each run's taps see that run's slice."""
+    def taps(self, run: Pass) -> Callable[[int, Any], Any] | None:
+        """The pass's taps as one call ``tap(t, delta) -> delta`` on a step's delta as
+        the loops hold it (a tensor, or the LSTM's pair), or None where no run has taps.
+        For K > 1 each run's taps see that run's slice."""
         if not any(run.taps):
             return None
         if self.k == 1:

@@ -83,6 +83,12 @@ class RecurrenceKernel(Kernel):
     def parameters(self, cell: Any) -> tuple[Tensor | None, ...]:
         raise NotImplementedError
 
+    def function_for(self, x: Tensor, run: Pass) -> type[torch.autograd.Function]:
+        """The Function that runs this pass: :attr:`function`, the loop over time. The
+        place for a backend chosen by device or taps (CUDA graphs, Triton): a Function
+        with the same arguments, layout and :class:`Pass`."""
+        return self.function
+
     def run(
         self, cell: Any, x: Tensor, state: State, taps: Taps, last_only: bool
     ) -> tuple[Tensor, State]:
@@ -101,5 +107,6 @@ class RecurrenceKernel(Kernel):
 
     def _apply(self, x: Tensor, state: State, run: Pass, options: tuple, parameters: tuple):
         parts = state if isinstance(state, tuple) else (state,)
-        outputs, *final = self.function.apply(x, *parts, run, *options, *parameters)
+        function = self.function_for(x, run)
+        outputs, *final = function.apply(x, *parts, run, *options, *parameters)
         return outputs, (tuple(final) if isinstance(state, tuple) else final[0])
