@@ -341,7 +341,7 @@ def test_fast_outputs_refuse_in_place_edits_before_backward(gen):
 def test_nothing_is_read_from_a_buffer_after_it_went_back_to_the_pool(kind, grad, gen, monkeypatch):
     """Another thread may take a pooled buffer at once: poison every buffer as it is
     given back, and the results must not change."""
-    from bptt.engine._workspace import WORKSPACE, Workspace
+    from bptt._kernels._workspace import WORKSPACE, Workspace
 
     def poisoning_give(self, *buffers):
         for buffer in buffers:

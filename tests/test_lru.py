@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import bptt
+from bptt._kernels._scan import linear_scan
 from bptt.cells import LRUCell
 from bptt.diagnose import gradient_by_distance, recurrent_spectrum
-from bptt.engine._scan import linear_scan
 from bptt.taps import ClipNorm, RecordNorms
 from helpers import rounding_tol
 

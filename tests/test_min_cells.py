@@ -11,8 +11,8 @@ from minGRU_pytorch.minGRU import minGRU as PeerMinGRU
 from minGRU_pytorch.minLSTM import minLSTM as PeerMinLSTM
 
 import bptt
+from bptt._kernels._scan import log_linear_scan
 from bptt.cells import MinGRUCell, MinLSTMCell
-from bptt.engine._scan import log_linear_scan
 from bptt.taps import ClipNorm, RecordNorms
 from helpers import rounding_tol
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import bptt
-from bptt.engine import stackable, unroll_stacked
+from bptt.engine import has_fast_engine, stackable, unroll_stacked
+from bptt.taps import ClipNorm, ClipValue, RecordNorms
 
 # float64: the stacked engine and the lone runs do the same products in another
 # grouping (batched against single matmuls), a few roundings of 1e-16 per operation
@@ -93,6 +94,73 @@ def test_every_parameter_gets_a_gradient_tensor_of_its_own(kind: str) -> None:
         grad.mul_(2.0)
         for j, other in enumerate(grads):
             assert torch.equal(other, before[j] * (2.0 if j <= i else 1.0)), (i, j)
+
+
+def _taps_of_run(run: int) -> list:
+    """Each run's own taps, thresholds that differ by run and clip at some steps."""
+    return [RecordNorms(), ClipNorm(0.3 + 0.2 * run), ClipValue(0.15), RecordNorms()]
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "rnn-relu", "lstm", "gru", "orthogonal-modrelu"])
+def test_stacked_runs_with_taps_equal_each_run_alone_with_its_taps(kind: str) -> None:
+    k, batch, steps, features, hidden = 3, 4, 9, 2, 5
+    cells = _cells(kind, k, features, hidden)
+    torch.manual_seed(11)
+    x = torch.randn(k, batch, steps, features, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(k, batch, steps, hidden, dtype=torch.float64)
+    stacked_taps = [_taps_of_run(j) for j in range(k)]
+    out = unroll_stacked(cells, x, taps=stacked_taps)
+    (out * weights).sum().backward()
+    stacked_grads = [[p.grad.clone() for p in c.parameters()] for c in cells]
+    stacked_x_grad = x.grad.clone()
+    clipped = 0
+    for j, cell in enumerate(cells):
+        for engine in ("fast", "generic"):
+            cell.zero_grad(set_to_none=True)
+            xj = x.detach()[j].clone().requires_grad_()
+            taps = _taps_of_run(j)
+            alone, _ = bptt.unroll(cell, xj, taps=taps, engine=engine)
+            torch.testing.assert_close(out[j], alone, rtol=TOL, atol=TOL)
+            (alone * weights[j]).sum().backward()
+            for got, (name, p) in zip(stacked_grads[j], cell.named_parameters(), strict=True):
+                torch.testing.assert_close(got, p.grad, rtol=TOL, atol=TOL, msg=name)
+            torch.testing.assert_close(stacked_x_grad[j], xj.grad, rtol=TOL, atol=TOL)
+            for mine, theirs in ((0, 0), (3, 3)):
+                got, want = stacked_taps[j][mine].norms, taps[theirs].norms
+                torch.testing.assert_close(got, want, rtol=TOL, atol=TOL)
+        clipped += int((stacked_taps[j][0].norms > 0.3 + 0.2 * j).sum())
+    assert clipped > 0  # the clipping taps had something to do
+
+
+def test_stacked_taps_are_one_sequence_per_run() -> None:
+    cells = _cells("gru", 2, 2, 3)
+    x = torch.zeros(2, 1, 3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="one sequence of taps per run"):
+        unroll_stacked(cells, x, taps=[[RecordNorms()]])
+    with pytest.raises(TypeError, match="taps"):
+        unroll_stacked(cells, x, taps=[RecordNorms(), RecordNorms()])
+    out = unroll_stacked(cells, x, taps=[[], [RecordNorms()]])  # a run may have none
+    assert out.shape == (2, 1, 3, 3)
+
+
+def test_a_subclass_has_a_kernel_only_where_it_declares_one() -> None:
+    class Changed(bptt.cells.RNNCell):  # may change what a step computes
+        pass
+
+    class Same(bptt.cells.RNNCell):
+        kernel = bptt.cells.RNNCell.kernel  # opts in: the same step
+
+    assert bptt.cells.RNNCell.kernel is not None
+    assert Changed.kernel is None and not has_fast_engine(Changed(2, 3))
+    assert Same.kernel is bptt.cells.RNNCell.kernel and has_fast_engine(Same(2, 3))
+    assert "no stacked engine" in stackable([Changed(2, 3), Changed(2, 3)])
+    assert stackable([Same(2, 3), Same(2, 3)]) is None
+    assert bptt.engine.STACKABLE_CELLS == (
+        bptt.cells.GRUCell,
+        bptt.cells.LSTMCell,
+        bptt.cells.OrthogonalRNNCell,
+        bptt.cells.RNNCell,
+    )
 
 
 def test_stacked_one_step_and_one_run() -> None:

@@ -15,12 +15,13 @@ make the first state itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, cast, runtime_checkable
+from typing import ClassVar, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from bptt._checks import shown
+from bptt._kernels import Kernel
 
 __all__ = [
     "CellContract",
@@ -72,11 +73,18 @@ class RecurrentCell(nn.Module):
     groups them), which a training run may give their own learning rate.
     A cell whose single state tensor is wider than its output (the LRU's real and
     imaginary parts) says so with :attr:`state_width`.
+
+    ``kernel`` is the fast engine a class declares in its own body (``kernel = ELMAN``):
+    a hand-written forward and backward over the whole sequence, read by
+    :func:`bptt.unroll` and :func:`bptt.engine.unroll_stacked`. A subclass does not
+    inherit it (it may change what a step computes: its ``kernel`` is None); one that
+    computes the same step opts in with ``kernel = ParentCell.kernel``.
     """
 
     input_size: int
     hidden_size: int
     recurrent_parameters: tuple[str, ...] = ("weight_hh",)  # what a separate rate applies to
+    kernel: ClassVar[Kernel | None] = None  # the fast engine, declared by each class itself
 
     @property
     def state_width(self) -> int:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from bptt._kernels import DEEP_LRU
 from bptt.cells._contract import RecurrentCell, State
 from bptt.cells._lru import LRUCell
 
@@ -63,6 +64,7 @@ class DeepLRUCell(RecurrentCell):
 
     # the eigenvalues, gamma and B: what the paper's code trains at a slower rate
     recurrent_parameters = ("nu_log", "theta_log", "gamma_log", "weight_ih")
+    kernel = DEEP_LRU  # a parallel scan per layer
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from bptt._kernels import GRU
 from bptt.cells._params import TorchCompatibleCell
 
 __all__ = ["GRUCell"]
@@ -38,6 +39,7 @@ class GRUCell(TorchCompatibleCell):
     """
 
     gates = ("r", "z", "n")  # blocks of weight_ih / weight_hh, in order
+    kernel = GRU
 
     def __init__(
         self,

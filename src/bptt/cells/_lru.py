@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
+from bptt._kernels import LRU
 from bptt.cells._contract import RecurrentCell, State
 
 __all__ = ["LRUCell"]
@@ -56,6 +57,7 @@ class LRUCell(RecurrentCell):
 
     # the eigenvalues, gamma and B: what the paper's code trains at a slower rate
     recurrent_parameters = ("nu_log", "theta_log", "gamma_log", "weight_ih")
+    kernel = LRU  # a parallel scan
 
     def __init__(
         self,

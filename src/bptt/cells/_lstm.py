@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from bptt._kernels import LSTM
 from bptt.cells._params import TorchCompatibleCell
 
 __all__ = ["LSTMCell", "lstm_update"]
@@ -39,6 +40,7 @@ class LSTMCell(TorchCompatibleCell):
     """
 
     gates = ("i", "f", "g", "o")  # blocks of weight_ih / weight_hh, in order
+    kernel = LSTM
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from bptt import _checks
+from bptt._kernels import GATED_LOG_SCAN
 from bptt.cells._contract import RecurrentCell
 
 __all__ = ["MinGRUCell", "MinLSTMCell"]
@@ -163,6 +164,7 @@ class MinGRUCell(_MinCell):
     """
 
     gates = ("z", "h")
+    kernel = GATED_LOG_SCAN
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """a = 1 - z = sigmoid(-k), b = z g(W_h x + b_h), each (..., H), x (..., F)."""
@@ -213,6 +215,7 @@ class MinLSTMCell(_MinCell):
     """
 
     gates = ("f", "i", "h")
+    kernel = GATED_LOG_SCAN
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """a = f / (f + i), b = i / (f + i) g(W_h x + b_h), each (..., H), x (..., F)."""

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
+from bptt._kernels import ELMAN
 from bptt.cells._contract import RecurrentCell
 
 __all__ = ["OrthogonalRNNCell"]
@@ -56,7 +57,7 @@ class OrthogonalRNNCell(RecurrentCell):
     """
 
     gates = ("h",)
-
+    kernel = ELMAN  # W = B exp(A - A^T) computed once per pass
     recurrent_parameters = ("skew",)
 
     base: Tensor  # the buffer registered in __init__: (H, H), orthogonal

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
+from bptt._kernels import ELMAN
 from bptt.cells._params import TorchCompatibleCell
 
 __all__ = ["RNNCell"]
@@ -39,6 +40,7 @@ class RNNCell(TorchCompatibleCell):
     """
 
     gates = ("h",)  # blocks of weight_ih / weight_hh, in order
+    kernel = ELMAN
 
     def __init__(
         self,

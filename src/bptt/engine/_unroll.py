@@ -161,7 +161,9 @@ def unroll(
             f"with x of dtype {x.dtype}. Use engine='generic' or 'auto'."
         )
     if fast is not None:
-        return run_fast(fast, cell, x, state, taps, bool(last_only))
+        result = run_fast(fast, cell, x, state, taps, bool(last_only))
+        if result is not None:  # None: not with these taps (the deep LRU), step by step
+            return result
     outputs, final = unroll_generic(cell, x, state, taps, stated.output, stated.sequence_step())
     return (outputs[:, -1:] if last_only else outputs), final
 

@@ -23,14 +23,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from bptt.engine._fast_common import first_derivative_only
+from bptt._kernels._common import first_derivative_only
+from bptt._kernels._kernel import Kernel, State, Taps
 from bptt.taps import apply_taps
 
-__all__ = ["GatedLogScan", "LinearScan", "gated_scan_reverse", "linear_scan", "log_linear_scan"]
+__all__ = [
+    "DEEP_LRU",
+    "GATED_LOG_SCAN",
+    "LRU",
+    "GatedLogScan",
+    "LinearScan",
+    "gated_scan_reverse",
+    "linear_scan",
+    "log_linear_scan",
+]
 
 
 def linear_scan(
@@ -253,3 +264,50 @@ class GatedLogScan(torch.autograd.Function):
         grad_log_a = deltas * a * before
         grad_log_b = deltas * log_b.exp()
         return grad_log_a, grad_log_b, a[:, 0] * deltas[:, 0], None
+
+
+def scan_unit(unit: Any, z: Tensor, start: Tensor, taps: Taps = ()) -> Tensor:
+    """One LRU's states (B, T, 2N) over the inputs z (B, T, F) by its scan."""
+    lam_re, lam_im = unit.eigenvalues()
+    return LinearScan.apply(lam_re, lam_im, unit.input_drive(z), start, taps)
+
+
+class LRUKernel(Kernel):
+    """The LRU by a parallel scan: the drive of every step in one matmul, the states by
+    a log-depth scan, the outputs in one matmul (of the last step alone with
+    ``last_only``: the readout Re(C h) is then no longer a (B T, 2N) x (2N, H) product);
+    taps in the scan's backward. For a cell with ``eigenvalues()``, ``input_drive(x)``
+    and ``output(states)``."""
+
+    def run(self, cell: Any, x: Tensor, state: State, taps: Taps, last_only: bool):
+        states = scan_unit(cell, x, state, taps)  # type: ignore[arg-type]
+        return cell.output(states[:, -1:] if last_only else states), states[:, -1]
+
+
+class DeepLRUKernel(Kernel):
+    """The stacked LRU layer by layer (``cell.run_layers``), each LRU by its scan (the
+    last layer's readout and mixing at the last step alone with ``last_only``). Taps
+    see the whole state of a step (every layer's) at once, which only a step-by-step
+    run has: with taps it does not apply (None), and the engine runs step by step."""
+
+    def run(self, cell: Any, x: Tensor, state: State, taps: Taps, last_only: bool):
+        if taps:
+            return None
+        return cell.run_layers(x, state, scan_unit, last_only=last_only)
+
+
+class GatedLogScanKernel(Kernel):
+    """minGRU and minLSTM by the paper's log-space scan: log a_t and log b_t of every
+    step in one matmul (``cell.log_coefficients(x)``), the states by a chunked
+    log-space scan, taps in its backward (dL/dh_{t-1} = a_t dL/dh_t, a loop; without
+    taps a reverse scan)."""
+
+    def run(self, cell: Any, x: Tensor, state: State, taps: Taps, last_only: bool):
+        log_a, log_b = cell.log_coefficients(x)  # (B, T, H) each
+        states = GatedLogScan.apply(log_a, log_b, state, taps)
+        return (states[:, -1:] if last_only else states), states[:, -1]
+
+
+LRU = LRUKernel()
+DEEP_LRU = DeepLRUKernel()
+GATED_LOG_SCAN = GatedLogScanKernel()

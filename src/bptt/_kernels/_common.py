@@ -1,0 +1,263 @@
+"""Pieces shared by the kernels of the built-in recurrences, written once for K runs.
+
+Layout. Every buffer is time-major with a leading run dimension, (T, K, B, G): each
+step's rows of all K runs are one contiguous block. A single run is K = 1; its
+per-step tensors are then (B, G) and its products plain matrix products (``addmm``),
+those of K > 1 runs (K, B, G) and batched products (``baddbmm``) over the K stacked
+weights (K, G, H). :class:`Runs` hands out the per-step views and the products, so a
+loop is written once for both.
+
+Arithmetic. The input projection of all T steps is one matmul before the loop; the
+backward walks back over time in chunks of a few steps, first computing for the
+whole chunk at once the local derivative factors that do not depend on the flowing
+gradient (few large calls, data still in cache), then for each step only what the
+flowing gradient needs; the weight gradients are one matmul per run over the stacked
+per-step pre-activation gradients after the loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, overload
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from bptt._kernels._workspace import WORKSPACE
+from bptt.taps import Delta, apply_taps
+
+# Elements of a (chunk, K, B, G) factor block worked on at once: about 1 MB of float32,
+# small enough to stay in cache for the per-step loop that follows.
+_CHUNK_ELEMENTS = 1 << 18
+
+
+def backward_chunks(steps: int, elements_per_step: int) -> list[tuple[int, int]]:
+    """(start, end) ranges covering 0..steps-1, last chunk first."""
+    size = max(1, min(steps, _CHUNK_ELEMENTS // max(1, elements_per_step)))
+    starts = range(((steps - 1) // size) * size, -1, -size)
+    return [(start, min(start + size, steps)) for start in starts]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What the caller knows about a forward pass that the autograd Function cannot see.
+
+    Attributes:
+        taps: one tuple of hidden-gradient taps per run (K of them); run k's taps see
+            its own delta_t, (B, H) or a tuple of such, as :func:`bptt.unroll` would
+            show them for that run alone.
+        grad_enabled: whether grad mode was on at the call (inside ``forward`` it is
+            always off), so a pass under ``torch.no_grad()`` gives its buffers back.
+        stacked: whether the per-run tensors (inputs, states, weights) come with the
+            leading run dimension K; False for one run given without it.
+    """
+
+    taps: tuple[tuple[Callable[[int, Delta], Delta], ...], ...]
+    grad_enabled: bool
+    stacked: bool = False
+
+    @overload
+    def lead(self, tensor: Tensor) -> Tensor: ...
+    @overload
+    def lead(self, tensor: Tensor | None) -> Tensor | None: ...
+    def lead(self, tensor: Tensor | None) -> Tensor | None:
+        """A per-run tensor with its run dimension: as given when stacked, else (1, ...)."""
+        return tensor if tensor is None or self.stacked else tensor.unsqueeze(0)
+
+    @overload
+    def unlead(self, tensor: Tensor) -> Tensor: ...
+    @overload
+    def unlead(self, tensor: Tensor | None) -> Tensor | None: ...
+    def unlead(self, tensor: Tensor | None) -> Tensor | None:
+        """The inverse of :meth:`lead`, for what goes back to the caller."""
+        return tensor if tensor is None or self.stacked else tensor[0]
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The run dimension K of a pass and the products that go with it.
+
+    ``addmm_(out, a, w)`` adds a w into out in place and ``mm(a, w, out=...)`` writes
+    a w, for per-step operands: (B, ·) and a matrix for K = 1, (K, B, ·) and (K, ·, ·)
+    for K > 1.
+    """
+
+    k: int
+
+    @property
+    def addmm_(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        if self.k == 1:
+            return Tensor.addmm_
+        return Tensor.baddbmm_
+
+    @property
+    def mm(self) -> Callable[..., Tensor]:
+        if self.k == 1:
+            return torch.mm
+        return torch.bmm
+
+    def steps(self, buffer: Tensor) -> tuple[Tensor, ...]:
+        """(T, K, B, ...) -> T per-step views, (B, ...) for K = 1 else (K, B, ...)."""
+        return (buffer.select(1, 0) if self.k == 1 else buffer).unbind(0)
+
+    def step(self, tensor: Tensor) -> Tensor:
+        """One step's tensor (K, B, ...) as the loops hold it."""
+        return tensor.select(0, 0) if self.k == 1 else tensor
+
+    def whole(self, tensor: Tensor) -> Tensor:
+        """The inverse of :meth:`step`: (K, B, ...)."""
+        return tensor.unsqueeze(0) if self.k == 1 else tensor
+
+    @overload
+    def operand(self, tensor: Tensor) -> Tensor: ...
+    @overload
+    def operand(self, tensor: Tensor | None) -> Tensor | None: ...
+    def operand(self, tensor: Tensor | None) -> Tensor | None:
+        """A per-run weight (K, G, H) or vector (K, H) as a per-step operand: (G, H) and
+        (H,) for K = 1, else (K, G, H) and (K, 1, H), which broadcast over the batch."""
+        if tensor is None:
+            return None
+        if self.k == 1:
+            return tensor[0]
+        return tensor.unsqueeze(1) if tensor.dim() == 2 else tensor
+
+    def rows(self, buffer: Tensor) -> Tensor:
+        """(T, K, B, G) -> (K, T*B, G): each run's rows (a view for K = 1)."""
+        return buffer.transpose(0, 1).reshape(self.k, -1, buffer.shape[-1])
+
+    def bmm(self, a: Tensor, b: Tensor) -> Tensor:
+        """(K, N, M) @ (K, M, P) -> (K, N, P), a plain matrix product for K = 1."""
+        return torch.mm(a[0], b[0]).unsqueeze(0) if self.k == 1 else torch.bmm(a, b)
+
+    def taps(self, run: Pass) -> Callable[[int, Any], Any] | None:
+        """The pass's taps as one call ``tap(t, delta) -> delta`` on a step's delta as
+        the loops hold it (a tensor, or the LSTM's pair), or None where no run has taps.
+        For K > 1 each run's taps see that run's slice."""
+        if not any(run.taps):
+            return None
+        if self.k == 1:
+            return functools.partial(apply_taps, run.taps[0])
+        return functools.partial(_tap_each_run, run.taps)
+
+
+def _tap_each_run(taps: tuple[tuple, ...], t: int, delta: Delta) -> Delta:
+    """delta_t (K, B, H), or a tuple of such, through each run's own taps; the same
+    object back where every tap only observed."""
+    seen: list[Delta] = []
+    changed = False
+    for k, own in enumerate(taps):
+        mine: Delta = tuple(d[k] for d in delta) if isinstance(delta, tuple) else delta[k]
+        out = apply_taps(own, t, mine) if own else mine
+        changed = changed or out is not mine
+        seen.append(out)
+    if not changed:
+        return delta
+    if isinstance(delta, tuple):
+        return tuple(torch.stack([s[i] for s in seen]) for i in range(len(delta)))  # type: ignore[index]
+    return torch.stack(seen)  # type: ignore[arg-type]
+
+
+def run_rows(x: Tensor) -> Tensor:
+    """x (K, B, T, F) -> (K, T*B, F), each run's rows ordered by time then sample."""
+    k, batch, steps, features = x.shape
+    return x.transpose(1, 2).reshape(k, steps * batch, features)
+
+
+def project_inputs(runs: Runs, x_rows: Tensor, w_ih: Tensor, bias: Tensor | None, out: Tensor):
+    """All steps' input projections of all runs into out (T, K, B, G): x W_ih^T + bias;
+    x_rows (K, T*B, F), w_ih (K, G, F), bias (K, G) or None."""
+    steps, k, batch, width = out.shape
+    if k == 1:  # out is contiguous: its rows are those of x
+        out_rows = out.view(steps * batch, width)
+        if bias is None:
+            torch.mm(x_rows[0], w_ih[0].t(), out=out_rows)
+        else:
+            torch.addmm(bias[0], x_rows[0], w_ih[0].t(), out=out_rows)
+        return
+    projected = torch.bmm(x_rows, w_ih.transpose(1, 2))  # (K, T*B, G)
+    if bias is not None:
+        projected.add_(bias.unsqueeze(1))
+    out.copy_(projected.view(k, steps, batch, width).transpose(0, 1))
+
+
+def summed_bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
+    """b_ih + b_hh, or None for a cell without bias."""
+    if b_ih is None:
+        return None
+    assert b_hh is not None  # a cell has both biases or neither
+    return b_ih + b_hh
+
+
+def output_grads(grad_out: Tensor, grad_final: Tensor) -> Tensor:
+    """The gradients reaching each step's output, time-major: a new (T, K, B, H) tensor
+    from grad_out (K, B, T, H) and the final state's gradient (K, B, H).
+
+    The final state's gradient is added to the last row, which is then delta_{T-1}.
+    The backward loop turns row t-1 into delta_{t-1} in place by adding what flows
+    back from step t. The buffer is fresh, never pooled: taps may keep the deltas
+    they are shown.
+    """
+    k, batch, steps, hidden = grad_out.shape
+    rows = grad_out.new_empty(steps, k, batch, hidden)
+    rows.copy_(grad_out.permute(2, 0, 1, 3))
+    rows[-1].add_(grad_final)
+    return rows
+
+
+def outputs_of(hs: Tensor) -> Tensor:
+    """hs (T+1, K, B, H), hs[0] the start -> the outputs (K, B, T, H), a view."""
+    return hs[1:].permute(1, 2, 0, 3)
+
+
+def first_derivative_only(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """A hand-written backward that has no derivative of its own: torch's
+    ``once_differentiable``, and a clear error for ``create_graph=True``, which
+    ``once_differentiable`` lets through when the incoming gradient is a constant (a
+    loss linear in the outputs), treating this backward's result as one: a second
+    derivative that would be silently wrong."""
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, *grads: Any) -> Any:
+        if torch.is_grad_enabled():  # backward runs in grad mode only under create_graph
+            raise RuntimeError(
+                "the fast engine's backward has no derivative of its own (create_graph="
+                "True): use bptt.unroll(..., engine='generic'), or run inside "
+                "bptt.engine.require_generic"
+            )
+        return inner(ctx, *grads)
+
+    return wrapper
+
+
+def start_backward(ctx) -> None:
+    """Refuse a second backward: the scratch buffers went back to the workspace."""
+    if getattr(ctx, "consumed", False):
+        raise RuntimeError(
+            "the fast engine supports one backward pass per forward pass (retain_graph is "
+            "not supported); use bptt.unroll(..., engine='generic') to backward twice"
+        )
+    ctx.consumed = True
+
+
+def release_if_no_backward(ctx, run: Pass, *buffers: Tensor) -> None:
+    """Give the scratch buffers back at once when no backward will need them."""
+    if not (run.grad_enabled and any(ctx.needs_input_grad)):
+        WORKSPACE.give(*buffers)
+
+
+def weight_grad(needed: bool, runs: Runs, d_rows: Tensor, inputs_rows: Tensor) -> Tensor | None:
+    """Each run's gradient of a weight (K, G, F) from its pre-activation gradients
+    d_rows (K, N, G) and the rows it multiplied, inputs_rows (K, N, F)."""
+    return runs.bmm(d_rows.transpose(1, 2), inputs_rows) if needed else None
+
+
+def input_grad(needed: bool, runs: Runs, d_rows: Tensor, w_ih: Tensor, batch: int):
+    """dL/dx (K, B, T, F) from each run's (K, T*B, G) pre-activation gradients."""
+    if not needed:
+        return None
+    k, rows, _ = d_rows.shape
+    return runs.bmm(d_rows, w_ih).view(k, rows // batch, batch, -1).transpose(1, 2)

@@ -1,0 +1,153 @@
+"""The Elman RNN's kernel (tanh, ReLU or modReLU), K runs at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bptt._kernels._common import (
+    Pass,
+    Runs,
+    backward_chunks,
+    first_derivative_only,
+    input_grad,
+    output_grads,
+    outputs_of,
+    project_inputs,
+    run_rows,
+    start_backward,
+    summed_bias,
+    weight_grad,
+)
+from bptt._kernels._kernel import RecurrenceKernel
+from bptt._kernels._workspace import WORKSPACE
+
+ACTIVATIONS = ("tanh", "relu", "modrelu")
+
+
+def elman_recurrence(
+    h_steps: Sequence[Tensor],
+    w_hh_t: Tensor,
+    activation: str,
+    b_mod: Tensor | None,
+    product: Callable[[Tensor, Tensor, Tensor], Tensor],
+) -> None:
+    """The recurrence in place: ``h_steps[t + 1]``, holding step t's input projection,
+    becomes f(it + h_t W_hh^T). ``product(out, h, w_t)`` adds h w_t into out in place
+    (:attr:`Runs.addmm_`); ``b_mod`` broadcasts against a step's state (modReLU's bias)."""
+    if activation == "modrelu":
+        assert b_mod is not None  # the cell has it when its nonlinearity is modReLU
+        sign = torch.empty_like(h_steps[0])
+        for t in range(len(h_steps) - 1):
+            a = product(h_steps[t + 1], h_steps[t], w_hh_t)
+            torch.sign(a, out=sign)
+            a.abs_().add_(b_mod).relu_().mul_(sign)
+        return
+    activate = torch.relu_ if activation == "relu" else torch.tanh_
+    for t in range(len(h_steps) - 1):
+        activate(product(h_steps[t + 1], h_steps[t], w_hh_t))
+
+
+class RNNSequence(torch.autograd.Function):
+    """h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) over T steps for K runs, taps in
+    backward.
+
+    ``f`` is tanh, ReLU, or modReLU (Arjovsky et al. 2016): f(a) = sign(a) relu(|a| + b)
+    with a learnt bias b (H,) per unit, whose derivative needs only h: df/da is 1
+    where h != 0 and 0 elsewhere, df/db is sign(h).
+
+    forward(x (K, B, T, F), h0 (K, B, H), run, activation, W_ih (K, H, F), W_hh (K, H, H),
+    b_ih (K, H), b_hh (K, H), b_mod (K, H)) -> (outputs (K, B, T, H), h_T (K, B, H));
+    every per-run tensor without its K for a run that is not ``run.stacked``; biases
+    may be None (``b_mod`` is modReLU's bias, None otherwise).
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, run: Pass, activation: str, w_ih, w_hh, b_ih, b_hh, b_mod=None):
+        x, h0, w_ih, w_hh = run.lead(x), run.lead(h0), run.lead(w_ih), run.lead(w_hh)
+        b_ih, b_hh, b_mod = run.lead(b_ih), run.lead(b_hh), run.lead(b_mod)
+        k, batch, steps, _ = x.shape
+        runs, hidden = Runs(k), w_hh.shape[1]
+        x_rows = run_rows(x)  # (K, T*B, F)
+        hs = x.new_empty(steps + 1, k, batch, hidden)  # (T+1, K, B, H): h0, then h_0 .. h_{T-1}
+        hs[0] = h0
+        # Each step's input projection is written where its state will be, then
+        # completed in place: no allocation inside the loop.
+        project_inputs(runs, x_rows, w_ih, summed_bias(b_ih, b_hh), out=hs[1:])
+        w_hh_t = runs.operand(w_hh).transpose(-1, -2)
+        elman_recurrence(runs.steps(hs), w_hh_t, activation, runs.operand(b_mod), runs.addmm_)
+        ctx.save_for_backward(x_rows, w_ih, w_hh, hs)  # hs: in-place edits are caught
+        ctx.run, ctx.activation = run, activation
+        return run.unlead(outputs_of(hs)), run.unlead(hs[steps].clone())
+
+    @staticmethod
+    @first_derivative_only
+    def backward(ctx, grad_out: Tensor, grad_final: Tensor):
+        start_backward(ctx)
+        x_rows, w_ih, w_hh, hs = ctx.saved_tensors
+        run: Pass = ctx.run
+        steps, (k, batch, hidden) = hs.shape[0] - 1, hs.shape[1:]
+        runs = Runs(k)
+        tap, product, w = runs.taps(run), runs.addmm_, runs.operand(w_hh)
+        # d_pre[t] = f'(a_t) for a chunk of steps, then times delta_t: dL/da_t.
+        d_pre = WORKSPACE.take((steps, k, batch, hidden), hs)  # (T, K, B, H)
+        d_steps = runs.steps(d_pre)
+        deltas = runs.steps(output_grads(run.lead(grad_out), run.lead(grad_final)))
+        ones = hs.new_ones(())
+        delta = deltas[-1]
+        grad_h0 = None
+        for start, end in backward_chunks(steps, k * batch * hidden):
+            h = hs[start + 1 : end + 1]
+            if ctx.activation == "relu":  # h >= 0, so sign(h) is the indicator of h > 0
+                torch.sign(h, out=d_pre[start:end])
+            elif ctx.activation == "modrelu":  # 1 where h != 0
+                torch.sign(h, out=d_pre[start:end]).abs_()
+            else:
+                torch.addcmul(ones, h, h, value=-1.0, out=d_pre[start:end])
+            for t in range(end - 1, start - 1, -1):
+                if tap is not None:
+                    delta = tap(t, delta)
+                d_a = d_steps[t].mul_(delta)
+                if t:
+                    delta = product(deltas[t - 1], d_a, w)
+                elif ctx.needs_input_grad[1]:
+                    grad_h0 = runs.whole(runs.mm(d_a, w))
+        needs = ctx.needs_input_grad
+        d_rows = runs.rows(d_pre)  # (K, T*B, H)
+        grad_w_ih = weight_grad(needs[4], runs, d_rows, x_rows)
+        grad_w_hh = weight_grad(needs[5], runs, d_rows, runs.rows(hs[:-1]))
+        grad_b = d_rows.sum(1) if needs[6] or needs[7] else None
+        grad_x = input_grad(needs[0], runs, d_rows, w_ih, batch)
+        grad_b_mod = None
+        if ctx.activation == "modrelu" and needs[8]:  # dL/db = sum over t of dL/da_t sign(h_t)
+            grad_b_mod = (d_rows * runs.rows(hs[1:]).sign()).sum(1)
+        WORKSPACE.give(d_pre)
+        grad_b_hh = None if grad_b is None else grad_b.clone()  # never alias two .grad
+        grads = (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b_hh, grad_b_mod)
+        grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b_hh, grad_b_mod = map(
+            run.unlead, grads
+        )
+        return grad_x, grad_h0, None, None, grad_w_ih, grad_w_hh, grad_b, grad_b_hh, grad_b_mod
+
+
+class ElmanKernel(RecurrenceKernel):
+    """:class:`RNNSequence` for a cell with ``weight_ih``, ``weight_hh``, ``bias_ih``,
+    ``bias_hh`` (or None), ``nonlinearity`` and, for modReLU, ``modrelu_bias``: the
+    Elman RNN, and the orthogonal RNN in every nonlinearity (its ``weight_hh``,
+    exp(A - A^T), computed once per pass; the gradient reaches A through autograd of
+    ``matrix_exp``)."""
+
+    function = RNNSequence
+
+    def options(self, cell: Any) -> tuple:
+        return (cell.nonlinearity,)
+
+    def parameters(self, cell: Any) -> tuple[Tensor | None, ...]:
+        modrelu = cell.modrelu_bias if cell.nonlinearity == "modrelu" else None
+        return cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, modrelu
+
+
+ELMAN = ElmanKernel()

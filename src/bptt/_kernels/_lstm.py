@@ -1,0 +1,175 @@
+"""The LSTM's kernel, K runs at once.
+
+Inside, the gate blocks are reordered from torch's (i, f, g, o) to (o, i, f, g), so
+the three sigmoid gates are one contiguous block (one activation call in forward,
+one derivative call in backward) and the three gates driven by dL/dc are one block
+(one multiply per step in backward).
+"""
+
+from __future__ import annotations
+
+from typing import Any, overload
+
+import torch
+from torch import Tensor
+
+from bptt._kernels._common import (
+    Pass,
+    Runs,
+    backward_chunks,
+    first_derivative_only,
+    input_grad,
+    output_grads,
+    outputs_of,
+    project_inputs,
+    release_if_no_backward,
+    run_rows,
+    start_backward,
+    summed_bias,
+    weight_grad,
+)
+from bptt._kernels._kernel import RecurrenceKernel
+from bptt._kernels._workspace import WORKSPACE
+
+_TO_INNER = [3, 0, 1, 2]  # inner block k holds torch block _TO_INNER[k]
+_TO_TORCH = [1, 2, 3, 0]  # torch block k lives at inner block _TO_TORCH[k]
+
+
+@overload
+def _reorder(tensor: Tensor, order: list[int]) -> Tensor: ...
+@overload
+def _reorder(tensor: Tensor | None, order: list[int]) -> Tensor | None: ...
+def _reorder(tensor: Tensor | None, order: list[int]) -> Tensor | None:
+    """Permute the four gate blocks along dim 1 of a (K, 4H, ...) tensor."""
+    if tensor is None:
+        return None
+    k, gates, *rest = tensor.shape
+    blocks = tensor.view(k, 4, gates // 4, *rest)
+    return blocks[:, order].reshape(tensor.shape)
+
+
+class LSTMSequence(torch.autograd.Function):
+    """The LSTM over T steps for K runs, taps in backward.
+
+    forward(x (K, B, T, F), h0 (K, B, H), c0 (K, B, H), run, W_ih (K, 4H, F),
+    W_hh (K, 4H, H), b_ih (K, 4H), b_hh (K, 4H)) -> (outputs (K, B, T, H), h_T (K, B, H),
+    c_T (K, B, H)); every per-run tensor without its K for a run that is not
+    ``run.stacked``; the biases may be None.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, run: Pass, w_ih, w_hh, b_ih, b_hh):
+        x, h0, c0, w_ih, w_hh = map(run.lead, (x, h0, c0, w_ih, w_hh))
+        b_ih, b_hh = run.lead(b_ih), run.lead(b_hh)
+        k, batch, steps, _ = x.shape
+        runs, hidden = Runs(k), w_hh.shape[2]
+        h3 = 3 * hidden
+        w_ih_in, w_hh_in = _reorder(w_ih, _TO_INNER), _reorder(w_hh, _TO_INNER)
+        x_rows = run_rows(x)  # (K, T*B, F)
+        gates = WORKSPACE.take((steps, k, batch, 4 * hidden), x)  # blocks (o, i, f, g)
+        cs = WORKSPACE.take((steps + 1, k, batch, hidden), x)  # (T+1, K, B, H), cs[0] = c0
+        tanh_c = WORKSPACE.take((steps, k, batch, hidden), x)  # (T, K, B, H)
+        hs = x.new_empty(steps + 1, k, batch, hidden)  # hs[0] = h0; outputs view it
+        hs[0], cs[0] = h0, c0
+        # gates[t] holds the input projection, completed in place into the activated gates.
+        bias = _reorder(summed_bias(b_ih, b_hh), _TO_INNER)
+        project_inputs(runs, x_rows, w_ih_in, bias, out=gates)
+        w_hh_t, product = runs.operand(w_hh_in).transpose(-1, -2), runs.addmm_
+        # Per-step views made in one call each, not by slicing inside the loop.
+        rows, sig, tanh_g = map(runs.steps, (gates, gates[..., :h3], gates[..., h3:]))
+        o, i, f = (runs.steps(gates[..., j * hidden : (j + 1) * hidden]) for j in range(3))
+        h_steps, c_steps, tc_steps = map(runs.steps, (hs, cs, tanh_c))
+        for t in range(steps):
+            product(rows[t], h_steps[t], w_hh_t)  # (K, B, 4H) pre-activations
+            sig[t].sigmoid_()
+            tanh_g[t].tanh_()
+            c = torch.mul(f[t], c_steps[t], out=c_steps[t + 1]).addcmul_(i[t], tanh_g[t])
+            torch.mul(o[t], torch.tanh(c, out=tc_steps[t]), out=h_steps[t + 1])
+        ctx.save_for_backward(x_rows, w_ih_in, w_hh_in, hs)  # hs: in-place edits are caught
+        ctx.buffers = gates, cs, tanh_c
+        ctx.run = run
+        c_last = cs[steps].clone()  # before the buffer can go back to the pool
+        release_if_no_backward(ctx, run, gates, cs, tanh_c)
+        return run.unlead(outputs_of(hs)), run.unlead(hs[steps].clone()), run.unlead(c_last)
+
+    @staticmethod
+    @first_derivative_only
+    def backward(ctx, grad_out: Tensor, grad_h_final: Tensor, grad_c_final: Tensor):
+        start_backward(ctx)
+        x_rows, w_ih_in, w_hh_in, hs = ctx.saved_tensors
+        gates, cs, tanh_c = ctx.buffers
+        run: Pass = ctx.run
+        steps, k, batch, hidden = tanh_c.shape
+        runs = Runs(k)
+        tap, product, w = runs.taps(run), runs.addmm_, runs.operand(w_hh_in)
+        h2, h3 = 2 * hidden, 3 * hidden
+        # d_pre[t] = dL/d(pre-activations) (o, i, f, g): first the local factors
+        # (tanh c * o', g * i', c_{t-1} * f', i * g'), then multiplied by the gradient.
+        d_pre = WORKSPACE.take((steps, k, batch, 4 * hidden), tanh_c)  # (T, K, B, 4H)
+        h_to_c = WORKSPACE.take((steps, k, batch, hidden), tanh_c)  # o * (1 - tanh(c)^2)
+        ones = tanh_c.new_ones(())
+        d_rows, d_o = runs.steps(d_pre), runs.steps(d_pre[..., :hidden])
+        d_ifg = runs.steps(d_pre[..., hidden:].unflatten(-1, (3, hidden)))  # (K, B, 3, H)
+        f_steps, k_steps = runs.steps(gates[..., h2:h3]), runs.steps(h_to_c)
+        deltas = runs.steps(output_grads(run.lead(grad_out), run.lead(grad_h_final)))
+
+        delta_h = deltas[-1]
+        delta_c = runs.step(run.lead(grad_c_final))
+        grad_h0 = grad_c0 = None
+        for start, end in backward_chunks(steps, k * batch * 4 * hidden):
+            gate, d, tc = gates[start:end], d_pre[start:end], tanh_c[start:end]
+            sig, g = gate[..., :h3], gate[..., h3:]
+            torch.addcmul(sig, sig, sig, value=-1.0, out=d[..., :h3])  # s(1 - s)
+            torch.addcmul(ones, g, g, value=-1.0, out=d[..., h3:])
+            d[..., :hidden].mul_(tc)
+            d[..., hidden:h2].mul_(g)
+            d[..., h2:h3].mul_(cs[start:end])
+            d[..., h3:].mul_(gate[..., hidden:h2])
+            torch.addcmul(ones, tc, tc, value=-1.0, out=h_to_c[start:end]).mul_(gate[..., :hidden])
+            for t in range(end - 1, start - 1, -1):
+                if tap is not None:
+                    delta_h, delta_c = tap(t, (delta_h, delta_c))
+                dc = torch.addcmul(delta_c, delta_h, k_steps[t])  # total dL/dc_t
+                d_o[t].mul_(delta_h)
+                d_ifg[t].mul_(dc.unsqueeze(-2))
+                if t:
+                    delta_h = product(deltas[t - 1], d_rows[t], w)
+                    delta_c = dc.mul_(f_steps[t])
+                else:
+                    if ctx.needs_input_grad[1]:
+                        grad_h0 = runs.whole(runs.mm(d_rows[0], w))
+                    if ctx.needs_input_grad[2]:
+                        grad_c0 = runs.whole(dc.mul_(f_steps[0]))
+
+        needs = ctx.needs_input_grad
+        flat = runs.rows(d_pre)  # (K, T*B, 4H)
+        grad_w_ih = weight_grad(needs[4], runs, flat, x_rows)
+        grad_w_hh = weight_grad(needs[5], runs, flat, runs.rows(hs[:-1]))
+        grad_b = flat.sum(1) if needs[6] or needs[7] else None
+        grad_x = input_grad(needs[0], runs, flat, w_ih_in, batch)
+        WORKSPACE.give(d_pre, h_to_c, gates, cs, tanh_c)
+        grad_b = _reorder(grad_b, _TO_TORCH)
+        grad_b_hh = None if grad_b is None else grad_b.clone()  # never alias two .grad
+        return (
+            run.unlead(grad_x),
+            run.unlead(grad_h0),
+            run.unlead(grad_c0),
+            None,
+            run.unlead(_reorder(grad_w_ih, _TO_TORCH)),
+            run.unlead(_reorder(grad_w_hh, _TO_TORCH)),
+            run.unlead(grad_b),
+            run.unlead(grad_b_hh),
+        )
+
+
+class LSTMKernel(RecurrenceKernel):
+    """:class:`LSTMSequence` for a cell with ``weight_ih``, ``weight_hh``, ``bias_ih``
+    and ``bias_hh`` (or None) in torch's gate order, and the state ``(h, c)``."""
+
+    function = LSTMSequence
+
+    def parameters(self, cell: Any) -> tuple[Tensor | None, ...]:
+        return cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+
+
+LSTM = LSTMKernel()
