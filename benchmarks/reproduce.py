@@ -139,7 +139,7 @@ def _stale(where: Path, row: Row) -> str | None:
     """Why the run in ``where`` is not this row's (a recipe renamed or changed since
     it ran), or None when it is (or there is none yet)."""
     try:
-        found = load_toml(where / "config.toml")
+        found = TrainConfig.flatten(load_toml(where / "config.toml"))  # nested tables too
     except ConfigError:
         return None if not (where / "config.toml").exists() else "an unreadable config.toml"
     wanted = {"method": row.method, **RECIPES[row.method].settings, **row.settings}
