@@ -19,7 +19,11 @@ def _worker_threads() -> int | None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers < 1 or "PYTEST_XDIST_WORKER" not in os.environ:
         return None
-    return max(1, len(os.sched_getaffinity(0)) // workers)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux (bptt.run.training's allowed_cores does the same)
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
 
 
 _THREADS = _worker_threads()

@@ -243,8 +243,15 @@ def test_sigint_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     flags = [*FLAGS[:-1], "--steps", "100000", "--out", str(out)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # A shell starts a background job (CI's, a `make test &`) with SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: the child restores it, as a job
+    # in a terminal has it.
+    restore = (
+        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "runpy.run_module('bptt', run_name='__main__', alter_sys=True)"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "bptt", "train", *flags, "--no-progress"],
+        [sys.executable, "-c", restore, "train", *flags, "--no-progress"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -18,8 +18,9 @@ __all__ = ["Remedy", "Verdict"]
 
 
 class Verdict(str, Enum):
-    """A verdict: the first three judge a model's gradient (:func:`bptt.diagnose.diagnose`),
-    all of them a training run (:func:`bptt.diagnose.judge_run`), worst first.
+    """A verdict: ``EXPLODING``, ``VANISHING`` and ``HEALTHY`` judge a model's gradient
+    (:func:`bptt.diagnose.diagnose`), all of them a training run
+    (:func:`bptt.diagnose.judge_run`), listed worst first.
 
     >>> Verdict("vanishing") is Verdict.VANISHING, f"{Verdict.HEALTHY_NOT_LEARNED}"
     (True, 'healthy but not learned')

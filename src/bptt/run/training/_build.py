@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bptt import clip, init
+from bptt import clip
 from bptt.cells import make_cell
 from bptt.model import SequenceModel
 from bptt.run.training._config import TrainConfig
 from bptt.run.training._fields import ConfigError
-from bptt.run.training._recipes import RECIPES
+from bptt.run.training._recipes import LSTM_INITS, RECIPES
 from bptt.run.training._settings import FirstOrder
 from bptt.tasks import StreamTask, Task
 
@@ -64,17 +64,10 @@ def build_model(config: TrainConfig, task: Task) -> SequenceModel:
     if method is not None and method.initialise is not None:
         method.initialise(model, task)
     elif config.cell == "lstm":
-        _initialise_lstm(model, config.lstm_init, task)
+        start = LSTM_INITS[config.lstm_init]  # None: torch's, as built
+        if start is not None:
+            start(model, task)
     return model
-
-
-def _initialise_lstm(model: SequenceModel, how: str, task: Task) -> None:
-    """``config.lstm_init`` on every LSTM cell of ``model`` (torch: left as built)."""
-    for cell in model.recurrent_cells():
-        if how == "chrono":
-            init.chrono_(cell, max(task.dependency_length, 2))
-        elif how == "forget-bias-1":
-            init.forget_bias_(cell, 1.0)
 
 
 def initial_model(config: TrainConfig, task: Task) -> SequenceModel:

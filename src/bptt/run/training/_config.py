@@ -56,16 +56,19 @@ from bptt.run.training._settings import (
 )
 from bptt.tasks import TASKS
 
-__all__ = ["CLIPS", "DTYPES", "LR_SCHEDULES", "NONFINITE", "OPTIMIZERS", "TrainConfig"]
+__all__ = [
+    "CLIPS",
+    "DTYPES",
+    "LR_SCHEDULES",
+    "NONFINITE",
+    "OPTIMIZERS",
+    "TrainConfig",
+    "as_before",
+]
 
 DtypeName = Literal["float32", "float64"]
 NonfiniteName = Literal["skip", "raise"]
 LSTMInitName = Literal["chrono", "forget-bias-1", "torch"]
-
-# The value a run written before a field existed had in effect (its config.toml and
-# checkpoints lack the field): such a run resumes, and is compared, as it was made.
-# (lstm_init: an LSTM with no initialising method started from torch's init.)
-_BEFORE_FIELD: dict[str, Any] = {"lstm_init": "torch"}
 OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER.kinds)
 DTYPES: tuple[DtypeName, ...] = get_args(DtypeName)
 CLIPS: tuple[str, ...] = tuple(CLIP.kinds)
@@ -313,7 +316,7 @@ class TrainConfig(ConfigModel):
             raise ConfigError("run", message)
         token = _SAVED.set(True)
         try:
-            return cls.from_dict({**_as_before(values), **values})
+            return cls.from_dict({**as_before(values), **values})
         finally:
             _SAVED.reset(token)
 
@@ -393,7 +396,7 @@ class TrainConfig(ConfigModel):
         if isinstance(other, TrainConfig):
             theirs = other.flat()
         else:
-            theirs = {**self.flat_defaults(), **_as_before(other), **_flatten(other)}
+            theirs = {**self.flat_defaults(), **as_before(other), **_flatten(other)}
         mine = self.flat()
         keys = (set(mine) | set(theirs)) - set(ignore)
         return sorted(k for k in keys if mine.get(k) != theirs.get(k))
@@ -575,18 +578,16 @@ def _initialises(method: str | None) -> bool:
     return method is not None and RECIPES[method].initialise is not None
 
 
-def _as_before(saved: Mapping[str, Any]) -> dict[str, Any]:
+def as_before(saved: Mapping[str, Any]) -> dict[str, Any]:
     """For a saved configuration (a ``config.toml``'s or a checkpoint's table): the
     fields it lacks because it was written before they existed, at the value that was
-    then in effect."""
+    then in effect, so that such a run resumes, and is compared, as it was made. One so
+    far: ``lstm_init``, torch's initialisation for an LSTM no method initialised."""
     method = saved.get("method")
-    applies = {
-        "lstm_init": saved.get("cell") == "lstm"
-        and not (isinstance(method, str) and method in RECIPES and _initialises(method))
-    }
-    return {
-        name: value for name, value in _BEFORE_FIELD.items() if name not in saved and applies[name]
-    }
+    initialised = isinstance(method, str) and method in RECIPES and _initialises(method)
+    if "lstm_init" in saved or saved.get("cell") != "lstm" or initialised:
+        return {}
+    return {"lstm_init": "torch"}
 
 
 def _check_device(device: str) -> None:

@@ -32,7 +32,7 @@ from bptt.run.training._build import (
     where_nonfinite,
 )
 from bptt.run.training._checkpoint import Checkpoints
-from bptt.run.training._config import TrainConfig
+from bptt.run.training._config import TrainConfig, as_before
 from bptt.run.training._evaluation import Evaluation
 from bptt.run.training._fields import ConfigError
 from bptt.run.training._recovery import Recovery
@@ -175,7 +175,8 @@ class Run:
         if differ:
             key = differ[0]
             saved = state["config"]
-            theirs = saved[key] if key in saved else TrainConfig.flat_defaults().get(key)
+            then = {**TrainConfig.flat_defaults(), **as_before(saved)}  # as it was made
+            theirs = saved[key] if key in saved else then.get(key)
             raise ConfigError(
                 "resume",
                 f"the checkpoint belongs to another configuration: {key} is "
@@ -367,22 +368,23 @@ class Run:
     def _summary(self, wall: float, advance: Callable[..., None]) -> dict[str, Any]:
         """The outcome: written with the model first, then again with the verdict, so a
         diagnosis that fails or is killed never costs the trained model."""
-        summary = self._outcome(wall)
+        # the test set is scored here when validation chose (its model loaded first)
+        chosen = self.evaluation.select_best(self.model, self.counters)
+        weights_finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        summary = self._outcome(wall, chosen, weights_finite)
         if self.run_dir is not None:
             self.run_dir.save_model(self.model)
             self.run_dir.write_summary(json_safe(summary))
-        summary.update(self._judged(summary, advance))
+        summary.update(self._judged(summary, weights_finite, advance))
         if self.run_dir is not None:
             self.run_dir.write_summary(json_safe(summary))
         return summary
 
-    def _outcome(self, wall: float) -> dict[str, Any]:
-        """What the run reached after ``wall`` seconds of its loop, before its verdict."""
-        config, counters, task, model = self.config, self.counters, self.task, self.model
-        # the test set is scored here when validation chose
-        chosen = self.evaluation.select_best(model, counters)
+    def _outcome(self, wall: float, chosen: dict[str, Any], weights_finite: bool) -> dict[str, Any]:
+        """What the run reached after ``wall`` seconds of its loop, before its verdict
+        (``chosen``: the validation's choice, if any)."""
+        config, counters, task = self.config, self.counters, self.task
         test_loss = counters["test_loss"]
-        weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
         return {
             "task": config.task,
             "length": config.length,
@@ -423,11 +425,12 @@ class Run:
             "wall_s": round(wall, 3),  # the training loop, evaluations included
         }
 
-    def _judged(self, summary: dict[str, Any], advance: Callable[..., None]) -> dict[str, Any]:
+    def _judged(
+        self, summary: dict[str, Any], weights_finite: bool, advance: Callable[..., None]
+    ) -> dict[str, Any]:
         """The run's verdict over what it saw and a probe of its final model (none with
         the monitor off or non-finite weights), with its remedies as commands."""
         config, task, model = self.config, self.task, self.model
-        weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
         started = time.perf_counter()
         probe = None
         if self.monitor is not None and weights_finite:

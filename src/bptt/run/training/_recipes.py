@@ -77,7 +77,7 @@ from bptt.cells import OrthogonalRNNCell, RNNCell, SkipRNNCell
 from bptt.model import SequenceModel
 from bptt.tasks import Task
 
-__all__ = ["RECIPES", "Recipe"]
+__all__ = ["LSTM_INITS", "RECIPES", "Recipe"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,15 @@ def _lstm_forget(model: SequenceModel, task: Task) -> None:
 def _lstm_chrono(model: SequenceModel, task: Task) -> None:
     for cell in model.recurrent_cells():
         init.chrono_(cell, max(task.dependency_length, 2))
+
+
+# ``lstm_init``: how an LSTM no method initialises starts (torch: as built), the same
+# functions the lstm and lstm-chrono-adam recipes start from
+LSTM_INITS: dict[str, Callable[[SequenceModel, Task], None] | None] = {
+    "chrono": _lstm_chrono,
+    "forget-bias-1": _lstm_forget,
+    "torch": None,
+}
 
 
 def _lstm_chrono_paper(model: SequenceModel, task: Task) -> None:

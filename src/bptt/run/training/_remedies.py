@@ -20,9 +20,9 @@ from bptt.run.training._config import TrainConfig
 from bptt.run.training._fields import ConfigError
 from bptt.run.training._recipes import RECIPES
 
-__all__ = ["Remedy", "remedies_for", "train_command"]
+__all__ = ["RemedyLine", "remedies_for", "train_command"]
 
-Remedy = dict[str, str]  # {"why": ..., "command": ...}
+RemedyLine = dict[str, str]  # {"why": ..., "command": ...}: RunSummary's RemedyCommand
 _KEPT = (
     "task", "length", "hidden", "layers", "bidirectional", "dropout", "steps", "batch_size",
     "seed", "dtype", "device", "threads",
@@ -79,7 +79,7 @@ Option = tuple[str, str, dict[str, Any]]  # (tag for the directory, why, the run
 
 def remedies_for(
     verdict: RunVerdict, config: TrainConfig, run_dir: str | None = None
-) -> list[Remedy]:
+) -> list[RemedyLine]:
     """Concrete next runs for this verdict, best first (none for a healthy run).
 
     Args:

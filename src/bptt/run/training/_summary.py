@@ -6,14 +6,14 @@ run's (``bptt train``: the outcome, then its verdict and diagnosis), an echo sta
 network's (``bptt esn``: its scores) and the stub of a run stopped by a non-finite
 step (``task``, ``steps_done``, ``error``). Every known key is typed and optional but
 ``task``; keys it does not know are kept (a file written by a later version reads).
-A number JSON cannot hold (NaN, inf) is written as null.
+A training run writes a number JSON cannot hold (NaN, inf) as null.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bptt.diagnose import Verdict
 
@@ -93,8 +93,9 @@ class RunSummary(_Record):
     diverged: bool | None = None
     wall_s: float | None = None
     error: str | None = None
-    # its verdict (None until the final diagnosis has run)
-    verdict: Verdict | None = None
+    # its verdict (None until the final diagnosis has run); one this version does not
+    # know (written by a later one) stays a string
+    verdict: Verdict | str | None = Field(None, union_mode="left_to_right")
     diagnosis: RunDiagnosis | None = None
     run_record: dict[str, Any] | None = None
     probe: dict[str, Any] | None = None
