@@ -12,11 +12,12 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn (0.5 s every command paid)
+    from matplotlib.figure import Figure
 
 __all__ = [
     "distance_curves",
@@ -33,6 +34,8 @@ WIDTH, HEIGHT = 7.0, 3.6  # inches
 
 def svg(figure: Figure) -> str:
     """The figure as SVG text."""
+    import matplotlib
+
     buffer = io.StringIO()
     # no date in the metadata, element ids from a fixed salt: the same run draws the
     # same page, byte for byte
@@ -42,6 +45,8 @@ def svg(figure: Figure) -> str:
 
 
 def _figure(title: str) -> tuple[Figure, Any]:
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(WIDTH, HEIGHT), layout="constrained")
     axes = figure.add_subplot()
     axes.set_title(title, fontsize=11)
