@@ -32,7 +32,7 @@ from bptt.cells import contract
 from bptt.engine import stackable, unroll_stacked
 from bptt.model import SequenceModel
 from bptt.run.training._batches import SequenceBatches
-from bptt.run.training._build import build_model, step_taps
+from bptt.run.training._build import build_model
 from bptt.run.training._config import TrainConfig
 from bptt.run.training._fields import ConfigError
 from bptt.run.training._loop import _NOT_COMPARED, NonFiniteError, Run, RunStopped
@@ -74,8 +74,6 @@ def _why_not(configs: Sequence[TrainConfig]) -> str | None:
             return "Hessian-free steps evaluate their own closures"
         if config.tbptt_k1:
             return "truncated backprop through time carries each run's stream state"
-        if step_taps(config):
-            return "per-step clipping needs taps, which the stacked engine has not"
         if config.dropout:
             return "dropout between layers draws each run's masks from its own generator"
     if configs[0].engine == "generic":
@@ -104,17 +102,22 @@ def stack_refusal(configs: Sequence[TrainConfig]) -> str | None:
     return next(filter(None, (stackable([cell]) for cell in model.recurrent_cells())), None)
 
 
-def _stacked_predictions(models: Sequence[SequenceModel], x: Tensor) -> Tensor:
+def _stacked_predictions(
+    models: Sequence[SequenceModel], x: Tensor, taps: Sequence[tuple[Any, ...]]
+) -> Tensor:
     """Each model's prediction on its own inputs: x (K, B, T, F) -> (K, B, O), or
     (K, B, T, O) for a readout of every step. Layer by layer, each layer's K cells
-    (each direction's) stacked (no dropout: a stack refuses it)."""
+    (each direction's) stacked (no dropout: a stack refuses it); ``taps[k]``, run k's
+    per-step taps, run in each of its unrolls, as a lone run's model runs them."""
     first = models[0]
     outputs = x
+    each = list(taps) if any(taps) else None  # no taps: the engine's plain path
     for layer in range(first.num_layers):
-        forward = unroll_stacked([m.cells[layer] for m in models], outputs)  # (K, B, T, H)
+        cells = [m.cells[layer] for m in models]
+        forward = unroll_stacked(cells, outputs, taps=each)  # (K, B, T, H)
         if first.bidirectional:
             cells = [m.reverse_cells[layer] for m in models]
-            backward = unroll_stacked(cells, outputs.flip(2)).flip(2)
+            backward = unroll_stacked(cells, outputs.flip(2), taps=each).flip(2)
             forward = torch.cat([forward, backward], dim=-1)
         outputs = forward
     if first.readout == "last" and first.bidirectional:  # the backward cells end at step 0
@@ -201,7 +204,8 @@ def train_stacked(
     Raises:
         bptt.run.ConfigError: an invalid config, configs that cannot train stacked
             (a shared field differs, a cell without a stacked engine, HF, TBPTT,
-            per-step clipping), or an ``out`` holding a run of another configuration.
+            dropout between layers), or an ``out`` holding a run of another
+            configuration.
         RunDirectoryBusy, FileExistsError: as in :func:`bptt.run.train`.
         RunStopped: a run's directory could not be written (the others finished).
         NonFiniteError: a run's non-finite step with ``nonfinite = "raise"`` (the
@@ -267,7 +271,8 @@ def _lockstep(runs: list[Run], advances: list[Callable[..., None]]) -> list[Any]
         models = [runs[i].model for i in active]
         for i in active:
             runs[i].optimizer.zero_grad(set_to_none=True)
-        predictions = _stacked_predictions(models, torch.stack([x for x, _ in batches]))
+        inputs = torch.stack([x for x, _ in batches])
+        predictions = _stacked_predictions(models, inputs, [source.taps for source in sources])
         losses = [
             runs[i].task.loss(prediction, y)
             for i, prediction, (_, y) in zip(active, predictions, batches, strict=True)
