@@ -472,3 +472,16 @@ def test_a_run_written_with_the_flat_config_resumes_bit_for_bit(tmp_path):
     assert_same_run(old, fresh)
     assert TrainConfig.saved_in(fresh) == config.replace(out=str(fresh))
     assert '[clip]\nkind = "percentile"\np = 20.0\n' in (fresh / "config.toml").read_text()
+
+
+def test_the_counters_are_typed_and_checkpointed_as_the_dict_they_always_were():
+    from bptt.run.training._counters import RunCounters
+
+    # a checkpoint written before checkpoint_errors was counted
+    old = {"nonfinite_steps": 1, "clipped_steps": 2, "rollbacks": 1, "streak": 0}
+    old |= {"solved_step": 40, "loss": 0.5, "test_loss": 0.4, "test_accuracy": None}
+    old |= {"val_loss": 0.3, "val_accuracy": 0.9, "wall_s": 3.0}
+    counters = RunCounters.from_state(old)
+    assert counters.checkpoint_errors == 0 and counters.solved_step == 40
+    assert counters.state_dict() == {**old, "checkpoint_errors": 0}
+    assert list(counters.state_dict()) == [*old, "checkpoint_errors"]  # the saved order

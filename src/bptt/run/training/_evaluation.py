@@ -12,6 +12,7 @@ from torch import Tensor
 from bptt.model import SequenceModel
 from bptt.run.training._build import evaluate, test_set
 from bptt.run.training._config import TrainConfig
+from bptt.run.training._counters import RunCounters
 from bptt.run.training._fields import ConfigError
 from bptt.tasks import Task
 
@@ -40,28 +41,28 @@ class Evaluation:
         """Whether step ``step`` is evaluated: every ``eval_every`` steps, and the last."""
         return step % self.config.eval_every == 0 or last
 
-    def score(self, model: SequenceModel, step: int, counters: dict[str, Any]) -> float:
+    def score(self, model: SequenceModel, step: int, counters: RunCounters) -> float:
         """Score the validation set (keeping the best model) or else the test set,
         into ``counters``; returns the loss the task is judged solved on."""
         if self.validation is None:
-            counters["test_loss"], counters["test_accuracy"] = evaluate(
+            counters.test_loss, counters.test_accuracy = evaluate(
                 model, self.task, self.x_test, self.y_test, self.config
             )
-            return float(counters["test_loss"])
+            return float(counters.test_loss)
         # only the planned evaluations may be chosen: a run cut by its time limit and
         # resumed chooses as the uninterrupted run does
         planned = step % self.config.eval_every == 0 or step == self.config.steps
         return self._validate(model, step, counters, candidate=planned)
 
     def _validate(
-        self, model: SequenceModel, step: int, counters: dict[str, Any], candidate: bool
+        self, model: SequenceModel, step: int, counters: RunCounters, candidate: bool
     ) -> float:
         """Score the validation set; a ``candidate`` model is kept if it is the best so
         far (accuracy, then loss). Returns the validation loss."""
         assert self.validation is not None  # called only with a validation set
         x_val, y_val = self.validation
         loss, accuracy = evaluate(model, self.task, x_val, y_val, self.config)
-        counters["val_loss"], counters["val_accuracy"] = loss, accuracy
+        counters.val_loss, counters.val_accuracy = loss, accuracy
         score = (accuracy if accuracy is not None else -math.inf, -loss)
         better = self.best is None or score > tuple(self.best["score"])
         if candidate and math.isfinite(loss) and better:
@@ -69,7 +70,7 @@ class Evaluation:
             self.best = {"step": step, "score": list(score), "model": kept}
         return loss
 
-    def select_best(self, model: SequenceModel, counters: dict[str, Any]) -> dict[str, Any]:
+    def select_best(self, model: SequenceModel, counters: RunCounters) -> dict[str, Any]:
         """With validation: load the best model into ``model`` and score the test set
         once on it; the summary's fields on the choice ({} without validation)."""
         if self.validation is None:
@@ -83,7 +84,7 @@ class Evaluation:
                 "val_loss": -negative_loss,
                 "val_accuracy": None if accuracy == -math.inf else accuracy,
             }
-        counters["test_loss"], counters["test_accuracy"] = evaluate(
+        counters.test_loss, counters.test_accuracy = evaluate(
             model, self.task, self.x_test, self.y_test, self.config
         )
         return {**chosen, "validation_share": self.config.validation_share}

@@ -33,6 +33,7 @@ from bptt.run.training._build import (
 )
 from bptt.run.training._checkpoint import Checkpoints
 from bptt.run.training._config import TrainConfig, as_before
+from bptt.run.training._counters import RunCounters
 from bptt.run.training._evaluation import Evaluation
 from bptt.run.training._fields import ConfigError
 from bptt.run.training._recovery import Recovery
@@ -114,20 +115,7 @@ class Run:
         )
         self.recovery = Recovery(config, run_dir)
         self.step = 0
-        self.counters: dict[str, Any] = {
-            "nonfinite_steps": 0,
-            "clipped_steps": 0,
-            "rollbacks": 0,
-            "streak": 0,  # consecutive non-finite steps
-            "solved_step": None,
-            "loss": math.nan,
-            "test_loss": math.nan,
-            "test_accuracy": None,
-            "val_loss": math.nan,
-            "val_accuracy": None,
-            "wall_s": 0.0,
-            "checkpoint_errors": 0,
-        }
+        self.counters = RunCounters()
         self.record = RunRecord()  # what the whole run saw, for its verdict
         self.ended = False  # set by begin() and step_once()
         self._start = time.perf_counter()  # the loop's clock, less the time trained before
@@ -156,7 +144,7 @@ class Run:
             "monitor": None if self.monitor is None else self.monitor.state_dict(),
             "batches": self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "counters": dict(self.counters),
+            "counters": self.counters.state_dict(),
             "record": self.record.state_dict(),
             "best": self.evaluation.best,
             "threads": torch.get_num_threads(),  # a product may round otherwise on another
@@ -195,7 +183,7 @@ class Run:
         if self.evaluation.validation is not None and not keep_counters:
             self.evaluation.best = state.get("best")  # a roll-back keeps the best seen since
         if not keep_counters:
-            self.counters = dict(state["counters"])
+            self.counters = RunCounters.from_state(state["counters"])
             self.record = RunRecord()
             self.record.load_state_dict(state.get("record", {}))  # older checkpoints: none
 
@@ -209,9 +197,9 @@ class Run:
         assert state is not None  # called only once a checkpoint is kept
         self.load_state_dict(state, keep_counters=True)
         self.checkpoints.drop_after(self.step)
-        self.counters["rollbacks"] += 1
-        self.counters["streak"] = 0
-        self.take_step.after_rollback(self.counters["rollbacks"])
+        self.counters.rollbacks += 1
+        self.counters.streak = 0
+        self.take_step.after_rollback(self.counters.rollbacks)
 
     # --- the loop --------------------------------------------------------------------
 
@@ -258,13 +246,13 @@ class Run:
     def begin(self) -> None:
         """Start (or go on with) the loop: the wall clock, and a first checkpoint."""
         config, counters = self.config, self.counters
-        self._start = time.perf_counter() - counters["wall_s"]
+        self._start = time.perf_counter() - counters.wall_s
         self.recovery.saved_at = time.perf_counter()
         if config.checkpoint_every > 0 and self.step == 0:
             self._checkpoint()
         self.ended = self.step >= config.steps or (
-            (config.stop_when_solved and counters["solved_step"] is not None)
-            or (0 < config.time_limit_s <= counters["wall_s"])
+            (config.stop_when_solved and counters.solved_step is not None)
+            or (0 < config.time_limit_s <= counters.wall_s)
         )  # a run resumed after it had already ended (solved, or out of time)
 
     def step_once(self, advance: Callable[..., None], computed: Any = None) -> None:
@@ -287,7 +275,7 @@ class Run:
         evaluated = self.evaluation.due(step, last)
         if evaluated and self._solved_now(step):
             last = last or config.stop_when_solved
-        self.counters["wall_s"] = time.perf_counter() - self._start
+        self.counters.wall_s = time.perf_counter() - self._start
         if self.log.due(step, last):
             self.log.write_row(self._row(step, report, evaluated))
         if stop:
@@ -307,20 +295,20 @@ class Run:
         counters = self.counters
         self.record.update(step, report.loss, report.grad_norm, report.clipped)
         if report.finite:
-            counters["clipped_steps"] += report.clipped
-            counters["streak"] = 0
+            counters.clipped_steps += report.clipped
+            counters.streak = 0
         else:
-            counters["nonfinite_steps"] += 1
-            counters["streak"] += 1
+            counters.nonfinite_steps += 1
+            counters.streak += 1
         self.step = step
-        counters["loss"] = report.loss
+        counters.loss = report.loss
 
     def _solved_now(self, step: int) -> bool:
         """Score the model (validation or test set); whether the task is first judged
         solved at this step (then recorded as the run's ``solved_step``)."""
         score = self.evaluation.score(self.model, step, self.counters)
-        if self.counters["solved_step"] is None and self.task.is_solved(score):
-            self.counters["solved_step"] = step
+        if self.counters.solved_step is None and self.task.is_solved(score):
+            self.counters.solved_step = step
             return True
         return False
 
@@ -338,14 +326,14 @@ class Run:
             "clipped": report.clipped,
             "nonfinite": not report.finite,
             "lr": self.optimizer.param_groups[0].get("lr"),
-            "test_loss": counters["test_loss"] if tested else None,
-            "test_accuracy": counters.get("test_accuracy") if tested else None,
-            "wall_s": round(counters["wall_s"], 4),
-            "rollbacks": counters["rollbacks"],
+            "test_loss": counters.test_loss if tested else None,
+            "test_accuracy": counters.test_accuracy if tested else None,
+            "wall_s": round(counters.wall_s, 4),
+            "rollbacks": counters.rollbacks,
         }
         if self.evaluation.validation is not None:
-            row["val_loss"] = counters["val_loss"] if evaluated else None
-            row["val_accuracy"] = counters["val_accuracy"] if evaluated else None
+            row["val_loss"] = counters.val_loss if evaluated else None
+            row["val_accuracy"] = counters.val_accuracy if evaluated else None
         return row
 
     def finish(self, advance: Callable[..., None]) -> dict[str, Any]:
@@ -384,7 +372,7 @@ class Run:
         """What the run reached after ``wall`` seconds of its loop, before its verdict
         (``chosen``: the validation's choice, if any)."""
         config, counters, task = self.config, self.counters, self.task
-        test_loss = counters["test_loss"]
+        test_loss = counters.test_loss
         return {
             "task": config.task,
             "length": config.length,
@@ -396,7 +384,7 @@ class Run:
             "clip": config.clip.kind,
             "clip_norm": getattr(config.clip, "max_norm", None),
             "clip_step_norm": config.clip_step_norm,
-            "clipped_steps": counters["clipped_steps"],
+            "clipped_steps": counters.clipped_steps,
             "batch_size": config.batch_size,
             "seed": config.seed,
             "steps": config.steps,
@@ -409,15 +397,15 @@ class Run:
             ),
             "metric": task.metric,
             "final_loss": test_loss,
-            "accuracy": counters.get("test_accuracy"),  # tasks scored by accuracy
-            "train_loss": counters["loss"],
+            "accuracy": counters.test_accuracy,  # tasks scored by accuracy
+            "train_loss": counters.loss,
             "baseline_loss": task.baseline_loss,
             "solved": task.is_solved(test_loss),
-            "solved_step": counters["solved_step"],
+            "solved_step": counters.solved_step,
             **chosen,
-            "nonfinite_steps": counters["nonfinite_steps"],
-            "rollbacks": counters["rollbacks"],
-            "checkpoint_errors": counters.get("checkpoint_errors", 0),
+            "nonfinite_steps": counters.nonfinite_steps,
+            "rollbacks": counters.rollbacks,
+            "checkpoint_errors": counters.checkpoint_errors,
             "spikes": None if self.monitor is None else self.monitor.spikes,
             "diverged": not (math.isfinite(test_loss) and weights_finite),
             "verdict": None,  # until the diagnosis has run
@@ -434,10 +422,10 @@ class Run:
         started = time.perf_counter()
         probe = None
         if self.monitor is not None and weights_finite:
-            advance(self.step, self.counters["loss"], "diagnosing the final model")
+            advance(self.step, self.counters.loss, "diagnosing the final model")
             with evaluation_mode(model):
                 probe = diagnose(model, self.probe, task.dependency_length)
-            advance(self.step, self.counters["loss"])  # done: the bar shows the run again
+            advance(self.step, self.counters.loss)  # done: the bar shows the run again
         verdict = judge_run(
             self.record,
             probe,

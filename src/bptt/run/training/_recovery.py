@@ -15,6 +15,7 @@ from torch import nn
 
 from bptt.run.training._checkpoint import CheckpointError, Checkpoints
 from bptt.run.training._config import TrainConfig
+from bptt.run.training._counters import RunCounters
 from bptt.run.training._rundir import RunDirectory
 
 __all__ = ["Recovery"]
@@ -40,14 +41,14 @@ class Recovery:
         step: int,
         state: Callable[[], dict[str, Any]],
         model: nn.Module,
-        counters: dict[str, Any],
+        counters: RunCounters,
         scheduled: bool = True,
     ) -> None:
         """Save ``state()`` as step ``step``'s checkpoint; a ``scheduled`` one (of
         ``checkpoint_every``) is also a point a roll-back returns to, one of the clock
         only a point to resume from, so the clock never changes what a run computes.
         Non-finite weights are not saved; a write that fails is counted in
-        ``counters["checkpoint_errors"]`` and warned of, and the run goes on."""
+        ``counters.checkpoint_errors`` and warned of, and the run goes on."""
         self.saved_at = time.perf_counter()
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             warnings.warn(f"step {step}: non-finite weights, no checkpoint written", stacklevel=3)
@@ -57,17 +58,15 @@ class Recovery:
         try:
             self.checkpoints.save(step, state(), rollback_point=scheduled)
         except CheckpointError as err:
-            counters["checkpoint_errors"] = counters.get("checkpoint_errors", 0) + 1
+            counters.checkpoint_errors += 1
             warnings.warn(str(err), stacklevel=3)
 
-    def should_roll_back(self, counters: dict[str, Any]) -> bool:
+    def should_roll_back(self, counters: RunCounters) -> bool:
         """``nonfinite_patience`` non-finite steps in a row, and a checkpoint to go to."""
         patience = self.config.nonfinite_patience
-        return (
-            bool(patience) and counters["streak"] >= patience and self.checkpoints.last is not None
-        )
+        return bool(patience) and counters.streak >= patience and self.checkpoints.last is not None
 
-    def due(self, step: int, last: bool, counters: dict[str, Any]) -> tuple[bool, bool]:
+    def due(self, step: int, last: bool, counters: RunCounters) -> tuple[bool, bool]:
         """Whether step ``step`` is checkpointed: ``(due, scheduled)``, scheduled for a
         step of ``checkpoint_every`` (or the last), else by the clock. A step inside a
         non-finite streak is no good point to come back to."""
@@ -76,4 +75,4 @@ class Recovery:
         scheduled = (step % every == 0 or last) if every > 0 else False
         every_s = config.checkpoint_every_s
         timely = 0 < every_s <= time.perf_counter() - self.saved_at and not last
-        return (scheduled or timely) and counters["streak"] == 0, scheduled
+        return (scheduled or timely) and counters.streak == 0, scheduled

@@ -22,6 +22,7 @@ from bptt.model import SequenceModel
 from bptt.run.training._batches import SequenceBatches, StreamBatches
 from bptt.run.training._build import learning_rate
 from bptt.run.training._config import TrainConfig
+from bptt.run.training._counters import RunCounters
 from bptt.run.training._settings import FirstOrder, OptimizerHF
 from bptt.tasks import Task
 
@@ -83,7 +84,7 @@ class FirstOrderStep:
         return cast(FirstOrder, self.config.optimizer).lr  # what built the optimizer
 
     def __call__(
-        self, step: int, counters: dict[str, Any], computed: tuple[Tensor, Any] | None = None
+        self, step: int, counters: RunCounters, computed: tuple[Tensor, Any] | None = None
     ) -> StepReport:
         """Take step ``step`` (1-based); ``counters`` are the run's (read only).
 
@@ -103,13 +104,13 @@ class FirstOrderStep:
         watched: dict[str, Any] = {}
         if self.monitor is not None:  # before clipping; a non-finite step is rerun
             logged = step % config.log_every == 0 or step == config.steps
-            wanted = logged or counters["nonfinite_steps"] == 0 or config.nonfinite == "raise"
+            wanted = logged or counters.nonfinite_steps == 0 or config.nonfinite == "raise"
             watched = self.monitor.step(step, loss, rerun=rerun if wanted else None)
         grad_norm = self.policy(self.params)  # clips in place; the norm before clipping
         loss_value, norm_value = loss.item(), grad_norm.item()
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         if finite:
-            rate = learning_rate(config, step, counters["rollbacks"])
+            rate = learning_rate(config, step, counters.rollbacks)
             for group in self.optimizer.param_groups:
                 group["lr"] = rate * group.get("lr_scale", 1.0)  # older checkpoints: none
             self.optimizer.step()
@@ -145,7 +146,7 @@ class HessianFreeStep:
         return None
 
     def __call__(
-        self, step: int, counters: dict[str, Any], computed: tuple[Tensor, Any] | None = None
+        self, step: int, counters: RunCounters, computed: tuple[Tensor, Any] | None = None
     ) -> StepReport:
         """Take step ``step``; the optimizer's numbers go into the metrics row.
 
