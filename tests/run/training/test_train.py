@@ -481,7 +481,34 @@ def test_the_counters_are_typed_and_checkpointed_as_the_dict_they_always_were():
     old = {"nonfinite_steps": 1, "clipped_steps": 2, "rollbacks": 1, "streak": 0}
     old |= {"solved_step": 40, "loss": 0.5, "test_loss": 0.4, "test_accuracy": None}
     old |= {"val_loss": 0.3, "val_accuracy": 0.9, "wall_s": 3.0}
-    counters = RunCounters.from_state(old)
+    counters = RunCounters.from_state(old, None)  # and from before the record was kept
     assert counters.checkpoint_errors == 0 and counters.solved_step == 40
+    assert (counters.record.nonfinite_steps, counters.record.clipped_steps) == (1, 2)
     assert counters.state_dict() == {**old, "checkpoint_errors": 0}
     assert list(counters.state_dict()) == [*old, "checkpoint_errors"]  # the saved order
+
+
+def test_the_counters_count_through_the_run_record():
+    """The skipped and clipped steps are the record's (one count, not two): a clipped
+    finite step, a non-finite one (its clip not counted: the step was skipped), and the
+    checkpoint's record restores both."""
+    from bptt.diagnose import RunRecord
+    from bptt.run.training._counters import RunCounters
+
+    counters = RunCounters()
+    counters.count(1, 0.5, 2.0, True)
+    counters.count(2, math.nan, math.inf, False)
+    counters.count(3, 0.4, math.inf, False)
+    assert (counters.nonfinite_steps, counters.clipped_steps, counters.streak) == (2, 1, 2)
+    assert counters.record.first_nonfinite == 2 and counters.loss == 0.4
+    counters.count(4, 0.3, 1.0, False)
+    assert counters.streak == 0 and counters.loss == 0.3
+    back = RunCounters.from_state(counters.state_dict(), counters.record_state())
+    assert back == counters
+    assert back.state_dict()["nonfinite_steps"] == 2 == back.record.nonfinite_steps
+    reference = RunRecord()
+    for step, loss, norm, clipped in [(1, 0.5, 2.0, True), (2, math.nan, math.inf, False)]:
+        reference.update(step, loss, norm, clipped)
+    reference.update(3, 0.4, math.inf, False)
+    reference.update(4, 0.3, 1.0, False)
+    assert back.record == reference

@@ -1,36 +1,41 @@
 """What a run counts as it goes, typed: the steps it skipped, clipped and rolled back,
-where it was solved, its last scores and its clock. Saved in every checkpoint as a
-plain dict (:meth:`RunCounters.state_dict`), the form checkpoints have always held."""
+where it was solved, its last scores and its clock, around the library's
+:class:`bptt.diagnose.RunRecord` (what the run saw, for its verdict), which holds the
+step counts both share. Saved in every checkpoint as the plain dict checkpoints have
+always held (:meth:`RunCounters.state_dict`) beside the record's own."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from bptt.diagnose import RunRecord
+
 __all__ = ["RunCounters"]
+
+# the checkpoint's counters dict: these first, from the record, then the fields below
+_FROM_RECORD = ("nonfinite_steps", "clipped_steps")
 
 
 @dataclass
 class RunCounters:
-    """A run's counters (what the whole run saw for its verdict is its
-    :class:`bptt.diagnose.RunRecord`).
+    """A run's counters and its record.
 
     Attributes:
-        nonfinite_steps: steps whose loss or gradient was NaN or inf.
-        clipped_steps: finite steps the clip policy scaled.
+        record: what the run saw step by step, for its verdict
+            (:class:`bptt.diagnose.RunRecord`); it counts the skipped and clipped steps.
         rollbacks: returns to a checkpoint after a non-finite streak.
         streak: non-finite steps in a row, now.
         solved_step: the first evaluation that judged the task solved (None: none).
-        loss: the last step's training loss.
+        loss: the last step's training loss (NaN where that step was not finite).
         test_loss, test_accuracy: the last test scores (accuracy None for a regression).
         val_loss, val_accuracy: the last validation scores, with a validation split.
         wall_s: seconds of the loop so far, over every resumption.
         checkpoint_errors: checkpoints that could not be written.
     """
 
-    nonfinite_steps: int = 0
-    clipped_steps: int = 0
+    record: RunRecord = field(default_factory=RunRecord)
     rollbacks: int = 0
     streak: int = 0
     solved_step: int | None = None
@@ -42,13 +47,44 @@ class RunCounters:
     wall_s: float = 0.0
     checkpoint_errors: int = 0
 
+    @property
+    def nonfinite_steps(self) -> int:
+        """Steps whose loss or gradient was NaN or inf (skipped)."""
+        return self.record.nonfinite_steps
+
+    @property
+    def clipped_steps(self) -> int:
+        """Finite steps the clip policy scaled (a skipped step counts as not clipped)."""
+        return self.record.clipped_steps
+
+    def count(self, step: int, loss: float, grad_norm: float, clipped: bool) -> None:
+        """One step (1-based) in the record and the streak; ``clipped`` only for a
+        finite step."""
+        self.record.update(step, loss, grad_norm, clipped)
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        self.streak = 0 if finite else self.streak + 1
+        self.loss = loss
+
     def state_dict(self) -> dict[str, Any]:
-        """The counters as a checkpoint holds them."""
-        return asdict(self)
+        """The counters as a checkpoint holds them (the record: :meth:`record_state`)."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "record"}
+        return {name: getattr(self, name) for name in _FROM_RECORD} | own
+
+    def record_state(self) -> dict[str, Any]:
+        """The record as a checkpoint holds it."""
+        return self.record.state_dict()
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> RunCounters:
-        """The counters of a checkpoint; one written before a counter existed has it
-        at its start (an older checkpoint has no ``checkpoint_errors``)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in state.items() if k in known})
+    def from_state(cls, state: dict[str, Any], record: dict[str, Any] | None) -> RunCounters:
+        """The counters of a checkpoint (``state``) and its record. One written before a
+        counter existed has it at its start (an older checkpoint has no
+        ``checkpoint_errors``); one written before the record was kept has a fresh
+        record that carries the counters' step counts."""
+        known = {f.name for f in fields(cls)} - {"record"}
+        counters = cls(**{k: v for k, v in state.items() if k in known})
+        if record is None:
+            for name in _FROM_RECORD:
+                setattr(counters.record, name, int(state.get(name, 0)))
+        else:
+            counters.record.load_state_dict(record)
+        return counters

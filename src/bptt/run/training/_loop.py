@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bptt.diagnose import Monitor, RunRecord, diagnose, judge_run
+from bptt.diagnose import Monitor, diagnose, judge_run
 from bptt.run.training._batches import make_batches
 from bptt.run.training._build import (
     evaluation_mode,
@@ -115,8 +115,7 @@ class Run:
         )
         self.recovery = Recovery(config, run_dir)
         self.step = 0
-        self.counters = RunCounters()
-        self.record = RunRecord()  # what the whole run saw, for its verdict
+        self.counters = RunCounters()  # with the record of what the run saw, for its verdict
         self.ended = False  # set by begin() and step_once()
         self._start = time.perf_counter()  # the loop's clock, less the time trained before
 
@@ -145,7 +144,7 @@ class Run:
             "batches": self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "counters": self.counters.state_dict(),
-            "record": self.record.state_dict(),
+            "record": self.counters.record_state(),
             "best": self.evaluation.best,
             "threads": torch.get_num_threads(),  # a product may round otherwise on another
         }
@@ -183,9 +182,8 @@ class Run:
         if self.evaluation.validation is not None and not keep_counters:
             self.evaluation.best = state.get("best")  # a roll-back keeps the best seen since
         if not keep_counters:
-            self.counters = RunCounters.from_state(state["counters"])
-            self.record = RunRecord()
-            self.record.load_state_dict(state.get("record", {}))  # older checkpoints: none
+            # an older checkpoint has no record
+            self.counters = RunCounters.from_state(state["counters"], state.get("record"))
 
     def _checkpoint(self, scheduled: bool = True) -> None:
         """Save a checkpoint of this step (see :meth:`Recovery.save`)."""
@@ -292,16 +290,8 @@ class Run:
 
     def _count(self, step: int, report: StepReport) -> None:
         """The step in the run's record and counters; ``self.step`` moves to it."""
-        counters = self.counters
-        self.record.update(step, report.loss, report.grad_norm, report.clipped)
-        if report.finite:
-            counters.clipped_steps += report.clipped
-            counters.streak = 0
-        else:
-            counters.nonfinite_steps += 1
-            counters.streak += 1
+        self.counters.count(step, report.loss, report.grad_norm, report.clipped)
         self.step = step
-        counters.loss = report.loss
 
     def _solved_now(self, step: int) -> bool:
         """Score the model (validation or test set); whether the task is first judged
@@ -427,7 +417,7 @@ class Run:
                 probe = diagnose(model, self.probe, task.dependency_length)
             advance(self.step, self.counters.loss)  # done: the bar shows the run again
         verdict = judge_run(
-            self.record,
+            self.counters.record,
             probe,
             final_loss=summary["final_loss"] if weights_finite else math.nan,
             baseline=task.baseline_loss,
@@ -445,7 +435,7 @@ class Run:
                 "remedies": remedies_for(verdict, config, where),
                 "evidence": json_safe(verdict.evidence),
             },
-            "run_record": self.record.state_dict(),
+            "run_record": self.counters.record_state(),
             "probe": None if probe is None else _probe_curves(probe),
             "diagnose_s": round(time.perf_counter() - started, 3),
         }
