@@ -64,6 +64,7 @@ from bptt.run.training._rundir import (
     RunDirectoryError,
     read_summary,
 )
+from bptt.run.training._session import make_progress
 from bptt.run.training._stacked import (
     SHARED_FIELDS,
     shared_settings,
@@ -75,7 +76,6 @@ from bptt.run.training._train import (
     TrainResult,
     load_run,
     load_run_config,
-    make_progress,
     resume,
     train,
 )

@@ -49,14 +49,14 @@ _FORMAT = 1  # checkpoint layout version
 # config fields a resumed run may change: where it is, how long it may take (the time
 # limit decides when a run stops, never what a step computes) and how often the clock
 # checkpoints it (a roll-back goes to the last checkpoint of checkpoint_every only)
-_NOT_COMPARED = ("out", "time_limit_s", "checkpoint_every_s")
+NOT_COMPARED = ("out", "time_limit_s", "checkpoint_every_s")
 
 
 def _may_differ(config: TrainConfig) -> tuple[str, ...]:
     """Fields a checkpoint's config may differ in: the output directory, and the step
     budget unless the learning rate is scheduled over it (then the steps taken so far
     depended on it)."""
-    return _NOT_COMPARED + (("steps",) if config.schedule.kind == "constant" else ())
+    return NOT_COMPARED + (("steps",) if config.schedule.kind == "constant" else ())
 
 
 class NonFiniteError(RuntimeError):
@@ -70,7 +70,7 @@ class RunStopped(RuntimeError):
 
 
 def _fingerprint(config: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.flat().items() if k not in _NOT_COMPARED}
+    return {k: v for k, v in config.flat().items() if k not in NOT_COMPARED}
 
 
 class Run:
@@ -214,11 +214,11 @@ class Run:
         try:
             return self._run(advance)
         except RunDirectoryError as err:
-            raise RunStopped(self._stopped(err)) from err
+            raise RunStopped(self.stopped_message(err)) from err
         finally:
             self.close()  # flushes the event file
 
-    def _stopped(self, err: RunDirectoryError) -> str:
+    def stopped_message(self, err: RunDirectoryError) -> str:
         """One line: what failed, where the run stopped, and how to go on."""
         message = f"{err}; the run stopped at step {self.step}"
         step = self.checkpoints.newest_intact_step()

@@ -35,17 +35,16 @@ from bptt.run.training._batches import SequenceBatches
 from bptt.run.training._build import build_model
 from bptt.run.training._config import TrainConfig
 from bptt.run.training._fields import ConfigError
-from bptt.run.training._loop import _NOT_COMPARED, NonFiniteError, Run, RunStopped
+from bptt.run.training._loop import NOT_COMPARED, NonFiniteError, Run, RunStopped
 from bptt.run.training._rundir import RunDirectory, RunDirectoryError
-from bptt.run.training._train import (
-    TrainResult,
-    _environment,
-    _open,
-    _progress_bar,
-    continued_run,
+from bptt.run.training._session import (
     make_progress,
+    open_run_directory,
+    progress_bar,
     refuse_oversized_runs,
+    run_environment,
 )
+from bptt.run.training._train import TrainResult, continued_run
 from bptt.tasks import make_task
 
 __all__ = ["SHARED_FIELDS", "shared_settings", "stack_refusal", "train_stacked"]
@@ -141,7 +140,7 @@ def _saved_config(config: TrainConfig) -> TrainConfig | None:
         return None
     where = Path(config.out)
     saved = TrainConfig.saved_in(where)
-    differ = config.differing_fields(saved, ignore=_NOT_COMPARED)  # out, time limit
+    differ = config.differing_fields(saved, ignore=NOT_COMPARED)  # out, time limit
     if differ:
         message = (
             f"{where} holds a run of another configuration (differs in {', '.join(differ)}): "
@@ -219,7 +218,7 @@ def train_stacked(
         raise ConfigError("stack", f"these runs cannot train stacked: {reason}")
     refuse_oversized_runs(checked)
     display = make_progress() if progress is True else progress
-    with contextlib.ExitStack() as stack, _environment(checked[0], False):
+    with contextlib.ExitStack() as stack, run_environment(checked[0], False):
         # every directory opened (and a begun run's config checked) before any is
         # written: a busy, taken or different one refuses the whole job
         opened: list[tuple[RunDirectory | None, bool]] = []
@@ -227,7 +226,7 @@ def train_stacked(
             resumed = _saved_config(config) is not None
             run_dir = None
             if config.out is not None:
-                run_dir = _open(config.out, overwrite=overwrite, resume=resumed)
+                run_dir = open_run_directory(config.out, overwrite=overwrite, resume=resumed)
                 stack.callback(run_dir.close)
             opened.append((run_dir, resumed))
         runs: list[Run] = []
@@ -243,7 +242,7 @@ def train_stacked(
             display.start()
             stack.callback(display.stop)
         advances = [
-            stack.enter_context(_progress_bar(display, c, label=f"seed {c.seed}")) for c in checked
+            stack.enter_context(progress_bar(display, c, label=f"seed {c.seed}")) for c in checked
         ]
         summaries = _lockstep(runs, advances)
     errors = [s for s in summaries if isinstance(s, Exception)]
@@ -298,7 +297,7 @@ def _guarded(index: int, run: Run, outcome: list[Any], action: Callable[[], Any]
     try:
         result = action()
     except RunDirectoryError as err:
-        outcome[index] = RunStopped(run._stopped(err))
+        outcome[index] = RunStopped(run.stopped_message(err))
         return
     except NonFiniteError as err:
         outcome[index] = err

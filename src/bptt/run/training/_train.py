@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch import nn
 
 from bptt.model import SequenceModel
-from bptt.precision import flush_denormal
 from bptt.run.training._build import build_model, json_safe, make_clip_policy, step_taps, test_set
 from bptt.run.training._checkpoint import CheckpointError
 from bptt.run.training._config import TrainConfig
-from bptt.run.training._cores import run_threads
 from bptt.run.training._errors import first_line, load_failure
 from bptt.run.training._fields import ConfigError, load_toml
-from bptt.run.training._footprint import refuse_oversized, train_memory
 from bptt.run.training._io import read_bounded, tensor_bytes
 from bptt.run.training._loop import NonFiniteError, Run, RunStopped
 from bptt.run.training._rundir import (
@@ -30,6 +26,11 @@ from bptt.run.training._rundir import (
     RunDirectoryBusy,
     RunDirectoryError,
     read_summary,
+)
+from bptt.run.training._session import (
+    open_run_directory,
+    refuse_oversized_runs,
+    run_environment,
 )
 from bptt.tasks import Task, make_task
 
@@ -44,7 +45,6 @@ __all__ = [
     "load_run",
     "load_run_config",
     "make_clip_policy",
-    "make_progress",
     "resume",
     "step_taps",
     "test_set",
@@ -67,19 +67,6 @@ class TrainResult:
     summary: dict[str, Any]
     model: SequenceModel
     run_dir: Path | None
-
-
-def make_progress() -> Progress:
-    """The rich progress display used by training and the benchmark."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
 
 
 def train(
@@ -135,8 +122,8 @@ def train(
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
     refuse_oversized_runs([config])
-    run_dir = None if config.out is None else _open(config.out, overwrite=overwrite)
-    with _environment(config, progress) as advance:
+    run_dir = None if config.out is None else open_run_directory(config.out, overwrite=overwrite)
+    with run_environment(config, progress) as advance:
         try:
             run = Run(config, run_dir, on_gradients)
             if run_dir is not None:
@@ -215,8 +202,8 @@ def resume(
     if time_limit_s is not None:
         config = config.replace(time_limit_s=time_limit_s)
     refuse_oversized_runs([config])
-    run_dir = _open(path, resume=True)
-    with _environment(config, progress) as advance:
+    run_dir = open_run_directory(path, resume=True)
+    with run_environment(config, progress) as advance:
         try:
             run = continued_run(
                 config, run_dir, restart=restart, budget=budget, on_gradients=on_gradients
@@ -379,66 +366,3 @@ def _run_directory(path: str | Path, field: str) -> Path:
     if not (path / "config.toml").is_file():
         raise ConfigError(field, f"{path} holds no config.toml: not a run directory")
     return path
-
-
-def refuse_oversized_runs(configs: list[TrainConfig]) -> None:
-    """Refuse runs (trained together: stacked) whose memory cannot fit, before any of
-    them allocates or writes a file.
-
-    Raises:
-        ConfigError: naming the fields, the estimate and the memory available.
-    """
-    first = configs[0]
-    assert first.length is not None  # validation derives it from the task
-    task = make_task(first.task, first.length)
-    need = train_memory(first, task.input_size, task.output_size, runs=len(configs))
-    refuse_oversized(need, first.device)
-
-
-def _open(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> RunDirectory:
-    try:
-        return RunDirectory(path, overwrite=overwrite, resume=resume)
-    except (FileExistsError, RunDirectoryError):
-        raise
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise ConfigError("out", f"cannot use {path} as a run directory: {reason}") from err
-
-
-@contextlib.contextmanager
-def _environment(config: TrainConfig, progress: bool | Progress) -> Iterator[Callable[..., None]]:
-    """Flush-to-zero, threads and the progress bar for the run, restored after it."""
-    with (
-        flush_denormal(config.flush_denormal),
-        run_threads(config.threads),
-        _progress_bar(progress, config) as advance,
-    ):
-        yield advance
-
-
-@contextlib.contextmanager
-def _progress_bar(
-    progress: bool | Progress, config: TrainConfig, label: str | None = None
-) -> Iterator[Callable[..., None]]:
-    """Yields ``advance(step, loss, status=None)``, which shows the run at that step
-    (and what it is doing, if not training); ``label`` is added to the bar's name."""
-    if progress is False:
-        yield lambda step, loss, status=None: None
-        return
-    owner = progress is True
-    display = make_progress() if progress is True else progress
-    name = f"{config.task} T={config.length} {config.method or config.cell}"
-    label = name if label is None else f"{name} {label}"
-    bar = display.add_task(label, total=config.steps, loss="-")
-
-    def advance(step: int, loss: float, status: str | None = None) -> None:
-        description = label if status is None else f"{label}: {status}"
-        display.update(bar, completed=step, loss=f"{loss:.4g}", description=description)
-
-    if owner:
-        display.start()
-    try:
-        yield advance
-    finally:
-        if owner:
-            display.stop()
