@@ -311,3 +311,29 @@ def test_each_kind_builds_what_it_describes():
     assert make_clip_policy(TrainConfig(clip="percentile")).history is None  # 0: all of it
     agc = make_clip_policy(TrainConfig(clip="agc", clip_agc_ratio=0.05))
     assert (agc.clipping, agc.eps) == (0.05, 1e-3)
+
+
+def test_the_kinds_are_public_and_a_config_of_them_equals_the_flat_one():
+    """A program can write the nested settings with the exported kind models; the config
+    equals the one of the flat flags, and each kind names the memory it keeps."""
+    from bptt.run import ClipNorm, OptimizerHF, OptimizerSGD, ScheduleCosine, TrainConfig
+    from bptt.run.training._footprint import train_memory
+
+    nested = TrainConfig(
+        task="adding",
+        clip=ClipNorm(max_norm=0.5),
+        optimizer=OptimizerSGD(lr=0.1, momentum=0.9),
+        schedule=ScheduleCosine(),
+    )
+    flat = {"task": "adding", "clip": "norm", "clip_norm": 0.5, "optimizer": "sgd"}
+    flat |= {"lr": 0.1, "momentum": 0.9, "lr_schedule": "cosine"}
+    assert nested == TrainConfig.from_dict(flat)
+    assert (OptimizerSGD.state_tensors, OptimizerHF.state_tensors) == (1, 4)
+
+    def weights_bytes(config):
+        need = train_memory(config, 2, 1)
+        return next(b for what, _, b in need.parts if what.startswith("weights"))
+
+    # weights and gradients (2) plus the optimizer's: sgd 1, adam 2
+    adam = nested.replace(optimizer={"kind": "adam"})
+    assert weights_bytes(nested) * 4 == weights_bytes(adam) * 3

@@ -5,7 +5,12 @@
   :data:`Int`, :data:`Float`, :data:`Text` other configs declare with, and
   :func:`load_toml`); :data:`RECIPES` for ``--method`` (``_recipes``). Its clip
   policy, optimizer and schedule are nested models, one per kind, each building its
-  object, with the flat flags converted to them (``_settings``).
+  object, with the flat flags converted to them (``_settings``): :class:`ClipNorm`,
+  :class:`OptimizerSGD`, :class:`ScheduleCosine`... and their unions
+  :data:`ClipSettings`, :data:`OptimizerSettings`, :data:`ScheduleSettings`
+  (``TrainConfig(clip=ClipNorm(max_norm=1.0))`` equals ``clip="norm", clip_norm=1.0``).
+* :func:`make_progress`, the progress display; what a run needs around it in the
+  process (its directory opened, threads, the progress bar: ``_session``).
 * Building and running it: the model, optimizer, clip policy and test set (``_build``),
   the batches (``_batches``), the step rule (``_steps``), the loop (``_loop``),
   :func:`train`, :func:`resume`, :func:`load_run` (``_train``); :func:`train_stacked`,
@@ -65,6 +70,24 @@ from bptt.run.training._rundir import (
     read_summary,
 )
 from bptt.run.training._session import make_progress
+from bptt.run.training._settings import (
+    ClipAdaptive,
+    ClipCalibrate,
+    ClipNone,
+    ClipNorm,
+    ClipPercentile,
+    ClipSettings,
+    ClipValue,
+    ClipZScore,
+    OptimizerAdam,
+    OptimizerHF,
+    OptimizerRMSprop,
+    OptimizerSettings,
+    OptimizerSGD,
+    ScheduleConstant,
+    ScheduleCosine,
+    ScheduleSettings,
+)
 from bptt.run.training._stacked import (
     SHARED_FIELDS,
     shared_settings,
@@ -88,11 +111,24 @@ __all__ = [
     "SHARED_FIELDS",
     "CheckpointError",
     "Checkpoints",
+    "ClipAdaptive",
+    "ClipCalibrate",
+    "ClipNone",
+    "ClipNorm",
+    "ClipPercentile",
+    "ClipSettings",
+    "ClipValue",
+    "ClipZScore",
     "ConfigError",
     "ConfigModel",
     "Float",
     "Int",
     "NonFiniteError",
+    "OptimizerAdam",
+    "OptimizerHF",
+    "OptimizerRMSprop",
+    "OptimizerSGD",
+    "OptimizerSettings",
     "Recipe",
     "RemedyCommand",
     "RunDiagnosis",
@@ -101,6 +137,9 @@ __all__ = [
     "RunDirectoryError",
     "RunStopped",
     "RunSummary",
+    "ScheduleConstant",
+    "ScheduleCosine",
+    "ScheduleSettings",
     "Text",
     "TrainConfig",
     "TrainResult",

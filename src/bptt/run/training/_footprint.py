@@ -30,7 +30,6 @@ __all__ = ["MemoryNeed", "available_memory", "esn_memory", "refuse_oversized", "
 # no W_hh but keep log coefficients, states and the scan's padded copies
 _GATES = {"lstm": 4, "gru": 3, "mingru": 4, "minlstm": 5}
 # tensors of the parameters' size an optimizer holds beside them and their gradients
-_OPTIMIZER_STATE = {"adam": 2, "rmsprop": 2, "sgd": 1, "hf": 4}
 _EVAL_CHUNK = 1000  # test sequences per forward pass (bptt.run.training._build)
 
 
@@ -78,11 +77,6 @@ def available_memory(device: str | torch.device = "cpu") -> int:
     return machine_memory() or 1 << 62  # nothing known: refuse nothing
 
 
-def _kind(optimizer: object) -> str:
-    """An optimizer setting's kind (a nested setting's, or a flat name)."""
-    return str(getattr(optimizer, "kind", optimizer))
-
-
 def train_memory(
     config: TrainConfig, input_size: int, output_size: int, runs: int = 1
 ) -> MemoryNeed:
@@ -101,7 +95,7 @@ def train_memory(
     weights = directions * gates * hidden * (input_size + hidden + 2)
     weights += (units - directions) * gates * hidden * (below + hidden + 2)
     weights += output_size * (directions * hidden + 1)
-    tensors = 2 + _OPTIMIZER_STATE.get(_kind(config.optimizer), 2)  # weights, gradients, state
+    tensors = 2 + config.optimizer.state_tensors  # weights, gradients, the optimizer's
     tested = min(config.test_size, _EVAL_CHUNK)
     parts = (
         ("weights, gradients and optimizer state", "hidden", runs * weights * tensors * size),

@@ -246,7 +246,13 @@ ClipSettings = Annotated[
 
 
 class FirstOrder(Kind):
-    """A torch optimizer over parameter groups, at a learning rate the schedule shapes."""
+    """A torch optimizer over parameter groups, at a learning rate the schedule shapes.
+
+    ``state_tensors``: the tensors of each parameter's size the optimizer keeps (its
+    memory estimate; Adam's two moments, RMSprop's square average and momentum).
+    """
+
+    state_tensors: ClassVar[int] = 2
 
     lr: Annotated[Float, Flag("lr")] = Field(3e-3, gt=0.0, le=10.0, description="learning rate.")
     lr_recurrent: Annotated[Float | None, Flag("lr_recurrent")] = Field(
@@ -301,6 +307,7 @@ class OptimizerSGD(FirstOrder):
 
     kind: Literal["sgd"] = "sgd"
     summary: ClassVar[str] = "sgd"
+    state_tensors: ClassVar[int] = 1  # the momentum buffer
     momentum: Annotated[Float, Flag("momentum")] = Field(
         0.9, ge=0.0, le=0.999999, description=_MOMENTUM
     )
@@ -337,6 +344,8 @@ class OptimizerHF(Kind):
 
     kind: Literal["hf"] = "hf"
     summary: ClassVar[str] = "hf (Hessian-free, bptt.optim)"
+    # the memory estimate's: the update, the CG residual, direction and product
+    state_tensors: ClassVar[int] = 4
     damping: Annotated[Float, Flag("hf_damping")] = Field(
         default_of(HessianFree, "damping"),
         gt=0.0,
