@@ -90,3 +90,17 @@ def grads_of(module: nn.Module, *tensors: Tensor) -> list[Tensor]:
     out = [p.grad.clone() for p in module.parameters()]
     out += [t.grad.clone() for t in tensors]
     return out
+
+
+class LinearCell(nn.Module):
+    """h_t = W h_{t-1} + U x_t: a user-defined cell with a closed-form gradient."""
+
+    def __init__(self, weight: torch.Tensor, input_size: int):
+        super().__init__()
+        self.hidden_size = weight.shape[0]
+        self.input_size = input_size
+        self.weight = nn.Parameter(weight)
+        self.u = nn.Parameter(torch.ones(self.hidden_size, input_size, dtype=weight.dtype))
+
+    def forward(self, x_t, state):
+        return state @ self.weight.t() + x_t @ self.u.t()

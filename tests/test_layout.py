@@ -259,3 +259,26 @@ def test_no_function_of_the_application_runs_past_a_screen():
                 if code_lines(node) > LONGEST_FUNCTION:
                     long.append(f"{name}.{node.name}: {code_lines(node)} lines")
     assert not long, long
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_the_tests_mirror_the_packages():
+    """Each package of the library and each part of the application has its tests in the
+    directory of the same path (tests/clip for bptt.clip, tests/run/bench for
+    bptt.run.bench); no test at the top is named after a package (those moved). The
+    top keeps the tests of the single modules and those that cross packages."""
+    packages = sorted(
+        m for m, p in MODULES.items() if p.name == "__init__.py" and m.count(".") >= 1
+    )
+    public = [m for m in packages if not m.rpartition(".")[2].startswith("_")]
+    public = [m for m in public if m != "bptt.run"]  # its tests are its parts'
+    for package in public:
+        where = TESTS.joinpath(*package.split(".")[1:])
+        assert list(where.glob("test_*.py")), f"{package} has no tests in {where}"
+    leaves = {m.split(".")[1] for m in public}
+    misplaced = [
+        p.name for p in TESTS.glob("test_*.py") if p.stem.split("_")[1] in leaves - {"run"}
+    ]
+    assert not misplaced, f"tests named after a package, at the top: {misplaced}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 import torch
 
 from bptt.reservoir import Reservoir, Ridge, generate, mackey_glass, nrmse, series_features
-from bptt.run import run_esn
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -320,20 +318,6 @@ def test_one_series_gives_the_same_states_on_any_number_of_threads():
     assert torch.equal(runs[0], runs[1])
 
 
-def test_mackey_glass_one_step_and_free_running(tmp_path):
-    summary = run_esn(
-        {"units": 300, "steps": 3000, "train_steps": 2000, "seed": 1, "out": str(tmp_path)}
-    )
-    # seed 1's draw, the same on every CPU (NumPy's streams; the series is scalar IEEE
-    # arithmetic); rounding moves the states by ~1e-14 (the bounds above), which the
-    # readout's conditioning cannot turn into the margins here (measured 0.0045, 0.096)
-    assert summary["nrmse"] < 0.05 and summary["nrmse_84"] < 0.2
-    saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["nrmse"] == summary["nrmse"]
-    weights = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert weights["W"].shape == (300, 300) and weights["W_out"].shape == (300, 1)
-
-
 def _free_run_bound(reservoir, readout, start, steps, leak):
     """Bound (steps, O) on |computed - exact| predictions of a free run from the state
     ``start``: the closed loop is a reservoir whose input is its own readout, so its
@@ -406,42 +390,6 @@ def test_the_vowels_task_pads_at_the_front():
     assert (x[:, 0].abs().sum(1) == 0).sum() > 300  # most start with padding
     batch, labels = task.sample(8, torch.Generator().manual_seed(0))
     assert batch.shape == (8, 29, 12) and labels.max() < 9
-
-
-def test_bptt_esn_command(tmp_path):
-    from click.testing import CliRunner
-
-    from bptt.cli import app
-
-    args = [
-        "esn",
-        "--units",
-        "100",
-        "--steps",
-        "2000",
-        "--train-steps",
-        "1500",
-        "--out",
-        str(tmp_path),
-    ]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "nrmse" in result.output and (tmp_path / "summary.json").exists()
-    bad = CliRunner().invoke(app, ["esn", "--leak-rate", "2"])
-    assert bad.exit_code == 2 and "leak_rate" in bad.output
-    bad = CliRunner().invoke(app, ["esn", "--dtype", "float16"])
-    assert bad.exit_code == 2 and "dtype" in bad.output
-
-
-def test_float32_states_predict_as_well_as_float64():
-    # the readout is solved in float64 either way; the states' rounding (1e-7) is far
-    # below the prediction error. Rounding every state to float32 moved the NRMSE by
-    # 6e-5 (relative); another CPU's float32 kernels round by no more than that, so
-    # cannot take it to 0.02
-    config = {"units": 200, "steps": 3000, "train_steps": 2000, "seed": 1}
-    wide, narrow = run_esn(config), run_esn({**config, "dtype": "float32"})
-    assert narrow["nrmse"] == pytest.approx(wide["nrmse"], rel=0.02)
-    assert narrow["nrmse"] < 0.05
 
 
 @pytest.mark.parametrize("batch", [3, 12])
@@ -741,88 +689,3 @@ def test_to_float32_gives_the_reservoir_built_in_float32():
 
 
 # --- bptt esn: defaults per task, the run directory, progress -----------------------------
-
-_SMALL = {"units": 60, "steps": 600, "train_steps": 400, "washout": 50, "free_steps": 20}
-
-
-def test_each_task_has_its_own_defaults_and_refuses_the_others_settings():
-    from bptt.run import ESN_TASK_DEFAULTS, ConfigError, ESNConfig
-
-    for task, defaults in ESN_TASK_DEFAULTS.items():
-        config = ESNConfig(task=task)
-        assert {k: getattr(config, k) for k in defaults} == defaults
-        others = set().union(*ESN_TASK_DEFAULTS.values()) - set(defaults)
-        assert others and all(getattr(config, k) is None for k in others)
-        owner = next(t for t in ESN_TASK_DEFAULTS if t != task)
-        for name in others:  # even the other task's own default value
-            with pytest.raises(ConfigError) as info:
-                ESNConfig.from_dict({"task": task, name: ESN_TASK_DEFAULTS[owner][name]})
-            assert info.value.field == name and "used only with task" in str(info.value)
-    with pytest.raises(ConfigError, match="unknown key"):
-        ESNConfig.from_dict({"task": "japanese-vowels", "leak": 0.5})
-
-
-def test_the_run_directory_records_the_settings_used_and_is_not_overwritten(tmp_path):
-    from bptt.run import ConfigError, ESNConfig, load_toml
-
-    out = tmp_path / "run"
-    first = run_esn({**_SMALL, "out": str(out)})
-    recorded = load_toml(out / "config.toml")
-    assert recorded["leak_rate"] == 0.3 and recorded["ridge"] == 1e-6  # task defaults
-    assert "ensemble" not in recorded and "reduce" not in recorded  # the other task's
-    assert ESNConfig.from_dict(recorded) == ESNConfig.from_dict({**_SMALL, "out": str(out)})
-    with pytest.raises(ConfigError, match="already holds a run"):
-        run_esn({**_SMALL, "seed": 1, "out": str(out)})
-    assert json.loads((out / "summary.json").read_text())["nrmse"] == first["nrmse"]
-    (out / "metrics.csv").write_text("step\n")  # a file of another kind of run
-    second = run_esn({**_SMALL, "seed": 1, "out": str(out)}, overwrite=True)
-    assert json.loads((out / "summary.json").read_text())["nrmse"] == second["nrmse"]
-    assert second["nrmse"] != first["nrmse"] and not (out / "metrics.csv").exists()
-    (tmp_path / "file").write_text("")
-    for bad in (tmp_path / "file", tmp_path / "file" / "run"):
-        with pytest.raises(ConfigError, match="out: "):
-            run_esn({**_SMALL, "out": str(bad)})
-
-
-def test_a_reservoir_with_no_cycle_names_the_setting_to_change():
-    from bptt.run import ConfigError
-
-    # a 1-unit W is its one entry: nonzero with probability density (seed 0 draws none)
-    with pytest.raises(ValueError, match="raise density or units") as info:
-        Reservoir(1, density=0.1, seed=0)
-    assert "density 0.1" in str(info.value) and "units 1" in str(info.value)
-    assert abs(Reservoir(1, spectral_radius=0.7, density=1.0, seed=0).W[0, 0]) == 0.7
-    with pytest.raises(ConfigError) as info:
-        run_esn({**_SMALL, "density": 1e-9})
-    assert info.value.field == "density" and "units 60" in str(info.value)
-
-
-def test_run_esn_shows_each_stage_when_asked(monkeypatch):
-    from rich.progress import Progress
-
-    from bptt.run.esn import _esn
-
-    shown, finished = [], []
-
-    class Recording(Progress):
-        def update(self, task_id, **fields):
-            if fields.get("description"):
-                shown.append(fields["description"])
-            super().update(task_id, **fields)
-
-        def stop(self):
-            finished.extend((t.completed, t.total) for t in self.tasks)
-            super().stop()
-
-    monkeypatch.setattr(_esn, "Progress", Recording)
-    run_esn(_SMALL, progress=True)
-    assert [s.split(" (")[0] for s in shown] == [
-        "series and reservoir",
-        "driving the reservoir",
-        "fitting the readout",
-        "running free",
-    ]
-    assert finished == [(4, 4)]
-    shown.clear()
-    run_esn(_SMALL)  # off by default
-    assert shown == []

@@ -22,8 +22,7 @@ from bptt.diagnose import (
     saturation,
 )
 from bptt.precision import flush_denormal
-from helpers import make_cell
-from test_engine import LinearCell
+from helpers import LinearCell, make_cell
 
 DT = torch.float64
 

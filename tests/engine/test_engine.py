@@ -14,7 +14,16 @@ from torch import nn
 
 import bptt
 from bptt.taps import ClipNorm, ClipValue, RecordNorms
-from helpers import CELL_KINDS, DT, grads_of, loss_of, make_cell, plain_loop, rounding_tol
+from helpers import (
+    CELL_KINDS,
+    DT,
+    LinearCell,
+    grads_of,
+    loss_of,
+    make_cell,
+    plain_loop,
+    rounding_tol,
+)
 
 # Two engines sum in different orders (summed biases, addmm, another BLAS call), so they
 # agree to rounding (helpers.rounding_tol), bounded here for the largest setup, _inputs:
@@ -141,20 +150,6 @@ def test_clip_norm_matches_a_hook_reference(kind, engine, gen):
     assert record.norms.max() > 0.9 * max_norm  # the bound was active
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=GRAD_ATOL)
-
-
-class LinearCell(nn.Module):
-    """h_t = W h_{t-1} + U x_t: a user-defined cell with a closed-form gradient."""
-
-    def __init__(self, weight: torch.Tensor, input_size: int):
-        super().__init__()
-        self.hidden_size = weight.shape[0]
-        self.input_size = input_size
-        self.weight = nn.Parameter(weight)
-        self.u = nn.Parameter(torch.ones(self.hidden_size, input_size, dtype=weight.dtype))
-
-    def forward(self, x_t, state):
-        return state @ self.weight.t() + x_t @ self.u.t()
 
 
 @pytest.mark.parametrize("lam", [0.8, 1.0, 1.05])
