@@ -36,6 +36,10 @@ INTERPRETED = bool(triton.knobs.runtime.interpret)
 
 _ACTIVATIONS = {"tanh": 0, "relu": 1, "modrelu": 2}
 
+# Compiler options, stated: fused multiply-adds on (Triton 3.9 warns where the default is
+# left to it, and the default changes in 3.10).
+_OPTIONS = {"enable_fp_fusion": True}
+
 
 @triton.jit
 def _forward(
@@ -53,16 +57,19 @@ def _forward(
     """hs (T+1, K, B, H): row 0 the start, rows 1.. the input projections, made states
     in place; w (K, H, H); b_mod (K, H)."""
     k = tl.program_id(0)
+    k64 = k.to(tl.int64)  # offsets in int64: T K B H elements may pass 2^31
     rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     units = tl.arange(0, BLOCK_H)
     row_ok, unit_ok = rows < batch, units < hidden
     ok = row_ok[:, None] & unit_ok[None, :]
     # w_t[j, i] = W[k, i, j]: h (B, H) @ w_t is h W^T
-    w_at = k.to(tl.int64) * hidden * hidden + units[None, :] * hidden + units[:, None]
+    w_at = k64 * hidden * hidden + units[None, :] * hidden + units[:, None]
     w_t = tl.load(w_ptr + w_at, mask=unit_ok[:, None] & unit_ok[None, :], other=0.0)
     b_mod = tl.load(b_mod_ptr + k * hidden + units, mask=unit_ok, other=0.0)
-    step = runs.to(tl.int64) * batch * hidden  # elements per step
-    here = k.to(tl.int64) * batch * hidden + rows[:, None] * hidden + units[None, :]
+    # elements per step; k64 * 0 makes it int64 even where Triton passes runs = 1 as a
+    # constant
+    step = (k64 * 0 + runs) * batch * hidden
+    here = k64 * batch * hidden + rows[:, None] * hidden + units[None, :]
     h = tl.load(hs_ptr + here, mask=ok, other=0.0)
     for t in range(steps):
         at = hs_ptr + (t + 1) * step + here
@@ -94,15 +101,16 @@ def _backward(
     """g (T, K, B, H) the gradients reaching the outputs; hs (T+1, K, B, H); w (K, H, H)
     -> d (T, K, B, H) dL/da_t, grad_h0 (K, B, H); the taps' records (R, T, B)."""
     k = tl.program_id(0)
+    k64 = k.to(tl.int64)  # offsets in int64: T K B H elements may pass 2^31
     rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     units = tl.arange(0, BLOCK_H)
     row_ok, unit_ok = rows < batch, units < hidden
     ok = row_ok[:, None] & unit_ok[None, :]
     # w[i, j] = W[k, i, j]: d_a (B, H) @ w is what reaches h_{t-1}
-    w_at = k.to(tl.int64) * hidden * hidden + units[:, None] * hidden + units[None, :]
+    w_at = k64 * hidden * hidden + units[:, None] * hidden + units[None, :]
     w = tl.load(w_ptr + w_at, mask=unit_ok[:, None] & unit_ok[None, :], other=0.0)
-    step = runs.to(tl.int64) * batch * hidden
-    here = k.to(tl.int64) * batch * hidden + rows[:, None] * hidden + units[None, :]
+    step = (k64 * 0 + runs) * batch * hidden  # as in _forward
+    here = k64 * batch * hidden + rows[:, None] * hidden + units[None, :]
     carry = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
     for s in range(steps):
         t = steps - 1 - s
@@ -154,8 +162,9 @@ class TritonRNNSequence(torch.autograd.Function):
         block_b, block_h, (_, tiles) = _blocks(batch, hidden)
         act = _ACTIVATIONS[activation]
         _forward[(k, tiles)](
-            hs, w_hh, b_mod, steps, k, batch, hidden, ACT=act, BLOCK_B=block_b, BLOCK_H=block_h
-        )
+            hs, w_hh, b_mod, steps, k, batch, hidden,
+            ACT=act, BLOCK_B=block_b, BLOCK_H=block_h, **_OPTIONS,
+        )  # fmt: skip
         ctx.save_for_backward(x_rows, w_ih, w_hh, hs)
         ctx.run, ctx.activation = run, activation
         return run.unlead(outputs_of(hs)), run.unlead(hs[steps].clone())
@@ -177,7 +186,7 @@ class TritonRNNSequence(torch.autograd.Function):
             deltas, hs, w_hh, d_pre, grad_h0,
             program.ops, program.bounds, program.slots, program.width, program.records,
             steps, k, batch, hidden,
-            ACT=_ACTIVATIONS[ctx.activation], BLOCK_B=block_b, BLOCK_H=block_h,
+            ACT=_ACTIVATIONS[ctx.activation], BLOCK_B=block_b, BLOCK_H=block_h, **_OPTIONS,
         )  # fmt: skip
         program.deliver()
         needs = ctx.needs_input_grad
