@@ -19,10 +19,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # What the tests need beside: pytest, ruff, mypy, ReservoirPy, Ray, Playwright's client,
+# Triton (the gpu extra: its interpreter runs the Triton kernels' tests on the CPU; on
+# Linux x86-64 only, elsewhere those tests skip and say so),
 # and timm, whose timm/utils/agc.py is the AGC reference (the tests load that one file).
 # timm goes in without its dependencies: its torchvision would replace the CPU torch above.
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,vowels]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,vowels,gpu]"
 	$(BIN)/python -m pip install --quiet --no-deps timm==1.0.31
 	touch $(DEV_STAMP)
 

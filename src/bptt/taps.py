@@ -207,6 +207,26 @@ class RecordNorms:
         per_sample_norm(delta, out=self._buffer[t])
         return delta
 
+    def record(self, norms: Tensor) -> None:
+        """Take a whole backward pass's norms at once, as if called at every step: for
+        an engine that computes them inside its own backward (the Triton kernels).
+
+        Args:
+            norms: float64 (T, B), row t the per-sample norms of delta_t.
+
+        Raises:
+            RuntimeError: :meth:`begin` was not called.
+            ValueError: ``norms`` is not float64 (T, B) for this unroll's T.
+        """
+        if self._num_steps is None:
+            raise RuntimeError("RecordNorms.begin(num_steps) was not called; use it via unroll")
+        if norms.dtype != torch.float64 or norms.dim() != 2 or norms.shape[0] != self._num_steps:
+            raise ValueError(
+                f"norms must be float64 ({self._num_steps}, B), got {norms.dtype} "
+                f"{tuple(norms.shape)}"
+            )
+        self._buffer = norms
+
     @property
     def norms(self) -> Tensor:
         """Tensor (B, T) of per-sample delta_t norms from the last backward pass."""

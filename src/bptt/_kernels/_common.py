@@ -53,11 +53,14 @@ class Pass:
             always off), so a pass under ``torch.no_grad()`` gives its buffers back.
         stacked: whether the per-run tensors (inputs, states, weights) come with the
             leading run dimension K; False for one run given without it.
+        backend: what runs the recurrence: ``"loop"``, the loop over time in torch, or
+            ``"triton"``, the Triton kernels (:mod:`bptt._kernels._triton`).
     """
 
     taps: tuple[tuple[Callable[[int, Delta], Delta], ...], ...]
     grad_enabled: bool
     stacked: bool = False
+    backend: str = "loop"
 
     @overload
     def lead(self, tensor: Tensor) -> Tensor: ...

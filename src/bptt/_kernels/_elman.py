@@ -141,6 +141,7 @@ class ElmanKernel(RecurrenceKernel):
     ``matrix_exp``)."""
 
     function = RNNSequence
+    triton = "elman"  # bptt._kernels._triton._elman
 
     def options(self, cell: Any) -> tuple:
         return (cell.nonlinearity,)

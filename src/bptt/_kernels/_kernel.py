@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bptt._kernels import _triton
 from bptt._kernels._common import Pass
 from bptt.taps import Tap
 
@@ -74,32 +75,59 @@ class RecurrenceKernel(Kernel):
 
     The Function is called as ``function.apply(x, *state, run, *options, *parameters)``
     and returns ``(outputs, *final_state)``; :meth:`parameters` names the cell's
-    tensors it takes (None for an absent bias).
+    tensors it takes (None for an absent bias). :attr:`triton` names the kernel's
+    Triton version (:mod:`bptt._kernels._triton`), None where it has none; a pass runs
+    it where its :class:`Pass` says ``backend="triton"``.
     """
 
     stacks = True
     function: type[torch.autograd.Function]
+    triton: str | None = None
 
     def parameters(self, cell: Any) -> tuple[Tensor | None, ...]:
         raise NotImplementedError
 
+    def triton_refusal(self, x: Tensor, state: State, taps: tuple[Taps, ...]) -> str | None:
+        """Why the Triton version cannot run this pass (None: it can): x (B, T, F) or
+        (K, B, T, F), ``taps`` each run's; Triton is not imported."""
+        from bptt._kernels import _triton
+
+        first = state[0] if isinstance(state, tuple) else state
+        return _triton.refusal(self.triton, x, first.shape[-1], taps)
+
     def function_for(self, x: Tensor, run: Pass) -> type[torch.autograd.Function]:
-        """The Function that runs this pass: :attr:`function`, the loop over time. The
-        place for a backend chosen by device or taps (CUDA graphs, Triton): a Function
-        with the same arguments, layout and :class:`Pass`."""
+        """The Function that runs this pass: :attr:`function`, the loop over time, or
+        its Triton version where ``run.backend`` is ``"triton"`` (the caller checked
+        :meth:`triton_refusal`). A Function with the same arguments, layout and
+        :class:`Pass`."""
+        if run.backend == "triton":
+            if self.triton is None:
+                raise ValueError(f"{type(self).__name__} has no Triton version")
+            return _triton.function(self.triton)
         return self.function
 
     def run(
-        self, cell: Any, x: Tensor, state: State, taps: Taps, last_only: bool
+        self,
+        cell: Any,
+        x: Tensor,
+        state: State,
+        taps: Taps,
+        last_only: bool,
+        backend: str = "loop",
     ) -> tuple[Tensor, State]:
-        run = Pass((taps,), torch.is_grad_enabled())
+        run = Pass((taps,), torch.is_grad_enabled(), backend=backend)
         outputs, final = self._apply(x, state, run, self.options(cell), self.parameters(cell))
         return (outputs[:, -1:] if last_only else outputs), final
 
     def run_stacked(
-        self, cells: Sequence[Any], x: Tensor, state: State, taps: tuple[Taps, ...]
+        self,
+        cells: Sequence[Any],
+        x: Tensor,
+        state: State,
+        taps: tuple[Taps, ...],
+        backend: str = "loop",
     ) -> tuple[Tensor, State]:
-        run = Pass(taps, torch.is_grad_enabled(), stacked=True)
+        run = Pass(taps, torch.is_grad_enabled(), stacked=True, backend=backend)
         # each cell's tensors stacked with autograd, so each cell's .grad gets its own
         each = zip(*(self.parameters(cell) for cell in cells), strict=True)
         stacked = tuple(None if p[0] is None else torch.stack(p) for p in each)

@@ -2,7 +2,7 @@
 
 from bptt.engine._fast import has_fast_engine
 from bptt.engine._stacked import STACKABLE_CELLS, stackable, unroll_stacked
-from bptt.engine._unroll import ENGINES, EngineName, require_generic, unroll
+from bptt.engine._unroll import ENGINES, EngineName, require_generic, triton_refusal, unroll
 from bptt.engine._unroll import _watch_unrolls as _watch_unrolls
 
 # _watch_unrolls: the private hook bptt.diagnose taps a user's own unrolls through.
@@ -13,6 +13,7 @@ __all__ = [
     "has_fast_engine",
     "require_generic",
     "stackable",
+    "triton_refusal",
     "unroll",
     "unroll_stacked",
 ]

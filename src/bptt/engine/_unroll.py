@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Literal, get_args
@@ -11,15 +12,18 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
+from bptt._kernels import Kernel, RecurrenceKernel
 from bptt._torch_compat import functorch_transforms_active
 from bptt.cells import State, check_input, check_state, contract
-from bptt.engine._fast import fast_engine_for, run_fast
+from bptt.engine._fast import declared_kernel, fast_engine_for, run_fast
 from bptt.engine._generic import unroll_generic
 from bptt.taps import Delta, as_taps
 
-__all__ = ["ENGINES", "require_generic", "unroll"]
+__all__ = ["ENGINES", "require_generic", "triton_refusal", "unroll"]
 
-EngineName = Literal["auto", "generic", "fast"]
+_LOG = logging.getLogger("bptt.engine")
+
+EngineName = Literal["auto", "generic", "fast", "triton"]
 ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 
 # Why the generic engine is required in the current context (None: it is not).
@@ -95,8 +99,14 @@ def unroll(
         taps: callables ``tap(t, delta) -> delta``, in a list or tuple (None: none).
         engine: ``"generic"`` (autograd through the cell, any cell), ``"fast"``
             (built-in cells: input projection for all steps in one matmul, a
-            hand-written backward loop, weight gradients as one matmul after it), or
-            ``"auto"`` (fast where it applies). Both give the same results.
+            hand-written backward loop, weight gradients as one matmul after it),
+            ``"triton"`` (the fast engine with the recurrence in Triton kernels, forward
+            and backward one launch each over the whole sequence, the taps
+            RecordNorms, ClipNorm and ClipValue inside the backward kernel: the RNN on
+            float32 CUDA tensors, H <= 128; see :func:`triton_refusal`), or ``"auto"``
+            (fast where it applies; on CUDA the Triton kernels where they apply, else
+            the loop, logging why on the ``bptt.engine`` logger once per reason). All
+            give the same results, to float32 rounding.
         check_finite: scan x for NaN and inf first and name the first one's
             position. Off by default: the scan is a pass over x and, on an
             accelerator, a wait for the device on every call (measured on the CPU:
@@ -139,8 +149,10 @@ def unroll(
         raise ValueError(f"engine must be one of {ENGINES}, got {_checks.shown(engine)}")
     required = _GENERIC_REQUIRED.get()
     if required is not None:
-        if engine == "fast":
-            raise ValueError(f"engine='fast' cannot run here: {required}; use 'auto' or 'generic'")
+        if engine in ("fast", "triton"):
+            raise ValueError(
+                f"engine={engine!r} cannot run here: {required}; use 'auto' or 'generic'"
+            )
         engine = "generic"
     stated = contract(cell)
     if state is None:
@@ -153,19 +165,92 @@ def unroll(
             begin(x.shape[1])
 
     fast = fast_engine_for(cell, x) if engine != "generic" else None
-    if engine == "fast" and fast is None:
+    if engine in ("fast", "triton") and fast is None:
         raise ValueError(
-            f"engine='fast' applies to the built-in cells bptt.engine.has_fast_engine names "
+            f"engine={engine!r} applies to the built-in cells bptt.engine.has_fast_engine names "
             f"(RNN, LSTM, GRU, orthogonal, LRU, minGRU, minLSTM) on floating "
             f"inputs of their dtype outside torch.func transforms; got {type(cell).__name__} "
             f"with x of dtype {x.dtype}. Use engine='generic' or 'auto'."
         )
+    if fast is not None and (engine == "triton" or (engine == "auto" and x.is_cuda)):
+        why = _triton_why(fast, x, state, taps)
+        if why is None and isinstance(fast, RecurrenceKernel):  # _triton_why checked it
+            inside: tuple = taps  # each one a built-in tap (_triton_why checked)
+            return fast.run(cell, x, state, inside, bool(last_only), backend="triton")
+        if engine == "triton":
+            raise ValueError(
+                f"engine='triton' cannot run {type(cell).__name__} here: {why}. "
+                f"Use engine='auto' or 'fast'."
+            )
+        _say_once(f"engine='auto' runs {type(cell).__name__} in the loop, not Triton: {why}")
     if fast is not None:
         result = run_fast(fast, cell, x, state, taps, bool(last_only))
         if result is not None:  # None: not with these taps (the deep LRU), step by step
             return result
     outputs, final = unroll_generic(cell, x, state, taps, stated.output, stated.sequence_step())
     return (outputs[:, -1:] if last_only else outputs), final
+
+
+def triton_refusal(
+    cell: nn.Module,
+    x: Tensor,
+    state: State | None = None,
+    taps: Sequence[Callable[[int, Delta], Delta]] | None = (),
+) -> str | None:
+    """Why ``unroll(cell, x, state, taps, engine="triton")`` would be refused, None where
+    it runs; ``engine="auto"`` runs the Triton kernels on CUDA exactly where this is None.
+
+    What stands in the way, in the order checked: a cell without a Triton kernel (only
+    the RNN has one so far), Triton not installed (the ``gpu`` extra), x not on CUDA
+    (on the CPU the kernels run only in Triton's interpreter, ``TRITON_INTERPRET=1``),
+    x not float32, a hidden size above 128, a tap other than
+    :class:`bptt.taps.RecordNorms`, :class:`~bptt.taps.ClipNorm`,
+    :class:`~bptt.taps.ClipValue`.
+
+    Args:
+        cell: the cell, as for :func:`unroll`.
+        x: inputs (B, T, F).
+        state: the initial state, None for the cell's zero state.
+        taps: the taps the call would pass.
+
+    Returns:
+        A sentence saying why not, or None.
+
+    Example:
+        >>> import bptt
+        >>> print(triton_refusal(bptt.cells.LSTMCell(2, 4), torch.randn(3, 5, 2)))
+        this cell has no Triton kernel yet (the Elman RNN has)
+    """
+    _check_input(cell, x, False)
+    required = _GENERIC_REQUIRED.get()
+    if required is not None:
+        return f"the generic engine is required here: {required}"
+    if declared_kernel(cell) is None:
+        return "this cell has no fast engine, and so no Triton kernel"
+    fast = fast_engine_for(cell, x)
+    if fast is None:
+        return "x's dtype or device is not the weights', or a torch.func transform is active"
+    if state is None:
+        state = contract(cell).initial_state(x.shape[0], device=x.device, dtype=x.dtype)
+    return _triton_why(fast, x, state, as_taps(taps))
+
+
+def _triton_why(kernel: Kernel, x: Tensor, state: State, taps: tuple) -> str | None:
+    """Why the kernel's Triton version cannot run this pass, None where it can."""
+    if not isinstance(kernel, RecurrenceKernel) or kernel.triton is None:
+        return "this cell has no Triton kernel yet (the Elman RNN has)"
+    return kernel.triton_refusal(x, state, (taps,))
+
+
+def _say_once(message: str) -> None:
+    """Log ``message`` at INFO on ``bptt.engine``, once per process (auto's fallbacks
+    would otherwise repeat at every step of training)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        _LOG.info(message)
+
+
+_SAID: set[str] = set()
 
 
 def _check_input(cell: nn.Module, x: Tensor, check_finite: bool) -> None:

@@ -1,0 +1,350 @@
+"""The Triton kernels (engine="triton"), checked on the CPU in Triton's interpreter.
+
+Every result of the Triton engine (outputs, final state, the gradients of x, h0 and
+every parameter, the norms RecordNorms records, the gradients after ClipNorm and
+ClipValue) is held to the generic engine run in float64 on a float64 copy of the cell,
+within a bound from float32 arithmetic (see :func:`bound`); the fast engine's float32
+loop is held to the same bound beside it, so the bound is one a correct float32
+implementation meets. Shapes are tiny: the interpreter runs each kernel's Python body
+with NumPy, a few milliseconds per step.
+
+Triton's interpreter is a setting of the whole process, read when Triton is imported
+and again as it runs (``TRITON_INTERPRET=1``). So that it changes nothing for the rest
+of the suite, the kernel tests run in a child process that has it
+(:func:`test_kernels_in_the_triton_interpreter`); run directly under
+``TRITON_INTERPRET=1`` they run here. Without Triton installed they skip and say so
+(``make test`` installs it: the ``gpu`` extra); the tests of how bptt chooses and
+refuses, and that it runs without Triton, run everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+import bptt
+from bptt._kernels import ELMAN
+from bptt._kernels import _triton as triton_kernels
+from bptt.taps import ClipNorm, ClipValue, RecordNorms
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # in the child process
+
+needs_triton = pytest.mark.skipif(
+    not HAS_TRITON,
+    reason="Triton is not installed (the gpu extra: pip install -e '.[gpu]'; make test "
+    "installs it on Linux x86-64): the Triton kernels' interpreter tests need it",
+)
+# a kernel test: in the interpreter's process only
+in_interpreter = pytest.mark.skipif(
+    not (HAS_TRITON and INTERPRETED),
+    reason="a kernel test: runs in the TRITON_INTERPRET=1 child process of "
+    "test_kernels_in_the_triton_interpreter",
+)
+
+U = 2.0**-24  # float32 unit roundoff
+
+
+def bound(steps: int, hidden: int, features: int, batch: int) -> float:
+    """The relative error allowed a float32 result, against float64.
+
+    A float32 dot product of n terms is within n u sum|terms| of the exact one (Higham,
+    Accuracy and Stability of Numerical Algorithms, section 3.1), u = 2^-24. A step's
+    pre-activation is a dot of H + F terms; the error of one step reaches the next
+    through the recurrence, T of them in a row (the Jacobians here are contractions:
+    tanh' <= 1, weights of scale 1/sqrt(H)); a weight gradient sums T B terms more. So
+    n = T (H + F + B), and a factor 4 for the few elementwise roundings around each
+    dot (the activation, its derivative, the taps' scaling)."""
+    return 4 * U * steps * (hidden + features + batch)
+
+
+def close(actual: Tensor, reference: Tensor, tol: float, what: str) -> None:
+    """actual (float32) within tol of the float64 reference, relative to its largest
+    element (errors are absolute at the scale of the largest term)."""
+    scale = float(reference.abs().max()) or 1.0
+    torch.testing.assert_close(
+        actual.double(), reference, rtol=tol, atol=tol * scale, msg=lambda m: f"{what}: {m}"
+    )
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETED, reason="this is the interpreter's process")
+def test_kernels_in_the_triton_interpreter():
+    """This module's kernel tests, in a child process with TRITON_INTERPRET=1."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    command = [sys.executable, "-m", "pytest", __file__, "-q", "-rs", "-p", "no:cacheprovider"]
+    command += ["-p", "no:xdist", "-m", "not slow"]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert " failed" not in done.stdout and " passed" in done.stdout, done.stdout[-2000:]
+    assert "a kernel test" not in done.stdout, done.stdout[-2000:]  # none skipped there
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETED, reason="compiling needs Triton outside its interpreter")
+@pytest.mark.parametrize("act", [0, 1, 2])
+def test_kernels_compile_for_a_gpu(act):
+    """Both kernels through Triton's whole compiler for an H100 (sm_90), without a GPU:
+    what the interpreter does not check (the types of loop-carried values and branches,
+    K = 1 passed as a constant, the dot's shapes)."""
+    from triton import compile as compile_kernel
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernels = importlib.import_module("bptt._kernels._triton._elman")
+    sizes = {"steps": "i32", "runs": "i32", "batch": "i32", "hidden": "i32"}
+    flags = {"ACT": "constexpr", "BLOCK_B": "constexpr", "BLOCK_H": "constexpr"}
+    forward = {"hs_ptr": "*fp32", "w_ptr": "*fp32", "b_mod_ptr": "*fp32"}
+    backward = dict.fromkeys(("g_ptr", "hs_ptr", "w_ptr", "d_ptr", "grad_h0_ptr"), "*fp32")
+    backward |= {"ops_ptr": "*i32", "bounds_ptr": "*fp64", "slots_ptr": "*i32", "n_ops": "i32"}
+    backward |= {"records_ptr": "*fp64"}
+    for kernel, pointers in ((kernels._forward, forward), (kernels._backward, backward)):
+        for runs in ("i32", "constexpr"):  # K = 1 arrives as a constant
+            signature = {**pointers, **sizes, "runs": runs, **flags}
+            constants = {"ACT": act, "BLOCK_B": 16, "BLOCK_H": 32}
+            if runs == "constexpr":
+                constants["runs"] = 1
+            source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
+            compiled = compile_kernel(
+                source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": True}
+            )
+            assert compiled.asm["cubin"]
+
+
+@pytest.fixture(autouse=True)
+def _kernels_interpreted() -> None:
+    """In the interpreter's process, the kernels were defined for the interpreter."""
+    if INTERPRETED and HAS_TRITON:
+        assert importlib.import_module("bptt._kernels._triton._elman").INTERPRETED
+
+
+def _draws(cell: torch.nn.Module, batch: int, steps: int, gen: torch.Generator):
+    x = torch.randn(batch, steps, cell.input_size, generator=gen)
+    h0 = 0.5 * torch.randn(batch, cell.hidden_size, generator=gen)
+    g_out = torch.randn(batch, steps, cell.hidden_size, generator=gen)
+    g_final = torch.randn(batch, cell.hidden_size, generator=gen)
+    return x, h0, g_out, g_final
+
+
+def _pass(cell, x, h0, g_out, g_final, taps, engine):
+    """Forward and backward with the given upstream gradients: every result."""
+    cell = copy.deepcopy(cell)
+    x, h0 = x.clone().requires_grad_(), h0.clone().requires_grad_()
+    out, h = bptt.unroll(cell, x, h0, taps=taps, engine=engine)
+    torch.autograd.backward((out, h), (g_out, g_final))
+    results = {"outputs": out.detach(), "final state": h.detach(), "x": x.grad, "h0": h0.grad}
+    results.update({f"d {n}": p.grad for n, p in cell.named_parameters()})
+    return results
+
+
+def _compare(cell, x, h0, g_out, g_final, make_taps: Callable[[], list], check_taps=None):
+    """Triton and the fast loop, float32, against the generic engine in float64."""
+    steps, batch = x.shape[1], x.shape[0]
+    tol = bound(steps, cell.hidden_size, cell.input_size, batch)
+    ref_taps = make_taps()
+    wide = [t.double() for t in (x, h0, g_out, g_final)]
+    reference = _pass(copy.deepcopy(cell).double(), *wide, ref_taps, "generic")
+    for engine in ("triton", "fast"):
+        taps = make_taps()
+        got = _pass(cell, x, h0, g_out, g_final, taps, engine)
+        assert got.keys() == reference.keys()
+        for name, value in reference.items():
+            close(got[name], value, tol, f"{engine}: {name}")
+        for tap, ref_tap in zip(taps, ref_taps, strict=True):
+            if isinstance(tap, RecordNorms):
+                close(tap.norms, ref_tap.norms, tol, f"{engine}: recorded norms")
+                assert tap.norms.dtype == torch.float64 and tap.norms.shape == (batch, steps)
+        if check_taps is not None:
+            check_taps(taps)
+
+
+@in_interpreter
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize(("batch", "hidden"), [(3, 6), (20, 40)])  # (20, 40): two batch tiles
+def test_rnn_matches_the_generic_engine(nonlinearity, batch, hidden, gen):
+    cell = bptt.cells.RNNCell(2, hidden, nonlinearity=nonlinearity)
+    x, h0, g_out, g_final = _draws(cell, batch, 5, gen)
+    _compare(cell, x, h0, g_out, g_final, lambda: [RecordNorms()])
+
+
+@in_interpreter
+def test_rnn_without_bias_and_from_zero_state(gen):
+    cell = bptt.cells.RNNCell(3, 7, bias=False)
+    x, h0, g_out, g_final = _draws(cell, 2, 4, gen)
+    _compare(cell, x, torch.zeros_like(h0), g_out, g_final, list)
+
+
+@in_interpreter
+def test_orthogonal_modrelu_matches_the_generic_engine(gen):
+    cell = bptt.cells.OrthogonalRNNCell(2, 6, nonlinearity="modrelu")
+    with torch.no_grad():  # some units below zero, some above, some cut at 0
+        cell.modrelu_bias.copy_(torch.linspace(-0.5, 0.3, 6))
+    x, h0, g_out, g_final = _draws(cell, 3, 5, gen)
+    _compare(cell, x, h0, g_out, g_final, lambda: [RecordNorms()])
+
+
+@in_interpreter
+def test_clip_norm_inside_the_kernel(gen):
+    cell = bptt.cells.RNNCell(2, 6)
+    x, h0, g_out, g_final = _draws(cell, 4, 6, gen)
+    max_norm = 1.5  # below most steps' norms (about sqrt(6) and growing back in time)
+
+    def acted(taps):  # the clip changed something, and left every norm within the bound
+        before, after = taps[0].norms, taps[2].norms
+        assert (before > max_norm * 1.01).sum() >= 4
+        assert (before <= max_norm).any()  # some samples left alone
+        assert (after <= max_norm * (1 + 4 * U)).all()
+
+    taps = lambda: [RecordNorms(), ClipNorm(max_norm), RecordNorms()]  # noqa: E731
+    _compare(cell, x, h0, g_out, g_final, taps, acted)
+
+
+@in_interpreter
+def test_clip_value_and_taps_in_order(gen):
+    cell = bptt.cells.RNNCell(2, 5)
+    x, h0, g_out, g_final = _draws(cell, 3, 6, gen)
+    value = 0.4
+    seen: list[float] = []
+
+    def largest(t, delta):  # in the reference only: ClipValue had something to clamp
+        seen.append(float(delta.abs().max()))
+        return delta
+
+    _compare(cell, x, h0, g_out, g_final, lambda: [ClipValue(value), RecordNorms()])
+    _compare(cell, x, h0, g_out, g_final, lambda: [ClipNorm(0.8), ClipValue(value), ClipNorm(2)])
+    bptt.unroll(cell.double(), x.double(), h0.double(), taps=[largest], engine="generic")[0].mul(
+        g_out.double()
+    ).sum().backward()
+    assert max(seen) > 2 * value
+
+
+@in_interpreter
+@pytest.mark.parametrize(("bad", "step"), [(math.nan, 2), (math.inf, 2), (math.nan, 0)])
+def test_clipping_never_hides_a_non_finite_gradient(bad, step, gen):
+    """A non-finite upstream gradient: the loop and the kernel give the same non-finite
+    pattern (ClipNorm: that sample's whole delta NaN from there on; at step 0, where no
+    product spreads it, a NaN left alone by the clip would stay in one unit's bias
+    gradient)."""
+    cell = bptt.cells.RNNCell(2, 5)
+    x, h0, g_out, g_final = _draws(cell, 3, 4, gen)
+    g_out[1, step, 0] = bad
+    got = {}
+    # inf * 0 in the interpreter's NumPy warns (an error under this suite's filters),
+    # where the device computes NaN silently, as torch does
+    for engine in ("triton", "fast"):
+        rec = RecordNorms()
+        with np.errstate(invalid="ignore"):
+            got[engine] = _pass(
+                cell, x, h0, g_out, g_final, [ClipNorm(1.0), ClipValue(0.5), rec], engine
+            )
+        got[engine]["norms"] = rec.norms
+    tol = bound(4, 5, 2, 3)
+    for name, value in got["fast"].items():
+        assert torch.equal(got["triton"][name].isnan(), value.isnan()), name
+        torch.testing.assert_close(got["triton"][name], value, rtol=tol, atol=tol, equal_nan=True)
+    assert got["triton"]["x"][1, : step + 1].isnan().all()  # steps 0..step of sample 1
+    assert not got["triton"]["x"][[0, 2]].isnan().any()  # the other samples untouched
+
+
+@in_interpreter
+def test_stacked_runs_each_with_their_own_taps(gen):
+    """K = 2 runs in one launch (the leading run dimension), each run's taps its own,
+    against the loop's stacked kernel."""
+    cells = [bptt.cells.RNNCell(2, 6) for _ in range(2)]
+    x = torch.randn(2, 3, 5, 2, generator=gen)  # (K, B, T, F)
+    h0 = torch.randn(2, 3, 6, generator=gen)
+    g_out = torch.randn(2, 3, 5, 6, generator=gen)
+    results, records = {}, {}
+    for backend in ("triton", "loop"):
+        own = [copy.deepcopy(c) for c in cells]
+        taps = ((RecordNorms(), ClipNorm(1.0), RecordNorms()), (ClipValue(0.3), RecordNorms()))
+        for run in taps:
+            for tap in run:
+                if isinstance(tap, RecordNorms):
+                    tap.begin(5)
+        xs, hs = x.clone().requires_grad_(), h0.clone().requires_grad_()
+        out, h = ELMAN.run_stacked(own, xs, hs, taps, backend=backend)
+        (out * g_out).sum().backward()
+        results[backend] = [out, h, xs.grad, hs.grad] + [
+            p.grad for c in own for p in c.parameters()
+        ]
+        records[backend] = [
+            tap.norms for run in taps for tap in run if isinstance(tap, RecordNorms)
+        ]
+    tol = bound(5, 6, 2, 3)
+    for got, want in zip(results["triton"], results["loop"], strict=True):
+        close(got.detach(), want.detach().double(), 2 * tol, "stacked")
+    for got, want in zip(records["triton"], records["loop"], strict=True):
+        close(got, want, 2 * tol, "stacked records")
+    assert not torch.equal(records["triton"][0], records["triton"][1])  # run 0 clipped
+
+
+@in_interpreter
+def test_engine_triton_refusals(gen):
+    x = torch.randn(2, 3, 2, generator=gen)
+    cases = [
+        (bptt.cells.LSTMCell(2, 4), x, [], "no Triton kernel yet"),
+        (bptt.cells.SkipRNNCell(2, 4), x, [], "built-in cells"),
+        (bptt.cells.RNNCell(2, 4).double(), x.double(), [], "float32"),
+        (bptt.cells.RNNCell(2, 4), x, [lambda t, d: d], "runs only in the loop"),
+        (bptt.cells.RNNCell(2, 129), x, [], "hidden size 129 > 128"),
+    ]
+    for cell, inputs, taps, why in cases:
+        with pytest.raises(ValueError, match=why):
+            bptt.unroll(cell, inputs, taps=taps, engine="triton")
+    with (
+        bptt.engine.require_generic("a test"),
+        pytest.raises(ValueError, match="engine='triton' cannot run here: a test"),
+    ):
+        bptt.unroll(bptt.cells.RNNCell(2, 4), x, engine="triton")
+    rnn = bptt.cells.RNNCell(2, 4)
+    assert bptt.engine.triton_refusal(rnn, x, taps=[RecordNorms(), ClipValue(1)]) is None
+    assert "no fast engine" in bptt.engine.triton_refusal(bptt.cells.SkipRNNCell(2, 4), x)
+
+
+@needs_triton
+def test_cpu_needs_the_interpreter(monkeypatch, gen):
+    monkeypatch.setattr(triton_kernels, "interpreted", lambda: False)
+    why = bptt.engine.triton_refusal(bptt.cells.RNNCell(2, 4), torch.randn(2, 3, 2))
+    assert why is not None and "TRITON_INTERPRET=1" in why
+
+
+def test_auto_keeps_the_loop_on_the_cpu(monkeypatch, gen):
+    """engine="auto" runs the Triton kernels only on CUDA: on the CPU nothing changes."""
+
+    def refuse(name):
+        raise AssertionError("auto chose Triton on the CPU")
+
+    monkeypatch.setattr(triton_kernels, "function", refuse)
+    cell, x = bptt.cells.RNNCell(2, 4), torch.randn(2, 3, 2, generator=gen)
+    out, _ = bptt.unroll(cell, x, taps=[RecordNorms()])
+    out.sum().backward()
+
+
+def test_bptt_runs_without_triton():
+    """Triton absent: bptt imports, auto runs, engine="triton" says what is missing."""
+    code = (  # a None entry in sys.modules: neither find_spec nor import finds triton
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch, bptt\n"
+        "cell, x = bptt.cells.RNNCell(2, 3), torch.randn(2, 4, 2)\n"
+        "bptt.unroll(cell, x)[0].sum().backward()\n"
+        "print(bptt.engine.triton_refusal(cell, x))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Triton is not installed" in done.stdout
