@@ -1,6 +1,6 @@
 """Engines that unroll a cell over time and backpropagate through time with taps."""
 
-from bptt.engine._fast import has_fast_engine
+from bptt.engine._fast import has_fast_engine, has_triton_kernel
 from bptt.engine._stacked import STACKABLE_CELLS, stackable, unroll_stacked
 from bptt.engine._unroll import ENGINES, EngineName, require_generic, triton_refusal, unroll
 from bptt.engine._unroll import _watch_unrolls as _watch_unrolls
@@ -11,6 +11,7 @@ __all__ = [
     "STACKABLE_CELLS",
     "EngineName",
     "has_fast_engine",
+    "has_triton_kernel",
     "require_generic",
     "stackable",
     "triton_refusal",

@@ -6,11 +6,17 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from bptt._kernels import Kernel
+from bptt._kernels import Kernel, RecurrenceKernel
 from bptt._torch_compat import functorch_transforms_active
 from bptt.cells import RecurrentCell, State
 
-__all__ = ["declared_kernel", "fast_engine_for", "has_fast_engine", "run_fast"]
+__all__ = [
+    "declared_kernel",
+    "fast_engine_for",
+    "has_fast_engine",
+    "has_triton_kernel",
+    "run_fast",
+]
 
 
 def declared_kernel(cell: nn.Module) -> Kernel | None:
@@ -29,6 +35,19 @@ def has_fast_engine(cell: nn.Module) -> bool:
     (True, False)
     """
     return declared_kernel(cell) is not None
+
+
+def has_triton_kernel(cell: nn.Module) -> bool:
+    """Whether ``engine="triton"`` has kernels for this cell's class (the Elman RNN's:
+    tanh, ReLU, the orthogonal RNN's modReLU); whether a call runs there also depends on
+    its device, dtype, size and taps (:func:`bptt.engine.triton_refusal`).
+
+    >>> import bptt
+    >>> has_triton_kernel(bptt.cells.RNNCell(1, 2)), has_triton_kernel(bptt.cells.GRUCell(1, 2))
+    (True, False)
+    """
+    kernel = declared_kernel(cell)
+    return isinstance(kernel, RecurrenceKernel) and kernel.triton is not None
 
 
 def fast_engine_for(cell: nn.Module, x: Tensor) -> Kernel | None:

@@ -723,11 +723,12 @@ def _checked(result: Any, name: str, graph: bool) -> tuple[Tensor, Tensor, Tenso
 
 
 def _refuse_fast(module: nn.Module) -> None:
-    """A SequenceModel built with engine="fast" cannot give Hessian-free its products."""
+    """A SequenceModel built with engine="fast" (or "triton", the same hand-written
+    backward) cannot give Hessian-free its products."""
     for name, sub in module.named_modules():
-        if isinstance(sub, SequenceModel) and sub.engine == "fast":
+        if isinstance(sub, SequenceModel) and sub.engine in ("fast", "triton"):
             where = f"module.{name}" if name else "module"
             raise ValueError(
-                f"{where} is a SequenceModel built with engine='fast': {_WHY_GENERIC}; "
+                f"{where} is a SequenceModel built with engine={sub.engine!r}: {_WHY_GENERIC}; "
                 f"build it with engine='auto' (the default) or 'generic'"
             )

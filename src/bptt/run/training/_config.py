@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 
 from bptt.cells import cell_names, make_cell
 from bptt.diagnose import Monitor
-from bptt.engine import EngineName, has_fast_engine
+from bptt.engine import EngineName, has_fast_engine, has_triton_kernel
 from bptt.run.training._errors import first_line
 from bptt.run.training._fields import (
     Bool,
@@ -283,7 +283,9 @@ class TrainConfig(ConfigModel):
     )
     log_every: Int = Field(10, ge=1, description="steps between rows of metrics.csv.")
     engine: EngineName = Field(
-        "auto", description="the unroll engine: auto, generic or fast (bptt.unroll)."
+        "auto",
+        description="the unroll engine: auto, generic, fast or triton (bptt.unroll; triton: "
+        "the RNN's Triton kernels, on CUDA, float32).",
     )
     device: Text = Field("cpu", description="torch device, e.g. cpu or cuda:0.")
     dtype: DtypeName = Field("float32", description="float32 or float64.")
@@ -443,8 +445,9 @@ class TrainConfig(ConfigModel):
                 raise ConfigError("optimizer", "hf trains sequence tasks, not streams")
             if self.clip.kind != "none" or self.clip_step_norm or self.clip_step_value:
                 raise ConfigError("clip", "hf controls its steps by damping; use clip none")
-            if self.engine == "fast":
-                raise ConfigError("engine", "hf needs forward-mode AD: engine auto or generic")
+            if self.engine in ("fast", "triton"):
+                message = f"hf needs forward-mode AD: engine auto or generic, not {self.engine}"
+                raise ConfigError("engine", message)
             if self.dropout:
                 message = (
                     "hf evaluates each step's closure several times (gradient, curvature, "
@@ -454,8 +457,8 @@ class TrainConfig(ConfigModel):
         if self.bidirectional and task.stream:
             message = f"task {self.task} is a stream: a step's future is not there to read"
             raise ConfigError("bidirectional", message)
-        if self.engine == "fast" and not _fast_cell(self.cell):
-            message = f"cell {self.cell} has no fast engine: engine auto or generic"
+        if self.engine in ("fast", "triton") and not _fast_cell(self.cell, self.engine):
+            message = f"cell {self.cell} has no {self.engine} engine: engine auto or generic"
             raise ConfigError("engine", message)
         self._derive_truncation(task.stream)
         return self
@@ -618,12 +621,13 @@ def _available(kind: str) -> bool:
         return False
 
 
-def _fast_cell(name: str) -> bool:
-    """Whether the cell called ``name`` has a fast engine: asked of a 1 x 2 cell built on
-    the meta device (no memory, no draw from torch's generator), or on the CPU for a
-    registered builder that cannot build there."""
+def _fast_cell(name: str, engine: str) -> bool:
+    """Whether the cell called ``name`` has a fast engine (``engine="fast"``) or Triton
+    kernels (``"triton"``): asked of a 1 x 2 cell built on the meta device (no memory,
+    no draw from torch's generator), or on the CPU for a registered builder that cannot
+    build there."""
     try:
         cell = make_cell(name, 1, 2, device="meta")
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         cell = make_cell(name, 1, 2)
-    return has_fast_engine(cell)
+    return has_triton_kernel(cell) if engine == "triton" else has_fast_engine(cell)
