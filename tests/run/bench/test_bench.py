@@ -59,6 +59,8 @@ def test_the_quick_profile_tells_the_story():
     clipping = [r for r in runs if r.group == "clipping"]
     assert all(r.fields["lr"] == CLIP_DEMO["lr"] for r in clipping)
     assert {r.fields.get("clip_step_norm") for r in clipping} > {None}  # a per-step run
+    # each until solved: run on, SGD at 0.5 drifts off again and ends "not solved"
+    assert all(r.fields["stop_when_solved"] and r.fields["steps"] == 2000 for r in clipping)
     truncation = [r for r in runs if r.group == "truncation"]
     k2 = sorted(r.fields["tbptt_k2"] for r in truncation)
     assert k2[0] < truncation[0].length < k2[-1]  # one shorter than the delay, one longer
