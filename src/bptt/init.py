@@ -16,6 +16,7 @@ __all__ = [
     "forget_bias_",
     "identity_",
     "orthogonal_",
+    "sparse_fan_in_",
     "sparse_reservoir_",
     "spectral_radius",
     "spectral_radius_",
@@ -77,6 +78,55 @@ def spectral_radius_(tensor: Tensor, rho: float) -> Tensor:
         if current == 0:
             raise ValueError("a block has spectral radius 0 and cannot be rescaled")
         block.mul_(rho / current)
+    return tensor
+
+
+@torch.no_grad()
+def sparse_fan_in_(
+    tensor: Tensor,
+    fan_in: int = 15,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Martens' sparse initialisation: each unit (a row of an (out, in) weight, torch's
+    layout) gets exactly ``fan_in`` nonzero incoming weights, at distinct inputs drawn
+    uniformly, from N(0, std^2); every other weight is 0. With fewer inputs than
+    ``fan_in``, every weight is drawn.
+
+    Martens (2010), "Deep learning via Hessian-free optimization", section 5 (15
+    connections a unit); Martens & Sutskever (2011) start their RNNs from it (their
+    released code draws the inputs without replacement, std 1/sqrt(15)); Sutskever,
+    Martens, Dahl & Hinton (2013) rescale the recurrent matrix so drawn to spectral
+    radius 1.1.
+
+    Args:
+        tensor: a 2-D weight (out, in), changed in place.
+        fan_in: nonzero weights per row, >= 1.
+        std: their standard deviation, >= 0.
+        generator: the random source (None: torch's global one).
+
+    Returns:
+        ``tensor``.
+
+    Example:
+        >>> w = sparse_fan_in_(torch.empty(4, 30), fan_in=15)
+        >>> (w != 0).sum(dim=1).tolist()
+        [15, 15, 15, 15]
+    """
+    if tensor.dim() != 2:
+        raise ValueError(f"expected a 2-D weight (out, in), got shape {tuple(tensor.shape)}")
+    if isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 1:
+        raise ValueError(f"fan_in must be an integer >= 1, got {fan_in!r}")
+    if not std >= 0:  # NaN too
+        raise ValueError(f"std must be >= 0, got {std}")
+    rows, inputs = tensor.shape
+    keep = min(fan_in, inputs)
+    values = torch.randn(rows, inputs, generator=generator, dtype=torch.float64) * std
+    # each row's kept inputs: the first `keep` of a uniformly random order (no repeats)
+    order = torch.rand(rows, inputs, generator=generator, dtype=torch.float64).argsort(dim=1)
+    mask = torch.zeros(rows, inputs, dtype=torch.bool)
+    mask.scatter_(1, order[:, :keep], True)
+    tensor.copy_((values * mask).to(tensor.dtype))
     return tensor
 
 

@@ -166,3 +166,88 @@ def test_a_run_saved_before_lstm_init_existed_keeps_torchs_init():
     recipe = TrainConfig.from_dict({"task": "adding", "length": 10, "method": "lstm"}).to_dict()
     del recipe["lstm_init"]
     assert TrainConfig.from_saved(recipe).lstm_init == "chrono"  # the method initialised it
+
+
+# The settings each paper recipe cites, with where they were read (the recipes' module
+# docstring says what differs). S13: Sutskever, Martens, Dahl & Hinton 2013 (section 4.1,
+# Table 4; section 4.2). MS11: Martens & Sutskever 2011 as its released code runs it
+# (Sutskever's HF-RNN, github.com/barapa/HF-RNN: opt/r/demo.py, opt/hf.py).
+CITED = {
+    "esn-momentum": {
+        "hidden": (100, "S13 4: the 100 tanh units of Martens & Sutskever 2011"),
+        "batch_size": (100, "S13 4.2: minibatches of 100 sequences"),
+        "momentum": (0.995, "S13 Table 5: mu_0 = 0.995 with Nesterov, best in every row"),
+        "early_momentum": (0.9, "S13 4.2: 0.9 for the first 1,000 updates"),
+        "early_momentum_steps": (1000, "S13 4.2"),
+        "clip": ("none", "S13: no clipping is mentioned"),
+    },
+    "hf": {
+        "hidden": (100, "MS11 demo.py: 100 tanh units"),
+        "batch_size": (10_000, "MS11 hf.py: 10 batches of 1,000 for the gradient"),
+        "hf_curvature_fraction": (0.1, "MS11 hf.py: GN_batches = [0], 1,000 sequences"),
+        "hf_mu": (0.03, "MS11 demo.py: damping [1, 0.03] x outputs x 0.01"),
+        "hf_damping": (0.01, "MS11 demo.py: 0.01 per output; addition has one"),
+        "hf_max_cg": (300, "MS11 demo.py: max_cg_iter = 300"),
+        "clip": ("none", "MS11: Hessian-free damps, never clips"),
+    },
+}
+
+
+@pytest.mark.parametrize("method", sorted(CITED))
+def test_the_paper_recipes_hold_the_settings_they_cite(method):
+    flat = TrainConfig.from_dict({"task": "adding", "length": 20, "method": method}).flat()
+    found = {name: flat[name] for name in CITED[method]}
+    assert found == {name: value for name, (value, _) in CITED[method].items()}
+    assert flat["cell"] == "rnn" and flat["optimizer"] == ("hf" if method == "hf" else "sgd")
+
+
+def _recurrent(model):
+    return model.cell.weight_hh.detach().double()
+
+
+def test_the_momentum_recipe_starts_from_sutskevers_reservoir():
+    """S13 Table 4: 15 incoming recurrent weights a unit at spectral radius 1.1; inputs
+    0.001 N(0, 1) where distractors are (adding), 0.1 on memorization; the readout 0.1
+    N(0, 1) with its bias at the mean target; hidden biases 0."""
+    from bptt.init import spectral_radius
+
+    for task, length, scale in (("adding", 20, 0.001), ("memorization", 20, 0.1)):
+        config = TrainConfig.from_dict({"task": task, "length": length, "method": "esn-momentum"})
+        problem = make_task(task, length)
+        model = initial_model(config, problem)
+        w = _recurrent(model)
+        assert (w != 0).sum(dim=1).tolist() == [15] * 100
+        # rescaled in float64, stored in float32: each entry rounded (relative 6e-8), and
+        # the eigenvalues of this non-normal matrix move by up to its condition times that
+        assert spectral_radius(w) == pytest.approx(1.1, rel=1e-4)
+        inputs = model.cell.weight_ih.detach().double()
+        # the sample std of n N(0, s^2) draws is s within 5 / sqrt(2n) (5 sigma) of it
+        assert abs(inputs.std().item() / scale - 1) < 5 / math.sqrt(2 * inputs.numel())
+        head = model.head.weight.detach().double()
+        assert abs(head.std().item() / 0.1 - 1) < 5 / math.sqrt(2 * head.numel())
+        assert not model.cell.bias_ih.any() and not model.cell.bias_hh.any()
+        _, y = problem.sample(4000, torch.Generator().manual_seed(1))
+        if task == "adding":  # the mean of the sum of two U[0, 1]: 1 (std of a mean of 1000: 0.013)
+            assert model.head.bias.item() == pytest.approx(y.mean().item(), abs=0.06)
+        else:  # the softmax of the bias: the class frequencies of the sample
+            frequencies = torch.bincount(y.reshape(-1), minlength=problem.output_size)
+            expected = frequencies.double() / frequencies.sum()
+            shown = torch.softmax(model.head.bias.detach().double(), 0)
+            assert torch.allclose(shown, expected, atol=0.02)
+
+
+def test_the_hf_recipe_starts_from_martens_sparse_initialisation():
+    """MS11's code: 15 incoming weights a unit from N(0, 1/15) in every matrix, the input
+    weights then x 0.25 (all of adding's 2 inputs connect), biases 0."""
+    config = TrainConfig.from_dict({"task": "adding", "length": 20, "method": "hf"})
+    model = initial_model(config, make_task("adding", 20))
+    w = _recurrent(model)
+    assert (w != 0).sum(dim=1).tolist() == [15] * 100
+    nonzero = w[w != 0]
+    assert abs(nonzero.std().item() * math.sqrt(15) - 1) < 5 / math.sqrt(2 * nonzero.numel())
+    inputs = model.cell.weight_ih.detach().double()
+    assert bool((inputs != 0).all())  # 2 inputs, fewer than 15: every one drawn
+    assert abs(inputs.std().item() * math.sqrt(15) / 0.25 - 1) < 5 / math.sqrt(2 * 200)
+    assert (model.head.weight != 0).sum().item() == 15
+    biases = (model.cell.bias_ih, model.cell.bias_hh, model.head.bias)
+    assert not any(bool(b.any()) for b in biases)

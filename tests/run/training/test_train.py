@@ -512,3 +512,29 @@ def test_the_counters_count_through_the_run_record():
     reference.update(3, 0.4, math.inf, False)
     reference.update(4, 0.3, 1.0, False)
     assert back.record == reference
+
+
+def test_sgd_early_momentum_is_the_momentum_of_the_first_updates():
+    """SGD's early momentum (Sutskever et al. 2013: 0.9 for the first 1,000 updates) is
+    the momentum of updates 1..early_momentum_steps: a run that stays early all along is
+    bit for bit the run at that momentum; one that switches leaves it at the switch and
+    not before (the same weights as the early run after the early steps)."""
+    from bptt.run import OptimizerSGD
+
+    schedule = OptimizerSGD(momentum=0.99, early_momentum=0.5, early_momentum_steps=3)
+    assert [schedule.momentum_at(s) for s in (1, 3, 4)] == [0.5, 0.5, 0.99]
+    assert OptimizerSGD(momentum=0.9).step_settings(1) == {}  # no schedule: untouched
+    base = {**SMALL, "optimizer": "sgd", "lr": 0.05, "steps": 6}
+
+    def weights(**changes):
+        model = bptt.train({**base, **changes}).model
+        return [p.detach().clone() for p in model.parameters()]
+
+    early_all_along = weights(momentum=0.99, early_momentum=0.5, early_momentum_steps=6)
+    for mine, theirs in zip(early_all_along, weights(momentum=0.5), strict=True):
+        assert torch.equal(mine, theirs)
+    switched = weights(momentum=0.99, early_momentum=0.5, early_momentum_steps=3)
+    assert not all(torch.equal(a, b) for a, b in zip(switched, early_all_along, strict=True))
+    three = weights(momentum=0.99, early_momentum=0.5, early_momentum_steps=3, steps=3)
+    at_three = weights(momentum=0.5, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(three, at_three, strict=True))

@@ -268,6 +268,11 @@ class FirstOrder(Kind):
         """The decoupled weight decay of the non-recurrent parameters (0: none)."""
         return 0.0
 
+    def step_settings(self, step: int) -> dict[str, Any]:
+        """Each parameter group's settings for update ``step`` (1-based) besides the
+        learning rate, which the schedule sets: none, or SGD's early momentum."""
+        return {}
+
     def build(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         """The optimizer over ``groups`` (from ``parameter_groups``)."""
         raise NotImplementedError
@@ -311,11 +316,34 @@ class OptimizerSGD(FirstOrder):
     momentum: Annotated[Float, Flag("momentum")] = Field(
         0.9, ge=0.0, le=0.999999, description=_MOMENTUM
     )
+    early_momentum: Annotated[Float, Flag("early_momentum")] = Field(
+        0.9,
+        ge=0.0,
+        le=0.999999,
+        description="sgd: the momentum of the first early_momentum_steps updates (Sutskever "
+        "et al. 2013 train RNNs at 0.9 for 1,000 updates, then at their momentum).",
+    )
+    early_momentum_steps: Annotated[Int, Flag("early_momentum_steps")] = Field(
+        0,
+        ge=0,
+        le=100_000_000,
+        description="sgd: updates at early_momentum before momentum takes over (0: none).",
+    )
+
+    def momentum_at(self, step: int) -> float:
+        """The momentum of update ``step`` (1-based)."""
+        return self.early_momentum if step <= self.early_momentum_steps else self.momentum
+
+    def step_settings(self, step: int) -> dict[str, Any]:
+        if not self.early_momentum_steps:
+            return {}
+        return {"momentum": self.momentum_at(step)}
 
     def build(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         """``torch.optim.SGD`` (Nesterov when momentum > 0)."""
-        nesterov = self.momentum > 0
-        return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=nesterov)
+        first = self.momentum_at(1)
+        nesterov = first > 0 or self.momentum > 0
+        return torch.optim.SGD(groups, lr=self.lr, momentum=first, nesterov=nesterov)
 
 
 class OptimizerRMSprop(FirstOrder):

@@ -111,8 +111,10 @@ class FirstOrderStep:
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         if finite:
             rate = learning_rate(config, step, counters.rollbacks)
+            settings = cast(FirstOrder, config.optimizer).step_settings(step)
             for group in self.optimizer.param_groups:
                 group["lr"] = rate * group.get("lr_scale", 1.0)  # older checkpoints: none
+                group.update(settings)
             self.optimizer.step()
             if config.rebase_every and step % config.rebase_every == 0:
                 for cell in self.model.recurrent_cells():  # the config checked the cell
