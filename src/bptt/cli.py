@@ -46,6 +46,7 @@ from bptt.run import (
     RunDirectoryBusy,
     RunDirectoryError,
     RunStopped,
+    RunSummary,
     TrainConfig,
     TrainResult,
     diagnose_run,
@@ -398,18 +399,15 @@ def _new_run(
 
 def _print_run_result(result: TrainResult) -> None:
     """The run's outcome, its verdict and remedies, and where its files are."""
-    s = result.summary
-    verdict = "[green]solved[/]" if s["solved"] else "[yellow]not solved[/]"
+    s = RunSummary.model_validate(result.summary)
+    verdict = "[green]solved[/]" if s.solved else "[yellow]not solved[/]"
     _out.print(
-        f"{s['task']} T={s['length']} {s['cell']}: {s['metric']} {s['final_loss']:.4g} "
-        f"(baseline {s['baseline_loss']:.4g}), {verdict} in {s['wall_s']:.1f} s"
+        f"{s.task} T={s.length} {s.cell}: {s.metric} {s.final_loss:.4g} "
+        f"(baseline {s.baseline_loss:.4g}), {verdict} in {s.wall_s:.1f} s"
     )
-    if s.get("verdict") is not None:
-        diagnosis = s["diagnosis"]
-        _print_verdict(
-            s["verdict"], diagnosis["reasons"], s["diverged"], diagnosis.get("history", [])
-        )
-        _print_remedies(diagnosis["remedies"])
+    if s.verdict is not None and s.diagnosis is not None:
+        _print_verdict(s.verdict, s.diagnosis.reasons, s.diverged, s.diagnosis.history)
+        _print_remedies([remedy.model_dump() for remedy in s.diagnosis.remedies])
     if result.run_dir is not None:
         _out.print(f"run directory: {result.run_dir}")
 
@@ -673,7 +671,7 @@ def _print_verdict(
         _out.print(f"  on the way, {escape(event)}", soft_wrap=True)
 
 
-def _print_remedies(remedies: list) -> None:
+def _print_remedies(remedies: list[Any]) -> None:
     """Each remedy's reason, and for a run's its ``bptt train`` command; a model
     without a run gets the library's (what to change and why, and in which layer)."""
     for remedy in remedies:

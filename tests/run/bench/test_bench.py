@@ -89,6 +89,33 @@ def test_the_full_profile_is_the_literature_table():
     assert published_result("copy", 1000, "rnn") is None
 
 
+def test_a_results_row_is_read_from_the_typed_summary():
+    from bptt.run import RunSummary
+    from bptt.run.bench._plan import PlannedRun
+    from bptt.run.bench._results import is_finished, result_row
+
+    train = PlannedRun("matrix", "rnn", "train", {"task": "adding", "length": 5, "seed": 1})
+    # written before the final diagnosis (no diagnose_s), by an older version: the keys
+    # it lacks read as none
+    first = RunSummary.model_validate({"task": "adding", "solved_step": 40, "diverged": True})
+    assert not is_finished(train, first) and not is_finished(train, None)
+    row = result_row(train, first)
+    assert row["outcome"] == "solved, then diverged" and row["verdict"] is None
+    assert row["solved"] is False and row["final_metric"] is None and row["horizon"] is None
+    judged = {"verdict": "vanishing", "diagnose_s": 0.5, "time_limited": True}
+    judged["diagnosis"] = {"reasons": ["r"], "evidence": {"probe/horizon": 3}}
+    last = RunSummary.model_validate({"task": "adding", "final_loss": 0.5, **judged})
+    row = result_row(train, last)
+    assert is_finished(train, last) and row["outcome"] == "stopped by its time limit"
+    assert row["verdict"] == "vanishing" and type(row["verdict"]) is str  # the csv's text
+    assert (row["final_metric"], row["horizon"]) == (0.5, 3)
+    esn = PlannedRun("reservoir", "esn", "esn", {"task": "mackey-glass", "seed": 1})
+    fitted = RunSummary.model_validate({"task": "mackey-glass", "nrmse": 0.01, "wall_s": 2.0})
+    row = result_row(esn, fitted)
+    assert is_finished(esn, fitted) and row["outcome"] == "fitted"
+    assert (row["final_metric"], row["wall_seconds"]) == (0.01, 2.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [

@@ -94,6 +94,22 @@ def test_an_echo_state_network_has_a_page(tmp_path):
     assert "nrmse" in page and "echo state network" in page
 
 
+def test_the_facts_of_a_run_page_are_fields_of_its_summary(tmp_path):
+    from bptt.run import RunSummary
+    from bptt.run.report._report import RUN_FACTS
+
+    assert set(RUN_FACTS) <= set(RunSummary.model_fields)  # read by name: held to the model
+    # a summary of an older version (only some keys) and one with a later version's
+    # keys and verdict both make a page; what the page shows is what the file holds
+    out = tmp_path / "older"
+    out.mkdir()
+    summary = {"task": "adding", "length": 5, "cell": "lstm", "final_loss": 0.25, "new": [1]}
+    (out / "summary.json").write_text(json.dumps({**summary, "verdict": "unheard of"}))
+    page = write_report(out).read_text()
+    assert "<title>adding T=5: lstm</title>" in page and "unheard of" in page
+    assert "<th>final_loss</th><td>0.25</td>" in page and "<th>new</th>" not in page
+
+
 def test_report_refuses_what_is_not_a_run_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="neither a run directory"):
         write_report(tmp_path)

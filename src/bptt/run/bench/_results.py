@@ -16,7 +16,13 @@ from typing import Any
 from rich.table import Table
 
 from bptt.run.bench._plan import PlannedRun
-from bptt.run.training import RECORD_BYTES, ConfigError, atomic_write_text, read_bounded_text
+from bptt.run.training import (
+    RECORD_BYTES,
+    ConfigError,
+    RunSummary,
+    atomic_write_text,
+    read_bounded_text,
+)
 
 __all__ = [
     "RESULT_FIELDS",
@@ -64,56 +70,57 @@ its value at the loss (blank: it never did within T); ``wall_seconds`` the run's
 training time; ``run_dir`` the run directory relative to the bench's."""
 
 
-def is_finished(run: PlannedRun, summary: dict[str, Any] | None) -> bool:
+def is_finished(run: PlannedRun, summary: RunSummary | None) -> bool:
     """Whether a run's summary is its last: a trained run writes one before and one
     after diagnosing its final model; a run stopped by its time limit is finished."""
     if summary is None:
         return False
-    return run.kind == "esn" or "diagnose_s" in summary
+    return run.kind == "esn" or summary.diagnose_s is not None
 
 
-def result_row(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
+def result_row(run: PlannedRun, summary: RunSummary) -> dict[str, Any]:
     """The results row of a finished run, from its summary."""
     row: dict[str, Any] = dict.fromkeys(RESULT_FIELDS)
     row.update(group=run.group, task=run.task, length=run.length, method=run.method)
-    row.update(seed=run.seed, run_dir=run.name, wall_seconds=summary.get("wall_s"))
+    row.update(seed=run.seed, run_dir=run.name, wall_seconds=summary.wall_s)
     row["published"] = run.published  # for the leaderboard, not a column
     if run.kind == "esn":
-        row.update(metric="nrmse", final_metric=summary.get("nrmse"), baseline=1.0)
+        row.update(metric="nrmse", final_metric=summary.nrmse, baseline=1.0)
         row.update(outcome="fitted", steps_done=1)
         return row
-    solved = bool(summary.get("solved"))
-    solved_step = summary.get("solved_step")
-    diverged = bool(summary.get("diverged"))
-    if solved_step is not None and diverged:
-        outcome = "solved, then diverged"
-    elif solved:
-        outcome = "solved"
-    elif solved_step is not None and summary.get("validation_share"):
-        outcome = "solved on validation, not on test"
-    elif solved_step is not None:
-        outcome = "solved, then lost it"
-    elif diverged:
-        outcome = "diverged"
-    elif summary.get("time_limited"):
-        outcome = "stopped by its time limit"
-    else:
-        outcome = "not solved"
-    evidence = (summary.get("diagnosis") or {}).get("evidence") or {}
+    evidence = {} if summary.diagnosis is None else summary.diagnosis.evidence
     row.update(
-        solved=solved,
-        solved_at_step=solved_step,
-        outcome=outcome,
-        metric=summary.get("metric"),
-        final_metric=summary.get("final_loss"),
-        baseline=summary.get("baseline_loss"),
-        accuracy=summary.get("accuracy"),
-        steps_done=summary.get("steps_done"),
-        nonfinite_steps=summary.get("nonfinite_steps"),
-        verdict=summary.get("verdict"),
+        solved=bool(summary.solved),
+        solved_at_step=summary.solved_step,
+        outcome=_outcome(summary),
+        metric=summary.metric,
+        final_metric=summary.final_loss,
+        baseline=summary.baseline_loss,
+        accuracy=summary.accuracy,
+        steps_done=summary.steps_done,
+        nonfinite_steps=summary.nonfinite_steps,
+        verdict=None if summary.verdict is None else str(summary.verdict),
         horizon=evidence.get("probe/horizon"),
     )
     return row
+
+
+def _outcome(summary: RunSummary) -> str:
+    """What a trained run did, in words (``outcome`` in :data:`RESULT_FIELDS`)."""
+    solved_step, diverged = summary.solved_step, bool(summary.diverged)
+    if solved_step is not None and diverged:
+        return "solved, then diverged"
+    if summary.solved:
+        return "solved"
+    if solved_step is not None and summary.validation_share:
+        return "solved on validation, not on test"
+    if solved_step is not None:
+        return "solved, then lost it"
+    if diverged:
+        return "diverged"
+    if summary.time_limited:
+        return "stopped by its time limit"
+    return "not solved"
 
 
 def write_results(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -284,8 +291,10 @@ def _median(values: Sequence[Any]) -> float | None:
     return statistics.median(numbers) if numbers else None
 
 
-def _grouped(rows: Sequence[dict[str, Any]]) -> list[tuple[tuple, list[dict[str, Any]]]]:
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+def _grouped(
+    rows: Sequence[dict[str, Any]],
+) -> list[tuple[tuple[Any, ...], list[dict[str, Any]]]]:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
         key = (row["group"], row["task"], row["length"], row["method"])
         groups.setdefault(key, []).append(row)

@@ -58,20 +58,20 @@ def diagnose_run(
     if isinstance(probe, bool) or not isinstance(probe, int) or probe < 1:
         raise ConfigError("probe", f"must be >= 1; got {probe}")
     config, task, found = _probe(path, probe, dependency_length, at_init)
-    summary = {} if at_init else read_summary(path) or {}
-    state = summary.get("run_record")
-    if not isinstance(state, dict):  # at init, or an older run directory: the probe alone
-        # the library's remedies: what to change and why (no run to make a command of)
+    summary = None if at_init else read_summary(path)
+    if summary is None or summary.run_record is None:
+        # at init, or an older run directory: the probe alone, with the library's
+        # remedies (what to change and why: no run to make a command of)
         return json_safe({**found.to_dict(), "diverged": None, "evidence": {}})
     record = RunRecord()
-    record.load_state_dict(state)
-    final = summary.get("final_loss")
+    record.load_state_dict(summary.run_record)
+    final = summary.final_loss
     verdict = judge_run(
         record,
         found,
-        final_loss=math.nan if final is None else float(final),
+        final_loss=math.nan if final is None else final,
         baseline=task.baseline_loss,
-        solved=bool(summary.get("solved")),
+        solved=bool(summary.solved),
         truncation=config.tbptt_k2 or None,
         training_set=task.has_training_set,
     )

@@ -28,6 +28,8 @@ from bptt.run.bench import aggregate, entry_texts, published_result, read_result
 from bptt.run.training import (
     RECORD_BYTES,
     ConfigError,
+    RemedyCommand,
+    RunSummary,
     atomic_write_text,
     read_bounded_text,
     read_summary,
@@ -92,8 +94,8 @@ def write_run_report(run_dir: str | Path) -> Path:
     parts += _training_figures(summary, metrics)
     dependency = _dependency(summary)
     parts += _heatmap(diagnoses, dependency)
-    parts += _probe_figures(summary.get("probe") or {}, dependency)
-    if summary.get("nrmse") is not None:
+    parts += _probe_figures(summary.probe or {}, dependency)
+    if summary.nrmse is not None:
         parts.append(
             "<p class='note'>An echo state network: a fixed random reservoir and a "
             "ridge-regression readout; no gradient flows through time, so there is no "
@@ -103,15 +105,15 @@ def write_run_report(run_dir: str | Path) -> Path:
     return target
 
 
-def _training_figures(summary: dict[str, Any], metrics: list[dict[str, str]]) -> list[str]:
+def _training_figures(summary: RunSummary, metrics: list[dict[str, str]]) -> list[str]:
     """The learning curve and the gradient norm over the run's steps (none without
     logged steps)."""
     if not metrics:
         return []
-    metric = summary.get("metric") or "loss"
+    metric = summary.metric or "loss"
     return [
         _figure_html(
-            figures.learning_curve(metrics, metric=metric, baseline=summary.get("baseline_loss")),
+            figures.learning_curve(metrics, metric=metric, baseline=summary.baseline_loss),
             "Training loss of each logged batch and the test metric at "
             "each evaluation; the dashed line is the trivial predictor.",
         ),
@@ -209,77 +211,71 @@ def _stamp_of(page: Path) -> str | None:
     return head[start:end] if end > start else None
 
 
-def _run_title(summary: dict[str, Any]) -> str:
-    what = summary.get("method") or summary.get("cell") or "echo state network"
-    length = summary.get("length")
-    return f"{summary.get('task')}{'' if length is None else f' T={length}'}: {what}"
+def _run_title(summary: RunSummary) -> str:
+    what = summary.method or summary.cell or "echo state network"
+    length = summary.length
+    return f"{summary.task}{'' if length is None else f' T={length}'}: {what}"
 
 
-def _run_facts(summary: dict[str, Any]) -> str:
-    keys = (
-        "task",
-        "length",
-        "method",
-        "cell",
-        "hidden",
-        "optimizer",
-        "lr",
-        "clip",
-        "clip_norm",
-        "clip_step_norm",
-        "seed",
-        "steps",
-        "steps_done",
-        "metric",
-        "final_loss",
-        "baseline_loss",
-        "accuracy",
-        "solved",
-        "solved_step",
-        "nonfinite_steps",
-        "clipped_steps",
-        "spikes",
-        "diverged",
-        "wall_s",
-        "units",
-        "nrmse",
-        "nrmse_84",
-    )
+# the facts of a run's page: fields of RunSummary (a test holds them to its fields)
+RUN_FACTS: tuple[str, ...] = (
+    "task",
+    "length",
+    "method",
+    "cell",
+    "hidden",
+    "optimizer",
+    "lr",
+    "clip",
+    "clip_norm",
+    "clip_step_norm",
+    "seed",
+    "steps",
+    "steps_done",
+    "metric",
+    "final_loss",
+    "baseline_loss",
+    "accuracy",
+    "solved",
+    "solved_step",
+    "nonfinite_steps",
+    "clipped_steps",
+    "spikes",
+    "diverged",
+    "wall_s",
+    "units",
+    "nrmse",
+    "nrmse_84",
+)
+
+
+def _run_facts(summary: RunSummary) -> str:
+    values = [(name, getattr(summary, name)) for name in RUN_FACTS]
     rows = [
-        f"<tr><th>{_e(k)}</th><td>{_e(_text(summary[k]))}</td></tr>"
-        for k in keys
-        if summary.get(k) is not None
+        f"<tr><th>{_e(name)}</th><td>{_e(_text(value))}</td></tr>"
+        for name, value in values
+        if value is not None
     ]
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _verdict_section(summary: dict[str, Any]) -> str:
-    verdict = summary.get("verdict")
+def _verdict_section(summary: RunSummary) -> str:
+    verdict, diagnosis = summary.verdict, summary.diagnosis
     if verdict is None:
         return ""
-    diagnosis = summary.get("diagnosis") or {}
     parts = [f"<h2>Verdict</h2><p class='verdict'>{_e(verdict)}</p>"]
-    reasons = diagnosis.get("reasons") or []
-    if reasons:
-        parts.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>")
-    history = diagnosis.get("history") or []
-    if history:  # what a solved run came through: not a reason for its verdict
-        items = "".join(f"<li>{_e(h)}</li>" for h in history)
+    if diagnosis is None:
+        return "".join(parts)
+    if diagnosis.reasons:
+        parts.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in diagnosis.reasons) + "</ul>")
+    if diagnosis.history:  # what a solved run came through: not a reason for its verdict
+        items = "".join(f"<li>{_e(h)}</li>" for h in diagnosis.history)
         parts.append(f"<p>On the way:</p><ul>{items}</ul>")
-    remedies = diagnosis.get("remedies") or []
-    if remedies:
+    if diagnosis.remedies:
         parts.append("<h2>Remedies</h2><ul>")
-        for remedy in remedies:
-            if isinstance(remedy, dict):
-                why, command = remedy.get("why", ""), remedy.get("command")
-                if remedy.get("layer"):  # the library's, for one layer of several
-                    why = f"{remedy['layer']}: {why}"
-                line = _e(why) + (f"<br><code>{_e(command)}</code>" if command else "")
-            else:
-                line = _e(str(remedy))
-            parts.append(f"<li>{line}</li>")
+        parts += [f"<li>{_remedy_html(remedy)}</li>" for remedy in diagnosis.remedies]
         parts.append("</ul>")
-    evidence = diagnosis.get("evidence") or {}
+    evidence = diagnosis.evidence
     if evidence:
         rows = "".join(
             f"<tr><th>{_e(k)}</th><td class='num'>{_e(_text(v))}</td></tr>"
@@ -289,9 +285,18 @@ def _verdict_section(summary: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _dependency(summary: dict[str, Any]) -> int | None:
-    evidence = (summary.get("diagnosis") or {}).get("evidence") or {}
-    value = evidence.get("probe/dependency_length")
+def _remedy_html(remedy: RemedyCommand) -> str:
+    why = remedy.why
+    layer = (remedy.model_extra or {}).get("layer")  # as the library's, for one of several
+    if layer:
+        why = f"{layer}: {why}"
+    return _e(why) + (f"<br><code>{_e(remedy.command)}</code>" if remedy.command else "")
+
+
+def _dependency(summary: RunSummary | None) -> int | None:
+    if summary is None or summary.diagnosis is None:
+        return None
+    value = summary.diagnosis.evidence.get("probe/dependency_length")
     return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
@@ -312,7 +317,7 @@ def write_bench_report(bench_dir: str | Path, *, wall_s: float | None = None) ->
     results = [typed_row(row) for row in read_results(where / "results.csv")]
     if not results:
         raise ConfigError("report", f"{where / 'results.csv'} lists no runs")
-    summaries: dict[str, dict[str, Any]] = {}
+    summaries: dict[str, RunSummary] = {}
     for row in results:
         run_dir = where / row["run_dir"]
         summary = read_summary(run_dir)
@@ -439,7 +444,7 @@ _GROUP_TITLES = {
 
 
 def _group_figures(
-    where: Path, group: str, members: Sequence[dict[str, Any]], summaries: dict[str, Any]
+    where: Path, group: str, members: Sequence[dict[str, Any]], summaries: dict[str, RunSummary]
 ) -> list[str]:
     parts = [f"<h2>{_e(_GROUP_TITLES.get(group, group))}</h2>"]
     curves = []
@@ -471,13 +476,14 @@ def _group_figures(
     for (task, length), same in by_task.items():
         probes = []
         for row in same:
-            probe = (summaries.get(row["run_dir"]) or {}).get("probe") or {}
+            summary = summaries.get(row["run_dir"])
+            probe = (None if summary is None else summary.probe) or {}
             if probe.get("norms"):
                 label = f"{row['method']} (seed {row['seed']}): {row['verdict']}"
                 probes.append((label, probe["norms"]))
         if not probes or group not in ("methods", "matrix", "literature"):
             continue
-        dependency = _dependency(summaries.get(same[0]["run_dir"]) or {})
+        dependency = _dependency(summaries.get(same[0]["run_dir"]))
         title = f"Gradient by distance: {task} T={length}"
         parts.append(
             _figure_html(
@@ -488,15 +494,22 @@ def _group_figures(
             )
         )
     if group == "reservoir":
-        for row in members:
-            summary = summaries.get(row["run_dir"]) or {}
-            parts.append(
-                f"<p>Mackey-Glass, seed {_e(row['seed'])}: one-step NRMSE "
-                f"{_e(_text(summary.get('nrmse')))}, NRMSE after "
-                f"{_e(_text(summary.get('free_steps')))} free-running steps "
-                f"{_e(_text(summary.get('nrmse_84')))}, in {_e(row['wall_seconds'])} s.</p>"
-            )
+        parts += [_reservoir_line(row, summaries.get(row["run_dir"])) for row in members]
     return parts
+
+
+def _reservoir_line(row: dict[str, Any], summary: RunSummary | None) -> str:
+    """An echo state network's scores on Mackey-Glass ("None" where it has none)."""
+    nrmse, free_steps, nrmse_84 = (
+        (None, None, None)
+        if summary is None
+        else (summary.nrmse, summary.free_steps, summary.nrmse_84)
+    )
+    return (
+        f"<p>Mackey-Glass, seed {_e(row['seed'])}: one-step NRMSE "
+        f"{_e(_text(nrmse))}, NRMSE after {_e(_text(free_steps))} free-running steps "
+        f"{_e(_text(nrmse_84))}, in {_e(row['wall_seconds'])} s.</p>"
+    )
 
 
 # --- shared ---------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from torch import nn
 
 from bptt.run.training._fields import ConfigModel
@@ -48,7 +49,7 @@ from bptt.run.training._io import (
     lock_file,
     read_bounded_text,
 )
-from bptt.run.training._summary import summary_problem
+from bptt.run.training._summary import RunSummary, summary_problem
 
 __all__ = [
     "LOCK_FILE",
@@ -388,12 +389,16 @@ def _json_step(line: str) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def read_summary(path: Path) -> dict[str, Any] | None:
-    """The run's ``summary.json``, or None if it has none (or a partial one, one that
-    is not a valid :class:`RunSummary`, or a file that is not a regular file of bounded
-    size)."""
+def read_summary(path: Path) -> RunSummary | None:
+    """The run's ``summary.json`` as a :class:`RunSummary` (a key an older version did
+    not write at its default, a later version's kept as an extra), or None if it has
+    none (or a partial one, one that is not a valid :class:`RunSummary`, or a file that
+    is not a regular file of bounded size)."""
     try:
         summary = json.loads(read_bounded_text(path / "summary.json", RECORD_BYTES))
     except (OSError, ValueError):
         return None
-    return summary if summary_problem(summary) is None else None
+    try:
+        return RunSummary.model_validate(summary)
+    except ValidationError:
+        return None

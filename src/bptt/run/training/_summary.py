@@ -7,6 +7,9 @@ network's (``bptt esn``: its scores) and the stub of a run stopped by a non-fini
 step (``task``, ``steps_done``, ``error``). Every known key is typed and optional but
 ``task``; keys it does not know are kept (a file written by a later version reads).
 A training run writes a number JSON cannot hold (NaN, inf) as null.
+
+Whatever reads a summary reads it as this model (:func:`~bptt.run.training.read_summary`
+gives one), by attribute, so a key renamed here fails the type check of its readers.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ class RunDiagnosis(_Record):
 
 class RunSummary(_Record):
     """``summary.json``. A training run's keys (None where it has no value, e.g. a
-    regression task's accuracy); the echo state network's (``units``, ``nrmse``,
-    ...) come as extra keys, as does anything written by a later version.
+    regression task's accuracy), then the echo state network's (None in a training
+    run's); anything written by a later version comes as an extra key.
 
     Example:
         >>> RunSummary.model_validate({"task": "adding", "verdict": "vanishing"}).verdict
@@ -99,7 +102,15 @@ class RunSummary(_Record):
     diagnosis: RunDiagnosis | None = None
     run_record: dict[str, Any] | None = None
     probe: dict[str, Any] | None = None
-    diagnose_s: float | None = None
+    diagnose_s: float | None = None  # present once the final diagnosis has run
+    # an echo state network's (bptt esn): its reservoir and scores
+    units: int | None = None
+    nrmse: float | None = None
+    nrmse_84: float | None = None
+    nrmse_free: float | None = None
+    free_steps: int | None = None
+    test_errors: int | None = None
+    test_size: int | None = None
 
 
 def summary_problem(summary: Any) -> str | None:

@@ -303,10 +303,8 @@ def _logged_steps(path: Path) -> bool:
 
 def _steps_done(path: Path) -> int | None:
     """The steps a finished run took, from its summary; None while it is unfinished."""
-    try:
-        return int((read_summary(path) or {})["steps_done"])
-    except (ValueError, KeyError, TypeError):
-        return None
+    summary = read_summary(path)
+    return None if summary is None else summary.steps_done
 
 
 def load_run_config(path: str | Path) -> tuple[TrainConfig, Task]:
