@@ -291,7 +291,8 @@ def test_train_help_lists_every_flat_key_with_its_description():
     assert result.exit_code == 0, result.output
     text = re.sub(r"-\s+", "-", " ".join(result.output.split()))  # undo the wrapping
     fields = bptt.run.TrainConfig.flag_fields()
-    assert set(fields) == {*_FLAT_KEYS_BEFORE, "clip_agc_ratio", "clip_agc_eps"}
+    added = {"clip_agc_ratio", "clip_agc_eps", "early_momentum", "early_momentum_steps"}
+    assert set(fields) == {*_FLAT_KEYS_BEFORE, *added}
     for key, field in fields.items():
         flag = re.escape("--" + key.replace("_", "-"))
         described = re.sub(r"-\s+", "-", " ".join(field.description.split()))
