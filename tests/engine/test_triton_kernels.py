@@ -1,12 +1,14 @@
 """The Triton kernels (engine="triton"), checked on the CPU in Triton's interpreter.
 
-Every result of the Triton engine (outputs, final state, the gradients of x, h0 and
-every parameter, the norms RecordNorms records, the gradients after ClipNorm and
-ClipValue) is held to the generic engine run in float64 on a float64 copy of the cell,
-within a bound from float32 arithmetic (see :func:`bound`); the fast engine's float32
-loop is held to the same bound beside it, so the bound is one a correct float32
-implementation meets. Shapes are tiny: the interpreter runs each kernel's Python body
-with NumPy, a few milliseconds per step.
+For each cell with kernels (the RNN, the orthogonal RNN, the LSTM, the GRU), every
+result of the Triton engine (outputs, final state, the gradients of x, of the start
+state (h0, and c0 for the LSTM) and of every parameter, the norms RecordNorms records,
+the gradients after ClipNorm and ClipValue, K = 2 stacked runs with their own taps, a
+NaN or inf upstream gradient) is held to the generic engine run in float64 on a
+float64 copy of the cell, within a bound from float32 arithmetic (see :func:`bound`);
+the fast engine's float32 loop is held to the same bound beside it, so the bound is one
+a correct float32 implementation meets. Shapes are tiny: the interpreter runs each
+kernel's Python body with NumPy, a few milliseconds per step.
 
 Triton's interpreter is a setting of the whole process, read when Triton is imported
 and again as it runs (``TRITON_INTERPRET=1``). So that it changes nothing for the rest
@@ -106,20 +108,29 @@ def _signatures():
         ("g_ptr", "grad_c_ptr", "gates_ptr", "cs_ptr", "w_ptr", "d_ptr", "grad_h0_ptr"), fp32
     )
     lstm_backward["grad_c0_ptr"] = fp32
+    gru_forward = dict.fromkeys(("gates_ptr", "hn_ptr", "hs_ptr", "w_ptr", "b_hn_ptr"), fp32)
+    gru_backward = dict.fromkeys(
+        ("g_ptr", "gates_ptr", "hn_ptr", "hs_ptr", "w_ptr", "d_in_ptr", "d_hh_ptr"), fp32
+    )
+    gru_backward["grad_h0_ptr"] = fp32
     for act in (0, 1, 2):
         flags = {"ACT": "constexpr", **blocks}
         yield "_elman", "_forward", elman_forward, flags, {"ACT": act}
         yield "_elman", "_backward", {**elman_backward, **taps}, flags, {"ACT": act}
     yield "_lstm", "_forward", lstm_forward, blocks, {}
     yield "_lstm", "_backward", {**lstm_backward, **taps}, blocks, {}
+    yield "_gru", "_forward", gru_forward, blocks, {}
+    yield "_gru", "_backward", {**gru_backward, **taps}, blocks, {}
 
 
 @needs_triton
 @pytest.mark.skipif(INTERPRETED, reason="compiling needs Triton outside its interpreter")
 @pytest.mark.parametrize(
     ("module", "name", "pointers", "flags", "constants"),
-    list(_signatures()),
-    ids=lambda v: v if isinstance(v, str) else None,
+    [
+        pytest.param(*case, id=f"{case[0][1:]}{case[1]}{case[4].get('ACT', '')}")
+        for case in _signatures()
+    ],
 )
 def test_kernels_compile_for_a_gpu(module, name, pointers, flags, constants):
     """Every kernel through Triton's whole compiler for an H100 (sm_90), without a GPU:
@@ -219,6 +230,7 @@ def _compare(cell, x, state, g_out, g_final, make_taps: Callable[[], list], chec
 CELLS: dict[str, Callable[[int, int], torch.nn.Module]] = {
     "rnn": bptt.cells.RNNCell,
     "lstm": bptt.cells.LSTMCell,
+    "gru": bptt.cells.GRUCell,
 }
 
 
@@ -265,9 +277,29 @@ def test_lstm_without_bias_and_from_zero_state(gen):
     _compare(cell, x, zeros, g_out, g_final, list)
 
 
+@in_interpreter
+@pytest.mark.parametrize(("batch", "hidden"), [(3, 6), (20, 40)])  # (20, 40): two batch tiles
+def test_gru_matches_the_generic_engine(batch, hidden, gen):
+    """torch's formulation, r applied to W_hn h + b_hn: b_hn must reach the gradient of
+    bias_hh through r, the others fold into the input side."""
+    cell = bptt.cells.GRUCell(2, hidden)
+    with torch.no_grad():  # a b_hn far from 0, so that where it enters shows
+        cell.bias_hh[2 * hidden :].uniform_(-1.0, 1.0, generator=gen)
+    x, h0, g_out, g_final = _draws(cell, batch, 4, gen)
+    _compare(cell, x, h0, g_out, g_final, lambda: [RecordNorms()])
+
+
+@in_interpreter
+def test_gru_without_bias_and_from_zero_state(gen):
+    cell = bptt.cells.GRUCell(3, 7, bias=False)
+    x, h0, g_out, g_final = _draws(cell, 2, 4, gen)
+    _compare(cell, x, torch.zeros_like(h0), g_out, g_final, list)
+
+
 # A ClipNorm bound below most steps' norms, above some (the LSTM's norm is that of
-# (dL/dh_t, dL/dc_t) together, the final c's gradient included).
-MAX_NORM = {"rnn": 1.5, "lstm": 2.0}
+# (dL/dh_t, dL/dc_t) together, the final c's gradient included; the GRU's z passes part
+# of delta_t straight back, and its norms grow back in time).
+MAX_NORM = {"rnn": 1.5, "lstm": 2.0, "gru": 2.5}
 
 
 @in_interpreter
@@ -379,13 +411,14 @@ def test_stacked_runs_each_with_their_own_taps(kind, gen):
 def test_engine_triton_refusals(gen):
     x = torch.randn(2, 3, 2, generator=gen)
     cases = [
-        (bptt.cells.GRUCell(2, 4), x, [], "no Triton kernel yet"),
+        (bptt.cells.MinGRUCell(2, 4), x, [], "no Triton kernel yet"),
         (bptt.cells.SkipRNNCell(2, 4), x, [], "built-in cells"),
         (bptt.cells.RNNCell(2, 4).double(), x.double(), [], "float32"),
         (bptt.cells.RNNCell(2, 4), x, [lambda t, d: d], "runs only in the loop"),
         (bptt.cells.LSTMCell(2, 4), x, [lambda t, d: d], "runs only in the loop"),
         (bptt.cells.RNNCell(2, 129), x, [], "hidden size 129 > 128"),
         (bptt.cells.LSTMCell(2, 65), x, [], r"hidden size 65 > 64: .* \(4H, H\)"),
+        (bptt.cells.GRUCell(2, 65), x, [], r"hidden size 65 > 64: .* \(3H, H\)"),
     ]
     for cell, inputs, taps, why in cases:
         with pytest.raises(ValueError, match=why):
@@ -395,7 +428,7 @@ def test_engine_triton_refusals(gen):
         pytest.raises(ValueError, match="engine='triton' cannot run here: a test"),
     ):
         bptt.unroll(bptt.cells.RNNCell(2, 4), x, engine="triton")
-    for cell in (bptt.cells.RNNCell(2, 4), bptt.cells.LSTMCell(2, 64)):
+    for cell in (bptt.cells.RNNCell(2, 4), bptt.cells.LSTMCell(2, 64), bptt.cells.GRUCell(2, 64)):
         assert bptt.engine.triton_refusal(cell, x, taps=[RecordNorms(), ClipValue(1)]) is None
     assert "no fast engine" in bptt.engine.triton_refusal(bptt.cells.SkipRNNCell(2, 4), x)
 

@@ -103,7 +103,7 @@ def unroll(
             ``"triton"`` (the fast engine with the recurrence in Triton kernels, forward
             and backward one launch each over the whole sequence, the taps
             RecordNorms, ClipNorm and ClipValue inside the backward kernel: the RNN
-            (H <= 128) and the LSTM (H <= 64) on float32 CUDA tensors; see
+            (H <= 128), the LSTM and the GRU (H <= 64) on float32 CUDA tensors; see
             :func:`triton_refusal`), or ``"auto"``
             (fast where it applies; on CUDA the Triton kernels where they apply, else
             the loop, logging why on the ``bptt.engine`` logger once per reason). All
@@ -202,10 +202,11 @@ def triton_refusal(
     it runs; ``engine="auto"`` runs the Triton kernels on CUDA exactly where this is None.
 
     What stands in the way, in the order checked: a cell without a Triton kernel (the
-    RNN, the orthogonal RNN and the LSTM have one), Triton not installed (the ``gpu``
+    RNN, the orthogonal RNN, the LSTM and the GRU have one), Triton not installed (the ``gpu``
     extra), x not on CUDA (on the CPU the kernels run only in Triton's interpreter,
     ``TRITON_INTERPRET=1``), x not float32, a hidden size above the kernel's limit (128
-    for the RNN, 64 for the LSTM: each program holds the whole recurrent weight), a tap
+    for the RNN, 64 for the LSTM and the GRU: each program holds the whole recurrent
+    weight), a tap
     other than
     :class:`bptt.taps.RecordNorms`, :class:`~bptt.taps.ClipNorm`,
     :class:`~bptt.taps.ClipValue`.
@@ -222,7 +223,7 @@ def triton_refusal(
     Example:
         >>> import bptt
         >>> print(triton_refusal(bptt.cells.MinGRUCell(2, 4), torch.randn(3, 5, 2)))
-        this cell has no Triton kernel yet (the Elman RNN and the LSTM have)
+        this cell has no Triton kernel yet (the Elman RNN, the LSTM and the GRU have)
     """
     _check_input(cell, x, False)
     required = _GENERIC_REQUIRED.get()

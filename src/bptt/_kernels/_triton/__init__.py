@@ -19,8 +19,9 @@ applied in the gradient's dtype; a NaN norm gives a NaN coefficient), so the res
 are those of :func:`bptt.unroll` with any other engine. Any other tap: the loop.
 
 The recurrences with kernels (:data:`KERNELS`): the Elman RNN (tanh, ReLU, modReLU;
-the orthogonal RNN too) and the LSTM, whose taps see the pair (dL/dh_t, dL/dc_t) as
-:mod:`bptt.taps` defines it (one norm over both, one clip coefficient for both).
+the orthogonal RNN too), the LSTM, whose taps see the pair (dL/dh_t, dL/dc_t) as
+:mod:`bptt.taps` defines it (one norm over both, one clip coefficient for both), and the
+GRU (torch's formulation, r applied to W_hn h + b_hn).
 
 Limits (see :func:`refusal`): float32, a hidden size at most :data:`MAX_HIDDEN` of the
 kernel (each program holds the recurrent weight whole, G H x H for G gate blocks, at
@@ -62,19 +63,23 @@ __all__ = [
 INSIDE_TAPS: tuple[type, ...] = (RecordNorms, ClipNorm, ClipValue)
 
 # The kernels with a Triton version: name -> module in this package.
-KERNELS = {"elman": "bptt._kernels._triton._elman", "lstm": "bptt._kernels._triton._lstm"}
+KERNELS = {
+    "elman": "bptt._kernels._triton._elman",
+    "lstm": "bptt._kernels._triton._lstm",
+    "gru": "bptt._kernels._triton._gru",
+}
 
 # Each kernel's largest hidden size: a program holds the recurrent weight (G H, H) on
 # chip over the whole sequence, G H^2 elements for G gate blocks, at most 128^2 (the
 # Elman RNN's at H = 128; H is padded to a power of two). Larger ones need the weight
 # tiled (not yet done).
-MAX_HIDDEN = {"elman": 128, "lstm": 64}
+MAX_HIDDEN = {"elman": 128, "lstm": 64, "gru": 64}
 
 # Why a cell whose kernel has no Triton version is refused.
-NO_KERNEL = "this cell has no Triton kernel yet (the Elman RNN and the LSTM have)"
+NO_KERNEL = "this cell has no Triton kernel yet (the Elman RNN, the LSTM and the GRU have)"
 
 # What each kernel holds on chip, for the refusal: its recurrent weight's shape.
-_WEIGHT = {"elman": "(H, H)", "lstm": "(4H, H)"}
+_WEIGHT = {"elman": "(H, H)", "lstm": "(4H, H)", "gru": "(3H, H)"}
 
 
 @functools.cache
