@@ -1,12 +1,14 @@
 """The Triton kernels (engine="triton"), checked on the CPU in Triton's interpreter.
 
-Every result of the Triton engine (outputs, final state, the gradients of x, h0 and
-every parameter, the norms RecordNorms records, the gradients after ClipNorm and
-ClipValue) is held to the generic engine run in float64 on a float64 copy of the cell,
-within a bound from float32 arithmetic (see :func:`bound`); the fast engine's float32
-loop is held to the same bound beside it, so the bound is one a correct float32
-implementation meets. Shapes are tiny: the interpreter runs each kernel's Python body
-with NumPy, a few milliseconds per step.
+For each cell with kernels (the RNN, the orthogonal RNN, the LSTM, the GRU), every
+result of the Triton engine (outputs, final state, the gradients of x, of the start
+state (h0, and c0 for the LSTM) and of every parameter, the norms RecordNorms records,
+the gradients after ClipNorm and ClipValue, K = 2 stacked runs with their own taps, a
+NaN or inf upstream gradient) is held to the generic engine run in float64 on a
+float64 copy of the cell, within a bound from float32 arithmetic (see :func:`bound`);
+the fast engine's float32 loop is held to the same bound beside it, so the bound is one
+a correct float32 implementation meets. Shapes are tiny: the interpreter runs each
+kernel's Python body with NumPy, a few milliseconds per step.
 
 Triton's interpreter is a setting of the whole process, read when Triton is imported
 and again as it runs (``TRITON_INTERPRET=1``). So that it changes nothing for the rest
@@ -34,7 +36,6 @@ import torch
 from torch import Tensor
 
 import bptt
-from bptt._kernels import ELMAN
 from bptt._kernels import _triton as triton_kernels
 from bptt.taps import ClipNorm, ClipValue, RecordNorms
 
@@ -93,73 +94,127 @@ def test_kernels_in_the_triton_interpreter():
     assert "a kernel test" not in done.stdout, done.stdout[-2000:]  # none skipped there
 
 
+def _signatures():
+    """Each kernel's (module, kernel, pointer arguments, its constexpr flags): what
+    compiling it needs to be told."""
+    fp32 = "*fp32"
+    taps = {"ops_ptr": "*i32", "bounds_ptr": "*fp64", "slots_ptr": "*i32", "n_ops": "i32"}
+    taps |= {"records_ptr": "*fp64"}
+    blocks = {"BLOCK_B": "constexpr", "BLOCK_H": "constexpr"}
+    elman_forward = {"hs_ptr": fp32, "w_ptr": fp32, "b_mod_ptr": fp32}
+    elman_backward = dict.fromkeys(("g_ptr", "hs_ptr", "w_ptr", "d_ptr", "grad_h0_ptr"), fp32)
+    lstm_forward = dict.fromkeys(("gates_ptr", "hs_ptr", "cs_ptr", "w_ptr"), fp32)
+    lstm_backward = dict.fromkeys(
+        ("g_ptr", "grad_c_ptr", "gates_ptr", "cs_ptr", "w_ptr", "d_ptr", "grad_h0_ptr"), fp32
+    )
+    lstm_backward["grad_c0_ptr"] = fp32
+    gru_forward = dict.fromkeys(("gates_ptr", "hn_ptr", "hs_ptr", "w_ptr", "b_hn_ptr"), fp32)
+    gru_backward = dict.fromkeys(
+        ("g_ptr", "gates_ptr", "hn_ptr", "hs_ptr", "w_ptr", "d_in_ptr", "d_hh_ptr"), fp32
+    )
+    gru_backward["grad_h0_ptr"] = fp32
+    for act in (0, 1, 2):
+        flags = {"ACT": "constexpr", **blocks}
+        yield "_elman", "_forward", elman_forward, flags, {"ACT": act}
+        yield "_elman", "_backward", {**elman_backward, **taps}, flags, {"ACT": act}
+    yield "_lstm", "_forward", lstm_forward, blocks, {}
+    yield "_lstm", "_backward", {**lstm_backward, **taps}, blocks, {}
+    yield "_gru", "_forward", gru_forward, blocks, {}
+    yield "_gru", "_backward", {**gru_backward, **taps}, blocks, {}
+
+
 @needs_triton
 @pytest.mark.skipif(INTERPRETED, reason="compiling needs Triton outside its interpreter")
-@pytest.mark.parametrize("act", [0, 1, 2])
-def test_kernels_compile_for_a_gpu(act):
-    """Both kernels through Triton's whole compiler for an H100 (sm_90), without a GPU:
+@pytest.mark.parametrize(
+    ("module", "name", "pointers", "flags", "constants"),
+    [
+        pytest.param(*case, id=f"{case[0][1:]}{case[1]}{case[4].get('ACT', '')}")
+        for case in _signatures()
+    ],
+)
+def test_kernels_compile_for_a_gpu(module, name, pointers, flags, constants):
+    """Every kernel through Triton's whole compiler for an H100 (sm_90), without a GPU:
     what the interpreter does not check (the types of loop-carried values and branches,
     K = 1 passed as a constant, the dot's shapes)."""
     from triton import compile as compile_kernel
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    kernels = importlib.import_module("bptt._kernels._triton._elman")
+    kernel = getattr(importlib.import_module(f"bptt._kernels._triton.{module}"), name)
     sizes = {"steps": "i32", "runs": "i32", "batch": "i32", "hidden": "i32"}
-    flags = {"ACT": "constexpr", "BLOCK_B": "constexpr", "BLOCK_H": "constexpr"}
-    forward = {"hs_ptr": "*fp32", "w_ptr": "*fp32", "b_mod_ptr": "*fp32"}
-    backward = dict.fromkeys(("g_ptr", "hs_ptr", "w_ptr", "d_ptr", "grad_h0_ptr"), "*fp32")
-    backward |= {"ops_ptr": "*i32", "bounds_ptr": "*fp64", "slots_ptr": "*i32", "n_ops": "i32"}
-    backward |= {"records_ptr": "*fp64"}
-    for kernel, pointers in ((kernels._forward, forward), (kernels._backward, backward)):
-        for runs in ("i32", "constexpr"):  # K = 1 arrives as a constant
-            signature = {**pointers, **sizes, "runs": runs, **flags}
-            constants = {"ACT": act, "BLOCK_B": 16, "BLOCK_H": 32}
-            if runs == "constexpr":
-                constants["runs"] = 1
-            source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
-            compiled = compile_kernel(
-                source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": True}
-            )
-            assert compiled.asm["cubin"]
+    for runs in ("i32", "constexpr"):  # K = 1 arrives as a constant
+        signature = {**pointers, **sizes, "runs": runs, **flags}
+        given = {**constants, "BLOCK_B": 16, "BLOCK_H": 32}
+        if runs == "constexpr":
+            given["runs"] = 1
+        source = ASTSource(fn=kernel, signature=signature, constexprs=given)
+        compiled = compile_kernel(
+            source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": True}
+        )
+        assert compiled.asm["cubin"]
 
 
 @pytest.fixture(autouse=True)
 def _kernels_interpreted() -> None:
     """In the interpreter's process, the kernels were defined for the interpreter."""
     if INTERPRETED and HAS_TRITON:
-        assert importlib.import_module("bptt._kernels._triton._elman").INTERPRETED
+        for module in triton_kernels.KERNELS.values():
+            assert importlib.import_module(module).INTERPRETED
+
+
+def _parts(state) -> tuple:
+    """A state, or its gradient, as a tuple of tensors."""
+    return state if isinstance(state, tuple) else (state,)
+
+
+def _like(parts: tuple, state):
+    """parts in the structure of state: a tuple for a tuple state, else one tensor."""
+    return parts if isinstance(state, tuple) else parts[0]
 
 
 def _draws(cell: torch.nn.Module, batch: int, steps: int, gen: torch.Generator):
+    """x (B, T, F), the start state, the gradients reaching the outputs and the final
+    state; a state of two tensors (h, c) for the LSTM."""
+    size = cell.hidden_size
+    n = 2 if isinstance(cell, bptt.cells.LSTMCell) else 1
     x = torch.randn(batch, steps, cell.input_size, generator=gen)
-    h0 = 0.5 * torch.randn(batch, cell.hidden_size, generator=gen)
-    g_out = torch.randn(batch, steps, cell.hidden_size, generator=gen)
-    g_final = torch.randn(batch, cell.hidden_size, generator=gen)
-    return x, h0, g_out, g_final
+    state = tuple(0.5 * torch.randn(batch, size, generator=gen) for _ in range(n))
+    g_out = torch.randn(batch, steps, size, generator=gen)
+    g_final = tuple(torch.randn(batch, size, generator=gen) for _ in range(n))
+    if n == 1:
+        return x, state[0], g_out, g_final[0]
+    return x, state, g_out, g_final
 
 
-def _pass(cell, x, h0, g_out, g_final, taps, engine):
+def _pass(cell, x, state, g_out, g_final, taps, engine):
     """Forward and backward with the given upstream gradients: every result."""
     cell = copy.deepcopy(cell)
-    x, h0 = x.clone().requires_grad_(), h0.clone().requires_grad_()
-    out, h = bptt.unroll(cell, x, h0, taps=taps, engine=engine)
-    torch.autograd.backward((out, h), (g_out, g_final))
-    results = {"outputs": out.detach(), "final state": h.detach(), "x": x.grad, "h0": h0.grad}
+    x = x.clone().requires_grad_()
+    start = tuple(s.clone().requires_grad_() for s in _parts(state))
+    out, final = bptt.unroll(cell, x, _like(start, state), taps=taps, engine=engine)
+    torch.autograd.backward((out, *_parts(final)), (g_out, *_parts(g_final)))
+    results = {"outputs": out.detach(), "x": x.grad}
+    for name, end, begin in zip("hc", _parts(final), start, strict=False):
+        results[f"final {name}"], results[f"{name}0"] = end.detach(), begin.grad
     results.update({f"d {n}": p.grad for n, p in cell.named_parameters()})
     return results
 
 
-def _compare(cell, x, h0, g_out, g_final, make_taps: Callable[[], list], check_taps=None):
+def _wide(value):
+    """A tensor, or a tuple of them, in float64."""
+    return tuple(v.double() for v in value) if isinstance(value, tuple) else value.double()
+
+
+def _compare(cell, x, state, g_out, g_final, make_taps: Callable[[], list], check_taps=None):
     """Triton and the fast loop, float32, against the generic engine in float64."""
     steps, batch = x.shape[1], x.shape[0]
     tol = bound(steps, cell.hidden_size, cell.input_size, batch)
     ref_taps = make_taps()
-    wide = [t.double() for t in (x, h0, g_out, g_final)]
+    wide = [_wide(t) for t in (x, state, g_out, g_final)]
     reference = _pass(copy.deepcopy(cell).double(), *wide, ref_taps, "generic")
     for engine in ("triton", "fast"):
         taps = make_taps()
-        got = _pass(cell, x, h0, g_out, g_final, taps, engine)
+        got = _pass(cell, x, state, g_out, g_final, taps, engine)
         assert got.keys() == reference.keys()
         for name, value in reference.items():
             close(got[name], value, tol, f"{engine}: {name}")
@@ -169,6 +224,14 @@ def _compare(cell, x, h0, g_out, g_final, make_taps: Callable[[], list], check_t
                 assert tap.norms.dtype == torch.float64 and tap.norms.shape == (batch, steps)
         if check_taps is not None:
             check_taps(taps)
+
+
+# The cells with Triton kernels, by name: (input size, hidden size) -> a cell.
+CELLS: dict[str, Callable[[int, int], torch.nn.Module]] = {
+    "rnn": bptt.cells.RNNCell,
+    "lstm": bptt.cells.LSTMCell,
+    "gru": bptt.cells.GRUCell,
+}
 
 
 @in_interpreter
@@ -197,10 +260,54 @@ def test_orthogonal_modrelu_matches_the_generic_engine(gen):
 
 
 @in_interpreter
-def test_clip_norm_inside_the_kernel(gen):
-    cell = bptt.cells.RNNCell(2, 6)
-    x, h0, g_out, g_final = _draws(cell, 4, 6, gen)
-    max_norm = 1.5  # below most steps' norms (about sqrt(6) and growing back in time)
+@pytest.mark.parametrize(("batch", "hidden"), [(3, 6), (20, 40)])  # (20, 40): two batch tiles
+def test_lstm_matches_the_generic_engine(batch, hidden, gen):
+    """Outputs, the final (h, c), the gradients of x, h0, c0 and every parameter, and the
+    norms of the pair (dL/dh_t, dL/dc_t) the taps see."""
+    cell = bptt.cells.LSTMCell(2, hidden)
+    x, state, g_out, g_final = _draws(cell, batch, 4, gen)
+    _compare(cell, x, state, g_out, g_final, lambda: [RecordNorms()])
+
+
+@in_interpreter
+def test_lstm_without_bias_and_from_zero_state(gen):
+    cell = bptt.cells.LSTMCell(3, 7, bias=False)
+    x, state, g_out, g_final = _draws(cell, 2, 4, gen)
+    zeros = tuple(torch.zeros_like(s) for s in state)
+    _compare(cell, x, zeros, g_out, g_final, list)
+
+
+@in_interpreter
+@pytest.mark.parametrize(("batch", "hidden"), [(3, 6), (20, 40)])  # (20, 40): two batch tiles
+def test_gru_matches_the_generic_engine(batch, hidden, gen):
+    """torch's formulation, r applied to W_hn h + b_hn: b_hn must reach the gradient of
+    bias_hh through r, the others fold into the input side."""
+    cell = bptt.cells.GRUCell(2, hidden)
+    with torch.no_grad():  # a b_hn far from 0, so that where it enters shows
+        cell.bias_hh[2 * hidden :].uniform_(-1.0, 1.0, generator=gen)
+    x, h0, g_out, g_final = _draws(cell, batch, 4, gen)
+    _compare(cell, x, h0, g_out, g_final, lambda: [RecordNorms()])
+
+
+@in_interpreter
+def test_gru_without_bias_and_from_zero_state(gen):
+    cell = bptt.cells.GRUCell(3, 7, bias=False)
+    x, h0, g_out, g_final = _draws(cell, 2, 4, gen)
+    _compare(cell, x, torch.zeros_like(h0), g_out, g_final, list)
+
+
+# A ClipNorm bound below most steps' norms, above some (the LSTM's norm is that of
+# (dL/dh_t, dL/dc_t) together, the final c's gradient included; the GRU's z passes part
+# of delta_t straight back, and its norms grow back in time).
+MAX_NORM = {"rnn": 1.5, "lstm": 2.0, "gru": 2.5}
+
+
+@in_interpreter
+@pytest.mark.parametrize("kind", CELLS)
+def test_clip_norm_inside_the_kernel(kind, gen):
+    cell = CELLS[kind](2, 6)
+    x, state, g_out, g_final = _draws(cell, 4, 6, gen)
+    max_norm = MAX_NORM[kind]
 
     def acted(taps):  # the clip changed something, and left every norm within the bound
         before, after = taps[0].norms, taps[2].norms
@@ -209,37 +316,40 @@ def test_clip_norm_inside_the_kernel(gen):
         assert (after <= max_norm * (1 + 4 * U)).all()
 
     taps = lambda: [RecordNorms(), ClipNorm(max_norm), RecordNorms()]  # noqa: E731
-    _compare(cell, x, h0, g_out, g_final, taps, acted)
+    _compare(cell, x, state, g_out, g_final, taps, acted)
 
 
 @in_interpreter
-def test_clip_value_and_taps_in_order(gen):
-    cell = bptt.cells.RNNCell(2, 5)
-    x, h0, g_out, g_final = _draws(cell, 3, 6, gen)
+@pytest.mark.parametrize("kind", CELLS)
+def test_clip_value_and_taps_in_order(kind, gen):
+    cell = CELLS[kind](2, 5)
+    x, state, g_out, g_final = _draws(cell, 3, 6, gen)
     value = 0.4
     seen: list[float] = []
 
     def largest(t, delta):  # in the reference only: ClipValue had something to clamp
-        seen.append(float(delta.abs().max()))
+        seen.append(max(float(d.abs().max()) for d in _parts(delta)))
         return delta
 
-    _compare(cell, x, h0, g_out, g_final, lambda: [ClipValue(value), RecordNorms()])
-    _compare(cell, x, h0, g_out, g_final, lambda: [ClipNorm(0.8), ClipValue(value), ClipNorm(2)])
-    bptt.unroll(cell.double(), x.double(), h0.double(), taps=[largest], engine="generic")[0].mul(
-        g_out.double()
-    ).sum().backward()
+    _compare(cell, x, state, g_out, g_final, lambda: [ClipValue(value), RecordNorms()])
+    taps = lambda: [ClipNorm(0.8), ClipValue(value), ClipNorm(2)]  # noqa: E731
+    _compare(cell, x, state, g_out, g_final, taps)
+    wide = copy.deepcopy(cell).double()
+    out, _ = bptt.unroll(wide, x.double(), _wide(state), taps=[largest], engine="generic")
+    out.mul(g_out.double()).sum().backward()
     assert max(seen) > 2 * value
 
 
 @in_interpreter
+@pytest.mark.parametrize("kind", CELLS)
 @pytest.mark.parametrize(("bad", "step"), [(math.nan, 2), (math.inf, 2), (math.nan, 0)])
-def test_clipping_never_hides_a_non_finite_gradient(bad, step, gen):
+def test_clipping_never_hides_a_non_finite_gradient(kind, bad, step, gen):
     """A non-finite upstream gradient: the loop and the kernel give the same non-finite
     pattern (ClipNorm: that sample's whole delta NaN from there on; at step 0, where no
     product spreads it, a NaN left alone by the clip would stay in one unit's bias
     gradient)."""
-    cell = bptt.cells.RNNCell(2, 5)
-    x, h0, g_out, g_final = _draws(cell, 3, 4, gen)
+    cell = CELLS[kind](2, 5)
+    x, state, g_out, g_final = _draws(cell, 3, 4, gen)
     g_out[1, step, 0] = bad
     got = {}
     # inf * 0 in the interpreter's NumPy warns (an error under this suite's filters),
@@ -248,7 +358,7 @@ def test_clipping_never_hides_a_non_finite_gradient(bad, step, gen):
         rec = RecordNorms()
         with np.errstate(invalid="ignore"):
             got[engine] = _pass(
-                cell, x, h0, g_out, g_final, [ClipNorm(1.0), ClipValue(0.5), rec], engine
+                cell, x, state, g_out, g_final, [ClipNorm(1.0), ClipValue(0.5), rec], engine
             )
         got[engine]["norms"] = rec.norms
     tol = bound(4, 5, 2, 3)
@@ -260,13 +370,17 @@ def test_clipping_never_hides_a_non_finite_gradient(bad, step, gen):
 
 
 @in_interpreter
-def test_stacked_runs_each_with_their_own_taps(gen):
+@pytest.mark.parametrize("kind", CELLS)
+def test_stacked_runs_each_with_their_own_taps(kind, gen):
     """K = 2 runs in one launch (the leading run dimension), each run's taps its own,
     against the loop's stacked kernel."""
-    cells = [bptt.cells.RNNCell(2, 6) for _ in range(2)]
+    cells = [CELLS[kind](2, 6) for _ in range(2)]
+    kernel = type(cells[0]).kernel
     x = torch.randn(2, 3, 5, 2, generator=gen)  # (K, B, T, F)
-    h0 = torch.randn(2, 3, 6, generator=gen)
+    n = 2 if kind == "lstm" else 1
+    state = tuple(torch.randn(2, 3, 6, generator=gen) for _ in range(n))  # (K, B, H) each
     g_out = torch.randn(2, 3, 5, 6, generator=gen)
+    g_final = tuple(torch.randn(2, 3, 6, generator=gen) for _ in range(n))
     results, records = {}, {}
     for backend in ("triton", "loop"):
         own = [copy.deepcopy(c) for c in cells]
@@ -275,10 +389,11 @@ def test_stacked_runs_each_with_their_own_taps(gen):
             for tap in run:
                 if isinstance(tap, RecordNorms):
                     tap.begin(5)
-        xs, hs = x.clone().requires_grad_(), h0.clone().requires_grad_()
-        out, h = ELMAN.run_stacked(own, xs, hs, taps, backend=backend)
-        (out * g_out).sum().backward()
-        results[backend] = [out, h, xs.grad, hs.grad] + [
+        xs = x.clone().requires_grad_()
+        start = tuple(s.clone().requires_grad_() for s in state)
+        out, final = kernel.run_stacked(own, xs, _like(start, g_final), taps, backend=backend)
+        torch.autograd.backward((out, *_parts(final)), (g_out, *g_final))
+        results[backend] = [out, *_parts(final), xs.grad, *(s.grad for s in start)] + [
             p.grad for c in own for p in c.parameters()
         ]
         records[backend] = [
@@ -296,11 +411,14 @@ def test_stacked_runs_each_with_their_own_taps(gen):
 def test_engine_triton_refusals(gen):
     x = torch.randn(2, 3, 2, generator=gen)
     cases = [
-        (bptt.cells.LSTMCell(2, 4), x, [], "no Triton kernel yet"),
+        (bptt.cells.MinGRUCell(2, 4), x, [], "no Triton kernel yet"),
         (bptt.cells.SkipRNNCell(2, 4), x, [], "built-in cells"),
         (bptt.cells.RNNCell(2, 4).double(), x.double(), [], "float32"),
         (bptt.cells.RNNCell(2, 4), x, [lambda t, d: d], "runs only in the loop"),
+        (bptt.cells.LSTMCell(2, 4), x, [lambda t, d: d], "runs only in the loop"),
         (bptt.cells.RNNCell(2, 129), x, [], "hidden size 129 > 128"),
+        (bptt.cells.LSTMCell(2, 65), x, [], r"hidden size 65 > 64: .* \(4H, H\)"),
+        (bptt.cells.GRUCell(2, 65), x, [], r"hidden size 65 > 64: .* \(3H, H\)"),
     ]
     for cell, inputs, taps, why in cases:
         with pytest.raises(ValueError, match=why):
@@ -310,8 +428,8 @@ def test_engine_triton_refusals(gen):
         pytest.raises(ValueError, match="engine='triton' cannot run here: a test"),
     ):
         bptt.unroll(bptt.cells.RNNCell(2, 4), x, engine="triton")
-    rnn = bptt.cells.RNNCell(2, 4)
-    assert bptt.engine.triton_refusal(rnn, x, taps=[RecordNorms(), ClipValue(1)]) is None
+    for cell in (bptt.cells.RNNCell(2, 4), bptt.cells.LSTMCell(2, 64), bptt.cells.GRUCell(2, 64)):
+        assert bptt.engine.triton_refusal(cell, x, taps=[RecordNorms(), ClipValue(1)]) is None
     assert "no fast engine" in bptt.engine.triton_refusal(bptt.cells.SkipRNNCell(2, 4), x)
 
 

@@ -21,6 +21,7 @@ from bptt._kernels._gru import GRU
 from bptt._kernels._kernel import Kernel, RecurrenceKernel
 from bptt._kernels._lstm import LSTM
 from bptt._kernels._scan import DEEP_LRU, GATED_LOG_SCAN, LRU
+from bptt._kernels._triton import NO_KERNEL as NO_TRITON_KERNEL
 
 __all__ = [
     "DEEP_LRU",
@@ -29,6 +30,7 @@ __all__ = [
     "GRU",
     "LRU",
     "LSTM",
+    "NO_TRITON_KERNEL",
     "Kernel",
     "Pass",
     "RecurrenceKernel",

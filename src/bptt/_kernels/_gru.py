@@ -136,6 +136,7 @@ class GRUKernel(RecurrenceKernel):
     and ``bias_hh`` (or None), gates (r, z, n)."""
 
     function = GRUSequence
+    triton = "gru"  # bptt._kernels._triton._gru
 
     def parameters(self, cell: Any) -> tuple[Tensor | None, ...]:
         return cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh

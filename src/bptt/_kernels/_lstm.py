@@ -167,6 +167,7 @@ class LSTMKernel(RecurrenceKernel):
     and ``bias_hh`` (or None) in torch's gate order, and the state ``(h, c)``."""
 
     function = LSTMSequence
+    triton = "lstm"  # bptt._kernels._triton._lstm
 
     def parameters(self, cell: Any) -> tuple[Tensor | None, ...]:
         return cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh

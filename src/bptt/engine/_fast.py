@@ -39,12 +39,14 @@ def has_fast_engine(cell: nn.Module) -> bool:
 
 def has_triton_kernel(cell: nn.Module) -> bool:
     """Whether ``engine="triton"`` has kernels for this cell's class (the Elman RNN's:
-    tanh, ReLU, the orthogonal RNN's modReLU); whether a call runs there also depends on
-    its device, dtype, size and taps (:func:`bptt.engine.triton_refusal`).
+    tanh, ReLU, the orthogonal RNN's modReLU; the LSTM's; the GRU's); whether a call runs
+    there also depends on its device, dtype, size and taps
+    (:func:`bptt.engine.triton_refusal`).
 
     >>> import bptt
-    >>> has_triton_kernel(bptt.cells.RNNCell(1, 2)), has_triton_kernel(bptt.cells.GRUCell(1, 2))
-    (True, False)
+    >>> cells = bptt.cells.LSTMCell(1, 2), bptt.cells.GRUCell(1, 2), bptt.cells.MinGRUCell(1, 2)
+    >>> [has_triton_kernel(cell) for cell in cells]
+    [True, True, False]
     """
     kernel = declared_kernel(cell)
     return isinstance(kernel, RecurrenceKernel) and kernel.triton is not None

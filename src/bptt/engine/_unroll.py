@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from bptt import _checks
-from bptt._kernels import Kernel, RecurrenceKernel
+from bptt._kernels import NO_TRITON_KERNEL, Kernel, RecurrenceKernel
 from bptt._torch_compat import functorch_transforms_active
 from bptt.cells import State, check_input, check_state, contract
 from bptt.engine._fast import declared_kernel, fast_engine_for, run_fast
@@ -102,8 +102,9 @@ def unroll(
             hand-written backward loop, weight gradients as one matmul after it),
             ``"triton"`` (the fast engine with the recurrence in Triton kernels, forward
             and backward one launch each over the whole sequence, the taps
-            RecordNorms, ClipNorm and ClipValue inside the backward kernel: the RNN on
-            float32 CUDA tensors, H <= 128; see :func:`triton_refusal`), or ``"auto"``
+            RecordNorms, ClipNorm and ClipValue inside the backward kernel: the RNN
+            (H <= 128), the LSTM and the GRU (H <= 64) on float32 CUDA tensors; see
+            :func:`triton_refusal`), or ``"auto"``
             (fast where it applies; on CUDA the Triton kernels where they apply, else
             the loop, logging why on the ``bptt.engine`` logger once per reason). All
             give the same results, to float32 rounding.
@@ -200,10 +201,13 @@ def triton_refusal(
     """Why ``unroll(cell, x, state, taps, engine="triton")`` would be refused, None where
     it runs; ``engine="auto"`` runs the Triton kernels on CUDA exactly where this is None.
 
-    What stands in the way, in the order checked: a cell without a Triton kernel (only
-    the RNN has one so far), Triton not installed (the ``gpu`` extra), x not on CUDA
-    (on the CPU the kernels run only in Triton's interpreter, ``TRITON_INTERPRET=1``),
-    x not float32, a hidden size above 128, a tap other than
+    What stands in the way, in the order checked: a cell without a Triton kernel (the
+    RNN, the orthogonal RNN, the LSTM and the GRU have one), Triton not installed (the ``gpu``
+    extra), x not on CUDA (on the CPU the kernels run only in Triton's interpreter,
+    ``TRITON_INTERPRET=1``), x not float32, a hidden size above the kernel's limit (128
+    for the RNN, 64 for the LSTM and the GRU: each program holds the whole recurrent
+    weight), a tap
+    other than
     :class:`bptt.taps.RecordNorms`, :class:`~bptt.taps.ClipNorm`,
     :class:`~bptt.taps.ClipValue`.
 
@@ -218,8 +222,8 @@ def triton_refusal(
 
     Example:
         >>> import bptt
-        >>> print(triton_refusal(bptt.cells.LSTMCell(2, 4), torch.randn(3, 5, 2)))
-        this cell has no Triton kernel yet (the Elman RNN has)
+        >>> print(triton_refusal(bptt.cells.MinGRUCell(2, 4), torch.randn(3, 5, 2)))
+        this cell has no Triton kernel yet (the Elman RNN, the LSTM and the GRU have)
     """
     _check_input(cell, x, False)
     required = _GENERIC_REQUIRED.get()
@@ -238,7 +242,7 @@ def triton_refusal(
 def _triton_why(kernel: Kernel, x: Tensor, state: State, taps: tuple) -> str | None:
     """Why the kernel's Triton version cannot run this pass, None where it can."""
     if not isinstance(kernel, RecurrenceKernel) or kernel.triton is None:
-        return "this cell has no Triton kernel yet (the Elman RNN has)"
+        return NO_TRITON_KERNEL
     return kernel.triton_refusal(x, state, (taps,))
 
 

@@ -341,14 +341,15 @@ def test_the_kinds_are_public_and_a_config_of_them_equals_the_flat_one():
 
 def test_engine_triton_is_refused_where_no_triton_kernel_runs():
     """The config checks engine="triton" as it checks "fast": a cell with no Triton
-    kernel (the LSTM, so far) and Hessian-free (no forward-mode rule) are refused at
-    validation, naming the engine; the RNN is accepted."""
+    kernel (the minimal GRU's parallel scan) and Hessian-free (no forward-mode rule) are
+    refused at validation, naming the engine; the RNN, the LSTM and the GRU are accepted."""
     import bptt
     from bptt.engine import has_triton_kernel
 
-    assert TrainConfig.from_dict({"task": "adding", "cell": "rnn", "engine": "triton"})
-    assert not has_triton_kernel(bptt.cells.LSTMCell(1, 2))
-    with pytest.raises(ConfigError, match="cell lstm has no triton engine"):
-        TrainConfig.from_dict({"task": "adding", "cell": "lstm", "engine": "triton"})
+    for cell in ("rnn", "lstm", "gru"):
+        assert TrainConfig.from_dict({"task": "adding", "cell": cell, "engine": "triton"})
+    assert not has_triton_kernel(bptt.cells.MinGRUCell(1, 2))
+    with pytest.raises(ConfigError, match="cell mingru has no triton engine"):
+        TrainConfig.from_dict({"task": "adding", "cell": "mingru", "engine": "triton"})
     with pytest.raises(ConfigError, match="not triton"):
         TrainConfig.from_dict({"task": "adding", "optimizer": "hf", "engine": "triton"})

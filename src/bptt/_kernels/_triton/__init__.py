@@ -18,9 +18,14 @@ float64, the clip coefficient ``max_norm / max(norm, max_norm)`` in float64, the
 applied in the gradient's dtype; a NaN norm gives a NaN coefficient), so the results
 are those of :func:`bptt.unroll` with any other engine. Any other tap: the loop.
 
-Limits (see :func:`refusal`): float32, hidden size at most :data:`MAX_HIDDEN` (the
-recurrent weight is held whole by each program; no tiling yet), the Elman RNN (tanh,
-ReLU, modReLU; the orthogonal RNN too). On the CPU the kernels run in Triton's
+The recurrences with kernels (:data:`KERNELS`): the Elman RNN (tanh, ReLU, modReLU;
+the orthogonal RNN too), the LSTM, whose taps see the pair (dL/dh_t, dL/dc_t) as
+:mod:`bptt.taps` defines it (one norm over both, one clip coefficient for both), and the
+GRU (torch's formulation, r applied to W_hn h + b_hn).
+
+Limits (see :func:`refusal`): float32, a hidden size at most :data:`MAX_HIDDEN` of the
+kernel (each program holds the recurrent weight whole, G H x H for G gate blocks, at
+most 128 x 128 elements; no tiling yet). On the CPU the kernels run in Triton's
 interpreter (``TRITON_INTERPRET=1`` in the environment before Triton is imported: a
 setting of the whole process), which is how the tests check them on a machine without
 a GPU.
@@ -43,18 +48,38 @@ from torch import Tensor
 
 from bptt.taps import ClipNorm, ClipValue, RecordNorms
 
-__all__ = ["INSIDE_TAPS", "KERNELS", "MAX_HIDDEN", "function", "interpreted", "refusal"]
+__all__ = [
+    "INSIDE_TAPS",
+    "KERNELS",
+    "MAX_HIDDEN",
+    "NO_KERNEL",
+    "function",
+    "interpreted",
+    "refusal",
+]
 
 # The taps the backward kernel computes itself (exact classes: a subclass may change
 # what it computes).
 INSIDE_TAPS: tuple[type, ...] = (RecordNorms, ClipNorm, ClipValue)
 
-# The hidden sizes a program holds whole: its (H, H) recurrent weight stays in
-# registers over the whole sequence. Larger ones need the weight tiled (not yet done).
-MAX_HIDDEN = 128
-
 # The kernels with a Triton version: name -> module in this package.
-KERNELS = {"elman": "bptt._kernels._triton._elman"}
+KERNELS = {
+    "elman": "bptt._kernels._triton._elman",
+    "lstm": "bptt._kernels._triton._lstm",
+    "gru": "bptt._kernels._triton._gru",
+}
+
+# Each kernel's largest hidden size: a program holds the recurrent weight (G H, H) on
+# chip over the whole sequence, G H^2 elements for G gate blocks, at most 128^2 (the
+# Elman RNN's at H = 128; H is padded to a power of two). Larger ones need the weight
+# tiled (not yet done).
+MAX_HIDDEN = {"elman": 128, "lstm": 64, "gru": 64}
+
+# Why a cell whose kernel has no Triton version is refused.
+NO_KERNEL = "this cell has no Triton kernel yet (the Elman RNN, the LSTM and the GRU have)"
+
+# What each kernel holds on chip, for the refusal: its recurrent weight's shape.
+_WEIGHT = {"elman": "(H, H)", "lstm": "(4H, H)", "gru": "(3H, H)"}
 
 
 @functools.cache
@@ -87,7 +112,7 @@ def refusal(name: str | None, x: Tensor, hidden: int, taps: Sequence[Sequence[An
         A sentence fragment saying what stands in the way, or None.
     """
     if name is None or name not in KERNELS:
-        return "this cell has no Triton kernel yet (the Elman RNN has)"
+        return NO_KERNEL
     if not available():
         return "Triton is not installed (pip install 'bptt[gpu]', Linux x86-64)"
     if x.device.type == "cpu":
@@ -100,10 +125,10 @@ def refusal(name: str | None, x: Tensor, hidden: int, taps: Sequence[Sequence[An
         return f"x is on {x.device}: the Triton kernels run on CUDA tensors"
     if x.dtype != torch.float32:
         return f"x is {x.dtype}: the Triton kernels are float32"
-    if hidden > MAX_HIDDEN:
+    if hidden > MAX_HIDDEN[name]:
         return (
-            f"hidden size {hidden} > {MAX_HIDDEN}: the kernels hold the recurrent weight "
-            f"whole on chip (no tiling yet)"
+            f"hidden size {hidden} > {MAX_HIDDEN[name]}: the {name} kernels hold the "
+            f"recurrent weight {_WEIGHT[name]} whole on chip (no tiling yet)"
         )
     for own in taps:
         for tap in own:

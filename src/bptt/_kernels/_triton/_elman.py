@@ -28,17 +28,13 @@ from bptt._kernels._common import (
     summed_bias,
     weight_grad,
 )
-from bptt._kernels._triton._lang import activate, apply_taps, slope
+from bptt._kernels._triton._lang import OPTIONS, activate, apply_taps, blocks, slope
 from bptt._kernels._triton._taps import encode
 
 # Whether these kernels were defined for Triton's interpreter (TRITON_INTERPRET=1).
 INTERPRETED = bool(triton.knobs.runtime.interpret)
 
 _ACTIVATIONS = {"tanh": 0, "relu": 1, "modrelu": 2}
-
-# Compiler options, stated: fused multiply-adds on (Triton 3.9 warns where the default is
-# left to it, and the default changes in 3.10).
-_OPTIONS = {"enable_fp_fusion": True}
 
 
 @triton.jit
@@ -127,15 +123,6 @@ def _backward(
     tl.store(grad_h0_ptr + here, carry, mask=ok)
 
 
-def _blocks(batch: int, hidden: int) -> tuple[int, int, tuple[int, int]]:
-    """BLOCK_B, BLOCK_H (powers of two, at least 16: the smallest tl.dot) and the tiles
-    of the batch per run."""
-    block_h = max(16, triton.next_power_of_2(hidden))
-    block_b = 16 if block_h > 32 else 32
-    block_b = min(block_b, max(16, triton.next_power_of_2(batch)))
-    return block_b, block_h, (block_b, triton.cdiv(batch, block_b))
-
-
 class TritonRNNSequence(torch.autograd.Function):
     """:class:`bptt._kernels._elman.RNNSequence` with the recurrence in two Triton
     kernels: the same arguments, layout and results.
@@ -159,11 +146,11 @@ class TritonRNNSequence(torch.autograd.Function):
         project_inputs(runs, x_rows, w_ih, summed_bias(b_ih, b_hh), out=hs[1:])
         w_hh = w_hh.detach().contiguous()  # (K, H, H)
         b_mod = hs.new_zeros(k, hidden) if b_mod is None else b_mod.detach().contiguous()
-        block_b, block_h, (_, tiles) = _blocks(batch, hidden)
+        block_b, block_h, tiles = blocks(batch, hidden)
         act = _ACTIVATIONS[activation]
         _forward[(k, tiles)](
             hs, w_hh, b_mod, steps, k, batch, hidden,
-            ACT=act, BLOCK_B=block_b, BLOCK_H=block_h, **_OPTIONS,
+            ACT=act, BLOCK_B=block_b, BLOCK_H=block_h, **OPTIONS,
         )  # fmt: skip
         ctx.save_for_backward(x_rows, w_ih, w_hh, hs)
         ctx.run, ctx.activation = run, activation
@@ -181,12 +168,12 @@ class TritonRNNSequence(torch.autograd.Function):
         d_pre = torch.empty_like(deltas)  # dL/da_t
         grad_h0 = hs.new_empty(k, batch, hidden)
         program = encode(run.taps, steps, batch, hs.device)
-        block_b, block_h, (_, tiles) = _blocks(batch, hidden)
+        block_b, block_h, tiles = blocks(batch, hidden)
         _backward[(k, tiles)](
             deltas, hs, w_hh, d_pre, grad_h0,
             program.ops, program.bounds, program.slots, program.width, program.records,
             steps, k, batch, hidden,
-            ACT=_ACTIVATIONS[ctx.activation], BLOCK_B=block_b, BLOCK_H=block_h, **_OPTIONS,
+            ACT=_ACTIVATIONS[ctx.activation], BLOCK_B=block_b, BLOCK_H=block_h, **OPTIONS,
         )  # fmt: skip
         program.deliver()
         needs = ctx.needs_input_grad
