@@ -196,6 +196,30 @@ def test_hf_cross_entropy_refuses_a_regression_closure_before_any_change():
     assert hf_wide.last["loss_after"] < hf_wide.last["loss_before"]
 
 
+def test_hf_accepts_the_cross_entropy_of_a_model_sure_of_every_answer():
+    """A model that has solved its task gives every row of scores a softmax of 1 at the
+    target and 1e-13 elsewhere: in float32 the gradient rows then sum to rounding, not to
+    0 (seen in a temporal-order run at T=100 that the check stopped after solving it).
+    The check's slack covers a softmax's rounding; a regression is still refused above."""
+    torch.manual_seed(0)
+    model = bptt.SequenceModel(bptt.cells.RNNCell(2, 8), 4)
+    x = torch.randn(64, 6, 2, generator=torch.Generator().manual_seed(2))
+    labels = torch.arange(64) % 4
+    with torch.no_grad():  # the readout's bias alone decides: +30 at the label's class
+        model.head.weight.zero_()
+    shift = 30.0 * nn.functional.one_hot(labels, 4)
+
+    def sure():
+        prediction = model(x)[0] + shift
+        return nn.functional.cross_entropy(prediction, labels), prediction
+
+    loss, prediction = sure()
+    (grad,) = torch.autograd.grad(loss, prediction)
+    sums, sizes = grad.double().sum(-1).abs(), grad.double().abs().sum(-1)
+    assert bool((sums > 1e-3 * sizes + 1e-6 * sizes.max()).any())  # the old slack refused it
+    HessianFree(model.parameters(), loss="cross_entropy").step(sure)  # accepted
+
+
 # --- 6. a diagnosis refuses a bad probe and settings that measure nothing --------------
 
 

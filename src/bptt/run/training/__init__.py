@@ -40,6 +40,7 @@ from bptt.run.training._build import (
     initial_model,
     json_safe,
     make_clip_policy,
+    seeds,
     step_taps,
     test_set,
 )
@@ -164,6 +165,7 @@ __all__ = [
     "remedies_for",
     "resume",
     "run_threads",
+    "seeds",
     "shared_settings",
     "stack_refusal",
     "step_taps",

@@ -128,12 +128,15 @@ def esn_memory(config: Any) -> MemoryNeed:
     against 1,650."""
     units = config.units
     state_size = 8 if config.dtype == "float64" else 4
+    reservoir = ("W, its draws and the readout's equations", "units", 42 * units * units)
+    if getattr(config, "length", None) is not None:  # a long-range task: one state a sequence
+        sequences = config.train_size + config.test_size
+        features = ("the sequences and their last states", "train_size, test_size and length")
+        size = sequences * (units * state_size + config.length * 8 * 8)  # <= 8 input features
+        return MemoryNeed((reservoir, (*features, size)), "about")
     steps = config.steps if config.task == "mackey-glass" else 10_000  # Vowels: ~10k states
-    parts = (
-        ("W, its draws and the readout's equations", "units", 42 * units * units),
-        ("the states of the fit", "units and steps", 3 * steps * units * state_size // 2),
-    )
-    return MemoryNeed(parts, "about")
+    fit = ("the states of the fit", "units and steps", 3 * steps * units * state_size // 2)
+    return MemoryNeed((reservoir, fit), "about")
 
 
 def refuse_oversized(need: MemoryNeed, device: str | torch.device = "cpu") -> None:
