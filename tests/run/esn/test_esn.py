@@ -186,8 +186,8 @@ def test_the_reservoir_is_scored_on_the_test_set_of_a_training_run_of_its_seed(t
     the same task, length and seed scores (its test seed), and its summary file says
     what a training's does (metric, solved, baseline)."""
     from bptt.run import TrainConfig, test_set
-    from bptt.run.training import read_summary
     from bptt.run.esn import _esn
+    from bptt.run.training import read_summary
     from bptt.tasks import make_task
 
     seen = {}
