@@ -82,7 +82,27 @@ def _new_run(
     return fields
 
 
+def _esn_command(row: Row, seed: int, where: Path) -> list[str]:
+    """An echo state network's row (method ``esn``): ``bptt esn`` on the task, its
+    readout fitted at once (a run cut short has no summary: written again)."""
+    task = ["--task", row.task, "--length", str(row.length), "--seed", str(seed)]
+    settings = [f"--{k.replace('_', '-')}={v}" for k, v in row.settings.items()]
+    return [
+        sys.executable,
+        "-m",
+        "bptt",
+        "esn",
+        *task,
+        *settings,
+        "--out",
+        str(where),
+        "--overwrite",
+    ]
+
+
 def _command(row: Row, seed: int, where: Path, args: argparse.Namespace, threads: int) -> list[str]:
+    if row.method == "esn":
+        return _esn_command(row, seed, where)
     if (where / "config.toml").is_file():  # interrupted or out of time: go on from there
         limit = ["--time-limit-s", str(args.time_limit)]
         return [
@@ -111,6 +131,9 @@ def run_stacked(rows: list[Row], args: argparse.Namespace) -> None:
     threads go one at a time as without ``--stack``."""
     threads = len(os.sched_getaffinity(0))
     for row in rows:
+        if row.method == "esn":  # nothing to stack: no training
+            run_all([row], args)
+            continue
         configs: list[TrainConfig] = []
         for _, seed, where in _pending([row], args):
             if not (where / "config.toml").is_file():
@@ -142,7 +165,10 @@ def _stale(where: Path, row: Row) -> str | None:
         found = TrainConfig.flatten(load_toml(where / "config.toml"))  # nested tables too
     except ConfigError:
         return None if not (where / "config.toml").exists() else "an unreadable config.toml"
-    wanted = {"method": row.method, **RECIPES[row.method].settings, **row.settings}
+    if row.method == "esn":
+        wanted = {"task": row.task, "length": row.length, **row.settings}
+    else:
+        wanted = {"method": row.method, **RECIPES[row.method].settings, **row.settings}
     for name, value in wanted.items():
         if name not in _MAY_CHANGE and found.get(name) != value:
             return f"{name} = {found.get(name)!r}, not {value!r}"
@@ -228,6 +254,8 @@ def why_table(rows: list[Row], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        if row.method == "esn":  # no recurrence trained: no gradient to show
+            continue
         for seed in args.seeds:
             where = _run_dir(args.out, row, seed)
             summary = _summary(where)
@@ -261,19 +289,23 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
         if not done:
             continue
         solved = [s for s in done if s["solved"]]
-        cut = [s["steps_done"] for s in done if s.get("time_limited") and not s["solved"]]
+        cut = [s.get("steps_done") for s in done if s.get("time_limited") and not s["solved"]]
         # a run chosen on validation may be solved on the test set, never on validation
-        steps = [s["solved_step"] for s in solved if s["solved_step"] is not None]
+        steps = [s["solved_step"] for s in solved if s.get("solved_step") is not None]
         walls = [
             _wall_at(_run_dir(args.out, row, s["seed"]), s)
             for s in solved
-            if s["solved_step"] is not None
+            if s.get("solved_step") is not None
         ]
-        finals = [s["final_loss"] for s in done if s["final_loss"] is not None]
+        if row.method == "esn":  # fitted at once: its wall is the whole run's
+            walls = [s["wall_s"] for s in solved]
+        finals = [s["final_loss"] for s in done if s.get("final_loss") is not None]
         metric = done[0]["metric"]
         final = f"{metric} {statistics.median(finals):.3g}" if finals else "-"
         accuracies = [s["accuracy"] for s in done if s.get("accuracy") is not None]
-        if accuracies:
+        if accuracies and not finals:  # an ESN's readout: scored by its errors alone
+            final = f"accuracy {statistics.median(accuracies):.1%}"
+        elif accuracies:
             final += f", accuracy {statistics.median(accuracies):.1%}"
         if cut:
             final += f" (time limit: stopped at step {', '.join(map(str, cut))})"

@@ -95,3 +95,25 @@ def test_stack_leaves_a_row_it_cannot_stack_to_the_one_at_a_time_path(tmp_path, 
     monkeypatch.setattr(reproduce, "run_all", lambda rows, a: handed.append(rows))
     reproduce.run_stacked([row], args)
     assert handed == [[row]] and not list(tmp_path.iterdir())  # nothing written by the stack
+
+
+def test_an_echo_state_networks_row_runs_bptt_esn_and_shows_in_the_table(tmp_path):
+    """A row of method ``esn``: each seed is a ``bptt esn`` run directory (the readout
+    fitted at once), counted solved as its summary says, with its accuracy."""
+    reproduce = load_benchmark("reproduce")
+    settings = {"units": 60, "train_size": 300, "test_size": 200}
+    row = LiteratureRow("order", 20, "esn", "anchor", settings)
+    command = reproduce._command(row, 1, tmp_path / "x", argparse.Namespace(), 1)
+    assert command[3:6] == ["esn", "--task", "order"] and "--units=60" in command
+    args = argparse.Namespace(out=tmp_path, seeds=[0, 1], workers=1, deadline=0, time_limit=0)
+    args.stack = False
+    reproduce.run_stacked([row], args)  # an ESN row is never stacked: one at a time
+    summaries = [reproduce._summary(tmp_path / f"order-T20-esn-s{seed}") for seed in (0, 1)]
+    solved = sum(bool(s["solved"]) for s in summaries)
+    table = reproduce.table([row], args).splitlines()
+    assert len(table) == 3
+    assert table[2].startswith(f"| order | 20 | esn | {solved} of 2 (of 2 seeds) |")
+    accuracy = sorted(s["accuracy"] for s in summaries)
+    assert f"accuracy {(accuracy[0] + accuracy[1]) / 2:.1%}" in table[2]  # the median of two
+    assert reproduce._stale(tmp_path / "order-T20-esn-s0", row) is None
+    assert reproduce.why_table([row], args).splitlines()[2:] == []  # nothing to diagnose

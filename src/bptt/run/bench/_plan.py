@@ -189,6 +189,10 @@ def _quick(seeds: Sequence[int], steps: int | None) -> list[PlannedRun]:
 def _full(seeds: Sequence[int], steps: int | None) -> list[PlannedRun]:
     runs = []
     for row, seed in itertools.product(LITERATURE_ROWS, seeds):
+        if row.method == "esn":  # a reservoir's readout: `bptt esn`, no training
+            esn = {"task": row.task, "length": row.length, "seed": seed, **row.settings}
+            runs.append(PlannedRun("literature", "esn", "esn", esn, row.anchor))
+            continue
         fields = {"task": row.task, "length": row.length, "method": row.method, "seed": seed}
         fields.update(stop_when_solved=True, eval_every=100, test_size=1000)
         fields.update(row.settings)  # a row chosen on validation trains to its end

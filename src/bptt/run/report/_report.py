@@ -434,6 +434,7 @@ def _leaderboard_html(results: Sequence[dict[str, Any]]) -> str:
 
 
 _GROUP_TITLES = {
+    "four ways": "Four ways past vanishing gradients, on one task the plain RNN fails",
     "methods": "Which cells learn the dependency, and why",
     "clipping": "Clipping rescues a run that diverges",
     "truncation": "Truncation shorter than the dependency cannot learn it",
@@ -481,7 +482,7 @@ def _group_figures(
             if probe.get("norms"):
                 label = f"{row['method']} (seed {row['seed']}): {row['verdict']}"
                 probes.append((label, probe["norms"]))
-        if not probes or group not in ("methods", "matrix", "literature"):
+        if not probes or group not in ("four ways", "methods", "matrix", "literature"):
             continue
         dependency = _dependency(summaries.get(same[0]["run_dir"]))
         title = f"Gradient by distance: {task} T={length}"
@@ -495,7 +496,24 @@ def _group_figures(
         )
     if group == "reservoir":
         parts += [_reservoir_line(row, summaries.get(row["run_dir"])) for row in members]
+    readouts = [row for row in members if row["task"] != "mackey-glass" and not row["verdict"]]
+    parts += [_readout_line(row) for row in readouts if group != "reservoir"]
     return parts
+
+
+def _readout_line(row: dict[str, Any]) -> str:
+    """An echo state network's test score on a long-range task (it trains no recurrence,
+    so it has no curve and no gradient to show)."""
+    if row["metric"] == "test_error_rate":
+        score = f"test error rate {_text(_float(row['final_metric']))}"
+    else:
+        score = f"{_e(row['metric'])} {_text(_float(row['final_metric']))}"
+    return (
+        f"<p>{_e(row['method'])} on {_e(row['task'])} T={_e(row['length'])}, seed "
+        f"{_e(row['seed'])}: {_e(score)} (baseline {_text(_float(row['baseline']))}), "
+        f"{_e(row['outcome'])}, in {_e(row['wall_seconds'])} s: only its readout learns, "
+        f"from the last state of a fixed reservoir.</p>"
+    )
 
 
 def _reservoir_line(row: dict[str, Any], summary: RunSummary | None) -> str:
