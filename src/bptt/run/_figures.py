@@ -255,17 +255,55 @@ def overlaid_test_curves(
     *,
     title: str,
     ylabel: str,
+    diverged: dict[str, int] | None = None,
 ) -> Figure:
-    """Test metric over the baseline at each evaluation, one line per run (log scale)."""
+    """Test metric over the baseline at each evaluation, one line per run (log scale).
+
+    ``diverged`` maps a run's label to the step it diverged at: its line ends at its last
+    finite value and an x at the top of the axes, in its colour, marks the divergence (a
+    run that diverged before its first evaluation is the x alone, in the legend).
+    """
     figure, axes = _figure(title)
+    diverged = diverged or {}
+    colours: dict[str, Any] = {}
     for label, steps, values in curves:
         x, y = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
-        ok = _positive(y)
+        ok = _positive(y)  # a diverged run's evaluations stop being finite
         if ok.any():
-            axes.plot(x[ok], y[ok], "o-", ms=2.5, lw=1.2, label=label)
+            (line,) = axes.plot(x[ok], y[ok], "o-", ms=2.5, lw=1.2, label=label)
+            colours[label] = line.get_color()
     axes.axhline(1.0, color="grey", ls="--", lw=1, label="baseline")
     axes.set_yscale("log")
+    top = axes.get_ylim()[1]
+    for label, step in diverged.items():
+        colour = colours.get(label)
+        axes.plot(
+            [step],
+            [top],
+            "x",
+            ms=9,
+            mew=2,
+            color=colour or "tab:red",
+            clip_on=False,
+            label=f"{label}: diverged at step {step}" if colour is None else None,
+        )
+        axes.axvline(step, color=colour or "tab:red", ls=":", lw=1)
+    axes.set_ylim(top=top)
     axes.set_xlabel("optimizer step")
     axes.set_ylabel(ylabel)
     axes.legend(fontsize=7, loc="best")
+    return figure
+
+
+def free_run_figure(rows: Sequence[dict[str, str]], title: str) -> Figure:
+    """An echo state network running free: its prediction fed back as its input, against
+    the true series, at each step after teacher forcing ends (rows of ``free_run.csv``:
+    step, truth, predicted)."""
+    figure, axes = _figure(title)
+    steps = _column(rows, "step")
+    axes.plot(steps, _column(rows, "truth"), lw=1.6, color="black", label="the series")
+    axes.plot(steps, _column(rows, "predicted"), lw=1.2, ls="--", label="running free")
+    axes.set_xlabel("steps after teacher forcing ended")
+    axes.set_ylabel("value")
+    axes.legend(fontsize=8, loc="best")
     return figure

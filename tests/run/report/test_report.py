@@ -89,9 +89,47 @@ def test_a_page_is_drawn_again_only_when_its_runs_files_changed(tmp_path):
 
 def test_an_echo_state_network_has_a_page(tmp_path):
     out = tmp_path / "esn"
-    run_esn({"task": "mackey-glass", "units": 50, "out": str(out)})
+    run_esn({"task": "mackey-glass", "units": 50, "free_steps": 30, "out": str(out)})
     page = write_report(out).read_text()
     assert "nrmse" in page and "echo state network" in page
+    (free,) = [svg for svg in _figures(page) if "running free" in svg]  # against the series
+    assert "the series" in free and "steps after teacher forcing ended" in free
+    rows = (out / "free_run.csv").read_text().splitlines()
+    assert rows[0] == "step,truth,predicted" and len(rows) == 31
+
+
+def test_the_bench_page_draws_a_diverged_run_and_one_figure_per_task(tmp_path):
+    """A run that diverges before its first evaluation has no finite test metric: its
+    divergence is an x in the legend at the step it went non-finite; a clipped run beside
+    it is a curve; runs of two tasks in one group get a figure each; a long-range ESN
+    row is a line of its test score."""
+    from bptt.run.bench import PlannedRun
+
+    fields = {**CLIP_DEMO, "steps": 40, "eval_every": 20, "threads": 1, "test_size": 64}
+    fields.pop("lstm_init")  # the LSTM's alone
+    runs = [
+        PlannedRun("clipping", "none", "train", {**fields, "clip": "none", "lstm_init": "torch"}),
+        PlannedRun(
+            "clipping",
+            "norm",
+            "train",
+            {**fields, "clip": "norm", "clip_norm": 1.0, "lstm_init": "torch"},
+        ),
+        PlannedRun("clipping", "rnn", "train", {**fields, "task": "order", "cell": "rnn"}),
+        PlannedRun("clipping", "esn", "esn", {"task": "order", "length": 20, "units": 40}),
+    ]
+    run_bench(runs, tmp_path, progress=False)
+    page = (tmp_path / "report.html").read_text()
+    svgs = [svg for svg in _figures(page) if "Test metric during training" in svg]
+    assert len(svgs) == 2  # adding T=10 and order T=10
+    (adding,) = [svg for svg in svgs if "adding T=10" in svg]
+    first = json.loads((tmp_path / runs[0].name / "summary.json").read_text())
+    step = first["run_record"]["first_nonfinite"]
+    assert first["diverged"] and f"none (seed 0): diverged at step {step}" in adding
+    assert "norm (seed 0)" in adding and "diverged" not in adding.replace(
+        f"none (seed 0): diverged at step {step}", ""
+    )
+    assert "esn on order T=20, seed 0: test error rate" in page
 
 
 def test_the_facts_of_a_run_page_are_fields_of_its_summary(tmp_path):

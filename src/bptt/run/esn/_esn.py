@@ -92,6 +92,7 @@ _ONLY_FOR = {
     for name in settings
     if not all(name in other for other in ESN_TASK_DEFAULTS.values())
 }
+_FREE_RUN = "free_run"  # the outcome's rows of the free run, written to free_run.csv
 # Pascanu, Mikolov & Bengio 2013 count a classification solved below 1% errors; the
 # ridge readout's scores are no probabilities, so no cross-entropy is scored
 SOLVED_ERROR_RATE = 0.01
@@ -338,11 +339,16 @@ def _mackey_glass(config: ESNConfig, stages: _Stages) -> tuple[dict[str, Any], R
     stages.done()
     truth = series[cut : cut + free_steps]
     at_end = float((free[-1] - truth[-1]).abs() / series[cut:].std())
+    rows = [
+        {"step": step + 1, "truth": float(true), "predicted": float(guess)}
+        for step, (true, guess) in enumerate(zip(truth[:, 0], free.reshape(-1), strict=True))
+    ]
     outcome = {
         "nrmse": nrmse(predicted, targets[:, cut:]),
         "nrmse_84": at_end,  # the error at the last free-running step
         "nrmse_free": nrmse(free, truth),
         "free_steps": config.free_steps,
+        _FREE_RUN: rows,  # not the summary's: free_run.csv, the report's figure of it
     }
     return outcome, reservoir, readout
 
@@ -468,6 +474,7 @@ def run_esn(
             label = "Japanese Vowels"
         with run_threads(), _Stages(progress, label, total) as stages:
             outcome, reservoir, readout = work(config, stages)
+        free_run = outcome.pop(_FREE_RUN, None)
         summary = {"task": config.task, "units": config.units, "seed": config.seed, **outcome}
         summary["wall_s"] = round(time.perf_counter() - start, 3)
         if run_dir is not None:
@@ -475,6 +482,8 @@ def run_esn(
             weights["b_out"] = torch.from_numpy(readout.bias)
             run_dir.write_config(config)
             run_dir.save_state(weights)
+            if free_run:
+                run_dir.write_table("free_run.csv", free_run)
             run_dir.write_summary(summary)
     finally:
         if run_dir is not None:

@@ -101,6 +101,7 @@ def write_run_report(run_dir: str | Path) -> Path:
             "ridge-regression readout; no gradient flows through time, so there is no "
             "training curve.</p>"
         )
+        parts += _free_run_figure(where, {"seed": summary.seed})
     atomic_write_text(target, _page(title, parts, stamp=stamp))
     return target
 
@@ -448,8 +449,28 @@ def _group_figures(
     where: Path, group: str, members: Sequence[dict[str, Any]], summaries: dict[str, RunSummary]
 ) -> list[str]:
     parts = [f"<h2>{_e(_GROUP_TITLES.get(group, group))}</h2>"]
-    curves = []
+    by_task: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for row in members:
+        by_task.setdefault((row["task"], row["length"]), []).append(row)
+    for (task, length), same in by_task.items():  # one figure of each kind per task
+        parts += _test_metric_figure(where, f"{group}: {task} T={length}", same, summaries)
+        if group in ("four ways", "methods", "matrix", "literature"):
+            parts += _distance_figure(f"{task} T={length}", same, summaries)
+    if group == "reservoir":
+        for row in members:
+            parts.append(_reservoir_line(row, summaries.get(row["run_dir"])))
+            parts += _free_run_figure(where / row["run_dir"], row)
+    readouts = [row for row in members if row["task"] != "mackey-glass" and not row["verdict"]]
+    parts += [_readout_line(row) for row in readouts if group != "reservoir"]
+    return parts
+
+
+def _test_metric_figure(
+    where: Path, title: str, rows: Sequence[dict[str, Any]], summaries: dict[str, RunSummary]
+) -> list[str]:
+    """The test metric over the baseline of each trained run, a diverged run's marked."""
+    curves, diverged = [], {}
+    for row in rows:
         metrics = _read_metrics(where / row["run_dir"] / "metrics.csv")
         baseline = row["baseline"]
         steps, values = [], []
@@ -458,47 +479,71 @@ def _group_figures(
             if test is not None and baseline:
                 steps.append(float(m["step"]))
                 values.append(test / baseline)
-        if steps:
-            curves.append((f"{row['method']} (seed {row['seed']})", steps, values))
-    if curves:
-        parts.append(
-            _figure_html(
-                figures.overlaid_test_curves(
-                    curves,
-                    title=f"Test metric during training: {group}",
-                    ylabel="test metric / baseline (log scale)",
-                ),
-                "Below 1 a run does better than the trivial predictor.",
-            )
-        )
-    by_task: dict[tuple[str, Any], list[dict[str, Any]]] = {}
-    for row in members:
-        by_task.setdefault((row["task"], row["length"]), []).append(row)
-    for (task, length), same in by_task.items():
-        probes = []
-        for row in same:
-            summary = summaries.get(row["run_dir"])
-            probe = (None if summary is None else summary.probe) or {}
-            if probe.get("norms"):
-                label = f"{row['method']} (seed {row['seed']}): {row['verdict']}"
-                probes.append((label, probe["norms"]))
-        if not probes or group not in ("four ways", "methods", "matrix", "literature"):
-            continue
-        dependency = _dependency(summaries.get(same[0]["run_dir"]))
-        title = f"Gradient by distance: {task} T={length}"
-        parts.append(
-            _figure_html(
-                figures.distance_curves(probes, dependency=dependency, title=title),
-                "How much of the loss's gradient reaches each step back, for each final "
-                "model: a curve that falls under 1e-3 before the dependency length cannot "
-                "learn it.",
-            )
-        )
-    if group == "reservoir":
-        parts += [_reservoir_line(row, summaries.get(row["run_dir"])) for row in members]
-    readouts = [row for row in members if row["task"] != "mackey-glass" and not row["verdict"]]
-    parts += [_readout_line(row) for row in readouts if group != "reservoir"]
-    return parts
+        label = f"{row['method']} (seed {row['seed']})"
+        summary = summaries.get(row["run_dir"])
+        if summary is not None and summary.diverged:
+            diverged[label] = _diverged_at(summary, metrics)
+        if steps or label in diverged:
+            curves.append((label, steps, values))
+    if not curves:
+        return []
+    figure = figures.overlaid_test_curves(
+        curves,
+        title=f"Test metric during training: {title}",
+        ylabel="test metric / baseline (log scale)",
+        diverged=diverged,
+    )
+    caption = "Below 1 a run does better than the trivial predictor; an x marks a divergence."
+    return [_figure_html(figure, caption)]
+
+
+def _diverged_at(summary: RunSummary, metrics: Sequence[dict[str, str]]) -> int:
+    """The step a diverged run went non-finite: its record's first non-finite step, else
+    its first evaluation without a finite test metric, else its last step."""
+    first = (summary.run_record or {}).get("first_nonfinite")
+    if isinstance(first, int):
+        return first
+    for m in metrics:
+        if m.get("test_loss") and _float(m["test_loss"]) is None:
+            return int(float(m["step"]))
+    return int(summary.steps_done or 0)
+
+
+def _distance_figure(
+    title: str, rows: Sequence[dict[str, Any]], summaries: dict[str, RunSummary]
+) -> list[str]:
+    """The gradient by distance of each final model probed."""
+    probes = []
+    for row in rows:
+        summary = summaries.get(row["run_dir"])
+        probe = (None if summary is None else summary.probe) or {}
+        if probe.get("norms"):
+            label = f"{row['method']} (seed {row['seed']}): {row['verdict']}"
+            probes.append((label, probe["norms"]))
+    if not probes:
+        return []
+    dependency = _dependency(summaries.get(rows[0]["run_dir"]))
+    figure = figures.distance_curves(
+        probes, dependency=dependency, title=f"Gradient by distance: {title}"
+    )
+    caption = (
+        "How much of the loss's gradient reaches each step back, for each final model: a "
+        "curve that falls under 1e-3 before the dependency length cannot learn it."
+    )
+    return [_figure_html(figure, caption)]
+
+
+def _free_run_figure(run_dir: Path, row: dict[str, Any]) -> list[str]:
+    """An echo state network's free run against the series (``free_run.csv``), if any."""
+    rows = _read_metrics(run_dir / "free_run.csv")
+    if not rows:
+        return []
+    title = f"Mackey-Glass, seed {row['seed']}: running free"
+    caption = (
+        "After teacher forcing, the network's prediction is its next input: it follows the "
+        "series for a while, then drifts from it."
+    )
+    return [_figure_html(figures.free_run_figure(rows, title), caption)]
 
 
 def _readout_line(row: dict[str, Any]) -> str:

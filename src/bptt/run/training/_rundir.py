@@ -83,7 +83,14 @@ METRIC_FIELDS = (
     "wall_s",
     "rollbacks",
 )
-RUN_FILES = ("config.toml", "metrics.csv", "diagnostics.jsonl", "summary.json", "model.pt")
+RUN_FILES = (
+    "config.toml",
+    "metrics.csv",
+    "diagnostics.jsonl",
+    "summary.json",
+    "model.pt",
+    "free_run.csv",  # an echo state network's free run on Mackey-Glass
+)
 
 
 class RunDirectoryError(OSError):
@@ -260,6 +267,19 @@ class RunDirectory:
         if problem is not None:
             warnings.warn(f"summary.json is not a valid run summary: {problem}", stacklevel=2)
         self._write(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def write_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Save ``rows`` (dicts with the same keys) as the CSV file ``name`` at once
+        (atomically: a crash leaves the old file or the new).
+
+        Raises:
+            RunDirectoryError: it could not be written.
+        """
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+        self._write(self.path / name, table.getvalue())
 
     def save_model(self, model: nn.Module) -> None:
         """Save the model's state_dict as ``model.pt``.
