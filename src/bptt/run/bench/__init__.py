@@ -19,7 +19,12 @@ which executes a plan and then writes the report's page, joins this part to
 """
 
 from bptt.run.bench._executors import EXECUTORS, run_all, train_planned_stacked
-from bptt.run.bench._literature import LITERATURE_ROWS, LiteratureRow, published_result
+from bptt.run.bench._literature import (
+    FOUR_WAYS_ROWS,
+    LITERATURE_ROWS,
+    LiteratureRow,
+    published_result,
+)
 from bptt.run.bench._plan import CLIP_DEMO, PROFILES, PlannedRun, plan_bench, refuse_other_configs
 from bptt.run.bench._results import (
     RESULT_FIELDS,
@@ -35,6 +40,7 @@ from bptt.run.bench._seeds import parse_seeds, plan_seeds
 __all__ = [
     "CLIP_DEMO",
     "EXECUTORS",
+    "FOUR_WAYS_ROWS",
     "LITERATURE_ROWS",
     "PROFILES",
     "RESULT_FIELDS",
