@@ -48,9 +48,9 @@ def _without_time(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def test_the_quick_profile_tells_the_story():
     runs = plan_bench()
     groups = {run.group for run in runs}
-    assert groups == {"four ways", "methods", "clipping", "truncation", "reservoir"}
-    assert runs[0].group == "four ways"  # the report's lead section
-    four = [r for r in runs if r.group == "four ways"]
+    assert groups == {"four-ways", "methods", "clipping", "truncation", "reservoir"}
+    assert runs[0].group == "four-ways"  # the report's lead section
+    four = [r for r in runs if r.group == "four-ways"]
     assert {r.task for r in four} == {"order"} and {r.length for r in four} == {100}
     assert {r.fields.get("method") for r in four if r.kind == "train"} == {
         "rnn",

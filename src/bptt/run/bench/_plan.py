@@ -3,7 +3,7 @@
 * ``quick`` (the default, the README's main job; about five minutes of training on
   two cores) shows the lectures' story on real runs, each one diagnosed:
 
-  - ``four ways``: the plain tanh RNN, the LSTM, Hessian-free, the echo state network
+  - ``four-ways``: the plain tanh RNN, the LSTM, Hessian-free, the echo state network
     and momentum with a reservoir's initialisation on temporal order at T = 100
     (:data:`FOUR_WAYS_QUICK`), with the gradient by distance of each final model;
   - ``methods``: each remedy on the task it is known for, beside the plain tanh RNN
@@ -54,7 +54,11 @@ PROFILES = ("quick", "full", "matrix")
 # the gradient-by-distance of each final model. Hessian-free at the quick profile's
 # size (hidden 32, gradient on 500 sequences, curvature on 100, at most 50 CG steps),
 # not the recipe's (hidden 100, 10,000 and 1,000 sequences, 300 CG steps: minutes a
-# step here). Measured (seed 0, one thread): see FOUR_WAYS_MEASURED below.
+# step here). Measured in the quick bench (seed 0, 2 threads, 3 min 46 s for the whole
+# profile): the tanh RNN stays at the baseline after 1,500 steps (27% accuracy,
+# saturated); the chrono LSTM solves it at step 700 (35 s); Hessian-free at step 15
+# (22 s); momentum from a reservoir stays at the baseline (24%, vanishing); the leaky
+# ESN's readout makes no error (3 s).
 FOUR_WAYS_TASK = {"task": "order", "length": 100}
 FOUR_WAYS_QUICK: tuple[tuple[str, dict[str, Any]], ...] = (
     ("rnn", {"method": "rnn", "steps": 1500, "eval_every": 100}),
@@ -191,9 +195,9 @@ def _four_ways(seeds: Sequence[int], steps: int | None) -> list[PlannedRun]:
             fields = {**FOUR_WAYS_TASK, **settings, "seed": seed, "stop_when_solved": True}
             if steps:
                 fields["steps"] = steps
-            runs.append(_trained("four ways", label, fields))
+            runs.append(_trained("four-ways", label, fields))
         esn = {**FOUR_WAYS_TASK, "seed": seed}
-        runs.append(PlannedRun("four ways", "esn (leaky reservoir)", "esn", esn))
+        runs.append(PlannedRun("four-ways", "esn (leaky reservoir)", "esn", esn))
     return runs
 
 

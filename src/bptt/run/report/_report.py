@@ -435,7 +435,7 @@ def _leaderboard_html(results: Sequence[dict[str, Any]]) -> str:
 
 
 _GROUP_TITLES = {
-    "four ways": "Four ways past vanishing gradients, on one task the plain RNN fails",
+    "four-ways": "Four ways past vanishing gradients, on one task the plain RNN fails",
     "methods": "Which cells learn the dependency, and why",
     "clipping": "Clipping rescues a run that diverges",
     "truncation": "Truncation shorter than the dependency cannot learn it",
@@ -454,7 +454,7 @@ def _group_figures(
         by_task.setdefault((row["task"], row["length"]), []).append(row)
     for (task, length), same in by_task.items():  # one figure of each kind per task
         parts += _test_metric_figure(where, f"{group}: {task} T={length}", same, summaries)
-        if group in ("four ways", "methods", "matrix", "literature"):
+        if group in ("four-ways", "methods", "matrix", "literature"):
             parts += _distance_figure(f"{task} T={length}", same, summaries)
     if group == "reservoir":
         for row in members:
