@@ -390,6 +390,7 @@ def _results_matrix(results: Sequence[dict[str, Any]]) -> str:
                 f"<td class='{_outcome_class(row)}'><a href='{_e(link)}'>{_e(text)}</a></td>"
             )
         group, task, length, method = key
+        length = "" if length is None else length  # a series (Mackey-Glass) has none
         lines.append(
             f"<tr><td>{_e(group)}</td><td>{_e(task)}</td><td class='num'>{_e(length)}</td>"
             f"<td>{_e(method)}</td>{''.join(cells)}</tr>"
