@@ -451,3 +451,19 @@ def test_unroll_answers_any_taps(taps):
     result = _answer(lambda: bptt.unroll(cell, x, taps=taps), "taps", "taps[0]")
     if result is not None:
         assert torch.isfinite(result[0]).all()
+
+
+_SPARSE_VALID = {"tensor": None, "fan_in": 3, "std": 1.0, "generator": None}
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(_SPARSE_VALID)), value=st.one_of(anything, tensors()))
+def test_sparse_fan_in_answers_any_argument(name, value):
+    from bptt.init import sparse_fan_in_
+
+    kwargs = {**_SPARSE_VALID, "tensor": torch.zeros(4, 5, dtype=DT), name: value}
+    weight = _answer(lambda: sparse_fan_in_(**kwargs), name)
+    if weight is not None:  # accepted: each row has its fan-in (at most its inputs) of nonzeros
+        keep = min(int(kwargs["fan_in"]), weight.shape[1])
+        nonzero = (weight != 0).sum(dim=1)
+        assert bool((nonzero <= keep).all()) and bool(torch.isfinite(weight).all())

@@ -172,3 +172,45 @@ def test_modrelu_on_the_fast_path_shows_the_taps_what_the_generic_engine_does(ge
     for a, b in zip(*seen, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
     assert (seen[0][2] != 0).sum() >= 3  # the bias gradient is not trivially zero
+
+
+def test_sparse_fan_in_gives_each_unit_exactly_its_incoming_weights():
+    """Martens' sparse initialisation: every row (a unit's incoming weights) has exactly
+    fan_in nonzeros at distinct inputs, N(0, std^2); fewer inputs than fan_in: all drawn;
+    the same generator state gives the same weight."""
+    weight = init.sparse_fan_in_(
+        torch.empty(200, 60), fan_in=15, std=0.5, generator=torch.Generator().manual_seed(0)
+    )
+    assert (weight != 0).sum(dim=1).tolist() == [15] * 200
+    values = weight[weight != 0].double()
+    # the sample std of 3,000 N(0, 0.25) draws: 0.5 within 5 sigma (5 / sqrt(2 n) relative)
+    assert abs(values.std().item() / 0.5 - 1) < 5 / math.sqrt(2 * values.numel())
+    # each input is chosen about equally often (uniformly): 200 * 15 / 60 = 50 per column
+    per_input = (weight != 0).sum(dim=0).double()
+    assert per_input.sum() == 3000 and per_input.max() < 50 + 5 * math.sqrt(50)
+    narrow = init.sparse_fan_in_(torch.empty(5, 3), fan_in=15)
+    assert bool((narrow != 0).all())
+    again = init.sparse_fan_in_(
+        torch.empty(200, 60), fan_in=15, std=0.5, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(again, weight)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        ({"tensor": torch.empty(2, 3, 4)}, ValueError, "tensor"),
+        ({"tensor": torch.empty(3, 3, dtype=torch.int64)}, ValueError, "tensor"),
+        ({"tensor": [[1.0]]}, TypeError, "tensor"),
+        ({"fan_in": 0}, ValueError, "fan_in"),
+        ({"fan_in": True}, TypeError, "fan_in"),
+        ({"fan_in": 2.5}, TypeError, "fan_in"),
+        ({"std": -1.0}, ValueError, "std"),
+        ({"std": math.nan}, ValueError, "std"),
+        ({"generator": 3}, TypeError, "generator"),
+    ],
+)
+def test_sparse_fan_in_refuses_bad_arguments_by_name(kwargs, error, name):
+    arguments = {"tensor": torch.empty(4, 4), **kwargs}
+    with pytest.raises(error, match=name):
+        init.sparse_fan_in_(**arguments)

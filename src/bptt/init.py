@@ -11,6 +11,8 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from bptt import _checks
+
 __all__ = [
     "chrono_",
     "forget_bias_",
@@ -113,12 +115,19 @@ def sparse_fan_in_(
         >>> (w != 0).sum(dim=1).tolist()
         [15, 15, 15, 15]
     """
-    if tensor.dim() != 2:
-        raise ValueError(f"expected a 2-D weight (out, in), got shape {tuple(tensor.shape)}")
-    if isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 1:
-        raise ValueError(f"fan_in must be an integer >= 1, got {fan_in!r}")
-    if not std >= 0:  # NaN too
-        raise ValueError(f"std must be >= 0, got {std}")
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"tensor must be a tensor, got {_checks.shown(tensor)}")
+    if tensor.dim() != 2 or not tensor.is_floating_point():
+        raise ValueError(
+            f"tensor must be a 2-D floating weight (out, in), got shape "
+            f"{tuple(tensor.shape)} of {tensor.dtype}"
+        )
+    fan_in = _checks.integer("fan_in", fan_in, 1)
+    std = _checks.real("std", std, 0.0)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {_checks.shown(generator)}"
+        )
     rows, inputs = tensor.shape
     keep = min(fan_in, inputs)
     values = torch.randn(rows, inputs, generator=generator, dtype=torch.float64) * std
