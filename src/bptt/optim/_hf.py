@@ -91,7 +91,7 @@ def _check_cross_entropy(name: str, loss: Tensor, outputs: Tensor) -> None:
     # a softmax row sums to 1 within C roundings of its dtype; its gradient row, (p - t)
     # times the row's weight (1 / rows for a mean), to that times the weight: a model
     # sure of every answer has rows far smaller than that rounding (seen in training)
-    rounding = 8 * rows.shape[-1] * torch.finfo(outputs.dtype).eps / rows.shape[0]
+    rounding = 8 * rows.shape[-1] * torch.finfo(outputs.dtype).eps / max(1, rows.shape[0])
     slack = 1e-3 * sizes + 1e-6 * float(sizes.max()) + rounding
     bad = (sums > slack).nonzero()
     if bad.numel():

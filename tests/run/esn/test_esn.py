@@ -215,5 +215,27 @@ def test_the_reservoir_is_scored_on_the_test_set_of_a_training_run_of_its_seed(t
     out = tmp_path / "run"
     run_esn({"task": "order", "length": 20, "train_size": 200, "out": str(out)})
     summary = read_summary(out)
-    assert summary.metric == "test_ce" and summary.solved is not None
+    assert summary.metric == "test_error_rate" and summary.solved is not None
     assert summary.test_size == 1000 and summary.baseline_loss > 0
+
+
+def test_a_run_directorys_table_is_one_of_its_files(tmp_path):
+    """write_table writes only the run's own CSV files (no path out of the directory, not
+    metrics.csv, which the loop appends to), with rows that share their keys."""
+    from bptt.run import RunDirectory
+
+    run_dir = RunDirectory(tmp_path / "run")
+    try:
+        for name in ("../x.csv", "/tmp/x.csv", "metrics.csv", "notes.csv"):
+            with pytest.raises(ValueError, match="name must be one of"):
+                run_dir.write_table(name, [{"step": 1}])
+        with pytest.raises(ValueError, match="share their keys"):
+            run_dir.write_table("free_run.csv", [{"step": 1}, {"t": 2}])
+        run_dir.write_table("free_run.csv", [{"step": 1, "truth": 0.5}])
+        assert (tmp_path / "run" / "free_run.csv").read_text().splitlines() == [
+            "step,truth",
+            "1,0.5",
+        ]
+    finally:
+        run_dir.close()
+    assert not (tmp_path / "x.csv").exists()

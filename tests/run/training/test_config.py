@@ -339,15 +339,33 @@ def test_the_kinds_are_public_and_a_config_of_them_equals_the_flat_one():
     assert weights_bytes(nested) * 4 == weights_bytes(adam) * 3
 
 
-def test_engine_triton_is_refused_where_no_triton_kernel_runs():
-    """The config checks engine="triton" as it checks "fast": a cell with no Triton
-    kernel (the minimal GRU's parallel scan) and Hessian-free (no forward-mode rule) are
-    refused at validation, naming the engine; the RNN, the LSTM and the GRU are accepted."""
+def test_engine_triton_is_refused_where_no_triton_kernel_runs(monkeypatch):
+    """The config checks engine="triton" as the first unroll would, before any file is
+    written: a cell with no Triton kernel (the minimal GRU's parallel scan), Hessian-free
+    (no forward-mode rule), a network of several unrolls (diagnosed with taps of its
+    own), a CPU without Triton's interpreter, float64 and a hidden size past the on-chip
+    limit are refused, naming the engine; in the interpreter the RNN, the LSTM and the GRU
+    are accepted."""
     import bptt
+    from bptt._kernels import _triton
     from bptt.engine import has_triton_kernel
 
     for cell in ("rnn", "lstm", "gru"):
-        assert TrainConfig.from_dict({"task": "adding", "cell": cell, "engine": "triton"})
+        with pytest.raises(ConfigError, match="engine: triton cannot run this: x is on the CPU"):
+            TrainConfig.from_dict({"task": "adding", "cell": cell, "engine": "triton"})
+    monkeypatch.setattr(_triton, "interpreted", lambda: True)  # as under TRITON_INTERPRET=1
+    monkeypatch.setattr(_triton, "available", lambda: True)
+    for cell in ("rnn", "lstm", "gru"):
+        settings = {"task": "adding", "cell": cell, "hidden": 64, "engine": "triton"}
+        assert TrainConfig.from_dict(settings)
+    refused = {
+        "several unrolls": {"layers": 2, "hidden": 64},
+        "float32": {"dtype": "float64", "hidden": 64},
+        "hidden size 65 > 64": {"cell": "lstm", "hidden": 65},
+    }
+    for why, settings in refused.items():
+        with pytest.raises(ConfigError, match=why):
+            TrainConfig.from_dict({"task": "adding", "engine": "triton", **settings})
     assert not has_triton_kernel(bptt.cells.MinGRUCell(1, 2))
     with pytest.raises(ConfigError, match="cell mingru has no triton engine"):
         TrainConfig.from_dict({"task": "adding", "cell": "mingru", "engine": "triton"})

@@ -251,3 +251,17 @@ def test_the_hf_recipe_starts_from_martens_sparse_initialisation():
     assert (model.head.weight != 0).sum().item() == 15
     biases = (model.cell.bias_ih, model.cell.bias_hh, model.head.bias)
     assert not any(bool(b.any()) for b in biases)
+
+
+def test_the_momentum_recipe_builds_on_a_stream_and_from_an_early_momentum_of_0():
+    """A stream's first targets are ignored (negative): the readout's bias counts the
+    rest. SGD whose early momentum is 0 (torch refuses Nesterov at 0 when built) is built
+    at its later momentum and steps at 0 first."""
+    config = TrainConfig.from_dict({"task": "echo", "length": 4, "method": "esn-momentum"})
+    model = initial_model(config, make_task("echo", 4))
+    assert torch.isfinite(model.head.bias).all()
+    flat = {"task": "echo", "length": 4, "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9}
+    zero_first = TrainConfig.from_dict(flat | {"early_momentum": 0.0, "early_momentum_steps": 2})
+    optimizer = make_optimizer(zero_first, model)
+    assert [g["nesterov"] for g in optimizer.param_groups] == [True] * len(optimizer.param_groups)
+    assert zero_first.optimizer.step_settings(1) == {"momentum": 0.0}

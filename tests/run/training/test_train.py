@@ -546,3 +546,14 @@ def test_sgd_early_momentum_is_the_momentum_of_the_first_updates():
     three = weights(momentum=0.99, early_momentum=0.5, early_momentum_steps=3, steps=3)
     at_three = weights(momentum=0.5, steps=3)
     assert all(torch.equal(a, b) for a, b in zip(three, at_three, strict=True))
+
+
+def test_a_record_begun_after_its_run_keeps_the_counters_counts():
+    """A run begun before the record was kept and resumed once since has a record that
+    counts from the resume: its counts never fall below the counters'."""
+    from bptt.run.training._counters import RunCounters
+
+    old = {"nonfinite_steps": 3, "clipped_steps": 5, "rollbacks": 0, "streak": 0}
+    late = {"steps": 4, "nonfinite_steps": 1, "clipped_steps": 2}
+    counters = RunCounters.from_state(old, late)
+    assert (counters.nonfinite_steps, counters.clipped_steps, counters.record.steps) == (3, 5, 4)

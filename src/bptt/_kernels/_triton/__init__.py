@@ -134,7 +134,7 @@ def refusal(name: str | None, x: Tensor, hidden: int, taps: Sequence[Sequence[An
         for tap in own:
             if type(tap) not in INSIDE_TAPS:
                 return (
-                    f"tap {tap!r} runs only in the loop (inside the Triton kernel: "
+                    f"tap {type(tap).__name__} runs only in the loop (inside the Triton kernel: "
                     f"RecordNorms, ClipNorm, ClipValue)"
                 )
     return None

@@ -140,8 +140,8 @@ class PlannedRun:
     """One run of a bench.
 
     Attributes:
-        group: ``methods``, ``clipping``, ``truncation``, ``reservoir`` or
-            ``literature``: the question the run answers.
+        group: ``four-ways``, ``methods``, ``clipping``, ``truncation``,
+            ``reservoir`` or ``literature``: the question the run answers.
         method: what the results' method column shows (a recipe's name, or the cell
             and what is special about the run).
         kind: ``train`` (``bptt train``) or ``esn`` (``bptt esn``).
@@ -197,7 +197,7 @@ def _four_ways(seeds: Sequence[int], steps: int | None) -> list[PlannedRun]:
                 fields["steps"] = steps
             runs.append(_trained("four-ways", label, fields))
         esn = {**FOUR_WAYS_TASK, "seed": seed}
-        runs.append(PlannedRun("four-ways", "esn (leaky reservoir)", "esn", esn))
+        runs.append(PlannedRun("four-ways", "esn, leaky reservoir", "esn", esn))
     return runs
 
 

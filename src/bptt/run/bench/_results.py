@@ -23,7 +23,6 @@ from bptt.run.training import (
     atomic_write_text,
     read_bounded_text,
 )
-from bptt.tasks import TASKS
 
 __all__ = [
     "RESULT_FIELDS",
@@ -92,14 +91,8 @@ def result_row(run: PlannedRun, summary: RunSummary) -> dict[str, Any]:
     if run.kind == "esn":  # a long-range task: the readout's test score
         solved = bool(summary.solved)
         row.update(solved=solved, outcome="solved" if solved else "not solved", steps_done=1)
-        if summary.test_errors is None:  # a regression: its MSE
-            row.update(metric=summary.metric, final_metric=summary.final_loss)
-            row.update(baseline=summary.baseline_loss)
-            return row
-        classes = TASKS[run.task].output_size  # chance: all classes but one wrong
-        row.update(metric="test_error_rate", baseline=1 - 1 / classes)
-        row.update(final_metric=summary.test_errors / (summary.test_size or 1))
-        row.update(accuracy=summary.accuracy)
+        row.update(metric=summary.metric, final_metric=summary.final_loss)
+        row.update(baseline=summary.baseline_loss, accuracy=summary.accuracy)
         return row
     evidence = {} if summary.diagnosis is None else summary.diagnosis.evidence
     row.update(

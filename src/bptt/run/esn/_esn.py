@@ -384,7 +384,8 @@ def _sequence_task(config: ESNConfig, stages: _Stages) -> tuple[dict[str, Any], 
     train_seed, test_seed = seeds(config.seed)[1:]
     dtype = torch.float64  # the task's draws; the reservoir runs in config.dtype
     stages.begin(f"sequences and reservoir ({config.units} units)")
-    x, y = task.sample(_filled(config.train_size), torch.Generator().manual_seed(train_seed))
+    generator = torch.Generator().manual_seed(train_seed)
+    x, y = task.sample(_filled(config.train_size), generator, dtype=dtype)
     reservoir, readout = _reservoir(config), Ridge(_filled(config.ridge))
     stages.done()
     regression = task.metric == "test_mse"
@@ -395,21 +396,24 @@ def _sequence_task(config: ESNConfig, stages: _Stages) -> tuple[dict[str, Any], 
         return torch.nn.functional.one_hot(y.reshape(-1), task.output_size).double()
 
     stages.begin(f"driving the reservoir ({config.train_size} sequences of {task.length})")
-    _fit(readout, reservoir.features(x.to(dtype), reduce="last"), targets(y))
+    _fit(readout, reservoir.features(x, reduce="last"), targets(y))
     stages.done()
     stages.begin(f"test sequences ({config.test_size})")
     generator = torch.Generator().manual_seed(test_seed)
     x, y = task.test_set(_filled(config.test_size), generator, dtype=dtype)
     scores = readout.predict(reservoir.features(x, reduce="last"))
     stages.done()
-    outcome: dict[str, Any] = {"length": task.length, "metric": task.metric}
-    outcome["baseline_loss"] = task.baseline_loss
+    outcome: dict[str, Any] = {"length": task.length}
     if regression:
         mse = float(((scores - targets(y)) ** 2).mean())
-        return {**outcome, "final_loss": mse, "solved": task.is_solved(mse)}, reservoir, readout
+        outcome |= {"metric": task.metric, "final_loss": mse, "baseline_loss": task.baseline_loss}
+        return {**outcome, "solved": task.is_solved(mse)}, reservoir, readout
     errors = int((scores.argmax(-1) != y.reshape(-1)).sum())
     size = int(y.numel())
-    outcome |= {"test_errors": errors, "test_size": size, "accuracy": 1 - errors / size}
+    # the share of errors, against chance's (every class but one wrong)
+    outcome |= {"metric": "test_error_rate", "final_loss": errors / size}
+    outcome |= {"baseline_loss": 1 - 1 / task.output_size, "accuracy": 1 - errors / size}
+    outcome |= {"test_errors": errors, "test_size": size}
     return {**outcome, "solved": errors < SOLVED_ERROR_RATE * size}, reservoir, readout
 
 
@@ -444,7 +448,13 @@ def run_esn(
         The summary: task, units, seed, and for Mackey-Glass ``nrmse`` (one step
         ahead on the test part), ``nrmse_84`` (the error at the last free-running
         step, over the test part's standard deviation), ``nrmse_free``, ``free_steps``;
-        for Japanese Vowels ``test_errors`` of ``test_size``; and ``wall_s``.
+        for Japanese Vowels ``test_errors`` of ``test_size``; for a long-range task
+        ``length``, ``metric`` (the task's MSE, or ``test_error_rate`` for a
+        classification, with ``test_errors`` of ``test_size`` and ``accuracy``: the ridge
+        readout gives no probabilities), ``final_loss`` in it, ``baseline_loss`` (the
+        trivial predictor's; chance's error rate), ``solved``; and ``wall_s``. On
+        Mackey-Glass the run directory also holds ``free_run.csv`` (step, truth,
+        predicted: the free run).
 
     Raises:
         ConfigError: an invalid setting, or a reservoir or readout it makes impossible

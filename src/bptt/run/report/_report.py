@@ -461,7 +461,11 @@ def _group_figures(
         for row in members:
             parts.append(_reservoir_line(row, summaries.get(row["run_dir"])))
             parts += _free_run_figure(where / row["run_dir"], row)
-    readouts = [row for row in members if row["task"] != "mackey-glass" and not row["verdict"]]
+    readouts = [  # an echo state network's, on a long-range task: a score, no curve
+        row
+        for row in members
+        if _is_readout(summaries.get(row["run_dir"])) and row["task"] != "mackey-glass"
+    ]
     parts += [_readout_line(row) for row in readouts if group != "reservoir"]
     return parts
 
@@ -499,8 +503,9 @@ def _test_metric_figure(
 
 
 def _diverged_at(summary: RunSummary, metrics: Sequence[dict[str, str]]) -> int:
-    """The step a diverged run went non-finite: its record's first non-finite step, else
-    its first evaluation without a finite test metric, else its last step."""
+    """Where to mark a diverged run: its record's first non-finite step, else its first
+    evaluation without a finite test metric, else (a loss that grew far above its start,
+    every value finite) its last step."""
     first = (summary.run_record or {}).get("first_nonfinite")
     if isinstance(first, int):
         return first
@@ -545,6 +550,11 @@ def _free_run_figure(run_dir: Path, row: dict[str, Any]) -> list[str]:
         "series for a while, then drifts from it."
     )
     return [_figure_html(figures.free_run_figure(rows, title), caption)]
+
+
+def _is_readout(summary: RunSummary | None) -> bool:
+    """Whether a run is an echo state network's (its summary names its units)."""
+    return summary is not None and summary.units is not None
 
 
 def _readout_line(row: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 
 from bptt.cells import cell_names, make_cell
 from bptt.diagnose import Monitor
-from bptt.engine import EngineName, has_fast_engine, has_triton_kernel
+from bptt.engine import EngineName, has_fast_engine, has_triton_kernel, triton_refusal
 from bptt.run.training._errors import first_line
 from bptt.run.training._fields import (
     Bool,
@@ -285,7 +285,7 @@ class TrainConfig(ConfigModel):
     engine: EngineName = Field(
         "auto",
         description="the unroll engine: auto, generic, fast or triton (bptt.unroll; triton: "
-        "the RNN's Triton kernels, on CUDA, float32).",
+        "the Triton kernels of the RNN, LSTM and GRU, on CUDA, float32, one layer).",
     )
     device: Text = Field("cpu", description="torch device, e.g. cpu or cuda:0.")
     dtype: DtypeName = Field("float32", description="float32 or float64.")
@@ -460,8 +460,28 @@ class TrainConfig(ConfigModel):
         if self.engine in ("fast", "triton") and not _fast_cell(self.cell, self.engine):
             message = f"cell {self.cell} has no {self.engine} engine: engine auto or generic"
             raise ConfigError("engine", message)
+        if self.engine == "triton":
+            self._refuse_triton(task.input_size)
         self._derive_truncation(task.stream)
         return self
+
+    def _refuse_triton(self, input_size: int) -> None:
+        """Refuse ``engine = "triton"`` where its kernels would refuse the run's first
+        unroll (device, dtype, hidden size: asked of a probe of the run's cell) or a
+        diagnosis (a network of several unrolls is diagnosed with taps of its own)."""
+        reason: str | None
+        if self.layers > 1 or self.bidirectional:
+            reason = (
+                "a network of several unrolls is diagnosed layer by layer with taps the "
+                "Triton kernels do not run"
+            )
+        else:
+            dtype, device = self.torch_dtype, self.device
+            cell = make_cell(self.cell, input_size, self.hidden, device=device, dtype=dtype)
+            probe = torch.zeros(1, 1, input_size, device=device, dtype=dtype)
+            reason = triton_refusal(cell, probe)
+        if reason is not None:
+            raise ConfigError("engine", f"triton cannot run this: {reason}; engine auto or fast")
 
     def _derive_truncation(self, stream: bool) -> None:
         if not stream:

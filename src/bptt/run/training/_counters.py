@@ -78,13 +78,13 @@ class RunCounters:
     def from_state(cls, state: dict[str, Any], record: dict[str, Any] | None) -> RunCounters:
         """The counters of a checkpoint (``state``) and its record. One written before a
         counter existed has it at its start (an older checkpoint has no
-        ``checkpoint_errors``); one written before the record was kept has a fresh
-        record that carries the counters' step counts."""
+        ``checkpoint_errors``); one written before the record was kept, or whose record
+        began after the run did, carries the counters' step counts into the record."""
         known = {f.name for f in fields(cls)} - {"record"}
         counters = cls(**{k: v for k, v in state.items() if k in known})
-        if record is None:
-            for name in _FROM_RECORD:
-                setattr(counters.record, name, int(state.get(name, 0)))
-        else:
+        if record is not None:
             counters.record.load_state_dict(record)
+        for name in _FROM_RECORD:  # a record begun after the run: the counters' counts
+            counted = max(getattr(counters.record, name), int(state.get(name, 0)))
+            setattr(counters.record, name, counted)
         return counters

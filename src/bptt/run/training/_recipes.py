@@ -195,6 +195,7 @@ def _readout_at_mean_target(head: nn.Linear, task: Task) -> None:
     if task.metric == "test_mse":
         head.bias.copy_(y.reshape(-1, head.out_features).mean(dim=0))
         return
+    y = y[y >= 0]  # a stream's first targets are ignored (marked negative)
     counts = torch.bincount(y.reshape(-1), minlength=head.out_features).to(head.bias.dtype)
     head.bias.copy_(((counts + 1) / (counts.sum() + head.out_features)).log())
 

@@ -273,8 +273,15 @@ class RunDirectory:
         (atomically: a crash leaves the old file or the new).
 
         Raises:
+            ValueError: ``name`` is not one of the run's CSV files (:data:`RUN_FILES`),
+                or the rows do not share their keys.
             RunDirectoryError: it could not be written.
         """
+        tables = [n for n in RUN_FILES if n.endswith(".csv") and n != "metrics.csv"]
+        if name not in tables:
+            raise ValueError(f"name must be one of {tables}, got {name!r}")
+        if any(row.keys() != rows[0].keys() for row in rows):
+            raise ValueError(f"the rows of {name} must share their keys")
         table = io.StringIO()
         writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()

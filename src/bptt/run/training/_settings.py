@@ -343,7 +343,10 @@ class OptimizerSGD(FirstOrder):
         """``torch.optim.SGD`` (Nesterov when momentum > 0)."""
         first = self.momentum_at(1)
         nesterov = first > 0 or self.momentum > 0
-        return torch.optim.SGD(groups, lr=self.lr, momentum=first, nesterov=nesterov)
+        # torch refuses Nesterov at momentum 0 when built, not when stepped: a schedule
+        # that starts at 0 is built at its later momentum and set before each step
+        built = max(first, self.momentum) if self.early_momentum_steps else first
+        return torch.optim.SGD(groups, lr=self.lr, momentum=built, nesterov=nesterov)
 
 
 class OptimizerRMSprop(FirstOrder):

@@ -77,6 +77,8 @@ def _why_not(configs: Sequence[TrainConfig]) -> str | None:
             return "dropout between layers draws each run's masks from its own generator"
     if configs[0].engine == "generic":
         return "engine = generic asks for the step-by-step engine"
+    if configs[0].engine == "triton":  # the stacked engine runs the loop kernels
+        return "engine = triton: stacked runs use the loop kernels (fast), not Triton's yet"
     return None
 
 
