@@ -556,3 +556,16 @@ def test_several_parameter_groups_are_optimised_jointly(gen):
         return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
 
     torch.testing.assert_close(trained(True), trained(False), rtol=0, atol=0)
+
+
+def test_the_papers_recipe_solves_temporal_order_at_a_short_length():
+    """`--method hf` (Martens' sparse start, structural damping mu 0.03) on the temporal
+    order problem at T = 10, at a small size: solved (cross-entropy under 0.05, about 1%
+    errors) well within its budget. Measured (seed 0): solved at step 10 of 30 with no
+    error; at T = 50 at step 15 and T = 100 at step 15 (hidden 32, the same batches)."""
+    config = {"task": "order", "length": 10, "method": "hf", "hidden": 32, "batch_size": 500}
+    config |= {"hf_curvature_fraction": 0.2, "hf_max_cg": 50, "steps": 30, "eval_every": 5}
+    config |= {"test_size": 500, "threads": 1, "stop_when_solved": True}
+    summary = bptt.train(config).summary
+    assert summary["solved"] and summary["solved_step"] <= 25
+    assert summary["accuracy"] > 0.98 and summary["nonfinite_steps"] == 0
