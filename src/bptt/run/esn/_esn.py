@@ -107,23 +107,26 @@ def _filled(value: _T | None) -> _T:
     return value
 
 
+def _task_label(task: str) -> str:
+    """How the help texts name a task's defaults (the long-range tasks share theirs)."""
+    return "the long-range tasks" if task in SEQUENCE_TASKS else task.split("-")[0].title()
+
+
 def _by_task(setting: str) -> str:
     """The help text's note of a setting's default for each task that has it."""
-    values = [
-        f"{task.split('-')[0].title()} {defaults[setting]:g}"
-        if isinstance(defaults[setting], (int, float))
-        else f"{task.split('-')[0].title()} {defaults[setting]}"
-        for task, defaults in ESN_TASK_DEFAULTS.items()
-        if setting in defaults
-    ]
-    if setting in _ONLY_FOR and set(_ONLY_FOR[setting]) == set(SEQUENCE_TASKS):
-        return f" (the long-range tasks only; default: {values[0].split(' ', 1)[1]})"
-    if set(SEQUENCE_TASKS) <= {task for task, d in ESN_TASK_DEFAULTS.items() if setting in d}:
-        shown = [v for v in values if v.split(" ")[0].lower() not in SEQUENCE_TASKS]
-        value = ESN_TASK_DEFAULTS[SEQUENCE_TASKS[0]][setting]
-        values = [*shown, f"the long-range tasks {value:g}"]
-    only = f"{', '.join(_ONLY_FOR[setting])} only; " if setting in _ONLY_FOR else ""
-    return f" ({only}default: {', '.join(values)})"
+    shown: dict[str, str] = {}  # label -> default
+    for task, defaults in ESN_TASK_DEFAULTS.items():
+        if setting in defaults:
+            value = defaults[setting]
+            text = f"{value:g}" if isinstance(value, (int, float)) else str(value)
+            shown[_task_label(task)] = text
+    values = ", ".join(f"{label} {text}" for label, text in shown.items())
+    if setting not in _ONLY_FOR:
+        return f" (default: {values})"
+    tasks = _ONLY_FOR[setting]
+    if set(tasks) == set(SEQUENCE_TASKS):
+        return f" (the long-range tasks only; default: {shown[_task_label(tasks[0])]})"
+    return f" ({', '.join(tasks)} only; default: {values})"
 
 
 class ESNConfig(ConfigModel):
