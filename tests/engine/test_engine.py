@@ -411,3 +411,25 @@ def test_a_second_derivative_through_a_fast_engine_is_refused_not_silently_wrong
     generic, _ = bptt.unroll(cell, x, engine="generic")
     (grad,) = torch.autograd.grad(generic.sum(), x, create_graph=True)
     assert grad.requires_grad  # the generic engine differentiates twice
+
+
+@pytest.mark.parametrize("kind", CELL_KINDS)
+@pytest.mark.parametrize("taps_name", ["record", "record-clipnorm"])
+def test_a_backward_of_many_chunks_equals_the_generic_engine(kind, taps_name, gen, monkeypatch):
+    """The fast backward walks back in chunks, takes a lone RecordNorms' norms and sums the
+    weight, bias and input gradients a few chunks at a time: with chunks of 1-2 steps and
+    sums every 3 steps (boundaries that do not line up), the same as the generic engine."""
+    from bptt._kernels import _common
+
+    monkeypatch.setattr(_common, "_CHUNK_ELEMENTS", 50)  # B H = 20 to 4 B H = 80 per step
+    monkeypatch.setattr(_common, "_GRAD_ROWS", 12)  # B = 4: every 3 steps
+    cell = make_cell(kind)
+    x, w = _inputs(gen)
+    taps_g, taps_f = TAP_SETS[taps_name](), TAP_SETS[taps_name]()
+    out_g, grads_g = _run(cell, x, w, "generic", taps_g)
+    out_f, grads_f = _run(cell, x, w, "fast", taps_f)
+    torch.testing.assert_close(out_f, out_g, rtol=0, atol=OUT_ATOL)
+    for a, b in zip(grads_f, grads_g, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=GRAD_ATOL)
+    torch.testing.assert_close(taps_f[0].norms, taps_g[0].norms, rtol=0, atol=GRAD_ATOL)
+    assert torch.isfinite(taps_f[0].norms).all()  # every step recorded

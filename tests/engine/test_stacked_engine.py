@@ -216,3 +216,35 @@ def test_stackable_refuses_what_it_cannot_run() -> None:
     for bad in (torch.zeros(3, 1, 1, 2), torch.zeros(2, 1, 2), torch.zeros(2, 0, 1, 2)):
         with pytest.raises(ValueError, match="x must be"):
             unroll_stacked(lstm, bad)
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru"])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_stacked_runs_each_with_one_recorder(kind: str, chunked: bool, monkeypatch) -> None:
+    """Each run's lone RecordNorms (its norms taken a chunk at a time, after the steps,
+    not in the loop) records what the generic engine records for that run alone; with
+    chunks of one step and gradient sums every two, the gradients hold too."""
+    if chunked:
+        from bptt._kernels import _common
+
+        monkeypatch.setattr(_common, "_CHUNK_ELEMENTS", 1)
+        monkeypatch.setattr(_common, "_GRAD_ROWS", 8)  # batch 4: every 2 steps
+    k, batch, steps, features, hidden = 3, 4, 9, 2, 5
+    cells = _cells(kind, k, features, hidden)
+    torch.manual_seed(12)
+    x = torch.randn(k, batch, steps, features, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(k, batch, steps, hidden, dtype=torch.float64)
+    records = [[RecordNorms()] for _ in range(k)]
+    (unroll_stacked(cells, x, taps=records) * weights).sum().backward()
+    stacked_grads = [[p.grad.clone() for p in c.parameters()] for c in cells]
+    stacked_x_grad = x.grad.clone()
+    for j, cell in enumerate(cells):
+        cell.zero_grad(set_to_none=True)
+        xj = x.detach()[j].clone().requires_grad_()
+        alone = RecordNorms()
+        out, _ = bptt.unroll(cell, xj, taps=[alone], engine="generic")
+        (out * weights[j]).sum().backward()
+        torch.testing.assert_close(records[j][0].norms, alone.norms, rtol=TOL, atol=TOL)
+        for got, (name, p) in zip(stacked_grads[j], cell.named_parameters(), strict=True):
+            torch.testing.assert_close(got, p.grad, rtol=TOL, atol=TOL, msg=name)
+        torch.testing.assert_close(stacked_x_grad[j], xj.grad, rtol=TOL, atol=TOL)

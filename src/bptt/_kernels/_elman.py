@@ -9,18 +9,19 @@ import torch
 from torch import Tensor
 
 from bptt._kernels._common import (
+    ChunkGrads,
     Pass,
     Runs,
     backward_chunks,
     first_derivative_only,
-    input_grad,
+    lone_recorders,
     output_grads,
     outputs_of,
     project_inputs,
     run_rows,
     start_backward,
     summed_bias,
-    weight_grad,
+    time_major,
 )
 from bptt._kernels._kernel import RecurrenceKernel
 from bptt._kernels._workspace import WORKSPACE
@@ -95,10 +96,16 @@ class RNNSequence(torch.autograd.Function):
         # d_pre[t] = f'(a_t) for a chunk of steps, then times delta_t: dL/da_t.
         d_pre = WORKSPACE.take((steps, k, batch, hidden), hs)  # (T, K, B, H)
         d_steps = runs.steps(d_pre)
-        deltas = runs.steps(output_grads(run.lead(grad_out), run.lead(grad_final)))
+        delta_rows = output_grads(run.lead(grad_out), run.lead(grad_final))  # (T, K, B, H)
+        deltas = runs.steps(delta_rows)
         ones = hs.new_ones(())
+        needs = ctx.needs_input_grad
+        x_steps, w_x = time_major(x_rows, batch), w_ih if needs[0] else None
+        inputs = ChunkGrads(runs, d_pre, x_steps, w_x, needs[4], needs[6] or needs[7])
+        states = ChunkGrads(runs, d_pre, hs[:-1], None, needs[5], False)  # h_{t-1} meets W_hh
         delta = deltas[-1]
         grad_h0 = None
+        recorders = lone_recorders(run)  # norms taken a chunk at a time, not per step
         for start, end in backward_chunks(steps, k * batch * hidden):
             h = hs[start + 1 : end + 1]
             if ctx.activation == "relu":  # h >= 0, so sign(h) is the indicator of h > 0
@@ -115,15 +122,19 @@ class RNNSequence(torch.autograd.Function):
                     delta = product(deltas[t - 1], d_a, w)
                 elif ctx.needs_input_grad[1]:
                     grad_h0 = runs.whole(runs.mm(d_a, w))
-        needs = ctx.needs_input_grad
-        d_rows = runs.rows(d_pre)  # (K, T*B, H)
-        grad_w_ih = weight_grad(needs[4], runs, d_rows, x_rows)
-        grad_w_hh = weight_grad(needs[5], runs, d_rows, runs.rows(hs[:-1]))
-        grad_b = d_rows.sum(1) if needs[6] or needs[7] else None
-        grad_x = input_grad(needs[0], runs, d_rows, w_ih, batch)
+            if recorders is not None:
+                recorders.take(start, end, delta_rows)
+            inputs.done(start, end)
+            states.done(start, end)
+        inputs.finish()
+        states.finish()
+        if recorders is not None:
+            recorders.deliver()
+        grad_w_ih, grad_w_hh, grad_x = inputs.weight_grad, states.weight_grad, inputs.operand_grad
+        grad_b = inputs.bias_grad
         grad_b_mod = None
         if ctx.activation == "modrelu" and needs[8]:  # dL/db = sum over t of dL/da_t sign(h_t)
-            grad_b_mod = (d_rows * runs.rows(hs[1:]).sign()).sum(1)
+            grad_b_mod = (runs.rows(d_pre) * runs.rows(hs[1:]).sign()).sum(1)
         WORKSPACE.give(d_pre)
         grad_b_hh = None if grad_b is None else grad_b.clone()  # never alias two .grad
         grads = (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b_hh, grad_b_mod)

@@ -8,18 +8,19 @@ import torch
 from torch import Tensor
 
 from bptt._kernels._common import (
+    ChunkGrads,
     Pass,
     Runs,
     backward_chunks,
     first_derivative_only,
-    input_grad,
+    lone_recorders,
     output_grads,
     outputs_of,
     project_inputs,
     release_if_no_backward,
     run_rows,
     start_backward,
-    weight_grad,
+    time_major,
 )
 from bptt._kernels._kernel import RecurrenceKernel
 from bptt._kernels._workspace import WORKSPACE
@@ -91,10 +92,16 @@ class GRUSequence(torch.autograd.Function):
         d_in3 = runs.steps(d_in.unflatten(-1, (3, hidden)))
         d_hh3, d_hh_rows = runs.steps(d_hh.unflatten(-1, (3, hidden))), runs.steps(d_hh)
         z_steps = runs.steps(gates[..., hidden:h2])
-        deltas = runs.steps(output_grads(run.lead(grad_out), run.lead(grad_final)))
+        delta_rows = output_grads(run.lead(grad_out), run.lead(grad_final))  # (T, K, B, H)
+        deltas = runs.steps(delta_rows)
 
+        needs = ctx.needs_input_grad
+        x_steps, w_x = time_major(x_rows, batch), w_ih if needs[0] else None
+        inputs = ChunkGrads(runs, d_in, x_steps, w_x, needs[3], needs[5])  # through d_in
+        states = ChunkGrads(runs, d_hh, hs[:-1], None, needs[4], needs[6])  # through d_hh
         delta = deltas[-1]
         grad_h0 = None
+        recorders = lone_recorders(run)  # norms taken a chunk at a time, not per step
         for start, end in backward_chunks(steps, k * batch * 3 * hidden):
             gate, d, e = gates[start:end], d_in[start:end], d_hh[start:end]
             r, z, n = gate.split(hidden, dim=-1)
@@ -117,14 +124,17 @@ class GRUSequence(torch.autograd.Function):
                     delta = product(deltas[t - 1].addcmul_(delta, z_steps[t]), d_hh_rows[t], w)
                 elif ctx.needs_input_grad[1]:
                     grad_h0 = runs.whole(product(delta * z_steps[0], d_hh_rows[0], w))
+            if recorders is not None:
+                recorders.take(start, end, delta_rows)
+            inputs.done(start, end)
+            states.done(start, end)
 
-        needs = ctx.needs_input_grad
-        in_rows, hh_rows = runs.rows(d_in), runs.rows(d_hh)  # (K, T*B, 3H)
-        grad_w_ih = weight_grad(needs[3], runs, in_rows, x_rows)
-        grad_w_hh = weight_grad(needs[4], runs, hh_rows, runs.rows(hs[:-1]))
-        grad_b_ih = in_rows.sum(1) if needs[5] else None
-        grad_b_hh = hh_rows.sum(1) if needs[6] else None
-        grad_x = input_grad(needs[0], runs, in_rows, w_ih, batch)
+        inputs.finish()
+        states.finish()
+        if recorders is not None:
+            recorders.deliver()
+        grad_w_ih, grad_w_hh, grad_x = inputs.weight_grad, states.weight_grad, inputs.operand_grad
+        grad_b_ih, grad_b_hh = inputs.bias_grad, states.bias_grad
         WORKSPACE.give(d_in, d_hh, gates, hh)
         grads = grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
         grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = map(run.unlead, grads)
