@@ -13,6 +13,7 @@ from bptt._kernels._common import (
     Pass,
     Runs,
     backward_chunks,
+    doubled_rows,
     first_derivative_only,
     lone_recorders,
     output_grads,
@@ -21,6 +22,7 @@ from bptt._kernels._common import (
     run_rows,
     start_backward,
     summed_bias,
+    tanh_via_sigmoid,
     time_major,
 )
 from bptt._kernels._kernel import RecurrenceKernel
@@ -35,10 +37,13 @@ def elman_recurrence(
     activation: str,
     b_mod: Tensor | None,
     product: Callable[[Tensor, Tensor, Tensor], Tensor],
+    via_sigmoid: bool = False,
 ) -> None:
     """The recurrence in place: ``h_steps[t + 1]``, holding step t's input projection,
     becomes f(it + h_t W_hh^T). ``product(out, h, w_t)`` adds h w_t into out in place
-    (:attr:`Runs.addmm_`); ``b_mod`` broadcasts against a step's state (modReLU's bias)."""
+    (:attr:`Runs.addmm_`); ``b_mod`` broadcasts against a step's state (modReLU's bias).
+    With ``via_sigmoid`` the input projection and the weight come doubled, and tanh is
+    taken as 2 sigmoid(2a) - 1 (:func:`bptt._kernels._common.tanh_via_sigmoid`)."""
     if activation == "modrelu":
         assert b_mod is not None  # the cell has it when its nonlinearity is modReLU
         sign = torch.empty_like(h_steps[0])
@@ -46,6 +51,12 @@ def elman_recurrence(
             a = product(h_steps[t + 1], h_steps[t], w_hh_t)
             torch.sign(a, out=sign)
             a.abs_().add_(b_mod).relu_().mul_(sign)
+        return
+    if via_sigmoid:
+        minus_one = h_steps[0].new_full((), -1.0)
+        for t in range(len(h_steps) - 1):
+            a = product(h_steps[t + 1], h_steps[t], w_hh_t).sigmoid_()
+            torch.add(minus_one, a, alpha=2.0, out=a)
         return
     activate = torch.relu_ if activation == "relu" else torch.tanh_
     for t in range(len(h_steps) - 1):
@@ -77,9 +88,15 @@ class RNNSequence(torch.autograd.Function):
         hs[0] = h0
         # Each step's input projection is written where its state will be, then
         # completed in place: no allocation inside the loop.
-        project_inputs(runs, x_rows, w_ih, summed_bias(b_ih, b_hh), out=hs[1:])
-        w_hh_t = runs.operand(w_hh).transpose(-1, -2)
-        elman_recurrence(runs.steps(hs), w_hh_t, activation, runs.operand(b_mod), runs.addmm_)
+        bias, w_x, w_step = summed_bias(b_ih, b_hh), w_ih, w_hh
+        via_sigmoid = activation == "tanh" and tanh_via_sigmoid(x.device)
+        if via_sigmoid:  # every pre-activation doubled
+            bias, w_x, w_step = doubled_rows(bias), doubled_rows(w_ih), doubled_rows(w_hh)
+        project_inputs(runs, x_rows, w_x, bias, out=hs[1:])
+        w_hh_t = runs.operand(w_step).transpose(-1, -2)
+        elman_recurrence(
+            runs.steps(hs), w_hh_t, activation, runs.operand(b_mod), runs.addmm_, via_sigmoid
+        )
         ctx.save_for_backward(x_rows, w_ih, w_hh, hs)  # hs: in-place edits are caught
         ctx.run, ctx.activation = run, activation
         return run.unlead(outputs_of(hs)), run.unlead(hs[steps].clone())

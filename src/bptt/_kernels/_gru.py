@@ -12,6 +12,7 @@ from bptt._kernels._common import (
     Pass,
     Runs,
     backward_chunks,
+    doubled_rows,
     first_derivative_only,
     lone_recorders,
     output_grads,
@@ -20,6 +21,7 @@ from bptt._kernels._common import (
     release_if_no_backward,
     run_rows,
     start_backward,
+    tanh_via_sigmoid,
     time_major,
 )
 from bptt._kernels._kernel import RecurrenceKernel
@@ -52,20 +54,37 @@ class GRUSequence(torch.autograd.Function):
         if b_ih is not None:
             bias = b_ih.clone()
             bias[:, :h2] += b_hh[:, :h2]
-        b_hn = runs.operand(None if b_hh is None else b_hh[:, h2:])
-        project_inputs(runs, x_rows, w_ih, bias, out=gates)
-        w_hh_t, mm = runs.operand(w_hh).transpose(-1, -2), runs.mm
+        b_hn = None if b_hh is None else b_hh[:, h2:]
+        w_x, w_step = w_ih, w_hh
+        # On the CPU n = tanh(a) as 2 sigmoid(2a) - 1: the n block's rows doubled on both
+        # sides, so hh[..., 2H:] holds 2 (W_hn h + b_hn) (the backward halves it).
+        ctx.via_sigmoid = via_sigmoid = tanh_via_sigmoid(x.device)
+        if via_sigmoid:
+            w_x, w_step, bias = (
+                doubled_rows(w_ih, h2),
+                doubled_rows(w_hh, h2),
+                doubled_rows(bias, h2),
+            )
+            b_hn = None if b_hn is None else b_hn * 2.0
+        b_hn = runs.operand(b_hn)
+        project_inputs(runs, x_rows, w_x, bias, out=gates)
+        w_hh_t, mm = runs.operand(w_step).transpose(-1, -2), runs.mm
         # Per-step views made in one call each, not by slicing inside the loop.
         rz, n = runs.steps(gates[..., :h2]), runs.steps(gates[..., h2:])
         r, z = runs.steps(gates[..., :hidden]), runs.steps(gates[..., hidden:h2])
         hh_rows, hh_rz, hh_n = map(runs.steps, (hh, hh[..., :h2], hh[..., h2:]))
         h_steps = runs.steps(hs)
+        minus_one = x.new_full((), -1.0)
         for t in range(steps):
             mm(h_steps[t], w_hh_t, out=hh_rows[t])  # (K, B, 3H)
             if b_hn is not None:
                 hh_n[t].add_(b_hn)
             rz[t].add_(hh_rz[t]).sigmoid_()
-            n[t].addcmul_(r[t], hh_n[t]).tanh_()
+            if via_sigmoid:
+                n_t = n[t].addcmul_(r[t], hh_n[t]).sigmoid_()
+                torch.add(minus_one, n_t, alpha=2.0, out=n_t)
+            else:
+                n[t].addcmul_(r[t], hh_n[t]).tanh_()
             torch.lerp(n[t], h_steps[t], z[t], out=h_steps[t + 1])  # n + z * (h - n)
         ctx.save_for_backward(x_rows, w_ih, w_hh, hs)  # hs: in-place edits are caught
         ctx.buffers = gates, hh
@@ -112,6 +131,8 @@ class GRUSequence(torch.autograd.Function):
             torch.addcmul(sig, sig, sig, value=-1.0, out=d[..., :h2])  # s(1 - s) for r and z
             d_z.mul_(torch.sub(hs[start:end], n, out=e[..., hidden:h2]))  # (h_{t-1} - n) z'
             d_r.mul_(hh[start:end, ..., h2:]).mul_(d_n)  # (W_hn h + b_hn) r' (1 - z)(1 - n^2)
+            if ctx.via_sigmoid:  # hh held it doubled
+                d_r.mul_(0.5)
             e[..., :h2].copy_(d[..., :h2])
             torch.mul(d_n, r, out=e[..., h2:])
             for t in range(end - 1, start - 1, -1):

@@ -5,13 +5,10 @@ the three sigmoid gates are one contiguous block (one activation call in forward
 one derivative call in backward) and the three gates driven by dL/dc are one block
 (one multiply per step in backward).
 
-On the CPU every tanh of the forward is computed as 2 sigmoid(2a) - 1: torch's CPU tanh
-cost about five sigmoids an element (4,096 floats, one core, AVX-512: 11.3 against
-2.6 us), so all four gate blocks take one sigmoid over the step's contiguous row (the
-g block's pre-activations doubled: its weight rows and bias doubled once a pass) and
-tanh(c) a doubling, a sigmoid and a rescaling. The result differs from tanh by at most
-a few units in the last place of 1 (about 2.4e-7 in float32), an absolute error the
-cell state's own rounding already has.
+On the CPU every tanh of the forward is computed as 2 sigmoid(2a) - 1
+(:func:`bptt._kernels._common.tanh_via_sigmoid`), so all four gate blocks take one
+sigmoid over the step's contiguous row (the g block's weight rows and bias doubled
+once a pass) and tanh(c) a doubling, a sigmoid and a rescaling.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ from bptt._kernels._common import (
     Pass,
     Runs,
     backward_chunks,
+    doubled_rows,
     first_derivative_only,
     lone_recorders,
     output_grads,
@@ -35,6 +33,7 @@ from bptt._kernels._common import (
     run_rows,
     start_backward,
     summed_bias,
+    tanh_via_sigmoid,
     time_major,
 )
 from bptt._kernels._kernel import RecurrenceKernel
@@ -55,19 +54,6 @@ def _reorder(tensor: Tensor | None, order: list[int]) -> Tensor | None:
     k, gates, *rest = tensor.shape
     blocks = tensor.view(k, 4, gates // 4, *rest)
     return blocks[:, order].reshape(tensor.shape)
-
-
-@overload
-def _double_g(tensor: Tensor, h3: int) -> Tensor: ...
-@overload
-def _double_g(tensor: Tensor | None, h3: int) -> Tensor | None: ...
-def _double_g(tensor: Tensor | None, h3: int) -> Tensor | None:
-    """A copy of an inner-order (K, 4H, ...) weight or bias with its g block doubled."""
-    if tensor is None:
-        return None
-    doubled = tensor.clone()
-    doubled[:, h3:] *= 2.0
-    return doubled
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -95,10 +81,11 @@ class LSTMSequence(torch.autograd.Function):
         hs[0], cs[0] = h0, c0
         # gates[t] holds the input projection, completed in place into the activated gates.
         bias = _reorder(summed_bias(b_ih, b_hh), _TO_INNER)
-        via_sigmoid = x.device.type == "cpu"  # tanh(a) = 2 sigmoid(2a) - 1 (module docstring)
+        via_sigmoid = tanh_via_sigmoid(x.device)
         w_x, w_step = w_ih_in, w_hh_in  # the g block's rows doubled for via_sigmoid
         if via_sigmoid:
-            w_x, w_step, bias = (_double_g(v, h3) for v in (w_ih_in, w_hh_in, bias))
+            w_x, w_step = doubled_rows(w_ih_in, h3), doubled_rows(w_hh_in, h3)
+            bias = doubled_rows(bias, h3)
         project_inputs(runs, x_rows, w_x, bias, out=gates)
         w_hh_t, product = runs.operand(w_step).transpose(-1, -2), runs.addmm_
         # Per-step views made in one call each, not by slicing inside the loop.
