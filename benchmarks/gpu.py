@@ -14,6 +14,13 @@ recurrent weight gradients agree (a loss over every step, TF32 off) to a toleran
 derived from float32 rounding, and prints the largest relative difference. TF32 stays
 off for the timings too, so the timed arithmetic is the checked one.
 
+Then the Triton engine (``engine="triton"``) where bptt runs it (CUDA, float32, H up
+to 128 for the RNN and 64 for the LSTM and the GRU; elsewhere the refusal is printed):
+first checked against the generic engine in float64 on the device (T = 64, B = 16,
+RecordNorms then ClipNorm at the median norm, so that clipping acts; every gradient
+and the recorded norms), then timed beside the fast loop and torch.nn at the table's T
+and B, H in {32, 64, 128}. Then K = 8 runs stacked (``bptt.engine.unroll_stacked``)
+against the same 8 runs one after another at H = 128, checked to agree run by run.
 Then, for scale, the generic (autograd) engine at H = 128 and 512 with fewer repeats,
 and FlashRNN (``import flashrnn``) where it imports, compiles and runs; otherwise one
 line says why it was skipped. A global deadline (``--budget-s``) skips the rows that
@@ -31,6 +38,7 @@ for and is not there.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 import math
@@ -52,6 +60,7 @@ try:
 except ImportError:  # on the device machine the checkout's editable install may not apply
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import bptt
+from bptt.engine import triton_refusal, unroll_stacked
 from bptt.taps import RecordNorms
 
 OURS = {"rnn": bptt.cells.RNNCell, "lstm": bptt.cells.LSTMCell, "gru": bptt.cells.GRUCell}
@@ -67,7 +76,11 @@ FLASHRNN_GATES = {
 }
 
 FULL = {"length": 784, "batch": 64, "hidden": "128,256,512,1024", "repeats": 5}
+FULL |= {"triton_hidden": "32,64,128", "stack_hidden": "128", "stack": 8}
 SMOKE = {"length": 20, "batch": 4, "hidden": "8,16", "repeats": 2}
+SMOKE |= {"triton_hidden": "8", "stack_hidden": "8", "stack": 3}
+# the Triton check's size: small, so that the float64 reference is quick on any device
+TRITON_CHECK = {"length": 64, "batch": 16}
 EPS32 = torch.finfo(torch.float32).eps
 
 
@@ -382,6 +395,143 @@ def generic_row(
     return row
 
 
+def reference_pass(cell: nn.Module, x: torch.Tensor, readout: torch.Tensor, engine: str, taps):
+    """Outputs and the gradients of x and of every parameter for a loss over every step."""
+    cell.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    out, _ = bptt.unroll(cell, x, taps=taps, engine=engine)
+    (out * readout).sum().backward()
+    results = {"output": out.detach(), "input_grad": x.grad}
+    results |= {f"{name}_grad": p.grad for name, p in cell.named_parameters()}
+    cell.zero_grad(set_to_none=True)
+    return results
+
+
+def triton_check(kind: str, hidden: int, features: int, device: torch.device) -> dict:
+    """The Triton kernels (float32) and the fast loop against the generic engine in
+    float64 on the device, at T = 64, B = 16, with RecordNorms then ClipNorm (bound at
+    the median norm, so that about half the steps are clipped): outputs, input and
+    parameter gradients, the recorded norms. Triton runs float32 only (bptt refuses
+    float64 there), so float64 is the reference's."""
+    steps, batch = TRITON_CHECK["length"], TRITON_CHECK["batch"]
+    torch.manual_seed(0)
+    cell = OURS[kind](features, hidden).to(device)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, steps, features, generator=gen).to(device)
+    readout = torch.randn(batch, steps, hidden, generator=gen).to(device)
+    probe = RecordNorms()
+    reference_pass(cell, x, readout, "fast", [probe])
+    bound = float(probe.norms.median())  # about half the samples' steps above it
+    wide = copy.deepcopy(cell).double()
+    ref_taps = [RecordNorms(), bptt.taps.ClipNorm(bound)]
+    reference = reference_pass(wide, x.double(), readout.double(), "generic", ref_taps)
+    tol = tolerance(steps, hidden, features)
+    out: dict[str, object] = {"tol": tol, "clip_bound": bound}
+    for engine in ("triton", "fast"):
+        taps = [RecordNorms(), bptt.taps.ClipNorm(bound)]
+        got = reference_pass(cell, x, readout, engine, taps)
+        diffs = {name: relative_difference(got[name], ref) for name, ref in reference.items()}
+        diffs["norms"] = relative_difference(taps[0].norms, ref_taps[0].norms)
+        worst = max(diffs.values())
+        out[engine] = {"max_rel_diff": diffs, "worst": worst, "agree": bool(worst <= tol)}
+    out["agree"] = all(out[e]["agree"] for e in ("triton", "fast"))  # type: ignore[index]
+    return out
+
+
+def triton_row(
+    kind: str, args: argparse.Namespace, hidden: int, device: torch.device, budget: Budget
+) -> dict[str, object]:
+    """The Triton engine: its check (:func:`triton_check`), then a training step with
+    RecordNorms timed against the fast loop and torch.nn at the benchmark's T and B."""
+    started = time.perf_counter()
+    check = triton_check(kind, hidden, args.features, device)
+    torch.manual_seed(0)
+    ours, theirs = make_pair(kind, args.features, hidden, device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, args.length, args.features, generator=gen).to(device)
+    w = torch.randn(hidden, generator=gen).to(device)
+    runs = {
+        "triton": lambda: step_ours(ours, x, w, "triton"),
+        "fast": lambda: step_ours(ours, x, w, "fast"),
+        "theirs": lambda: step_theirs(theirs, x, w),
+    }
+    first = {name: timed(run, device) for name, run in runs.items()}  # compiles, warms up
+    times = interleaved(runs, args.repeats, device, budget)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "cell": kind,
+        "hidden": hidden,
+        "check": check,
+        "first_call_s": first,
+        "triton_s": medians["triton"],
+        "fast_s": medians["fast"],
+        "theirs_s": medians["theirs"],
+        "triton_over_theirs": medians["triton"] / medians["theirs"],
+        "triton_over_fast": medians["triton"] / medians["fast"],
+        "times": times,
+        "repeats": len(times["triton"]),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def stacked_row(
+    kind: str, args: argparse.Namespace, hidden: int, device: torch.device, budget: Budget
+) -> dict[str, object]:
+    """K runs of one cell as one stacked model (``bptt.engine.unroll_stacked``, each run
+    with its RecordNorms) against the same K runs one after another, a training step of
+    all K each (forward and backward; no optimizer). Checked first: each run's outputs
+    and recurrent weight gradient the same both ways."""
+    started = time.perf_counter()
+    k = args.stack
+    cells = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        cells.append(OURS[kind](args.features, hidden).to(device))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(k, args.batch, args.length, args.features, generator=gen).to(device)
+    w = torch.randn(k, 1, hidden, generator=gen).to(device)
+
+    def stacked() -> list[torch.Tensor]:
+        out = unroll_stacked(cells, x, taps=[[RecordNorms()] for _ in cells])
+        (out[:, :, -1] * w).sum().backward()
+        return [out[j, :, -1].detach() for j in range(k)]
+
+    def separate() -> list[torch.Tensor]:
+        outs = []
+        for j, cell in enumerate(cells):
+            out, _ = bptt.unroll(cell, x[j], taps=[RecordNorms()])
+            (out[:, -1] * w[j]).sum().backward()
+            outs.append(out[:, -1].detach())
+        return outs
+
+    grads = {}
+    lasts = {}
+    for name, fn in (("stacked", stacked), ("separate", separate)):
+        for cell in cells:
+            cell.zero_grad(set_to_none=True)
+        lasts[name] = fn()
+        grads[name] = [cell.weight_hh.grad.detach().clone() for cell in cells]
+    diffs = {
+        "output": max(map(relative_difference, lasts["stacked"], lasts["separate"])),
+        "weight_hh_grad": max(map(relative_difference, grads["stacked"], grads["separate"])),
+    }
+    tol = tolerance(args.length, hidden, args.features)
+    times = interleaved({"stacked": stacked, "separate": separate}, args.repeats, device, budget)
+    stacked_s, separate_s = (statistics.median(times[n]) for n in ("stacked", "separate"))
+    return {
+        "cell": kind,
+        "hidden": hidden,
+        "k": k,
+        "check": {"max_rel_diff": diffs, "tol": tol, "agree": max(diffs.values()) <= tol},
+        "stacked_s": stacked_s,
+        "separate_s": separate_s,
+        "speedup": separate_s / stacked_s,
+        "times": times,
+        "repeats": len(times["stacked"]),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
 def load_flashrnn() -> tuple[Callable | None, dict[str, tuple], str]:
     """FlashRNN's ``flashrnn`` function and its gate counts, or None and why not."""
     errors = []
@@ -479,6 +629,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--generic-repeats", type=int, help="at most this many (3; smoke 2)")
     parser.add_argument("--no-generic", action="store_true", help="skip the generic engine")
+    parser.add_argument(
+        "--triton-hidden", help="H for the Triton engine's rows (32,64,128; smoke 8)"
+    )
+    parser.add_argument("--no-triton", action="store_true", help="skip the Triton engine")
+    parser.add_argument("--stack", type=int, help="K runs stacked against K separate (8; smoke 3)")
+    parser.add_argument("--stack-hidden", help="H for the stacked rows (128; smoke 8)")
+    parser.add_argument("--no-stack", action="store_true", help="skip the stacked runs")
     parser.add_argument("--no-flashrnn", action="store_true", help="skip FlashRNN")
     parser.add_argument(
         "--budget-s", type=float, default=420.0, help="skip rows past this many seconds (420)"
@@ -492,6 +649,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.hidden = [int(h) for h in str(args.hidden).split(",") if h]
+    args.triton_hidden = [int(h) for h in str(args.triton_hidden).split(",") if h]
+    args.stack_hidden = [int(h) for h in str(args.stack_hidden).split(",") if h]
+    if args.stack < 2:
+        parser.error(f"--stack must be at least 2, got {args.stack}")
     args.cells = [c for c in args.cells.split(",") if c]
     unknown = [c for c in args.cells if c not in OURS]
     if unknown:
@@ -524,11 +685,16 @@ class Session:
                 "repeats": args.repeats,
                 "dtype": "float32",
                 "budget_s": args.budget_s,
+                "triton_hidden": args.triton_hidden,
+                "stack": args.stack,
+                "stack_hidden": args.stack_hidden,
                 "smoke": args.smoke,
             },
             "tf32": {},
             "rows": [],
             "generic": [],
+            "triton": {"rows": [], "refused": []},
+            "stacked": [],
             "flashrnn": {"available": False, "reason": "", "rows": []},
             "skipped": [],
         }
@@ -683,6 +849,117 @@ def generic_engine(run: Session) -> None:
         )
 
 
+def triton_engine(run: Session) -> None:
+    """The Triton engine where bptt runs it (CUDA, float32, H within the kernels'
+    limits): checked against float64 on the device, then timed beside the fast loop
+    and torch.nn. Where it is refused, the reason is recorded instead."""
+    args, budget = run.args, run.budget
+    triton = run.results["triton"]
+    if args.no_triton:
+        run.skip("the Triton engine (--no-triton)")
+        return
+    last = 0.0
+    for hidden in args.triton_hidden:
+        for kind in args.cells:
+            probe = OURS[kind](args.features, hidden).to(run.device)
+            x = torch.zeros(1, 2, args.features, device=run.device)
+            reason = triton_refusal(probe, x, taps=[RecordNorms()])
+            if reason is not None:
+                triton["refused"].append({"cell": kind, "hidden": hidden, "reason": reason})
+                say(f"triton {kind} H={hidden}: not run: {reason}")
+                continue
+            if budget.left() <= 0 or budget.left() < 1.5 * last:
+                run.skip(f"triton {kind} H={hidden}: {budget.left_text()}")
+                continue
+            row = run.attempt(
+                "triton",
+                kind,
+                hidden,
+                triton["rows"],
+                lambda kind=kind, hidden=hidden: triton_row(kind, args, hidden, run.device, budget),
+            )
+            if row is None:
+                continue
+            last = row["wall_s"]
+            check = row["check"]
+            say(
+                f"triton {kind} H={hidden}: {'agree' if check['agree'] else 'DISAGREE'} with "
+                f"float64 (worst triton {check['triton']['worst']:.2e}, fast "
+                f"{check['fast']['worst']:.2e}, tol {check['tol']:.1e}); triton "
+                f"{1e3 * row['triton_s']:.2f} ms, fast {1e3 * row['fast_s']:.2f} ms, "
+                f"torch.nn {1e3 * row['theirs_s']:.2f} ms [{row['repeats']} repeats]"
+            )
+    done = [r for r in triton["rows"] if "error" not in r]
+    if done:
+        print_table(
+            f"Triton engine, T={args.length}, B={args.batch}, float32, with RecordNorms",
+            ["cell", "H", "check", "triton (ms)", "fast (ms)", "torch.nn (ms)", "triton / torch"],
+            [
+                [
+                    r["cell"],
+                    str(r["hidden"]),
+                    "agree" if r["check"]["agree"] else "DISAGREE",
+                    f"{1e3 * r['triton_s']:.2f}",
+                    f"{1e3 * r['fast_s']:.2f}",
+                    f"{1e3 * r['theirs_s']:.2f}",
+                    f"{r['triton_over_theirs']:.2f}x",
+                ]
+                for r in done
+            ],
+        )
+
+
+def stacked_runs(run: Session) -> None:
+    """K runs stacked against K runs one after another (the fast engine, RecordNorms
+    on each run), a training step of all K."""
+    args, budget = run.args, run.budget
+    table = run.results["stacked"]
+    if args.no_stack:
+        run.skip("the stacked runs (--no-stack)")
+        return
+    last = 0.0
+    for hidden in args.stack_hidden:
+        for kind in args.cells:
+            if budget.left() <= 0 or budget.left() < 1.5 * last:
+                run.skip(f"stacked {kind} H={hidden}: {budget.left_text()}")
+                continue
+            row = run.attempt(
+                "stacked",
+                kind,
+                hidden,
+                table,
+                lambda kind=kind, hidden=hidden: stacked_row(
+                    kind, args, hidden, run.device, budget
+                ),
+            )
+            if row is None:
+                continue
+            last = row["wall_s"]
+            say(
+                f"stacked {kind} H={hidden} K={row['k']}: "
+                f"{'agree' if row['check']['agree'] else 'DISAGREE'}; stacked "
+                f"{1e3 * row['stacked_s']:.1f} ms, separate {1e3 * row['separate_s']:.1f} ms, "
+                f"{row['speedup']:.2f}x [{row['repeats']} repeats]"
+            )
+    done = [r for r in table if "error" not in r]
+    if done:
+        print_table(
+            f"K={args.stack} runs stacked against separate, T={args.length}, B={args.batch}",
+            ["cell", "H", "check", "stacked (ms)", "separate (ms)", "separate / stacked"],
+            [
+                [
+                    r["cell"],
+                    str(r["hidden"]),
+                    "agree" if r["check"]["agree"] else "DISAGREE",
+                    f"{1e3 * r['stacked_s']:.1f}",
+                    f"{1e3 * r['separate_s']:.1f}",
+                    f"{r['speedup']:.2f}x",
+                ]
+                for r in done
+            ],
+        )
+
+
 def flashrnn_peer(run: Session) -> None:
     """FlashRNN where it imports and runs; otherwise one line that says why not."""
     args, budget = run.args, run.budget
@@ -778,12 +1055,15 @@ def main(argv: list[str] | None = None) -> dict:
         say(f"{torch.get_num_threads()} CPU threads")
     run.save()
     against_torch(run)
+    triton_engine(run)
+    stacked_runs(run)
     generic_engine(run)
     flashrnn_peer(run)
     results = run.results
-    checked = [r for r in results["rows"] + results["generic"] if "error" not in r]
+    every = results["rows"] + results["generic"] + results["triton"]["rows"] + results["stacked"]
+    checked = [r for r in every if "error" not in r]
     results["all_agree"] = bool(checked) and all(r["check"]["agree"] for r in checked)
-    results["errors"] = sum("error" in r for r in results["rows"] + results["generic"])
+    results["errors"] = sum("error" in r for r in every)
     run.save()
     say(
         f"done in {run.budget.used():.0f} s; checks: "

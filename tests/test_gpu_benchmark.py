@@ -4,11 +4,15 @@ the FlashRNN row calls the peer by its documented shapes, and asking for CUDA wh
 there is none exits with status 2. (Its timings on a GPU are measured only on a lent
 machine.)"""
 
+import importlib.util
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,6 +56,17 @@ def test_the_smoke_run_checks_and_times_every_cell_and_size(gpu, tmp_path, capsy
         assert row["check"]["agree"] and row["repeats"] == 2
         assert row["generic_s"] > 0 and row["fast_s"] > 0
         assert row["ratio"] == pytest.approx(row["generic_s"] / row["fast_s"], rel=1e-12)
+    stacked = results["stacked"]
+    assert {(r["cell"], r["hidden"], r["k"]) for r in stacked} == {(c, 8, 3) for c in CELLS}
+    for row in stacked:
+        assert row["check"]["agree"] and row["repeats"] == 2
+        assert row["speedup"] == pytest.approx(row["separate_s"] / row["stacked_s"], rel=1e-12)
+    # on the CPU outside Triton's interpreter bptt refuses the Triton engine: said, not run
+    triton = results["triton"]
+    assert triton["rows"] == [] and {(r["cell"], r["hidden"]) for r in triton["refused"]} == {
+        (c, 8) for c in CELLS
+    }
+    assert all("CUDA" in r["reason"] for r in triton["refused"])
     assert results["all_agree"] and results["errors"] == 0 and not results["skipped"]
     assert results["tf32"]["cuda.matmul.allow_tf32"] is False
     assert results["tf32"]["cudnn.allow_tf32"] is False
@@ -84,10 +99,43 @@ def test_the_deadline_skips_rows_with_a_note(gpu, tmp_path, capsys):
     path = tmp_path / "gpu.json"
     results = gpu.main(["--device", "cpu", "--smoke", "--budget-s", "0", "--json", str(path)])
     assert results["rows"] == [] and results["generic"] == [] and not results["all_agree"]
-    assert len(results["skipped"]) == 2 * len(CELLS) * len(SMOKE_HIDDEN)
+    # the torch.nn rows, the generic ones, and the stacked ones (at one H)
+    assert len(results["skipped"]) == 2 * len(CELLS) * len(SMOKE_HIDDEN) + len(CELLS)
     assert json.loads(path.read_text())["skipped"] == results["skipped"]
     out = capsys.readouterr().out
     assert "skipped lstm H=16: 0 s of the budget left" in out and "checks: none ran" in out
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="Triton is not installed (the gpu extra)"
+)
+def test_the_triton_rows_check_and_time_in_the_interpreter(tmp_path):
+    """The Triton section as a GPU would run it, in Triton's interpreter on the CPU (a
+    child process: the interpreter is a setting of the whole process): checked against
+    float64 with clipping active, then timed beside the fast loop and torch.nn."""
+    path = tmp_path / "gpu.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+    argv = ["--device", "cpu", "--smoke", "--cells", "rnn", "--hidden", "8", "--no-generic"]
+    argv += ["--no-stack", "--no-flashrnn", "--json", str(path)]
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), *argv], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (row,) = json.loads(path.read_text())["triton"]["rows"]
+    check = row["check"]
+    assert check["agree"] and check["triton"]["worst"] <= check["tol"]
+    assert set(check["triton"]["max_rel_diff"]) == {
+        "output",
+        "input_grad",
+        "norms",
+        "weight_ih_grad",
+        "weight_hh_grad",
+        "bias_ih_grad",
+        "bias_hh_grad",
+    }
+    assert row["repeats"] == 2 and row["triton_s"] > 0 and row["theirs_s"] > 0
+    assert "triton rnn H=8: agree with float64" in done.stdout
 
 
 def test_the_flashrnn_row_calls_it_by_its_documented_shapes(gpu, monkeypatch):
