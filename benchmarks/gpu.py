@@ -19,8 +19,12 @@ to 128 for the RNN and 64 for the LSTM and the GRU; elsewhere the refusal is pri
 first checked against the generic engine in float64 on the device (T = 64, B = 16,
 RecordNorms then ClipNorm at the median norm, so that clipping acts; every gradient
 and the recorded norms), then timed beside the fast loop and torch.nn at the table's T
-and B, H in {32, 64, 128}. Then K = 8 runs stacked (``bptt.engine.unroll_stacked``)
-against the same 8 runs one after another at H = 128, checked to agree run by run.
+and B, H in {32, 64, 128}. Before it, the fast loop captured as CUDA graphs (on CUDA
+by default) against the same loop uncaptured (``BPTT_CUDA_GRAPHS=0``), at the smallest
+and largest H: checked to agree over three passes whose weights change, then timed
+(the torch.nn table's bptt column is the captured loop). Then K = 8 runs stacked
+(``bptt.engine.unroll_stacked``) against the same 8 runs one after another at H = 128,
+checked to agree run by run.
 Then, for scale, the generic (autograd) engine at H = 128 and 512 with fewer repeats,
 and FlashRNN (``import flashrnn``) where it imports, compiles and runs; otherwise one
 line says why it was skipped. A global deadline (``--budget-s``) skips the rows that
@@ -38,6 +42,7 @@ for and is not there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib
 import json
@@ -532,6 +537,75 @@ def stacked_row(
     }
 
 
+@contextlib.contextmanager
+def cuda_graphs(enabled: bool):
+    """bptt's CUDA graphs on or off (``BPTT_CUDA_GRAPHS``), put back afterwards."""
+    saved = os.environ.get("BPTT_CUDA_GRAPHS")
+    os.environ["BPTT_CUDA_GRAPHS"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["BPTT_CUDA_GRAPHS"]
+        else:
+            os.environ["BPTT_CUDA_GRAPHS"] = saved
+
+
+def graphs_row(
+    kind: str, args: argparse.Namespace, hidden: int, device: torch.device, budget: Budget
+) -> dict[str, object]:
+    """The fast loop captured as CUDA graphs against the same loop uncaptured: three
+    passes each (the weights changed between them, as training does), every result the
+    same to float32 rounding, then both timed. On the CPU nothing is captured: both
+    sides are the loop (the row checks the toggle)."""
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    cell = OURS[kind](args.features, hidden).to(device)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(args.batch, args.length, args.features, generator=gen).to(device)
+    readout = torch.randn(args.batch, args.length, hidden, generator=gen).to(device)
+    nudges = [0.01 * torch.randn(p.shape, generator=gen).to(device) for p in cell.parameters()]
+    worst = 0.0
+    for _ in range(3):
+        taps = {True: [RecordNorms(), bptt.taps.ClipNorm(1.0)], False: None}
+        got = {}
+        for enabled in (True, False):
+            taps[enabled] = [RecordNorms(), bptt.taps.ClipNorm(1.0)]
+            with cuda_graphs(enabled):
+                got[enabled] = reference_pass(cell, x, readout, "fast", taps[enabled])
+            got[enabled]["norms"] = taps[enabled][0].norms
+        worst = max(worst, *(relative_difference(got[True][n], got[False][n]) for n in got[False]))
+        with torch.no_grad():
+            for p, nudge in zip(cell.parameters(), nudges, strict=True):
+                p.add_(nudge)
+    tol = tolerance(args.length, hidden, args.features)
+    w = torch.randn(hidden, generator=gen).to(device)
+
+    def step(enabled: bool) -> Callable[[], None]:
+        def once() -> None:
+            with cuda_graphs(enabled):
+                step_ours(cell, x, w)
+
+        return once
+
+    runs = {"captured": step(True), "uncaptured": step(False)}
+    for run in runs.values():
+        timed(run, device)
+    times = interleaved(runs, args.repeats, device, budget)
+    captured_s, uncaptured_s = (statistics.median(times[n]) for n in runs)
+    return {
+        "cell": kind,
+        "hidden": hidden,
+        "check": {"worst": worst, "tol": tol, "agree": worst <= tol},
+        "captured_s": captured_s,
+        "uncaptured_s": uncaptured_s,
+        "speedup": uncaptured_s / captured_s,
+        "times": times,
+        "repeats": len(times["captured"]),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
 def load_flashrnn() -> tuple[Callable | None, dict[str, tuple], str]:
     """FlashRNN's ``flashrnn`` function and its gate counts, or None and why not."""
     errors = []
@@ -636,6 +710,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stack", type=int, help="K runs stacked against K separate (8; smoke 3)")
     parser.add_argument("--stack-hidden", help="H for the stacked rows (128; smoke 8)")
     parser.add_argument("--no-stack", action="store_true", help="skip the stacked runs")
+    parser.add_argument(
+        "--no-graphs", action="store_true", help="skip CUDA graphs against uncaptured"
+    )
     parser.add_argument("--no-flashrnn", action="store_true", help="skip FlashRNN")
     parser.add_argument(
         "--budget-s", type=float, default=420.0, help="skip rows past this many seconds (420)"
@@ -695,6 +772,7 @@ class Session:
             "generic": [],
             "triton": {"rows": [], "refused": []},
             "stacked": [],
+            "graphs": [],
             "flashrnn": {"available": False, "reason": "", "rows": []},
             "skipped": [],
         }
@@ -960,6 +1038,38 @@ def stacked_runs(run: Session) -> None:
         )
 
 
+def graphed_loop(run: Session) -> None:
+    """The fast loop captured as CUDA graphs against uncaptured (:func:`graphs_row`),
+    at the smallest H of the table (where launches weigh most) and the largest."""
+    args, budget = run.args, run.budget
+    table = run.results["graphs"]
+    if args.no_graphs:
+        run.skip("the CUDA graphs' rows (--no-graphs)")
+        return
+    last = 0.0
+    for hidden in sorted({min(args.hidden), max(args.hidden)}):
+        for kind in args.cells:
+            if budget.left() <= 0 or budget.left() < 1.5 * last:
+                run.skip(f"graphs {kind} H={hidden}: {budget.left_text()}")
+                continue
+            row = run.attempt(
+                "graphs",
+                kind,
+                hidden,
+                table,
+                lambda kind=kind, hidden=hidden: graphs_row(kind, args, hidden, run.device, budget),
+            )
+            if row is None:
+                continue
+            last = row["wall_s"]
+            say(
+                f"graphs {kind} H={hidden}: {'agree' if row['check']['agree'] else 'DISAGREE'} "
+                f"(max rel diff {row['check']['worst']:.1e}); captured "
+                f"{1e3 * row['captured_s']:.2f} ms, uncaptured {1e3 * row['uncaptured_s']:.2f} ms, "
+                f"{row['speedup']:.2f}x [{row['repeats']} repeats]"
+            )
+
+
 def flashrnn_peer(run: Session) -> None:
     """FlashRNN where it imports and runs; otherwise one line that says why not."""
     args, budget = run.args, run.budget
@@ -1055,12 +1165,14 @@ def main(argv: list[str] | None = None) -> dict:
         say(f"{torch.get_num_threads()} CPU threads")
     run.save()
     against_torch(run)
+    graphed_loop(run)
     triton_engine(run)
     stacked_runs(run)
     generic_engine(run)
     flashrnn_peer(run)
     results = run.results
-    every = results["rows"] + results["generic"] + results["triton"]["rows"] + results["stacked"]
+    every = results["rows"] + results["generic"] + results["triton"]["rows"]
+    every += results["stacked"] + results["graphs"]
     checked = [r for r in every if "error" not in r]
     results["all_agree"] = bool(checked) and all(r["check"]["agree"] for r in checked)
     results["errors"] = sum("error" in r for r in every)

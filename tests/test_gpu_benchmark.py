@@ -61,6 +61,10 @@ def test_the_smoke_run_checks_and_times_every_cell_and_size(gpu, tmp_path, capsy
     for row in stacked:
         assert row["check"]["agree"] and row["repeats"] == 2
         assert row["speedup"] == pytest.approx(row["separate_s"] / row["stacked_s"], rel=1e-12)
+    # the graphs' rows: on the CPU both sides are the uncaptured loop (the toggle works)
+    graphs = results["graphs"]
+    assert {(r["cell"], r["hidden"]) for r in graphs} == asked
+    assert all(r["check"]["agree"] and r["check"]["worst"] == 0 for r in graphs)
     # on the CPU outside Triton's interpreter bptt refuses the Triton engine: said, not run
     triton = results["triton"]
     assert triton["rows"] == [] and {(r["cell"], r["hidden"]) for r in triton["refused"]} == {
@@ -74,7 +78,8 @@ def test_the_smoke_run_checks_and_times_every_cell_and_size(gpu, tmp_path, capsy
     assert not flash["available"] and flash["reason"] and not flash["rows"]
     out = capsys.readouterr().out
     assert f"torch {torch.__version__}" in out and "TF32 off" in out
-    assert out.count(": agree (max rel diff") == len(asked)
+    assert out.count(": agree (max rel diff") == 2 * len(asked)  # torch.nn's and the graphs'
+    assert out.count("\ngraphs ") == len(asked)
     assert f"FlashRNN skipped: {flash['reason']}" in out
 
 
@@ -99,8 +104,8 @@ def test_the_deadline_skips_rows_with_a_note(gpu, tmp_path, capsys):
     path = tmp_path / "gpu.json"
     results = gpu.main(["--device", "cpu", "--smoke", "--budget-s", "0", "--json", str(path)])
     assert results["rows"] == [] and results["generic"] == [] and not results["all_agree"]
-    # the torch.nn rows, the generic ones, and the stacked ones (at one H)
-    assert len(results["skipped"]) == 2 * len(CELLS) * len(SMOKE_HIDDEN) + len(CELLS)
+    # the torch.nn rows, the generic ones, the graphs' (at both H) and the stacked ones
+    assert len(results["skipped"]) == 3 * len(CELLS) * len(SMOKE_HIDDEN) + len(CELLS)
     assert json.loads(path.read_text())["skipped"] == results["skipped"]
     out = capsys.readouterr().out
     assert "skipped lstm H=16: 0 s of the budget left" in out and "checks: none ran" in out
@@ -203,3 +208,17 @@ def test_tables_print_without_rich(gpu, monkeypatch, capsys):
     gpu.print_table("title", ["cell", "ms"], [["lstm", "12.5"], ["gru", "3"]])
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["title", "cell    ms", "lstm  12.5", " gru     3"]
+
+
+def test_the_graphs_row_holds_the_captured_loop_to_the_uncaptured_one(gpu):
+    """With the graphs replaced by direct execution (the CPU stand-in), the row's
+    captured side really takes the graph path (a capture is made) and agrees exactly."""
+    from bptt._kernels import _graphs
+
+    args = gpu.parse(["--device", "cpu", "--smoke"])
+    with _graphs.direct_execution():
+        made = _graphs.CAPTURES.made
+        row = gpu.graphs_row("lstm", args, 8, torch.device("cpu"), gpu.Budget(60))
+        assert _graphs.CAPTURES.made > made
+    assert row["check"]["agree"] and row["check"]["worst"] == 0
+    assert row["captured_s"] > 0 and row["uncaptured_s"] > 0 and row["repeats"] == 2

@@ -454,17 +454,23 @@ def test_tanh_taken_directly_equals_the_generic_engine(kind, gen, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru"])
-def test_tanh_via_sigmoid_in_float32_is_as_accurate_as_tanh(kind, gen):
-    """In float32, 2 sigmoid(2a) - 1 is off tanh(a) by a few units in the last place of 1
-    (absolute), where torch's tanh is off by about one relative: over T = 60 steps the fast
-    engine's outputs and gradients stay as close to a float64 reference as the generic
-    engine's float32 ones, within 3x plus 3e-7 of the largest value (a couple of float32
-    units of 1 more per step, carried on with a factor below 1; here the fast engine was
-    1.1-1.8x off the generic one's error)."""
+@pytest.mark.parametrize("scale", [1.0, 0.01])
+def test_tanh_via_sigmoid_errs_by_its_absolute_bound_in_float32(kind, scale, gen):
+    """In float32 on the CPU the fast loops take tanh(a) as 2 sigmoid(2a) - 1, whose
+    error is absolute: sigmoid within 2 units of its result (< 1, so 2 * 2^-24 absolute),
+    doubled, plus the subtraction's half unit of 1: 3e-7 a tanh (the LSTM takes two a
+    step). Over T = 60 steps, with no credit for the recurrence's contraction, the fast
+    engine's outputs and W_hh gradient stay within the generic engine's own float32
+    error plus T * tanh-per-step * 3e-7 of the largest value, at unit scale and with
+    inputs and weights scaled by 0.01 (states of order 0.01, where the error is that
+    absolute one, about 1e-5 relative). A missing doubling or halving errs by order 1."""
     cell64 = make_cell(kind, hidden_size=16)
+    with torch.no_grad():
+        for p in cell64.parameters():
+            p.mul_(scale)
     cell32 = make_cell(kind, hidden_size=16, dtype=torch.float32)
     cell32.load_state_dict({k: v.float() for k, v in cell64.state_dict().items()})
-    x = torch.randn(8, 60, 3, generator=gen, dtype=DT)
+    x = scale * torch.randn(8, 60, 3, generator=gen, dtype=DT)
     w = torch.randn(8, 60, 16, generator=gen, dtype=DT)
 
     def run(cell, engine, dtype):
@@ -476,6 +482,26 @@ def test_tanh_via_sigmoid_in_float32_is_as_accurate_as_tanh(kind, gen):
     reference = run(cell64, "generic", DT)
     generic = run(cell32, "generic", torch.float32)
     fast = run(cell32, "fast", torch.float32)
-    for ref, g32, f32 in zip(reference, generic, fast, strict=True):
-        bound = 3 * (g32 - ref).abs().max() + 3e-7 * ref.abs().max().clamp(min=1)
-        assert (f32 - ref).abs().max() <= bound
+    per_tanh = 2 * 2.0**-24 * 2 + 2.0**-25
+    identity = 60 * (2 if kind == "lstm" else 1) * per_tanh  # absolute, on the states
+    (ref_out, ref_grad), (g_out, g_grad), (f_out, f_grad) = reference, generic, fast
+    assert (f_out - ref_out).abs().max() <= (g_out - ref_out).abs().max() + identity
+    # dL/dW_hh sums delta_t h_{t-1}^T: states off by `identity` move it by that much
+    # relative to the states' typical size
+    relative = identity / ref_out.abs().mean()
+    bound = (g_grad - ref_grad).abs().max() + relative * ref_grad.abs().max()
+    assert (f_grad - ref_grad).abs().max() <= bound
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_takes_tanh_itself(kind, dtype, gen):
+    """In bfloat16 and float16 the subtraction in 2 sigmoid(2a) - 1 would cancel most of
+    their bits: the fast loops take tanh there, and agree with the generic engine as two
+    evaluations in that precision do (T = 20 steps, a few roundings of ~1 each)."""
+    cell = make_cell(kind, hidden_size=8, dtype=dtype)
+    x = torch.randn(4, 20, 3, generator=gen).to(dtype)
+    fast, _ = bptt.unroll(cell, x, engine="fast")
+    generic, _ = bptt.unroll(cell, x, engine="generic")
+    eps = torch.finfo(dtype).eps
+    assert (fast.float() - generic.float()).abs().max() <= 20 * 8 * eps

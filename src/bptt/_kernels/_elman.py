@@ -89,7 +89,7 @@ class RNNSequence(torch.autograd.Function):
         # Each step's input projection is written where its state will be, then
         # completed in place: no allocation inside the loop.
         bias, w_x, w_step = summed_bias(b_ih, b_hh), w_ih, w_hh
-        via_sigmoid = activation == "tanh" and tanh_via_sigmoid(x.device)
+        via_sigmoid = activation == "tanh" and tanh_via_sigmoid(x)
         if via_sigmoid:  # every pre-activation doubled
             bias, w_x, w_step = doubled_rows(bias), doubled_rows(w_ih), doubled_rows(w_hh)
         project_inputs(runs, x_rows, w_x, bias, out=hs[1:])

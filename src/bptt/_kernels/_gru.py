@@ -58,7 +58,7 @@ class GRUSequence(torch.autograd.Function):
         w_x, w_step = w_ih, w_hh
         # On the CPU n = tanh(a) as 2 sigmoid(2a) - 1: the n block's rows doubled on both
         # sides, so hh[..., 2H:] holds 2 (W_hn h + b_hn) (the backward halves it).
-        ctx.via_sigmoid = via_sigmoid = tanh_via_sigmoid(x.device)
+        ctx.via_sigmoid = via_sigmoid = tanh_via_sigmoid(x)
         if via_sigmoid:
             w_x, w_step, bias = (
                 doubled_rows(w_ih, h2),

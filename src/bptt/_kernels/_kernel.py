@@ -23,6 +23,7 @@ from torch import Tensor
 
 from bptt._kernels import _triton
 from bptt._kernels._common import Pass
+from bptt._kernels._graphs import CAPTURES, graph_refusal
 from bptt.taps import Tap
 
 State = Tensor | tuple[Tensor, ...]
@@ -136,5 +137,11 @@ class RecurrenceKernel(Kernel):
     def _apply(self, x: Tensor, state: State, run: Pass, options: tuple, parameters: tuple):
         parts = state if isinstance(state, tuple) else (state,)
         function = self.function_for(x, run)
-        outputs, *final = function.apply(x, *parts, run, *options, *parameters)
+        live = (x, *parts, *parameters)
+        results = None
+        if graph_refusal(x, run, live) is None:  # on CUDA: captured once, then replayed
+            results = CAPTURES.run(function, live, 1 + len(parts), options, run)
+        if results is None:
+            results = function.apply(x, *parts, run, *options, *parameters)
+        outputs, *final = results
         return outputs, (tuple(final) if isinstance(state, tuple) else final[0])

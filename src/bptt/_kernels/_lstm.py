@@ -81,7 +81,7 @@ class LSTMSequence(torch.autograd.Function):
         hs[0], cs[0] = h0, c0
         # gates[t] holds the input projection, completed in place into the activated gates.
         bias = _reorder(summed_bias(b_ih, b_hh), _TO_INNER)
-        via_sigmoid = tanh_via_sigmoid(x.device)
+        via_sigmoid = tanh_via_sigmoid(x)
         w_x, w_step = w_ih_in, w_hh_in  # the g block's rows doubled for via_sigmoid
         if via_sigmoid:
             w_x, w_step = doubled_rows(w_ih_in, h3), doubled_rows(w_hh_in, h3)

@@ -7,11 +7,17 @@ filling a fresh 100 MB buffer took 25 ms, an existing one 3.4 ms). Buffers that
 never leave the engine are therefore taken from this pool and given back when the
 backward pass (or a forward pass without backward) is done with them. Buffers a
 caller can see (the outputs) are never pooled.
+
+While a CUDA graph is captured (:mod:`bptt._kernels._graphs`) the pool stands aside
+(:meth:`Workspace.private`): the graph's replays write its buffers long after the
+capture gave them back, so they must never serve another pass.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -25,9 +31,25 @@ class Workspace:
     def __init__(self) -> None:
         self._free: dict[tuple, list[Tensor]] = {}
         self._lock = threading.Lock()
+        self._private = threading.local()  # .depth > 0: this thread bypasses the pool
+
+    @contextmanager
+    def private(self) -> Iterator[None]:
+        """Within: :meth:`take` allocates anew and :meth:`give` keeps nothing, in this
+        thread (for a pass captured into a CUDA graph, whose buffers the graph owns)."""
+        self._private.depth = getattr(self._private, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._private.depth -= 1
+
+    def _bypassed(self) -> bool:
+        return getattr(self._private, "depth", 0) > 0
 
     def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised buffer of ``shape`` with ``like``'s dtype and device."""
+        if self._bypassed():
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
         key = (tuple(shape), like.dtype, like.device)
         with self._lock:
             free = self._free.get(key)
@@ -37,6 +59,8 @@ class Workspace:
 
     def give(self, *buffers: Tensor) -> None:
         """Return buffers taken with :meth:`take`; nothing may use them afterwards."""
+        if self._bypassed():
+            return
         with self._lock:
             for buffer in buffers:
                 free = self._free.setdefault((tuple(buffer.shape), buffer.dtype, buffer.device), [])
