@@ -422,6 +422,37 @@ class ChunkGrads:
             self._operand_grad[:, start:end] = grads.view(runs.k, end - start, -1, grads.shape[-1])
 
 
+class ChunkWork:
+    """What a backward hands over as each chunk of steps is done: the gradient sums of
+    its input side and its state side (:class:`ChunkGrads`) and a lone RecordNorms'
+    norms (:class:`LoneRecorders`, None where the taps are not that), these taken from
+    ``components``, the (T, K, B, H) delta buffers (the LSTM's pair, else one)."""
+
+    def __init__(
+        self,
+        inputs: ChunkGrads,
+        states: ChunkGrads,
+        recorders: LoneRecorders | None,
+        components: tuple[Tensor, ...],
+    ) -> None:
+        self.inputs, self.states = inputs, states
+        self.recorders, self.components = recorders, components
+
+    def done(self, start: int, end: int) -> None:
+        """Steps start..end-1 are complete (in the backward's order)."""
+        if self.recorders is not None:
+            self.recorders.take(start, end, *self.components)
+        self.inputs.done(start, end)
+        self.states.done(start, end)
+
+    def finish(self) -> None:
+        """After the loop: sum what is pending and hand the norms over."""
+        self.inputs.finish()
+        self.states.finish()
+        if self.recorders is not None:
+            self.recorders.deliver()
+
+
 def time_major(rows: Tensor, batch: int) -> Tensor:
     """(K, T*B, F) rows, time then sample -> the (T, K, B, F) view of them."""
     k, count, features = rows.shape

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from bptt._kernels._common import (
     ChunkGrads,
+    ChunkWork,
     Pass,
     Runs,
     backward_chunks,
@@ -122,7 +123,7 @@ class RNNSequence(torch.autograd.Function):
         states = ChunkGrads(runs, d_pre, hs[:-1], None, needs[5], False)  # h_{t-1} meets W_hh
         delta = deltas[-1]
         grad_h0 = None
-        recorders = lone_recorders(run)  # norms taken a chunk at a time, not per step
+        work = ChunkWork(inputs, states, lone_recorders(run), (delta_rows,))  # each chunk's sums
         for start, end in backward_chunks(steps, k * batch * hidden):
             h = hs[start + 1 : end + 1]
             if ctx.activation == "relu":  # h >= 0, so sign(h) is the indicator of h > 0
@@ -139,14 +140,8 @@ class RNNSequence(torch.autograd.Function):
                     delta = product(deltas[t - 1], d_a, w)
                 elif ctx.needs_input_grad[1]:
                     grad_h0 = runs.whole(runs.mm(d_a, w))
-            if recorders is not None:
-                recorders.take(start, end, delta_rows)
-            inputs.done(start, end)
-            states.done(start, end)
-        inputs.finish()
-        states.finish()
-        if recorders is not None:
-            recorders.deliver()
+            work.done(start, end)
+        work.finish()
         grad_w_ih, grad_w_hh, grad_x = inputs.weight_grad, states.weight_grad, inputs.operand_grad
         grad_b = inputs.bias_grad
         grad_b_mod = None

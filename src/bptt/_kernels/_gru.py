@@ -9,6 +9,7 @@ from torch import Tensor
 
 from bptt._kernels._common import (
     ChunkGrads,
+    ChunkWork,
     Pass,
     Runs,
     backward_chunks,
@@ -120,7 +121,7 @@ class GRUSequence(torch.autograd.Function):
         states = ChunkGrads(runs, d_hh, hs[:-1], None, needs[4], needs[6])  # through d_hh
         delta = deltas[-1]
         grad_h0 = None
-        recorders = lone_recorders(run)  # norms taken a chunk at a time, not per step
+        work = ChunkWork(inputs, states, lone_recorders(run), (delta_rows,))  # each chunk's sums
         for start, end in backward_chunks(steps, k * batch * 3 * hidden):
             gate, d, e = gates[start:end], d_in[start:end], d_hh[start:end]
             r, z, n = gate.split(hidden, dim=-1)
@@ -145,15 +146,9 @@ class GRUSequence(torch.autograd.Function):
                     delta = product(deltas[t - 1].addcmul_(delta, z_steps[t]), d_hh_rows[t], w)
                 elif ctx.needs_input_grad[1]:
                     grad_h0 = runs.whole(product(delta * z_steps[0], d_hh_rows[0], w))
-            if recorders is not None:
-                recorders.take(start, end, delta_rows)
-            inputs.done(start, end)
-            states.done(start, end)
+            work.done(start, end)
 
-        inputs.finish()
-        states.finish()
-        if recorders is not None:
-            recorders.deliver()
+        work.finish()
         grad_w_ih, grad_w_hh, grad_x = inputs.weight_grad, states.weight_grad, inputs.operand_grad
         grad_b_ih, grad_b_hh = inputs.bias_grad, states.bias_grad
         WORKSPACE.give(d_in, d_hh, gates, hh)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from bptt._kernels._common import (
     ChunkGrads,
+    ChunkWork,
     Pass,
     Runs,
     backward_chunks,
@@ -149,7 +150,8 @@ class LSTMSequence(torch.autograd.Function):
 
         delta_h, delta_c = deltas[-1], carries[-1]
         grad_h0 = grad_c0 = None
-        recorders = lone_recorders(run)  # norms taken a chunk at a time, not per step
+        pair = (delta_rows, carry)
+        work = ChunkWork(inputs, states, lone_recorders(run), pair)  # each chunk's sums
         for start, end in backward_chunks(steps, k * batch * 4 * hidden):
             gate, d, tc = gates[start:end], d_pre[start:end], tanh_c[start:end]
             sig, g = gate[..., :h3], gate[..., h3:]
@@ -175,15 +177,9 @@ class LSTMSequence(torch.autograd.Function):
                         grad_h0 = runs.whole(runs.mm(d_rows[0], w))
                     if ctx.needs_input_grad[2]:
                         grad_c0 = runs.whole(dc.mul_(f_steps[0]))
-            if recorders is not None:
-                recorders.take(start, end, delta_rows, carry)
-            inputs.done(start, end)
-            states.done(start, end)
+            work.done(start, end)
 
-        inputs.finish()
-        states.finish()
-        if recorders is not None:
-            recorders.deliver()
+        work.finish()
         grad_w_ih, grad_w_hh, grad_x = inputs.weight_grad, states.weight_grad, inputs.operand_grad
         WORKSPACE.give(d_pre, h_to_c, gates, cs, tanh_c)
         grad_b = _reorder(inputs.bias_grad, _TO_TORCH)
