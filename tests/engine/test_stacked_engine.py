@@ -248,3 +248,16 @@ def test_stacked_runs_each_with_one_recorder(kind: str, chunked: bool, monkeypat
         for got, (name, p) in zip(stacked_grads[j], cell.named_parameters(), strict=True):
             torch.testing.assert_close(got, p.grad, rtol=TOL, atol=TOL, msg=name)
         torch.testing.assert_close(stacked_x_grad[j], xj.grad, rtol=TOL, atol=TOL)
+
+
+def test_the_stacked_engine_is_chosen_and_refused_with_reasons() -> None:
+    """On the CPU outside Triton's interpreter: "auto" and "fast" run the loop (the same
+    results), "triton" is refused saying why, an unknown engine is refused."""
+    cells = _cells("gru", 2, 2, 4)
+    x = torch.randn(2, 3, 5, 2, dtype=torch.float64)
+    fast = unroll_stacked(cells, x, engine="fast")
+    assert torch.equal(unroll_stacked(cells, x, engine="auto"), fast)
+    with pytest.raises(ValueError, match="engine='triton' cannot run these cells stacked"):
+        unroll_stacked(cells, x, engine="triton")
+    with pytest.raises(ValueError, match="engine must be 'auto', 'fast' or 'triton'"):
+        unroll_stacked(cells, x, engine="cuda")

@@ -408,6 +408,31 @@ def test_stacked_runs_each_with_their_own_taps(kind, gen):
 
 
 @in_interpreter
+@pytest.mark.parametrize("kind", CELLS)
+def test_unroll_stacked_selects_the_triton_kernels(kind, gen):
+    """``unroll_stacked(..., engine="triton")`` runs the K runs in the Triton kernels (here
+    in the interpreter; "auto" does on CUDA), each run equal to the loop's stacked pass,
+    each RecordNorms its own run's."""
+    from bptt.engine import unroll_stacked
+
+    cells = [CELLS[kind](2, 6) for _ in range(3)]
+    x = torch.randn(3, 4, 5, 2, generator=gen)  # (K, B, T, F)
+    weights = torch.randn(3, 4, 5, 6, generator=gen)
+    results = {}
+    for engine in ("triton", "fast"):
+        own = [copy.deepcopy(c) for c in cells]
+        records = [[RecordNorms(), ClipNorm(0.5)] for _ in own]
+        xs = x.clone().requires_grad_()
+        out = unroll_stacked(own, xs, taps=records, engine=engine)
+        (out * weights).sum().backward()
+        results[engine] = [out, xs.grad, *(p.grad for c in own for p in c.parameters())]
+        results[engine] += [r[0].norms for r in records]
+    tol = bound(5, 6, 2, 4)
+    for got, want in zip(results["triton"], results["fast"], strict=True):
+        close(got.detach(), want.detach().double(), 2 * tol, f"unroll_stacked {kind}")
+
+
+@in_interpreter
 def test_engine_triton_refusals(gen):
     x = torch.randn(2, 3, 2, generator=gen)
     cases = [

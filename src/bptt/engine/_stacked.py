@@ -20,10 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from bptt import cells as _cells
+from bptt._kernels import RecurrenceKernel
 from bptt._torch_compat import functorch_transforms_active
 from bptt.cells import RecurrentCell, as_tuple, contract
 from bptt.engine._fast import declared_kernel
-from bptt.engine._unroll import _GENERIC_REQUIRED
+from bptt.engine._unroll import _GENERIC_REQUIRED, _say_once, _triton_why
 from bptt.taps import as_taps
 
 __all__ = ["STACKABLE_CELLS", "stackable", "unroll_stacked"]
@@ -97,7 +98,10 @@ def _per_run_taps(taps: object, k: int) -> tuple[tuple, ...]:
 
 
 def unroll_stacked(
-    cells: Sequence[nn.Module], x: Tensor, taps: Sequence[Sequence] | None = None
+    cells: Sequence[nn.Module],
+    x: Tensor,
+    taps: Sequence[Sequence] | None = None,
+    engine: str = "auto",
 ) -> Tensor:
     """Run K cells of one kind, each over its own inputs, from the zero state.
 
@@ -107,6 +111,11 @@ def unroll_stacked(
         taps: None, or K sequences of taps: ``taps[k]`` are run k's, called during
             backward as ``bptt.unroll(cells[k], x[k], taps=taps[k])`` would call them
             (each sees run k's delta_t, (B, H) or the LSTM's pair).
+        engine: ``"fast"`` (the loop kernels), ``"triton"`` (the Triton kernels, K runs
+            in one launch each way; refused, saying why, where
+            :func:`bptt.engine.triton_refusal` would refuse one of the runs), or
+            ``"auto"``: Triton on CUDA where it runs, else the loop, logging why once
+            (as :func:`bptt.unroll` does).
 
     Returns:
         outputs (K, B, T, H); each cell's parameters get their own gradient on backward.
@@ -115,9 +124,10 @@ def unroll_stacked(
         TypeError: x is not a tensor; ``taps`` is not K sequences of callables.
         ValueError: the cells cannot run stacked; x is not a floating-point (K, B, T, F)
             tensor for K cells of input size F, in their dtype and on their device;
-            ``taps`` does not hold K sequences; or the context needs a differentiable
-            backward (torch.func transforms, :func:`bptt.engine.require_generic`), which
-            the hand-written one is not.
+            ``taps`` does not hold K sequences; the engine is unknown, or ``"triton"``
+            where it cannot run; or the context needs a differentiable backward
+            (torch.func transforms, :func:`bptt.engine.require_generic`), which the
+            hand-written one is not.
 
     Example:
         >>> import bptt, torch
@@ -128,6 +138,8 @@ def unroll_stacked(
         >>> out.shape, records[2][0].norms.shape
         (torch.Size([3, 5, 7, 4]), torch.Size([5, 7]))
     """
+    if engine not in ("auto", "fast", "triton"):
+        raise ValueError(f"engine must be 'auto', 'fast' or 'triton', got {engine!r}")
     reason = stackable(cells)
     if reason is not None:
         raise ValueError(f"these cells cannot run stacked: {reason}")
@@ -143,5 +155,20 @@ def unroll_stacked(
     state = parts if isinstance(start, tuple) else parts[0]
     kernel = declared_kernel(cells[0])
     assert kernel is not None  # stackable said so
-    outputs, _ = kernel.run_stacked(cells, x, state, per_run)
+    backend = "loop"
+    if engine == "triton" or (engine == "auto" and x.is_cuda):
+        why = _triton_why(kernel, x, state, per_run, stacked=True)
+        if why is None:
+            backend = "triton"
+        elif engine == "triton":
+            raise ValueError(f"engine='triton' cannot run these cells stacked here: {why}")
+        else:
+            _say_once(
+                f"unroll_stacked runs {type(cells[0]).__name__} in the loop, not Triton: {why}"
+            )
+    if backend == "triton":
+        assert isinstance(kernel, RecurrenceKernel)  # _triton_why said it has a Triton version
+        outputs, _ = kernel.run_stacked(cells, x, state, per_run, backend="triton")
+    else:
+        outputs, _ = kernel.run_stacked(cells, x, state, per_run)
     return outputs

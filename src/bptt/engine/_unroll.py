@@ -244,11 +244,14 @@ def triton_refusal(
     return _triton_why(fast, x, state, as_taps(taps))
 
 
-def _triton_why(kernel: Kernel, x: Tensor, state: State, taps: tuple) -> str | None:
-    """Why the kernel's Triton version cannot run this pass, None where it can."""
+def _triton_why(
+    kernel: Kernel, x: Tensor, state: State, taps: tuple, stacked: bool = False
+) -> str | None:
+    """Why the kernel's Triton version cannot run this pass, None where it can: one
+    run's ``taps``, or with ``stacked`` K runs' (x (K, B, T, F))."""
     if not isinstance(kernel, RecurrenceKernel) or kernel.triton is None:
         return NO_TRITON_KERNEL
-    return kernel.triton_refusal(x, state, (taps,))
+    return kernel.triton_refusal(x, state, taps if stacked else (taps,))
 
 
 def _say_once(message: str) -> None:

@@ -77,8 +77,11 @@ def _why_not(configs: Sequence[TrainConfig]) -> str | None:
             return "dropout between layers draws each run's masks from its own generator"
     if configs[0].engine == "generic":
         return "engine = generic asks for the step-by-step engine"
-    if configs[0].engine == "triton":  # the stacked engine runs the loop kernels
-        return "engine = triton: stacked runs use the loop kernels (fast), not Triton's yet"
+    if configs[0].engine == "triton":  # a stack's taps are checked per step, not before
+        return (
+            "engine = triton is not offered for a stack: engine = auto runs it in Triton "
+            "on CUDA where the kernels apply"
+        )
     return None
 
 
@@ -104,21 +107,26 @@ def stack_refusal(configs: Sequence[TrainConfig]) -> str | None:
 
 
 def _stacked_predictions(
-    models: Sequence[SequenceModel], x: Tensor, taps: Sequence[tuple[Any, ...]]
+    models: Sequence[SequenceModel],
+    x: Tensor,
+    taps: Sequence[tuple[Any, ...]],
+    engine: str = "auto",
 ) -> Tensor:
     """Each model's prediction on its own inputs: x (K, B, T, F) -> (K, B, O), or
     (K, B, T, O) for a readout of every step. Layer by layer, each layer's K cells
     (each direction's) stacked (no dropout: a stack refuses it); ``taps[k]``, run k's
-    per-step taps, run in each of its unrolls, as a lone run's model runs them."""
+    per-step taps, run in each of its unrolls, as a lone run's model runs them;
+    ``engine``: :func:`bptt.engine.unroll_stacked`'s ("auto": Triton on CUDA where
+    the kernels apply, else the loop)."""
     first = models[0]
     outputs = x
     each = list(taps) if any(taps) else None  # no taps: the engine's plain path
     for layer in range(first.num_layers):
         cells = [m.cells[layer] for m in models]
-        forward = unroll_stacked(cells, outputs, taps=each)  # (K, B, T, H)
+        forward = unroll_stacked(cells, outputs, taps=each, engine=engine)  # (K, B, T, H)
         if first.bidirectional:
             cells = [m.reverse_cells[layer] for m in models]
-            backward = unroll_stacked(cells, outputs.flip(2), taps=each).flip(2)
+            backward = unroll_stacked(cells, outputs.flip(2), taps=each, engine=engine).flip(2)
             forward = torch.cat([forward, backward], dim=-1)
         outputs = forward
     if first.readout == "last" and first.bidirectional:  # the backward cells end at step 0
@@ -273,7 +281,9 @@ def _lockstep(runs: list[Run], advances: list[Callable[..., None]]) -> list[Any]
         for i in active:
             runs[i].optimizer.zero_grad(set_to_none=True)
         inputs = torch.stack([x for x, _ in batches])
-        predictions = _stacked_predictions(models, inputs, [source.taps for source in sources])
+        engine = "auto" if runs[active[0]].config.engine == "auto" else "fast"
+        taps = [source.taps for source in sources]
+        predictions = _stacked_predictions(models, inputs, taps, engine)
         losses = [
             runs[i].task.loss(prediction, y)
             for i, prediction, (_, y) in zip(active, predictions, batches, strict=True)
