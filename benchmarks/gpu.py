@@ -65,6 +65,7 @@ try:
 except ImportError:  # on the device machine the checkout's editable install may not apply
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import bptt
+from bptt._kernels._graphs import CAPTURES
 from bptt.engine import triton_refusal, unroll_stacked
 from bptt.taps import RecordNorms
 
@@ -484,8 +485,9 @@ def stacked_row(
 ) -> dict[str, object]:
     """K runs of one cell as one stacked model (``bptt.engine.unroll_stacked``, each run
     with its RecordNorms) against the same K runs one after another, a training step of
-    all K each (forward and backward; no optimizer). Checked first: each run's outputs
-    and recurrent weight gradient the same both ways."""
+    all K each (forward and backward; no optimizer), both with engine "auto" (on CUDA
+    the Triton kernels where they run: the RNN at H <= 128, else the loop). Checked
+    first: each run's outputs and recurrent weight gradient the same both ways."""
     started = time.perf_counter()
     k = args.stack
     cells = []
@@ -565,6 +567,7 @@ def graphs_row(
     x = torch.randn(args.batch, args.length, args.features, generator=gen).to(device)
     readout = torch.randn(args.batch, args.length, hidden, generator=gen).to(device)
     nudges = [0.01 * torch.randn(p.shape, generator=gen).to(device) for p in cell.parameters()]
+    made, failed = CAPTURES.made, CAPTURES.failed
     worst = 0.0
     for _ in range(3):
         taps = {True: [RecordNorms(), bptt.taps.ClipNorm(1.0)], False: None}
@@ -579,6 +582,12 @@ def graphs_row(
             for p, nudge in zip(cell.parameters(), nudges, strict=True):
                 p.add_(nudge)
     tol = tolerance(args.length, hidden, args.features)
+    # on CUDA the captured side must really have been captured (a failed capture falls
+    # back to the loop, logged, and would otherwise read as "agree, 1.0x")
+    captures = {"made": CAPTURES.made - made, "failed": CAPTURES.failed - failed}
+    captured = captures["made"] > 0 and captures["failed"] == 0
+    if device.type != "cuda":
+        captured = captures["failed"] == 0  # the CPU captures nothing (BPTT_CUDA_GRAPHS aside)
     w = torch.randn(hidden, generator=gen).to(device)
 
     def step(enabled: bool) -> Callable[[], None]:
@@ -596,7 +605,12 @@ def graphs_row(
     return {
         "cell": kind,
         "hidden": hidden,
-        "check": {"worst": worst, "tol": tol, "agree": worst <= tol},
+        "check": {
+            "worst": worst,
+            "tol": tol,
+            "captures": captures,
+            "agree": worst <= tol and captured,
+        },
         "captured_s": captured_s,
         "uncaptured_s": uncaptured_s,
         "speedup": uncaptured_s / captured_s,
@@ -988,8 +1002,8 @@ def triton_engine(run: Session) -> None:
 
 
 def stacked_runs(run: Session) -> None:
-    """K runs stacked against K runs one after another (the fast engine, RecordNorms
-    on each run), a training step of all K."""
+    """K runs stacked against K runs one after another (engine "auto", RecordNorms on
+    each run), a training step of all K."""
     args, budget = run.args, run.budget
     table = run.results["stacked"]
     if args.no_stack:

@@ -221,4 +221,5 @@ def test_the_graphs_row_holds_the_captured_loop_to_the_uncaptured_one(gpu):
         row = gpu.graphs_row("lstm", args, 8, torch.device("cpu"), gpu.Budget(60))
         assert _graphs.CAPTURES.made > made
     assert row["check"]["agree"] and row["check"]["worst"] == 0
+    assert row["check"]["captures"]["made"] > 0 and row["check"]["captures"]["failed"] == 0
     assert row["captured_s"] > 0 and row["uncaptured_s"] > 0 and row["repeats"] == 2

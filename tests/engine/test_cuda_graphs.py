@@ -7,6 +7,7 @@ with the uncaptured one."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -107,25 +108,69 @@ def test_passes_it_must_not_take_run_uncaptured(gen, monkeypatch):
     assert "not CUDA" in _graphs.graph_refusal(x, run, [x.requires_grad_()])
 
 
-def test_a_second_pass_before_the_first_backward_runs_uncaptured(gen):
-    """Two passes of one shape in one loss (one cell used twice): they would share the
-    graph's memory, so the second runs uncaptured, and both gradients are right."""
+def test_passes_pending_at_once_get_their_own_captures_then_run_uncaptured(gen):
+    """Three passes of one shape in one loss (one cell used three times, as a
+    bidirectional layer's two directions are): they would share a graph's memory, so
+    the first two get a capture each and the third runs uncaptured; every gradient is
+    right. Holding only the final state (the outputs dropped) keeps a pass pending."""
     cell = make_cell("lstm")
-    x1, x2 = (torch.randn(4, 11, 3, generator=gen, dtype=DT) for _ in range(2))
+    xs = [torch.randn(4, 11, 3, generator=gen, dtype=DT) for _ in range(3)]
 
-    def both():
+    def together():
         cell.zero_grad(set_to_none=True)
-        records = [RecordNorms(), RecordNorms()]
-        a, _ = bptt.unroll(cell, x1, taps=[records[0]], engine="fast")
-        b, _ = bptt.unroll(cell, x2, taps=[records[1]], engine="fast")
-        (a.square().sum() + (a * b).sum()).backward()
+        records = [RecordNorms() for _ in xs]
+        pairs = zip(xs, records, strict=True)
+        finals = [bptt.unroll(cell, x, taps=[r], engine="fast")[1][0] for x, r in pairs]
+        (finals[0].square().sum() + (finals[1] * finals[2]).sum()).backward()
         return [p.grad.clone() for p in cell.parameters()] + [r.norms for r in records]
 
-    plain = both()
+    plain = together()
     with _graphs.direct_execution():
         made = _graphs.CAPTURES.made
-        graphed = both()
-        assert _graphs.CAPTURES.made == made + 1
+        graphed = together()
+        assert _graphs.CAPTURES.made == made + 2
+        again = together()  # the captures are free again after the backward
+        assert _graphs.CAPTURES.made == made + 2
+    for a, b, c in zip(graphed, plain, again, strict=True):
+        assert torch.equal(a, b) and torch.equal(c, b)
+
+
+def test_a_graphed_pass_keeps_the_kernels_backward_contract(gen):
+    """One backward per pass, no second derivative: as the loop kernels refuse them."""
+    cell = make_cell("gru")
+    x = torch.randn(4, 11, 3, generator=gen, dtype=DT, requires_grad=True)
+    with _graphs.direct_execution():
+        out, _ = bptt.unroll(cell, x, taps=[RecordNorms()], engine="fast")
+        loss = out.square().sum()
+        loss.backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match="one backward pass per forward pass"):
+            loss.backward()
+        out, _ = bptt.unroll(cell, x, taps=[RecordNorms()], engine="fast")
+        with pytest.raises(RuntimeError, match="no derivative of its own"):
+            torch.autograd.grad(out.sum(), x, create_graph=True)
+
+
+def test_the_warm_up_a_cuda_capture_runs_builds_what_the_backward_needs(gen, monkeypatch):
+    """A CUDA capture first runs a few passes on a side stream; here the stream calls are
+    stood in for and the graph is direct execution that asks for the warm-up: the
+    capture is made (not logged as failed) and replays right."""
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(_graphs.DirectExecution, "warm_up", True)
+    cell = make_cell("lstm")
+    x = torch.randn(4, 11, 3, generator=gen, dtype=DT)
+    weights = torch.randn(4, 11, 5, generator=gen, dtype=DT)
+    plain = _pass(cell, x, weights, _taps())
+    with _graphs.direct_execution():
+        made, failed = _graphs.CAPTURES.made, _graphs.CAPTURES.failed
+        graphed = _pass(cell, x, weights, _taps())
+        assert (_graphs.CAPTURES.made, _graphs.CAPTURES.failed) == (made + 1, failed)
     for a, b in zip(graphed, plain, strict=True):
         assert torch.equal(a, b)
 

@@ -12,10 +12,14 @@ What is captured: a pass of the loop kernels (not the Triton ones, one launch ea
 already) with gradients wanted, whose taps are the built-in :class:`~bptt.taps.RecordNorms`,
 :class:`~bptt.taps.ClipNorm` and :class:`~bptt.taps.ClipValue` (their bounds part of
 what is captured). Everything else runs uncaptured, as before: a tap of the user's own
-(its Python runs at every step), a forward without backward, a second pass of a shape
-while the first still waits for its backward (they would share the graph's memory), a
-shape whose capture failed (logged once). ``BPTT_CUDA_GRAPHS=0`` in the environment
-turns the graphs off.
+(its Python runs at every step), a forward without backward, a pass inside a CUDA graph
+being captured already, a third pass of a shape while two still wait for their
+backward (a capture serves one pass at a time, its memory being that pass's; a shape
+gets two, for a bidirectional layer's two directions), a shape whose capture failed
+(logged once). ``BPTT_CUDA_GRAPHS=0`` in the environment turns the graphs off. A
+capture serves one thread's pass at a time; a capture in progress forbids other
+threads' CUDA work (torch's default capture mode), so capture in a training loop's
+thread, not beside a data-loading thread that uses CUDA.
 
 The bookkeeping (:class:`Capture`, :class:`GraphedPass`) is the same whatever replays:
 the inputs copied into the captured ones, outputs and gradients copied out (the next
@@ -38,14 +42,16 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from bptt._kernels._common import Pass
+from bptt._kernels._common import Pass, first_derivative_only, start_backward
 from bptt._kernels._workspace import WORKSPACE
 from bptt.taps import ClipNorm, ClipValue, RecordNorms
 
 _LOG = logging.getLogger("bptt.engine")
-_MAX_CAPTURES = 4  # shapes kept: each holds its pass's activations on the device
+_MAX_CAPTURES = 6  # captures kept: each holds its pass's activations on the device
+# captures of one shape: a bidirectional layer's two directions, or same-width layers,
+# are passes of one shape pending at once (each waits for its backward)
+_PER_SHAPE = 2
 _WARMUPS = 2  # passes before capturing (lazy initialisation, cuBLAS workspaces), as torch asks
 _BUILT_IN = (RecordNorms, ClipNorm, ClipValue)
 
@@ -54,6 +60,8 @@ Body = Callable[[], Sequence[Tensor | None]]
 
 class CudaGraph:
     """One ``torch.cuda.CUDAGraph``: :meth:`capture` a body once, :meth:`replay` it."""
+
+    warm_up = True  # a few uncaptured passes on a side stream first, as torch asks
 
     def __init__(self, pool: Any = None) -> None:
         self.graph = torch.cuda.CUDAGraph()
@@ -77,6 +85,8 @@ class DirectExecution:
     bookkeeping): :meth:`capture` runs the body and keeps its results; :meth:`replay`
     runs it again and copies the new results into them, as a replay rewrites the
     captured memory."""
+
+    warm_up = False
 
     def __init__(self, pool: Any = None) -> None:
         self._body: Body | None = None
@@ -123,10 +133,12 @@ def _direct_active() -> bool:
 def graph_refusal(x: Tensor, run: Pass, live: Sequence[Tensor | None]) -> str | None:
     """Why this pass runs uncaptured (None: it is captured or replayed): ``live`` the
     tensors the kernel's Function takes, in order."""
+    if x.device.type != "cuda" and not _direct_active():  # first: every CPU pass asks
+        return f"x is on {x.device.type}, not CUDA"
     if os.environ.get("BPTT_CUDA_GRAPHS", "") == "0":
         return "BPTT_CUDA_GRAPHS=0"
-    if x.device.type != "cuda" and not _direct_active():
-        return f"x is on {x.device.type}, not CUDA"
+    if x.is_cuda and torch.cuda.is_current_stream_capturing():
+        return "a CUDA graph is being captured around this pass already"
     if run.backend != "loop":
         return f"the {run.backend} kernels run uncaptured"
     if not run.grad_enabled or not any(t is not None and t.requires_grad for t in live):
@@ -178,7 +190,7 @@ class Capture:
         split: int,
         options: tuple,
         run: Pass,
-        make_graph: Callable[..., Any],
+        make_graph: type[CudaGraph] | type[DirectExecution],
     ) -> None:
         self.inputs = [None if t is None else t.detach().clone() for t in live]
         for static, given in zip(self.inputs, live, strict=True):
@@ -191,15 +203,21 @@ class Capture:
         arguments = (*self.inputs[:split], captured_run, *options, *self.inputs[split:])
         self._apply = lambda: function.apply(*arguments)
         self._outputs: tuple[Tensor, ...] = ()  # the last forward body's, with autograd
-        self._busy: weakref.ref | None = None
-        if isinstance(make_graph, type) and make_graph is CudaGraph:
+        self.grad_outputs: list[Tensor] = []  # static: the outputs' incoming gradients
+        self._busy: weakref.ref | None = None  # the pending pass's autograd node
+        if make_graph.warm_up:
             self._warm_up()
         with WORKSPACE.private():
             self.forward_graph = make_graph()
             self.outputs = self.forward_graph.capture(self._forward_body)
-            self.grad_outputs = [torch.zeros_like(o) for o in self.outputs if o is not None]
+            self._make_grad_outputs()
             self.backward_graph = make_graph(self.forward_graph.pool())
             self.input_grads = self.backward_graph.capture(self._backward_body)
+
+    def _make_grad_outputs(self) -> None:
+        """The static incoming gradients, once, outside any capture."""
+        if not self.grad_outputs:
+            self.grad_outputs = [torch.zeros_like(o.detach()) for o in self._outputs]
 
     def _forward_body(self) -> list[Tensor]:
         self._outputs = tuple(self._apply())
@@ -218,13 +236,19 @@ class Capture:
         with torch.cuda.stream(stream), WORKSPACE.private():
             for _ in range(_WARMUPS):
                 self._forward_body()
+                self._make_grad_outputs()
                 self._backward_body()
         torch.cuda.current_stream().wait_stream(stream)
 
     @property
     def busy(self) -> bool:
-        """Whether a forward replayed here still waits for its backward."""
+        """Whether a forward replayed here still waits for its backward: its autograd
+        node is alive (it dies with the graph, backward or not)."""
         return self._busy is not None and self._busy() is not None
+
+    def claim(self, node: Any) -> None:
+        """Mark the capture busy with a pass whose autograd node is ``node``."""
+        self._busy = weakref.ref(node)
 
     def forward(self, live: Sequence[Tensor | None]) -> tuple[Tensor, ...]:
         """Copy the pass's inputs in, replay the forward, and hand out copies of the
@@ -234,9 +258,7 @@ class Capture:
                 if static is not None and given is not None:
                     static.copy_(given)
         self.forward_graph.replay()
-        outputs = tuple(o.clone() for o in self.outputs if o is not None)
-        self._busy = weakref.ref(outputs[0])
-        return outputs
+        return tuple(o.clone() for o in self.outputs if o is not None)
 
     def backward(self, grads: Sequence[Tensor], taps: tuple[tuple, ...]) -> list[Tensor | None]:
         """Copy the outputs' gradients in, replay the backward, hand each RecordNorms of
@@ -252,8 +274,8 @@ class Capture:
                 if type(tap) is RecordNorms:
                     tap.record(twin.norms.t().clone())  # (T, B)
         result: list[Tensor | None] = [None] * len(self.inputs)
-        for i, grad in zip(self.wanted, self.input_grads, strict=True):
-            result[i] = None if grad is None else grad.clone()
+        for i, given in zip(self.wanted, self.input_grads, strict=True):
+            result[i] = None if given is None else given.clone()
         return result
 
 
@@ -264,24 +286,28 @@ class GraphedPass(torch.autograd.Function):
     @staticmethod
     def forward(ctx, capture: Capture, taps: tuple[tuple, ...], *live: Tensor | None):
         ctx.capture, ctx.taps = capture, taps
-        outputs = capture.forward(live)
-        return outputs
+        capture.claim(ctx)  # Captures.run checked it was free, under its lock
+        return capture.forward(live)
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only
     def backward(ctx, *grads: Tensor):
+        start_backward(ctx)  # one backward: the graph's memory is the next pass's
         return (None, None, *ctx.capture.backward(grads, ctx.taps))
 
 
 class Captures:
-    """The captures by shape (at most :data:`_MAX_CAPTURES`, the least recently used
-    dropped first) and the shapes whose capture failed."""
+    """The captures by shape (at most :data:`_PER_SHAPE` a shape and :data:`_MAX_CAPTURES`
+    in all, the least recently used shape dropped first) and the shapes whose capture
+    failed. A capture serves one pass at a time: a pass takes a free one under the lock.
+    """
 
     def __init__(self) -> None:
-        self._kept: OrderedDict[tuple, Capture] = OrderedDict()
+        self._kept: OrderedDict[tuple, list[Capture]] = OrderedDict()
         self._failed: set[tuple] = set()
         self._lock = threading.Lock()
-        self.made = 0  # captures made so far (the tests count them)
+        self.made = 0  # captures made so far (the tests and gpu.py count them)
+        self.failed = 0  # captures that raised
 
     def clear(self) -> None:
         with self._lock:
@@ -296,8 +322,9 @@ class Captures:
         options: tuple,
         run: Pass,
     ) -> tuple[Tensor, ...] | None:
-        """The pass through its shape's capture (made on first sight), or None where it
-        must run uncaptured: its capture failed, or is busy with another pass."""
+        """The pass through a free capture of its shape (made when none is free and the
+        shape has fewer than :data:`_PER_SHAPE`), or None where it must run uncaptured:
+        the shape's capture failed, or every capture of it is busy."""
         key = (
             function,
             tuple(
@@ -312,30 +339,40 @@ class Captures:
         with self._lock:
             if key in self._failed:
                 return None
-            capture = self._kept.get(key)
-            if capture is not None:
-                self._kept.move_to_end(key)
-        if capture is None:
-            make_graph = DirectExecution if _direct_active() else CudaGraph
-            try:
-                capture = Capture(function, live, split, options, run, make_graph)
-            except Exception as error:  # a capture that fails leaves the pass uncaptured
-                _LOG.warning(
-                    "CUDA graph capture failed (%s: %s); this shape runs uncaptured",
-                    type(error).__name__,
-                    error,
-                )
-                with self._lock:
-                    self._failed.add(key)
+            kept = self._kept.setdefault(key, [])
+            self._kept.move_to_end(key)
+            free = next((c for c in kept if not c.busy), None)
+            if free is not None:
+                return GraphedPass.apply(free, run.taps, *live)  # claims it, under the lock
+            if len(kept) >= _PER_SHAPE:
                 return None
+        make_graph: type[CudaGraph] | type[DirectExecution]
+        make_graph = DirectExecution if _direct_active() else CudaGraph
+        device = live[0].device if live[0] is not None else None
+        try:
+            with torch.cuda.device(device) if make_graph is CudaGraph else _nothing():
+                capture = Capture(function, live, split, options, run, make_graph)
+        except Exception as error:  # a capture that fails leaves the shape uncaptured
+            _LOG.warning(
+                "CUDA graph capture failed (%s: %s); this shape runs uncaptured",
+                type(error).__name__,
+                error,
+            )
             with self._lock:
-                self.made += 1
-                self._kept[key] = capture
-                while len(self._kept) > _MAX_CAPTURES:
-                    self._kept.popitem(last=False)
-        if capture.busy:
+                self.failed += 1
+                self._failed.add(key)
             return None
-        return GraphedPass.apply(capture, run.taps, *live)
+        with self._lock:
+            self.made += 1
+            self._kept.setdefault(key, []).append(capture)
+            while sum(map(len, self._kept.values())) > _MAX_CAPTURES:
+                self._kept.popitem(last=False)  # a busy one lives on in its pass's node
+            return GraphedPass.apply(capture, run.taps, *live)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 CAPTURES = Captures()

@@ -43,12 +43,16 @@ class Workspace:
         finally:
             self._private.depth -= 1
 
-    def _bypassed(self) -> bool:
-        return getattr(self._private, "depth", 0) > 0
+    def _bypassed(self, like: Tensor) -> bool:
+        """In :meth:`private`, or on a CUDA stream being captured (autograd runs a CUDA
+        backward on a thread of its own, which :meth:`private` does not reach)."""
+        if getattr(self._private, "depth", 0) > 0:
+            return True
+        return like.is_cuda and torch.cuda.is_current_stream_capturing()
 
     def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised buffer of ``shape`` with ``like``'s dtype and device."""
-        if self._bypassed():
+        if self._bypassed(like):
             return torch.empty(shape, dtype=like.dtype, device=like.device)
         key = (tuple(shape), like.dtype, like.device)
         with self._lock:
@@ -59,7 +63,7 @@ class Workspace:
 
     def give(self, *buffers: Tensor) -> None:
         """Return buffers taken with :meth:`take`; nothing may use them afterwards."""
-        if self._bypassed():
+        if buffers and self._bypassed(buffers[0]):
             return
         with self._lock:
             for buffer in buffers:

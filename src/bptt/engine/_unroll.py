@@ -110,8 +110,8 @@ def unroll(
             give the same results, to float32 rounding. On CUDA the fast loop of a
             training pass whose taps are built-in (RecordNorms, ClipNorm, ClipValue) is
             captured as CUDA graphs, forward and backward, the first time its shape is
-            seen and replayed after; a tap of its own, a forward alone, or a second
-            pass of a shape before the first one's backward runs uncaptured
+            seen and replayed after; a tap of its own, a forward alone, or a third
+            pass of a shape while two wait for their backward runs uncaptured
             (``BPTT_CUDA_GRAPHS=0`` in the environment turns the graphs off).
         check_finite: scan x for NaN and inf first and name the first one's
             position. Off by default: the scan is a pass over x and, on an
