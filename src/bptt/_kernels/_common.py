@@ -272,6 +272,20 @@ def summed_bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
     return b_ih + b_hh
 
 
+def gru_biases(b_ih: Tensor | None, b_hh: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """The GRU's biases as its kernels add them, (K, 3H) each in: b_hr and b_hz only add
+    to the pre-activation, so they fold into the input side's bias (K, 3H); b_hn sits
+    inside r * (W_hn h + b_hn) and is returned apart, (K, H) (a view). None, None for a
+    cell without bias."""
+    if b_ih is None:
+        return None, None
+    assert b_hh is not None  # a cell has both biases or neither
+    h2 = 2 * (b_hh.shape[-1] // 3)
+    bias = b_ih.clone()
+    bias[:, :h2] += b_hh[:, :h2]
+    return bias, b_hh[:, h2:]
+
+
 def output_grads(grad_out: Tensor, grad_final: Tensor) -> Tensor:
     """The gradients reaching each step's output, time-major: a new (T, K, B, H) tensor
     from grad_out (K, B, T, H) and the final state's gradient (K, B, H).

@@ -15,6 +15,7 @@ from bptt._kernels._common import (
     backward_chunks,
     doubled_rows,
     first_derivative_only,
+    gru_biases,
     lone_recorders,
     output_grads,
     outputs_of,
@@ -49,13 +50,7 @@ class GRUSequence(torch.autograd.Function):
         hh = WORKSPACE.take((steps, k, batch, 3 * hidden), x)  # W_hh h_{t-1} (+ b_hn)
         hs = x.new_empty(steps + 1, k, batch, hidden)  # hs[0] = h0; outputs view it
         hs[0] = h0
-        # b_hr and b_hz only add to the pre-activation: fold them into the input side;
-        # b_hn sits inside r * (W_hn h + b_hn) and is added at each step.
-        bias = None
-        if b_ih is not None:
-            bias = b_ih.clone()
-            bias[:, :h2] += b_hh[:, :h2]
-        b_hn = None if b_hh is None else b_hh[:, h2:]
+        bias, b_hn = gru_biases(b_ih, b_hh)  # b_hn added at each step
         w_x, w_step = w_ih, w_hh
         # On the CPU n = tanh(a) as 2 sigmoid(2a) - 1: the n block's rows doubled on both
         # sides, so hh[..., 2H:] holds 2 (W_hn h + b_hn) (the backward halves it).

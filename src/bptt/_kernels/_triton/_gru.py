@@ -25,6 +25,7 @@ from bptt._kernels._common import (
     Pass,
     Runs,
     first_derivative_only,
+    gru_biases,
     input_grad,
     output_grads,
     outputs_of,
@@ -183,15 +184,9 @@ class TritonGRUSequence(torch.autograd.Function):
         b_ih, b_hh = run.lead(b_ih), run.lead(b_hh)
         k, batch, steps, _ = x.shape
         runs, hidden = Runs(k), w_hh.shape[2]
-        h2 = 2 * hidden
         x_rows = run_rows(x)  # (K, T*B, F)
-        # b_hr and b_hz only add to the pre-activation: folded into the input side;
-        # b_hn sits inside r * (W_hn h + b_hn) and is added in the kernel.
-        bias = b_hn = None
-        if b_ih is not None:
-            bias = b_ih.clone()
-            bias[:, :h2] += b_hh[:, :h2]
-            b_hn = b_hh[:, h2:].detach().contiguous()  # (K, H)
+        bias, b_hn = gru_biases(b_ih, b_hh)  # b_hn added in the kernel
+        b_hn = None if b_hn is None else b_hn.detach().contiguous()  # (K, H)
         gates = x.new_empty(steps, k, batch, 3 * hidden)  # (T, K, B, 3H): r, z, n
         project_inputs(runs, x_rows, w_ih, bias, out=gates)
         hn = x.new_empty(steps, k, batch, hidden)  # (T, K, B, H): W_hn h_{t-1} + b_hn
